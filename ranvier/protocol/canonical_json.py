@@ -1,0 +1,98 @@
+"""Canonical JSON per the spec appendix ("Signing JSON" > "Canonical JSON").
+
+Python's json encoder already produces the right bytes for the spec's grammar when keys are sorted (by code
+point, which is how Python compares ``str``), separators are compact and non-ASCII is left unescaped: it
+escapes only ``"``, ``\\``, the short forms ``\\b \\f \\n \\r \\t`` and other control characters as
+lower-case ``\\u00XX``. What it does not do is refuse what canonical JSON forbids, so that is checked first.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import CanonicalJsonError
+
+MAX_SAFE_INT = 2**53 - 1
+MIN_SAFE_INT = -(2**53) + 1
+
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"), check_circular=False
+)
+
+
+def check_canonical(value: Any, strict: bool = True) -> None:
+    """Raise CanonicalJsonError unless ``value`` is representable in canonical JSON.
+
+    ``strict=False`` is for room versions 1-5, whose events may carry floats and big integers (the spec's
+    "v1-canonical-json" fragment); everything else about the encoding stays the same.
+    """
+    stack = [value]
+    pop = stack.pop
+    push = stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str or v is None or t is bool:
+            continue
+        if t is dict:
+            for k in v:
+                if type(k) is not str:
+                    raise CanonicalJsonError(f"object key {k!r} is not a string")
+            push(v.values())
+        elif t is list or t is tuple:
+            push(v)
+        elif t is int:
+            if strict and not MIN_SAFE_INT <= v <= MAX_SAFE_INT:
+                raise CanonicalJsonError(f"integer {v} is outside [-(2**53)+1, (2**53)-1]")
+        elif t is float:
+            if not strict and v == v and v not in (float("inf"), float("-inf")):
+                continue
+            raise CanonicalJsonError(f"number {v!r} is not an integer; canonical JSON has no floats")
+        else:
+            raise CanonicalJsonError(f"value of type {t.__name__} is not JSON")
+
+
+def encode_canonical_json(value: Any, strict: bool = True) -> bytes:
+    """Encode ``value`` as canonical JSON bytes, refusing anything the spec forbids."""
+    check_canonical(value, strict)
+    try:
+        return _encoder.encode(value).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise CanonicalJsonError(f"string is not valid unicode (lone surrogate?): {e.reason}") from e
+
+
+def encode_unchecked(value: Any) -> bytes:
+    """Canonical bytes of a value already known to be valid (e.g. a slice of a checked event)."""
+    try:
+        return _encoder.encode(value).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise CanonicalJsonError(f"string is not valid unicode (lone surrogate?): {e.reason}") from e
+
+
+def _reject_constant(name: str) -> Any:
+    raise CanonicalJsonError(f"{name} is not valid JSON")
+
+
+def _reject_float(text: str) -> Any:
+    raise CanonicalJsonError(f"number {text} is not an integer; canonical JSON has no floats")
+
+
+def parse_json(data: bytes | str, *, strict: bool = True) -> Any:
+    """Parse JSON received from the network.
+
+    With ``strict`` (room versions 6+ and the client API), floats, out-of-range integers and non-finite
+    constants are refused. Duplicate keys are tolerated as JSON parsers commonly do (last one wins).
+    """
+    try:
+        if strict:
+            value = json.loads(data, parse_constant=_reject_constant, parse_float=_reject_float)
+        else:
+            value = json.loads(data, parse_constant=_reject_constant)
+    except CanonicalJsonError:
+        raise
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CanonicalJsonError(f"malformed JSON: {e}") from e
+    if strict:
+        check_canonical(value)
+    return value

@@ -1,0 +1,388 @@
+"""The PDU type: validated on construction, with typed accessors, hash and signature checks, and building.
+
+A ``Pdu`` that exists has passed the format checks for its room version (pdu_v1 ... pdu_v12 schemas, the
+65,536-byte limit and the identifier grammar), so the rest of the server never re-checks shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import nacl.signing
+from unpaddedbase64 import encode_base64
+
+from .canonical_json import check_canonical, encode_canonical_json, encode_unchecked
+from .errors import EventTooLarge, FormatError, HashMismatch, InvalidIdentifier, SignatureError
+from .hashes import compute_content_hash
+from .identifiers import (
+    MAX_ID_BYTES,
+    EventId,
+    RoomId,
+    ServerName,
+    parse_event_id,
+    parse_room_id,
+    parse_user_id,
+    server_of,
+)
+from .redaction import redact_event
+from .room_versions import EventIdFormat, RoomVersion
+from .signing import SigningKey, signature_key_ids, verify_signature_bytes
+
+MAX_PDU_BYTES = 65536
+MAX_PREV_EVENTS = 20
+MAX_AUTH_EVENTS = 10
+MAX_DEPTH = 2**63 - 1
+
+StateKey = tuple[str, str]
+
+
+class VerifyKeyInfo(NamedTuple):
+    key: nacl.signing.VerifyKey
+    # ms since epoch; for room v5+ a key must be valid at the event's origin_server_ts. None: no expiry.
+    valid_until_ts: int | None
+
+
+# (server_name, key_id) -> the key, or None if unknown. The caller fetches keys first (sans-I/O).
+KeyLookup = Callable[[str, str], VerifyKeyInfo | None]
+
+_NOT_HASHED = ("unsigned", "signatures", "hashes")
+
+
+def _bounded_str(d: Mapping[str, Any], key: str, limit: int = MAX_ID_BYTES) -> str:
+    value = d.get(key)
+    if not isinstance(value, str):
+        raise FormatError(f"'{key}' must be a string")
+    if len(value) > limit // 4 and len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise FormatError(f"'{key}' exceeds {limit} bytes")
+    return value
+
+
+def _int_field(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    value = d.get(key)
+    if type(value) is not int or not lo <= value <= hi:
+        raise FormatError(f"'{key}' must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _event_id_list(value: object, key: str, room_version: RoomVersion, limit: int) -> tuple[EventId, ...]:
+    if not isinstance(value, list):
+        raise FormatError(f"'{key}' must be a list")
+    if len(value) > limit:
+        raise FormatError(f"'{key}' has {len(value)} entries; at most {limit} are allowed")
+    if room_version.event_id_format is EventIdFormat.DOMAIN:
+        # v1-v2: [[event_id, {"sha256": ...}], ...]
+        ids = []
+        for item in value:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)):
+                raise FormatError(f"'{key}' entries must be [event_id, hashes] pairs in this room version")
+            ids.append(parse_event_id(item[0], with_domain=True))
+        return tuple(ids)
+    for item in value:
+        if not isinstance(item, str) or not item.startswith("$") or len(item) > MAX_ID_BYTES:
+            raise FormatError(f"'{key}' entries must be event ids")
+    return tuple(value)  # type: ignore[arg-type]
+
+
+class Pdu:
+    """A persistent data unit of a given room version.
+
+    Immutable by convention: ``json`` is the wire form and must not be mutated; build a new Pdu instead.
+    """
+
+    __slots__ = (
+        "room_version",
+        "json",
+        "event_id",
+        "room_id",
+        "type",
+        "state_key",
+        "sender",
+        "prev_event_ids",
+        "auth_event_ids",
+        "depth",
+        "origin_server_ts",
+        "content",
+        "_redacted_bytes",
+        "_body_bytes",
+    )
+
+    room_version: RoomVersion
+    json: dict[str, Any]
+    event_id: EventId
+    room_id: RoomId
+    type: str
+    state_key: str | None
+    sender: str
+    prev_event_ids: tuple[EventId, ...]
+    auth_event_ids: tuple[EventId, ...]
+    depth: int
+    origin_server_ts: int
+    content: dict[str, Any]
+
+    def __init__(self, pdu: Mapping[str, Any], room_version: RoomVersion) -> None:
+        if not isinstance(pdu, Mapping):
+            raise FormatError("a PDU must be a JSON object")
+        d = dict(pdu)
+        if room_version.event_id_format is not EventIdFormat.DOMAIN:
+            # v3+: the event id is derived, never carried; a stray one would change the reference hash.
+            d.pop("event_id", None)
+        check_canonical(d, room_version.strict_canonical_json)
+        self.room_version = room_version
+        self.json = d
+
+        etype = _bounded_str(d, "type")
+        self.type = etype
+        self.sender = parse_user_id(_bounded_str(d, "sender"))
+        if "state_key" in d:
+            self.state_key = _bounded_str(d, "state_key")
+        else:
+            self.state_key = None
+        content = d.get("content")
+        if not isinstance(content, dict):
+            raise FormatError("'content' must be an object")
+        self.content = content
+        self.depth = _int_field(d, "depth", 0, MAX_DEPTH)
+        self.origin_server_ts = _int_field(d, "origin_server_ts", -(2**63), 2**63 - 1)
+        hashes = d.get("hashes")
+        if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
+            raise FormatError("'hashes' must be an object with a 'sha256' string")
+        sigs = d.get("signatures")
+        if not isinstance(sigs, dict) or not all(isinstance(v, dict) for v in sigs.values()):
+            raise FormatError("'signatures' must be an object of objects")
+        if "unsigned" in d and not isinstance(d["unsigned"], dict):
+            raise FormatError("'unsigned' must be an object")
+        self.prev_event_ids = _event_id_list(d.get("prev_events"), "prev_events", room_version, MAX_PREV_EVENTS)
+        self.auth_event_ids = _event_id_list(d.get("auth_events"), "auth_events", room_version, MAX_AUTH_EVENTS)
+
+        redacted = redact_event(d, room_version)
+        redacted.pop("signatures", None)
+        redacted_bytes = encode_unchecked(redacted)
+        self._redacted_bytes = redacted_bytes
+
+        fmt = room_version.event_id_format
+        if fmt is EventIdFormat.DOMAIN:
+            self.event_id = parse_event_id(_bounded_str(d, "event_id"), with_domain=True)
+        else:
+            digest = hashlib.sha256(redacted_bytes).digest()
+            self.event_id = EventId("$" + encode_base64(digest, urlsafe=fmt is EventIdFormat.URLSAFE_BASE64))
+
+        if room_version.room_id_from_create_event and etype == "m.room.create" and self.state_key == "":
+            # v12 (MSC4291): the create event has no room_id; the room id is derived from its event id.
+            if "room_id" in d:
+                raise FormatError("in this room version the m.room.create event must not have a room_id")
+            self.room_id = RoomId("!" + self.event_id[1:])
+        else:
+            try:
+                self.room_id = parse_room_id(
+                    _bounded_str(d, "room_id"), domainless=room_version.room_id_from_create_event
+                )
+            except InvalidIdentifier as e:
+                raise FormatError(e.message) from e
+
+        # The body (what the content hash covers) is encoded once and serves both the size limit and
+        # check_content_hash. The size is "the complete event ... including any signatures" (CS "Size
+        # limits"): body + ',"hashes":' + hashes + ',"signatures":' + signatures, exactly.
+        body_bytes = encode_unchecked({k: v for k, v in d.items() if k not in _NOT_HASHED})
+        self._body_bytes = body_bytes
+        size = len(body_bytes) + 24 + len(encode_unchecked(hashes)) + len(encode_unchecked(sigs))
+        if size > MAX_PDU_BYTES:
+            raise EventTooLarge(f"event is {size} bytes of canonical JSON; the limit is {MAX_PDU_BYTES}")
+
+    # -- accessors --------------------------------------------------------------------------------
+
+    @property
+    def is_state(self) -> bool:
+        return self.state_key is not None
+
+    @property
+    def state_tuple(self) -> StateKey | None:
+        return None if self.state_key is None else (self.type, self.state_key)
+
+    @property
+    def redacts(self) -> EventId | None:
+        """The event a redaction redacts: top-level before v11, in content since v11."""
+        if self.type != "m.room.redaction":
+            return None
+        value = self.content.get("redacts") if self.room_version.redacts_in_content else self.json.get("redacts")
+        return value if isinstance(value, str) else None  # type: ignore[return-value]
+
+    @property
+    def membership(self) -> str | None:
+        value = self.content.get("membership")
+        return value if isinstance(value, str) else None
+
+    @property
+    def origin(self) -> ServerName:
+        """The server that created the event: the sender's server."""
+        return server_of(self.sender)
+
+    @property
+    def unsigned(self) -> dict[str, Any]:
+        value = self.json.get("unsigned")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def signatures(self) -> dict[str, dict[str, str]]:
+        return self.json["signatures"]  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<Pdu {self.event_id} {self.type} {self.state_key!r} from {self.sender}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pdu) and other.event_id == self.event_id
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def check_content_hash(self) -> None:
+        """Raise HashMismatch if the content hash is wrong (the caller then uses ``redacted()``)."""
+        actual = encode_base64(hashlib.sha256(self._body_bytes).digest())
+        if actual != self.json["hashes"]["sha256"]:
+            raise HashMismatch(f"content hash of {self.event_id} does not match")
+
+    def required_signers(self) -> set[str]:
+        """Servers whose signatures the event must carry (S2S "Validating hashes and signatures")."""
+        servers = {self.origin}
+        if self.room_version.event_id_format is EventIdFormat.DOMAIN:
+            servers.add(server_of(self.event_id))  # v1-v2: the server that minted the event id
+        if (
+            self.room_version.restricted_join_rule
+            and self.type == "m.room.member"
+            and self.membership == "join"
+            and isinstance(self.content.get("join_authorised_via_users_server"), str)
+        ):
+            # v8+: the authorising server of a restricted join signs the join
+            try:
+                servers.add(server_of(self.content["join_authorised_via_users_server"]))
+            except InvalidIdentifier as e:
+                raise SignatureError("join_authorised_via_users_server is not a user id") from e
+        return servers
+
+    def check_signatures(self, lookup: KeyLookup) -> None:
+        """Raise SignatureError unless every required server signed with a key ``lookup`` knows."""
+        for server in self.required_signers():
+            self.check_signature_of(server, lookup)
+
+    def check_signature_of(self, server: str, lookup: KeyLookup) -> None:
+        key_ids = signature_key_ids(self.json, server)
+        if not key_ids:
+            raise SignatureError(f"{self.event_id} is not signed by {server}")
+        last_error: SignatureError | None = None
+        for key_id in key_ids:
+            info = lookup(server, key_id)
+            if info is None:
+                last_error = SignatureError(f"no known key {key_id} of {server}")
+                continue
+            if (
+                self.room_version.enforce_key_validity
+                and info.valid_until_ts is not None
+                and info.valid_until_ts < self.origin_server_ts
+            ):
+                last_error = SignatureError(f"key {key_id} of {server} had expired when {self.event_id} was sent")
+                continue
+            try:
+                verify_signature_bytes(self._redacted_bytes, self.json["signatures"][server][key_id], info.key)
+                return
+            except SignatureError as e:
+                last_error = SignatureError(f"signature of {server} ({key_id}) on {self.event_id}: {e.message}")
+        assert last_error is not None
+        raise last_error
+
+    def redacted(self) -> Pdu:
+        """The redacted copy of this event (same event id), e.g. after a content-hash mismatch."""
+        redacted = redact_event(self.json, self.room_version)
+        if "unsigned" in self.json:
+            redacted["unsigned"] = {
+                k: v for k, v in self.json["unsigned"].items() if k in ("age_ts", "redacted_because")
+            }
+        return Pdu(redacted, self.room_version)
+
+    def with_unsigned(self, unsigned: dict[str, Any]) -> Pdu:
+        d = dict(self.json)
+        d["unsigned"] = unsigned
+        return Pdu(d, self.room_version)
+
+    def to_federation(self) -> dict[str, Any]:
+        """The wire form to send to other servers (``unsigned`` is ours to fill per request)."""
+        return self.json
+
+
+def build_event(
+    *,
+    room_version: RoomVersion,
+    room_id: str | None,
+    sender: str,
+    event_type: str,
+    content: dict[str, Any],
+    prev_events: Sequence[Pdu] | Sequence[str],
+    auth_events: Sequence[Pdu] | Sequence[str],
+    depth: int,
+    origin_server_ts: int,
+    server_name: str,
+    signing_key: SigningKey,
+    state_key: str | None = None,
+    redacts: str | None = None,
+    unsigned: dict[str, Any] | None = None,
+    extra_signatures: Iterable[tuple[str, SigningKey]] = (),
+) -> Pdu:
+    """Build, hash and sign a new event of ``room_version`` (S2S "Adding hashes and signatures")."""
+    d: dict[str, Any] = {
+        "type": event_type,
+        "sender": sender,
+        "content": content,
+        "depth": depth,
+        "origin_server_ts": origin_server_ts,
+        "prev_events": _refs(prev_events, room_version),
+        "auth_events": _refs(auth_events, room_version),
+    }
+    creating_v12_room = room_version.room_id_from_create_event and event_type == "m.room.create"
+    if not creating_v12_room:
+        if room_id is None:
+            raise ValueError("room_id is required except for a room v12 m.room.create event")
+        d["room_id"] = room_id
+    if state_key is not None:
+        d["state_key"] = state_key
+    if not room_version.implicit_room_creator:
+        d["origin"] = server_name  # v1-v10 events carry origin (redaction keeps it); dropped in v11
+    if redacts is not None:
+        if room_version.redacts_in_content:
+            d["content"] = {**content, "redacts": redacts}
+        d["redacts"] = redacts  # top-level too: clients and pre-v11 peers read it there
+    if room_version.event_id_format is EventIdFormat.DOMAIN:
+        d["event_id"] = f"${secrets.token_urlsafe(18)}:{server_name}"
+    d["hashes"] = {"sha256": encode_base64(compute_content_hash(d, room_version))}
+    redacted = redact_event(d, room_version)
+    redacted.pop("signatures", None)
+    to_sign = encode_canonical_json(redacted, room_version.strict_canonical_json)
+    d["signatures"] = {server_name: {signing_key.key_id: signing_key.sign_bytes(to_sign)}}
+    for other_server, other_key in extra_signatures:
+        d["signatures"].setdefault(other_server, {})[other_key.key_id] = other_key.sign_bytes(to_sign)
+    if unsigned:
+        d["unsigned"] = unsigned
+    return Pdu(d, room_version)
+
+
+def add_signature(pdu: Pdu, server_name: str, signing_key: SigningKey) -> Pdu:
+    """Co-sign an existing event (e.g. a restricted join or an invite for one of our users)."""
+    d = dict(pdu.json)
+    d["signatures"] = {k: dict(v) for k, v in d["signatures"].items()}
+    d["signatures"].setdefault(server_name, {})[signing_key.key_id] = signing_key.sign_bytes(pdu._redacted_bytes)
+    return Pdu(d, pdu.room_version)
+
+
+def _refs(events: Sequence[Pdu] | Sequence[str], room_version: RoomVersion) -> list[Any]:
+    ids = [e.event_id if isinstance(e, Pdu) else e for e in events]
+    if room_version.event_id_format is EventIdFormat.DOMAIN:
+        out: list[Any] = []
+        for e in events:
+            if isinstance(e, Pdu):
+                out.append([e.event_id, {"sha256": e.json["hashes"]["sha256"]}])
+            else:
+                out.append([e, {}])
+        return out
+    return ids

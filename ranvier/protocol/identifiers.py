@@ -1,0 +1,112 @@
+"""Identifier grammar from the spec appendix ("Identifier Grammar").
+
+Parsing functions return ``NewType``s so that a value typed ``UserId`` has been checked. Over federation the
+historical user-id grammar is accepted (any code point but ``:`` and NUL); locally created ids must use the
+strict one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NewType
+
+from .errors import InvalidIdentifier
+
+UserId = NewType("UserId", str)
+RoomId = NewType("RoomId", str)
+EventId = NewType("EventId", str)
+RoomAlias = NewType("RoomAlias", str)
+ServerName = NewType("ServerName", str)
+
+MAX_ID_BYTES = 255
+
+# Appendix "Server Name": hostname / IPv4 / [IPv6], optional port.
+_DNS_NAME = r"[A-Za-z0-9\-.]{1,255}"
+_IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+_IPV6 = r"\[[0-9A-Fa-f:.]{2,45}\]"
+_SERVER_NAME_RE = re.compile(rf"^(?:{_IPV4}|{_IPV6}|{_DNS_NAME})(?::(\d{{1,5}}))?$")
+_STRICT_LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/+]+$")
+
+
+def is_valid_server_name(name: str) -> bool:
+    m = _SERVER_NAME_RE.match(name)
+    if m is None:
+        return False
+    port = m.group(1)
+    return port is None or 0 < int(port) < 65536
+
+
+def parse_server_name(name: str) -> ServerName:
+    if not isinstance(name, str) or not is_valid_server_name(name):
+        raise InvalidIdentifier(f"invalid server name: {name!r}")
+    return ServerName(name)
+
+
+def _split_sigil_id(value: object, sigil: str, kind: str) -> tuple[str, str]:
+    if not isinstance(value, str) or not value.startswith(sigil):
+        raise InvalidIdentifier(f"{kind} must be a string starting with {sigil!r}: {value!r}")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise InvalidIdentifier(f"{kind} exceeds {MAX_ID_BYTES} bytes")
+    local, sep, domain = value[1:].partition(":")
+    if not sep:
+        raise InvalidIdentifier(f"{kind} has no ':domain' part: {value!r}")
+    if "\x00" in local:
+        raise InvalidIdentifier(f"{kind} contains NUL")
+    if not is_valid_server_name(domain):
+        raise InvalidIdentifier(f"{kind} has an invalid server name: {value!r}")
+    return local, domain
+
+
+def parse_user_id(value: object, *, strict: bool = False) -> UserId:
+    """Parse a user id; ``strict`` applies the current grammar (for ids we create)."""
+    local, _ = _split_sigil_id(value, "@", "user id")
+    if strict and not _STRICT_LOCALPART_RE.match(local):
+        raise InvalidIdentifier(f"user id localpart has characters outside [a-z0-9._=-/+]: {value!r}")
+    return UserId(value)  # type: ignore[arg-type]
+
+
+def is_valid_user_id(value: object) -> bool:
+    try:
+        parse_user_id(value)
+    except InvalidIdentifier:
+        return False
+    return True
+
+
+def is_valid_localpart(localpart: str) -> bool:
+    return bool(_STRICT_LOCALPART_RE.match(localpart))
+
+
+def parse_room_alias(value: object) -> RoomAlias:
+    _split_sigil_id(value, "#", "room alias")
+    return RoomAlias(value)  # type: ignore[arg-type]
+
+
+def parse_room_id(value: object, *, domainless: bool = False) -> RoomId:
+    """Parse a room id; ``domainless`` is room version 12's ``!`` + reference hash form."""
+    if domainless:
+        if not isinstance(value, str) or not value.startswith("!") or ":" in value or len(value) < 2:
+            raise InvalidIdentifier(f"room id must be '!' + a hash in this room version: {value!r}")
+        if len(value.encode("utf-8")) > MAX_ID_BYTES:
+            raise InvalidIdentifier("room id exceeds 255 bytes")
+        return RoomId(value)
+    _split_sigil_id(value, "!", "room id")
+    return RoomId(value)  # type: ignore[arg-type]
+
+
+def parse_event_id(value: object, *, with_domain: bool = False) -> EventId:
+    if not isinstance(value, str) or not value.startswith("$") or len(value) < 2:
+        raise InvalidIdentifier(f"event id must be a string starting with '$': {value!r}")
+    if with_domain:
+        _split_sigil_id(value, "$", "event id")
+    elif len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise InvalidIdentifier("event id exceeds 255 bytes")
+    return EventId(value)
+
+
+def server_of(identifier: str) -> ServerName:
+    """The server name of a sigil:localpart:domain identifier (user id, alias, v1-v11 room/event id)."""
+    _, sep, domain = identifier.partition(":")
+    if not sep:
+        raise InvalidIdentifier(f"identifier has no domain: {identifier!r}")
+    return ServerName(domain)
