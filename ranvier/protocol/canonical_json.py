@@ -9,6 +9,8 @@ lower-case ``\\u00XX``. What it does not do is refuse what canonical JSON forbid
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .errors import CanonicalJsonError
@@ -56,18 +58,20 @@ def check_canonical(value: Any, strict: bool = True) -> None:
 def encode_canonical_json(value: Any, strict: bool = True) -> bytes:
     """Encode ``value`` as canonical JSON bytes, refusing anything the spec forbids."""
     check_canonical(value, strict)
-    try:
-        return _encoder.encode(value).encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise CanonicalJsonError(f"string is not valid unicode (lone surrogate?): {e.reason}") from e
+    return encode_unchecked(value)
 
 
 def encode_unchecked(value: Any) -> bytes:
-    """Canonical bytes of a value already known to be valid (e.g. a slice of a checked event)."""
+    """Canonical bytes of a value already known to be valid (e.g. a slice of a checked event).
+
+    Lone surrogates are still caught here: they survive ``check_canonical`` and only fail at UTF-8 encoding.
+    """
     try:
         return _encoder.encode(value).encode("utf-8")
     except UnicodeEncodeError as e:
         raise CanonicalJsonError(f"string is not valid unicode (lone surrogate?): {e.reason}") from e
+    except RecursionError as e:  # the C encoder recurses; absurd nesting is the sender's problem
+        raise CanonicalJsonError("value is nested too deeply") from e
 
 
 def _reject_constant(name: str) -> Any:
@@ -78,21 +82,41 @@ def _reject_float(text: str) -> Any:
     raise CanonicalJsonError(f"number {text} is not an integer; canonical JSON has no floats")
 
 
-def parse_json(data: bytes | str, *, strict: bool = True) -> Any:
+def _integral_float(text: str) -> int:
+    # Exact arithmetic (Decimal, not float) so that e.g. 9007199254740993.0 is not silently rounded.
+    try:
+        number = Decimal(text)
+    except InvalidOperation as e:  # pragma: no cover - json only hands us well-formed numbers
+        raise CanonicalJsonError(f"malformed number {text}") from e
+    # Bound the magnitude before int(): "1e999999999" would otherwise build a billion-digit integer.
+    if not number.is_finite() or number.adjusted() > 308 or number != number.to_integral_value():
+        raise CanonicalJsonError(f"number {text} is not an integer that canonical JSON can represent")
+    return int(number)
+
+
+def parse_json(data: bytes | str, *, strict: bool = True, integral_floats: bool = False) -> Any:
     """Parse JSON received from the network.
 
     With ``strict`` (room versions 6+ and the client API), floats, out-of-range integers and non-finite
     constants are refused. Duplicate keys are tolerated as JSON parsers commonly do (last one wins).
+
+    ``integral_floats`` accepts float-formatted numbers whose value is an exact integer (``1e10``,
+    ``2.0``) as that integer, which is how the appendix's last canonical JSON example reads. It is off by
+    default because from room version 6 numbers "may no longer be formatted as floats" on the wire.
     """
+    parse_float: Callable[[str], Any]
+    if integral_floats:
+        parse_float = _integral_float
+    else:
+        parse_float = _reject_float if strict else float
     try:
-        if strict:
-            value = json.loads(data, parse_constant=_reject_constant, parse_float=_reject_float)
-        else:
-            value = json.loads(data, parse_constant=_reject_constant)
+        value = json.loads(data, parse_constant=_reject_constant, parse_float=parse_float)
     except CanonicalJsonError:
         raise
     except (ValueError, UnicodeDecodeError) as e:
         raise CanonicalJsonError(f"malformed JSON: {e}") from e
+    except RecursionError as e:
+        raise CanonicalJsonError("JSON is nested too deeply") from e
     if strict:
         check_canonical(value)
     return value

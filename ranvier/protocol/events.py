@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import nacl.signing
-from unpaddedbase64 import encode_base64
+from unpaddedbase64 import decode_base64, encode_base64
 
 from .canonical_json import check_canonical, encode_canonical_json, encode_unchecked
 from .errors import EventTooLarge, FormatError, HashMismatch, InvalidIdentifier, SignatureError
@@ -55,7 +55,7 @@ def _bounded_str(d: Mapping[str, Any], key: str, limit: int = MAX_ID_BYTES) -> s
     value = d.get(key)
     if not isinstance(value, str):
         raise FormatError(f"'{key}' must be a string")
-    if len(value) > limit // 4 and len(value.encode("utf-8", "surrogatepass")) > limit:
+    if _too_long(value, limit):
         raise FormatError(f"'{key}' exceeds {limit} bytes")
     return value
 
@@ -65,6 +65,11 @@ def _int_field(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     if type(value) is not int or not lo <= value <= hi:
         raise FormatError(f"'{key}' must be an integer in [{lo}, {hi}]")
     return value
+
+
+def _too_long(value: str, limit: int = MAX_ID_BYTES) -> bool:
+    # A str of at most limit // 4 code points cannot exceed limit UTF-8 bytes: skip the encode then.
+    return len(value) > limit // 4 and len(value.encode("utf-8", "surrogatepass")) > limit
 
 
 def _event_id_list(value: object, key: str, room_version: RoomVersion, limit: int) -> tuple[EventId, ...]:
@@ -81,9 +86,9 @@ def _event_id_list(value: object, key: str, room_version: RoomVersion, limit: in
             ids.append(parse_event_id(item[0], with_domain=True))
         return tuple(ids)
     for item in value:
-        if not isinstance(item, str) or not item.startswith("$") or len(item) > MAX_ID_BYTES:
+        if type(item) is not str or item[:1] != "$" or _too_long(item):
             raise FormatError(f"'{key}' entries must be event ids")
-    return tuple(value)  # type: ignore[arg-type]
+    return tuple(value)
 
 
 class Pdu:
@@ -93,20 +98,20 @@ class Pdu:
     """
 
     __slots__ = (
-        "room_version",
-        "json",
-        "event_id",
-        "room_id",
-        "type",
-        "state_key",
-        "sender",
-        "prev_event_ids",
-        "auth_event_ids",
-        "depth",
-        "origin_server_ts",
-        "content",
-        "_redacted_bytes",
         "_body_bytes",
+        "_redacted_bytes",
+        "auth_event_ids",
+        "content",
+        "depth",
+        "event_id",
+        "json",
+        "origin_server_ts",
+        "prev_event_ids",
+        "room_id",
+        "room_version",
+        "sender",
+        "state_key",
+        "type",
     )
 
     room_version: RoomVersion
@@ -150,12 +155,18 @@ class Pdu:
         if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
             raise FormatError("'hashes' must be an object with a 'sha256' string")
         sigs = d.get("signatures")
-        if not isinstance(sigs, dict) or not all(isinstance(v, dict) for v in sigs.values()):
-            raise FormatError("'signatures' must be an object of objects")
+        if not isinstance(sigs, dict) or not all(
+            type(by_server) is dict and all(type(sig) is str for sig in by_server.values())
+            for by_server in sigs.values()
+        ):
+            raise FormatError("'signatures' must map server names to objects of strings")
         if "unsigned" in d and not isinstance(d["unsigned"], dict):
             raise FormatError("'unsigned' must be an object")
-        self.prev_event_ids = _event_id_list(d.get("prev_events"), "prev_events", room_version, MAX_PREV_EVENTS)
-        self.auth_event_ids = _event_id_list(d.get("auth_events"), "auth_events", room_version, MAX_AUTH_EVENTS)
+        if "redacts" in d and not room_version.redacts_in_content and not isinstance(d["redacts"], str):
+            raise FormatError("'redacts' must be an event id")  # pdu_v1 ... pdu_v6 schemas
+        prevs, auths = d.get("prev_events"), d.get("auth_events")
+        self.prev_event_ids = _event_id_list(prevs, "prev_events", room_version, MAX_PREV_EVENTS)
+        self.auth_event_ids = _event_id_list(auths, "auth_events", room_version, MAX_AUTH_EVENTS)
 
         redacted = redact_event(d, room_version)
         redacted.pop("signatures", None)
@@ -206,8 +217,10 @@ class Pdu:
         """The event a redaction redacts: top-level before v11, in content since v11."""
         if self.type != "m.room.redaction":
             return None
-        value = self.content.get("redacts") if self.room_version.redacts_in_content else self.json.get("redacts")
-        return value if isinstance(value, str) else None  # type: ignore[return-value]
+        # since v11 the property lives in content
+        source = self.content if self.room_version.redacts_in_content else self.json
+        value = source.get("redacts")
+        return EventId(value) if isinstance(value, str) else None
 
     @property
     def membership(self) -> str | None:
@@ -240,58 +253,89 @@ class Pdu:
     # -- checks -----------------------------------------------------------------------------------
 
     def check_content_hash(self) -> None:
-        """Raise HashMismatch if the content hash is wrong (the caller then uses ``redacted()``)."""
-        actual = encode_base64(hashlib.sha256(self._body_bytes).digest())
-        if actual != self.json["hashes"]["sha256"]:
+        """Raise HashMismatch if the content hash is wrong (the caller then uses ``redacted()``).
+
+        S2S "Validating hashes and signatures": the received hash is base64-decoded and the bytes compared,
+        so a padded or URL-safe spelling of the right digest still matches.
+        """
+        expected = self.json["hashes"]["sha256"]
+        try:
+            received = decode_base64(expected)
+        except Exception as e:  # binascii.Error or ValueError: either way not a hash we can match
+            raise HashMismatch(f"content hash of {self.event_id} is not valid base64") from e
+        if hashlib.sha256(self._body_bytes).digest() != received:
             raise HashMismatch(f"content hash of {self.event_id} does not match")
 
+    def is_third_party_invite(self) -> bool:
+        return (
+            self.type == "m.room.member"
+            and self.membership == "invite"
+            and isinstance(self.content.get("third_party_invite"), dict)
+        )
+
     def required_signers(self) -> set[str]:
-        """Servers whose signatures the event must carry (S2S "Validating hashes and signatures")."""
-        servers = {self.origin}
+        """Servers whose signatures the event must carry (S2S "Validating hashes and signatures").
+
+        - the sender's server, except for an invite made from a third-party invite: "the server which
+          actually sends the event may be a different server" (its proof is checked by auth rule 4.4);
+        - v1-v2: also the server in the event id, if different;
+        - v8+: the authorising server of a restricted join (auth rule 4.2 of v8 needs it "validly signed";
+          checking it here drops a forged join before it reaches the DAG).
+        """
+        servers: set[str] = set()
+        if not self.is_third_party_invite():
+            servers.add(self.origin)
         if self.room_version.event_id_format is EventIdFormat.DOMAIN:
             servers.add(server_of(self.event_id))  # v1-v2: the server that minted the event id
+        authoriser = self.content.get("join_authorised_via_users_server")
         if (
             self.room_version.restricted_join_rule
             and self.type == "m.room.member"
             and self.membership == "join"
-            and isinstance(self.content.get("join_authorised_via_users_server"), str)
+            and isinstance(authoriser, str)
         ):
-            # v8+: the authorising server of a restricted join signs the join
             try:
-                servers.add(server_of(self.content["join_authorised_via_users_server"]))
+                servers.add(server_of(authoriser))
             except InvalidIdentifier as e:
                 raise SignatureError("join_authorised_via_users_server is not a user id") from e
         return servers
 
     def check_signatures(self, lookup: KeyLookup) -> None:
         """Raise SignatureError unless every required server signed with a key ``lookup`` knows."""
-        for server in self.required_signers():
+        for server in sorted(self.required_signers()):
             self.check_signature_of(server, lookup)
 
     def check_signature_of(self, server: str, lookup: KeyLookup) -> None:
+        """Check ``server``'s signatures (appendix "Checking for a Signature", S2S "Validating ...").
+
+        Signatures by unknown keys are skipped, and so (v5+) are keys that had expired before the event's
+        origin_server_ts. Every remaining signature must verify, and at least one must remain.
+        """
         key_ids = signature_key_ids(self.json, server)
         if not key_ids:
-            raise SignatureError(f"{self.event_id} is not signed by {server}")
-        last_error: SignatureError | None = None
+            raise SignatureError(f"{self.event_id} is not signed by {server} with an ed25519 key")
+        verified = 0
+        skipped: list[str] = []
         for key_id in key_ids:
             info = lookup(server, key_id)
             if info is None:
-                last_error = SignatureError(f"no known key {key_id} of {server}")
+                skipped.append(f"{key_id} is unknown")
                 continue
             if (
-                self.room_version.enforce_key_validity
+                self.room_version.enforce_key_validity  # since v5 (v5-signing-requirements fragment)
                 and info.valid_until_ts is not None
                 and info.valid_until_ts < self.origin_server_ts
             ):
-                last_error = SignatureError(f"key {key_id} of {server} had expired when {self.event_id} was sent")
+                skipped.append(f"{key_id} had expired when the event was sent")
                 continue
+            signature = self.json["signatures"][server][key_id]
             try:
-                verify_signature_bytes(self._redacted_bytes, self.json["signatures"][server][key_id], info.key)
-                return
+                verify_signature_bytes(self._redacted_bytes, signature, info.key)
             except SignatureError as e:
-                last_error = SignatureError(f"signature of {server} ({key_id}) on {self.event_id}: {e.message}")
-        assert last_error is not None
-        raise last_error
+                raise SignatureError(f"{server} ({key_id}) on {self.event_id}: {e.message}") from e
+            verified += 1
+        if not verified:
+            raise SignatureError(f"no usable signature of {server} on {self.event_id}: {'; '.join(skipped)}")
 
     def redacted(self) -> Pdu:
         """The redacted copy of this event (same event id), e.g. after a content-hash mismatch."""
@@ -351,8 +395,11 @@ def build_event(
         d["origin"] = server_name  # v1-v10 events carry origin (redaction keeps it); dropped in v11
     if redacts is not None:
         if room_version.redacts_in_content:
+            # since v11 "redacts" is a content property (pdu_v11 has no top-level one); the client API
+            # adds the top-level copy when serving the event (rooms/v11.md).
             d["content"] = {**content, "redacts": redacts}
-        d["redacts"] = redacts  # top-level too: clients and pre-v11 peers read it there
+        else:
+            d["redacts"] = redacts
     if room_version.event_id_format is EventIdFormat.DOMAIN:
         d["event_id"] = f"${secrets.token_urlsafe(18)}:{server_name}"
     d["hashes"] = {"sha256": encode_base64(compute_content_hash(d, room_version))}
@@ -371,7 +418,9 @@ def add_signature(pdu: Pdu, server_name: str, signing_key: SigningKey) -> Pdu:
     """Co-sign an existing event (e.g. a restricted join or an invite for one of our users)."""
     d = dict(pdu.json)
     d["signatures"] = {k: dict(v) for k, v in d["signatures"].items()}
-    d["signatures"].setdefault(server_name, {})[signing_key.key_id] = signing_key.sign_bytes(pdu._redacted_bytes)
+    d["signatures"].setdefault(server_name, {})[signing_key.key_id] = signing_key.sign_bytes(
+        pdu._redacted_bytes
+    )
     return Pdu(d, pdu.room_version)
 
 

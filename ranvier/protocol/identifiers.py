@@ -7,6 +7,7 @@ strict one.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import NewType
 
@@ -28,10 +29,21 @@ _SERVER_NAME_RE = re.compile(rf"^(?:{_IPV4}|{_IPV6}|{_DNS_NAME})(?::(\d{{1,5}}))
 _STRICT_LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/+]+$")
 
 
+# v12 (MSC4291, appendix "Room IDs"): "!" + the create event's reference hash in URL-safe unpadded base64,
+# i.e. exactly 43 characters for a sha256 digest.
+_HASH_ROOM_ID_RE = re.compile(r"^![A-Za-z0-9_\-]{43}$")
+
+
 def is_valid_server_name(name: str) -> bool:
     m = _SERVER_NAME_RE.match(name)
     if m is None:
         return False
+    if name.startswith("["):
+        # "IPv6 literals must be as specified by RFC3513, section 2.2" (appendix "Server Name").
+        try:
+            ipaddress.IPv6Address(name[1 : name.index("]")])
+        except ValueError:
+            return False
     port = m.group(1)
     return port is None or 0 < int(port) < 65536
 
@@ -52,9 +64,16 @@ def _split_sigil_id(value: object, sigil: str, kind: str) -> tuple[str, str]:
         raise InvalidIdentifier(f"{kind} has no ':domain' part: {value!r}")
     if "\x00" in local:
         raise InvalidIdentifier(f"{kind} contains NUL")
+    if not local.isascii() and _has_surrogate(local):
+        # Appendix: localparts may hold "any legal non-surrogate Unicode code points except ':' and NUL".
+        raise InvalidIdentifier(f"{kind} contains a surrogate code point")
     if not is_valid_server_name(domain):
         raise InvalidIdentifier(f"{kind} has an invalid server name: {value!r}")
     return local, domain
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def parse_user_id(value: object, *, strict: bool = False) -> UserId:
@@ -85,10 +104,10 @@ def parse_room_alias(value: object) -> RoomAlias:
 def parse_room_id(value: object, *, domainless: bool = False) -> RoomId:
     """Parse a room id; ``domainless`` is room version 12's ``!`` + reference hash form."""
     if domainless:
-        if not isinstance(value, str) or not value.startswith("!") or ":" in value or len(value) < 2:
-            raise InvalidIdentifier(f"room id must be '!' + a hash in this room version: {value!r}")
-        if len(value.encode("utf-8")) > MAX_ID_BYTES:
-            raise InvalidIdentifier("room id exceeds 255 bytes")
+        if not isinstance(value, str) or not _HASH_ROOM_ID_RE.match(value):
+            raise InvalidIdentifier(
+                f"room id must be '!' + a URL-safe base64 sha256 in this room version: {value!r}"
+            )
         return RoomId(value)
     _split_sigil_id(value, "!", "room id")
     return RoomId(value)  # type: ignore[arg-type]
