@@ -21,21 +21,23 @@ ServerName = NewType("ServerName", str)
 
 MAX_ID_BYTES = 255
 
-# Appendix "Server Name": hostname / IPv4 / [IPv6], optional port.
+# Appendix "Server Name": hostname / IPv4 / [IPv6], optional port. The patterns are used with fullmatch and
+# spell out [0-9]: "$" would accept a trailing newline and "\d" any Unicode digit.
 _DNS_NAME = r"[A-Za-z0-9\-.]{1,255}"
-_IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+_IPV4 = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
 _IPV6 = r"\[[0-9A-Fa-f:.]{2,45}\]"
-_SERVER_NAME_RE = re.compile(rf"^(?:{_IPV4}|{_IPV6}|{_DNS_NAME})(?::(\d{{1,5}}))?$")
-_STRICT_LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/+]+$")
+_SERVER_NAME_RE = re.compile(rf"(?:{_IPV4}|{_IPV6}|{_DNS_NAME})(?::([0-9]{{1,5}}))?")
+# Appendix "User Identifiers" (since v1.8 of the spec): the grammar for ids we create.
+_STRICT_LOCALPART_RE = re.compile(r"[a-z0-9._=\-/+]+")
 
 
 # v12 (MSC4291, appendix "Room IDs"): "!" + the create event's reference hash in URL-safe unpadded base64,
 # i.e. exactly 43 characters for a sha256 digest.
-_HASH_ROOM_ID_RE = re.compile(r"^![A-Za-z0-9_\-]{43}$")
+_HASH_ROOM_ID_RE = re.compile(r"![A-Za-z0-9_\-]{43}")
 
 
 def is_valid_server_name(name: str) -> bool:
-    m = _SERVER_NAME_RE.match(name)
+    m = _SERVER_NAME_RE.fullmatch(name)
     if m is None:
         return False
     if name.startswith("["):
@@ -79,7 +81,7 @@ def _has_surrogate(text: str) -> bool:
 def parse_user_id(value: object, *, strict: bool = False) -> UserId:
     """Parse a user id; ``strict`` applies the current grammar (for ids we create)."""
     local, _ = _split_sigil_id(value, "@", "user id")
-    if strict and not _STRICT_LOCALPART_RE.match(local):
+    if strict and not _STRICT_LOCALPART_RE.fullmatch(local):
         raise InvalidIdentifier(f"user id localpart has characters outside [a-z0-9._=-/+]: {value!r}")
     return UserId(value)  # type: ignore[arg-type]
 
@@ -93,7 +95,7 @@ def is_valid_user_id(value: object) -> bool:
 
 
 def is_valid_localpart(localpart: str) -> bool:
-    return bool(_STRICT_LOCALPART_RE.match(localpart))
+    return bool(_STRICT_LOCALPART_RE.fullmatch(localpart))
 
 
 def parse_room_alias(value: object) -> RoomAlias:
@@ -104,7 +106,7 @@ def parse_room_alias(value: object) -> RoomAlias:
 def parse_room_id(value: object, *, domainless: bool = False) -> RoomId:
     """Parse a room id; ``domainless`` is room version 12's ``!`` + reference hash form."""
     if domainless:
-        if not isinstance(value, str) or not _HASH_ROOM_ID_RE.match(value):
+        if not isinstance(value, str) or not _HASH_ROOM_ID_RE.fullmatch(value):
             raise InvalidIdentifier(
                 f"room id must be '!' + a URL-safe base64 sha256 in this room version: {value!r}"
             )
