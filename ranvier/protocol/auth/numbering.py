@@ -86,7 +86,13 @@ def _children(rv: RoomVersion, parent: tuple[str, ...]) -> tuple[str, ...]:
             names = ["sender_joined", "power", "otherwise"]
         case ("member", "knock"):
             names = ["join_rule", "sender_is_target", "membership", "otherwise"]
-        case ("third_party_invite",) | ("member", "authorised_via_signed"):
+        case ("power_levels", "levels"):
+            names = ["old", "new"]
+        case (
+            ("third_party_invite",)
+            | ("member", "authorised_via_signed")
+            | ("power_levels", "events_old" | "events_new" | "users_old" | "users_new")
+        ):
             names = ["only"]
         case ("power_levels",):
             names = []

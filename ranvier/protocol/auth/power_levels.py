@@ -149,8 +149,20 @@ def get_notification_level(state: Mapping[StateKey, Pdu], key: str = "room") -> 
 # -- the rule for m.room.power_levels events (rule 10 in v1-v5 and v12, rule 9 in v6-v11) ---------------
 
 
+# The comparison rules reject in their sub-rule: "levels" has .1 (the current value) and .2 (the new one),
+# the events and users rules a single .1.
+_REJECTING_SUBRULE: dict[str, tuple[str, ...]] = {
+    "levels_old": ("levels", "old"),
+    "levels_new": ("levels", "new"),
+    "events_old": ("events_old", "only"),
+    "events_new": ("events_new", "only"),
+    "users_old": ("users_old", "only"),
+    "users_new": ("users_new", "only"),
+}
+
+
 def _reject(rv: RoomVersion, sub: str, reason: str) -> AuthRejected:
-    return AuthRejected(rule_number(rv, "power_levels", sub), reason)
+    return AuthRejected(rule_number(rv, "power_levels", *_REJECTING_SUBRULE.get(sub, (sub,))), reason)
 
 
 def _int_map(value: object, rv: RoomVersion, name: str, sub: str) -> dict[str, int]:
@@ -241,7 +253,7 @@ def check_power_levels_event(event: Pdu, auth_events: Mapping[StateKey, Pdu]) ->
     if not rv.integer_power_levels:
         # v1-v9 only check "users" up front. Other values must still be levels once they are compared
         # with the sender's (10.3-10.5): one that is not cannot be ordered, so the event is rejected there.
-        new_named = _new_named(content, rv, "levels")
+        new_named = _new_named(content, rv, "levels_new")
         new_maps = _new_maps(content, rv, "events_new")
 
     sender_level = get_user_power_level(event.sender, auth_events, rv)
@@ -254,9 +266,9 @@ def check_power_levels_event(event: Pdu, auth_events: Mapping[StateKey, Pdu]) ->
         if old_value == new_value:
             continue
         if old_value is not None and old_value > sender_level:
-            raise _reject(rv, "levels", f"cannot change '{name}' from {old_value} above own level")
+            raise _reject(rv, "levels_old", f"cannot change '{name}' from {old_value} above own level")
         if new_value is not None and new_value > sender_level:
-            raise _reject(rv, "levels", f"cannot set '{name}' to {new_value} above own level")
+            raise _reject(rv, "levels_new", f"cannot set '{name}' to {new_value} above own level")
 
     # "events" (and since v6 "notifications"): changed or removed, then added or changed
     old_maps = {name: _lenient_map(old.get(name), rv) for name in new_maps}
