@@ -1,0 +1,277 @@
+"""One small database API over SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+Every store writes its SQL once, in the common dialect both engines accept, with ``?`` placeholders; the
+PostgreSQL engine rewrites them to ``$1, $2, ...``. Work happens inside a transaction:
+
+    async with db.transaction() as txn:      # a write transaction, committed on exit, rolled back on error
+        await txn.execute("INSERT INTO t (a, b) VALUES (?, ?)", (1, "x"))
+    rows = await db.fetchall("SELECT a FROM t WHERE b = ?", ("x",))   # a one-statement read
+
+SQLite allows one writer at a time, so write transactions go through one connection behind an asyncio lock,
+while reads use their own connections (WAL lets them run beside the writer and see only committed data).
+PostgreSQL uses a pool; its transactions run concurrently and callers that need mutual exclusion say so
+(the event persister holds its own lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import aiosqlite
+import asyncpg
+
+Dialect = Literal["sqlite", "postgres"]
+Row = tuple[Any, ...]
+Params = Sequence[Any]
+
+# SQLite's default limit on bound variables is 32766 since 3.32; PostgreSQL's is 32767. Lists of ids are
+# split well below both so that one statement stays cheap to plan.
+MAX_IN_LIST = 500
+
+
+def chunks(items: Sequence[Any], size: int = MAX_IN_LIST) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def in_list(n: int) -> str:
+    """``?, ?, ?`` for an ``IN (...)`` of ``n`` values (``n`` >= 1)."""
+    return ", ".join("?" * n)
+
+
+class Txn(ABC):
+    """A transaction; statements run in order and see each other's effects."""
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Params = ()) -> None: ...
+
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
+
+    @abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, params: Params = ()) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else row[0]
+
+
+class Database(ABC):
+    dialect: Dialect
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """``async with db.transaction() as txn``: a write transaction."""
+
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """``async with db.snapshot() as txn``: a read-only transaction with one consistent view."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def execute(self, sql: str, params: Params = ()) -> None:
+        """One write statement in a transaction of its own."""
+        async with self.transaction() as txn:
+            await txn.execute(sql, params)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        async with self.snapshot() as txn:
+            return await txn.fetchall(sql, params)  # type: ignore[no-any-return]
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, params: Params = ()) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else row[0]
+
+
+# -- SQLite -----------------------------------------------------------------------------------------------
+
+
+class _SqliteTxn(Txn):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> None:
+        await self._conn.execute(sql, tuple(params))
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        rows = [tuple(r) for r in rows]
+        if rows:
+            await self._conn.executemany(sql, rows)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(await self._conn.execute_fetchall(sql, tuple(params)))  # type: ignore[arg-type]
+
+
+class SqliteDatabase(Database):
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, writer: aiosqlite.Connection, readers: list[aiosqlite.Connection]) -> None:
+        self._writer = writer
+        self._write_lock = asyncio.Lock()
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all = [writer, *readers]
+        self._has_readers = bool(readers)
+        for r in readers:
+            self._readers.put_nowait(r)
+
+    @classmethod
+    async def open(cls, path: str | Path, *, readers: int = 2, synchronous: str = "FULL") -> SqliteDatabase:
+        """Open (creating if needed) the database file at ``path``.
+
+        ``synchronous=FULL`` makes a commit survive power loss, which the rule "committed before it is
+        acknowledged" needs; NORMAL survives process crashes only and is for benchmarks and tests.
+        """
+        if synchronous not in ("FULL", "NORMAL", "OFF"):
+            raise ValueError(f"bad synchronous mode {synchronous!r}")
+
+        async def _connect() -> aiosqlite.Connection:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing commits behind our back.
+            conn = await aiosqlite.connect(str(path), isolation_level=None)
+            await conn.execute("PRAGMA busy_timeout = 10000")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute(f"PRAGMA synchronous = {synchronous}")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA cache_size = -65536")  # 64 MiB per connection
+            return conn
+
+        if str(path) == ":memory:":
+            readers = 0  # every connection would get its own empty database
+        writer = await _connect()
+        return cls(writer, [await _connect() for _ in range(readers)])
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Txn]:
+        async with self._write_lock:
+            # IMMEDIATE takes the write lock now, so a transaction never fails half-way to upgrade it.
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTxn(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Txn]:
+        if not self._has_readers:
+            async with self.transaction() as txn:
+                yield txn
+            return
+        conn = await self._readers.get()
+        try:
+            await conn.execute("BEGIN")
+            try:
+                yield _SqliteTxn(conn)
+            finally:
+                await conn.execute("COMMIT")
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def close(self) -> None:
+        for conn in self._all:
+            await conn.close()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?")
+
+
+def to_numbered_params(sql: str) -> str:
+    """Rewrite ``?`` placeholders to ``$n``, leaving string literals alone."""
+    counter = 0
+
+    def repl(m: re.Match[str]) -> str:
+        nonlocal counter
+        if m.group(0) != "?":
+            return m.group(0)
+        counter += 1
+        return f"${counter}"
+
+    return _PLACEHOLDER.sub(repl, sql)
+
+
+class _PgTxn(Txn):
+    def __init__(self, conn: asyncpg.Connection, rewrite: dict[str, str]) -> None:
+        self._conn = conn
+        self._rewrite = rewrite
+
+    def _sql(self, sql: str) -> str:
+        out = self._rewrite.get(sql)
+        if out is None:
+            out = self._rewrite[sql] = to_numbered_params(sql)
+        return out
+
+    async def execute(self, sql: str, params: Params = ()) -> None:
+        await self._conn.execute(self._sql(sql), *params)
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        rows = [tuple(r) for r in rows]
+        if rows:
+            await self._conn.executemany(self._sql(sql), rows)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return [tuple(r) for r in await self._conn.fetch(self._sql(sql), *params)]
+
+
+class PostgresDatabase(Database):
+    dialect: Dialect = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._rewrite: dict[str, str] = {}
+
+    @classmethod
+    async def open(cls, dsn: str, *, schema: str | None = None, max_size: int = 5) -> PostgresDatabase:
+        """Connect to ``dsn``; with ``schema``, every connection works in that schema (tests use one each)."""
+        settings = {"search_path": schema} if schema else {}
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, server_settings=settings)
+        assert pool is not None
+        return cls(pool)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Txn]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PgTxn(conn, self._rewrite)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Txn]:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            yield _PgTxn(conn, self._rewrite)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        # A single statement is atomic by itself: skip the BEGIN/COMMIT round trips.
+        async with self._pool.acquire() as conn:
+            return await _PgTxn(conn, self._rewrite).fetchall(sql, params)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_database(url: str, **kwargs: Any) -> Database:
+    """Open ``sqlite:///path/to.db`` or ``postgresql://user@host:port/dbname`` (as in homeserver.yaml)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        # SQLAlchemy's convention, as config.py writes it: sqlite:///relative.db, sqlite:////absolute.db
+        if not url.startswith("sqlite:///"):
+            raise ValueError("an sqlite url is sqlite:///relative/path or sqlite:////absolute/path")
+        return await SqliteDatabase.open(url[len("sqlite:///") :], **kwargs)
+    if parsed.scheme in ("postgresql", "postgres"):
+        return await PostgresDatabase.open(url, **kwargs)
+    raise ValueError(f"unsupported database url scheme {parsed.scheme!r}")
