@@ -7,6 +7,7 @@ rejected; ``send`` also checks the event against the state and applies it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ ALICE = "@alice:a.example"  # the creator
 BOB = "@bob:b.example"
 CAROL = "@carol:c.example"
 DAVE = "@dave:d.example"
+
+_CLOCK = itertools.count(1_700_000_000_000)
 
 # One key per server, from fixed seeds: building events stays fast and deterministic.
 _KEYS: dict[str, SigningKey] = {}
@@ -44,14 +47,16 @@ ALL_VERSIONS = [str(n) for n in range(1, 13)]
 
 
 class Room:
-    def __init__(self, version: str | RoomVersion, creator: str = ALICE) -> None:
+    def __init__(self, version: str | RoomVersion, creator: str = ALICE, room_id: str | None = None) -> None:
         self.version = version if isinstance(version, RoomVersion) else get_room_version(version)
         self.creator = creator
         self.state: dict[StateKey, Pdu] = {}
-        self.room_id: str | None = None if self.version.room_id_from_create_event else "!room:a.example"
+        if self.version.room_id_from_create_event:
+            self.room_id = None  # v12: known once the create event exists
+        else:
+            self.room_id = room_id or f"!room:{server(creator)}"
         self.last: Pdu | None = None
         self.depth = 0
-        self.ts = 1_700_000_000_000
 
     # -- building ---------------------------------------------------------------------------------
 
@@ -73,7 +78,6 @@ class Room:
             auth = [self.state[k] for k in sorted(keys) if k in self.state]
         if prev is None:
             prev = [self.last] if self.last is not None else []
-        self.ts += 1
         return build_event(
             room_version=self.version,
             room_id=room_id if room_id is not None else self.room_id,
@@ -84,7 +88,7 @@ class Room:
             prev_events=prev,
             auth_events=auth,
             depth=self.depth + 1,
-            origin_server_ts=self.ts,
+            origin_server_ts=next(_CLOCK),  # distinct events even when two rooms are built alike
             server_name=server(sender),
             signing_key=key_for(server(sender)),
             redacts=redacts,
@@ -152,9 +156,10 @@ def new_room(
     members: tuple[str, ...] = (),
     create_extra: dict[str, Any] | None = None,
     creator: str = ALICE,
+    room_id: str | None = None,
 ) -> Room:
     """A room with its creator joined, power levels (creator at 100 before v12), a join rule and members."""
-    room = Room(version, creator)
+    room = Room(version, creator, room_id)
     create = room.make(creator, "m.room.create", room.create_content(**(create_extra or {})), "")
     check_auth_rules(create, {})
     room.apply(create)
