@@ -1,0 +1,377 @@
+"""The outbound federation HTTP client: discovery, TLS, the IP blocklist and X-Matrix signing.
+
+One request, one answer: retries and back-off belong to the callers (the transaction sender has its own).
+Responses are parsed strictly (canonical JSON numbers) unless the caller asks otherwise for room versions
+1-5, whose events may carry floats.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import yarl
+
+import ranvier
+from ranvier.protocol.canonical_json import encode_canonical_json, parse_json
+from ranvier.protocol.errors import CanonicalJsonError
+from ranvier.protocol.signing import SigningKey
+
+from .discovery import ResolvedServer, ServerDiscovery
+from .ip_blocklist import BlockedAddress, BlocklistingResolver, IpBlocklist
+from .tls import client_ssl_context
+from .x_matrix import sign_request
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 60.0
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # send_join answers for big rooms are large
+QueryParams = Mapping[str, str | int | bool | Sequence[str]]
+
+
+class FederationError(Exception):
+    """A federation request failed. ``status`` is the HTTP status, 0 when no response came back;
+    ``errcode``/``message`` are the remote's Matrix error when it sent one."""
+
+    def __init__(self, status: int, errcode: str | None, message: str, destination: str = "") -> None:
+        super().__init__(f"{destination}: {status} {errcode or ''} {message}".strip())
+        self.status = status
+        self.errcode = errcode
+        self.message = message
+        self.destination = destination
+
+
+class DestinationUnreachable(FederationError):
+    """No HTTP response: DNS, connection, TLS, timeout, or the destination is blocklisted."""
+
+    def __init__(self, message: str, destination: str = "") -> None:
+        super().__init__(0, None, message, destination)
+
+
+def path_segment(value: str) -> str:
+    """Percent-encode one path segment (room ids, event ids, user ids all contain reserved characters)."""
+    return quote(value, safe="")
+
+
+def _encode_query(query: QueryParams | None) -> str:
+    if not query:
+        return ""
+    pairs: list[tuple[str, str]] = []
+    for name, value in query.items():
+        if isinstance(value, bool):
+            pairs.append((name, "true" if value else "false"))
+        elif isinstance(value, str | int):
+            pairs.append((name, str(value)))
+        else:
+            pairs.extend((name, v) for v in value)
+    return "?" + urlencode(pairs, quote_via=quote, safe="")
+
+
+class FederationClient:
+    def __init__(
+        self,
+        server_name: str,
+        signing_key: SigningKey,
+        *,
+        discovery: ServerDiscovery | None = None,
+        verify_tls: bool = True,
+        blocklist: IpBlocklist | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.discovery = discovery if discovery is not None else ServerDiscovery()
+        self.blocklist = blocklist if blocklist is not None else IpBlocklist()
+        self._verify_tls = verify_tls
+        self._default_timeout = default_timeout
+        self._max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily so that the client can be constructed outside the event loop (in app wiring).
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=BlocklistingResolver(self.blocklist),
+                ssl=client_ssl_context(self._verify_tls),
+                limit=0,
+                limit_per_host=8,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers={"User-Agent": f"Ranvier/{ranvier.__version__}"}
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def resolve(self, destination: str) -> ResolvedServer:
+        return await self.discovery.resolve(destination, self._get_session())
+
+    async def request(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        query: QueryParams | None = None,
+        json_body: Any | None = None,
+        *,
+        timeout: float | None = None,
+        authenticate: bool = True,
+        strict_json: bool = True,
+    ) -> Any:
+        """Send one request and return the parsed JSON answer, or raise ``FederationError``.
+
+        ``path`` is already percent-encoded (use ``path_segment``). The signed ``uri`` is exactly the path
+        and query string we send (S2S "Request Authentication"); ``authenticate=False`` is for the key
+        endpoints, which are not authenticated.
+        """
+        if destination == self.server_name:
+            # Federation with ourselves would deadlock some flows and never makes sense.
+            raise FederationError(0, None, "refusing to send a federation request to ourselves", destination)
+        method = method.upper()
+        uri = path + _encode_query(query)
+        session = self._get_session()
+        try:
+            target = await self.discovery.resolve(destination, session)
+            if target.tls_server_name is None:
+                # aiohttp does not consult the resolver for IP literals: check them here.
+                self.blocklist.check(target.connect_host)
+        except (BlockedAddress, ValueError) as e:
+            raise DestinationUnreachable(str(e), destination) from e
+        headers = {"Host": target.host_header, "Accept": "application/json"}
+        data: bytes | None = None
+        if json_body is not None:
+            data = encode_canonical_json(json_body, strict=strict_json)
+            headers["Content-Type"] = "application/json"
+        if authenticate:
+            headers["Authorization"] = sign_request(
+                method, uri, self.server_name, destination, json_body, self.signing_key
+            )
+        url = yarl.URL(f"https://{target.url_host}:{target.port}{uri}", encoded=True)
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout if timeout is not None else self._default_timeout
+        )
+        try:
+            async with session.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=client_timeout,
+                allow_redirects=False,
+                server_hostname=target.tls_server_name,
+            ) as resp:
+                body = await resp.content.read(self._max_response_bytes + 1)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise DestinationUnreachable(f"{type(e).__name__}: {e}", destination) from e
+        if len(body) > self._max_response_bytes:
+            raise FederationError(status, None, "response too large", destination)
+        return _interpret(status, body, destination, strict_json)
+
+    # -- typed helpers for the endpoints the room layer reads from ------------------------------------
+
+    async def get_event(self, destination: str, event_id: str) -> dict[str, Any]:
+        """GET /v1/event: a single-PDU transaction ``{origin, origin_server_ts, pdus: [pdu]}``."""
+        return await self._get_object(destination, f"/_matrix/federation/v1/event/{path_segment(event_id)}")
+
+    async def get_state_ids(self, destination: str, room_id: str, event_id: str) -> dict[str, Any]:
+        return await self._get_object(
+            destination, f"/_matrix/federation/v1/state_ids/{path_segment(room_id)}", {"event_id": event_id}
+        )
+
+    async def get_state(self, destination: str, room_id: str, event_id: str) -> dict[str, Any]:
+        return await self._get_object(
+            destination, f"/_matrix/federation/v1/state/{path_segment(room_id)}", {"event_id": event_id}
+        )
+
+    async def get_event_auth(self, destination: str, room_id: str, event_id: str) -> dict[str, Any]:
+        return await self._get_object(
+            destination,
+            f"/_matrix/federation/v1/event_auth/{path_segment(room_id)}/{path_segment(event_id)}",
+        )
+
+    async def backfill(
+        self, destination: str, room_id: str, event_ids: Sequence[str], limit: int
+    ) -> dict[str, Any]:
+        return await self._get_object(
+            destination,
+            f"/_matrix/federation/v1/backfill/{path_segment(room_id)}",
+            {"v": list(event_ids), "limit": limit},
+        )
+
+    async def get_missing_events(
+        self,
+        destination: str,
+        room_id: str,
+        *,
+        earliest_events: Sequence[str],
+        latest_events: Sequence[str],
+        limit: int = 10,
+        min_depth: int = 0,
+    ) -> dict[str, Any]:
+        body = {
+            "earliest_events": list(earliest_events),
+            "latest_events": list(latest_events),
+            "limit": limit,
+            "min_depth": min_depth,
+        }
+        return await self._object(
+            "POST",
+            destination,
+            f"/_matrix/federation/v1/get_missing_events/{path_segment(room_id)}",
+            body=body,
+        )
+
+    async def query_profile(self, destination: str, user_id: str, field: str | None = None) -> dict[str, Any]:
+        query: dict[str, str] = {"user_id": user_id}
+        if field is not None:
+            query["field"] = field
+        return await self._get_object(destination, "/_matrix/federation/v1/query/profile", query)
+
+    async def query_directory(self, destination: str, room_alias: str) -> dict[str, Any]:
+        return await self._get_object(
+            destination, "/_matrix/federation/v1/query/directory", {"room_alias": room_alias}
+        )
+
+    async def timestamp_to_event(
+        self, destination: str, room_id: str, ts: int, direction: str
+    ) -> dict[str, Any]:
+        if direction not in ("f", "b"):
+            raise ValueError("direction must be 'f' or 'b'")
+        return await self._get_object(
+            destination,
+            f"/_matrix/federation/v1/timestamp_to_event/{path_segment(room_id)}",
+            {"ts": ts, "dir": direction},
+        )
+
+    async def make_join(
+        self, destination: str, room_id: str, user_id: str, supported_versions: Sequence[str]
+    ) -> dict[str, Any]:
+        return await self._get_object(
+            destination,
+            f"/_matrix/federation/v1/make_join/{path_segment(room_id)}/{path_segment(user_id)}",
+            {"ver": list(supported_versions)},
+        )
+
+    async def send_join_v2(
+        self,
+        destination: str,
+        room_id: str,
+        event_id: str,
+        event: Mapping[str, Any],
+        *,
+        omit_members: bool = False,
+    ) -> dict[str, Any]:
+        query = {"omit_members": True} if omit_members else None
+        return await self._object(
+            "PUT",
+            destination,
+            f"/_matrix/federation/v2/send_join/{path_segment(room_id)}/{path_segment(event_id)}",
+            query,
+            body=dict(event),
+        )
+
+    async def make_leave(self, destination: str, room_id: str, user_id: str) -> dict[str, Any]:
+        return await self._get_object(
+            destination, f"/_matrix/federation/v1/make_leave/{path_segment(room_id)}/{path_segment(user_id)}"
+        )
+
+    async def send_leave_v2(
+        self, destination: str, room_id: str, event_id: str, event: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._object(
+            "PUT",
+            destination,
+            f"/_matrix/federation/v2/send_leave/{path_segment(room_id)}/{path_segment(event_id)}",
+            body=dict(event),
+        )
+
+    async def invite_v2(
+        self,
+        destination: str,
+        room_id: str,
+        event_id: str,
+        *,
+        room_version: str,
+        event: Mapping[str, Any],
+        invite_room_state: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        body = {
+            "room_version": room_version,
+            "event": dict(event),
+            "invite_room_state": list(invite_room_state),
+        }
+        return await self._object(
+            "PUT",
+            destination,
+            f"/_matrix/federation/v2/invite/{path_segment(room_id)}/{path_segment(event_id)}",
+            body=body,
+        )
+
+    async def send_transaction(
+        self,
+        destination: str,
+        txn_id: str,
+        *,
+        origin_server_ts: int,
+        pdus: Sequence[Mapping[str, Any]] = (),
+        edus: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        body = {
+            "origin": self.server_name,
+            "origin_server_ts": origin_server_ts,
+            "pdus": [dict(p) for p in pdus],
+            "edus": [dict(e) for e in edus],
+        }
+        return await self._object(
+            "PUT", destination, f"/_matrix/federation/v1/send/{path_segment(txn_id)}", body=body
+        )
+
+    async def _get_object(
+        self, destination: str, path: str, query: QueryParams | None = None
+    ) -> dict[str, Any]:
+        return await self._object("GET", destination, path, query)
+
+    async def _object(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        query: QueryParams | None = None,
+        *,
+        body: Any | None = None,
+    ) -> dict[str, Any]:
+        # Room versions 1-5 allow floats in events; callers that know the room version can use
+        # ``request(strict_json=False)`` directly. The helpers parse leniently and leave per-event
+        # canonical-JSON checks to event validation, which knows the room version.
+        result = await self.request(method, destination, path, query, body, strict_json=False)
+        if not isinstance(result, dict):
+            raise FederationError(200, None, "response is not a JSON object", destination)
+        return result
+
+
+def _interpret(status: int, body: bytes, destination: str, strict_json: bool) -> Any:
+    if 200 <= status < 300:
+        try:
+            return parse_json(body, strict=strict_json)
+        except CanonicalJsonError as e:
+            raise FederationError(status, None, f"invalid JSON in response: {e.message}", destination) from e
+    errcode: str | None = None
+    message = body[:500].decode("utf-8", "replace")
+    try:
+        parsed = parse_json(body, strict=False)
+    except CanonicalJsonError:
+        parsed = None
+    if isinstance(parsed, dict):
+        if isinstance(parsed.get("errcode"), str):
+            errcode = parsed["errcode"]
+        if isinstance(parsed.get("error"), str):
+            message = parsed["error"]
+    raise FederationError(status, errcode, message, destination)

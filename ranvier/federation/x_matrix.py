@@ -1,0 +1,178 @@
+"""The ``X-Matrix`` Authorization header (S2S "Authentication" > "Request Authentication").
+
+Pure and synchronous: building, parsing, signing and verifying take data and return data. The caller
+fetches the origin's key first (``Keyring.prefetch``) and passes a synchronous ``KeyLookup``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ranvier.protocol.errors import ProtocolError, SignatureError
+from ranvier.protocol.events import KeyLookup
+from ranvier.protocol.identifiers import is_valid_server_name
+from ranvier.protocol.signing import SigningKey, sign_json, verify_json_signature
+
+SCHEME = "X-Matrix"
+
+
+class RequestAuthError(ProtocolError):
+    """A federation request is not (validly) signed; the HTTP edge answers 401 M_UNAUTHORIZED."""
+
+    errcode = "M_UNAUTHORIZED"
+    status = 401
+
+
+@dataclass(frozen=True)
+class XMatrixAuth:
+    origin: str
+    # Optional on receipt for compatibility with servers older than v1.3; we always send it.
+    destination: str | None
+    key: str
+    sig: str
+
+    def __post_init__(self) -> None:
+        if not is_valid_server_name(self.origin):
+            raise RequestAuthError(f"X-Matrix origin is not a server name: {self.origin!r}")
+        if self.destination is not None and not is_valid_server_name(self.destination):
+            raise RequestAuthError(f"X-Matrix destination is not a server name: {self.destination!r}")
+        if not self.key or not self.sig:
+            raise RequestAuthError("X-Matrix key and sig must not be empty")
+
+
+def _quote(value: str) -> str:
+    # Senders should avoid backslashes (compatibility note in the spec); server names, key ids and
+    # base64 never contain '"' or '\\', but escape anyway so the header always parses back.
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_x_matrix(auth: XMatrixAuth) -> str:
+    """The header value, in the conservative form the spec asks senders to use for old servers:
+    one space after the scheme, lower-case names, no whitespace around commas."""
+    params = [("origin", auth.origin)]
+    if auth.destination is not None:
+        params.append(("destination", auth.destination))
+    params += [("key", auth.key), ("sig", auth.sig)]
+    return f"{SCHEME} " + ",".join(f"{name}={_quote(value)}" for name, value in params)
+
+
+def _parse_params(text: str) -> dict[str, str]:
+    """Parse ``name=value`` pairs separated by commas (RFC 9110 section 11.4 auth-params).
+
+    Values are tokens or quoted strings with backslash escapes. Unquoted values may contain colons (the
+    spec asks recipients to allow that for older servers) and are otherwise read up to a comma or space.
+    """
+    params: dict[str, str] = {}
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in " \t,":
+            i += 1
+        if i >= n:
+            return params
+        eq = text.find("=", i)
+        if eq < 0:
+            raise RequestAuthError("malformed X-Matrix parameter (no '=')")
+        name = text[i:eq].strip(" \t").lower()
+        if not name or any(c in name for c in ' \t,"'):
+            raise RequestAuthError(f"malformed X-Matrix parameter name {name!r}")
+        i = eq + 1
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] == '"':
+            i += 1
+            chars: list[str] = []
+            while True:
+                if i >= n:
+                    raise RequestAuthError("unterminated quoted value in X-Matrix header")
+                c = text[i]
+                if c == "\\":
+                    if i + 1 >= n:
+                        raise RequestAuthError("dangling backslash in X-Matrix header")
+                    chars.append(text[i + 1])
+                    i += 2
+                elif c == '"':
+                    i += 1
+                    break
+                else:
+                    chars.append(c)
+                    i += 1
+            value = "".join(chars)
+        else:
+            start = i
+            while i < n and text[i] not in ", \t":
+                i += 1
+            value = text[start:i]
+            if '"' in value:
+                raise RequestAuthError("stray quote in X-Matrix header")
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] != ",":
+            raise RequestAuthError("X-Matrix parameters must be separated by commas")
+        if name in params:
+            # Two values for one name would let a proxy and us disagree on what was signed.
+            raise RequestAuthError(f"duplicate X-Matrix parameter {name!r}")
+        params[name] = value
+
+
+def parse_x_matrix(header: str) -> XMatrixAuth:
+    """Parse an ``Authorization`` header value; unknown parameters are ignored (as the spec says)."""
+    scheme, sep, rest = header.strip(" \t").partition(" ")
+    if scheme.lower() != SCHEME.lower() or not sep:
+        raise RequestAuthError("Authorization header is not of the X-Matrix scheme")
+    params = _parse_params(rest)
+    missing = [p for p in ("origin", "key", "sig") if p not in params]
+    if missing:
+        raise RequestAuthError(f"X-Matrix header lacks {', '.join(missing)}")
+    return XMatrixAuth(params["origin"], params.get("destination"), params["key"], params["sig"])
+
+
+def request_json(method: str, uri: str, origin: str, destination: str, content: Any | None) -> dict[str, Any]:
+    """The object that is signed (step 1). ``content`` is the parsed JSON body; ``None`` when there is no
+    body, in which case the key is left out rather than set to null."""
+    obj: dict[str, Any] = {"method": method.upper(), "uri": uri, "origin": origin, "destination": destination}
+    if content is not None:
+        obj["content"] = content
+    return obj
+
+
+def sign_request(
+    method: str, uri: str, origin: str, destination: str, content: Any | None, key: SigningKey
+) -> str:
+    """The ``Authorization`` header value for a request; ``uri`` is the path with its query string."""
+    signed = sign_json(request_json(method, uri, origin, destination, content), origin, key)
+    sig = signed["signatures"][origin][key.key_id]
+    return format_x_matrix(XMatrixAuth(origin, destination, key.key_id, sig))
+
+
+def verify_request(
+    auth: XMatrixAuth,
+    *,
+    method: str,
+    uri: str,
+    content: Any | None,
+    our_server_name: str,
+    lookup: KeyLookup,
+    now_ms: int,
+) -> str:
+    """Check a parsed header against the request; return the authenticated origin server name.
+
+    Only keys that are currently valid may sign requests: ``old_verify_keys`` are for events only
+    (S2S "Publishing Keys"), and the keyring reports them with ``valid_until_ts`` = their ``expired_ts``.
+    """
+    if auth.destination is not None and auth.destination != our_server_name:
+        # S2S: "the receiving server must deny the request with an HTTP status code 401".
+        raise RequestAuthError(f"request is addressed to {auth.destination}, not to us")
+    info = lookup(auth.origin, auth.key)
+    if info is None:
+        raise RequestAuthError(f"unknown key {auth.key} of {auth.origin}")
+    if info.valid_until_ts is not None and info.valid_until_ts < now_ms:
+        raise RequestAuthError(f"key {auth.key} of {auth.origin} is no longer valid for requests")
+    destination = auth.destination if auth.destination is not None else our_server_name
+    obj = request_json(method, uri, auth.origin, destination, content)
+    obj["signatures"] = {auth.origin: {auth.key: auth.sig}}
+    try:
+        verify_json_signature(obj, auth.origin, auth.key, info.key)
+    except SignatureError as e:
+        raise RequestAuthError(f"invalid X-Matrix signature from {auth.origin}: {e.message}") from e
+    return auth.origin
