@@ -51,10 +51,15 @@ KeyLookup = Callable[[str, str], VerifyKeyInfo | None]
 _NOT_HASHED = ("unsigned", "signatures", "hashes")
 
 
-def _bounded_str(d: Mapping[str, Any], key: str, limit: int = MAX_ID_BYTES) -> str:
+def _str_field(d: Mapping[str, Any], key: str) -> str:
     value = d.get(key)
-    if not isinstance(value, str):
+    if type(value) is not str:
         raise FormatError(f"'{key}' must be a string")
+    return value
+
+
+def _bounded_str(d: Mapping[str, Any], key: str, limit: int = MAX_ID_BYTES) -> str:
+    value = _str_field(d, key)
     if _too_long(value, limit):
         raise FormatError(f"'{key}' exceeds {limit} bytes")
     return value
@@ -140,7 +145,7 @@ class Pdu:
 
         etype = _bounded_str(d, "type")
         self.type = etype
-        self.sender = parse_user_id(_bounded_str(d, "sender"))
+        self.sender = parse_user_id(_str_field(d, "sender"))
         if "state_key" in d:
             self.state_key = _bounded_str(d, "state_key")
         else:
@@ -175,7 +180,7 @@ class Pdu:
 
         fmt = room_version.event_id_format
         if fmt is EventIdFormat.DOMAIN:
-            self.event_id = parse_event_id(_bounded_str(d, "event_id"), with_domain=True)
+            self.event_id = parse_event_id(_str_field(d, "event_id"), with_domain=True)
         else:
             digest = hashlib.sha256(redacted_bytes).digest()
             self.event_id = EventId("$" + encode_base64(digest, urlsafe=fmt is EventIdFormat.URLSAFE_BASE64))
@@ -186,12 +191,10 @@ class Pdu:
                 raise FormatError("in this room version the m.room.create event must not have a room_id")
             self.room_id = RoomId("!" + self.event_id[1:])
         else:
-            try:
-                self.room_id = parse_room_id(
-                    _bounded_str(d, "room_id"), domainless=room_version.room_id_from_create_event
-                )
-            except InvalidIdentifier as e:
-                raise FormatError(e.message) from e
+            # InvalidIdentifier is a FormatError: a malformed room id is refused like a malformed sender.
+            self.room_id = parse_room_id(
+                _str_field(d, "room_id"), domainless=room_version.room_id_from_create_event
+            )
 
         # The body (what the content hash covers) is encoded once and serves both the size limit and
         # check_content_hash. The size is "the complete event ... including any signatures" (CS "Size
