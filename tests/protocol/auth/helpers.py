@@ -129,6 +129,11 @@ class Room:
             content["creator"] = self.creator
         return content
 
+    def users(self, **levels: int) -> dict[str, int]:
+        """A "users" map: the creator at 100 (not since v12: creators cannot be listed) plus ``levels``."""
+        base = {} if self.version.privileged_creators else {self.creator: 100}
+        return {**base, **levels}
+
     def default_power_levels(self, users: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         if users is None:
             # since v12 creators cannot be listed: they have infinite power
