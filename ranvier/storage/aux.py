@@ -1,0 +1,49 @@
+"""Wires the auxiliary table families onto the ``Storage`` object (called by ``open_storage``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .sql.account_data import AccountDataStore
+from .sql.aliases import AliasStore
+from .sql.client_txns import ClientTxnStore
+from .sql.devices import DeviceStore
+from .sql.directory import DirectoryStore
+from .sql.engine import Database
+from .sql.inbound_txns import InboundTxnStore
+from .sql.outbox import OutboxStore
+from .sql.pending_join_pdus import PendingJoinPduStore
+from .sql.receipts import ReceiptStore
+from .sql.server_keys import ServerKeyStore
+from .sql.users import UserStore
+
+AUX_ATTRIBUTES = (
+    "users",
+    "devices",
+    "aliases",
+    "directory",
+    "account_data",
+    "receipts",
+    "keys",
+    "outbox",
+    "inbound_txns",
+    "pending_join_pdus",
+    "client_txns",
+)
+
+
+def attach_aux(storage: Any, db: Database | None = None) -> None:
+    """Set ``storage.users``, ``storage.devices``, ... (see AUX_ATTRIBUTES) over ``db`` (default
+    ``storage.db``). The schema comes from the 050-099 migrations, applied by the shared runner."""
+    database: Database = db if db is not None else storage.db
+    storage.users = UserStore(database)
+    storage.devices = DeviceStore(database)
+    storage.aliases = AliasStore(database)
+    storage.directory = DirectoryStore(database)
+    storage.account_data = AccountDataStore(database)
+    storage.receipts = ReceiptStore(database)
+    storage.keys = ServerKeyStore(database)
+    storage.outbox = OutboxStore(database)
+    storage.inbound_txns = InboundTxnStore(database)
+    storage.pending_join_pdus = PendingJoinPduStore(database)
+    storage.client_txns = ClientTxnStore(database)
