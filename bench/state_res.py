@@ -1,0 +1,150 @@
+"""State resolution benchmark: two forks of a big room.
+
+    python3 -m bench state_res [--state N] [--conflicts K] [--runs R]
+
+Without options: room v11 and v12, 10,000 state events with 100 conflicted keys, and 1,000 with 10.
+The room: create, creator join, power levels, public join rules, then joins and custom state events up to
+N; then two forks off the same tip, each changing the same K keys differently (one power levels change by
+the creator, the rest member name changes and custom state). Times ``resolve_state`` over the two forks'
+states: one warm-up, then min/median/max of R runs, with a fresh ``AuthChainIndex`` per run ("cold") and
+with one index kept across runs as a long-lived server would ("warm").
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ranvier.protocol.auth import auth_types_for_event
+from ranvier.protocol.events import Pdu, StateKey, build_event
+from ranvier.protocol.room_versions import RoomVersion, get_room_version
+from ranvier.protocol.signing import SigningKey
+from ranvier.protocol.state_res import AuthChainIndex, DictEventSource, resolve_state
+
+SERVER = "bench.example"
+KEY = SigningKey.from_seed("bench", b"\x11" * 32)
+CREATOR = f"@alice:{SERVER}"
+
+
+class _Builder:
+    def __init__(self, room_version: RoomVersion) -> None:
+        self.rv = room_version
+        self.room_id: str | None = None if room_version.room_id_from_create_event else f"!bench:{SERVER}"
+        self.source = DictEventSource()
+        self.ts = 0
+
+    def add(
+        self,
+        state: dict[StateKey, str],
+        prev: list[str],
+        depth: int,
+        event_type: str,
+        sender: str,
+        content: dict[str, Any],
+        state_key: str,
+    ) -> Pdu:
+        keys = auth_types_for_event(self.rv, event_type, state_key, sender, content)
+        self.ts += 1
+        event = build_event(
+            room_version=self.rv,
+            room_id=self.room_id,
+            sender=sender,
+            event_type=event_type,
+            content=content,
+            prev_events=prev,
+            auth_events=sorted(state[k] for k in keys if k in state),
+            depth=depth,
+            origin_server_ts=self.ts,
+            server_name=SERVER,
+            signing_key=KEY,
+            state_key=state_key,
+        )
+        if self.room_id is None:
+            self.room_id = event.room_id
+        self.source.add(event)
+        state[(event_type, state_key)] = event.event_id
+        return event
+
+
+def build_forks(
+    room_version: RoomVersion, n_state: int, n_conflicts: int
+) -> tuple[list[dict[StateKey, str]], DictEventSource]:
+    b = _Builder(room_version)
+    state: dict[StateKey, str] = {}
+    last: list[str] = []
+    depth = 0
+
+    def step(event_type: str, sender: str, content: dict[str, Any], state_key: str) -> None:
+        nonlocal last, depth
+        depth += 1
+        last = [b.add(state, last, depth, event_type, sender, content, state_key).event_id]
+
+    step("m.room.create", CREATOR, {"room_version": room_version.identifier, "creator": CREATOR}, "")
+    step("m.room.member", CREATOR, {"membership": "join"}, CREATOR)
+    users = {} if room_version.privileged_creators else {CREATOR: 100}
+    step("m.room.power_levels", CREATOR, {"users": users}, "")
+    step("m.room.join_rules", CREATOR, {"join_rule": "public"}, "")
+    n_members = (n_state - 4) * 9 // 10
+    members = [f"@u{i}:{SERVER}" for i in range(n_members)]
+    for m in members:
+        step("m.room.member", m, {"membership": "join"}, m)
+    for i in range(n_state - len(state)):
+        step("m.bench.state", CREATOR, {"i": i}, f"k{i}")
+
+    tip, tip_depth, base = last, depth, dict(state)
+    forks = []
+    for fork in ("a", "b"):
+        state, last, depth = dict(base), list(tip), tip_depth
+        step("m.room.power_levels", CREATOR, {"users": users, "events_default": 1 if fork == "a" else 2}, "")
+        for i in range(n_conflicts - 1):
+            if i % 2:
+                step("m.bench.state", CREATOR, {"i": i, "fork": fork}, f"k{i}")
+            else:
+                m = members[i]
+                step("m.room.member", m, {"membership": "join", "displayname": f"{m}-{fork}"}, m)
+        forks.append(state)
+    return forks, b.source
+
+
+def _time(fn: Callable[[], object], runs: int) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _fmt(samples: list[float]) -> str:
+    return f"min {min(samples):7.2f}  median {statistics.median(samples):7.2f}  max {max(samples):7.2f} ms"
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m bench state_res")
+    parser.add_argument("--versions", default="11,12")
+    parser.add_argument("--state", type=int, action="append")
+    parser.add_argument("--conflicts", type=int, action="append")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    shapes = list(zip(args.state or [10_000, 1_000], args.conflicts or [100, 10], strict=True))
+    for version in args.versions.split(","):
+        rv = get_room_version(version)
+        for n_state, n_conflicts in shapes:
+            start = time.perf_counter()
+            forks, source = build_forks(rv, n_state, n_conflicts)
+            built = time.perf_counter() - start
+            kept = AuthChainIndex()
+            resolved = resolve_state(rv, forks, source, index=kept)
+            assert len(resolved) >= n_state, "resolution lost state"
+            cold = _time(lambda: resolve_state(rv, forks, source, index=AuthChainIndex()), args.runs)
+            warm = _time(lambda: resolve_state(rv, forks, source, index=kept), args.runs)
+            print(
+                f"room v{version:<3} {n_state:>6} state / {n_conflicts:>3} conflicted "
+                f"({len(source)} events, built in {built:.1f} s)"
+            )
+            print(f"  cold index: {_fmt(cold)}")
+            print(f"  warm index: {_fmt(warm)}")
