@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ranvier.federation.x_matrix import (
+    RequestAuthError,
+    XMatrixAuth,
+    format_x_matrix,
+    parse_x_matrix,
+    sign_request,
+    verify_request,
+)
+from ranvier.protocol.events import VerifyKeyInfo
+from ranvier.protocol.signing import SigningKey
+
+KEY = SigningKey.generate("k1")
+NOW = 1_700_000_000_000
+
+
+def lookup_for(server: str, key: SigningKey, valid_until: int | None = None):
+    def lookup(s: str, key_id: str) -> VerifyKeyInfo | None:
+        if s == server and key_id == key.key_id:
+            return VerifyKeyInfo(key.verify_key, valid_until)
+        return None
+
+    return lookup
+
+
+def test_parse_spec_example() -> None:
+    auth = parse_x_matrix(
+        'X-Matrix origin="origin.hs.example.com",destination="destination.hs.example.com",'
+        'key="ed25519:key1",sig="ABCDEF..."'
+    )
+    assert auth == XMatrixAuth(
+        "origin.hs.example.com", "destination.hs.example.com", "ed25519:key1", "ABCDEF..."
+    )
+
+
+def test_parse_is_lenient_where_the_spec_says() -> None:
+    # Several spaces after the scheme, mixed-case names and scheme, any order, whitespace around commas,
+    # unquoted values with colons, escapes in quoted values, unknown parameters.
+    header = (
+        'x-matrix   Key=ed25519:k1 ,\tSIG="a\\"b" , origin=example.org:8448,extra="1",destination=dest.org'
+    )
+    auth = parse_x_matrix(header)
+    assert auth == XMatrixAuth("example.org:8448", "dest.org", "ed25519:k1", 'a"b')
+
+
+def test_destination_is_optional_on_receipt() -> None:
+    assert parse_x_matrix('X-Matrix origin=a.org,key="ed25519:1",sig="s"').destination is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'Bearer origin="a.org",key="ed25519:1",sig="s"',
+        'X-Matrix origin="a.org",key="ed25519:1"',  # no sig
+        'X-Matrix origin="a.org",origin="b.org",key="ed25519:1",sig="s"',  # duplicate
+        'X-Matrix origin="a.org,key="ed25519:1",sig="s"',  # unterminated quote swallows the rest
+        'X-Matrix origin="a.org" key="ed25519:1",sig="s"',  # missing comma
+        'X-Matrix origin="not a server",key="ed25519:1",sig="s"',
+        "X-Matrix",
+    ],
+)
+def test_parse_rejects(header: str) -> None:
+    with pytest.raises(RequestAuthError) as e:
+        parse_x_matrix(header)
+    assert e.value.errcode == "M_UNAUTHORIZED"
+
+
+server_names = st.from_regex(r"\A[a-z0-9]{1,10}(\.[a-z]{2,5})?(:[1-9][0-9]{0,3})?\Z")
+opaque = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)
+
+
+@given(server_names, server_names, opaque, opaque)
+def test_format_parse_round_trip(origin: str, destination: str, key: str, sig: str) -> None:
+    auth = XMatrixAuth(origin, destination, key, sig)
+    assert parse_x_matrix(format_x_matrix(auth)) == auth
+
+
+def test_sender_uses_the_conservative_form() -> None:
+    header = sign_request("GET", "/_matrix/federation/v1/version", "a.org", "b.org", None, KEY)
+    assert header.startswith('X-Matrix origin="a.org",destination="b.org",key="ed25519:k1",sig="')
+    assert " ," not in header and ", " not in header
+
+
+def _verify(
+    header: str, *, method="PUT", uri="/_matrix/federation/v1/send/1", content=None, us="b.org", **kw
+):
+    return verify_request(
+        parse_x_matrix(header),
+        method=method,
+        uri=uri,
+        content=content,
+        our_server_name=us,
+        lookup=kw.get("lookup", lookup_for("a.org", KEY)),
+        now_ms=NOW,
+    )
+
+
+def test_sign_then_verify() -> None:
+    content = {"pdus": [], "edus": [{"edu_type": "m.typing"}]}
+    header = sign_request("PUT", "/_matrix/federation/v1/send/1", "a.org", "b.org", content, KEY)
+    assert _verify(header, content=content) == "a.org"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"content": {"pdus": ["x"]}},
+        {"method": "POST"},
+        {"uri": "/_matrix/federation/v1/send/2"},
+        {"us": "c.org"},  # addressed to someone else: the spec's 401
+        {"lookup": lookup_for("a.org", SigningKey.generate("k1"))},  # same key id, other key: forged
+        {"lookup": lookup_for("other.org", KEY)},  # unknown key
+        {"lookup": lookup_for("a.org", KEY, valid_until=NOW - 1)},  # expired (e.g. an old_verify_key)
+    ],
+)
+def test_verify_rejects(change: dict) -> None:
+    content = {"pdus": []}
+    header = sign_request("PUT", "/_matrix/federation/v1/send/1", "a.org", "b.org", content, KEY)
+    kwargs = {"content": content, **change}
+    with pytest.raises(RequestAuthError):
+        _verify(header, **kwargs)
+
+
+def test_missing_destination_means_us() -> None:
+    # Older servers omit destination; the signed JSON then names us as destination.
+    header = sign_request("GET", "/x?a=1", "a.org", "b.org", None, KEY)
+    auth = parse_x_matrix(header)
+    legacy = format_x_matrix(XMatrixAuth(auth.origin, None, auth.key, auth.sig))
+    assert _verify(legacy, method="GET", uri="/x?a=1") == "a.org"
+    with pytest.raises(RequestAuthError):
+        _verify(legacy, method="GET", uri="/x?a=1", us="c.org")

@@ -1,0 +1,24 @@
+"""Fixtures for interop tests against real Synapse (installed from PyPI on first use)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .synapse import DEFAULT_VERSION, SynapseServer, running_synapse
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "interop: runs a real Synapse (or other real peer) as a subprocess")
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
+    """One Synapse for the whole session; tests register their own users with unique localparts."""
+    version = os.environ.get("RANVIER_SYNAPSE_VERSION", DEFAULT_VERSION)
+    workdir: Path = tmp_path_factory.mktemp(f"synapse-{version}")
+    with running_synapse(workdir, version) as server:
+        yield server
