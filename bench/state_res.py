@@ -132,19 +132,22 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     shapes = list(zip(args.state or [10_000, 1_000], args.conflicts or [100, 10], strict=True))
     for version in args.versions.split(","):
-        rv = get_room_version(version)
         for n_state, n_conflicts in shapes:
-            start = time.perf_counter()
-            forks, source = build_forks(rv, n_state, n_conflicts)
-            built = time.perf_counter() - start
-            kept = AuthChainIndex()
-            resolved = resolve_state(rv, forks, source, index=kept)
-            assert len(resolved) >= n_state, "resolution lost state"
-            cold = _time(lambda: resolve_state(rv, forks, source, index=AuthChainIndex()), args.runs)
-            warm = _time(lambda: resolve_state(rv, forks, source, index=kept), args.runs)
-            print(
-                f"room v{version:<3} {n_state:>6} state / {n_conflicts:>3} conflicted "
-                f"({len(source)} events, built in {built:.1f} s)"
-            )
-            print(f"  cold index: {_fmt(cold)}")
-            print(f"  warm index: {_fmt(warm)}")
+            _run_shape(get_room_version(version), n_state, n_conflicts, args.runs)
+
+
+def _run_shape(rv: RoomVersion, n_state: int, n_conflicts: int, runs: int) -> None:
+    start = time.perf_counter()
+    forks, source = build_forks(rv, n_state, n_conflicts)
+    built = time.perf_counter() - start
+    kept = AuthChainIndex()
+    resolved = resolve_state(rv, forks, source, index=kept)
+    assert len(resolved) >= n_state, "resolution lost state"
+    cold = _time(lambda: resolve_state(rv, forks, source, index=AuthChainIndex()), runs)
+    warm = _time(lambda: resolve_state(rv, forks, source, index=kept), runs)
+    print(
+        f"room v{rv.identifier:<3} {n_state:>6} state / {n_conflicts:>3} conflicted "
+        f"({len(source)} events, built in {built:.1f} s)"
+    )
+    print(f"  cold index: {_fmt(cold)}")
+    print(f"  warm index: {_fmt(warm)}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 
 from ..events import Pdu
-from .source import EventSource, PrecomputedAuthChains
+from .source import EventSource
 
 CREATE_KEY = ("m.room.create", "")
 
@@ -72,7 +72,8 @@ class AuthChainIndex:
 
     def _walk(self, root: str, source: EventSource) -> frozenset[str]:
         chains = self._chains
-        precomputed = source.get_auth_chain if isinstance(source, PrecomputedAuthChains) else None
+        # getattr, not isinstance: a runtime-checkable Protocol check costs microseconds per call.
+        precomputed = getattr(source, "get_auth_chain", None)
         # Chains that depend on a missing event (or sit on an auth cycle, possible only with the
         # sender-chosen event ids of v1/v2) are valid for this walk only.
         partial: dict[str, frozenset[str]] = {}
@@ -126,11 +127,14 @@ class AuthChainIndex:
         join rules), so far fewer chains are unioned than there are events.
         """
         direct: set[str] = set()
-        auth_ids = self.auth_ids
+        known = self._auth.get
         for event_id in event_ids:
-            ids = auth_ids(event_id, source)
-            if ids is not None:
-                direct.update(ids)
+            ids = known(event_id)
+            if ids is None:
+                ids = self.auth_ids(event_id, source)
+                if ids is None:
+                    continue
+            direct.update(ids)
         acc = set(direct)
         chain = self.chain
         for a in direct:

@@ -27,18 +27,19 @@ def split_conflicted(
     first = state_sets[0]
     if len(state_sets) == 1:
         return dict(first), {}
-    # Dict item views intersect in C: the common (key, event) pairs are the unconflicted state.
+    # Dict views intersect and unite in C: the common (key, event) pairs are the unconflicted state, and
+    # only the (few) other keys are visited in Python.
     common = first.items() & state_sets[1].items()
+    keys = first.keys() | state_sets[1].keys()
     for other in state_sets[2:]:
         common &= other.items()
+        keys |= other.keys()
     unconflicted = dict(common)
     conflicted: dict[StateKey, set[str]] = {}
-    for state_set in state_sets:
-        if len(state_set) == len(unconflicted):
-            continue  # every key of this set is unconflicted
-        for key, event_id in state_set.items():
-            if key not in unconflicted:
-                conflicted.setdefault(key, set()).add(event_id)
+    for key in keys - unconflicted.keys():
+        conflicted[key] = {
+            event_id for state_set in state_sets if (event_id := state_set.get(key)) is not None
+        }
     return unconflicted, conflicted
 
 
@@ -55,7 +56,8 @@ def resolve_v2(
 
     conflicted_ids: set[str] = set().union(*conflicted.values())
     conflicted_per_set = [
-        {event_id for key, event_id in state_set.items() if key in conflicted} for state_set in state_sets
+        {event_id for key in conflicted if (event_id := state_set.get(key)) is not None}
+        for state_set in state_sets
     ]
     full = conflicted_ids | auth_difference(index, source, unconflicted.values(), conflicted_per_set)
     if v2_1:
