@@ -93,6 +93,15 @@ def test_auth_events_duplicates_rejected(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", CORE_VERSIONS)
+def test_auth_events_citing_one_event_twice_rejected(version: str) -> None:
+    room = new_room(version, members=(BOB,))
+    event = room.make(BOB, "m.room.message", {"body": "hi"})
+    auth = _auth_of(room.state, event)
+    twice = room.make(BOB, "m.room.message", {"body": "hi"}, auth=[*auth, room.state[PL]])
+    _list_rejects(twice, auth, "auth_events", "duplicates")
+
+
+@pytest.mark.parametrize("version", CORE_VERSIONS)
 def test_auth_events_not_selected_rejected(version: str) -> None:
     room = new_room(version, members=(BOB,))
     auth = [

@@ -293,6 +293,15 @@ def test_ban(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", CORE_VERSIONS)
+def test_ban_of_equal_level_rejected(version: str) -> None:
+    room = Room(version)
+    users = {**room.users(), BOB: 50, CAROL: 50}
+    room = new_room(version, power_levels=room.default_power_levels(users=users), members=(BOB, CAROL))
+    rejects(room.member(BOB, CAROL, "ban"), room.state, "member", "ban", "otherwise")
+    accepts(room.member(BOB, "@dan:d.example", "ban"), room.state)
+
+
+@pytest.mark.parametrize("version", CORE_VERSIONS)
 def test_ban_by_non_member_rejected(version: str) -> None:
     room = new_room(version)
     rejects(room.member(BOB, CAROL, "ban"), room.state, "member", "ban", "sender_joined")
