@@ -1,0 +1,220 @@
+"""The one place where Ranvier is constructed and wired, and the process lifecycle.
+
+Everything is built here from the config and passed down as constructor arguments: no globals, no
+service locator. ``Homeserver.start()`` opens storage and listeners; ``stop()`` stops accepting, lets
+in-flight requests finish, and closes storage (all accepted writes are already committed by then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .client_api.account import AccountHandlers
+from .client_api.auth import Authenticator
+from .client_api.directory import DirectoryHandlers
+from .client_api.errors import matrix_error_middleware
+from .client_api.messages import MessageHandlers
+from .client_api.rooms import RoomHandlers
+from .client_api.sync import SyncHandlers
+from .client_api.versions import VersionHandlers
+from .config import HomeserverConfig
+from .federation.client import FederationClient
+from .federation.discovery import ServerDiscovery
+from .federation.ip_blocklist import IpBlocklist
+from .federation.key_routes import add_key_routes
+from .federation.keys import Keyring
+from .federation.tls import generate_self_signed_cert, server_ssl_context
+from .metrics import Metrics, metrics_middleware
+from .protocol.signing import SigningKey
+from .rooms.local_events import LocalEventCreator
+from .rooms.membership import MembershipService
+from .rooms.persister import EventPersister
+from .rooms.state import StateService
+from .storage import open_storage
+from .storage.sql.filters import FilterStore
+
+logger = logging.getLogger(__name__)
+
+MAX_CLIENT_BODY = 1024 * 1024
+MAX_FEDERATION_BODY = 8 * 1024 * 1024
+
+
+def load_or_create_signing_key(path: Path) -> SigningKey:
+    """Our ed25519 key: read from ``path``, or generated and written there on first start."""
+    if path.exists():
+        line = path.read_text().strip().splitlines()[0]
+        return SigningKey.from_file_line(line)
+    # A random version: a server re-created under the same name must not reuse an old key id, since peers
+    # cache keys by id (see shared/interop/SYNAPSE.md).
+    key = SigningKey.generate("a_" + secrets.token_hex(3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key.to_file_line() + "\n")
+    path.chmod(0o600)
+    logger.info("generated a new signing key %s in %s", key.key_id, path)
+    return key
+
+
+class Homeserver:
+    def __init__(self, config: HomeserverConfig) -> None:
+        self.config = config
+        self.server_name = config.server_name
+        self._runners: list[web.AppRunner] = []
+        self.storage: Any = None
+        self.ports: dict[str, int] = {}
+
+    async def start(self) -> None:
+        config = self.config
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.signing_key = load_or_create_signing_key(Path(config.signing_key_path))
+        self.storage = storage = await open_storage(config.database.url)
+        storage.filters = FilterStore(storage.db)
+        self.metrics = Metrics()
+
+        fed = config.federation
+        blocklist = IpBlocklist(extra_blocked=fed.ip_range_blocklist or (), allow_loopback=fed.allow_loopback)
+        self.federation_client = FederationClient(
+            self.server_name,
+            self.signing_key,
+            discovery=ServerDiscovery(),
+            verify_tls=fed.verify_tls,
+            blocklist=blocklist,
+        )
+        self.keyring = Keyring(
+            self.server_name, [self.signing_key], client=self.federation_client, store=storage.server_keys
+        )
+
+        self.state = StateService(storage)
+        self.persister = EventPersister(storage, self.state)
+        self.creator = LocalEventCreator(
+            storage, self.state, self.persister, self.server_name, self.signing_key
+        )
+        self.membership = MembershipService(storage, self.creator, self.server_name)
+        self.authenticator = Authenticator(storage)
+        self._wire_federation()
+
+        await self._start_client_listener()
+        if config.federation.enabled:
+            await self._start_federation_listener()
+        if config.listeners.metrics.enabled:
+            await self._start_metrics_listener()
+        logger.info("Ranvier %s started: %s", self.server_name, self.ports)
+
+    def _wire_federation(self) -> None:
+        """Federation routes, the outbound sender and remote membership: added as those modules land."""
+        self.federation_app_setup: list[Any] = []
+
+    def _client_app(self) -> web.Application:
+        config = self.config
+        app = web.Application(
+            middlewares=[metrics_middleware(self.metrics, "client"), matrix_error_middleware],
+            client_max_size=MAX_CLIENT_BODY,
+        )
+        base_url = (
+            config.public_baseurl or f"http://{config.listeners.client.bind}:{config.listeners.client.port}"
+        )
+        handlers = [
+            VersionHandlers(base_url),
+            AccountHandlers(
+                self.storage,
+                self.server_name,
+                registration_enabled=config.registration.enabled,
+                shared_secret=config.registration.shared_secret,
+                authenticator=self.authenticator,
+            ),
+            RoomHandlers(
+                self.storage,
+                self.creator,
+                self.membership,
+                self.authenticator,
+                self.server_name,
+                config.rooms.default_room_version,
+            ),
+            MessageHandlers(self.storage, self.authenticator),
+            SyncHandlers(self.storage, self.authenticator),
+            DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
+        ]
+        for h in handlers:
+            app.add_routes(h.routes())
+        return app
+
+    async def _start_site(
+        self, name: str, app: web.Application, bind: str, port: int, ssl_ctx: ssl.SSLContext | None
+    ) -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, bind, port, ssl_context=ssl_ctx, shutdown_timeout=10)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.ports[name] = sockets[0].getsockname()[1] if sockets else port
+
+    async def _start_client_listener(self) -> None:
+        listener = self.config.listeners.client
+        await self._start_site("client", self._client_app(), listener.bind, listener.port, None)
+
+    async def _start_federation_listener(self) -> None:
+        listener = self.config.listeners.federation
+        app = web.Application(
+            middlewares=[metrics_middleware(self.metrics, "federation")], client_max_size=MAX_FEDERATION_BODY
+        )
+        add_key_routes(app, self.keyring, self.server_name)
+        for setup in self.federation_app_setup:
+            setup(app)
+        ssl_ctx = None
+        if listener.tls:
+            cert = Path(listener.tls_certificate_path or Path(self.config.data_dir) / "tls.crt")
+            key = Path(listener.tls_private_key_path or Path(self.config.data_dir) / "tls.key")
+            if not cert.exists() or not key.exists():
+                host = (
+                    self.server_name.rsplit(":", 1)[0]
+                    if not self.server_name.endswith("]")
+                    else self.server_name
+                )
+                generate_self_signed_cert(cert, key, dns_names=(host.strip("[]"), "localhost"))
+                logger.warning(
+                    "generated a self-signed federation certificate at %s (fine for tests only)", cert
+                )
+            ssl_ctx = server_ssl_context(cert, key)
+        await self._start_site("federation", app, listener.bind, listener.port, ssl_ctx)
+
+    async def _start_metrics_listener(self) -> None:
+        listener = self.config.listeners.metrics
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics.handler)
+        await self._start_site("metrics", app, listener.bind, listener.port, None)
+
+    async def stop(self) -> None:
+        # Stop accepting and let in-flight requests finish (runner.cleanup waits for them), then close
+        # storage: every acknowledged write was committed before its response, so nothing is flushed here.
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        for closer in getattr(self, "_background_stoppers", []):
+            await closer()
+        if hasattr(self, "federation_client"):
+            await self.federation_client.close()
+        if self.storage is not None:
+            await self.storage.close()
+            self.storage = None
+
+
+async def run_homeserver(config: HomeserverConfig) -> None:
+    hs = Homeserver(config)
+    await hs.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("shutting down")
+    await hs.stop()

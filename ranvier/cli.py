@@ -1,0 +1,208 @@
+"""The ``ranvier`` command: generate-config, run, register-user, quickstart.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration (nothing started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import hashlib
+import hmac
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .config import ConfigError, HomeserverConfig, load_config, render_config
+
+
+def _cmd_generate_config(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    path = Path(args.output) if args.output else data_dir / "homeserver.yaml"
+    if path.exists() and not args.force:
+        print(f"{path} exists; pass --force to overwrite", file=sys.stderr)
+        return 2
+    try:
+        text = render_config(
+            args.server_name,
+            client_port=args.client_port,
+            federation_port=args.federation_port,
+            metrics_port=args.metrics_port,
+            registration_enabled=args.enable_registration,
+            verify_tls=not args.no_verify_tls,
+            allow_loopback=args.allow_loopback,
+        )
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
+def _load(path: str) -> HomeserverConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(config: HomeserverConfig) -> int:
+    from .app import run_homeserver
+
+    _setup_logging(config.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_homeserver(config))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    return _run(config)
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    path = data_dir / "homeserver.yaml"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        text = render_config(
+            args.server_name,
+            client_port=args.client_port,
+            federation_port=args.federation_port,
+            registration_enabled=True,
+        )
+        path.write_text(text)
+        print(f"wrote {path} (open registration: this is a local quick start)")
+    config = _load(str(path))
+    if config is None:
+        return 2
+    print(
+        f"Ranvier {config.server_name}: client API on http://{config.listeners.client.bind}:"
+        f"{config.listeners.client.port}, federation on port {config.listeners.federation.port}"
+    )
+    return _run(config)
+
+
+def _cmd_register_user(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    password = args.password or getpass.getpass("Password: ")
+    if args.database:
+        return asyncio.run(_register_in_database(config, args.user, password, args.admin))
+    if not config.registration.shared_secret:
+        print(
+            "registration.shared_secret is not set; use --database to write to the database", file=sys.stderr
+        )
+        return 2
+    base = args.url or f"http://{config.listeners.client.bind}:{config.listeners.client.port}"
+    endpoint = base.rstrip("/") + "/_synapse/admin/v1/register"
+    try:
+        with urllib.request.urlopen(endpoint, timeout=10) as resp:
+            nonce = json.load(resp)["nonce"]
+        mac = hmac.new(config.registration.shared_secret.encode(), digestmod=hashlib.sha1)
+        mac.update(
+            b"\x00".join(
+                [
+                    nonce.encode(),
+                    args.user.encode(),
+                    password.encode(),
+                    b"admin" if args.admin else b"notadmin",
+                ]
+            )
+        )
+        body = {"nonce": nonce, "username": args.user, "password": password, "admin": args.admin}
+        body["mac"] = mac.hexdigest()
+        req = urllib.request.Request(
+            endpoint,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            print(f"registered {json.load(resp)['user_id']}")
+        return 0
+    except urllib.error.HTTPError as e:
+        print(f"registration failed: {e.code} {e.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"cannot reach the server at {base}: {e}", file=sys.stderr)
+        return 1
+
+
+async def _register_in_database(config: HomeserverConfig, localpart: str, password: str, admin: bool) -> int:
+    from .storage import open_storage
+
+    storage = await open_storage(config.database.url)
+    try:
+        user_id = f"@{localpart}:{config.server_name}"
+        await storage.users.create_user(user_id, password, admin=admin)
+        print(f"registered {user_id}")
+        return 0
+    finally:
+        await storage.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ranvier", description="Ranvier Matrix homeserver")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate-config", help="write a commented homeserver.yaml")
+    gen.add_argument("--server-name", required=True)
+    gen.add_argument("--data-dir", default=".")
+    gen.add_argument("-o", "--output", help="file to write (default DATA_DIR/homeserver.yaml)")
+    gen.add_argument("--client-port", type=int, default=8008)
+    gen.add_argument("--federation-port", type=int, default=8448)
+    gen.add_argument("--metrics-port", type=int, default=9090)
+    gen.add_argument("--enable-registration", action="store_true")
+    gen.add_argument("--no-verify-tls", action="store_true", help="do not check peers' TLS certificates")
+    gen.add_argument("--allow-loopback", action="store_true", help="allow federation to loopback addresses")
+    gen.add_argument("--force", action="store_true")
+    gen.set_defaults(func=_cmd_generate_config)
+
+    run = sub.add_parser("run", help="start the homeserver")
+    run.add_argument("-c", "--config", required=True)
+    run.set_defaults(func=_cmd_run)
+
+    quick = sub.add_parser("quickstart", help="create a local config in DATA_DIR if needed, then run")
+    quick.add_argument("--data-dir", default="./data")
+    quick.add_argument("--server-name", default="localhost")
+    quick.add_argument("--client-port", type=int, default=8008)
+    quick.add_argument("--federation-port", type=int, default=8448)
+    quick.set_defaults(func=_cmd_quickstart)
+
+    reg = sub.add_parser("register-user", help="create a user on a running server (or in its database)")
+    reg.add_argument("-c", "--config", required=True)
+    reg.add_argument("--user", required=True, help="localpart")
+    reg.add_argument("--password")
+    reg.add_argument("--admin", action="store_true")
+    reg.add_argument("--url", help="client API base URL (default from the config)")
+    reg.add_argument(
+        "--database", action="store_true", help="write to the database directly (server stopped)"
+    )
+    reg.set_defaults(func=_cmd_register_user)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

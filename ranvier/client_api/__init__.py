@@ -1,0 +1,1 @@
+"""The client-server HTTP API: one module per endpoint family."""

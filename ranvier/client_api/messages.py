@@ -1,0 +1,149 @@
+"""Reading a room's history: /messages (both directions) and /context (CS "Getting events for a room").
+
+Tokens: ``t<depth>_<stream>`` are topological positions (what /messages and prev_batch hand out);
+``s<stream>`` are /sync positions, accepted as a starting point too (converted to the topological position
+of the room's last event at or before that stream position).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..rooms.local_events import now_ms
+from ..storage.interfaces import TopoToken
+from .auth import Authenticator
+from .errors import MatrixError, forbidden, invalid_param, not_found
+from .event_format import format_client_event
+from .http_util import query_int
+
+PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
+MAX_LIMIT = 1000
+
+
+def parse_sync_token(token: str) -> int:
+    """The event stream position of a /sync token ``s<stream>[_...]``."""
+    if not token.startswith("s"):
+        raise ValueError(token)
+    return int(token[1:].split("_", 1)[0])
+
+
+class MessageHandlers:
+    def __init__(self, storage: Any, authenticator: Authenticator) -> None:
+        self._storage = storage
+        self._auth = authenticator
+
+    def routes(self) -> list[web.RouteDef]:
+        r: list[web.RouteDef] = []
+        for p in PREFIXES:
+            r += [
+                web.get(p + "/rooms/{room}/messages", self.messages),
+                web.get(p + "/rooms/{room}/context/{event}", self.context),
+            ]
+        return r
+
+    async def _check_member(self, room_id: str, user_id: str) -> None:
+        if await self._storage.rooms.get_room_version(room_id) is None:
+            raise forbidden(f"You are not in room {room_id}")
+        membership = await self._storage.state.get_membership(room_id, user_id)
+        # Members and former members may read; history visibility beyond that is not enforced yet.
+        if membership is None or membership[0] not in ("join", "leave", "ban"):
+            raise forbidden(f"You are not a member of room {room_id}")
+
+    async def _to_topo(self, room_id: str, token: str) -> TopoToken:
+        try:
+            if token.startswith("t"):
+                return TopoToken.parse(token)
+            stream = parse_sync_token(token)
+        except ValueError:
+            raise invalid_param(f"invalid pagination token {token!r}") from None
+        last = await self._storage.stream.get_recent_events(room_id, 1, before_stream=stream + 1)
+        if not last:
+            return TopoToken(0, 0)
+        meta = await self._storage.events.get_event_meta(last[0].event_id)
+        return meta.topo if meta is not None else TopoToken(0, 0)
+
+    async def messages(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        await self._check_member(room_id, requester.user_id)
+        direction = request.query.get("dir", "b")
+        if direction not in ("b", "f"):
+            raise invalid_param("dir must be 'b' or 'f'")
+        limit = query_int(request, "limit", 10, 0, MAX_LIMIT)
+        from_raw = request.query.get("from")
+        from_token = await self._to_topo(room_id, from_raw) if from_raw else None
+        to_raw = request.query.get("to")
+        to_token = await self._to_topo(room_id, to_raw) if to_raw else None
+        types = None
+        filter_raw = request.query.get("filter")
+        if filter_raw:
+            try:
+                room_filter = json.loads(filter_raw)
+            except ValueError:
+                raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
+            if isinstance(room_filter, dict) and isinstance(room_filter.get("types"), list):
+                types = [t for t in room_filter["types"] if isinstance(t, str)]
+        events, next_token = await self._storage.stream.paginate(room_id, from_token, direction, limit, types)
+        if to_token is not None:
+            kept = []
+            for pdu in events:
+                meta = await self._storage.events.get_event_meta(pdu.event_id)
+                if meta is None:
+                    continue
+                if (direction == "b" and meta.topo <= to_token) or (
+                    direction == "f" and meta.topo > to_token
+                ):
+                    next_token = None
+                    break
+                kept.append(pdu)
+            events = kept
+        now = now_ms()
+        start = from_raw or (str(from_token) if from_token else None)
+        if start is None:
+            position = self._storage.stream.current_position()
+            start = f"s{position}"
+        body: dict[str, Any] = {"chunk": [format_client_event(e, now) for e in events], "start": start}
+        if next_token is not None and events:
+            body["end"] = str(next_token)
+        state_ids = set()
+        if request.query.get("lazy_load_members") or (filter_raw and "lazy_load_members" in filter_raw):
+            state_ids = {e.sender for e in events}
+        if state_ids:
+            body["state"] = []
+            for user in sorted(state_ids):
+                member = await self._storage.state.get_current_state_event(room_id, "m.room.member", user)
+                if member is not None:
+                    body["state"].append(format_client_event(member, now))
+        return web.json_response(body)
+
+    async def context(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        await self._check_member(room_id, requester.user_id)
+        event_id = request.match_info["event"]
+        pdu = await self._storage.events.get_event(event_id)
+        meta = await self._storage.events.get_event_meta(event_id)
+        if pdu is None or meta is None or pdu.room_id != room_id or meta.outlier or meta.soft_failed:
+            raise not_found("Event not found")
+        limit = query_int(request, "limit", 10, 0, 100)
+        before_n = limit // 2
+        after_n = limit - before_n
+        just_before = TopoToken(meta.depth, meta.stream_ordering - 1)
+        before, before_token = await self._storage.stream.paginate(room_id, just_before, "b", before_n)
+        after, after_token = await self._storage.stream.paginate(room_id, meta.topo, "f", after_n)
+        now = now_ms()
+        state_ids = await self._storage.state.get_state_ids_after(event_id)
+        state_events = await self._storage.events.get_events(list(state_ids.values()))
+        return web.json_response(
+            {
+                "event": format_client_event(pdu, now),
+                "events_before": [format_client_event(e, now) for e in before],
+                "events_after": [format_client_event(e, now) for e in after],
+                "start": str(before_token or just_before),
+                "end": str(after_token or meta.topo),
+                "state": [format_client_event(e, now) for e in state_events.values()],
+            }
+        )

@@ -1,0 +1,369 @@
+"""Room endpoints: create, membership, send, state, redact, single events, members.
+
+CS "Rooms", "Room membership", "Sending events to a room", "Getting events for a room".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from ..protocol.errors import AuthRejected, UnsupportedRoomVersion
+from ..protocol.events import Pdu
+from ..protocol.identifiers import is_valid_user_id
+from ..protocol.room_versions import get_room_version
+from ..rooms.create_room_plan import CreateRoomError, plan_room
+from ..rooms.local_events import LocalEventCreator, RoomNotFound, now_ms
+from ..rooms.membership import MembershipError, MembershipService
+from .auth import Authenticator, Requester
+from .errors import MatrixError, bad_json, forbidden, invalid_param, not_found
+from .event_format import format_client_event
+from .http_util import optional_str, read_json_body, require_str
+
+PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
+
+
+def _room_error(e: Exception) -> MatrixError:
+    if isinstance(e, RoomNotFound):
+        return not_found(f"Unknown room {e}")
+    if isinstance(e, MembershipError):
+        return MatrixError(e.status, e.errcode, e.message)
+    if isinstance(e, AuthRejected):
+        return forbidden(e.message)
+    raise e
+
+
+class RoomHandlers:
+    def __init__(
+        self,
+        storage: Any,
+        creator: LocalEventCreator,
+        membership: MembershipService,
+        authenticator: Authenticator,
+        server_name: str,
+        default_room_version: str,
+    ) -> None:
+        self._storage = storage
+        self._creator = creator
+        self._membership = membership
+        self._auth = authenticator
+        self.server_name = server_name
+        self.default_room_version = default_room_version
+        self._txn_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    def routes(self) -> list[web.RouteDef]:
+        r: list[web.RouteDef] = []
+        for p in PREFIXES:
+            r += [
+                web.post(p + "/createRoom", self.create_room),
+                web.post(p + "/join/{room}", self.join),
+                web.post(p + "/rooms/{room}/join", self.join),
+                web.post(p + "/rooms/{room}/leave", self.leave),
+                web.post(p + "/rooms/{room}/forget", self.forget),
+                web.post(p + "/rooms/{room}/invite", self.invite),
+                web.post(p + "/rooms/{room}/kick", self.kick),
+                web.post(p + "/rooms/{room}/ban", self.ban),
+                web.post(p + "/rooms/{room}/unban", self.unban),
+                web.get(p + "/joined_rooms", self.joined_rooms),
+                web.put(p + "/rooms/{room}/send/{type}/{txn}", self.send),
+                web.get(p + "/rooms/{room}/state", self.get_state),
+                web.get(p + "/rooms/{room}/state/{type}", self.get_state_event),
+                web.get(p + "/rooms/{room}/state/{type}/{key}", self.get_state_event),
+                web.put(p + "/rooms/{room}/state/{type}", self.put_state_event),
+                web.put(p + "/rooms/{room}/state/{type}/{key}", self.put_state_event),
+                web.put(p + "/rooms/{room}/redact/{event}/{txn}", self.redact),
+                web.get(p + "/rooms/{room}/event/{event}", self.get_event),
+                web.get(p + "/rooms/{room}/members", self.members),
+                web.get(p + "/rooms/{room}/joined_members", self.joined_members),
+            ]
+        return r
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    async def _require_joined(self, room_id: str, user_id: str) -> None:
+        if await self._storage.rooms.get_room_version(room_id) is None:
+            raise forbidden(f"You are not in room {room_id}")  # do not reveal whether the room exists
+        membership = await self._storage.state.get_membership(room_id, user_id)
+        if membership is None or membership[0] != "join":
+            raise forbidden(f"You are not joined to room {room_id}")
+
+    async def _idempotent(self, requester: Requester, path: str, txn_id: str, create: Any) -> str:
+        """Run ``create`` once per (user, device, path, txn id); replays return the first event id."""
+        device = requester.device_id or ""
+        key = (requester.user_id, device, path + txn_id)
+        lock = self._txn_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            existing = await self._storage.client_txns.get_event_id(requester.user_id, device, path, txn_id)
+            if existing is not None:
+                return str(existing)
+            pdu: Pdu = await create()
+            await self._storage.client_txns.store_event_id(
+                requester.user_id, device, path, txn_id, pdu.event_id
+            )
+        self._txn_locks.pop(key, None)
+        return pdu.event_id
+
+    # -- creation and membership -----------------------------------------------------------------
+
+    async def create_room(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        body = await read_json_body(request, allow_empty=True)
+        version_id = body.get("room_version", self.default_room_version)
+        try:
+            rv = get_room_version(version_id)
+        except UnsupportedRoomVersion as e:
+            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", e.message) from None
+        try:
+            plan = plan_room(body, requester.user_id, rv, self.server_name)
+        except CreateRoomError as e:
+            raise MatrixError(400, e.errcode, e.message) from None
+        for invitee in plan.invites:
+            if not is_valid_user_id(invitee):
+                raise invalid_param(f"invalid user id in invite: {invitee!r}")
+        alias = None
+        if plan.alias_localpart is not None:
+            alias = f"#{plan.alias_localpart}:{self.server_name}"
+            if await self._storage.aliases.get_alias(alias) is not None:
+                raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} already exists")
+        hint = None if rv.room_id_from_create_event else f"!{secrets.token_urlsafe(18)}:{self.server_name}"
+        try:
+            room_id = await self._creator.create_room_events(
+                hint, rv, requester.user_id, plan.create_content, plan.state
+            )
+        except AuthRejected as e:
+            raise bad_json(f"initial state is not allowed: {e.message}") from None
+        if alias is not None:
+            await self._storage.aliases.create_alias(alias, room_id, requester.user_id)
+        if plan.publish:
+            await self._storage.directory.set_visibility(room_id, "public")
+        for invitee in plan.invites:
+            try:
+                await self._membership.invite(requester.user_id, room_id, invitee)
+            except (MembershipError, AuthRejected) as e:
+                raise _room_error(e) from None
+        return web.json_response({"room_id": room_id})
+
+    async def join(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        body = await read_json_body(request, allow_empty=True)
+        via = request.query.getall("via", []) + request.query.getall("server_name", [])
+        try:
+            room_id = await self._membership.join(
+                requester.user_id, request.match_info["room"], via, optional_str(body, "reason")
+            )
+        except (RoomNotFound, MembershipError, AuthRejected) as e:
+            raise _room_error(e) from None
+        return web.json_response({"room_id": room_id})
+
+    async def leave(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        body = await read_json_body(request, allow_empty=True)
+        try:
+            await self._membership.leave(
+                requester.user_id, request.match_info["room"], optional_str(body, "reason")
+            )
+        except (RoomNotFound, MembershipError, AuthRejected) as e:
+            raise _room_error(e) from None
+        return web.json_response({})
+
+    async def forget(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        membership = await self._storage.state.get_membership(room_id, requester.user_id)
+        if membership is not None and membership[0] in ("join", "invite", "knock"):
+            raise MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it")
+        return web.json_response({})
+
+    async def invite(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        body = await read_json_body(request)
+        target = require_str(body, "user_id")
+        if not is_valid_user_id(target):
+            raise invalid_param(f"invalid user id {target!r}")
+        room_id = request.match_info["room"]
+        await self._require_joined(room_id, requester.user_id)
+        try:
+            await self._membership.invite(requester.user_id, room_id, target, optional_str(body, "reason"))
+        except (RoomNotFound, MembershipError, AuthRejected) as e:
+            raise _room_error(e) from None
+        return web.json_response({})
+
+    async def _set_membership(self, request: web.Request, membership: str) -> web.Response:
+        requester = await self._auth.require_user(request)
+        body = await read_json_body(request)
+        target = require_str(body, "user_id")
+        if not is_valid_user_id(target):
+            raise invalid_param(f"invalid user id {target!r}")
+        room_id = request.match_info["room"]
+        await self._require_joined(room_id, requester.user_id)
+        if membership == "unban":
+            current = await self._storage.state.get_membership(room_id, target)
+            if current is None or current[0] != "ban":
+                raise forbidden(f"{target} is not banned")
+            membership = "leave"
+        elif membership == "kick":
+            current = await self._storage.state.get_membership(room_id, target)
+            if current is None or current[0] not in ("join", "invite", "knock"):
+                raise forbidden(f"{target} is not in the room")
+            membership = "leave"
+        try:
+            await self._membership.set_membership(
+                requester.user_id, room_id, target, membership, optional_str(body, "reason")
+            )
+        except (RoomNotFound, MembershipError, AuthRejected) as e:
+            raise _room_error(e) from None
+        return web.json_response({})
+
+    async def kick(self, request: web.Request) -> web.Response:
+        return await self._set_membership(request, "kick")
+
+    async def ban(self, request: web.Request) -> web.Response:
+        return await self._set_membership(request, "ban")
+
+    async def unban(self, request: web.Request) -> web.Response:
+        return await self._set_membership(request, "unban")
+
+    async def joined_rooms(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        rooms = await self._storage.state.get_rooms_for_user(requester.user_id)
+        return web.json_response({"joined_rooms": sorted(r for r, m in rooms.items() if m == "join")})
+
+    # -- sending -------------------------------------------------------------------------------------
+
+    async def send(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        event_type = request.match_info["type"]
+        content = await read_json_body(request, allow_empty=True)
+        await self._require_joined(room_id, requester.user_id)
+
+        async def create() -> Pdu:
+            try:
+                return await self._creator.send(room_id, requester.user_id, event_type, content)
+            except (RoomNotFound, AuthRejected) as e:
+                raise _room_error(e) from None
+
+        event_id = await self._idempotent(
+            requester, f"send/{room_id}/{event_type}/", request.match_info["txn"], create
+        )
+        return web.json_response({"event_id": event_id})
+
+    async def redact(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        target = request.match_info["event"]
+        body = await read_json_body(request, allow_empty=True)
+        await self._require_joined(room_id, requester.user_id)
+        content: dict[str, Any] = {}
+        reason = optional_str(body, "reason")
+        if reason is not None:
+            content["reason"] = reason
+
+        async def create() -> Pdu:
+            try:
+                return await self._creator.send(
+                    room_id, requester.user_id, "m.room.redaction", content, redacts=target
+                )
+            except (RoomNotFound, AuthRejected) as e:
+                raise _room_error(e) from None
+
+        event_id = await self._idempotent(requester, f"redact/{room_id}/", request.match_info["txn"], create)
+        return web.json_response({"event_id": event_id})
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        await self._require_joined(room_id, requester.user_id)
+        state = await self._storage.state.get_current_state_ids(room_id)
+        events = await self._storage.events.get_events(list(state.values()))
+        now = now_ms()
+        return web.json_response([format_client_event(events[e], now) for e in state.values() if e in events])
+
+    async def get_state_event(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        await self._require_joined(room_id, requester.user_id)
+        event_type = request.match_info["type"]
+        state_key = request.match_info.get("key", "")
+        pdu = await self._storage.state.get_current_state_event(room_id, event_type, state_key)
+        if pdu is None:
+            raise not_found(f"No {event_type} state with key {state_key!r} in the room")
+        if request.query.get("format") == "event":
+            return web.json_response(format_client_event(pdu, now_ms()))
+        return web.json_response(pdu.content)
+
+    async def put_state_event(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        event_type = request.match_info["type"]
+        state_key = request.match_info.get("key", "")
+        content = await read_json_body(request, allow_empty=True)
+        await self._require_joined(room_id, requester.user_id)
+        if event_type == "m.room.member":
+            # Membership has its own endpoints with their own checks; allow only own profile updates here.
+            membership = content.get("membership")
+            if state_key != requester.user_id or membership != "join":
+                raise forbidden("Use the membership endpoints to change membership")
+        current = await self._storage.state.get_current_state_event(room_id, event_type, state_key)
+        if current is not None and current.content == content and current.sender == requester.user_id:
+            return web.json_response({"event_id": current.event_id})  # CS: identical state is not re-sent
+        try:
+            pdu = await self._creator.send(
+                room_id, requester.user_id, event_type, content, state_key=state_key
+            )
+        except (RoomNotFound, AuthRejected) as e:
+            raise _room_error(e) from None
+        return web.json_response({"event_id": pdu.event_id})
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    async def get_event(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        await self._require_joined(room_id, requester.user_id)
+        pdu = await self._storage.events.get_event(request.match_info["event"])
+        if pdu is None or pdu.room_id != room_id:
+            raise not_found("Event not found")
+        meta = await self._storage.events.get_event_meta(pdu.event_id)
+        if meta is None or meta.outlier or meta.soft_failed:
+            raise not_found("Event not found")
+        return web.json_response(format_client_event(pdu, now_ms()))
+
+    async def members(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        await self._require_joined(room_id, requester.user_id)
+        membership_filter = request.query.get("membership")
+        not_membership = request.query.get("not_membership")
+        state = await self._storage.state.get_current_state_ids(room_id)
+        ids = [e for (t, _), e in state.items() if t == "m.room.member"]
+        events = await self._storage.events.get_events(ids)
+        now = now_ms()
+        chunk = []
+        for pdu in events.values():
+            if membership_filter and pdu.membership != membership_filter:
+                continue
+            if not_membership and pdu.membership == not_membership:
+                continue
+            chunk.append(format_client_event(pdu, now))
+        return web.json_response({"chunk": chunk})
+
+    async def joined_members(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        room_id = request.match_info["room"]
+        await self._require_joined(room_id, requester.user_id)
+        joined = await self._storage.state.get_joined_users(room_id)
+        state = await self._storage.state.get_current_state_ids(room_id)
+        events = await self._storage.events.get_events([state[("m.room.member", u)] for u in joined])
+        result = {}
+        for pdu in events.values():
+            result[pdu.state_key] = {
+                "display_name": pdu.content.get("displayname"),
+                "avatar_url": pdu.content.get("avatar_url"),
+            }
+        return web.json_response({"joined": result})

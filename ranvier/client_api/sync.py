@@ -1,0 +1,239 @@
+"""GET /sync (CS "Syncing"): full and incremental, with long-polling.
+
+The token is ``s<event stream position>``. A room's timeline is its live events after the token (the last
+``limit`` of them); ``state`` is the state at the start of the timeline when the client could not have it
+(first sync, newly joined, or a limited timeline), per the spec's "state is up to the start of timeline".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..protocol.events import Pdu
+from ..rooms.local_events import now_ms
+from ..storage.interfaces import TopoToken
+from .auth import Authenticator, Requester
+from .errors import MatrixError
+from .event_format import format_client_event, stripped_state_event
+from .http_util import query_int
+from .messages import parse_sync_token
+
+PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
+DEFAULT_TIMELINE_LIMIT = 10
+MAX_TIMEOUT_MS = 60_000
+STRIPPED_STATE_TYPES = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+)
+
+
+class SyncHandlers:
+    def __init__(self, storage: Any, authenticator: Authenticator) -> None:
+        self._storage = storage
+        self._auth = authenticator
+
+    def routes(self) -> list[web.RouteDef]:
+        r: list[web.RouteDef] = []
+        for p in PREFIXES:
+            r += [
+                web.get(p + "/sync", self.sync),
+                web.post(p + "/user/{user}/filter", self.create_filter),
+                web.get(p + "/user/{user}/filter/{filter_id}", self.get_filter),
+            ]
+        return r
+
+    async def create_filter(self, request: web.Request) -> web.Response:
+        # Filters are accepted and echoed back; /sync honours the timeline limit from inline filters.
+        requester = await self._auth.require_user(request)
+        if request.match_info["user"] != requester.user_id:
+            raise MatrixError(403, "M_FORBIDDEN", "Cannot create filters for other users")
+        body = await request.read()
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise MatrixError(400, "M_BAD_JSON", "filter must be an object")
+        filter_id = await self._storage.filters.store_filter(requester.user_id, parsed)
+        return web.json_response({"filter_id": str(filter_id)})
+
+    async def get_filter(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        stored = await self._storage.filters.get_filter(requester.user_id, request.match_info["filter_id"])
+        if stored is None or request.match_info["user"] != requester.user_id:
+            raise MatrixError(404, "M_NOT_FOUND", "No such filter")
+        return web.json_response(stored)
+
+    async def _timeline_limit(self, requester: Requester, raw_filter: str | None) -> int:
+        if not raw_filter:
+            return DEFAULT_TIMELINE_LIMIT
+        parsed: Any
+        if raw_filter.startswith("{"):
+            try:
+                parsed = json.loads(raw_filter)
+            except ValueError:
+                raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
+        else:
+            parsed = await self._storage.filters.get_filter(requester.user_id, raw_filter)
+        try:
+            limit = parsed["room"]["timeline"]["limit"]
+            if isinstance(limit, int) and limit > 0:
+                return min(limit, 1000)
+        except (KeyError, TypeError):
+            pass
+        return DEFAULT_TIMELINE_LIMIT
+
+    async def sync(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        since_raw = request.query.get("since")
+        since: int | None = None
+        if since_raw:
+            try:
+                since = parse_sync_token(since_raw)
+            except ValueError:
+                raise MatrixError(400, "M_INVALID_PARAM", f"invalid since token {since_raw!r}") from None
+        timeout_ms = query_int(request, "timeout", 0, 0, MAX_TIMEOUT_MS)
+        full_state = request.query.get("full_state") == "true"
+        limit = await self._timeline_limit(requester, request.query.get("filter"))
+        stream = self._storage.stream
+
+        position = stream.current_position()
+        if since is not None and position <= since and timeout_ms > 0 and not full_state:
+            position = await stream.wait_for_new(since, timeout_ms / 1000)
+        body = await self._build(requester, since, position, limit, full_state)
+        return web.json_response(body)
+
+    async def _build(
+        self, requester: Requester, since: int | None, position: int, limit: int, full_state: bool
+    ) -> dict[str, Any]:
+        user_id = requester.user_id
+        memberships = await self._storage.state.get_rooms_for_user(user_id)
+        now = now_ms()
+        join: dict[str, Any] = {}
+        invite: dict[str, Any] = {}
+        leave: dict[str, Any] = {}
+        joined_rooms = [r for r, m in memberships.items() if m == "join"]
+        new_events: dict[str, list[Pdu]] = {}
+        if since is not None and joined_rooms:
+            new_events = await self._storage.stream.get_room_events_between(
+                joined_rooms, since, position, limit + 1
+            )
+        for room_id, membership in sorted(memberships.items()):
+            if membership == "join":
+                if since is None or full_state:
+                    timeline = await self._storage.stream.get_recent_events(
+                        room_id, limit + 1, before_stream=position + 1
+                    )
+                else:
+                    timeline = new_events.get(room_id, [])
+                    if not timeline:
+                        continue
+                room = await self._joined_room(room_id, user_id, timeline, limit, since, full_state, now)
+                join[room_id] = room
+            elif membership == "invite":
+                member = await self._storage.state.get_membership(room_id, user_id)
+                if member is None:
+                    continue
+                meta = await self._storage.events.get_event_meta(member[1])
+                if since is not None and meta is not None and meta.stream_ordering <= since:
+                    continue
+                invite[room_id] = {"invite_state": {"events": await self._invite_state(room_id, member[1])}}
+            elif membership in ("leave", "ban") and since is not None:
+                member = await self._storage.state.get_membership(room_id, user_id)
+                if member is None:
+                    continue
+                meta = await self._storage.events.get_event_meta(member[1])
+                if meta is None or meta.stream_ordering <= since or meta.stream_ordering > position:
+                    continue
+                event = await self._storage.events.get_event(member[1])
+                leave[room_id] = {
+                    "timeline": {
+                        "events": [format_client_event(event, now)] if event else [],
+                        "limited": False,
+                    },
+                    "state": {"events": []},
+                    "account_data": {"events": []},
+                }
+        return {
+            "next_batch": f"s{position}",
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "presence": {"events": []},
+            "account_data": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        }
+
+    async def _joined_room(
+        self,
+        room_id: str,
+        user_id: str,
+        timeline: list[Pdu],
+        limit: int,
+        since: int | None,
+        full_state: bool,
+        now: int,
+    ) -> dict[str, Any]:
+        limited = len(timeline) > limit
+        if limited:
+            timeline = timeline[-limit:]
+        # The client needs the state at the start of the timeline when it has none (first sync or a
+        # new join) or has missed events (limited); otherwise the timeline's state events suffice.
+        newly_joined = any(
+            e.type == "m.room.member" and e.state_key == user_id and e.membership == "join" for e in timeline
+        )
+        state_events: list[Pdu] = []
+        if since is None or full_state or limited or newly_joined:
+            if timeline:
+                state_ids = await self._storage.state.get_state_ids_before(timeline[0].event_id)
+            else:
+                state_ids = await self._storage.state.get_current_state_ids(room_id)
+            in_timeline = {e.event_id for e in timeline}
+            loaded = await self._storage.events.get_events(
+                [e for e in state_ids.values() if e not in in_timeline]
+            )
+            state_events = list(loaded.values())
+        prev_batch = None
+        if timeline:
+            meta = await self._storage.events.get_event_meta(timeline[0].event_id)
+            if meta is not None:
+                prev_batch = str(TopoToken(meta.depth, meta.stream_ordering - 1))
+        joined = await self._storage.state.get_joined_users(room_id)
+        timeline_json: dict[str, Any] = {
+            "events": [format_client_event(e, now, include_room_id=False) for e in timeline],
+            "limited": limited,
+        }
+        if prev_batch is not None:
+            timeline_json["prev_batch"] = prev_batch
+        return {
+            "timeline": timeline_json,
+            "state": {"events": [format_client_event(e, now, include_room_id=False) for e in state_events]},
+            "ephemeral": {"events": []},
+            "account_data": {"events": []},
+            "summary": {"m.joined_member_count": len(joined)},
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        }
+
+    async def _invite_state(self, room_id: str, invite_event_id: str) -> list[dict[str, Any]]:
+        invite = await self._storage.events.get_event(invite_event_id)
+        events: list[dict[str, Any]] = []
+        if invite is not None:
+            carried = invite.unsigned.get("invite_room_state")
+            if isinstance(carried, list):
+                events.extend(e for e in carried if isinstance(e, dict))
+        if not events:
+            for event_type in STRIPPED_STATE_TYPES:
+                pdu = await self._storage.state.get_current_state_event(room_id, event_type, "")
+                if pdu is not None:
+                    events.append(stripped_state_event(pdu))
+        if invite is not None:
+            events.append(stripped_state_event(invite))
+        return events

@@ -1,0 +1,243 @@
+"""homeserver.yaml: the schema, validation with errors that name the key, and generation.
+
+Validation uses pydantic so that an invalid file yields "listeners.client.port: ..." rather than a stack
+trace; the CLI turns ConfigError into exit code 2 before anything is started.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .protocol.identifiers import is_valid_server_name
+from .protocol.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+
+
+class ConfigError(Exception):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClientListener(_Strict):
+    bind: str = "127.0.0.1"
+    port: int = Field(8008, ge=0, le=65535)
+
+
+class FederationListener(_Strict):
+    bind: str = "127.0.0.1"
+    port: int = Field(8448, ge=0, le=65535)
+    # TLS on by default; off when a reverse proxy terminates TLS in front of us.
+    tls: bool = True
+    tls_certificate_path: str | None = None
+    tls_private_key_path: str | None = None
+
+
+class MetricsListener(_Strict):
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = Field(9090, ge=0, le=65535)
+
+
+class Listeners(_Strict):
+    client: ClientListener = ClientListener()
+    federation: FederationListener = FederationListener()
+    metrics: MetricsListener = MetricsListener()
+
+
+class Database(_Strict):
+    # sqlite:///path/to/file.db (the default) or postgresql://user@host:port/dbname
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not (v.startswith("sqlite://") or v.startswith("postgresql://") or v.startswith("postgres://")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return v
+
+
+class Registration(_Strict):
+    enabled: bool = False
+    # Shared secret for the admin registration API (/_synapse/admin/v1/register-compatible).
+    shared_secret: str | None = None
+
+
+class Federation(_Strict):
+    enabled: bool = True
+    verify_tls: bool = True
+    # Outbound requests to private, loopback and link-local addresses are refused unless allowed here.
+    allow_loopback: bool = False
+    ip_range_blocklist: list[str] | None = None
+    trusted_key_servers: list[str] = []
+
+
+class Rooms(_Strict):
+    default_room_version: str = DEFAULT_ROOM_VERSION
+    # Tie forward extremities together with a dummy event once a room has more than this many.
+    max_forward_extremities: int = Field(10, ge=2)
+    # Resident side of the join-gap fix; switch off only to test the joiner-side detection.
+    join_gap_dummy_event: bool = True
+
+    @field_validator("default_room_version")
+    @classmethod
+    def _known_version(cls, v: str) -> str:
+        if v not in KNOWN_ROOM_VERSIONS:
+            raise ValueError(f"unknown room version {v!r}")
+        return v
+
+
+class HomeserverConfig(_Strict):
+    server_name: str
+    data_dir: str = "."
+    signing_key_path: str
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    public_baseurl: str | None = None
+    listeners: Listeners = Listeners()
+    database: Database
+    registration: Registration = Registration()
+    federation: Federation = Federation()
+    rooms: Rooms = Rooms()
+
+    @field_validator("server_name")
+    @classmethod
+    def _server_name(cls, v: str) -> str:
+        if not is_valid_server_name(v):
+            raise ValueError(f"{v!r} is not a valid server name (hostname, IP literal, optional :port)")
+        return v
+
+
+def parse_config(data: Any) -> HomeserverConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("configuration must be a YAML mapping")
+    try:
+        return HomeserverConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{key}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path) -> HomeserverConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    config = parse_config(data)
+    base = Path(path).resolve().parent
+    # Relative paths in the file are relative to the file, so a data dir can be moved as a whole.
+    for attr in ("data_dir", "signing_key_path"):
+        value = getattr(config, attr)
+        if value and not Path(value).is_absolute():
+            setattr(config, attr, str(base / value))
+    fed = config.listeners.federation
+    for attr in ("tls_certificate_path", "tls_private_key_path"):
+        value = getattr(fed, attr)
+        if value and not Path(value).is_absolute():
+            setattr(fed, attr, str(base / value))
+    if config.database.url.startswith("sqlite:///") and not config.database.url.startswith("sqlite:////"):
+        rel = config.database.url[len("sqlite:///") :]
+        if rel != ":memory:":
+            config.database.url = "sqlite:///" + str(base / rel)
+    return config
+
+
+TEMPLATE = """\
+# Ranvier homeserver configuration. Relative paths are relative to this file.
+
+# The name of this server: the part after ':' in user ids. Cannot be changed later.
+server_name: "{server_name}"
+
+# Where keys, certificates and the SQLite database live.
+data_dir: "."
+
+# This server's ed25519 signing key (created on first start if missing). Keep it; losing it makes other
+# servers distrust events signed with a new key under the same id.
+signing_key_path: "signing.key"
+
+log_level: INFO
+
+listeners:
+  # The client-server API, plain HTTP: put a TLS reverse proxy in front of it in production.
+  client:
+    bind: "127.0.0.1"
+    port: {client_port}
+  # The federation API. With tls: true the certificate below is used (a self-signed one is created on
+  # first start if the files are missing, good for tests and local federation only).
+  federation:
+    bind: "127.0.0.1"
+    port: {federation_port}
+    tls: true
+    tls_certificate_path: "tls.crt"
+    tls_private_key_path: "tls.key"
+  # Prometheus metrics at /metrics, off unless enabled.
+  metrics:
+    enabled: false
+    bind: "127.0.0.1"
+    port: {metrics_port}
+
+database:
+  # sqlite:///file.db (embedded, the default) or postgresql://user@host:5432/dbname
+  url: "sqlite:///homeserver.db"
+
+registration:
+  # Open registration with m.login.dummy. Leave off on a public server.
+  enabled: {registration_enabled}
+  # Secret for shared-secret admin registration (ranvier register-user uses it).
+  shared_secret: "{shared_secret}"
+
+federation:
+  enabled: true
+  # Check the TLS certificates of other servers. Turn off only for local test federations.
+  verify_tls: {verify_tls}
+  # Outbound federation to private, loopback and link-local addresses is refused unless allowed.
+  allow_loopback: {allow_loopback}
+  # Extra CIDR ranges to refuse (on top of the built-in private ranges); null keeps the defaults.
+  ip_range_blocklist: null
+  # Notary servers to ask for keys when a server cannot be reached directly.
+  trusted_key_servers: []
+
+rooms:
+  default_room_version: "{default_room_version}"
+  # Tie forward extremities together with a dummy event beyond this many.
+  max_forward_extremities: 10
+  # After a remote join, heal the make_join/send_join gap with a dummy event (keep this on).
+  join_gap_dummy_event: true
+"""
+
+
+def render_config(
+    server_name: str,
+    *,
+    client_port: int = 8008,
+    federation_port: int = 8448,
+    metrics_port: int = 9090,
+    registration_enabled: bool = False,
+    verify_tls: bool = True,
+    allow_loopback: bool = False,
+) -> str:
+    text = TEMPLATE.format(
+        server_name=server_name,
+        client_port=client_port,
+        federation_port=federation_port,
+        metrics_port=metrics_port,
+        registration_enabled=str(registration_enabled).lower(),
+        shared_secret=secrets.token_urlsafe(32),
+        verify_tls=str(verify_tls).lower(),
+        allow_loopback=str(allow_loopback).lower(),
+        default_room_version=DEFAULT_ROOM_VERSION,
+    )
+    parse_config(yaml.safe_load(text))  # the template must always be valid
+    return text

@@ -1,0 +1,1 @@
+"""Room logic composing protocol, storage and federation: intake, sending, membership, joins, sync."""

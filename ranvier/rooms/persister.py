@@ -1,0 +1,83 @@
+"""The one way events enter a room's history: persist a batch atomically with the new current state.
+
+Callers hold the room's lock (``room_lock``) from computing an event's state to persisting it, so two
+events of one room never race on forward extremities or current state. After a commit, listeners are
+told (the sync notifier, the federation sender, extremity healing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ..protocol.room_versions import RoomVersion
+from ..storage.interfaces import EventToPersist
+from .state import StateIds, StateService
+
+logger = logging.getLogger(__name__)
+
+PersistedListener = Callable[[str, Sequence[EventToPersist]], Awaitable[None]]
+
+
+class EventPersister:
+    def __init__(self, storage: Any, state: StateService) -> None:
+        self._storage = storage
+        self._state = state
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._listeners: list[PersistedListener] = []
+
+    def room_lock(self, room_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(room_id, asyncio.Lock())
+
+    def add_listener(self, listener: PersistedListener) -> None:
+        self._listeners.append(listener)
+
+    async def persist(self, room_id: str, room_version: RoomVersion, batch: Sequence[EventToPersist]) -> None:
+        """Persist ``batch`` (in order) and the room's new current state. The caller holds room_lock."""
+        new_current = await self._new_current_state(room_id, room_version, batch)
+        await self._storage.events.persist_events(room_id, list(batch), new_current_state=new_current)
+        for listener in self._listeners:
+            try:
+                await listener(room_id, batch)
+            except Exception:
+                logger.exception("listener failed after persisting events in %s", room_id)
+
+    async def _new_current_state(
+        self, room_id: str, room_version: RoomVersion, batch: Sequence[EventToPersist]
+    ) -> StateIds | None:
+        """The resolution of the states after the room's forward extremities once ``batch`` is in.
+
+        The extremities are predicted exactly as storage will compute them: the old ones, minus every
+        event a new timeline event cites, plus new timeline events that nothing in the batch cites.
+        None means the current state does not change.
+        """
+        timeline = [
+            item
+            for item in batch
+            if not item.outlier
+            and item.rejected_reason is None
+            and not item.soft_failed
+            and not item.backfilled
+        ]
+        if not timeline:
+            return None
+        old = set(await self._storage.events.get_forward_extremities(room_id))
+        cited = {p for item in timeline for p in item.pdu.prev_event_ids}
+        new_ids = {item.pdu.event_id for item in timeline}
+        extremities = (old - cited) | (new_ids - cited)
+        after_new: dict[str, StateIds] = {}
+        for item in timeline:
+            assert item.state_before is not None, "timeline events need the state before them"
+            state = dict(item.state_before)
+            if item.pdu.state_key is not None:
+                state[(item.pdu.type, item.pdu.state_key)] = item.pdu.event_id
+            after_new[item.pdu.event_id] = state
+        states = []
+        for event_id in sorted(extremities):
+            if event_id in after_new:
+                states.append(after_new[event_id])
+            else:
+                states.append(await self._state.state_after(event_id))
+        return await self._state.resolve(room_id, room_version, states)

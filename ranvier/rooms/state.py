@@ -1,0 +1,82 @@
+"""State of rooms as the room layer needs it: state before an event, resolution, events of a state map.
+
+Resolution itself is the pure core (ranvier.protocol.state_res); here we fetch what it needs from storage
+first (sans-I/O: fetch, then compute) and run it in a worker thread so a big resolution does not stall
+the event loop. Each room keeps its own AuthChainIndex so auth chains are computed once per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..protocol.events import Pdu, StateKey
+from ..protocol.room_versions import RoomVersion
+from ..protocol.state_res import AuthChainIndex, DictEventSource, resolve_state
+
+logger = logging.getLogger(__name__)
+
+StateIds = dict[StateKey, str]
+
+
+class StateService:
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self._indexes: dict[str, AuthChainIndex] = {}
+        # AuthChainIndex is not thread-safe: one resolution per room at a time.
+        self._index_locks: dict[str, asyncio.Lock] = {}
+
+    async def state_after(self, event_id: str) -> StateIds:
+        return await self._storage.state.get_state_ids_after(event_id)  # type: ignore[no-any-return]
+
+    async def state_before_prev_events(
+        self, room_id: str, room_version: RoomVersion, prev_event_ids: Sequence[str]
+    ) -> StateIds:
+        """The state before a new event with these prev_events: the resolution of the states after them."""
+        states = [await self.state_after(e) for e in prev_event_ids]
+        return await self.resolve(room_id, room_version, states)
+
+    async def resolve(
+        self, room_id: str, room_version: RoomVersion, state_sets: Sequence[StateIds]
+    ) -> StateIds:
+        unique: list[StateIds] = []
+        for s in state_sets:
+            if s not in unique:
+                unique.append(s)
+        if not unique:
+            return {}
+        if len(unique) == 1:
+            return dict(unique[0])
+        source = await self._load_for_resolution(unique)
+        lock = self._index_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            index = self._indexes.setdefault(room_id, AuthChainIndex())
+            # CPU work in a worker thread: pure Python holds the GIL, but the interpreter switches threads
+            # every few ms, so requests keep being served while a big room resolves.
+            return await asyncio.to_thread(resolve_state, room_version, unique, source, index=index)
+
+    async def _load_for_resolution(self, state_sets: Sequence[StateIds]) -> DictEventSource:
+        ids: set[str] = set()
+        for s in state_sets:
+            ids.update(s.values())
+        chain = await self._storage.events.get_auth_chain_ids(list(ids))
+        ids.update(chain)
+        # Events of state sets and their auth chains are accepted events by construction (an event citing
+        # a rejected auth event is itself rejected), so the source carries no rejected ids.
+        events = await self._storage.events.get_events(list(ids))
+        return DictEventSource(events)
+
+    async def load_state_events(self, state: Mapping[StateKey, str]) -> dict[StateKey, Pdu]:
+        events = await self._storage.events.get_events(list(state.values()), allow_rejected=True)
+        return {k: events[v] for k, v in state.items() if v in events}
+
+    async def current_state_events(
+        self, room_id: str, keys: Iterable[StateKey] | None = None
+    ) -> dict[StateKey, Pdu]:
+        state = await self._storage.state.get_current_state_ids(room_id)
+        if keys is not None:
+            wanted = set(keys)
+            state = {k: v for k, v in state.items() if k in wanted}
+        return await self.load_state_events(state)
