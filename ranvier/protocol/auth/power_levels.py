@@ -165,10 +165,11 @@ def _reject(rv: RoomVersion, sub: str, reason: str) -> AuthRejected:
     return AuthRejected(rule_number(rv, "power_levels", *_REJECTING_SUBRULE.get(sub, (sub,))), reason)
 
 
-def _int_map(value: object, rv: RoomVersion, name: str, sub: str) -> dict[str, int]:
+def _int_map(content: Mapping[str, Any], rv: RoomVersion, name: str, sub: str) -> dict[str, int]:
     """Parse ``events``/``notifications``/``users`` of a new power levels event, rejecting bad values."""
-    if value is None:
-        return {}
+    if name not in content:
+        return {}  # absent is fine; a present null is "not an object"
+    value = content[name]
     if not isinstance(value, dict):
         raise _reject(rv, sub, f"'{name}' must be an object")
     out: dict[str, int] = {}
@@ -214,10 +215,10 @@ def _new_named(content: Mapping[str, Any], rv: RoomVersion, sub: str) -> dict[st
 
 
 def _new_maps(content: Mapping[str, Any], rv: RoomVersion, sub: str) -> dict[str, dict[str, int]]:
-    maps = {"events": _int_map(content.get("events"), rv, "events", sub)}
+    maps = {"events": _int_map(content, rv, "events", sub)}
     if rv.limit_notifications_power_levels:
         # since v6 (MSC2209) "notifications" takes part in the checks; before, it is not looked at
-        maps["notifications"] = _int_map(content.get("notifications"), rv, "notifications", sub)
+        maps["notifications"] = _int_map(content, rv, "notifications", sub)
     return maps
 
 
@@ -233,7 +234,7 @@ def check_power_levels_event(event: Pdu, auth_events: Mapping[StateKey, Pdu]) ->
         new_maps = _new_maps(content, rv, "maps_ints")
 
     # 10.1 (v1-v9) / 9.3 (v10+): "users" maps valid user ids to integers (or integer strings before v10)
-    new_users = _int_map(content.get("users"), rv, "users", "users")
+    new_users = _int_map(content, rv, "users", "users")
     for user_id in new_users:
         if not is_valid_user_id(user_id):
             raise _reject(rv, "users", f"'users' key {user_id!r} is not a valid user id")

@@ -165,6 +165,8 @@ def test_string_levels_rejected_since_v10(version: str) -> None:
     rejects(_change(room, events={"m.room.power_levels": "50"}), room.state, "power_levels", "maps_ints")
     rejects(_change(room, notifications={"room": "50"}), room.state, "power_levels", "maps_ints")
     rejects(_change(room, events=[]), room.state, "power_levels", "maps_ints")
+    rejects(_change(room, events=None), room.state, "power_levels", "maps_ints")
+    rejects(_change(room, users=None), room.state, "power_levels", "users")
 
 
 @pytest.mark.parametrize("version", ["1", "6", "9"])
