@@ -1,0 +1,160 @@
+"""Reading events and the room DAG. Writes are in ``persist.py``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from ranvier.protocol.events import Pdu
+from ranvier.protocol.redaction import redact_event
+from ranvier.protocol.room_versions import get_room_version
+
+from ..interfaces import EventMeta
+from .caches import LruCache
+from .engine import Database, Txn, chunks, in_list
+
+
+def live(alias: str = "") -> str:
+    """The SQL condition for a live event (non-outlier, not rejected, not soft-failed)."""
+    a = f"{alias}." if alias else ""
+    return f"{a}outlier = FALSE AND {a}rejected_reason IS NULL AND {a}soft_failed = FALSE"
+
+
+LIVE = live()
+
+# event id -> (the event as served: redacted if a valid redaction is held, its rejection reason)
+EventCache = LruCache[str, tuple[Pdu, str | None]]
+
+
+def parse_pdu(room_version_id: str, text: str) -> Pdu:
+    return Pdu(json.loads(text), get_room_version(room_version_id))
+
+
+def apply_redaction(pdu: Pdu, because: Pdu) -> Pdu:
+    """The redacted form of ``pdu``; the stored JSON keeps the original."""
+    redacted: dict[str, Any] = redact_event(pdu.json, pdu.room_version)
+    redacted["unsigned"] = {"redacted_because": because.json}
+    return Pdu(redacted, pdu.room_version)
+
+
+class SqlEventStore:
+    def __init__(self, db: Database, cache: EventCache) -> None:
+        self._db = db
+        self._cache = cache
+
+    async def get_event(self, event_id: str, allow_rejected: bool = False) -> Pdu | None:
+        return (await self.get_events([event_id], allow_rejected)).get(event_id)
+
+    async def get_events(self, event_ids: Iterable[str], allow_rejected: bool = False) -> dict[str, Pdu]:
+        found: dict[str, tuple[Pdu, str | None]] = {}
+        missing = []
+        for event_id in dict.fromkeys(event_ids):
+            hit = self._cache.get(event_id)
+            if hit is None:
+                missing.append(event_id)
+            else:
+                found[event_id] = hit
+        if missing:
+            async with self._db.snapshot() as txn:
+                found.update(await self._load(txn, missing))
+        return {eid: pdu for eid, (pdu, rejected) in found.items() if allow_rejected or rejected is None}
+
+    async def _load(self, txn: Txn, event_ids: list[str]) -> dict[str, tuple[Pdu, str | None]]:
+        rows: list[tuple[Any, ...]] = []
+        for part in chunks(event_ids):
+            rows += await txn.fetchall(
+                "SELECT event_id, room_version, json, rejected_reason, redacted_by FROM events"
+                f" WHERE event_id IN ({in_list(len(part))})",
+                tuple(part),
+            )
+        redactions: dict[str, Pdu] = {}
+        because_ids = [r[4] for r in rows if r[4] is not None]
+        for part in chunks(because_ids):
+            for eid, version, text in await txn.fetchall(
+                f"SELECT event_id, room_version, json FROM events WHERE event_id IN ({in_list(len(part))})",
+                tuple(part),
+            ):
+                redactions[eid] = parse_pdu(version, text)
+        out = {}
+        for eid, version, text, rejected, redacted_by in rows:
+            pdu = parse_pdu(version, text)
+            if redacted_by is not None:
+                pdu = apply_redaction(pdu, redactions[redacted_by])
+            out[eid] = (pdu, rejected)
+            self._cache.put(eid, (pdu, rejected))
+        return out
+
+    async def have_events(self, event_ids: Iterable[str]) -> set[str]:
+        ids = list(dict.fromkeys(event_ids))
+        have = {eid for eid in ids if eid in self._cache}
+        rest = [eid for eid in ids if eid not in have]
+        for part in chunks(rest):
+            rows = await self._db.fetchall(
+                f"SELECT event_id FROM events WHERE event_id IN ({in_list(len(part))})", tuple(part)
+            )
+            have.update(r[0] for r in rows)
+        return have
+
+    async def get_event_meta(self, event_id: str) -> EventMeta | None:
+        row = await self._db.fetchone(
+            "SELECT event_id, room_id, stream_ordering, depth, outlier, rejected_reason, soft_failed"
+            " FROM events WHERE event_id = ?",
+            (event_id,),
+        )
+        if row is None:
+            return None
+        return EventMeta(row[0], row[1], int(row[2]), int(row[3]), bool(row[4]), row[5], bool(row[6]))
+
+    async def get_forward_extremities(self, room_id: str) -> list[str]:
+        rows = await self._db.fetchall(
+            "SELECT event_id FROM forward_extremities WHERE room_id = ? ORDER BY event_id", (room_id,)
+        )
+        return [r[0] for r in rows]
+
+    async def get_backward_extremities(self, room_id: str) -> list[str]:
+        rows = await self._db.fetchall(
+            "SELECT event_id FROM backward_extremities WHERE room_id = ? ORDER BY event_id", (room_id,)
+        )
+        return [r[0] for r in rows]
+
+    async def get_max_depth_of(self, event_ids: Iterable[str]) -> int:
+        best = 0
+        for part in chunks(list(dict.fromkeys(event_ids))):
+            value = await self._db.fetchval(
+                f"SELECT MAX(depth) FROM events WHERE event_id IN ({in_list(len(part))})", tuple(part)
+            )
+            if value is not None:
+                best = max(best, int(value))
+        return best
+
+    async def get_auth_chain_ids(self, event_ids: Iterable[str]) -> set[str]:
+        # One recursive query per chunk of starting events: the walk happens inside the database rather
+        # than as one round trip per level of the chain. UNION (not UNION ALL) stops at events seen before.
+        out: set[str] = set()
+        async with self._db.snapshot() as txn:
+            for part in chunks(list(dict.fromkeys(event_ids))):
+                rows = await txn.fetchall(
+                    "WITH RECURSIVE chain(event_id) AS ("
+                    f" SELECT auth_event_id FROM event_auth_edges WHERE event_id IN ({in_list(len(part))})"
+                    " UNION"
+                    " SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c ON a.event_id = c.event_id"
+                    ") SELECT event_id FROM chain",
+                    tuple(part),
+                )
+                out.update(r[0] for r in rows)
+        return out
+
+    async def get_prev_event_ids(self, event_id: str) -> list[str]:
+        # From the PDU, not the edges table: keeps the order the sender wrote.
+        pdu = await self.get_event(event_id, allow_rejected=True)
+        return [] if pdu is None else list(pdu.prev_event_ids)
+
+    async def get_child_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for part in chunks(list(dict.fromkeys(event_ids))):
+            rows = await self._db.fetchall(
+                f"SELECT event_id FROM event_edges WHERE prev_event_id IN ({in_list(len(part))})", tuple(part)
+            )
+            out.update(r[0] for r in rows)
+        return out

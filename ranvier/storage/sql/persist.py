@@ -1,0 +1,304 @@
+"""Persisting a batch of events: one transaction for the rows, the DAG edges, the extremities, the state at
+each event, redactions and the current state, so a crash leaves all of a batch or none of it.
+
+Batches are serialized by one asyncio lock for the whole process. That is what makes stream orderings
+commit-ordered (a reader at position N never misses an event below N that commits later) and keeps the
+extremity bookkeeping free of races between batches of the same room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ranvier.protocol.events import Pdu
+from ranvier.protocol.identifiers import server_of
+from ranvier.protocol.room_versions import get_room_version
+
+from ..interfaces import EventToPersist, StateDelta, StateMap, UnknownRoom
+from .caches import LruCache
+from .engine import Database, Txn, chunks, in_list
+from .events import EventCache, live
+from .state import write_current_state
+from .state_groups import StateDict, StateGroups, StateGroupWriter
+from .stream import StreamPositions
+
+
+@dataclass
+class _Pending:
+    """An event of the batch that needs writing, with what the transaction decides for it."""
+
+    item: EventToPersist
+    deoutlier: bool  # held as an outlier, now persisted with its state
+    stream: int = 0
+    before: int | None = None
+    after: int | None = None
+
+    @property
+    def pdu(self) -> Pdu:
+        return self.item.pdu
+
+    @property
+    def live(self) -> bool:
+        i = self.item
+        return not i.outlier and i.rejected_reason is None and not i.soft_failed
+
+    @property
+    def accepted_non_outlier(self) -> bool:
+        return not self.item.outlier and self.item.rejected_reason is None
+
+
+def _validate(room_id: str, batch: Sequence[EventToPersist]) -> None:
+    for item in batch:
+        if item.pdu.room_id != room_id:
+            raise ValueError(f"{item.pdu.event_id} belongs to {item.pdu.room_id}, not {room_id}")
+        has_state = (item.state_before is not None) + (item.state_group_before is not None)
+        if item.outlier and has_state:
+            raise ValueError(f"outlier {item.pdu.event_id} must not carry state")
+        if not item.outlier and has_state != 1:
+            raise ValueError(f"{item.pdu.event_id}: give exactly one of state_before or state_group_before")
+
+
+class EventPersister:
+    def __init__(
+        self,
+        db: Database,
+        groups: StateGroups,
+        positions: StreamPositions,
+        event_cache: EventCache,
+        current_cache: LruCache[str, StateDict],
+    ) -> None:
+        self._db = db
+        self._groups = groups
+        self._positions = positions
+        self._event_cache = event_cache
+        self._current = current_cache
+        self._lock = asyncio.Lock()
+
+    async def persist_events(
+        self,
+        room_id: str,
+        batch: list[EventToPersist],
+        new_current_state: StateMap | StateDelta | None = None,
+    ) -> list[int]:
+        _validate(room_id, batch)
+        async with self._lock:
+            # Counters advance only on success; a failed transaction leaves harmless gaps at most.
+            next_max, next_min = self._positions.max_committed, self._positions.min_committed
+            async with self._db.transaction() as txn:
+                if await txn.fetchval("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)) is None:
+                    raise UnknownRoom(room_id)
+                existing = await _existing(txn, [i.pdu.event_id for i in batch])
+                pending: dict[str, _Pending] = {}
+                for item in batch:
+                    eid = item.pdu.event_id
+                    if eid in pending:
+                        continue
+                    held = existing.get(eid)
+                    if held is None or (held[1] and not item.outlier):
+                        pending[eid] = _Pending(item, deoutlier=held is not None)
+                for p in pending.values():
+                    if p.item.backfilled:
+                        next_min -= 1
+                        p.stream = next_min
+                    else:
+                        next_max += 1
+                        p.stream = next_max
+                writer = StateGroupWriter(self._groups, txn, room_id)
+                await self._assign_state(txn, writer, list(pending.values()))
+                await _write_events(txn, room_id, list(pending.values()))
+                await _update_forward_extremities(txn, room_id, list(pending.values()))
+                await _update_backward_extremities(txn, room_id, list(pending.values()))
+                redacted = await _apply_redactions(txn, list(pending.values()))
+                new_current = None
+                if new_current_state is not None:
+                    pdus = {i.pdu.event_id: i.pdu for i in batch}
+                    new_current = await write_current_state(
+                        txn, self._current, room_id, new_current_state, pdus
+                    )
+            # Committed: publish to caches and to waiting readers.
+            writer.commit()
+            if new_current is not None:
+                self._current.put(room_id, new_current)
+            for eid in redacted + [e for e, p in pending.items() if p.deoutlier]:
+                self._event_cache.pop(eid)
+            self._positions.publish(next_max, next_min)
+        ids = [i.pdu.event_id for i in batch]
+        return [pending[eid].stream if eid in pending else existing[eid][0] for eid in ids]
+
+    async def _assign_state(self, txn: Txn, writer: StateGroupWriter, pending: list[_Pending]) -> None:
+        """Give every non-outlier its state groups before and after, in batch order (parents first)."""
+        after: dict[str, int] = {}
+        prevs = {pid for p in pending if p.item.state_before is not None for pid in p.pdu.prev_event_ids}
+        for part in chunks(list(prevs)):
+            rows = await txn.fetchall(
+                f"SELECT event_id, state_after_group FROM events WHERE event_id IN ({in_list(len(part))})"
+                " AND state_after_group IS NOT NULL",
+                tuple(part),
+            )
+            after.update({e: int(g) for e, g in rows})
+        for p in pending:
+            item = p.item
+            if item.outlier:
+                continue
+            if item.state_group_before is not None:
+                await writer.ensure_exists(item.state_group_before)
+                p.before = item.state_group_before
+            else:
+                assert item.state_before is not None
+                candidates = [after[pid] for pid in p.pdu.prev_event_ids if pid in after]
+                p.before = await writer.group_for(item.state_before, candidates)
+            key = p.pdu.state_tuple
+            # A rejected event never changes the state; a soft-failed one did pass auth at its own state.
+            if key is None or item.rejected_reason is not None:
+                p.after = p.before
+            else:
+                p.after = await writer.group_with(p.before, key, p.pdu.event_id)
+            after[p.pdu.event_id] = p.after
+
+
+async def _existing(txn: Txn, event_ids: list[str]) -> dict[str, tuple[int, bool]]:
+    out = {}
+    for part in chunks(list(dict.fromkeys(event_ids))):
+        rows = await txn.fetchall(
+            f"SELECT event_id, stream_ordering, outlier FROM events WHERE event_id IN ({in_list(len(part))})",
+            tuple(part),
+        )
+        out.update({e: (int(s), bool(o)) for e, s, o in rows})
+    return out
+
+
+async def _write_events(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
+    new = [p for p in pending if not p.deoutlier]
+    await txn.executemany(
+        "INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender, membership,"
+        " origin_server_ts, outlier, rejected_reason, soft_failed, room_version,"
+        " state_before_group, state_after_group, json)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                p.pdu.event_id,
+                room_id,
+                p.stream,
+                p.pdu.depth,
+                p.pdu.type,
+                p.pdu.state_key,
+                p.pdu.sender,
+                p.pdu.membership if p.pdu.type == "m.room.member" else None,
+                p.pdu.origin_server_ts,
+                p.item.outlier,
+                p.item.rejected_reason,
+                p.item.soft_failed,
+                p.pdu.room_version.identifier,
+                p.before,
+                p.after,
+                json.dumps(p.pdu.json, separators=(",", ":"), ensure_ascii=False),
+            )
+            for p in new
+        ],
+    )
+    await txn.executemany(
+        "UPDATE events SET outlier = FALSE, stream_ordering = ?, rejected_reason = ?, soft_failed = ?,"
+        " state_before_group = ?, state_after_group = ? WHERE event_id = ?",
+        [
+            (p.stream, p.item.rejected_reason, p.item.soft_failed, p.before, p.after, p.pdu.event_id)
+            for p in pending
+            if p.deoutlier
+        ],
+    )
+    # A PDU may name the same prev or auth event twice; the edge is recorded once.
+    await txn.executemany(
+        "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(p.pdu.event_id, prev) for p in new for prev in p.pdu.prev_event_ids],
+    )
+    await txn.executemany(
+        "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(p.pdu.event_id, auth) for p in new for auth in p.pdu.auth_event_ids],
+    )
+
+
+async def _update_forward_extremities(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
+    live_new = [p for p in pending if p.live]
+    if not live_new:
+        return
+    prevs = list({prev for p in live_new for prev in p.pdu.prev_event_ids})
+    await txn.executemany(
+        "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?", [(room_id, e) for e in prevs]
+    )
+    # New live events that already have live children (the children arrived first, or in this batch,
+    # whose edges are written by now) do not become extremities.
+    ids = [p.pdu.event_id for p in live_new]
+    parents: set[str] = set()
+    for part in chunks(ids):
+        rows = await txn.fetchall(
+            "SELECT DISTINCT ee.prev_event_id FROM event_edges ee JOIN events c ON c.event_id = ee.event_id"
+            f" WHERE ee.prev_event_id IN ({in_list(len(part))}) AND {live('c')}",
+            tuple(part),
+        )
+        parents.update(r[0] for r in rows)
+    await txn.executemany(
+        "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(room_id, e) for e in ids if e not in parents],
+    )
+
+
+async def _update_backward_extremities(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
+    non_outliers = [p.pdu.event_id for p in pending if not p.item.outlier]
+    await txn.executemany(
+        "DELETE FROM backward_extremities WHERE room_id = ? AND event_id = ?",
+        [(room_id, e) for e in non_outliers],
+    )
+    prevs = list({prev for p in pending if p.accepted_non_outlier for prev in p.pdu.prev_event_ids})
+    held: set[str] = set()
+    for part in chunks(prevs):
+        rows = await txn.fetchall(
+            f"SELECT event_id FROM events WHERE event_id IN ({in_list(len(part))}) AND outlier = FALSE",
+            tuple(part),
+        )
+        held.update(r[0] for r in rows)
+    await txn.executemany(
+        "INSERT INTO backward_extremities (room_id, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(room_id, e) for e in prevs if e not in held],
+    )
+
+
+async def _apply_redactions(txn: Txn, pending: list[_Pending]) -> list[str]:
+    """Record accepted redactions and mark their targets, whichever of the two arrived first.
+
+    Returns the ids of events that became redacted (their cached copies are stale).
+    """
+    redactions = [
+        p
+        for p in pending
+        if p.pdu.redacts is not None and p.item.rejected_reason is None and not p.item.soft_failed
+    ]
+    await txn.executemany(
+        "INSERT INTO redactions (event_id, redacts, permitted_by_power) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        [(p.pdu.event_id, p.pdu.redacts, p.item.redaction_permitted_by_power) for p in redactions],
+    )
+    targets = list({p.pdu.redacts for p in redactions} | {p.pdu.event_id for p in pending if not p.deoutlier})
+    updates: dict[str, str] = {}
+    for part in chunks(targets):
+        rows = await txn.fetchall(
+            "SELECT t.event_id, r.event_id, r.permitted_by_power, re.sender, re.room_id, t.sender, t.room_id,"
+            " t.room_version FROM redactions r"
+            " JOIN events re ON re.event_id = r.event_id JOIN events t ON t.event_id = r.redacts"
+            f" WHERE r.redacts IN ({in_list(len(part))}) AND t.redacted_by IS NULL"
+            " ORDER BY re.stream_ordering",
+            tuple(part),
+        )
+        for target, redaction, by_power, r_sender, r_room, t_sender, t_room, version in rows:
+            if target in updates or r_room != t_room:
+                continue
+            # Before v3 the auth rules checked the redaction; from v3 it applies to events of the
+            # redacter's own server, or when the room layer found the power level sufficient.
+            deferred = get_room_version(version).deferred_redaction_check
+            if not deferred or by_power or server_of(r_sender) == server_of(t_sender):
+                updates[target] = redaction
+    await txn.executemany(
+        "UPDATE events SET redacted_by = ? WHERE event_id = ?", [(r, t) for t, r in updates.items()]
+    )
+    return list(updates)

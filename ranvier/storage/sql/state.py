@@ -1,0 +1,188 @@
+"""State reads (at events, per group, current) and the current-state/membership writes of a persist."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from ranvier.protocol.events import Pdu, StateKey
+
+from ..interfaces import StateDelta, StateMap, UnknownEvent
+from .caches import LruCache
+from .engine import Database, Txn, chunks, in_list
+from .events import SqlEventStore
+from .state_groups import StateDict, StateGroups
+
+MEMBER = "m.room.member"
+
+
+class SqlStateStore:
+    def __init__(
+        self,
+        db: Database,
+        groups: StateGroups,
+        events: SqlEventStore,
+        current: LruCache[str, StateDict],
+    ) -> None:
+        self._db = db
+        self._groups = groups
+        self._events = events
+        self._current = current
+
+    async def _group_of(self, event_id: str, column: str) -> int | None:
+        value = await self._db.fetchval(f"SELECT {column} FROM events WHERE event_id = ?", (event_id,))
+        return None if value is None else int(value)
+
+    async def get_state_group_before(self, event_id: str) -> int | None:
+        return await self._group_of(event_id, "state_before_group")
+
+    async def get_state_group_after(self, event_id: str) -> int | None:
+        return await self._group_of(event_id, "state_after_group")
+
+    async def get_state_ids_for_group(
+        self, group: int, keys: Iterable[StateKey] | None = None
+    ) -> dict[StateKey, str]:
+        async with self._db.snapshot() as txn:
+            if keys is not None:
+                return await self._groups.load_keys(txn, group, keys)
+            return dict(await self._groups.load(txn, group))
+
+    async def _state_at(
+        self, event_id: str, column: str, keys: Iterable[StateKey] | None
+    ) -> dict[StateKey, str]:
+        group = await self._group_of(event_id, column)
+        if group is None:
+            raise UnknownEvent(f"no state is held at {event_id} (unknown, or an outlier)")
+        return await self.get_state_ids_for_group(group, keys)
+
+    async def get_state_ids_before(
+        self, event_id: str, keys: Iterable[StateKey] | None = None
+    ) -> dict[StateKey, str]:
+        return await self._state_at(event_id, "state_before_group", keys)
+
+    async def get_state_ids_after(
+        self, event_id: str, keys: Iterable[StateKey] | None = None
+    ) -> dict[StateKey, str]:
+        return await self._state_at(event_id, "state_after_group", keys)
+
+    async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
+        async with self._db.snapshot() as txn:
+            return dict(await load_current_state(txn, self._current, room_id))
+
+    async def get_current_state_event(self, room_id: str, event_type: str, state_key: str) -> Pdu | None:
+        cached = self._current.get(room_id)
+        if cached is not None:
+            event_id = cached.get((event_type, state_key))
+        else:
+            event_id = await self._db.fetchval(
+                "SELECT event_id FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                (room_id, event_type, state_key),
+            )
+        return None if event_id is None else await self._events.get_event(event_id)
+
+    async def get_joined_users(self, room_id: str) -> set[str]:
+        rows = await self._db.fetchall(
+            "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'", (room_id,)
+        )
+        return {r[0] for r in rows}
+
+    async def get_joined_servers(self, room_id: str) -> set[str]:
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT server_name FROM room_memberships WHERE room_id = ? AND membership = 'join'",
+            (room_id,),
+        )
+        return {r[0] for r in rows}
+
+    async def get_rooms_for_user(self, user_id: str) -> dict[str, str]:
+        rows = await self._db.fetchall(
+            "SELECT room_id, membership FROM room_memberships WHERE user_id = ?", (user_id,)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def get_membership(self, room_id: str, user_id: str) -> tuple[str, str] | None:
+        row = await self._db.fetchone(
+            "SELECT membership, event_id FROM room_memberships WHERE room_id = ? AND user_id = ?",
+            (room_id, user_id),
+        )
+        return None if row is None else (row[0], row[1])
+
+    async def get_members(self, room_id: str) -> dict[str, str]:
+        rows = await self._db.fetchall(
+            "SELECT user_id, membership FROM room_memberships WHERE room_id = ?", (room_id,)
+        )
+        return {r[0]: r[1] for r in rows}
+
+
+async def load_current_state(txn: Txn, cache: LruCache[str, StateDict], room_id: str) -> StateDict:
+    """The room's current state; the returned dict may be the cached one: do not mutate it."""
+    cached = cache.get(room_id)
+    if cached is not None:
+        return cached
+    rows = await txn.fetchall(
+        "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (room_id,)
+    )
+    state = {(t, s): e for t, s, e in rows}
+    cache.put(room_id, state)
+    return state
+
+
+async def write_current_state(
+    txn: Txn,
+    cache: LruCache[str, StateDict],
+    room_id: str,
+    new: StateMap | StateDelta,
+    batch: Mapping[str, Pdu],
+) -> StateDict:
+    """Replace the room's current state (and its membership index); returns the new full map for the cache.
+
+    ``batch`` holds the events being persisted, whose membership is not yet readable from the table.
+    """
+    old = await load_current_state(txn, cache, room_id)
+    if isinstance(new, StateDelta):
+        changed = {k: v for k, v in new.changed.items() if old.get(k) != v}
+        removed = [k for k in new.removed if k in old and k not in new.changed]
+    else:
+        changed = {k: v for k, v in new.items() if old.get(k) != v}
+        removed = [k for k in old if k not in new]
+    await txn.executemany(
+        "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+        [(room_id, t, s) for t, s in removed],
+    )
+    await txn.executemany(
+        "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        [(room_id, t, s, e) for (t, s), e in changed.items()],
+    )
+    await txn.executemany(
+        "DELETE FROM room_memberships WHERE room_id = ? AND user_id = ?",
+        [(room_id, s) for t, s in removed if t == MEMBER],
+    )
+    member_events = {e: s for (t, s), e in changed.items() if t == MEMBER}
+    memberships = await _memberships(txn, list(member_events), batch)
+    await txn.executemany(
+        "INSERT INTO room_memberships (room_id, user_id, server_name, membership, event_id)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
+        " membership = excluded.membership, event_id = excluded.event_id",
+        [
+            (room_id, user, user.partition(":")[2], memberships[event_id], event_id)
+            for event_id, user in member_events.items()
+        ],
+    )
+    full = dict(old)
+    for key in removed:
+        del full[key]
+    full.update(changed)
+    return full
+
+
+async def _memberships(txn: Txn, event_ids: list[str], batch: Mapping[str, Pdu]) -> dict[str, str]:
+    out = {e: batch[e].membership or "" for e in event_ids if e in batch}
+    rest = [e for e in event_ids if e not in out]
+    for part in chunks(rest):
+        rows = await txn.fetchall(
+            f"SELECT event_id, membership FROM events WHERE event_id IN ({in_list(len(part))})", tuple(part)
+        )
+        out.update({e: m or "" for e, m in rows})
+    missing = [e for e in event_ids if e not in out]
+    if missing:
+        raise UnknownEvent(f"current state names member events that are not stored: {missing[:5]}")
+    return out
