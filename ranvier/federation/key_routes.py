@@ -93,7 +93,11 @@ async def _query_batch(request: web.Request) -> web.Response:
         raise json_error(400, "M_LIMIT_EXCEEDED", f"at most {MAX_SERVERS_PER_QUERY} servers per query")
     wanted: dict[str, int] = {}
     for server, key_criteria in query.items():
-        if not is_valid_server_name(server) or not isinstance(key_criteria, dict):
+        if (
+            not is_valid_server_name(server)
+            or not isinstance(key_criteria, dict)
+            or not all(isinstance(c, dict) for c in key_criteria.values())
+        ):
             raise json_error(400, "M_BAD_JSON", f"bad query for {server!r}")
         # The notary may return every key regardless of the key ids asked for; keep the strictest minimum.
         minima = [

@@ -229,3 +229,33 @@ async def test_blocklisted_destination_is_not_contacted(servers) -> None:
             await strict.request("GET", f"localhost:{a.port}", "/_matrix/federation/v1/version")
     finally:
         await strict.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/_matrix/key/v2/query/bad%20name", None),
+        ("GET", "/_matrix/key/v2/query/127.0.0.1:1?minimum_valid_until_ts=soon", None),
+        ("POST", "/_matrix/key/v2/query", {"server_keys": []}),
+        ("POST", "/_matrix/key/v2/query", {"server_keys": {"bad name": {}}}),
+        ("POST", "/_matrix/key/v2/query", {"server_keys": {"127.0.0.1:1": {"ed25519:a": "x"}}}),
+    ],
+)
+async def test_notary_rejects_malformed_queries(servers, method: str, path: str, body) -> None:
+    a, b = await servers(), await servers()
+    with pytest.raises(FederationError) as e:
+        await b.client.request(method, a.server_name, path, json_body=body, authenticate=False)
+    assert e.value.status == 400
+    assert e.value.errcode in ("M_INVALID_PARAM", "M_BAD_JSON")
+
+
+async def test_notary_query_for_itself_and_for_nobody(servers) -> None:
+    a, b = await servers(), await servers()
+    answer = await b.client.request(
+        "GET", a.server_name, f"/_matrix/key/v2/query/{a.server_name}", authenticate=False
+    )
+    assert [r["server_name"] for r in answer["server_keys"]] == [a.server_name]
+    empty = await b.client.request(
+        "POST", a.server_name, "/_matrix/key/v2/query", json_body={"server_keys": {}}, authenticate=False
+    )
+    assert empty == {"server_keys": []}
