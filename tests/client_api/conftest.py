@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from ranvier.client_api.auth import Authenticator
 from ranvier.client_api.errors import matrix_error_middleware
 from ranvier.client_api.versions import VersionsHandlers
 from ranvier.storage.aux import attach_aux
+from ranvier.storage.sql import RoomStorage
 from ranvier.storage.sql.engine import Database
 
 # The storage suite's database fixtures (db_spec -> raw_db -> db), parametrized over both engines.
@@ -34,7 +34,8 @@ class AccountApp:
 
 
 async def _start(database: Database, *, registration_enabled: bool, shared_secret: str | None) -> AccountApp:
-    storage = SimpleNamespace(db=database)
+    # The real storage object the server builds: the room/event stores plus the auxiliary ones.
+    storage = await RoomStorage.open(database)
     attach_aux(storage)
     profile_changes: list[str] = []
 
