@@ -132,6 +132,7 @@ async def test_pending_join_pdus_keep_arrival_order(db: Database) -> None:
     assert [p.seq for p in listed] == seqs
     assert [p.pdu["n"] for p in await pending.list_for_room("!r:x", limit=2)] == [0, 1]
     assert await pending.rooms_with_pending() == ["!other:x", "!r:x"]
+    assert await pending.count_for_room("!r:x") == 4
     await pending.delete("!r:x", seqs[:2])
     assert [p.pdu["n"] for p in await pending.list_for_room("!r:x")] == [2, 3]
     await pending.delete_room("!r:x")

@@ -65,6 +65,12 @@ class PendingJoinPduStore:
         async with self._db.transaction() as txn:
             await txn.execute("DELETE FROM pending_join_pdus WHERE room_id = ?", (room_id,))
 
+    async def count_for_room(self, room_id: str) -> int:
+        """For capping what one room may buffer while a join is in progress."""
+        return int(
+            await self._db.fetchval("SELECT COUNT(*) FROM pending_join_pdus WHERE room_id = ?", (room_id,))
+        )
+
     async def rooms_with_pending(self) -> list[str]:
         rows = await self._db.fetchall("SELECT DISTINCT room_id FROM pending_join_pdus ORDER BY room_id")
         return [r[0] for r in rows]
