@@ -24,7 +24,7 @@ from .client_api.errors import matrix_error_middleware
 from .client_api.messages import MessageHandlers
 from .client_api.rooms import RoomHandlers
 from .client_api.sync import SyncHandlers
-from .client_api.versions import VersionHandlers
+from .client_api.versions import VersionsHandlers
 from .config import HomeserverConfig
 from .federation.client import FederationClient
 from .federation.discovery import ServerDiscovery
@@ -89,7 +89,7 @@ class Homeserver:
             blocklist=blocklist,
         )
         self.keyring = Keyring(
-            self.server_name, [self.signing_key], client=self.federation_client, store=storage.server_keys
+            self.server_name, [self.signing_key], client=self.federation_client, store=storage.keys
         )
 
         self.state = StateService(storage)
@@ -122,7 +122,7 @@ class Homeserver:
             config.public_baseurl or f"http://{config.listeners.client.bind}:{config.listeners.client.port}"
         )
         handlers = [
-            VersionHandlers(base_url),
+            VersionsHandlers(base_url),
             AccountHandlers(
                 self.storage,
                 self.server_name,
@@ -204,7 +204,7 @@ class Homeserver:
         if hasattr(self, "federation_client"):
             await self.federation_client.close()
         if self.storage is not None:
-            await self.storage.close()
+            await self.storage.db.close()
             self.storage = None
 
 

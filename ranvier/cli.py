@@ -158,7 +158,7 @@ async def _register_in_database(config: HomeserverConfig, localpart: str, passwo
         print(f"registered {user_id}")
         return 0
     finally:
-        await storage.close()
+        await storage.db.close()
 
 
 def main(argv: list[str] | None = None) -> int:
