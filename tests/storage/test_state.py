@@ -6,7 +6,6 @@ import pytest
 
 from ranvier.storage.interfaces import EventToPersist, StateDelta, UnknownEvent
 from ranvier.storage.sql import RoomStorage
-from ranvier.storage.sql.state_groups import MAX_CHAIN
 
 from .conftest import ALICE
 from .test_events import CREATE, new_room
@@ -63,8 +62,8 @@ async def test_one_more_message_in_a_big_room_costs_no_state_rows(storage: RoomS
     await storage.events.persist_events(dag.room_id, batch)
     entries_before = await count(storage, "state_group_entries")
     groups_before = await count(storage, "state_groups")
-    # Deltas keep it linear: each join added one row (plus a snapshot every MAX_CHAIN links).
-    assert entries_before < 2000 + (2000 // MAX_CHAIN + 1) * 2001
+    # Each join's group is a delta merging the lowbit(depth) joins it skips: (n/2) log2 n rows, not n^2.
+    assert entries_before <= 2000 * 11 // 2 + 2000
     dag.add("msg", [prev])
     await storage.events.persist_events(dag.room_id, [EventToPersist(dag.by_name["msg"], state_before=big)])
     assert await count(storage, "state_group_entries") == entries_before
@@ -77,21 +76,32 @@ async def test_one_more_message_in_a_big_room_costs_no_state_rows(storage: RoomS
     assert await fresh.state.get_state_ids_before(dag.id("msg"), keys=[key]) == {key: big[key]}
 
 
-async def test_delta_chains_stay_bounded(storage: RoomStorage) -> None:
+async def test_delta_chains_stay_logarithmic(storage: RoomStorage) -> None:
     dag, state = await new_room(storage)
     prev = "create"
     batch = []
     current = dict(state)
-    for i in range(MAX_CHAIN * 2 + 10):
+    for i in range(300):
         dag.add(f"s{i}", [prev], etype="m.room.topic", state_key="", content={"topic": str(i)})
         batch.append(EventToPersist(dag.by_name[f"s{i}"], state_before=dict(current)))
         current[("m.room.topic", "")] = dag.id(f"s{i}")
         prev = f"s{i}"
     await storage.events.persist_events(dag.room_id, batch)
-    longest = await storage.db.fetchval("SELECT MAX(chain_length) FROM state_groups")
-    assert longest == MAX_CHAIN
+    rows = await storage.db.fetchall("SELECT group_id, prev_group FROM state_groups")
+    prev_of = {g: p for g, p in rows}
+
+    def chain_length(g: int | None) -> int:
+        return 0 if g is None else 1 + chain_length(prev_of[g])
+
+    assert len(prev_of) == 302  # before the create, after it, and one per topic change
+    assert max(chain_length(g) for g in prev_of) <= 10  # log2(302) + 1
+    # Merged deltas repeat a changed key once: two keys at most per group here.
+    assert await count(storage, "state_group_entries") <= 2 * len(prev_of)
     fresh = await RoomStorage.open(storage.db)
     assert await fresh.state.get_state_ids_after(dag.id(prev)) == current
+    for i in (0, 1, 127, 128, 255, 299):
+        expected = {**state, ("m.room.topic", ""): dag.id(f"s{i}")}
+        assert await fresh.state.get_state_ids_after(dag.id(f"s{i}")) == expected
 
 
 async def test_state_group_before_can_be_passed_and_state_removed(storage: RoomStorage) -> None:

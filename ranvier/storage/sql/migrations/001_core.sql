@@ -77,13 +77,14 @@ CREATE TABLE redactions (
 );
 CREATE INDEX redactions_redacts ON redactions (redacts);
 
--- A state group is a full state map: a snapshot (prev_group NULL) or a delta on prev_group, with chains
--- bounded by chain_length so that reading a group touches a bounded number of groups.
+-- A state group is a full state map: a snapshot (prev_group NULL, depth 0) or a delta on prev_group, an
+-- ancestor chosen so that chains stay logarithmic (see state_groups.py); depth counts the links from the
+-- snapshot along the groups each was built from.
 CREATE TABLE state_groups (
     group_id BIGINT PRIMARY KEY,
     room_id TEXT NOT NULL,
     prev_group BIGINT,
-    chain_length INTEGER NOT NULL
+    depth BIGINT NOT NULL
 );
 
 -- A snapshot's entries, or a delta's changes; event_id NULL in a delta removes the key.
