@@ -1,0 +1,377 @@
+"""The outbound federation sender: the durable outbox, drained per destination as S2S transactions.
+
+Everything we owe another server is first committed to the outbox (``storage.outbox``); only then is the
+destination's worker woken. A worker sends the oldest queued items as one transaction (S2S "Transactions":
+at most 50 PDUs and 100 EDUs), acknowledges them in the outbox once the destination answered 200, and
+repeats until the queue is empty. So a crash or ``stop()`` loses nothing: ``start()`` finds every
+destination that still has queued items and sends them.
+
+Rules per destination:
+- One transaction in flight at a time, and a failed one is retried with the same id and body until it
+  gets a 200 (``PUT /send/{txnId}``: "The sending server must wait and retry for a 200 OK response before
+  sending a transaction with a different txnId"). The receiver dedups on the id, so the body must not
+  change under it.
+- Failures back off exponentially (``initial_backoff`` doubling up to ``max_backoff``); the state is
+  persisted (``destination_retry``) so a restart continues the sequence instead of resetting it, but the
+  first attempt after a restart comes within ``restart_retry_delay``. A success clears it.
+  ``mark_reachable`` ends a back-off early (e.g. when that server has just sent us a request).
+- Nothing is dropped for being old or for repeated failures. The one exception is the catch-up after an
+  outage (``_catch_up``): per room, only the newest ``catchup_keep_per_room`` PDUs are sent, and an older
+  one is dropped from the queue only when it is an ancestor (through prev_events) of a kept one. The
+  destination then sees the kept events' missing prev_events and pulls the rest from us with
+  ``/get_missing_events`` (S2S "Backfilling and retrieving missing events"). A receiver that gives up
+  on a long gap after a few hops still has ``/backfill`` to close it later.
+- A 200 whose ``pdus`` map reports per-PDU errors still acknowledges the whole transaction: the spec has
+  the receiver "use this response even in the event of one or more PDUs failing to be processed". The
+  errors are logged.
+
+Transaction ids are ``<boot time in ms>_<counter>``: unique per destination across restarts without a
+persisted counter, as long as the clock does not go back across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ranvier.protocol.errors import InvalidIdentifier
+from ranvier.protocol.events import Pdu
+from ranvier.protocol.identifiers import server_of
+from ranvier.storage.interfaces import EventToPersist
+from ranvier.storage.sql.outbox import OutboxBatch, RetryState
+
+from .client import FederationClient, FederationError
+from .edus import OutboundEdu
+
+log = logging.getLogger(__name__)
+
+MAX_PDUS_PER_TXN = 50  # S2S "Transactions"
+MAX_EDUS_PER_TXN = 100
+# How much of a backlog the catch-up looks at, and how far back through prev_events it walks per room to
+# prove an older queued event reachable from the kept ones: bounds on one-off work after an outage.
+CATCHUP_SCAN_LIMIT = 100_000
+CATCHUP_WALK_BUDGET = 20_000
+
+
+@dataclass
+class _Transaction:
+    txn_id: str
+    batch: OutboxBatch
+    pdus: list[dict[str, Any]]
+    edus: list[dict[str, Any]]
+
+
+@dataclass
+class _Destination:
+    """In-memory worker state of one destination; everything that matters is in the outbox."""
+
+    task: asyncio.Task[None] | None = None
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    reachable: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FederationSender:
+    def __init__(
+        self,
+        storage: Any,
+        client: FederationClient,
+        server_name: str,
+        metrics: Any = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        initial_backoff: float = 5.0,
+        max_backoff: float = 3600.0,
+        restart_retry_delay: float = 10.0,
+        max_pdus: int = MAX_PDUS_PER_TXN,
+        max_edus: int = MAX_EDUS_PER_TXN,
+        catchup_keep_per_room: int = MAX_PDUS_PER_TXN,
+    ) -> None:
+        self._storage = storage
+        self._outbox = storage.outbox
+        self._client = client
+        self.server_name = server_name
+        self._metrics = metrics
+        self._clock = clock
+        self._initial_backoff_ms = max(1, int(initial_backoff * 1000))
+        self._max_backoff_ms = max(self._initial_backoff_ms, int(max_backoff * 1000))
+        self._restart_retry_delay = restart_retry_delay
+        self._max_pdus = min(max_pdus, MAX_PDUS_PER_TXN)
+        self._max_edus = min(max_edus, MAX_EDUS_PER_TXN)
+        self._catchup_keep = max(1, catchup_keep_per_room)
+        self._boot_ms = self._now_ms()
+        self._txn_counter = 0
+        self._destinations: dict[str, _Destination] = {}
+        self._running = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin sending, first to every destination that still has queued items (a restart's catch-up)."""
+        self._running = True
+        for destination in await self._outbox.destinations_with_pending():
+            self.wake(destination)
+
+    async def stop(self) -> None:
+        """Cancel the workers. A transaction cut off mid-flight stays queued and is sent again (with a new
+        id) after the next start; the receiver ignores PDUs it already has."""
+        self._running = False
+        tasks = [d.task for d in self._destinations.values() if d.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._destinations.clear()
+
+    # -- what the rest of the server calls ------------------------------------------------------------
+
+    async def on_persisted(self, room_id: str, batch: Sequence[EventToPersist]) -> None:
+        """The persister's listener: queue our own new live events for every other server in the room.
+
+        The destinations are the servers joined after the batch plus, for a membership event, the target's
+        server (a kicked or banned user's server is no longer joined but must learn of it). The enqueue is
+        committed before this returns, and the persister awaits it before the client sees its answer.
+        """
+        ours = [
+            item.pdu
+            for item in batch
+            if not item.outlier
+            and item.rejected_reason is None
+            and not item.soft_failed
+            and not item.backfilled
+            and _origin(item.pdu) == self.server_name
+        ]
+        if not ours:
+            return
+        joined = set(await self._storage.state.get_joined_servers(room_id))
+        woken: set[str] = set()
+        for pdu in ours:
+            destinations = set(joined)
+            if pdu.type == "m.room.member" and pdu.state_key is not None:
+                with contextlib.suppress(InvalidIdentifier):
+                    destinations.add(server_of(pdu.state_key))
+            destinations.discard(self.server_name)
+            if destinations:
+                await self._outbox.enqueue_pdus(destinations, pdu.event_id, room_id)
+                woken |= destinations
+        for destination in woken:
+            self.wake(destination)
+
+    async def send_pdu_to(self, destinations: Iterable[str], event_id: str, room_id: str) -> None:
+        """Queue an event we hold for the given servers, e.g. a remote user's join accepted through our
+        ``send_join``, which the room's other servers must receive from us. The caller leaves out servers
+        that already have it (the joining server)."""
+        dests = set(destinations) - {self.server_name}
+        if not dests:
+            return
+        await self._outbox.enqueue_pdus(dests, event_id, room_id)
+        for destination in dests:
+            self.wake(destination)
+
+    async def send_edu(
+        self, destination: str, edu_type: str, content: dict[str, Any], *, coalesce_key: str | None = None
+    ) -> None:
+        """Queue one EDU durably. With ``coalesce_key``, a still-queued EDU of the same type and key is
+        replaced (see ``edus.py``)."""
+        await self.broadcast_edu([destination], OutboundEdu(edu_type, content, coalesce_key))
+
+    async def broadcast_edu(self, destinations: Iterable[str], edu: OutboundEdu) -> None:
+        """Queue one EDU for several servers in one database transaction (typing and receipts go to every
+        server in the room)."""
+        dests = set(destinations) - {self.server_name}
+        if not dests:
+            return
+        await self._outbox.enqueue_edu(dests, edu.edu_type, edu.content, edu.coalesce_key)
+        for destination in dests:
+            self.wake(destination)
+
+    def wake(self, destination: str) -> None:
+        """Something was queued for ``destination``: make sure its worker runs. A destination in back-off
+        is not hurried (see ``mark_reachable``)."""
+        if destination == self.server_name or not self._running:
+            return
+        state = self._destinations.setdefault(destination, _Destination())
+        state.wakeup.set()
+        if state.task is None or state.task.done():
+            state.task = asyncio.create_task(self._worker(destination, state), name=f"fedsend {destination}")
+
+    def mark_reachable(self, destination: str) -> None:
+        """``destination`` has just shown it is up (it sent us a request): end its back-off now."""
+        state = self._destinations.get(destination)
+        if state is not None and state.task is not None and not state.task.done():
+            state.reachable.set()
+
+    def is_idle(self, destination: str) -> bool:
+        """No worker is running for ``destination`` (its queue was empty when last looked at)."""
+        state = self._destinations.get(destination)
+        return state is None or state.task is None or state.task.done()
+
+    # -- the per-destination worker -------------------------------------------------------------------
+
+    async def _worker(self, destination: str, state: _Destination) -> None:
+        try:
+            await self._drain(destination, state)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not a send failure (those back off inside _drain): a bug or storage failure. The items stay
+            # queued; the next wake (or restart) starts a new worker.
+            log.exception("federation sender for %s stopped unexpectedly", destination)
+
+    async def _drain(self, destination: str, state: _Destination) -> None:
+        retry = await self._outbox.get_retry(destination)
+        catching_up = retry is not None
+        if retry is not None:
+            # Respect a back-off persisted before a restart, but try again soon: the restart may well have
+            # been the fix, and the remaining wait can be an hour.
+            remaining = (retry.retry_last_ts + retry.retry_interval - self._now_ms()) / 1000
+            await self._sleep(state, max(0.0, min(remaining, self._restart_retry_delay)))
+        pending: _Transaction | None = None
+        while True:
+            if pending is None:
+                state.wakeup.clear()
+                if catching_up:
+                    await self._catch_up(destination)
+                    catching_up = False
+                batch = await self._outbox.next_batch(destination, self._max_pdus, self._max_edus)
+                await self._update_gauge(destination)
+                if batch.is_empty():
+                    if state.wakeup.is_set():
+                        continue  # something was queued while we looked
+                    return
+                pending = await self._build(batch)
+                if pending is None:
+                    continue  # nothing in the batch could be loaded; it was acknowledged
+            if await self._attempt(destination, pending):
+                await self._outbox.ack_batch(pending.batch)
+                pending = None
+                if retry is not None:
+                    await self._outbox.reset_retry(destination)
+                    retry = None
+            else:
+                catching_up = True
+                retry = self._next_retry(retry)
+                await self._outbox.set_retry(destination, retry)
+                await self._sleep(state, retry.retry_interval / 1000)
+
+    async def _attempt(self, destination: str, txn: _Transaction) -> bool:
+        try:
+            response = await self._client.send_transaction(
+                destination, txn.txn_id, origin_server_ts=self._now_ms(), pdus=txn.pdus, edus=txn.edus
+            )
+        except FederationError as e:
+            # Every failure, 4xx included, backs off and retries: dropping would lose events, and a 4xx on
+            # /send is more often a passing problem (keys, a proxy, rate limits) than a permanent one.
+            log.warning("transaction %s to %s failed: %s", txn.txn_id, destination, e)
+            return False
+        results = response.get("pdus")
+        if isinstance(results, dict):
+            for event_id, result in results.items():
+                if isinstance(result, dict) and result.get("error"):
+                    log.info("%s did not accept %s: %s", destination, event_id, result["error"])
+        return True
+
+    async def _build(self, batch: OutboxBatch) -> _Transaction | None:
+        events: dict[str, Pdu] = await self._storage.events.get_events(batch.event_ids) if batch.pdus else {}
+        missing = [e for e in batch.event_ids if e not in events]
+        if missing:
+            # Purged, or queued by mistake: nothing can be sent for these.
+            log.warning("not sending %d queued events we no longer hold: %s", len(missing), missing[:5])
+        pdus = [_wire_form(events[e]) for e in dict.fromkeys(batch.event_ids) if e in events]
+        edus = [{"edu_type": e.edu_type, "content": e.content} for e in batch.edus]
+        if not pdus and not edus:
+            await self._outbox.ack_batch(batch)
+            return None
+        self._txn_counter += 1
+        return _Transaction(f"{self._boot_ms}_{self._txn_counter}", batch, pdus, edus)
+
+    def _next_retry(self, previous: RetryState | None) -> RetryState:
+        if previous is None:
+            interval = self._initial_backoff_ms
+        else:
+            interval = min(max(previous.retry_interval, self._initial_backoff_ms) * 2, self._max_backoff_ms)
+        failures = 1 if previous is None else previous.failure_count + 1
+        return RetryState(retry_last_ts=self._now_ms(), retry_interval=interval, failure_count=failures)
+
+    async def _sleep(self, state: _Destination, seconds: float) -> None:
+        """Back off for ``seconds``, or until ``mark_reachable``."""
+        state.reachable.clear()
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.reachable.wait(), timeout=seconds)
+
+    # -- catch-up after an outage ---------------------------------------------------------------------
+
+    async def _catch_up(self, destination: str) -> None:
+        """Per room, keep the newest ``catchup_keep_per_room`` queued PDUs, and drop an older one only when
+        a kept one reaches it through prev_events, so the destination can fetch it with
+        /get_missing_events. Anything not proven reachable stays queued."""
+        queued = (await self._outbox.next_batch(destination, CATCHUP_SCAN_LIMIT, 0)).pdus
+        by_room: dict[str, list[tuple[int, str]]] = {}
+        for item in queued:
+            by_room.setdefault(item.room_id, []).append((item.seq, item.event_id))
+        dropped: list[int] = []
+        for items in by_room.values():
+            if len(items) <= self._catchup_keep:
+                continue
+            older, kept = items[: -self._catchup_keep], items[-self._catchup_keep :]
+            reachable = await self._ancestors_among([e for _, e in kept], {e for _, e in older})
+            dropped += [seq for seq, event_id in older if event_id in reachable]
+        if dropped:
+            log.info(
+                "catching up %s: %d older queued events left for it to fetch via /get_missing_events",
+                destination,
+                len(dropped),
+            )
+            await self._outbox.ack(destination, dropped)
+
+    async def _ancestors_among(self, start: Iterable[str], targets: set[str]) -> set[str]:
+        """The members of ``targets`` reachable from ``start`` through prev_events of events we hold
+        (rejected events are not served to others, so the walk does not pass through them)."""
+        held = await self._storage.events.get_events(targets)
+        if not held:
+            return set()
+        min_depth = min(p.depth for p in held.values())
+        found: set[str] = set()
+        seen = set(start)
+        frontier = list(seen)
+        while frontier and len(seen) < CATCHUP_WALK_BUDGET and len(found) < len(held):
+            events = await self._storage.events.get_events(frontier)
+            frontier = []
+            for pdu in events.values():
+                if pdu.depth < min_depth:
+                    continue  # its ancestors are deeper in the past than every target
+                for prev in pdu.prev_event_ids:
+                    if prev not in seen:
+                        seen.add(prev)
+                        frontier.append(prev)
+                        if prev in held:
+                            found.add(prev)
+        return found
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    async def _update_gauge(self, destination: str) -> None:
+        if self._metrics is not None:
+            count = await self._outbox.pending_count(destination)
+            self._metrics.federation_queue.labels(destination=destination).set(count)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+
+def _origin(pdu: Pdu) -> str | None:
+    try:
+        return server_of(pdu.sender)
+    except InvalidIdentifier:
+        return None
+
+
+def _wire_form(pdu: Pdu) -> dict[str, Any]:
+    # ``unsigned`` is local annotation (the client's transaction id, redacted_because); receivers compute
+    # their own, so it is not sent.
+    return {k: v for k, v in pdu.to_federation().items() if k != "unsigned"}
