@@ -13,6 +13,7 @@ from typing import Any
 from ..protocol.auth import auth_types_for_event, check_auth_rules
 from ..protocol.auth.power_levels import get_named_level, get_user_power_level
 from ..protocol.events import MAX_PREV_EVENTS, Pdu, StateKey, build_event
+from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import EventToPersist
@@ -67,28 +68,90 @@ class LocalEventCreator:
         """Create, authorise and persist one event; raises AuthRejected if the sender may not send it."""
         rv = await self.room_version(room_id)
         async with self._persister.room_lock(room_id):
-            prev_ids = await self._storage.events.get_forward_extremities(room_id)
-            prev_ids = sorted(prev_ids)
-            if len(prev_ids) > MAX_PREV_EVENTS:
-                # Cite the newest 20; the state before is then the resolution of their states.
-                metas = [await self._storage.events.get_event_meta(e) for e in prev_ids]
-                newest = sorted((m for m in metas if m is not None), key=lambda m: (-m.depth, m.event_id))
-                prev_ids = [m.event_id for m in newest[:MAX_PREV_EVENTS]]
-                state_before = await self._state.state_before_prev_events(room_id, rv, prev_ids)
-            else:
-                state_before = await self._storage.state.get_current_state_ids(room_id)
+            prev_ids, state_before = await self.tips_and_state(room_id, rv)
             pdu = await self._build(
                 rv, room_id, sender, event_type, content, state_key, redacts, prev_ids, state_before, unsigned
             )
-            permitted = pdu.type == "m.room.redaction" and await self._may_redact_others(pdu, state_before)
-            item = EventToPersist(pdu=pdu, state_before=state_before, redaction_permitted_by_power=permitted)
-            await self._persister.persist(room_id, rv, [item])
+            await self.persist_local(pdu, state_before)
         return pdu
+
+    async def tips_and_state(self, room_id: str, rv: RoomVersion) -> tuple[list[str], StateIds]:
+        """The prev_events a new event should cite (the forward extremities, at most 20) and the state
+        before such an event. Call with the room lock held if the event will be persisted."""
+        prev_ids = sorted(await self._storage.events.get_forward_extremities(room_id))
+        if len(prev_ids) <= MAX_PREV_EVENTS:
+            return prev_ids, await self._storage.state.get_current_state_ids(room_id)
+        # Cite the newest 20; the state before is then the resolution of their states.
+        metas = [await self._storage.events.get_event_meta(e) for e in prev_ids]
+        newest = sorted((m for m in metas if m is not None), key=lambda m: (-m.depth, m.event_id))
+        prev_ids = [m.event_id for m in newest[:MAX_PREV_EVENTS]]
+        return prev_ids, await self._state.state_before_prev_events(room_id, rv, prev_ids)
+
+    async def template(
+        self, room_id: str, sender: str, event_type: str, content: dict[str, Any], state_key: str | None
+    ) -> dict[str, Any]:
+        """An unsigned event skeleton for a remote server to complete (make_join, make_leave, make_knock)."""
+        rv = await self.room_version(room_id)
+        prev_ids, state_before = await self.tips_and_state(room_id, rv)
+        auth_ids, _ = await self._auth_events_for(rv, event_type, state_key, sender, content, state_before)
+        template: dict[str, Any] = {
+            "type": event_type,
+            "room_id": room_id,
+            "sender": sender,
+            "content": content,
+            "depth": (await self._storage.events.get_max_depth_of(prev_ids) if prev_ids else 0) + 1,
+            "prev_events": prev_ids,
+            "auth_events": auth_ids,
+            "origin_server_ts": self._clock(),
+        }
+        if state_key is not None:
+            template["state_key"] = state_key
+        if not rv.implicit_room_creator:
+            template["origin"] = server_of(sender)  # v1-v10 events carry "origin"
+        return template
+
+    async def build_unpersisted(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None = None,
+    ) -> tuple[Pdu, StateIds]:
+        """Build and authorise an event without persisting it (e.g. an invite a remote server must sign
+        first). The caller persists it with ``persist_local`` under the room lock, re-checking freshness."""
+        rv = await self.room_version(room_id)
+        prev_ids, state_before = await self.tips_and_state(room_id, rv)
+        pdu = await self._build(
+            rv, room_id, sender, event_type, content, state_key, None, prev_ids, state_before, None
+        )
+        return pdu, state_before
+
+    async def persist_local(self, pdu: Pdu, state_before: StateIds) -> None:
+        """Persist an event built here (the caller holds the room lock)."""
+        permitted = pdu.type == "m.room.redaction" and await self._may_redact_others(pdu, state_before)
+        item = EventToPersist(pdu=pdu, state_before=state_before, redaction_permitted_by_power=permitted)
+        await self._persister.persist(pdu.room_id, pdu.room_version, [item])
 
     async def _may_redact_others(self, pdu: Pdu, state_before: StateIds) -> bool:
         keys = {k: v for k, v in state_before.items() if k in (CREATE_KEY, ("m.room.power_levels", ""))}
         state = await self._state.load_state_events(keys)
         return get_user_power_level(pdu.sender, state, pdu.room_version) >= get_named_level(state, "redact")
+
+    async def _auth_events_for(
+        self,
+        rv: RoomVersion,
+        event_type: str,
+        state_key: str | None,
+        sender: str,
+        content: dict[str, Any],
+        state_before: StateIds,
+    ) -> tuple[list[str], dict[StateKey, Pdu]]:
+        """The auth event ids to cite (S2S "Auth events selection") and the state the rules will read."""
+        auth_keys = auth_types_for_event(rv, event_type, state_key, sender, content)
+        needed = {k: v for k, v in state_before.items() if k in auth_keys or k == CREATE_KEY}
+        auth_state = await self._state.load_state_events(needed)
+        return sorted(auth_state[k].event_id for k in auth_keys if k in auth_state), auth_state
 
     async def _build(
         self,
@@ -103,10 +166,9 @@ class LocalEventCreator:
         state_before: StateIds,
         unsigned: dict[str, Any] | None,
     ) -> Pdu:
-        auth_keys = auth_types_for_event(rv, event_type, state_key, sender, content)
-        needed = {k: v for k, v in state_before.items() if k in auth_keys or k == CREATE_KEY}
-        auth_state = await self._state.load_state_events(needed)
-        auth_events = sorted((auth_state[k] for k in auth_keys if k in auth_state), key=lambda e: e.event_id)
+        auth_ids, auth_state = await self._auth_events_for(
+            rv, event_type, state_key, sender, content, state_before
+        )
         depth = (await self._storage.events.get_max_depth_of(prev_ids) if prev_ids else 0) + 1
         pdu = build_event(
             room_version=rv,
@@ -117,7 +179,7 @@ class LocalEventCreator:
             state_key=state_key,
             redacts=redacts,
             prev_events=prev_ids,
-            auth_events=[e.event_id for e in auth_events],
+            auth_events=auth_ids,
             depth=depth,
             origin_server_ts=self._clock(),
             server_name=self.server_name,

@@ -127,9 +127,13 @@ class MembershipService:
         rv = join_rules.room_version
         needed = get_named_level(state, "invite")
         for (etype, key), ev in sorted(state.items()):
-            if etype == "m.room.member" and ev.membership == "join" and server_of(key) == self.server_name:
-                if get_user_power_level(key, state, rv) >= needed:
-                    return key
+            if (
+                etype == "m.room.member"
+                and ev.membership == "join"
+                and server_of(key) == self.server_name
+                and get_user_power_level(key, state, rv) >= needed
+            ):
+                return key
         return None
 
     async def invite(self, sender: str, room_id: str, target: str, reason: str | None = None) -> None:
