@@ -41,10 +41,13 @@ class UnknownEvent(LookupError):
 class EventToPersist:
     """One event of a ``persist_events`` batch, with the room layer's verdict on it.
 
-    A non-outlier needs the state before it: either ``state_before`` (a full map; storage deduplicates it
-    against the state after the event's prev events, so passing the same map again costs no rows) or
-    ``state_group_before`` (a group id from ``get_state_group_after``/``get_state_group_before``). Outliers
-    take neither.
+    A non-outlier needs the state before it, given in exactly one of three ways:
+    - ``state_before``: a full map; storage deduplicates it against the state after the event's prev
+      events, so passing the same map again costs no rows (but comparing a big map costs time);
+    - ``state_group_before``: a group id from ``get_state_group_after``/``get_state_group_before``;
+    - ``state_before_is_after_prev``: the event has one prev event, held or earlier in the batch, and the
+      state before the event is the state after it (the usual case; free in any room size).
+    Outliers take none.
     """
 
     pdu: Pdu
@@ -55,6 +58,7 @@ class EventToPersist:
     backfilled: bool = False
     state_before: StateMap | None = None
     state_group_before: int | None = None
+    state_before_is_after_prev: bool = False
     # For m.room.redaction in room v3+, where the auth rules no longer check it: True when the room layer
     # found the redaction's sender has the power to redact others' events. Redactions between senders of
     # the same server apply anyway; before v3 every accepted redaction applies.

@@ -129,6 +129,25 @@ async def test_state_group_before_can_be_passed_and_state_removed(storage: RoomS
     assert await storage.state.get_state_ids_before(dag.id("b")) == state
     fresh = await RoomStorage.open(storage.db)
     assert await fresh.state.get_state_ids_before(dag.id("b")) == state
+    # "Same as after the prev event": from the table, and from earlier in the same batch.
+    dag.add("d", ["b"])
+    dag.add("e", ["d"])
+    await storage.events.persist_events(
+        dag.room_id,
+        [
+            EventToPersist(dag.by_name["d"], state_before_is_after_prev=True),
+            EventToPersist(dag.by_name["e"], state_before_is_after_prev=True),
+        ],
+    )
+    assert await storage.state.get_state_ids_before(dag.id("e")) == state
+    assert await storage.state.get_state_group_before(
+        dag.id("e")
+    ) == await storage.state.get_state_group_before(dag.id("b"))
+    dag.add("orphan", ["$unknown"])
+    with pytest.raises(ValueError):
+        await storage.events.persist_events(
+            dag.room_id, [EventToPersist(dag.by_name["orphan"], state_before_is_after_prev=True)]
+        )
     with pytest.raises(LookupError):
         dag.add("c", ["b"])
         await storage.events.persist_events(

@@ -54,11 +54,17 @@ def _validate(room_id: str, batch: Sequence[EventToPersist]) -> None:
     for item in batch:
         if item.pdu.room_id != room_id:
             raise ValueError(f"{item.pdu.event_id} belongs to {item.pdu.room_id}, not {room_id}")
-        has_state = (item.state_before is not None) + (item.state_group_before is not None)
-        if item.outlier and has_state:
+        ways = (
+            (item.state_before is not None)
+            + (item.state_group_before is not None)
+            + item.state_before_is_after_prev
+        )
+        if item.outlier and ways:
             raise ValueError(f"outlier {item.pdu.event_id} must not carry state")
-        if not item.outlier and has_state != 1:
-            raise ValueError(f"{item.pdu.event_id}: give exactly one of state_before or state_group_before")
+        if not item.outlier and ways != 1:
+            raise ValueError(f"{item.pdu.event_id}: give the state before it in exactly one way")
+        if item.state_before_is_after_prev and len(item.pdu.prev_event_ids) != 1:
+            raise ValueError(f"{item.pdu.event_id}: state_before_is_after_prev needs exactly one prev event")
 
 
 class EventPersister:
@@ -131,7 +137,7 @@ class EventPersister:
     async def _assign_state(self, txn: Txn, writer: StateGroupWriter, pending: list[_Pending]) -> None:
         """Give every non-outlier its state groups before and after, in batch order (parents first)."""
         after: dict[str, int] = {}
-        prevs = {pid for p in pending if p.item.state_before is not None for pid in p.pdu.prev_event_ids}
+        prevs = {pid for p in pending if p.item.state_group_before is None for pid in p.pdu.prev_event_ids}
         for part in chunks(list(prevs)):
             rows = await txn.fetchall(
                 f"SELECT event_id, state_after_group FROM events WHERE event_id IN ({in_list(len(part))})"
@@ -146,6 +152,11 @@ class EventPersister:
             if item.state_group_before is not None:
                 await writer.ensure_exists(item.state_group_before)
                 p.before = item.state_group_before
+            elif item.state_before_is_after_prev:
+                prev = p.pdu.prev_event_ids[0]
+                if prev not in after:
+                    raise ValueError(f"{p.pdu.event_id}: no state is held after its prev event {prev}")
+                p.before = after[prev]
             else:
                 assert item.state_before is not None
                 candidates = [after[pid] for pid in p.pdu.prev_event_ids if pid in after]
