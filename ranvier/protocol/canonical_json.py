@@ -9,7 +9,7 @@ lower-case ``\\u00XX``. What it does not do is refuse what canonical JSON forbid
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -18,7 +18,20 @@ from .errors import CanonicalJsonError
 MAX_SAFE_INT = 2**53 - 1
 MIN_SAFE_INT = -(2**53) + 1
 
-_encoder = json.JSONEncoder(
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"value of type {type(value).__name__} is not JSON")
+
+
+# The C encoder, made once: json.JSONEncoder.encode builds a new one on every call, which costs more than
+# encoding a small object (hashes, signatures). Same settings as the spec's Python snippet.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encode: Callable[[Any, int], Any] | None = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, _refuse, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+)
+_py_encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"), check_circular=False
 )
 
@@ -29,21 +42,23 @@ def check_canonical(value: Any, strict: bool = True) -> None:
     ``strict=False`` is for room versions 1-5, whose events may carry floats and big integers (the spec's
     "v1-canonical-json" fragment); everything else about the encoding stays the same.
     """
+    # Hot path of every received PDU: an explicit stack, and strings (most values) never pushed.
     stack = [value]
     pop = stack.pop
-    push = stack.extend
+    push = stack.append
     while stack:
         v = pop()
         t = type(v)
-        if t is str or v is None or t is bool:
-            continue
         if t is dict:
-            for k in v:
+            for k, x in v.items():
                 if type(k) is not str:
                     raise CanonicalJsonError(f"object key {k!r} is not a string")
-            push(v.values())
+                if type(x) is not str:
+                    push(x)
+        elif t is str or v is None or t is bool:
+            continue
         elif t is list or t is tuple:
-            push(v)
+            stack.extend(v)
         elif t is int:
             if strict and not MIN_SAFE_INT <= v <= MAX_SAFE_INT:
                 raise CanonicalJsonError(f"integer {v} is outside [-(2**53)+1, (2**53)-1]")
@@ -66,12 +81,79 @@ def encode_unchecked(value: Any) -> bytes:
 
     Lone surrogates are still caught here: they survive ``check_canonical`` and only fail at UTF-8 encoding.
     """
+    return utf8(encode_text(value))
+
+
+# The canonical text of a JSON string, for callers assembling canonical JSON from pieces (Pdu does).
+encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def encode_text(value: Any) -> str:
+    """Canonical JSON of a checked value as ``str``; pair with ``utf8`` to get the bytes."""
     try:
-        return _encoder.encode(value).encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise CanonicalJsonError(f"string is not valid unicode (lone surrogate?): {e.reason}") from e
+        if _c_encode is not None:
+            return "".join(_c_encode(value, 0))
+        return _py_encoder.encode(value)  # pragma: no cover - interpreters without _json
     except RecursionError as e:  # the C encoder recurses; absurd nesting is the sender's problem
         raise CanonicalJsonError("value is nested too deeply") from e
+    except (TypeError, ValueError) as e:  # only reachable when the value was not checked first
+        raise CanonicalJsonError(f"value is not canonical JSON: {e}") from e
+
+
+# '"key":' for the top-level keys of PDUs, so the hot path does not re-encode them (a fixed set: keys from
+# the network must not grow a cache).
+_MEMBER_PREFIX = {
+    k: encode_string(k) + ":"
+    for k in (
+        "auth_events",
+        "content",
+        "depth",
+        "event_id",
+        "hashes",
+        "origin",
+        "origin_server_ts",
+        "prev_events",
+        "redacts",
+        "room_id",
+        "sender",
+        "signatures",
+        "state_key",
+        "type",
+        "unsigned",
+    )
+}
+
+
+def encode_members(obj: Mapping[str, Any], skip: str = "") -> dict[str, str]:
+    """Encode each member of a checked JSON object (see ``check_canonical``) as canonical '"key":value'.
+
+    The canonical JSON of ``obj``, or of any subset of its members, is "{" + the sorted members joined by
+    "," + "}": keys sort by code point either way. This lets a caller that needs several overlapping
+    encodings of one object (a PDU's body, redacted form and size) encode each member once. ``skip`` names
+    a member to leave out.
+    """
+    members = {}
+    prefixes = _MEMBER_PREFIX
+    for k, v in obj.items():
+        if k == skip:
+            continue
+        t = type(v)
+        if t is str:
+            text = encode_string(v)
+        elif t is int:
+            text = int.__repr__(v)  # int subclasses (bool) take the generic path: true/false
+        else:
+            text = encode_text(v)
+        members[k] = (prefixes.get(k) or encode_string(k) + ":") + text
+    return members
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 bytes of canonical JSON text; a lone surrogate is a CanonicalJsonError."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise CanonicalJsonError(f"string is not valid unicode (lone surrogate?): {e.reason}") from e
 
 
 def _reject_constant(name: str) -> Any:

@@ -12,10 +12,25 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import nacl.signing
-from unpaddedbase64 import decode_base64, encode_base64
+from unpaddedbase64 import encode_base64
 
-from .canonical_json import check_canonical, encode_canonical_json, encode_unchecked
-from .errors import EventTooLarge, FormatError, HashMismatch, InvalidIdentifier, SignatureError
+from .canonical_json import (
+    MAX_SAFE_INT,
+    MIN_SAFE_INT,
+    check_canonical,
+    encode_canonical_json,
+    encode_members,
+    encode_text,
+    utf8,
+)
+from .errors import (
+    CanonicalJsonError,
+    EventTooLarge,
+    FormatError,
+    HashMismatch,
+    InvalidIdentifier,
+    SignatureError,
+)
 from .hashes import compute_content_hash
 from .identifiers import (
     MAX_ID_BYTES,
@@ -27,9 +42,9 @@ from .identifiers import (
     parse_user_id,
     server_of,
 )
-from .redaction import redact_event
-from .room_versions import EventIdFormat, RoomVersion
-from .signing import SigningKey, signature_key_ids, verify_signature_bytes
+from .redaction import kept_top_level_keys, redact_content, redact_event
+from .room_versions import KNOWN_ROOM_VERSIONS, EventIdFormat, RoomVersion
+from .signing import SigningKey, decode_unpadded_base64, signature_key_ids, verify_signature_bytes
 
 MAX_PDU_BYTES = 65536
 MAX_PREV_EVENTS = 20
@@ -49,6 +64,11 @@ class VerifyKeyInfo(NamedTuple):
 KeyLookup = Callable[[str, str], VerifyKeyInfo | None]
 
 _NOT_HASHED = ("unsigned", "signatures", "hashes")
+# What is signed (and hashed into v3+ event ids): the redacted event without "signatures" (S2S "Signing
+# Events"; "unsigned" is never kept by redaction).
+_SIGNED_TOP_LEVEL = {
+    v.redaction: kept_top_level_keys(v) - {"signatures"} for v in KNOWN_ROOM_VERSIONS.values()
+}
 
 
 def _str_field(d: Mapping[str, Any], key: str) -> str:
@@ -70,6 +90,28 @@ def _int_field(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     if type(value) is not int or not lo <= value <= hi:
         raise FormatError(f"'{key}' must be an integer in [{lo}, {hi}]")
     return value
+
+
+# Members whose every leaf the field checks above have already pinned down to strings.
+_CHECKED_V1 = frozenset({"signatures"})
+_CHECKED_V3 = frozenset({"signatures", "prev_events", "auth_events"})  # v3+: lists of event id strings
+
+
+def _check_canonical_members(d: Mapping[str, Any], room_version: RoomVersion) -> None:
+    """``check_canonical`` of a PDU, minus the walks the field checks made redundant (the hot path)."""
+    strict = room_version.strict_canonical_json  # since v6 (v6-canonical-json fragment)
+    checked = _CHECKED_V1 if room_version.event_id_format is EventIdFormat.DOMAIN else _CHECKED_V3
+    for k, v in d.items():
+        t = type(v)
+        if type(k) is not str:
+            raise CanonicalJsonError(f"object key {k!r} is not a string")
+        if t is str or k in checked:
+            continue
+        if t is int:
+            if strict and not MIN_SAFE_INT <= v <= MAX_SAFE_INT:
+                raise CanonicalJsonError(f"'{k}' {v} is outside [-(2**53)+1, (2**53)-1]")
+        else:
+            check_canonical(v, strict)
 
 
 def _too_long(value: str, limit: int = MAX_ID_BYTES) -> bool:
@@ -139,7 +181,6 @@ class Pdu:
         if room_version.event_id_format is not EventIdFormat.DOMAIN:
             # v3+: the event id is derived, never carried; a stray one would change the reference hash.
             d.pop("event_id", None)
-        check_canonical(d, room_version.strict_canonical_json)
         self.room_version = room_version
         self.json = d
 
@@ -172,10 +213,20 @@ class Pdu:
         prevs, auths = d.get("prev_events"), d.get("auth_events")
         self.prev_event_ids = _event_id_list(prevs, "prev_events", room_version, MAX_PREV_EVENTS)
         self.auth_event_ids = _event_id_list(auths, "auth_events", room_version, MAX_AUTH_EVENTS)
+        _check_canonical_members(d, room_version)
 
-        redacted = redact_event(d, room_version)
-        redacted.pop("signatures", None)
-        redacted_bytes = encode_unchecked(redacted)
+        # Canonical JSON is assembled from the top-level members, each encoded once: the body (what the
+        # content hash covers), the redacted form (what is signed and, v3+, what the event id hashes) and
+        # the size all share them. A sorted join of '"key":value' members is exactly the canonical encoding.
+        members = encode_members(d, skip="unsigned")
+        keys = sorted(members)
+        top = _SIGNED_TOP_LEVEL[room_version.redaction]
+        redacted_content = '"content":' + encode_text(redact_content(etype, content, room_version))
+        redacted_bytes = utf8(
+            "{"
+            + ",".join([redacted_content if k == "content" else members[k] for k in keys if k in top])
+            + "}"
+        )
         self._redacted_bytes = redacted_bytes
 
         fmt = room_version.event_id_format
@@ -196,12 +247,12 @@ class Pdu:
                 _str_field(d, "room_id"), domainless=room_version.room_id_from_create_event
             )
 
-        # The body (what the content hash covers) is encoded once and serves both the size limit and
-        # check_content_hash. The size is "the complete event ... including any signatures" (CS "Size
-        # limits"): body + ',"hashes":' + hashes + ',"signatures":' + signatures, exactly.
-        body_bytes = encode_unchecked({k: v for k, v in d.items() if k not in _NOT_HASHED})
+        # The size is "the complete event ... including any signatures" (CS "Size limits"): the body plus
+        # ',"hashes":...' and ',"signatures":...', exactly. ``unsigned`` is not counted: it is not part of
+        # the signed event and intermediaries may change it.
+        body_bytes = utf8("{" + ",".join([members[k] for k in keys if k not in _NOT_HASHED]) + "}")
         self._body_bytes = body_bytes
-        size = len(body_bytes) + 24 + len(encode_unchecked(hashes)) + len(encode_unchecked(sigs))
+        size = len(body_bytes) + 2 + len(utf8(members["hashes"])) + len(utf8(members["signatures"]))
         if size > MAX_PDU_BYTES:
             raise EventTooLarge(f"event is {size} bytes of canonical JSON; the limit is {MAX_PDU_BYTES}")
 
@@ -263,7 +314,7 @@ class Pdu:
         """
         expected = self.json["hashes"]["sha256"]
         try:
-            received = decode_base64(expected)
+            received = decode_unpadded_base64(expected)
         except Exception as e:  # binascii.Error or ValueError: either way not a hash we can match
             raise HashMismatch(f"content hash of {self.event_id} is not valid base64") from e
         if hashlib.sha256(self._body_bytes).digest() != received:

@@ -7,6 +7,7 @@ strict one.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import NewType
@@ -36,6 +37,7 @@ _STRICT_LOCALPART_RE = re.compile(r"[a-z0-9._=\-/+]+")
 _HASH_ROOM_ID_RE = re.compile(r"![A-Za-z0-9_\-]{43}")
 
 
+@functools.lru_cache(maxsize=4096)  # every PDU's sender names a server, and few servers recur a lot
 def is_valid_server_name(name: str) -> bool:
     m = _SERVER_NAME_RE.fullmatch(name)
     if m is None:

@@ -59,24 +59,31 @@ def _content_keys(rules: RedactionRules) -> dict[str, tuple[str, ...]]:
 _CONTENT_KEYS = {rules: _content_keys(rules) for rules in RedactionRules}
 
 
+def kept_top_level_keys(room_version: RoomVersion) -> frozenset[str]:
+    """The top-level keys the redaction algorithm of ``room_version`` keeps."""
+    return _TOP_LEVEL_V11 if room_version.redaction is RedactionRules.V11 else _TOP_LEVEL_V1
+
+
+def redact_content(event_type: object, content: object, room_version: RoomVersion) -> dict[str, Any]:
+    """The ``content`` of the redacted form of an event of ``event_type`` (a new dict)."""
+    if not isinstance(content, dict):
+        return {}
+    rules = room_version.redaction
+    if rules is RedactionRules.V11 and event_type == "m.room.create":
+        return dict(content)  # since v11 the create event keeps all its content
+    allowed = _CONTENT_KEYS[rules].get(event_type, ()) if isinstance(event_type, str) else ()
+    new_content = {k: content[k] for k in allowed if k in content}
+    if rules is RedactionRules.V11 and event_type == "m.room.member":
+        # since v11: keep third_party_invite.signed only
+        tpi = content.get("third_party_invite")
+        if isinstance(tpi, dict) and "signed" in tpi:
+            new_content["third_party_invite"] = {"signed": tpi["signed"]}
+    return new_content
+
+
 def redact_event(event: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
     """Return the redacted form of a PDU dict (the input is left untouched)."""
-    rules = room_version.redaction
-    top = _TOP_LEVEL_V11 if rules is RedactionRules.V11 else _TOP_LEVEL_V1
+    top = kept_top_level_keys(room_version)
     redacted = {k: v for k, v in event.items() if k in top}
-    content = event.get("content")
-    if not isinstance(content, dict):
-        content = {}
-    etype = event.get("type")
-    if rules is RedactionRules.V11 and etype == "m.room.create":
-        new_content = dict(content)  # since v11 the create event keeps all its content
-    else:
-        allowed = _CONTENT_KEYS[rules].get(etype, ()) if isinstance(etype, str) else ()
-        new_content = {k: content[k] for k in allowed if k in content}
-        if rules is RedactionRules.V11 and etype == "m.room.member":
-            # since v11: keep third_party_invite.signed only
-            tpi = content.get("third_party_invite")
-            if isinstance(tpi, dict) and "signed" in tpi:
-                new_content["third_party_invite"] = {"signed": tpi["signed"]}
-    redacted["content"] = new_content
+    redacted["content"] = redact_content(event.get("type"), event.get("content"), room_version)
     return redacted

@@ -33,6 +33,7 @@ from ranvier.protocol.events import (
     build_event,
 )
 from ranvier.protocol.hashes import compute_event_id, compute_room_id_from_create
+from ranvier.protocol.redaction import redact_event
 from ranvier.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from ranvier.protocol.signing import SigningKey
 
@@ -530,3 +531,55 @@ def test_third_party_invite_need_not_be_signed_by_the_sender_server() -> None:
     )
     with pytest.raises(SignatureError):
         plain_invite.check_signatures(keys_of(("bob.example", OTHER)))
+
+
+# -- the assembled encodings equal the straightforward ones ------------------------------------------
+
+_extra_top = st.dictionaries(
+    st.sampled_from(["origin", "membership", "prev_state", "redacts", "org.example", "a", "zzz", "é"]),
+    st.text(max_size=5) | st.integers(0, 10) | st.lists(st.integers(0, 3), max_size=2),
+    max_size=4,
+)
+_types = st.sampled_from(["m.room.message", "m.room.member", "m.room.create", "m.room.power_levels", "x"])
+
+
+@settings(max_examples=80)
+@given(_content, _extra_top, _types, st.sampled_from(ALL_VERSIONS))
+def test_signed_and_hashed_bytes_are_the_spec_encodings(
+    content: dict[str, Any], extra: dict[str, Any], event_type: str, version: RoomVersion
+) -> None:
+    """Pdu assembles canonical JSON from per-member pieces; it must equal encoding the whole objects."""
+    base = make(version, content=content, event_type=event_type, state_key="")
+    d = {**copy.deepcopy(base.json), **extra, "unsigned": {"age": 1}}
+    if version.identifier in ("1", "2") or ("redacts" in extra and not isinstance(extra["redacts"], str)):
+        d.pop("redacts", None)
+    pdu = Pdu(d, version)
+    redacted = redact_event(pdu.json, version)
+    del redacted["signatures"]
+    assert pdu._redacted_bytes == encode_canonical_json(redacted, strict=False)
+    body = {k: v for k, v in pdu.json.items() if k not in ("unsigned", "signatures", "hashes")}
+    assert pdu._body_bytes == encode_canonical_json(body, strict=False)
+    if version.identifier not in ("1", "2"):
+        assert pdu.event_id == compute_event_id(pdu.json, version)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"hashes": {"sha256": "A" * 43, "other": 1.5}},
+        {"unsigned": {"age": 1.5}},
+        {"org.example.extra": [2**53]},
+        {"depth": 2**53},
+        {"origin_server_ts": -(2**53)},
+        {"content": {"nested": [{"deeper": float("inf")}]}},
+    ],
+    ids=repr,
+)
+def test_strict_canonical_json_reaches_every_member(change: dict[str, Any]) -> None:
+    for version in (V6, V12):
+        changed = {**copy.deepcopy(make(version).json), **change}
+        _assert_refused(changed, version, CanonicalJsonError, "M_BAD_JSON")
+
+
+def test_top_level_keys_must_be_strings() -> None:
+    _assert_refused({**copy.deepcopy(make(V10).json), 1: "x"}, V10, CanonicalJsonError, "M_BAD_JSON")

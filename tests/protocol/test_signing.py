@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import signedjson.key
 import signedjson.sign
+import unpaddedbase64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from ranvier.protocol.canonical_json import MAX_SAFE_INT, MIN_SAFE_INT
 from ranvier.protocol.errors import SignatureError
 from ranvier.protocol.signing import (
     SigningKey,
+    decode_unpadded_base64,
     decode_verify_key,
     sign_json,
     signature_key_ids,
@@ -152,3 +154,11 @@ def test_malformed_verify_keys(bad: str) -> None:
 
 def test_verify_key_round_trip() -> None:
     assert bytes(decode_verify_key(KEY.public_key_base64)) == bytes(KEY.verify_key)
+
+
+@given(st.binary(max_size=80), st.booleans(), st.booleans())
+def test_fast_base64_decoding_matches_unpaddedbase64(data: bytes, urlsafe: bool, padded: bool) -> None:
+    text = unpaddedbase64.encode_base64(data, urlsafe=urlsafe)
+    if padded:
+        text += "=" * (-len(text) % 4)
+    assert decode_unpadded_base64(text) == unpaddedbase64.decode_base64(text) == data

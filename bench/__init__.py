@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (never assertions on time). Run ``python3 -m bench <name>``."""
