@@ -35,9 +35,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ranvier.protocol.errors import InvalidIdentifier
 from ranvier.protocol.events import Pdu
@@ -49,6 +49,7 @@ from .client import FederationClient, FederationError
 from .edus import OutboundEdu
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_PDUS_PER_TXN = 50  # S2S "Transactions"
 MAX_EDUS_PER_TXN = 100
@@ -73,6 +74,11 @@ class _Destination:
     task: asyncio.Task[None] | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     reachable: asyncio.Event = field(default_factory=asyncio.Event)
+    interruptible: bool = False  # waiting on the network or a back-off: safe to cancel
+
+
+class _Stopped(Exception):
+    """``stop()`` was called: the worker leaves at its next wait."""
 
 
 class FederationSender:
@@ -120,9 +126,16 @@ class FederationSender:
         """Cancel the workers. A transaction cut off mid-flight stays queued and is sent again (with a new
         id) after the next start; the receiver ignores PDUs it already has."""
         self._running = False
-        tasks = [d.task for d in self._destinations.values() if d.task is not None]
-        for task in tasks:
-            task.cancel()
+        tasks = []
+        for state in self._destinations.values():
+            if state.task is None:
+                continue
+            tasks.append(state.task)
+            # Only a worker waiting on the network or a back-off is cancelled. One in the middle of a
+            # database call finishes it and stops at its next wait: cancelling an engine call half-way
+            # could leave a connection inside an open transaction.
+            if state.interruptible:
+                state.task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._destinations.clear()
 
@@ -214,8 +227,8 @@ class FederationSender:
     async def _worker(self, destination: str, state: _Destination) -> None:
         try:
             await self._drain(destination, state)
-        except asyncio.CancelledError:
-            raise
+        except (_Stopped, asyncio.CancelledError):
+            return
         except Exception:
             # Not a send failure (those back off inside _drain): a bug or storage failure. The items stay
             # queued; the next wake (or restart) starts a new worker.
@@ -228,7 +241,9 @@ class FederationSender:
             # Respect a back-off persisted before a restart, but try again soon: the restart may well have
             # been the fix, and the remaining wait can be an hour.
             remaining = (retry.retry_last_ts + retry.retry_interval - self._now_ms()) / 1000
-            await self._sleep(state, max(0.0, min(remaining, self._restart_retry_delay)))
+            await self._interruptible(
+                state, self._sleep(state, max(0.0, min(remaining, self._restart_retry_delay)))
+            )
         pending: _Transaction | None = None
         while True:
             if pending is None:
@@ -245,7 +260,7 @@ class FederationSender:
                 pending = await self._build(batch)
                 if pending is None:
                     continue  # nothing in the batch could be loaded; it was acknowledged
-            if await self._attempt(destination, pending):
+            if await self._interruptible(state, self._attempt(destination, pending)):
                 await self._outbox.ack_batch(pending.batch)
                 pending = None
                 if retry is not None:
@@ -255,7 +270,7 @@ class FederationSender:
                 catching_up = True
                 retry = self._next_retry(retry)
                 await self._outbox.set_retry(destination, retry)
-                await self._sleep(state, retry.retry_interval / 1000)
+                await self._interruptible(state, self._sleep(state, retry.retry_interval / 1000))
 
     async def _attempt(self, destination: str, txn: _Transaction) -> bool:
         try:
@@ -295,6 +310,17 @@ class FederationSender:
             interval = min(max(previous.retry_interval, self._initial_backoff_ms) * 2, self._max_backoff_ms)
         failures = 1 if previous is None else previous.failure_count + 1
         return RetryState(retry_last_ts=self._now_ms(), retry_interval=interval, failure_count=failures)
+
+    async def _interruptible(self, state: _Destination, wait: Coroutine[Any, Any, T]) -> T:
+        """Await ``wait`` as a point where ``stop()`` may cancel the worker."""
+        if not self._running:
+            wait.close()
+            raise _Stopped
+        state.interruptible = True
+        try:
+            return await wait
+        finally:
+            state.interruptible = False
 
     async def _sleep(self, state: _Destination, seconds: float) -> None:
         """Back off for ``seconds``, or until ``mark_reachable``."""

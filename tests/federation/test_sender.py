@@ -432,3 +432,26 @@ async def test_catch_up_sends_newest_per_room_and_drops_only_what_the_peer_can_p
     # Healthy again: a later backlog is not thinned out.
     more = await big.messages(30)
     await eventually(lambda: set(more) <= set(remote.delivered), "the next events")
+
+
+async def test_stop_with_a_transaction_in_flight_loses_nothing(
+    node: Node, remotes: Callable[[], Remote]
+) -> None:
+    remote = remotes()
+    remote.gate.clear()
+    await remote.start()
+    sender = await node.open()
+    await sender.start()
+    room = await shared_room(node.storage, node.persister, "stop", remote)
+    ids = await room.messages(5)
+    await eventually(lambda: remote.in_flight == 1, "a transaction held open by the remote")
+    await node.close()  # cancels the request; nothing was acknowledged
+    assert remote.accepted == {}
+
+    remote.gate.set()
+    sender = await node.open()
+    assert await node.storage.outbox.pending_count(remote.server_name) == 5
+    await sender.start()
+    await eventually(lambda: set(remote.delivered) == set(ids), "the queue sent by the new sender")
+    await eventually(lambda: sender.is_idle(remote.server_name), "the worker to finish")
+    assert await node.storage.outbox.pending_count(remote.server_name) == 0
