@@ -455,3 +455,30 @@ async def test_stop_with_a_transaction_in_flight_loses_nothing(
     await eventually(lambda: set(remote.delivered) == set(ids), "the queue sent by the new sender")
     await eventually(lambda: sender.is_idle(remote.server_name), "the worker to finish")
     assert await node.storage.outbox.pending_count(remote.server_name) == 0
+
+
+async def test_destinations_kicked_servers_and_events_handed_on(
+    node: Node, remotes: Callable[[], Remote]
+) -> None:
+    a, b = remotes(), remotes()
+    for r in (a, b):
+        await r.start()
+    sender = await node.open()
+    await sender.start()
+    room = await shared_room(node.storage, node.persister, "members", a)
+    # Carol of b joins through our send_join: not ours, so the listener does not queue it; the room layer
+    # hands it on to the room's other servers.
+    carol = f"@carol:{b.server_name}"
+    join = await room.send(carol, "m.room.member", {"membership": "join"}, state_key=carol)
+    await sender.send_pdu_to([a.server_name, OURS], join, room.room_id)
+    # Alice kicks Bob, a's only user: a is no longer joined after the kick, but is its target's server.
+    bob = f"@bob:{a.server_name}"
+    kick = await room.send(ALICE, "m.room.member", {"membership": "leave"}, state_key=bob)
+    after = await room.send(ALICE, content={"body": "after the kick"})
+
+    await eventually(lambda: set(b.delivered) == {kick, after}, "b gets what follows its join")
+    await eventually(lambda: set(a.delivered) == {join, kick}, "a gets the join and its kick")
+    for r in (a, b):
+        await eventually(lambda r=r: sender.is_idle(r.server_name), "the workers to finish")
+    assert after not in a.delivered and join not in b.delivered
+    assert await node.storage.outbox.destinations_with_pending() == []
