@@ -26,6 +26,7 @@ from ranvier.protocol.room_versions import get_room_version
 from ranvier.protocol.signing import SigningKey
 from ranvier.rooms.persister import EventPersister
 from ranvier.rooms.state import StateService
+from ranvier.storage import open_storage
 from ranvier.storage.interfaces import EventToPersist
 from ranvier.storage.sql.outbox import RetryState
 
@@ -39,24 +40,11 @@ V11 = get_room_version("11")
 
 
 async def open_test_storage(path: Path) -> Any:
-    url = f"sqlite:///{path}"
-    try:
-        from ranvier.storage import open_storage  # type: ignore[attr-defined]
-    except ImportError:  # storage core not wired yet: compose what open_storage will
-        from ranvier.storage.aux import attach_aux
-        from ranvier.storage.sql import RoomStorage, migrate, open_database
-
-        db = await open_database(url)
-        await migrate(db)
-        storage = await RoomStorage.open(db)
-        attach_aux(storage)
-        return storage
-    return await open_storage(url)
+    return await open_storage(f"sqlite:///{path}")
 
 
 async def close_storage(storage: Any) -> None:
-    close = getattr(storage, "close", None)
-    await (close() if close is not None else storage.db.close())
+    await storage.db.close()
 
 
 # -- the remote server -----------------------------------------------------------------------------------
