@@ -124,7 +124,7 @@ _MEMBER_PREFIX = {
 }
 
 
-def encode_members(obj: Mapping[str, Any], skip: str = "") -> dict[str, str]:
+def encode_members(obj: Mapping[str, Any], skip: str | None = None) -> dict[str, str]:
     """Encode each member of a checked JSON object (see ``check_canonical``) as canonical '"key":value'.
 
     The canonical JSON of ``obj``, or of any subset of its members, is "{" + the sorted members joined by
@@ -142,6 +142,8 @@ def encode_members(obj: Mapping[str, Any], skip: str = "") -> dict[str, str]:
             text = encode_string(v)
         elif t is int:
             text = int.__repr__(v)  # int subclasses (bool) take the generic path: true/false
+        elif t is dict and len(v) == 1 and type(v.get("sha256")) is str:
+            text = '{"sha256":' + encode_string(v["sha256"]) + "}"  # a PDU's "hashes", 3x faster than C
         else:
             text = encode_text(v)
         members[k] = (prefixes.get(k) or encode_string(k) + ":") + text

@@ -221,7 +221,8 @@ class Pdu:
         members = encode_members(d, skip="unsigned")
         keys = sorted(members)
         top = _SIGNED_TOP_LEVEL[room_version.redaction]
-        redacted_content = '"content":' + encode_text(redact_content(etype, content, room_version))
+        kept_content = redact_content(etype, content, room_version)
+        redacted_content = '"content":' + (encode_text(kept_content) if kept_content else "{}")
         redacted_bytes = utf8(
             "{"
             + ",".join([redacted_content if k == "content" else members[k] for k in keys if k in top])
