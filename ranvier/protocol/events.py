@@ -201,11 +201,11 @@ class Pdu:
         if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
             raise FormatError("'hashes' must be an object with a 'sha256' string")
         sigs = d.get("signatures")
-        if not isinstance(sigs, dict) or not all(
-            type(by_server) is dict and all(type(sig) is str for sig in by_server.values())
-            for by_server in sigs.values()
-        ):
-            raise FormatError("'signatures' must map server names to objects of strings")
+        if type(sigs) is not dict:
+            raise FormatError("'signatures' must be an object")
+        for by_server in sigs.values():
+            if type(by_server) is not dict or not all(type(sig) is str for sig in by_server.values()):
+                raise FormatError("'signatures' must map server names to objects of strings")
         if "unsigned" in d and not isinstance(d["unsigned"], dict):
             raise FormatError("'unsigned' must be an object")
         if "redacts" in d and not room_version.redacts_in_content and not isinstance(d["redacts"], str):

@@ -61,7 +61,8 @@ def parse_server_name(name: str) -> ServerName:
 def _split_sigil_id(value: object, sigil: str, kind: str) -> tuple[str, str]:
     if not isinstance(value, str) or not value.startswith(sigil):
         raise InvalidIdentifier(f"{kind} must be a string starting with {sigil!r}: {value!r}")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+    # at most 63 code points cannot exceed 255 UTF-8 bytes: skip the encode for the usual short ids
+    if len(value) > MAX_ID_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         raise InvalidIdentifier(f"{kind} exceeds {MAX_ID_BYTES} bytes")
     local, sep, domain = value[1:].partition(":")
     if not sep:
