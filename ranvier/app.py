@@ -31,12 +31,21 @@ from .federation.discovery import ServerDiscovery
 from .federation.ip_blocklist import IpBlocklist
 from .federation.key_routes import add_key_routes
 from .federation.keys import Keyring
+from .federation.membership_routes import add_membership_routes
+from .federation.routes import FederationRoutes
+from .federation.sender import FederationSender
 from .federation.tls import generate_self_signed_cert, server_ssl_context
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
+from .rooms.incoming import IncomingPdus
+from .rooms.incoming_edus import IncomingEdus, TypingState
+from .rooms.incoming_reads import FederationReads
+from .rooms.incoming_txn import InboundTransactions
 from .rooms.local_events import LocalEventCreator
 from .rooms.membership import MembershipService
 from .rooms.persister import EventPersister
+from .rooms.remote_join import RemoteMembershipService
+from .rooms.resident import ResidentMembership
 from .rooms.state import StateService
 from .storage import open_storage
 from .storage.sql.filters import FilterStore
@@ -104,6 +113,8 @@ class Homeserver:
         await self._start_client_listener()
         if config.federation.enabled:
             await self._start_federation_listener()
+            await self.federation_sender.start()
+            await self.remote_membership.process_all_queued()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
         logger.info("Ranvier %s started: %s", self.server_name, self.ports)
@@ -111,6 +122,56 @@ class Homeserver:
     def _wire_federation(self) -> None:
         """Federation routes, the outbound sender and remote membership: added as those modules land."""
         self.federation_app_setup: list[Any] = []
+        # Inbound federation: /send (PDU intake pipeline, EDUs) and the reads other servers make.
+        self.incoming_pdus = IncomingPdus(
+            self.storage, self.state, self.persister, self.keyring, self.federation_client, self.server_name
+        )
+        self.typing = TypingState()
+        incoming_edus = IncomingEdus(self.storage, self.typing, self.incoming_pdus.server_allowed)
+        self.inbound_transactions = InboundTransactions(self.storage, self.incoming_pdus, incoming_edus)
+        self.federation_reads = FederationReads(self.storage, self.server_name)
+        routes = FederationRoutes(
+            self.keyring, self.server_name, self.inbound_transactions, self.federation_reads
+        )
+        self.federation_app_setup.append(routes.setup)
+
+        # Outbound: the durable per-destination sender, fed by every committed batch.
+        self.federation_sender = FederationSender(
+            self.storage, self.federation_client, self.server_name, metrics=self.metrics
+        )
+        self.persister.add_listener(self.federation_sender.on_persisted)
+
+        # Membership over federation: the resident side (with the join-gap healing) and the joining side.
+        rooms_config = self.config.rooms
+        self.resident = ResidentMembership(
+            self.storage,
+            self.state,
+            self.persister,
+            self.creator,
+            self.server_name,
+            self.signing_key,
+            self.keyring,
+            self.federation_sender.send_pdu_to,
+            join_gap_dummy_event=rooms_config.join_gap_dummy_event,
+            max_forward_extremities=rooms_config.max_forward_extremities,
+        )
+        self.remote_membership = RemoteMembershipService(
+            self.storage,
+            self.state,
+            self.persister,
+            self.creator,
+            self.resident,
+            self.federation_client,
+            self.keyring,
+            self.server_name,
+            self.signing_key,
+        )
+        self.remote_membership.process_pdus = self.incoming_pdus.receive_pdus
+        self.incoming_pdus.joins = self.remote_membership
+        self.membership.remote = self.remote_membership
+        self.federation_app_setup.append(
+            lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
+        )
 
     def _client_app(self) -> web.Application:
         config = self.config
@@ -199,8 +260,10 @@ class Homeserver:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
-        for closer in getattr(self, "_background_stoppers", []):
-            await closer()
+        if hasattr(self, "federation_sender"):
+            await self.federation_sender.stop()
+        if hasattr(self, "resident"):
+            await self.resident.wait_for_healing()
         if hasattr(self, "federation_client"):
             await self.federation_client.close()
         if self.storage is not None:

@@ -1,0 +1,518 @@
+"""The PDU intake pipeline: S2S "Checks performed on receipt of a PDU", one small function per step.
+
+    1. parse (format)                 incoming_verify.parse_pdu            whole transaction, no lock
+    2. signatures                     incoming_verify.verify_pdu           one worker thread per transaction
+    3. content hash (else redact)     incoming_verify.verify_pdu
+    -  fetch missing prev events      _fill_gap (/get_missing_events, then /state_ids at what is left)
+    4. auth against its auth events   _check_against_auth_events (missing ones fetched as outliers)
+    5. auth against the state before  _state_before, _check_against_state      -> rejected
+    6. auth against current state     _soft_fails                                -> soft failed
+    -  persist                        _flush (EventPersister, under the room lock, one batch per run)
+
+(Step 7, policy servers, is not implemented.) A room's PDUs are handled in DAG order under the persister's
+room lock, in *runs*: every event of a run is judged against an in-memory view (the states after the run's
+events, the forward extremities) and the run is persisted as one batch before the lock is released, so a
+transaction of 50 chained PDUs costs one database transaction. A PDU whose prev event is still being
+handled by another transaction waits for it (after persisting its own run) instead of fetching it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..federation.client import FederationClient
+from ..federation.keys import Keyring
+from ..protocol.auth import check_auth_events_list, check_auth_rules, rule_number
+from ..protocol.auth.power_levels import get_named_level, get_user_power_level
+from ..protocol.auth.selection import auth_types_of
+from ..protocol.errors import AuthRejected
+from ..protocol.events import Pdu, StateKey
+from ..protocol.room_versions import RoomVersion
+from ..storage.interfaces import EventToPersist, UnknownEvent
+from .incoming_acl import ACL_KEY, server_allowed_by_acl
+from .incoming_fetch import RemoteEvents
+from .incoming_verify import Dropped, key_requests, parse_pdu, raw_room_id, verify_in_thread
+from .persister import EventPersister
+from .state import StateIds, StateService
+
+logger = logging.getLogger(__name__)
+
+CREATE_KEY: StateKey = ("m.room.create", "")
+# How long a PDU waits for a prev event another transaction is handling before fetching it itself.
+INFLIGHT_WAIT_SECONDS = 30.0
+MAX_OUTLIER_ROUNDS = 3
+
+
+class CannotProcess(Exception):
+    """The PDU could not be judged (e.g. the state at a gap could not be had): not stored, error returned."""
+
+
+@dataclass
+class _View:
+    """A room as the events of one run see it, under the room lock."""
+
+    room_id: str
+    rv: RoomVersion
+    extremities: set[str]
+    batch: list[EventToPersist] = field(default_factory=list)
+    # Events of this run (outliers too) and their verdicts (None: accepted).
+    events: dict[str, Pdu] = field(default_factory=dict)
+    verdicts: dict[str, str | None] = field(default_factory=dict)
+    # State after each non-outlier of this run; state after a gap's prev event, from the remote.
+    after: dict[str, StateIds] = field(default_factory=dict)
+    gap_after: dict[str, StateIds] = field(default_factory=dict)
+    live_ids: set[str] = field(default_factory=set)  # held non-outliers, learnt from storage
+
+
+class IncomingPdus:
+    def __init__(
+        self,
+        storage: Any,
+        state: StateService,
+        persister: EventPersister,
+        keyring: Keyring,
+        client: FederationClient,
+        server_name: str,
+    ) -> None:
+        self._storage = storage
+        self._state = state
+        self._persister = persister
+        self._keyring = keyring
+        self._remote = RemoteEvents(client, keyring)
+        self.server_name = server_name
+        # Event ids being handled by some transaction -> done when persisted (or given up).
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+
+    # -- the transaction -------------------------------------------------------------------------
+
+    async def receive_pdus(self, origin: str, raw_pdus: Sequence[Any]) -> dict[str, dict[str, str]]:
+        """Handle the PDUs of one ``/send`` transaction; returns the per-PDU results of the response.
+
+        Returns after everything accepted is committed. One bad PDU never fails the others.
+        """
+        results: dict[str, dict[str, str]] = {}
+        by_room: dict[str, list[Any]] = {}
+        for raw in raw_pdus:
+            room_id = raw_room_id(raw)
+            if room_id is None:
+                _report(results, raw, "PDU has no room_id")
+            else:
+                by_room.setdefault(room_id, []).append(raw)
+
+        # Step 1 for the whole transaction; rooms we do not know are refused per PDU.
+        parsed: dict[str, tuple[RoomVersion, list[Pdu]]] = {}
+        for room_id, raws in by_room.items():
+            rv = await self._storage.rooms.get_room_version(room_id)
+            if rv is None:
+                for raw in raws:
+                    _report(results, raw, f"unknown room {room_id}")
+                continue
+            pdus = []
+            for raw in raws:
+                p = parse_pdu(raw, rv)
+                if isinstance(p, Dropped):
+                    if p.event_id is not None:
+                        results[p.event_id] = {"error": p.reason}
+                elif p.room_id != room_id:
+                    results[p.event_id] = {"error": "room_id mismatch"}
+                else:
+                    pdus.append(p)
+            parsed[room_id] = (rv, pdus)
+
+        # Steps 2-3: the keys once for the transaction, then every signature in one worker thread.
+        everything = [p for _, pdus in parsed.values() for p in pdus]
+        await self._keyring.prefetch(key_requests(everything))
+        checked = iter(await verify_in_thread(everything, self._keyring.lookup))
+        per_room: dict[str, tuple[RoomVersion, list[Pdu]]] = {}
+        for room_id, (rv, pdus) in parsed.items():
+            kept = []
+            for _ in pdus:
+                p = next(checked)
+                if isinstance(p, Dropped):
+                    results[p.event_id or ""] = {"error": p.reason}
+                else:
+                    kept.append(p)
+            if kept and not await self.server_allowed(room_id, origin):
+                # S2S "Server Access Control Lists": ACLs apply to PDUs one by one.
+                for p in kept:
+                    results[p.event_id] = {"error": f"server {origin} is denied by the room's server ACL"}
+                continue
+            per_room[room_id] = (rv, list({p.event_id: p for p in kept}.values()))
+        results.pop("", None)
+
+        mine = self._register_inflight(p for _, pdus in per_room.values() for p in pdus)
+        try:
+            await asyncio.gather(
+                *(
+                    self._receive_room(origin, room_id, rv, pdus, results, mine)
+                    for room_id, (rv, pdus) in per_room.items()
+                )
+            )
+        finally:
+            self._release_inflight(mine)
+        return results
+
+    async def server_allowed(self, room_id: str, server: str) -> bool:
+        acl = await self._storage.state.get_current_state_event(room_id, *ACL_KEY)
+        return server_allowed_by_acl(server, acl.content if acl is not None else None)
+
+    def _register_inflight(self, pdus: Iterable[Pdu]) -> set[str]:
+        loop = asyncio.get_running_loop()
+        mine = set()
+        for p in pdus:
+            if p.event_id not in self._inflight:
+                self._inflight[p.event_id] = loop.create_future()
+                mine.add(p.event_id)
+        return mine
+
+    def _release_inflight(self, event_ids: Iterable[str]) -> None:
+        for event_id in event_ids:
+            fut = self._inflight.pop(event_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def _receive_room(
+        self,
+        origin: str,
+        room_id: str,
+        rv: RoomVersion,
+        pdus: list[Pdu],
+        results: dict[str, dict[str, str]],
+        mine: set[str],
+    ) -> None:
+        pending = _dag_order(pdus)
+        waited: set[str] = set()
+        while pending:
+            wait_for: list[asyncio.Future[None]] = []
+            async with self._persister.room_lock(room_id):
+                view = _View(room_id, rv, set(await self._storage.events.get_forward_extremities(room_id)))
+                await self._learn_live(view, [p.event_id for p in pending])
+                while pending:
+                    pdu = pending[0]
+                    if pdu.event_id in view.live_ids:
+                        results[pdu.event_id] = {}  # already held: nothing to do
+                        pending.pop(0)
+                        continue
+                    missing = await self._missing_prevs(view, pdu)
+                    elsewhere = [m for m in missing if m in self._inflight and m not in mine]
+                    if elsewhere and pdu.event_id not in waited:
+                        waited.add(pdu.event_id)
+                        wait_for = [self._inflight[m] for m in elsewhere]
+                        break
+                    try:
+                        if missing:
+                            await self._fill_gap(view, origin, pdu, missing)
+                        results[pdu.event_id] = await self._handle(view, origin, pdu)
+                    except CannotProcess as e:
+                        results[pdu.event_id] = {"error": str(e)}
+                    pending.pop(0)
+                await self._flush(view)
+            if wait_for:
+                # Another transaction holds the prev events: let it persist them rather than fetch them.
+                await asyncio.wait(wait_for, timeout=INFLIGHT_WAIT_SECONDS)
+
+    # -- fetching missing prev events ------------------------------------------------------------
+
+    async def _learn_live(self, view: _View, event_ids: Iterable[str]) -> None:
+        """Note which of ``event_ids`` are held as non-outliers (a few queries, only for held ids)."""
+        ids = [e for e in event_ids if e not in view.live_ids and e not in view.after]
+        for event_id in await self._storage.events.have_events(ids):
+            meta = await self._storage.events.get_event_meta(event_id)
+            if meta is not None and not meta.outlier:
+                view.live_ids.add(event_id)
+
+    async def _missing_prevs(self, view: _View, pdu: Pdu) -> list[str]:
+        """Prev events we hold no state after (unknown, or held only as outliers)."""
+        prevs = [
+            p for p in dict.fromkeys(pdu.prev_event_ids) if p not in view.after and p not in view.gap_after
+        ]
+        await self._learn_live(view, prevs)
+        return [p for p in prevs if p not in view.live_ids]
+
+    async def _fill_gap(self, view: _View, origin: str, pdu: Pdu, missing: list[str]) -> None:
+        """Fetch missing prev events from the origin, oldest first, through the same steps; where a gap
+        remains, take the state after the missing prev event from the origin (``/state_ids``)."""
+        depths = [await self._depth(e) for e in view.extremities]
+        min_depth = min((d for d in depths if d is not None), default=0)
+        fetched = await self._remote.missing_events(
+            origin, view.room_id, view.rv, sorted(view.extremities), [pdu.event_id], min_depth
+        )
+        await self._learn_live(view, [e.event_id for e in fetched])
+        for event in fetched:
+            if (
+                event.event_id == pdu.event_id
+                or event.event_id in view.live_ids
+                or event.event_id in view.after
+            ):
+                continue
+            gaps = await self._missing_prevs(view, event)
+            try:
+                if gaps:
+                    await self._state_at_gap(view, origin, gaps)
+                await self._handle(view, origin, event)
+            except CannotProcess as e:
+                logger.info("could not handle fetched %s: %s", event.event_id, e)
+        rest = await self._missing_prevs(view, pdu)
+        if rest:
+            await self._state_at_gap(view, origin, rest)
+
+    async def _depth(self, event_id: str) -> int | None:
+        meta = await self._storage.events.get_event_meta(event_id)
+        return meta.depth if meta is not None else None
+
+    async def _state_at_gap(self, view: _View, origin: str, prev_ids: list[str]) -> None:
+        """The state after each missing prev event: the origin's state before it, plus the event."""
+        for prev_id in prev_ids:
+            answer = await self._remote.state_ids(origin, view.room_id, prev_id)
+            if answer is None:
+                raise CannotProcess(f"could not get the state at missing prev event {prev_id}")
+            state_ids, chain_ids = answer
+            needed = list(dict.fromkeys([*chain_ids, *state_ids, prev_id]))
+            held = await self._storage.events.have_events(needed)
+            lacking = [e for e in needed if e not in held and e not in view.events]
+            if lacking:
+                fetched = await self._remote.fetch_many(origin, view.room_id, view.rv, prev_id, lacking)
+                await self._accept_outliers(view, origin, fetched.values())
+            known = await self._load(view, [*state_ids, prev_id])
+            state: StateIds = {}
+            # Rejected events never belong to a state (S2S "Rejection").
+            for event_id in state_ids:
+                entry = known.get(event_id)
+                if entry is not None and entry[1] is None and entry[0].state_key is not None:
+                    state[(entry[0].type, entry[0].state_key)] = event_id
+            prev = known.get(prev_id)
+            if prev is not None and prev[1] is None and prev[0].state_key is not None:
+                state[(prev[0].type, prev[0].state_key)] = prev_id
+            view.gap_after[prev_id] = state
+
+    async def _accept_outliers(self, view: _View, origin: str, events: Iterable[Pdu]) -> None:
+        """Steps 4 for fetched events held without their state (outliers), auth events first."""
+        todo = {e.event_id: e for e in events if e.event_id not in view.events}
+        for _ in range(MAX_OUTLIER_ROUNDS):
+            if not todo:
+                return
+            held = await self._storage.events.have_events(
+                {a for e in todo.values() for a in e.auth_event_ids} | set(todo)
+            )
+            todo = {k: e for k, e in todo.items() if k not in held}
+            missing = {
+                a
+                for e in todo.values()
+                for a in e.auth_event_ids
+                if a not in held and a not in todo and a not in view.events
+            }
+            if missing:
+                todo.update(await self._remote.events(origin, view.room_id, view.rv, missing))
+                continue
+            for event in _auth_order(todo.values()):
+                reason = await self._check_against_auth_events(view, event)
+                self._add(view, EventToPersist(pdu=event, outlier=True, rejected_reason=reason))
+            return
+        logger.info("giving up on the auth chains of %d fetched events in %s", len(todo), view.room_id)
+
+    # -- steps 4-6 and persisting ----------------------------------------------------------------
+
+    async def _handle(self, view: _View, origin: str, pdu: Pdu) -> dict[str, str]:
+        """Steps 4-6 for one PDU whose prev events all have a known state after them; queues it."""
+        held = await self._storage.events.have_events(pdu.auth_event_ids)
+        if any(a not in held and a not in view.events for a in pdu.auth_event_ids):
+            await self._accept_outliers(
+                view, origin, await self._remote.auth_chain(origin, view.room_id, view.rv, pdu.event_id)
+            )
+        reason = await self._check_against_auth_events(view, pdu)  # step 4
+        state_before = await self._state_before(view, pdu)  # step 5
+        if reason is None:
+            reason = await self._check_against_state(view, pdu, state_before)
+        soft_failed = reason is None and await self._soft_fails(view, pdu, state_before)  # step 6
+        permitted = (
+            reason is None and pdu.redacts is not None and await self._may_redact(view, pdu, state_before)
+        )
+        self._add(
+            view,
+            EventToPersist(
+                pdu=pdu,
+                rejected_reason=reason,
+                soft_failed=soft_failed,
+                state_before=state_before,
+                redaction_permitted_by_power=permitted,
+            ),
+        )
+        if reason is not None:
+            logger.info("rejected %s: %s", pdu.event_id, reason)
+            return {"error": f"rejected: {reason}"}
+        if soft_failed:
+            logger.info("soft-failed %s", pdu.event_id)
+        return {}
+
+    async def _check_against_auth_events(self, view: _View, pdu: Pdu) -> str | None:
+        """Step 4: the rules against the event's own auth events. The rejection reason, or None."""
+        rv = view.rv
+        loaded = await self._load(view, pdu.auth_event_ids)
+        lacking = [a for a in pdu.auth_event_ids if a not in loaded]
+        if lacking:
+            return f"auth events {', '.join(lacking)} could not be found"
+        rejected = [a for a in pdu.auth_event_ids if loaded[a][1] is not None]
+        if rejected:
+            # rule 2.3 (3.3 in v12): "entries which were themselves rejected"
+            return f"rule {rule_number(rv, 'auth_events', 'rejected')}: auth event {rejected[0]} was rejected"
+        try:
+            auth_map = check_auth_events_list(pdu, [loaded[a][0] for a in dict.fromkeys(pdu.auth_event_ids)])
+            if rv.room_id_from_create_event and pdu.type != "m.room.create":
+                # since v12 the create event is implied by the room id, and must itself be accepted
+                create_id = "$" + pdu.room_id[1:]
+                create = (await self._load(view, [create_id])).get(create_id)
+                if create is not None and create[1] is None:
+                    auth_map[CREATE_KEY] = create[0]
+            check_auth_rules(pdu, auth_map)
+        except AuthRejected as e:
+            return str(e)
+        return None
+
+    async def _state_before(self, view: _View, pdu: Pdu) -> StateIds:
+        """The state before the event: the resolution of the states after its prev events."""
+        states: list[StateIds] = []
+        for prev_id in dict.fromkeys(pdu.prev_event_ids):
+            if prev_id in view.after:
+                states.append(view.after[prev_id])
+            elif prev_id in view.gap_after:
+                states.append(view.gap_after[prev_id])
+            else:
+                try:
+                    states.append(await self._storage.state.get_state_ids_after(prev_id))
+                except UnknownEvent as e:
+                    raise CannotProcess(f"no state is known after prev event {prev_id}") from e
+        if not states:
+            return {}  # a create event
+        if all(s == states[0] for s in states[1:]):
+            return dict(states[0])
+        await self._flush(view)  # resolution reads the events of the state sets from storage
+        return await self._state.resolve(view.room_id, view.rv, states)
+
+    async def _auth_state(self, view: _View, pdu: Pdu, state: StateIds) -> dict[StateKey, Pdu]:
+        keys = auth_types_of(pdu) | {CREATE_KEY}
+        wanted = {k: state[k] for k in keys if k in state}
+        loaded = await self._load(view, wanted.values())
+        return {k: loaded[e][0] for k, e in wanted.items() if e in loaded}
+
+    async def _check_against_state(self, view: _View, pdu: Pdu, state: StateIds) -> str | None:
+        """Step 5: the rules against the state before the event."""
+        try:
+            check_auth_rules(pdu, await self._auth_state(view, pdu, state))
+        except AuthRejected as e:
+            return f"against the state before it: {e}"
+        return None
+
+    async def _soft_fails(self, view: _View, pdu: Pdu, state_before: StateIds) -> bool:
+        """Step 6: the rules against the room's current state (the resolution of the states after the
+        forward extremities, with the state at the event among them)."""
+        if set(pdu.prev_event_ids) == view.extremities:
+            return False  # the current state is the state before the event: step 5 already decided
+        states = [state_before]
+        for event_id in sorted(view.extremities):
+            if event_id in view.after:
+                states.append(view.after[event_id])
+            else:
+                states.append(await self._storage.state.get_state_ids_after(event_id))
+        await self._flush(view)
+        current = await self._state.resolve(view.room_id, view.rv, states)
+        try:
+            check_auth_rules(pdu, await self._auth_state(view, pdu, current))
+        except AuthRejected:
+            return True
+        return False
+
+    async def _may_redact(self, view: _View, pdu: Pdu, state: StateIds) -> bool:
+        """For v3+ redactions: does the sender have the redact level (checked when applied)?"""
+        keys = {k: v for k, v in state.items() if k in (CREATE_KEY, ("m.room.power_levels", ""))}
+        loaded = await self._load(view, keys.values())
+        events = {k: loaded[v][0] for k, v in keys.items() if v in loaded}
+        return get_user_power_level(pdu.sender, events, view.rv) >= get_named_level(events, "redact")
+
+    def _add(self, view: _View, item: EventToPersist) -> None:
+        pdu = item.pdu
+        if not item.outlier:
+            # A non-outlier supersedes an outlier copy queued earlier in this run (storage would skip it).
+            view.batch = [i for i in view.batch if i.pdu.event_id != pdu.event_id]
+            assert item.state_before is not None
+            after = dict(item.state_before)
+            if item.rejected_reason is None and pdu.state_key is not None:
+                after[(pdu.type, pdu.state_key)] = pdu.event_id
+            view.after[pdu.event_id] = after
+            if item.rejected_reason is None and not item.soft_failed:
+                view.extremities = (view.extremities - set(pdu.prev_event_ids)) | {pdu.event_id}
+        view.batch.append(item)
+        view.events[pdu.event_id] = pdu
+        view.verdicts[pdu.event_id] = item.rejected_reason
+
+    async def _flush(self, view: _View) -> None:
+        """Persist the run so far (before anything is acknowledged or read back from storage)."""
+        if not view.batch:
+            return
+        batch, view.batch = view.batch, []
+        await self._persister.persist(view.room_id, view.rv, batch)
+        for item in batch:
+            if not item.outlier:
+                view.live_ids.add(item.pdu.event_id)
+            fut = self._inflight.get(item.pdu.event_id)
+            if fut is not None and not fut.done() and not item.outlier:
+                fut.set_result(None)
+
+    async def _load(self, view: _View, event_ids: Iterable[str]) -> dict[str, tuple[Pdu, str | None]]:
+        """Events with their verdicts (None: accepted), from this run or from storage."""
+        out: dict[str, tuple[Pdu, str | None]] = {}
+        rest = []
+        for event_id in dict.fromkeys(event_ids):
+            if event_id in view.events:
+                out[event_id] = (view.events[event_id], view.verdicts[event_id])
+            else:
+                rest.append(event_id)
+        if rest:
+            every = await self._storage.events.get_events(rest, allow_rejected=True)
+            accepted = await self._storage.events.get_events(rest)
+            for event_id, pdu in every.items():
+                out[event_id] = (pdu, None if event_id in accepted else "rejected")
+        return out
+
+
+def _report(results: dict[str, dict[str, str]], raw: Any, error: str) -> None:
+    # Only PDUs whose id we can name get an entry (v1-v2 carry it; later ids need the room version).
+    event_id = raw.get("event_id") if isinstance(raw, dict) else None
+    if isinstance(event_id, str):
+        results[event_id] = {"error": error}
+
+
+def _dag_order(pdus: Sequence[Pdu]) -> list[Pdu]:
+    """Parents before children (within the list), otherwise by depth and the order they came in."""
+    return _topo(pdus, lambda p: p.prev_event_ids)
+
+
+def _auth_order(pdus: Iterable[Pdu]) -> list[Pdu]:
+    return _topo(list(pdus), lambda p: p.auth_event_ids)
+
+
+def _topo(pdus: Sequence[Pdu], parents: Any) -> list[Pdu]:
+    by_id = {p.event_id: p for p in pdus}
+    position = {p.event_id: i for i, p in enumerate(pdus)}
+    ordered = sorted(pdus, key=lambda p: (p.depth, position[p.event_id]))
+    out: list[Pdu] = []
+    done: set[str] = set()
+
+    def visit(pdu: Pdu, path: set[str]) -> None:
+        if pdu.event_id in done or pdu.event_id in path:
+            return
+        path.add(pdu.event_id)
+        for parent_id in parents(pdu):
+            parent = by_id.get(parent_id)
+            if parent is not None:
+                visit(parent, path)
+        path.discard(pdu.event_id)
+        done.add(pdu.event_id)
+        out.append(pdu)
+
+    for pdu in ordered:
+        visit(pdu, set())
+    return out

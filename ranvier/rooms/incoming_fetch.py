@@ -1,0 +1,150 @@
+"""Fetching what an incoming PDU needs from the server that sent it: missing prev events, auth events, and
+the state at a gap (S2S "Backfilling and retrieving missing events", "Retrieving events",
+"Retrieving event authorisation information").
+
+Everything fetched passes steps 1-3 here (format, signatures, content hash) before the room layer sees it;
+what fails is dropped and logged. Requests are bounded: the sender must not be able to make us fetch
+without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..federation.client import FederationClient, FederationError
+from ..federation.keys import Keyring
+from ..protocol.events import Pdu
+from ..protocol.room_versions import RoomVersion
+from .incoming_verify import Dropped, key_requests, parse_pdu, verify_in_thread
+
+logger = logging.getLogger(__name__)
+
+MISSING_EVENTS_LIMIT = 20
+MAX_CONCURRENT_FETCHES = 8
+# /event one by one up to this many missing events; beyond it one /state request is cheaper.
+MAX_SINGLE_FETCHES = 20
+
+
+class RemoteEvents:
+    def __init__(self, client: FederationClient, keyring: Keyring) -> None:
+        self._client = client
+        self._keyring = keyring
+
+    async def verified(self, raws: Iterable[Any], room_id: str, rv: RoomVersion) -> list[Pdu]:
+        """Steps 1-3 over fetched PDUs of one room; the others are dropped."""
+        parsed = []
+        for raw in raws:
+            p = parse_pdu(raw, rv)
+            if isinstance(p, Dropped):
+                logger.info("dropping a fetched PDU: %s", p.reason)
+            elif p.room_id != room_id:
+                logger.info("dropping fetched %s: it is of room %s, not %s", p.event_id, p.room_id, room_id)
+            else:
+                parsed.append(p)
+        await self._keyring.prefetch(key_requests(parsed))
+        out = []
+        for p in await verify_in_thread(parsed, self._keyring.lookup):
+            if isinstance(p, Dropped):
+                logger.info("dropping fetched %s: %s", p.event_id, p.reason)
+            else:
+                out.append(p)
+        return out
+
+    async def missing_events(
+        self,
+        origin: str,
+        room_id: str,
+        rv: RoomVersion,
+        earliest: Sequence[str],
+        latest: Sequence[str],
+        min_depth: int,
+    ) -> list[Pdu]:
+        """``/get_missing_events`` from ``origin``, oldest first (by depth, then as sent)."""
+        try:
+            answer = await self._client.get_missing_events(
+                origin,
+                room_id,
+                earliest_events=list(earliest),
+                latest_events=list(latest),
+                limit=MISSING_EVENTS_LIMIT,
+                min_depth=min_depth,
+            )
+        except FederationError as e:
+            logger.info("get_missing_events from %s in %s failed: %s", origin, room_id, e)
+            return []
+        raws = answer.get("events")
+        if not isinstance(raws, list):
+            return []
+        events = await self.verified(raws[:MISSING_EVENTS_LIMIT], room_id, rv)
+        order = {e.event_id: i for i, e in enumerate(events)}
+        return sorted(events, key=lambda e: (e.depth, order[e.event_id]))
+
+    async def events(
+        self, origin: str, room_id: str, rv: RoomVersion, event_ids: Iterable[str]
+    ) -> dict[str, Pdu]:
+        """``/event`` for each id (a few at a time); the answer must be the event asked for."""
+        wanted = list(dict.fromkeys(event_ids))
+        limit = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
+
+        async def one(event_id: str) -> list[Any]:
+            async with limit:
+                try:
+                    answer = await self._client.get_event(origin, event_id)
+                except FederationError as e:
+                    logger.info("fetching %s from %s failed: %s", event_id, origin, e)
+                    return []
+            pdus = answer.get("pdus")
+            return pdus[:1] if isinstance(pdus, list) else []
+
+        raws = [r for rs in await asyncio.gather(*(one(e) for e in wanted)) for r in rs]
+        got = {p.event_id: p for p in await self.verified(raws, room_id, rv)}
+        # v3+ event ids are hashes, so a match proves the content; v1-v2 ids are only names.
+        return {e: got[e] for e in wanted if e in got}
+
+    async def auth_chain(self, origin: str, room_id: str, rv: RoomVersion, event_id: str) -> list[Pdu]:
+        """``/event_auth``: the auth chain of ``event_id``."""
+        try:
+            answer = await self._client.get_event_auth(origin, room_id, event_id)
+        except FederationError as e:
+            logger.info("event_auth of %s from %s failed: %s", event_id, origin, e)
+            return []
+        raws = answer.get("auth_chain")
+        return await self.verified(raws if isinstance(raws, list) else [], room_id, rv)
+
+    async def state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]] | None:
+        """``/state_ids``: (state before ``event_id``, its auth chain), or None if the origin won't say."""
+        try:
+            answer = await self._client.get_state_ids(origin, room_id, event_id)
+        except FederationError as e:
+            logger.info("state_ids at %s from %s failed: %s", event_id, origin, e)
+            return None
+        pdu_ids, chain_ids = answer.get("pdu_ids"), answer.get("auth_chain_ids")
+        if not isinstance(pdu_ids, list) or not isinstance(chain_ids, list):
+            return None
+        return [e for e in pdu_ids if isinstance(e, str)], [e for e in chain_ids if isinstance(e, str)]
+
+    async def state(self, origin: str, room_id: str, rv: RoomVersion, event_id: str) -> dict[str, Pdu]:
+        """``/state``: the state before ``event_id`` and its auth chain, as events (one request)."""
+        try:
+            answer = await self._client.get_state(origin, room_id, event_id)
+        except FederationError as e:
+            logger.info("state at %s from %s failed: %s", event_id, origin, e)
+            return {}
+        raws = [*(answer.get("pdus") or []), *(answer.get("auth_chain") or [])]
+        return {p.event_id: p for p in await self.verified(raws, room_id, rv)}
+
+    async def fetch_many(
+        self, origin: str, room_id: str, rv: RoomVersion, at_event: str, event_ids: Sequence[str]
+    ) -> dict[str, Pdu]:
+        """The events of ``event_ids`` (state or auth chain at ``at_event``): one by one when few are
+        missing, else through one ``/state`` request at ``at_event``."""
+        if len(event_ids) <= MAX_SINGLE_FETCHES:
+            return await self.events(origin, room_id, rv, event_ids)
+        got = await self.state(origin, room_id, rv, at_event)
+        rest = [e for e in event_ids if e not in got]
+        if rest:
+            got.update(await self.events(origin, room_id, rv, rest[: MAX_SINGLE_FETCHES * 5]))
+        return got

@@ -1,0 +1,214 @@
+"""Answering other servers' reads: events, state at an event, auth chains, backfill, missing events, and
+the profile and directory queries (S2S "Retrieving events", "Backfilling and retrieving missing events",
+"Retrieving event authorisation information", "Querying for information").
+
+Only servers that are or were in a room may read it, and never when the room's ``m.room.server_acl``
+denies them (S2S "Server Access Control Lists": 403 ``M_FORBIDDEN``). Rejected events are never served;
+soft-failed ones are (S2S "Soft failure").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..protocol.errors import InvalidIdentifier, ProtocolError
+from ..protocol.events import Pdu
+from ..protocol.identifiers import parse_room_alias, parse_user_id, server_of
+from ..storage.interfaces import UnknownEvent
+from .incoming_acl import ACL_KEY, server_allowed_by_acl
+
+MAX_BACKFILL = 100
+MAX_MISSING_EVENTS = 20
+# Memberships that show a server is, or was, in a room.
+_PARTICIPATED = ("join", "leave", "ban", "invite", "knock")
+
+
+class NotFound(ProtocolError):
+    errcode = "M_NOT_FOUND"
+
+
+class Forbidden(ProtocolError):
+    errcode = "M_FORBIDDEN"
+
+
+class InvalidParam(ProtocolError):
+    errcode = "M_INVALID_PARAM"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FederationReads:
+    def __init__(self, storage: Any, server_name: str) -> None:
+        self._storage = storage
+        self.server_name = server_name
+
+    # -- access ----------------------------------------------------------------------------------
+
+    async def check_room_access(self, origin: str, room_id: str) -> None:
+        """Raise unless ``origin`` may read ``room_id``: ACL first, then membership of its users."""
+        if await self._storage.rooms.get_room_version(room_id) is None:
+            raise NotFound(f"unknown room {room_id}")
+        acl = await self._storage.state.get_current_state_event(room_id, *ACL_KEY)
+        if not server_allowed_by_acl(origin, acl.content if acl is not None else None):
+            raise Forbidden(f"server {origin} is denied by the room's server ACL")
+        members = await self._storage.state.get_members(room_id)
+        for user_id, membership in members.items():
+            if membership in _PARTICIPATED and _server(user_id) == origin:
+                return
+        raise Forbidden(f"server {origin} is not in room {room_id}")
+
+    async def _event_in_room(self, origin: str, room_id: str, event_id: str) -> Pdu:
+        await self.check_room_access(origin, room_id)
+        pdu = await self._storage.events.get_event(event_id)
+        if pdu is None or pdu.room_id != room_id:
+            raise NotFound(f"unknown event {event_id} in {room_id}")
+        return pdu
+
+    def _txn(self, pdus: Iterable[Pdu]) -> dict[str, Any]:
+        return {
+            "origin": self.server_name,
+            "origin_server_ts": _now_ms(),
+            "pdus": [p.to_federation() for p in pdus],
+        }
+
+    # -- events and state ------------------------------------------------------------------------
+
+    async def get_event(self, origin: str, event_id: str) -> dict[str, Any]:
+        """``GET /event``: a transaction holding the one event."""
+        pdu = await self._storage.events.get_event(event_id)
+        if pdu is None:
+            raise NotFound(f"unknown event {event_id}")
+        await self.check_room_access(origin, pdu.room_id)
+        return self._txn([pdu])
+
+    async def state_ids(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
+        """``GET /state_ids``: the state before ``event_id`` and its auth chain, as ids."""
+        await self._event_in_room(origin, room_id, event_id)
+        try:
+            state = await self._storage.state.get_state_ids_before(event_id)
+        except UnknownEvent as e:
+            raise NotFound(f"no state is known at {event_id}") from e
+        pdu_ids = sorted(set(state.values()))
+        chain = await self._storage.events.get_auth_chain_ids(pdu_ids)
+        return {"pdu_ids": pdu_ids, "auth_chain_ids": sorted(chain)}
+
+    async def state(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
+        """``GET /state``: as ``state_ids`` with the events themselves."""
+        ids = await self.state_ids(origin, room_id, event_id)
+        events = await self._storage.events.get_events(ids["pdu_ids"] + ids["auth_chain_ids"])
+        return {
+            "pdus": [events[e].to_federation() for e in ids["pdu_ids"] if e in events],
+            "auth_chain": [events[e].to_federation() for e in ids["auth_chain_ids"] if e in events],
+        }
+
+    async def event_auth(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
+        """``GET /event_auth``: the full auth chain of the event."""
+        await self._event_in_room(origin, room_id, event_id)
+        chain = sorted(await self._storage.events.get_auth_chain_ids([event_id]))
+        events = await self._storage.events.get_events(chain)
+        return {"auth_chain": [events[e].to_federation() for e in chain if e in events]}
+
+    async def backfill(
+        self, origin: str, room_id: str, from_ids: Sequence[str], limit: int
+    ) -> dict[str, Any]:
+        """``GET /backfill``: ``from_ids`` and the events before them, breadth-first, newest first."""
+        await self.check_room_access(origin, room_id)
+        limit = max(0, min(limit, MAX_BACKFILL))
+        found = await self._walk(room_id, list(from_ids), limit, include_start=True)
+        found.sort(key=lambda p: p.depth, reverse=True)
+        return self._txn(found)
+
+    async def missing_events(
+        self,
+        origin: str,
+        room_id: str,
+        earliest: Sequence[str],
+        latest: Sequence[str],
+        limit: int,
+        min_depth: int,
+    ) -> dict[str, Any]:
+        """``POST /get_missing_events``: walk prev_events from ``latest`` (breadth-first), not past
+        ``earliest``, not below ``min_depth``; the events found, oldest first."""
+        await self.check_room_access(origin, room_id)
+        limit = max(0, min(limit, MAX_MISSING_EVENTS))
+        found = await self._walk(room_id, list(latest), limit, stop=set(earliest), min_depth=min_depth)
+        found.sort(key=lambda p: p.depth)
+        return {"events": [p.to_federation() for p in found]}
+
+    async def _walk(
+        self,
+        room_id: str,
+        start: list[str],
+        limit: int,
+        *,
+        include_start: bool = False,
+        stop: set[str] | frozenset[str] = frozenset(),
+        min_depth: int = 0,
+    ) -> list[Pdu]:
+        seen: set[str] = set(start) | set(stop)
+        found: list[Pdu] = []
+        starting = await self._storage.events.get_events(start)
+        frontier: list[str] = []
+        for event_id in start:
+            pdu = starting.get(event_id)
+            if pdu is None or pdu.room_id != room_id:
+                continue
+            if include_start and len(found) < limit:
+                found.append(pdu)
+            frontier.extend(pdu.prev_event_ids)
+        while frontier and len(found) < limit:
+            level = [e for e in dict.fromkeys(frontier) if e not in seen]
+            seen.update(level)
+            events = await self._storage.events.get_events(level)
+            frontier = []
+            for event_id in level:
+                pdu = events.get(event_id)
+                if pdu is None or pdu.room_id != room_id or pdu.depth < min_depth:
+                    continue
+                found.append(pdu)
+                if len(found) >= limit:
+                    break
+                frontier.extend(pdu.prev_event_ids)
+        return found
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    async def query_profile(self, user_id: str, field: str | None) -> dict[str, Any]:
+        try:
+            parse_user_id(user_id)
+        except InvalidIdentifier as e:
+            raise InvalidParam(f"invalid user id {user_id!r}") from e
+        if field not in (None, "displayname", "avatar_url"):
+            raise InvalidParam(f"unknown profile field {field!r}")
+        if _server(user_id) != self.server_name:
+            raise NotFound(f"{user_id} is not a user of this server")
+        profile = await self._storage.users.get_profile(user_id)
+        if profile is None:
+            raise NotFound(f"unknown user {user_id}")
+        out = {"displayname": profile.displayname, "avatar_url": profile.avatar_url}
+        out = {k: v for k, v in out.items() if v is not None and field in (None, k)}
+        return out
+
+    async def query_directory(self, alias: str) -> dict[str, Any]:
+        try:
+            parse_room_alias(alias)
+        except InvalidIdentifier as e:
+            raise InvalidParam(f"invalid room alias {alias!r}") from e
+        record = await self._storage.aliases.get_alias(alias)
+        if record is None:
+            raise NotFound(f"room alias {alias} is unknown")
+        servers = await self._storage.state.get_joined_servers(record.room_id)
+        # Our server first: it is the one that certainly knows the room.
+        ordered = [self.server_name, *sorted(s for s in servers if s != self.server_name)]
+        return {"room_id": record.room_id, "servers": ordered}
+
+
+def _server(user_id: str) -> str | None:
+    try:
+        return server_of(user_id)
+    except InvalidIdentifier:
+        return None
