@@ -209,6 +209,10 @@ class IncomingPdus:
                         results[pdu.event_id] = await self._handle(view, origin, pdu)
                     except CannotProcess as e:
                         results[pdu.event_id] = {"error": str(e)}
+                    except Exception:
+                        # A bug or a hostile corner must not fail the other PDUs of the transaction.
+                        logger.exception("failed to handle %s from %s", pdu.event_id, origin)
+                        results[pdu.event_id] = {"error": "internal error while handling the event"}
                     pending.pop(0)
                 await self._flush(view)
             if wait_for:

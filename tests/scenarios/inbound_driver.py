@@ -95,6 +95,8 @@ class Driver:
     fed: FedServer
     served: Counter[str] = field(default_factory=Counter)
     events: dict[str, Pdu] = field(default_factory=dict)
+    # The state before each event the driver built (ids), for /state_ids; tests record it.
+    state_before: dict[str, list[str]] = field(default_factory=dict)
     txn_counter: int = 0
 
     @property
@@ -133,7 +135,13 @@ class Driver:
         self.events[pdu.event_id] = pdu
         return pdu
 
-    async def send(self, destination: str, pdus: list[Pdu], txn_id: str | None = None) -> dict[str, Any]:
+    async def send(
+        self,
+        destination: str,
+        pdus: list[Pdu],
+        txn_id: str | None = None,
+        edus: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         if txn_id is None:
             self.txn_counter += 1
             txn_id = f"txn{self.txn_counter}"
@@ -142,6 +150,7 @@ class Driver:
             txn_id,
             origin_server_ts=int(time.time() * 1000),
             pdus=[p.json for p in pdus],
+            edus=edus or [],
         )
 
     async def close(self) -> None:
@@ -185,8 +194,15 @@ async def start_driver(tmp_path: Path) -> Driver:
         found.sort(key=lambda p: p.depth)
         return web.json_response({"events": [p.json for p in found]})
 
+    async def state_ids(request: web.Request) -> web.Response:
+        state = holder[0].state_before.get(request.query["event_id"])
+        if state is None:
+            return web.json_response({"errcode": "M_NOT_FOUND", "error": "no state there"}, status=404)
+        return web.json_response({"pdu_ids": state, "auth_chain_ids": []})
+
     def routes(app: web.Application, keyring: Keyring) -> None:
         app.middlewares.append(count)
+        app.router.add_get("/_matrix/federation/v1/state_ids/{roomId}", state_ids)
         app.router.add_get("/_matrix/federation/v1/event/{eventId}", get_event)
         app.router.add_post("/_matrix/federation/v1/get_missing_events/{roomId}", missing_events)
 

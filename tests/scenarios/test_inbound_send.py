@@ -47,11 +47,15 @@ class Room:
         pdu = self.driver.build(
             self.rv, self.room_id, sender, "m.room.message", content, [prev or self.last], auth
         )
+        # Messages change no state: the state before each is the room state as the driver knows it.
+        self.driver.state_before[pdu.event_id] = sorted(e.event_id for e in self.state.values())
         self.last = pdu
         return pdu
 
-    async def send(self, pdus: list[Pdu], txn_id: str | None = None) -> dict[str, Any]:
-        return (await self.driver.send(self.hs.server_name, pdus, txn_id))["pdus"]
+    async def send(
+        self, pdus: list[Pdu], txn_id: str | None = None, edus: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        return (await self.driver.send(self.hs.server_name, pdus, txn_id, edus))["pdus"]
 
 
 @pytest.fixture
