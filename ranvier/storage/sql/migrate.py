@@ -40,7 +40,8 @@ class Migration:
 
 
 def split_statements(sql: str) -> list[str]:
-    statements, current = [], []
+    statements: list[str] = []
+    current: list[str] = []
     for line in sql.splitlines():
         stripped = line.strip()
         if not current and (not stripped or stripped.startswith("--")):

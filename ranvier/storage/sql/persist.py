@@ -120,7 +120,7 @@ class EventPersister:
                 redacted = await _apply_redactions(txn, list(pending.values()))
                 new_current = None
                 if new_current_state is not None:
-                    pdus = {i.pdu.event_id: i.pdu for i in batch}
+                    pdus: dict[str, Pdu] = {i.pdu.event_id: i.pdu for i in batch}
                     new_current = await write_current_state(
                         txn, self._current, room_id, new_current_state, pdus
                     )
@@ -128,8 +128,8 @@ class EventPersister:
             writer.commit()
             if new_current is not None:
                 self._current.put(room_id, new_current)
-            for eid in redacted + [e for e, p in pending.items() if p.deoutlier]:
-                self._event_cache.pop(eid)
+            for stale in [*redacted, *(e for e, p in pending.items() if p.deoutlier)]:
+                self._event_cache.pop(stale)
             self._positions.publish(next_max, next_min)
         ids = [i.pdu.event_id for i in batch]
         return [pending[eid].stream if eid in pending else existing[eid][0] for eid in ids]
@@ -231,28 +231,52 @@ async def _write_events(txn: Txn, room_id: str, pending: list[_Pending]) -> None
 
 
 async def _update_forward_extremities(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
+    """Runs before ``_update_backward_extremities``: it reads the backward extremities as they were."""
     live_new = [p for p in pending if p.live]
     if not live_new:
         return
-    prevs = list({prev for p in live_new for prev in p.pdu.prev_event_ids})
+    parents = {prev for p in live_new for prev in p.pdu.prev_event_ids}
     await txn.executemany(
-        "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?", [(room_id, e) for e in prevs]
+        "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?", [(room_id, e) for e in parents]
     )
-    # New live events that already have live children (the children arrived first, or in this batch,
-    # whose edges are written by now) do not become extremities.
+    # A new live event whose live child is in the batch is among `parents`. One whose live child was
+    # persisted earlier was named by that child as a prev event, so it is a backward extremity until now:
+    # only those need the edges table. (Simple indexed lookups, no join: a join's cached generic plan on
+    # PostgreSQL went to a sequential scan while the tables grew.)
     ids = [p.pdu.event_id for p in live_new]
-    parents: set[str] = set()
-    for part in chunks(ids):
-        rows = await txn.fetchall(
-            "SELECT DISTINCT ee.prev_event_id FROM event_edges ee JOIN events c ON c.event_id = ee.event_id"
-            f" WHERE ee.prev_event_id IN ({in_list(len(part))}) AND {live('c')}",
-            tuple(part),
+    was_backward = await _select_ids(
+        txn,
+        "SELECT event_id FROM backward_extremities WHERE room_id = ? AND event_id IN ({})",
+        ids,
+        (room_id,),
+    )
+    if was_backward:
+        children: dict[str, set[str]] = {}
+        for part in chunks(list(was_backward)):
+            rows = await txn.fetchall(
+                "SELECT event_id, prev_event_id FROM event_edges"
+                f" WHERE prev_event_id IN ({in_list(len(part))})",
+                tuple(part),
+            )
+            for child, parent in rows:
+                children.setdefault(child, set()).add(parent)
+        live_children = await _select_ids(
+            txn, f"SELECT event_id FROM events WHERE {live()} AND event_id IN ({{}})", list(children)
         )
-        parents.update(r[0] for r in rows)
+        parents.update(parent for child in live_children for parent in children[child])
     await txn.executemany(
         "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         [(room_id, e) for e in ids if e not in parents],
     )
+
+
+async def _select_ids(txn: Txn, sql: str, ids: list[str], params: tuple[object, ...] = ()) -> set[str]:
+    """Run ``sql`` (whose ``{}`` is the IN list) over ``ids`` in chunks; the first column of the rows."""
+    out: set[str] = set()
+    for part in chunks(ids):
+        rows = await txn.fetchall(sql.format(in_list(len(part))), (*params, *part))
+        out.update(r[0] for r in rows)
+    return out
 
 
 async def _update_backward_extremities(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
@@ -291,24 +315,38 @@ async def _apply_redactions(txn: Txn, pending: list[_Pending]) -> list[str]:
         [(p.pdu.event_id, p.pdu.redacts, p.item.redaction_permitted_by_power) for p in redactions],
     )
     targets = list({p.pdu.redacts for p in redactions} | {p.pdu.event_id for p in pending if not p.deoutlier})
-    updates: dict[str, str] = {}
+    found: list[tuple[str, str, bool]] = []  # (redaction, target, permitted by power)
     for part in chunks(targets):
-        rows = await txn.fetchall(
-            "SELECT t.event_id, r.event_id, r.permitted_by_power, re.sender, re.room_id, t.sender, t.room_id,"
-            " t.room_version FROM redactions r"
-            " JOIN events re ON re.event_id = r.event_id JOIN events t ON t.event_id = r.redacts"
-            f" WHERE r.redacts IN ({in_list(len(part))}) AND t.redacted_by IS NULL"
-            " ORDER BY re.stream_ordering",
+        found += await txn.fetchall(
+            "SELECT event_id, redacts, permitted_by_power FROM redactions"
+            f" WHERE redacts IN ({in_list(len(part))})",
             tuple(part),
         )
-        for target, redaction, by_power, r_sender, r_room, t_sender, t_room, version in rows:
-            if target in updates or r_room != t_room:
-                continue
-            # Before v3 the auth rules checked the redaction; from v3 it applies to events of the
-            # redacter's own server, or when the room layer found the power level sufficient.
-            deferred = get_room_version(version).deferred_redaction_check
-            if not deferred or by_power or server_of(r_sender) == server_of(t_sender):
-                updates[target] = redaction
+    if not found:
+        return []
+    involved = list({e for r, t, _ in found for e in (r, t)})
+    info: dict[str, tuple[str, str, str, str | None, int]] = {}
+    for part in chunks(involved):
+        for eid, sender, room, version, redacted_by, stream in await txn.fetchall(
+            "SELECT event_id, sender, room_id, room_version, redacted_by, stream_ordering FROM events"
+            f" WHERE event_id IN ({in_list(len(part))})",
+            tuple(part),
+        ):
+            info[eid] = (sender, room, version, redacted_by, int(stream))
+    updates: dict[str, str] = {}
+    # The first valid redaction to arrive is the one shown in redacted_because.
+    for redaction, target, by_power in sorted(found, key=lambda f: info[f[0]][4]):
+        if target not in info or target in updates or info[target][3] is not None:
+            continue  # not held yet, or already redacted
+        r_sender, r_room, *_ = info[redaction]
+        t_sender, t_room, version, *_ = info[target]
+        if r_room != t_room:
+            continue
+        # Before v3 the auth rules checked the redaction; from v3 it applies to events of the
+        # redacter's own server, or when the room layer found the power level sufficient.
+        deferred = get_room_version(version).deferred_redaction_check
+        if not deferred or by_power or server_of(r_sender) == server_of(t_sender):
+            updates[target] = redaction
     await txn.executemany(
         "UPDATE events SET redacted_by = ? WHERE event_id = ?", [(r, t) for t, r in updates.items()]
     )
