@@ -60,6 +60,9 @@ class ReadHandler(Protocol):
         limit: int,
         min_depth: int,
     ) -> dict[str, Any]: ...
+    async def timestamp_to_event(
+        self, origin: str, room_id: str, ts: int, direction: str
+    ) -> dict[str, Any]: ...
     async def query_profile(self, user_id: str, field: str | None) -> dict[str, Any]: ...
     async def query_directory(self, alias: str) -> dict[str, Any]: ...
 
@@ -146,6 +149,7 @@ class FederationRoutes:
         app.router.add_get(V1 + "/event_auth/{roomId}/{eventId}", self.event_auth)
         app.router.add_get(V1 + "/backfill/{roomId}", self.backfill)
         app.router.add_post(V1 + "/get_missing_events/{roomId}", self.get_missing_events)
+        app.router.add_get(V1 + "/timestamp_to_event/{roomId}", self.timestamp_to_event)
         app.router.add_get(V1 + "/query/profile", self.query_profile)
         app.router.add_get(V1 + "/query/directory", self.query_directory)
 
@@ -201,6 +205,16 @@ class FederationRoutes:
             raise BadRequest("limit and min_depth must be integers")
         answer = await self._reads.missing_events(
             origin, request.match_info["roomId"], earliest, latest, limit, min_depth
+        )
+        return web.json_response(answer)
+
+    async def timestamp_to_event(self, request: web.Request) -> web.Response:
+        origin = await self._origin(request)
+        ts = _query_int(request, "ts", -1)
+        if "ts" not in request.query:
+            raise MissingParam("missing query parameter ts")
+        answer = await self._reads.timestamp_to_event(
+            origin, request.match_info["roomId"], ts, _required(request, "dir")
         )
         return web.json_response(answer)
 

@@ -86,6 +86,8 @@ class IncomingPdus:
         self.server_name = server_name
         # Event ids being handled by some transaction -> done when persisted (or given up).
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        # The joining side of remote joins (rooms.remote_join), set by the app: queues PDUs during joins.
+        self.joins: Any = None
 
     # -- the transaction -------------------------------------------------------------------------
 
@@ -102,6 +104,13 @@ class IncomingPdus:
                 _report(results, raw, "PDU has no room_id")
             else:
                 by_room.setdefault(room_id, []).append(raw)
+
+        # A room whose join is in flight: keep its PDUs durably, to be handled once the join is persisted
+        # (the resident's dummy event may come before our send_join answer). Acknowledged once queued.
+        if self.joins is not None:
+            for room_id in [r for r in by_room if self.joins.is_joining(r)]:
+                for raw in by_room.pop(room_id):
+                    await self.joins.queue_pdu(room_id, origin, raw)
 
         # Step 1 for the whole transaction; rooms we do not know are refused per PDU.
         parsed: dict[str, tuple[RoomVersion, list[Pdu]]] = {}
@@ -162,7 +171,7 @@ class IncomingPdus:
 
     def _register_inflight(self, pdus: Iterable[Pdu]) -> set[str]:
         loop = asyncio.get_running_loop()
-        mine = set()
+        mine: set[str] = set()
         for p in pdus:
             if p.event_id not in self._inflight:
                 self._inflight[p.event_id] = loop.create_future()
@@ -295,7 +304,7 @@ class IncomingPdus:
 
     async def _accept_outliers(self, view: _View, origin: str, events: Iterable[Pdu]) -> None:
         """Steps 4 for fetched events held without their state (outliers), auth events first."""
-        todo = {e.event_id: e for e in events if e.event_id not in view.events}
+        todo: dict[str, Pdu] = {e.event_id: e for e in events if e.event_id not in view.events}
         for _ in range(MAX_OUTLIER_ROUNDS):
             if not todo:
                 return

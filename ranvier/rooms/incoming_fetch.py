@@ -100,7 +100,7 @@ class RemoteEvents:
             return pdus[:1] if isinstance(pdus, list) else []
 
         raws = [r for rs in await asyncio.gather(*(one(e) for e in wanted)) for r in rs]
-        got = {p.event_id: p for p in await self.verified(raws, room_id, rv)}
+        got: dict[str, Pdu] = {p.event_id: p for p in await self.verified(raws, room_id, rv)}
         # v3+ event ids are hashes, so a match proves the content; v1-v2 ids are only names.
         return {e: got[e] for e in wanted if e in got}
 

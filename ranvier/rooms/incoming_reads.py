@@ -21,6 +21,7 @@ from .incoming_acl import ACL_KEY, server_allowed_by_acl
 
 MAX_BACKFILL = 100
 MAX_MISSING_EVENTS = 20
+MAX_TIMESTAMP_PAGES = 50
 # Memberships that show a server is, or was, in a room.
 _PARTICIPATED = ("join", "leave", "ban", "invite", "knock")
 
@@ -63,7 +64,7 @@ class FederationReads:
 
     async def _event_in_room(self, origin: str, room_id: str, event_id: str) -> Pdu:
         await self.check_room_access(origin, room_id)
-        pdu = await self._storage.events.get_event(event_id)
+        pdu: Pdu | None = await self._storage.events.get_event(event_id)
         if pdu is None or pdu.room_id != room_id:
             raise NotFound(f"unknown event {event_id} in {room_id}")
         return pdu
@@ -174,6 +175,24 @@ class FederationReads:
                     break
                 frontier.extend(pdu.prev_event_ids)
         return found
+
+    async def timestamp_to_event(self, origin: str, room_id: str, ts: int, direction: str) -> dict[str, Any]:
+        """``GET /timestamp_to_event``: the first event at or after ``ts`` ('f'), or at or before it ('b').
+
+        Storage has no index on origin_server_ts yet, so this walks the timeline in pages (bounded).
+        """
+        await self.check_room_access(origin, room_id)
+        if direction not in ("f", "b"):
+            raise InvalidParam("dir must be 'f' or 'b'")
+        token = None
+        for _ in range(MAX_TIMESTAMP_PAGES):
+            page, token = await self._storage.stream.paginate(room_id, token, direction, 100)
+            for pdu in page:
+                if (pdu.origin_server_ts >= ts) if direction == "f" else (pdu.origin_server_ts <= ts):
+                    return {"event_id": pdu.event_id, "origin_server_ts": pdu.origin_server_ts}
+            if token is None:
+                break
+        raise NotFound(f"no event found {'after' if direction == 'f' else 'before'} {ts}")
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -117,6 +117,14 @@ async def test_read_endpoints_walk_the_dag(room: Room) -> None:  # noqa: F811
     keys = {(e["type"], e.get("state_key")) for e in state["pdus"]}
     assert ("m.room.member", room.bob) in keys and ("m.room.join_rules", "") in keys
 
+    found = await client.timestamp_to_event(hs_name, room.room_id, pdus[3].origin_server_ts, "f")
+    assert found["origin_server_ts"] >= pdus[3].origin_server_ts
+    found = await client.timestamp_to_event(hs_name, room.room_id, pdus[3].origin_server_ts, "b")
+    assert found["origin_server_ts"] <= pdus[3].origin_server_ts
+    with pytest.raises(FederationError) as e:
+        await client.timestamp_to_event(hs_name, room.room_id, 2**62, "f")
+    assert e.value.status == 404
+
     with pytest.raises(FederationError) as e:
         await client.get_event(hs_name, "$" + "B" * 43)
     assert e.value.status == 404 and e.value.errcode == "M_NOT_FOUND"

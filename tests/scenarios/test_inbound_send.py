@@ -200,3 +200,11 @@ async def test_read_endpoints_need_membership(room: Room, tmp_path: Path) -> Non
         assert e.value.status == 403 and e.value.errcode == "M_FORBIDDEN"
     finally:
         await stranger.close()
+
+
+async def test_oversized_transactions_are_refused_whole(room: Room) -> None:
+    pdus = [room.message(f"x{i}") for i in range(51)]
+    with pytest.raises(FederationError) as e:
+        await room.send(pdus)
+    assert e.value.status == 400 and e.value.errcode == "M_BAD_JSON"
+    assert await room.hs.storage.events.have_events([p.event_id for p in pdus]) == set()
