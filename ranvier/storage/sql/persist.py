@@ -114,6 +114,8 @@ class EventPersister:
                         p.stream = next_max
                 writer = StateGroupWriter(self._groups, txn, room_id)
                 await self._assign_state(txn, writer, list(pending.values()))
+                await writer.flush()
+                await writer.finish()
                 await _write_events(txn, room_id, list(pending.values()))
                 await _update_forward_extremities(txn, room_id, list(pending.values()))
                 await _update_backward_extremities(txn, room_id, list(pending.values()))

@@ -140,25 +140,37 @@ class StateGroups:
         chain = [gid for gid, _ in await self.chain(txn, group)]
         position = {gid: i for i, gid in enumerate(chain)}
         found: dict[StateKey, tuple[int, str | None]] = {}  # key -> (position in chain, event id)
+        wanted_set = set(wanted)
         for part_keys in chunks(wanted, _KEYS_PER_QUERY):
-            cond = " OR ".join(["(type = ? AND state_key = ?)"] * len(part_keys))
+            # IN lists on each column of the (group_id, type, state_key) key let both engines seek the
+            # index for every combination; the few combinations nobody asked for are dropped below.
+            types = list({t for t, _ in part_keys})
+            skeys = list({s for _, s in part_keys})
             rows = await txn.fetchall(
                 "SELECT group_id, type, state_key, event_id FROM state_group_entries"
-                f" WHERE group_id IN ({in_list(len(chain))}) AND ({cond})",
-                (*chain, *(x for k in part_keys for x in k)),
+                f" WHERE group_id IN ({in_list(len(chain))}) AND type IN ({in_list(len(types))})"
+                f" AND state_key IN ({in_list(len(skeys))})",
+                (*chain, *types, *skeys),
             )
             self.rows_read += len(rows)
             for gid, etype, skey, eid in rows:
+                key = (etype, skey)
                 pos = position[int(gid)]
                 # the newest group of the chain that mentions the key decides
-                if (etype, skey) not in found or pos < found[(etype, skey)][0]:
-                    found[(etype, skey)] = (pos, eid)
+                if key in wanted_set and (key not in found or pos < found[key][0]):
+                    found[key] = (pos, eid)
         return {k: eid for k, (_, eid) in found.items() if eid is not None}
 
 
 @dataclass
 class StateGroupWriter:
-    """Writes the groups one persist transaction needs; ``commit`` publishes them to the caches afterwards."""
+    """Builds the groups one persist transaction needs.
+
+    New groups stay in memory as deltas; their full maps are built only when asked for (a comparison in
+    ``group_for``), so a batch of 500 joins in a room of 50,000 members does not copy the map 500 times.
+    ``flush`` writes the rows (one statement per table); ``finish`` builds the full maps of the groups the
+    next batch will build on; ``commit``, after the transaction, publishes them to the caches.
+    """
 
     groups: StateGroups
     txn: Txn
@@ -166,11 +178,44 @@ class StateGroupWriter:
     _full: dict[int, StateDict] = field(default_factory=dict)
     _entries: dict[int, Delta] = field(default_factory=dict)
     _meta: dict[int, tuple[int | None, int]] = field(default_factory=dict)
+    _size: dict[int, int] = field(default_factory=dict)
+    _used_as_base: set[int] = field(default_factory=set)
+    _flushed: int = 0
 
     async def full_map(self, group: int) -> StateDict:
-        if group in self._full:
-            return self._full[group]
-        return await self.groups.load(self.txn, group)
+        full = self._full.get(group)
+        if full is not None:
+            return full
+        if group not in self._entries:
+            return await self.groups.load(self.txn, group)
+        prev = self._meta[group][0]
+        full = {} if prev is None else dict(await self.full_map(prev))
+        for key, eid in self._entries[group].items():
+            if eid is None:
+                full.pop(key, None)
+            else:
+                full[key] = eid
+        self._full[group] = full
+        return full
+
+    async def _get(self, group: int, key: StateKey) -> str | None:
+        """One entry of a group's map, following new groups' deltas rather than building their maps."""
+        current: int | None = group
+        while current is not None:
+            if current in self._full:
+                return self._full[current].get(key)
+            if current not in self._entries:
+                return (await self.groups.load(self.txn, current)).get(key)
+            entries = self._entries[current]
+            if key in entries:
+                return entries[key]
+            current = self._meta[current][0]
+        return None
+
+    async def _size_of(self, group: int) -> int:
+        if group in self._size:
+            return self._size[group]
+        return len(await self.full_map(group))
 
     async def _chain(self, group: int) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []
@@ -199,59 +244,75 @@ class StateGroupWriter:
             if best is None or len(changes) < len(best[1]):
                 best = (cand, changes)
         if best is None:
-            return await self._snapshot(dict(state))
-        return await self._derive(best[0], best[1], dict(state))
+            return self._write(None, 0, dict(state), len(state))
+        return await self._derive(best[0], best[1], len(state))
 
     async def group_with(self, base_group: int, key: StateKey, event_id: str) -> int:
         """The group of ``base_group``'s map with ``key`` set to ``event_id`` (the state after an event)."""
-        base = await self.full_map(base_group)
-        if base.get(key) == event_id:
+        old = await self._get(base_group, key)
+        if old == event_id:
             return base_group
-        full = dict(base)
-        full[key] = event_id
-        return await self._derive(base_group, {key: event_id}, full)
+        size = await self._size_of(base_group) + (old is None)
+        return await self._derive(base_group, {key: event_id}, size)
 
-    async def _derive(self, base_group: int, changes: Delta, full: StateDict) -> int:
-        """A new group: ``base_group``'s map with ``changes``, whose full map is ``full``."""
+    async def _derive(self, base_group: int, changes: Delta, size: int) -> int:
+        """A new group: ``base_group``'s map with ``changes``, whose map has ``size`` entries."""
+        self._used_as_base.add(base_group)
         chain = await self._chain(base_group)
         depth = chain[0][1] + 1
         target = depth - lowbit(depth)
         # The groups the new delta skips over, newest first, down to (not including) the one it rests on.
         skipped = [gid for gid, d in chain if d > target]
         anchor = next((gid for gid, d in chain if d == target), None)
-        if anchor is None:  # cannot happen for chains built here; a snapshot is always correct
-            return await self._snapshot(full)
         merged: Delta = {}
         stored = {g: self._entries[g] for g in skipped if g in self._entries}
         stored.update(await self.groups.stored_entries(self.txn, [g for g in skipped if g not in stored]))
         for gid in reversed(skipped):
             merged.update(stored[gid])
         merged.update(changes)
-        # A delta as large as the map itself buys nothing: start a new lineage.
-        if len(merged) >= len(full):
-            return await self._snapshot(full)
-        return await self._write(anchor, depth, merged, full)
+        # A delta as large as the map itself buys nothing: start a new lineage with a snapshot. (anchor is
+        # never None for chains built here; a snapshot would be correct anyway.)
+        if anchor is None or len(merged) >= size:
+            full = dict(await self.full_map(base_group))
+            for key, eid in changes.items():
+                if eid is None:
+                    full.pop(key, None)
+                else:
+                    full[key] = eid
+            gid = self._write(None, 0, dict(full), size)
+            self._full[gid] = full
+            return gid
+        return self._write(anchor, depth, merged, size)
 
-    async def _snapshot(self, full: StateDict) -> int:
-        return await self._write(None, 0, dict(full), full)
-
-    async def _write(self, prev_group: int | None, depth: int, entries: Delta, full: StateDict) -> int:
+    def _write(self, prev_group: int | None, depth: int, entries: Delta, size: int) -> int:
         gid = self.groups.allocate_id()
-        await self.txn.execute(
+        self._entries[gid] = entries
+        self._meta[gid] = (prev_group, depth)
+        self._size[gid] = size
+        return gid
+
+    async def flush(self) -> None:
+        """Write the rows of the groups created since the last flush."""
+        new = list(self._entries)[self._flushed :]
+        self._flushed += len(new)
+        await self.txn.executemany(
             "INSERT INTO state_groups (group_id, room_id, prev_group, depth) VALUES (?, ?, ?, ?)",
-            (gid, self.room_id, prev_group, depth),
+            [(gid, self.room_id, *self._meta[gid]) for gid in new],
         )
         await self.txn.executemany(
             "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)",
-            [(gid, t, s, e) for (t, s), e in entries.items()],
+            [(gid, t, s, e) for gid in new for (t, s), e in self._entries[gid].items()],
         )
-        self._full[gid] = full
-        self._entries[gid] = entries
-        self._meta[gid] = (prev_group, depth)
-        return gid
+
+    async def finish(self) -> None:
+        """Build the full maps of the new groups nothing in this batch built on: the next batch will."""
+        for gid in self._entries:
+            if gid not in self._used_as_base:
+                await self.full_map(gid)
 
     def commit(self) -> None:
+        for gid, entries in self._entries.items():
+            self.groups.entries.put(gid, entries)
+            self.groups.meta.put(gid, self._meta[gid])
         for gid, full in self._full.items():
             self.groups.cache.put(gid, full)
-            self.groups.entries.put(gid, self._entries[gid])
-            self.groups.meta.put(gid, self._meta[gid])
