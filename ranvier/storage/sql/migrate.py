@@ -3,7 +3,8 @@
 Files live in ``migrations/`` beside this module and are named ``NNN_what.sql`` (both engines),
 ``NNN_what.sqlite.sql`` or ``NNN_what.postgres.sql`` (one engine only); the number orders them.
 Statements are separated by a ``;`` at the end of a line, so a migration must not put one inside a string
-literal at a line's end.
+literal at a line's end. The one dialect difference the runner bridges: ``WITHOUT ROWID`` (SQLite's layout
+for tables keyed by their primary key) is dropped for PostgreSQL, which has no such option.
 
 The applied numbers are recorded in ``schema_migrations``. A database that has a number this code does not
 know was written by a newer Ranvier, and opening it is refused rather than risking a silent corruption.
@@ -86,6 +87,8 @@ async def migrate(db: Database, migrations: list[Migration] | None = None) -> in
             files = [m for m in migrations if m.version == version]
             for mig in files:
                 for statement in split_statements(mig.sql):
+                    if db.dialect == "postgres":
+                        statement = statement.replace(") WITHOUT ROWID", ")")
                     await txn.execute(statement)
             await txn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",

@@ -1,5 +1,7 @@
 -- Rooms, events and their DAG, state groups, current state and the membership index.
 -- Written in the SQL that SQLite and PostgreSQL both accept. Statements end with ';' at the end of a line.
+-- Small tables looked up by their whole primary key are WITHOUT ROWID on SQLite (the runner drops the
+-- clause for PostgreSQL): the key is stored once instead of in the table and again in its index.
 
 CREATE TABLE rooms (
     room_id TEXT PRIMARY KEY,
@@ -45,28 +47,28 @@ CREATE TABLE event_edges (
     event_id TEXT NOT NULL,
     prev_event_id TEXT NOT NULL,
     PRIMARY KEY (event_id, prev_event_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX event_edges_prev ON event_edges (prev_event_id);
 
 CREATE TABLE event_auth_edges (
     event_id TEXT NOT NULL,
     auth_event_id TEXT NOT NULL,
     PRIMARY KEY (event_id, auth_event_id)
-);
+) WITHOUT ROWID;
 
 -- The live events (non-outlier, not rejected, not soft-failed) that no live event names as a prev event.
 CREATE TABLE forward_extremities (
     room_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     PRIMARY KEY (room_id, event_id)
-);
+) WITHOUT ROWID;
 
 -- Events named as prev events by accepted non-outlier events, that we do not hold as non-outliers.
 CREATE TABLE backward_extremities (
     room_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     PRIMARY KEY (room_id, event_id)
-);
+) WITHOUT ROWID;
 
 -- Accepted redaction events and what they target (the target may arrive later).
 CREATE TABLE redactions (
@@ -94,7 +96,7 @@ CREATE TABLE state_group_entries (
     state_key TEXT NOT NULL,
     event_id TEXT,
     PRIMARY KEY (group_id, type, state_key)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE current_state (
     room_id TEXT NOT NULL,
@@ -102,7 +104,7 @@ CREATE TABLE current_state (
     state_key TEXT NOT NULL,
     event_id TEXT NOT NULL,
     PRIMARY KEY (room_id, type, state_key)
-);
+) WITHOUT ROWID;
 
 -- The m.room.member part of current_state, with each membership spelled out.
 CREATE TABLE room_memberships (
@@ -112,6 +114,6 @@ CREATE TABLE room_memberships (
     membership TEXT NOT NULL,
     event_id TEXT NOT NULL,
     PRIMARY KEY (room_id, user_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX room_memberships_user ON room_memberships (user_id);
 CREATE INDEX room_memberships_joined ON room_memberships (room_id, membership, server_name);
