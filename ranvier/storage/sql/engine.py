@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
 
 import aiosqlite
@@ -44,6 +44,14 @@ def chunks(items: Sequence[Any], size: int = MAX_IN_LIST) -> Iterator[Sequence[A
 def in_list(n: int) -> str:
     """``?, ?, ?`` for an ``IN (...)`` of ``n`` values (``n`` >= 1)."""
     return ", ".join("?" * n)
+
+
+class Reader(Protocol):
+    """What reading code needs: a transaction, or the database itself (one statement at a time)."""
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+    async def fetchval(self, sql: str, params: Params = ()) -> Any: ...
 
 
 class Txn(ABC):
@@ -150,10 +158,15 @@ class SqliteDatabase(Database):
             await conn.execute("PRAGMA cache_size = -65536")  # 64 MiB per connection
             return conn
 
+        async def _connect_reader() -> aiosqlite.Connection:
+            conn = await _connect()
+            await conn.execute("PRAGMA query_only = ON")  # a write through a reader is a bug: fail loudly
+            return conn
+
         if str(path) == ":memory:":
             readers = 0  # every connection would get its own empty database
         writer = await _connect()
-        return cls(writer, [await _connect() for _ in range(readers)])
+        return cls(writer, [await _connect_reader() for _ in range(readers)])
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Txn]:
@@ -180,6 +193,16 @@ class SqliteDatabase(Database):
                 yield _SqliteTxn(conn)
             finally:
                 await conn.execute("COMMIT")
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        if not self._has_readers:
+            return await super().fetchall(sql, params)
+        # One statement is atomic by itself: no BEGIN/COMMIT round trips to the reader's thread.
+        conn = await self._readers.get()
+        try:
+            return list(await conn.execute_fetchall(sql, tuple(params)))  # type: ignore[arg-type]
         finally:
             self._readers.put_nowait(conn)
 

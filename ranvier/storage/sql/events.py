@@ -12,7 +12,7 @@ from ranvier.protocol.room_versions import get_room_version
 
 from ..interfaces import EventMeta
 from .caches import LruCache
-from .engine import Database, Txn, chunks, in_list
+from .engine import Database, Reader, chunks, in_list
 
 
 def live(alias: str = "") -> str:
@@ -56,11 +56,11 @@ class SqlEventStore:
             else:
                 found[event_id] = hit
         if missing:
-            async with self._db.snapshot() as txn:
-                found.update(await self._load(txn, missing))
+            # Statement by statement, no snapshot needed: a stored event and its redaction never change.
+            found.update(await self._load(self._db, missing))
         return {eid: pdu for eid, (pdu, rejected) in found.items() if allow_rejected or rejected is None}
 
-    async def _load(self, txn: Txn, event_ids: list[str]) -> dict[str, tuple[Pdu, str | None]]:
+    async def _load(self, txn: Reader, event_ids: list[str]) -> dict[str, tuple[Pdu, str | None]]:
         rows: list[tuple[Any, ...]] = []
         for part in chunks(event_ids):
             rows += await txn.fetchall(
@@ -132,17 +132,16 @@ class SqlEventStore:
         # One recursive query per chunk of starting events: the walk happens inside the database rather
         # than as one round trip per level of the chain. UNION (not UNION ALL) stops at events seen before.
         out: set[str] = set()
-        async with self._db.snapshot() as txn:
-            for part in chunks(list(dict.fromkeys(event_ids))):
-                rows = await txn.fetchall(
-                    "WITH RECURSIVE chain(event_id) AS ("
-                    f" SELECT auth_event_id FROM event_auth_edges WHERE event_id IN ({in_list(len(part))})"
-                    " UNION"
-                    " SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c ON a.event_id = c.event_id"
-                    ") SELECT event_id FROM chain",
-                    tuple(part),
-                )
-                out.update(r[0] for r in rows)
+        for part in chunks(list(dict.fromkeys(event_ids))):
+            rows = await self._db.fetchall(
+                "WITH RECURSIVE chain(event_id) AS ("
+                f" SELECT auth_event_id FROM event_auth_edges WHERE event_id IN ({in_list(len(part))})"
+                " UNION"
+                " SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c ON a.event_id = c.event_id"
+                ") SELECT event_id FROM chain",
+                tuple(part),
+            )
+            out.update(r[0] for r in rows)
         return out
 
     async def get_prev_event_ids(self, event_id: str) -> list[str]:

@@ -237,7 +237,7 @@ async def _update_forward_extremities(txn: Txn, room_id: str, pending: list[_Pen
     live_new = [p for p in pending if p.live]
     if not live_new:
         return
-    parents = {prev for p in live_new for prev in p.pdu.prev_event_ids}
+    parents: set[str] = {prev for p in live_new for prev in p.pdu.prev_event_ids}
     await txn.executemany(
         "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?", [(room_id, e) for e in parents]
     )
@@ -245,7 +245,7 @@ async def _update_forward_extremities(txn: Txn, room_id: str, pending: list[_Pen
     # persisted earlier was named by that child as a prev event, so it is a backward extremity until now:
     # only those need the edges table. (Simple indexed lookups, no join: a join's cached generic plan on
     # PostgreSQL went to a sequential scan while the tables grew.)
-    ids = [p.pdu.event_id for p in live_new]
+    ids: list[str] = [p.pdu.event_id for p in live_new]
     was_backward = await _select_ids(
         txn,
         "SELECT event_id FROM backward_extremities WHERE room_id = ? AND event_id IN ({})",

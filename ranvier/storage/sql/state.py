@@ -8,7 +8,7 @@ from ranvier.protocol.events import Pdu, StateKey
 
 from ..interfaces import StateDelta, StateMap, UnknownEvent
 from .caches import LruCache
-from .engine import Database, Txn, chunks, in_list
+from .engine import Database, Reader, Txn, chunks, in_list
 from .events import SqlEventStore
 from .state_groups import StateDict, StateGroups
 
@@ -41,10 +41,10 @@ class SqlStateStore:
     async def get_state_ids_for_group(
         self, group: int, keys: Iterable[StateKey] | None = None
     ) -> dict[StateKey, str]:
-        async with self._db.snapshot() as txn:
-            if keys is not None:
-                return await self._groups.load_keys(txn, group, keys)
-            return dict(await self._groups.load(txn, group))
+        # Groups never change once written, so their statements need no common snapshot.
+        if keys is not None:
+            return await self._groups.load_keys(self._db, group, keys)
+        return dict(await self._groups.load(self._db, group))
 
     async def _state_at(
         self, event_id: str, column: str, keys: Iterable[StateKey] | None
@@ -65,8 +65,7 @@ class SqlStateStore:
         return await self._state_at(event_id, "state_after_group", keys)
 
     async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
-        async with self._db.snapshot() as txn:
-            return dict(await load_current_state(txn, self._current, room_id))
+        return dict(await load_current_state(self._db, self._current, room_id))
 
     async def get_current_state_event(self, room_id: str, event_type: str, state_key: str) -> Pdu | None:
         cached = self._current.get(room_id)
@@ -112,7 +111,7 @@ class SqlStateStore:
         return {r[0]: r[1] for r in rows}
 
 
-async def load_current_state(txn: Txn, cache: LruCache[str, StateDict], room_id: str) -> StateDict:
+async def load_current_state(txn: Reader, cache: LruCache[str, StateDict], room_id: str) -> StateDict:
     """The room's current state; the returned dict may be the cached one: do not mutate it."""
     cached = cache.get(room_id)
     if cached is not None:

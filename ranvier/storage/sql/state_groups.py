@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ranvier.protocol.events import StateKey
 
 from .caches import LruCache
-from .engine import Txn, chunks, in_list
+from .engine import Reader, Txn, chunks, in_list
 
 # Keys per statement in a filtered lookup: two bound values each.
 _KEYS_PER_QUERY = 200
@@ -55,7 +55,7 @@ class StateGroups:
         self._next_id += 1
         return gid
 
-    async def chain(self, txn: Txn, group: int) -> list[tuple[int, int]]:
+    async def chain(self, txn: Reader, group: int) -> list[tuple[int, int]]:
         """``(group, depth)`` for ``group`` and the groups its delta rests on, newest first."""
         out: list[tuple[int, int]] = []
         current: int | None = group
@@ -70,7 +70,7 @@ class StateGroups:
             current = meta[0]
         return out
 
-    async def _fetch_chain_meta(self, txn: Txn, group: int) -> None:
+    async def _fetch_chain_meta(self, txn: Reader, group: int) -> None:
         rows = await txn.fetchall(
             "WITH RECURSIVE chain(group_id, prev_group, depth) AS ("
             " SELECT group_id, prev_group, depth FROM state_groups WHERE group_id = ?"
@@ -83,7 +83,7 @@ class StateGroups:
         for gid, prev, depth in rows:
             self.meta.put(int(gid), (None if prev is None else int(prev), int(depth)))
 
-    async def stored_entries(self, txn: Txn, groups: list[int]) -> dict[int, Delta]:
+    async def stored_entries(self, txn: Reader, groups: list[int]) -> dict[int, Delta]:
         out: dict[int, Delta] = {}
         missing = []
         for gid in groups:
@@ -107,7 +107,7 @@ class StateGroups:
             self.entries.put(gid, out[gid])
         return out
 
-    async def load(self, txn: Txn, group: int) -> StateDict:
+    async def load(self, txn: Reader, group: int) -> StateDict:
         """The full map of ``group``. The returned dict is the cached one: do not mutate it."""
         cached = self.cache.get(group)
         if cached is not None:
@@ -131,7 +131,7 @@ class StateGroups:
         self.cache.put(group, base)
         return base
 
-    async def load_keys(self, txn: Txn, group: int, keys: Iterable[StateKey]) -> StateDict:
+    async def load_keys(self, txn: Reader, group: int, keys: Iterable[StateKey]) -> StateDict:
         """Only ``keys`` of ``group``: indexed lookups in the chain's groups, not the whole map."""
         wanted = list(dict.fromkeys(keys))
         cached = self.cache.get(group)
