@@ -61,6 +61,7 @@ class SqlEventStore:
         return {eid: pdu for eid, (pdu, rejected) in found.items() if allow_rejected or rejected is None}
 
     async def _load(self, txn: Reader, event_ids: list[str]) -> dict[str, tuple[Pdu, str | None]]:
+        generation = self._cache.generation
         rows: list[tuple[Any, ...]] = []
         for part in chunks(event_ids):
             rows += await txn.fetchall(
@@ -82,7 +83,7 @@ class SqlEventStore:
             if redacted_by is not None:
                 pdu = apply_redaction(pdu, redactions[redacted_by])
             out[eid] = (pdu, rejected)
-            self._cache.put(eid, (pdu, rejected))
+            self._cache.put_if_unchanged(eid, (pdu, rejected), generation)
         return out
 
     async def have_events(self, event_ids: Iterable[str]) -> set[str]:

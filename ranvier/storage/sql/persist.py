@@ -129,9 +129,9 @@ class EventPersister:
             # Committed: publish to caches and to waiting readers.
             writer.commit()
             if new_current is not None:
-                self._current.put(room_id, new_current)
+                self._current.replace(room_id, new_current)
             for stale in [*redacted, *(e for e, p in pending.items() if p.deoutlier)]:
-                self._event_cache.pop(stale)
+                self._event_cache.invalidate(stale)
             self._positions.publish(next_max, next_min)
         ids = [i.pdu.event_id for i in batch]
         return [pending[eid].stream if eid in pending else existing[eid][0] for eid in ids]

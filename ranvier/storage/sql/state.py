@@ -116,11 +116,12 @@ async def load_current_state(txn: Reader, cache: LruCache[str, StateDict], room_
     cached = cache.get(room_id)
     if cached is not None:
         return cached
+    generation = cache.generation
     rows = await txn.fetchall(
         "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (room_id,)
     )
     state = {(t, s): e for t, s, e in rows}
-    cache.put(room_id, state)
+    cache.put_if_unchanged(room_id, state, generation)
     return state
 
 
