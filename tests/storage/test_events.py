@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from ranvier.storage.interfaces import EventToPersist, TopoToken, UnknownRoom
 from ranvier.storage.sql import RoomStorage
+from ranvier.storage.sql.engine import Database
 
 from .conftest import ALICE, Dag
 
@@ -312,3 +315,45 @@ async def test_wait_for_new_wakes_on_persist_and_times_out(storage: RoomStorage)
     assert not waiter.done()
     await chain(storage, dag, state, ["m"], after="create")
     assert await waiter == pos + 1
+
+
+class PausingDatabase(Database):
+    """The real database, except that the first read of event rows waits until the test lets it go."""
+
+    def __init__(self, inner: Database) -> None:
+        self.dialect = inner.dialect
+        self._inner = inner
+        self.reading, self.resume = asyncio.Event(), asyncio.Event()
+
+    def transaction(self) -> Any:
+        return self._inner.transaction()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows = await self._inner.fetchall(sql, params)
+        if "rejected_reason, redacted_by" in sql and not self.reading.is_set():
+            self.reading.set()
+            await self.resume.wait()
+        return rows
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def test_a_read_racing_a_redaction_does_not_cache_the_unredacted_event(storage: RoomStorage) -> None:
+    dag, state = await new_room(storage)
+    dag.add("m", ["create"], content={"body": "oops"})
+    dag.add("r", ["m"], etype="m.room.redaction", content={}, redacts=dag.id("m"))
+    await storage.events.persist_events(dag.room_id, [EventToPersist(dag.by_name["m"], state_before=state)])
+    paused = PausingDatabase(storage.db)
+    racing = await RoomStorage.open(paused)
+    read = asyncio.create_task(racing.events.get_event(dag.id("m")))
+    await paused.reading.wait()  # the read has the unredacted row in hand
+    await racing.events.persist_events(dag.room_id, [EventToPersist(dag.by_name["r"], state_before=state)])
+    paused.resume.set()
+    first = await read
+    assert first is not None and first.content == {"body": "oops"}  # read before the redaction: fine
+    again = await racing.events.get_event(dag.id("m"))
+    assert again is not None and again.content == {}
