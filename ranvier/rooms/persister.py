@@ -80,4 +80,4 @@ class EventPersister:
                 states.append(after_new[event_id])
             else:
                 states.append(await self._state.state_after(event_id))
-        return await self._state.resolve(room_id, room_version, states)
+        return await self._state.resolve(room_id, room_version, states, [item.pdu for item in batch])

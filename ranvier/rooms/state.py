@@ -39,8 +39,14 @@ class StateService:
         return await self.resolve(room_id, room_version, states)
 
     async def resolve(
-        self, room_id: str, room_version: RoomVersion, state_sets: Sequence[StateIds]
+        self,
+        room_id: str,
+        room_version: RoomVersion,
+        state_sets: Sequence[StateIds],
+        unpersisted: Iterable[Pdu] = (),
     ) -> StateIds:
+        """Resolve ``state_sets``; ``unpersisted`` are events they cite that storage does not hold yet
+        (the batch being persisted)."""
         unique: list[StateIds] = []
         for s in state_sets:
             if s not in unique:
@@ -49,7 +55,7 @@ class StateService:
             return {}
         if len(unique) == 1:
             return dict(unique[0])
-        source = await self._load_for_resolution(unique)
+        source = await self._load_for_resolution(unique, list(unpersisted))
         lock = self._index_locks.setdefault(room_id, asyncio.Lock())
         async with lock:
             index = self._indexes.setdefault(room_id, AuthChainIndex())
@@ -57,15 +63,23 @@ class StateService:
             # every few ms, so requests keep being served while a big room resolves.
             return await asyncio.to_thread(resolve_state, room_version, unique, source, index=index)
 
-    async def _load_for_resolution(self, state_sets: Sequence[StateIds]) -> DictEventSource:
+    async def _load_for_resolution(
+        self, state_sets: Sequence[StateIds], unpersisted: list[Pdu]
+    ) -> DictEventSource:
         ids: set[str] = set()
         for s in state_sets:
             ids.update(s.values())
-        chain = await self._storage.events.get_auth_chain_ids(list(ids))
+        extra = {p.event_id: p for p in unpersisted}
+        ids -= extra.keys()
+        auth_roots = ids | {a for p in unpersisted for a in p.auth_event_ids}
+        chain = await self._storage.events.get_auth_chain_ids(list(auth_roots))
+        ids.update(a for p in unpersisted for a in p.auth_event_ids)
         ids.update(chain)
+        ids -= extra.keys()
         # Events of state sets and their auth chains are accepted events by construction (an event citing
         # a rejected auth event is itself rejected), so the source carries no rejected ids.
         events = await self._storage.events.get_events(list(ids))
+        events.update(extra)
         return DictEventSource(events)
 
     async def load_state_events(self, state: Mapping[StateKey, str]) -> dict[StateKey, Pdu]:

@@ -1,0 +1,98 @@
+"""Federation routes for membership: make_join/send_join (v2; v1 send_join was removed in v1.18),
+make_leave/send_leave v2 and invite v2. Authentication and (de)serialisation only: the decisions are the
+room layer's, reached through ``handler`` (rooms.resident.ResidentMembership), which is passed in so this
+transport module never imports the room layer."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ..protocol.canonical_json import parse_json
+from ..protocol.errors import CanonicalJsonError
+from .errors import FederationRequestError
+from .keys import Keyring
+from .request_auth import authenticate_request
+
+PREFIX = "/_matrix/federation"
+
+
+class MembershipHandler(Protocol):
+    async def make_membership(
+        self, origin: str, room_id: str, user_id: str, membership: str, supported_versions: list[str] | None
+    ) -> dict[str, Any]: ...
+
+    async def send_membership(
+        self, origin: str, room_id: str, event_id: str, pdu_json: Any, membership: str
+    ) -> dict[str, Any]: ...
+
+    async def on_invite(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]: ...
+
+
+def _error(e: FederationRequestError) -> web.Response:
+    return web.json_response(e.to_json(), status=e.status)
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        # Lenient numbers: events of room versions 1-5 may carry floats; Pdu applies the version's rules.
+        return parse_json(await request.read(), strict=False)
+    except CanonicalJsonError as e:
+        raise FederationRequestError(400, "M_NOT_JSON", e.message) from None
+
+
+def add_membership_routes(
+    app: web.Application, keyring: Keyring, server_name: str, handler: MembershipHandler
+) -> None:
+    async def make_join(request: web.Request) -> web.Response:
+        origin = await authenticate_request(request, keyring, server_name)
+        versions = request.query.getall("ver", ["1"])  # spec: absent means only version 1
+        try:
+            result = await handler.make_membership(
+                origin, request.match_info["room"], request.match_info["user"], "join", versions
+            )
+        except FederationRequestError as e:
+            return _error(e)
+        return web.json_response(result)
+
+    async def make_leave(request: web.Request) -> web.Response:
+        origin = await authenticate_request(request, keyring, server_name)
+        try:
+            result = await handler.make_membership(
+                origin, request.match_info["room"], request.match_info["user"], "leave", None
+            )
+        except FederationRequestError as e:
+            return _error(e)
+        return web.json_response(result)
+
+    def send(membership: str) -> Any:
+        async def route(request: web.Request) -> web.Response:
+            origin = await authenticate_request(request, keyring, server_name)
+            try:
+                body = await _body(request)
+                result = await handler.send_membership(
+                    origin, request.match_info["room"], request.match_info["event"], body, membership
+                )
+            except FederationRequestError as e:
+                return _error(e)
+            return web.json_response(result)
+
+        return route
+
+    async def invite(request: web.Request) -> web.Response:
+        origin = await authenticate_request(request, keyring, server_name)
+        try:
+            body = await _body(request)
+            result = await handler.on_invite(
+                origin, request.match_info["room"], request.match_info["event"], body
+            )
+        except FederationRequestError as e:
+            return _error(e)
+        return web.json_response(result)
+
+    app.router.add_get(PREFIX + "/v1/make_join/{room}/{user}", make_join)
+    app.router.add_put(PREFIX + "/v2/send_join/{room}/{event}", send("join"))
+    app.router.add_get(PREFIX + "/v1/make_leave/{room}/{user}", make_leave)
+    app.router.add_put(PREFIX + "/v2/send_leave/{room}/{event}", send("leave"))
+    app.router.add_put(PREFIX + "/v2/invite/{room}/{event}", invite)

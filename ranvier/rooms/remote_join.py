@@ -1,0 +1,419 @@
+"""The joining server's side: joins, invites and invite rejections that go over federation.
+
+Joining (S2S "Joining Rooms"): make_join against each candidate server in turn, sign the template,
+send_join v2, verify everything the resident sent (signatures, hashes, the auth of every state and
+auth-chain event), persist the auth chain and state as outliers and the join in the timeline.
+
+The join gap, from this side: PDUs of the room that arrive over /send while the join is in flight are
+queued durably (``pending_join_pdus``) and processed once the join is persisted, so the resident's dummy
+event (which may arrive before our send_join returns) is not lost. And since a resident without the fix
+never sends one, after the join we ask the resident for a fresh join template: its prev_events are the
+room's forward extremities there, and any we lack were created in the gap; we pull them (and whatever
+they need) like any missing event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ..federation.client import FederationClient, FederationError
+from ..federation.keys import Keyring
+from ..protocol.auth import check_auth_events_list, check_auth_rules
+from ..protocol.errors import AuthRejected, ProtocolError, SignatureError
+from ..protocol.events import Pdu, StateKey, build_event
+from ..protocol.identifiers import server_of
+from ..protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
+from ..protocol.signing import SigningKey
+from ..storage.interfaces import EventToPersist
+from .incoming_fetch import RemoteEvents
+from .local_events import LocalEventCreator
+from .membership import MembershipError
+from .persister import EventPersister
+from .resident import ResidentMembership
+from .state import StateService
+
+logger = logging.getLogger(__name__)
+
+CREATE_KEY: StateKey = ("m.room.create", "")
+ProcessPdus = Callable[[str, Sequence[Any]], Awaitable[Any]]
+STRIPPED_TYPES = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RemoteMembershipService:
+    def __init__(
+        self,
+        storage: Any,
+        state: StateService,
+        persister: EventPersister,
+        creator: LocalEventCreator,
+        resident: ResidentMembership,
+        client: FederationClient,
+        keyring: Keyring,
+        server_name: str,
+        signing_key: SigningKey,
+        *,
+        gap_check: bool = True,
+    ) -> None:
+        self._storage = storage
+        self._state = state
+        self._persister = persister
+        self._creator = creator
+        self._resident = resident
+        self._client = client
+        self._keyring = keyring
+        self._remote = RemoteEvents(client, keyring)
+        self.server_name = server_name
+        self._signing_key = signing_key
+        self.gap_check = gap_check
+        self._joining: dict[str, int] = {}
+        self._join_locks: dict[str, asyncio.Lock] = {}
+        # Set by the app once the intake exists (the intake itself asks us whether a room is joining).
+        self.process_pdus: ProcessPdus | None = None
+        # Test hooks: awaited between make_join and send_join (the join gap, made wide on purpose), and
+        # between send_join's answer and persisting the join (a slow join, while PDUs keep arriving).
+        self.before_send_join: Callable[[str], Awaitable[None]] | None = None
+        self.after_send_join: Callable[[str], Awaitable[None]] | None = None
+
+    # -- the queue of PDUs that arrive during a join ---------------------------------------------------
+
+    def is_joining(self, room_id: str) -> bool:
+        return self._joining.get(room_id, 0) > 0
+
+    async def queue_pdu(self, room_id: str, origin: str, raw: dict[str, Any]) -> None:
+        """Durably keep a PDU for a room whose join is in flight (committed before /send answers)."""
+        await self._storage.pending_join_pdus.append(room_id, origin, raw)
+        if not self.is_joining(room_id):
+            # The join finished while this PDU was being queued, after its queue was drained.
+            asyncio.get_running_loop().create_task(self.process_queued(room_id))
+
+    async def process_queued(self, room_id: str) -> None:
+        if self.process_pdus is None:
+            return
+        while True:
+            queued = await self._storage.pending_join_pdus.list_for_room(room_id, limit=50)
+            if not queued:
+                return
+            by_origin: dict[str, list[Any]] = {}
+            for item in queued:
+                by_origin.setdefault(item.origin, []).append(item.pdu)
+            for origin, raws in by_origin.items():
+                await self.process_pdus(origin, raws)
+            await self._storage.pending_join_pdus.delete(room_id, [item.seq for item in queued])
+
+    async def process_all_queued(self) -> None:
+        """At start-up: queued PDUs of joins that finished (or died) before a crash."""
+        for room_id in await self._storage.pending_join_pdus.rooms_with_pending():
+            if await self._storage.rooms.get_room_version(room_id) is not None:
+                await self.process_queued(room_id)
+
+    # -- joins -----------------------------------------------------------------------------------------
+
+    async def join(self, user_id: str, room_id: str, servers: list[str], content: dict[str, Any]) -> str:
+        lock = self._join_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            self._joining[room_id] = self._joining.get(room_id, 0) + 1
+            try:
+                server = await self._join_via_any(user_id, room_id, servers, content)
+            finally:
+                self._joining[room_id] -= 1
+        await self.process_queued(room_id)
+        if self.gap_check:
+            try:
+                await self.fetch_gap_events(server, room_id, user_id)
+            except Exception:
+                logger.exception("joiner-side gap check for %s via %s failed", room_id, server)
+        return room_id
+
+    async def _join_via_any(
+        self, user_id: str, room_id: str, servers: list[str], content: dict[str, Any]
+    ) -> str:
+        errors = []
+        for server in servers:
+            try:
+                await self._join_via(server, user_id, room_id, content)
+                return server
+            except (FederationError, ProtocolError, MembershipError, ValueError) as e:
+                logger.info("joining %s via %s failed: %s", room_id, server, e)
+                errors.append(f"{server}: {e}")
+        raise MembershipError(
+            "M_UNKNOWN", f"could not join {room_id}: " + "; ".join(errors) or "no server", 404
+        )
+
+    async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> None:
+        answer = await self._client.make_join(server, room_id, user_id, list(KNOWN_ROOM_VERSIONS))
+        rv = get_room_version(answer.get("room_version", "1"))
+        template = answer.get("event")
+        if not isinstance(template, dict):
+            raise ValueError("make_join answered without an event template")
+        join = self._sign_template(rv, template, user_id, content)
+        if self.before_send_join is not None:
+            await self.before_send_join(room_id)
+        response = await self._client.send_join_v2(server, room_id, join.event_id, join.json)
+        if self.after_send_join is not None:
+            await self.after_send_join(room_id)
+        returned = response.get("event")
+        if isinstance(returned, dict):
+            # Restricted joins come back co-signed by the resident; keep that copy if it is our event.
+            try:
+                signed = Pdu(returned, rv)
+                if signed.event_id == join.event_id:
+                    join = signed
+            except ProtocolError:
+                pass
+        await self._persist_join(server, room_id, rv, join, response)
+
+    def _sign_template(
+        self, rv: RoomVersion, template: dict[str, Any], user_id: str, content: dict[str, Any]
+    ) -> Pdu:
+        if template.get("type") != "m.room.member" or template.get("state_key") != user_id:
+            raise ValueError("make_join returned a template that is not our join")
+        theirs = template.get("content") if isinstance(template.get("content"), dict) else {}
+        merged = dict(content)
+        if "join_authorised_via_users_server" in theirs:
+            merged["join_authorised_via_users_server"] = theirs["join_authorised_via_users_server"]
+        merged["membership"] = "join"
+
+        def ids(value: Any) -> list[str]:
+            out = []
+            for item in value if isinstance(value, list) else []:
+                out.append(item[0] if isinstance(item, list) and item else item)
+            return [i for i in out if isinstance(i, str)]
+
+        depth = template.get("depth")
+        return build_event(
+            room_version=rv,
+            room_id=template.get("room_id"),
+            sender=user_id,
+            event_type="m.room.member",
+            state_key=user_id,
+            content=merged,
+            prev_events=ids(template.get("prev_events")),
+            auth_events=ids(template.get("auth_events")),
+            depth=depth if isinstance(depth, int) else 1,
+            origin_server_ts=_now_ms(),
+            server_name=self.server_name,
+            signing_key=self._signing_key,
+        )
+
+    async def _persist_join(
+        self, server: str, room_id: str, rv: RoomVersion, join: Pdu, response: dict[str, Any]
+    ) -> None:
+        state_raw = response.get("state")
+        chain_raw = response.get("auth_chain")
+        if not isinstance(state_raw, list) or not isinstance(chain_raw, list):
+            raise ValueError("send_join answered without state and auth_chain")
+        # Steps 1-3 (format, signatures, hashes) for everything the resident sent.
+        events = {p.event_id: p for p in await self._remote.verified([*chain_raw, *state_raw], room_id, rv)}
+        state_ids = {p.event_id for p in await self._remote.verified(state_raw, room_id, rv)}
+        accepted = self._authorise_all(rv, room_id, events)
+        state: dict[StateKey, str] = {}
+        for event_id in state_ids:
+            pdu = accepted.get(event_id)
+            if pdu is not None and pdu.state_key is not None:
+                state[(pdu.type, pdu.state_key)] = event_id
+        create = accepted.get(state.get(CREATE_KEY, ""))
+        if create is None:
+            raise ValueError("the resident's state has no valid m.room.create event")
+        state_events = {k: accepted[v] for k, v in state.items()}
+        try:
+            check_auth_rules(join, state_events)
+        except AuthRejected as e:
+            raise MembershipError(
+                "M_FORBIDDEN", f"the join is not allowed by the room's state: {e.reason}", 403
+            ) from None
+
+        await self._storage.rooms.store_room(room_id, rv.identifier, create.sender)
+        outliers = [EventToPersist(pdu=p, outlier=True) for p in _auth_order(list(accepted.values()))]
+        async with self._persister.room_lock(room_id):
+            if outliers:
+                await self._storage.events.persist_events(room_id, outliers)
+            await self._persister.persist(room_id, rv, [EventToPersist(pdu=join, state_before=state)])
+        logger.info(
+            "joined %s via %s: %d state events, %d auth events", room_id, server, len(state), len(accepted)
+        )
+
+    def _authorise_all(self, rv: RoomVersion, room_id: str, events: dict[str, Pdu]) -> dict[str, Pdu]:
+        """Check every event against its own auth events, in auth order; the rejected are left out."""
+        accepted: dict[str, Pdu] = {}
+        create = next((p for p in events.values() if p.type == "m.room.create" and p.state_key == ""), None)
+        for pdu in _auth_order(list(events.values())):
+            try:
+                cited = [accepted[a] for a in pdu.auth_event_ids if a in accepted]
+                if len(cited) != len(pdu.auth_event_ids):
+                    raise ValueError("an auth event is missing or was rejected")
+                auth_map = check_auth_events_list(pdu, cited)
+                if rv.room_id_from_create_event and create is not None and pdu is not create:
+                    auth_map[CREATE_KEY] = create
+                check_auth_rules(pdu, auth_map)
+            except (AuthRejected, ValueError) as e:
+                logger.info("send_join response: %s fails auth: %s", pdu.event_id, e)
+                continue
+            accepted[pdu.event_id] = pdu
+        return accepted
+
+    # -- the gap, from the joiner's side -------------------------------------------------------------
+
+    async def fetch_gap_events(self, server: str, room_id: str, user_id: str) -> int:
+        """Ask ``server`` for the room's forward extremities (via a fresh join template) and pull any we
+        lack. Returns how many extremities were missing."""
+        try:
+            answer = await self._client.make_join(server, room_id, user_id, list(KNOWN_ROOM_VERSIONS))
+            template = answer.get("event") or {}
+            tips = [t[0] if isinstance(t, list) else t for t in template.get("prev_events", [])]
+        except FederationError as e:
+            logger.info(
+                "no join template from %s for the gap check (%s); trying timestamp_to_event", server, e
+            )
+            found = await self._client.timestamp_to_event(server, room_id, _now_ms(), "b")
+            tips = [found["event_id"]] if isinstance(found.get("event_id"), str) else []
+        tips = [t for t in tips if isinstance(t, str)]
+        missing = sorted(set(tips) - await self._storage.events.have_events(tips))
+        if not missing or self.process_pdus is None:
+            return 0
+        raws = []
+        for event_id in missing:
+            try:
+                got = await self._client.get_event(server, event_id)
+            except FederationError as e:
+                logger.info("could not fetch gap event %s from %s: %s", event_id, server, e)
+                continue
+            raws.extend(p for p in got.get("pdus", []) if isinstance(p, dict))
+        if raws:
+            logger.info(
+                "join gap in %s: %d forward extremities of %s were unknown here",
+                room_id,
+                len(missing),
+                server,
+            )
+            await self.process_pdus(server, raws)
+        return len(missing)
+
+    # -- invites and their rejection ------------------------------------------------------------------
+
+    async def invite(self, sender: str, room_id: str, target: str, content: dict[str, Any]) -> Pdu:
+        pdu, state_before = await self._creator.build_unpersisted(
+            room_id, sender, "m.room.member", content, target
+        )
+        stripped = []
+        for event_type in STRIPPED_TYPES:
+            ev = await self._storage.state.get_current_state_event(room_id, event_type, "")
+            if ev is not None:
+                stripped.append(
+                    {"type": ev.type, "state_key": "", "content": ev.content, "sender": ev.sender}
+                )
+        destination = server_of(target)
+        answer = await self._client.invite_v2(
+            destination,
+            room_id,
+            pdu.event_id,
+            room_version=pdu.room_version.identifier,
+            event=pdu.json,
+            invite_room_state=stripped,
+        )
+        signed = Pdu(answer.get("event", {}), pdu.room_version)
+        if signed.event_id != pdu.event_id:
+            raise MembershipError("M_FORBIDDEN", f"{destination} returned a different invite", 403)
+        await self._keyring.prefetch([(destination, k) for k in signed.signatures.get(destination, {})])
+        try:
+            signed.check_signature_of(destination, self._keyring.lookup)
+        except SignatureError as e:
+            raise MembershipError(
+                "M_FORBIDDEN", f"{destination} did not sign the invite: {e.message}", 403
+            ) from None
+        async with self._persister.room_lock(room_id):
+            await self._creator.persist_local(signed, state_before)
+        return signed
+
+    async def reject_invite(self, user_id: str, room_id: str, content: dict[str, Any]) -> None:
+        member = await self._storage.state.get_membership(room_id, user_id)
+        servers = []
+        if member is not None:
+            invite = await self._storage.events.get_event(member[1], allow_rejected=True)
+            if invite is not None:
+                servers.append(server_of(invite.sender))
+        if ":" in room_id[1:]:
+            servers.append(server_of(room_id))
+        errors = []
+        for server in dict.fromkeys(servers):
+            try:
+                answer = await self._client.make_leave(server, room_id, user_id)
+                rv = get_room_version(answer.get("room_version", "1"))
+                template = answer.get("event") or {}
+                template["content"] = {**content, "membership": "leave"}
+                leave = self._sign_template_leave(rv, template, user_id)
+                await self._client.send_leave_v2(server, room_id, leave.event_id, leave.json)
+                await self._resident.remember_out_of_room_membership(leave)
+                return
+            except (FederationError, ProtocolError, ValueError) as e:
+                errors.append(f"{server}: {e}")
+        raise MembershipError(
+            "M_UNKNOWN", f"could not reject the invite to {room_id}: {'; '.join(errors)}", 502
+        )
+
+    def _sign_template_leave(self, rv: RoomVersion, template: dict[str, Any], user_id: str) -> Pdu:
+        if template.get("type") != "m.room.member" or template.get("state_key") != user_id:
+            raise ValueError("make_leave returned a template that is not our leave")
+        ids = [t[0] if isinstance(t, list) else t for t in template.get("prev_events", [])]
+        auth = [t[0] if isinstance(t, list) else t for t in template.get("auth_events", [])]
+        return build_event(
+            room_version=rv,
+            room_id=template["room_id"],
+            sender=user_id,
+            event_type="m.room.member",
+            state_key=user_id,
+            content=template["content"],
+            prev_events=ids,
+            auth_events=auth,
+            depth=template.get("depth", 1),
+            origin_server_ts=_now_ms(),
+            server_name=self.server_name,
+            signing_key=self._signing_key,
+        )
+
+    async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
+        try:
+            answer = await self._client.query_directory(server_of(alias), alias)
+        except FederationError as e:
+            raise MembershipError("M_NOT_FOUND", f"room alias {alias} not found: {e}", 404) from None
+        room_id = answer.get("room_id")
+        servers = answer.get("servers")
+        if not isinstance(room_id, str):
+            raise MembershipError("M_NOT_FOUND", f"room alias {alias} not found", 404)
+        return room_id, [s for s in servers if isinstance(s, str)] if isinstance(servers, list) else []
+
+
+def _auth_order(pdus: list[Pdu]) -> list[Pdu]:
+    """Events ordered so that each comes after the auth events it cites (then by depth, then id)."""
+    by_id = {p.event_id: p for p in pdus}
+    done: set[str] = set()
+    out: list[Pdu] = []
+    for start in sorted(pdus, key=lambda p: (p.depth, p.event_id)):
+        stack = [(start, False)]
+        while stack:
+            pdu, expanded = stack.pop()
+            if pdu.event_id in done:
+                continue
+            if expanded:
+                done.add(pdu.event_id)
+                out.append(pdu)
+                continue
+            stack.append((pdu, True))
+            for a in sorted(pdu.auth_event_ids, reverse=True):
+                if a in by_id and a not in done:
+                    stack.append((by_id[a], False))
+    return out

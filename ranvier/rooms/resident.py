@@ -1,0 +1,404 @@
+"""The resident server's side of membership over federation: make_join/send_join, make_leave/send_leave,
+and receiving invites for our users (S2S "Joining Rooms", "Leaving Rooms", "Inviting to a room").
+
+Also the join-gap healing: an event created between a joiner's make_join and send_join is neither cited
+by the join nor part of the state the joiner gets. Right after persisting a remote join we look at the
+room's forward extremities; if there is more than one, a local user sends an ``org.matrix.dummy_event``
+citing all of them, and it goes to every server in the room, the joiner included, which then pulls the
+missed events as ordinary missing prev_events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ..federation.errors import FederationRequestError
+from ..protocol.auth import check_auth_events_list, check_auth_rules
+from ..protocol.auth.power_levels import get_required_level_for_event, get_user_power_level
+from ..protocol.errors import AuthRejected, FormatError, HashMismatch, ProtocolError, SignatureError
+from ..protocol.events import Pdu, StateKey, add_signature
+from ..protocol.identifiers import server_of
+from ..protocol.room_versions import RoomVersion, get_room_version
+from ..protocol.signing import SigningKey
+from ..storage.interfaces import EventToPersist, StateDelta
+from .local_events import LocalEventCreator, RoomNotFound
+from .persister import EventPersister
+from .state import StateService
+
+logger = logging.getLogger(__name__)
+
+CREATE_KEY: StateKey = ("m.room.create", "")
+DUMMY_EVENT_TYPE = "org.matrix.dummy_event"
+
+
+def _bad(message: str) -> FederationRequestError:
+    return FederationRequestError(400, "M_BAD_JSON", message)
+
+
+def _forbidden(message: str) -> FederationRequestError:
+    return FederationRequestError(403, "M_FORBIDDEN", message)
+
+
+KeyPrefetch = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
+SendToServers = Callable[[Sequence[str], str, str], Awaitable[None]]
+
+
+class ResidentMembership:
+    def __init__(
+        self,
+        storage: Any,
+        state: StateService,
+        persister: EventPersister,
+        creator: LocalEventCreator,
+        server_name: str,
+        signing_key: SigningKey,
+        keyring: Any,
+        send_to_servers: SendToServers | None = None,
+        *,
+        join_gap_dummy_event: bool = True,
+        max_forward_extremities: int = 10,
+    ) -> None:
+        self._storage = storage
+        self._state = state
+        self._persister = persister
+        self._creator = creator
+        self.server_name = server_name
+        self._signing_key = signing_key
+        self._keyring = keyring
+        self._send_to_servers = send_to_servers
+        self.join_gap_dummy_event = join_gap_dummy_event
+        self.max_forward_extremities = max_forward_extremities
+        self._healing: dict[str, asyncio.Task[None]] = {}
+        self._heal_requests: dict[str, tuple[int, str]] = {}
+        persister.add_listener(self._after_persist)
+
+    # -- make_join / send_join ---------------------------------------------------------------------
+
+    async def _room_version(self, room_id: str) -> RoomVersion:
+        rv = await self._storage.rooms.get_room_version(room_id)
+        if rv is None or not await self._we_are_joined(room_id):
+            raise FederationRequestError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
+        return rv  # type: ignore[no-any-return]
+
+    async def _we_are_joined(self, room_id: str) -> bool:
+        joined = await self._storage.state.get_joined_users(room_id)
+        return any(server_of(u) == self.server_name for u in joined)
+
+    async def make_membership(
+        self,
+        origin: str,
+        room_id: str,
+        user_id: str,
+        membership: str,
+        supported_versions: Sequence[str] | None,
+    ) -> dict[str, Any]:
+        if server_of(user_id) != origin:
+            raise _forbidden(f"{origin} cannot make a {membership} event for {user_id}")
+        rv = await self._room_version(room_id)
+        if supported_versions is not None and rv.identifier not in supported_versions:
+            raise FederationRequestError(
+                400,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                f"room version {rv.identifier} is not supported by you",
+                room_version=rv.identifier,
+            )
+        content: dict[str, Any] = {"membership": membership}
+        if membership == "join":
+            authoriser = await self._restricted_authoriser(room_id, user_id)
+            if authoriser is not None:
+                content["join_authorised_via_users_server"] = authoriser
+        template = await self._creator.template(room_id, user_id, "m.room.member", content, user_id)
+        # Authorise the template now, so the joiner hears "no" from make_join rather than from send_join.
+        probe_state = await self._state.current_state_events(room_id)
+        await self._check_template(rv, template, probe_state)
+        return {"event": template, "room_version": rv.identifier}
+
+    async def _check_template(
+        self, rv: RoomVersion, template: dict[str, Any], state: dict[StateKey, Pdu]
+    ) -> None:
+        from ..protocol.events import build_event
+
+        probe_key = SigningKey.generate("probe")
+        probe = build_event(
+            room_version=rv,
+            room_id=template["room_id"],
+            sender=template["sender"],
+            event_type=template["type"],
+            content=template["content"],
+            state_key=template.get("state_key"),
+            prev_events=template["prev_events"],
+            auth_events=template["auth_events"],
+            depth=template["depth"],
+            origin_server_ts=template["origin_server_ts"],
+            server_name=server_of(template["sender"]),
+            signing_key=probe_key,
+        )
+        try:
+            check_auth_rules(probe, state)
+        except AuthRejected as e:
+            raise _forbidden(
+                f"You are not allowed to {template['content']['membership']} this room: {e.reason}"
+            ) from None
+
+    async def _restricted_authoriser(self, room_id: str, user_id: str) -> str | None:
+        """For a restricted room (v8+), a local user who can invite vouches for the join."""
+        from ..protocol.auth.power_levels import get_named_level
+
+        state = await self._state.current_state_events(room_id)
+        join_rules = state.get(("m.room.join_rules", ""))
+        if join_rules is None or join_rules.content.get("join_rule") not in (
+            "restricted",
+            "knock_restricted",
+        ):
+            return None
+        current = state.get(("m.room.member", user_id))
+        if current is not None and current.membership in ("join", "invite"):
+            return None  # already joined or invited: the ordinary rules allow the join
+        if not await self._meets_allow_conditions(join_rules, user_id):
+            return None
+        needed = get_named_level(state, "invite")
+        for (etype, key), ev in sorted(state.items()):
+            if (
+                etype == "m.room.member"
+                and ev.membership == "join"
+                and server_of(key) == self.server_name
+                and get_user_power_level(key, state, join_rules.room_version) >= needed
+            ):
+                return key
+        return None
+
+    async def _meets_allow_conditions(self, join_rules: Pdu, user_id: str) -> bool:
+        allow = join_rules.content.get("allow")
+        if not isinstance(allow, list):
+            return False
+        for condition in allow:
+            if isinstance(condition, dict) and condition.get("type") == "m.room_membership":
+                other = condition.get("room_id")
+                if isinstance(other, str):
+                    membership = await self._storage.state.get_membership(other, user_id)
+                    if membership is not None and membership[0] == "join":
+                        return True
+        return False
+
+    async def send_membership(
+        self, origin: str, room_id: str, event_id: str, pdu_json: Any, membership: str
+    ) -> dict[str, Any]:
+        """send_join / send_leave (v2): check, persist, forward, answer; then heal the join gap."""
+        rv = await self._room_version(room_id)
+        pdu = await self._verified_membership_event(origin, room_id, event_id, pdu_json, rv, membership)
+        async with self._persister.room_lock(room_id):
+            state_before = await self._state.state_before_prev_events(room_id, rv, list(pdu.prev_event_ids))
+            state_events = await self._state.load_state_events(state_before)
+            try:
+                check_auth_rules(pdu, state_events)  # S2S checks: the state before the event
+                current = await self._state.current_state_events(room_id)
+                check_auth_rules(pdu, current)  # and the current state (else it would soft-fail)
+            except AuthRejected as e:
+                raise _forbidden(f"{membership} not allowed: {e.reason}") from None
+            others = sorted(await self._storage.state.get_joined_servers(room_id))
+            await self._persister.persist(room_id, rv, [EventToPersist(pdu=pdu, state_before=state_before)])
+        # Tell the rest of the room (the new member's server hears it from the response).
+        destinations = [s for s in others if s not in (self.server_name, origin)]
+        if self._send_to_servers is not None and destinations:
+            await self._send_to_servers(destinations, pdu.event_id, room_id)
+        if membership != "join":
+            return {}
+        if self.join_gap_dummy_event:
+            # Synapse does this while still answering; doing it right after persisting means the dummy
+            # may reach the joiner before our response does, which joiners must (and we do) handle.
+            self._schedule_healing(room_id, reason=f"remote join {pdu.event_id}", threshold=1)
+        return await self._send_join_response(room_id, pdu, state_before, others)
+
+    async def _verified_membership_event(
+        self, origin: str, room_id: str, event_id: str, pdu_json: Any, rv: RoomVersion, membership: str
+    ) -> Pdu:
+        if not isinstance(pdu_json, dict):
+            raise _bad("the request body must be the event")
+        try:
+            pdu = Pdu(pdu_json, rv)
+        except ProtocolError as e:
+            raise _bad(f"malformed event: {e.message}") from None
+        if pdu.event_id != event_id:
+            raise _bad(f"event id {pdu.event_id} does not match the path's {event_id}")
+        if pdu.room_id != room_id:
+            raise _bad("event is for another room")
+        if pdu.type != "m.room.member" or pdu.membership != membership or pdu.state_key != pdu.sender:
+            raise _bad(f"expected an m.room.member {membership} event of its sender")
+        if server_of(pdu.sender) != origin:
+            raise _forbidden(f"{origin} cannot send a {membership} for {pdu.sender}")
+        authoriser = pdu.content.get("join_authorised_via_users_server")
+        if membership == "join" and isinstance(authoriser, str) and server_of(authoriser) == self.server_name:
+            pdu = add_signature(pdu, self.server_name, self._signing_key)  # restricted join: we vouch
+        try:
+            await self._keyring.prefetch([(s, k) for s in pdu.required_signers() for k in _key_ids(pdu, s)])
+            pdu.check_signatures(self._keyring.lookup)
+            pdu.check_content_hash()
+        except (SignatureError, HashMismatch) as e:
+            raise _forbidden(f"event failed verification: {e.message}") from None
+        claimed = await self._storage.events.get_events(list(pdu.auth_event_ids))
+        if len(claimed) != len(set(pdu.auth_event_ids)):
+            raise _forbidden("the event cites auth events this server does not know")
+        try:
+            auth_map = check_auth_events_list(pdu, list(claimed.values()))
+            if rv.room_id_from_create_event:
+                create = await self._storage.state.get_current_state_event(room_id, "m.room.create", "")
+                if create is not None:
+                    auth_map[CREATE_KEY] = create
+            check_auth_rules(pdu, auth_map)
+        except (AuthRejected, ValueError) as e:
+            raise _forbidden(f"{membership} not allowed by its auth events: {e}") from None
+        if not await self._storage.events.have_events(list(pdu.prev_event_ids)):
+            raise _bad("the event's prev_events are unknown here")
+        return pdu
+
+    async def _send_join_response(
+        self, room_id: str, join: Pdu, state_before: dict[StateKey, str], servers_before: list[str]
+    ) -> dict[str, Any]:
+        # Full state always (members_omitted false): simpler for joiners and allowed by the spec.
+        state_ids = list(state_before.values())
+        chain_ids = await self._storage.events.get_auth_chain_ids([*state_ids, join.event_id])
+        events = await self._storage.events.get_events([*state_ids, *chain_ids])
+        return {
+            "state": [events[e].json for e in state_ids if e in events],
+            "auth_chain": [events[e].json for e in sorted(chain_ids) if e in events],
+            "event": join.json,
+            "members_omitted": False,
+            "servers_in_room": sorted(set(servers_before) | {self.server_name}),
+            "origin": self.server_name,
+        }
+
+    # -- invites for our users ----------------------------------------------------------------------
+
+    async def on_invite(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:
+        """PUT /v2/invite: a remote server invites one of our users. Co-sign and remember the invite."""
+        if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
+            raise _bad("the body must carry 'event' and 'room_version'")
+        try:
+            rv = get_room_version(body.get("room_version", "1"))
+        except ProtocolError:
+            raise FederationRequestError(
+                400,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                f"room version {body.get('room_version')!r} is not supported",
+                room_version=body.get("room_version"),
+            ) from None
+        try:
+            pdu = Pdu(body["event"], rv)
+        except ProtocolError as e:
+            raise _bad(f"malformed invite: {e.message}") from None
+        if pdu.event_id != event_id or pdu.room_id != room_id:
+            raise _bad("the invite does not match the path")
+        if pdu.type != "m.room.member" or pdu.membership != "invite" or pdu.state_key is None:
+            raise _bad("expected an m.room.member invite")
+        if server_of(pdu.state_key) != self.server_name:
+            raise _forbidden("the invited user is not on this server")
+        if server_of(pdu.sender) != origin:
+            raise _forbidden(f"{origin} cannot send an invite from {pdu.sender}")
+        if not await self._storage.users.user_exists(pdu.state_key):
+            raise FederationRequestError(404, "M_NOT_FOUND", f"no user {pdu.state_key}")
+        try:
+            await self._keyring.prefetch([(origin, k) for k in _key_ids(pdu, origin)])
+            pdu.check_signature_of(origin, self._keyring.lookup)
+            pdu.check_content_hash()
+        except (SignatureError, HashMismatch) as e:
+            raise _forbidden(f"invite failed verification: {e.message}") from None
+        signed = add_signature(pdu, self.server_name, self._signing_key)
+        stripped = body.get("invite_room_state")
+        if isinstance(stripped, list):
+            signed = signed.with_unsigned({**signed.unsigned, "invite_room_state": stripped})
+        await self.remember_out_of_room_membership(signed)
+        return {"event": signed.json}
+
+    async def remember_out_of_room_membership(self, pdu: Pdu) -> None:
+        """Keep a membership event for a room we are not in (an invite, or our rejection of one) as an
+        outlier, and record it as the user's membership so /sync shows it."""
+        room_id = pdu.room_id
+        await self._storage.rooms.store_room(room_id, pdu.room_version.identifier, pdu.sender)
+        assert pdu.state_key is not None
+        async with self._persister.room_lock(room_id):
+            if await self._we_are_joined(room_id):
+                return  # the event will arrive through the room itself
+            delta = StateDelta(changed={("m.room.member", pdu.state_key): pdu.event_id})
+            await self._storage.events.persist_events(
+                room_id, [EventToPersist(pdu=pdu, outlier=True)], new_current_state=delta
+            )
+
+    # -- healing forward extremities ----------------------------------------------------------------
+
+    async def _after_persist(self, room_id: str, batch: Sequence[EventToPersist]) -> None:
+        if any(item.pdu.type == DUMMY_EVENT_TYPE for item in batch):
+            return
+        if not any(not item.outlier for item in batch):
+            return
+        self._schedule_healing(
+            room_id, reason="too many forward extremities", threshold=self.max_forward_extremities
+        )
+
+    def _schedule_healing(self, room_id: str, reason: str, threshold: int) -> None:
+        """Heal once the room has more than ``threshold`` forward extremities. Requests made while a
+        healing of the room runs are remembered (the lowest threshold wins) and handled right after."""
+        current = self._heal_requests.get(room_id)
+        if current is None or threshold < current[0]:
+            self._heal_requests[room_id] = (threshold, reason)
+        running = self._healing.get(room_id)
+        if running is None or running.done():
+            self._healing[room_id] = asyncio.create_task(self._heal_loop(room_id))
+
+    async def _heal_loop(self, room_id: str) -> None:
+        while room_id in self._heal_requests:
+            threshold, reason = self._heal_requests.pop(room_id)
+            await self._heal(room_id, reason, threshold)
+
+    async def _heal(self, room_id: str, reason: str, threshold: int) -> None:
+        try:
+            extremities = await self._storage.events.get_forward_extremities(room_id)
+            if len(extremities) <= threshold:
+                return
+            sender = await self._dummy_sender(room_id)
+            if sender is None:
+                logger.warning(
+                    "room %s has %d forward extremities (%s) but no local user may send a dummy event",
+                    room_id,
+                    len(extremities),
+                    reason,
+                )
+                return
+            pdu = await self._creator.send(room_id, sender, DUMMY_EVENT_TYPE, {})
+            logger.info(
+                "tied %d forward extremities of %s together with %s (%s)",
+                len(extremities),
+                room_id,
+                pdu.event_id,
+                reason,
+            )
+        except (RoomNotFound, AuthRejected, FormatError) as e:
+            logger.warning("could not heal forward extremities of %s: %s", room_id, e)
+        except Exception:
+            logger.exception("healing forward extremities of %s failed", room_id)
+
+    async def _dummy_sender(self, room_id: str) -> str | None:
+        state = await self._state.current_state_events(room_id)
+        create = state.get(CREATE_KEY)
+        if create is None:
+            return None
+        needed = get_required_level_for_event(DUMMY_EVENT_TYPE, False, state)
+        for (etype, key), ev in sorted(state.items()):
+            if etype != "m.room.member" or ev.membership != "join" or server_of(key) != self.server_name:
+                continue
+            if get_user_power_level(key, state, create.room_version) >= needed:
+                return key
+        return None
+
+    async def wait_for_healing(self) -> None:
+        """For tests and shutdown: let scheduled healing finish."""
+        tasks = [t for t in self._healing.values() if not t.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _key_ids(pdu: Pdu, server: str) -> list[str]:
+    sigs = pdu.signatures.get(server, {})
+    return [k for k in sigs if k.startswith("ed25519:")]
