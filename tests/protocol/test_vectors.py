@@ -1,15 +1,14 @@
 """The appendix's cryptographic test vectors ("Cryptographic Test Vectors"), byte for byte.
 
-The vectors are read from /work/shared/spec/test-vectors.json (machine-readable copy of appendices.md,
-re-verified when the file was made). Per the file's note, the event vectors carry no room version and
-reproduce with the v1-v10 redaction key list (which keeps ``origin``), not with v11+.
+The vectors are read from shared/spec/test-vectors.json beside the checkout (a machine-readable copy
+of appendices.md, re-verified when the file was made). Per the file's note, the event vectors carry no
+room version and reproduce with the v1-v10 redaction key list (which keeps ``origin``), not with v11+.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,9 @@ from ranvier.protocol.hashes import add_content_hash, check_content_hash
 from ranvier.protocol.redaction import redact_event
 from ranvier.protocol.room_versions import KNOWN_ROOM_VERSIONS, RedactionRules, RoomVersion, get_room_version
 from ranvier.protocol.signing import SigningKey, compute_signature, sign_json, verify_json_signature
+from tests.spec_path import SPEC
 
-VECTORS_PATH = Path("/work/shared/spec/test-vectors.json")
+VECTORS_PATH = SPEC / "test-vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 KEY_INFO = VECTORS["signing_key"]
 SERVER = KEY_INFO["server_name"]

@@ -7,14 +7,14 @@ name we use, the text at the number ``rule_number`` gives must say what the rule
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from ranvier.protocol.auth import rule_number
 from ranvier.protocol.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
+from tests.spec_path import SPEC
 
-SPEC_ROOMS = Path("/work/shared/spec/content/rooms")
+SPEC_ROOMS = SPEC / "content" / "rooms"
 
 # Where each version's rules live (INDEX.md "Authorization rules per room version").
 _SOURCES = {
