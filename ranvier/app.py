@@ -139,6 +139,7 @@ class Homeserver:
         self.federation_sender = FederationSender(
             self.storage, self.federation_client, self.server_name, metrics=self.metrics
         )
+        self.persister.add_txn_hook(self.federation_sender.enqueue_in_txn)
         self.persister.add_listener(self.federation_sender.on_persisted)
 
         # Membership over federation: the resident side (with the join-gap healing) and the joining side.

@@ -112,6 +112,7 @@ class FederationSender:
         self._boot_ms = self._now_ms()
         self._txn_counter = 0
         self._destinations: dict[str, _Destination] = {}
+        self._wake_after_commit: dict[str, set[str]] = {}
         self._running = False
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -141,16 +142,21 @@ class FederationSender:
 
     # -- what the rest of the server calls ------------------------------------------------------------
 
-    async def on_persisted(self, room_id: str, batch: Sequence[EventToPersist]) -> None:
-        """The persister's listener: queue our own new live events for every other server in the room.
+    async def enqueue_in_txn(
+        self, txn: Any, room_id: str, written: Sequence[tuple[EventToPersist, int]]
+    ) -> None:
+        """The persister's in-transaction hook: queue our own new live events for every other server in the
+        room, in the transaction that persists them, so a crash right after the commit cannot lose a send
+        (the outbox is read again by ``start()``). The workers are woken by ``on_persisted`` after the
+        commit: before it, they could not see the rows.
 
-        The destinations are the servers joined after the batch plus, for a membership event, the target's
-        server (a kicked or banned user's server is no longer joined but must learn of it). The enqueue is
-        committed before this returns, and the persister awaits it before the client sees its answer.
+        The destinations are the servers joined after the batch (the transaction already holds the new
+        membership) plus, for a membership event, the target's server (a kicked or banned user's server is
+        no longer joined but must learn of it).
         """
         ours = [
-            item.pdu
-            for item in batch
+            (item.pdu, stream)
+            for item, stream in written
             if not item.outlier
             and item.rejected_reason is None
             and not item.soft_failed
@@ -159,17 +165,25 @@ class FederationSender:
         ]
         if not ours:
             return
-        joined = set(await self._storage.state.get_joined_servers(room_id))
-        woken: set[str] = set()
-        for pdu in ours:
+        joined = set(await self._storage.state.get_joined_servers_txn(txn, room_id))
+        for pdu, stream in ours:
             destinations = set(joined)
             if pdu.type == "m.room.member" and pdu.state_key is not None:
                 with contextlib.suppress(InvalidIdentifier):
                     destinations.add(server_of(pdu.state_key))
             destinations.discard(self.server_name)
             if destinations:
-                await self._outbox.enqueue_pdus(destinations, pdu.event_id, room_id)
-                woken |= destinations
+                await self._outbox.enqueue_pdus_txn(txn, destinations, pdu.event_id, room_id, stream)
+                # Keyed by event: listeners of other batches may run while this one is uncommitted. An
+                # entry of a batch that rolls back stays until the same event is persisted again.
+                self._wake_after_commit[pdu.event_id] = destinations
+
+    async def on_persisted(self, room_id: str, batch: Sequence[EventToPersist]) -> None:
+        """The persister's listener, after the commit: wake the destinations ``enqueue_in_txn`` queued
+        the batch's events for."""
+        woken: set[str] = set()
+        for item in batch:
+            woken |= self._wake_after_commit.pop(item.pdu.event_id, set())
         for destination in woken:
             self.wake(destination)
 

@@ -1,8 +1,10 @@
 """The one way events enter a room's history: persist a batch atomically with the new current state.
 
 Callers hold the room's lock (``room_lock``) from computing an event's state to persisting it, so two
-events of one room never race on forward extremities or current state. After a commit, listeners are
-told (the sync notifier, the federation sender, extremity healing).
+events of one room never race on forward extremities or current state. In-transaction hooks run inside
+the persist transaction, so what they write commits with the events or not at all (the federation outbox:
+S2S sends must survive a crash right after the commit). After a commit, listeners are told (the sync
+notifier, the federation sender's wake-up, extremity healing).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .state import StateIds, StateService
 logger = logging.getLogger(__name__)
 
 PersistedListener = Callable[[str, Sequence[EventToPersist]], Awaitable[None]]
+# (transaction, room id, the events written with their stream orderings): see storage's ``InTxnHook``.
+TxnHook = Callable[[Any, str, list[tuple[EventToPersist, int]]], Awaitable[None]]
 
 
 class EventPersister:
@@ -27,6 +31,7 @@ class EventPersister:
         self._state = state
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[PersistedListener] = []
+        self._txn_hooks: list[TxnHook] = []
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
@@ -34,10 +39,22 @@ class EventPersister:
     def add_listener(self, listener: PersistedListener) -> None:
         self._listeners.append(listener)
 
+    def add_txn_hook(self, hook: TxnHook) -> None:
+        """Run ``hook`` inside every persist transaction; if it raises, the batch is not persisted."""
+        self._txn_hooks.append(hook)
+
     async def persist(self, room_id: str, room_version: RoomVersion, batch: Sequence[EventToPersist]) -> None:
         """Persist ``batch`` (in order) and the room's new current state. The caller holds room_lock."""
         new_current = await self._new_current_state(room_id, room_version, batch)
-        await self._storage.events.persist_events(room_id, list(batch), new_current_state=new_current)
+        hooks = list(self._txn_hooks)
+
+        async def in_txn(txn: Any, written: list[tuple[EventToPersist, int]]) -> None:
+            for hook in hooks:
+                await hook(txn, room_id, written)
+
+        await self._storage.events.persist_events(
+            room_id, list(batch), new_current_state=new_current, on_txn=in_txn if hooks else None
+        )
         for listener in self._listeners:
             try:
                 await listener(room_id, batch)

@@ -19,9 +19,9 @@ Vocabulary:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ranvier.protocol.events import Pdu, StateKey
 from ranvier.protocol.room_versions import RoomVersion
@@ -63,6 +63,12 @@ class EventToPersist:
     # found the redaction's sender has the power to redact others' events. Redactions between senders of
     # the same server apply anyway; before v3 every accepted redaction applies.
     redaction_permitted_by_power: bool = False
+
+
+# Called by ``persist_events`` inside its transaction, after every row of the batch is written, with the
+# transaction and the events it wrote (skipped duplicates left out) and their stream orderings. Whatever it
+# writes through the transaction commits with the events; if it raises, the whole batch rolls back.
+InTxnHook = Callable[[Any, list[tuple[EventToPersist, int]]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,7 @@ class EventStore(Protocol):
         room_id: str,
         batch: list[EventToPersist],
         new_current_state: StateMap | StateDelta | None = None,
+        on_txn: InTxnHook | None = None,
     ) -> list[int]:
         """Persist ``batch`` in one transaction, in order; returns each event's stream ordering.
 
@@ -147,6 +154,7 @@ class EventStore(Protocol):
         now persisted as a non-outlier, which is "de-outliered": it gets a new stream ordering and its state.
         Parents within the batch must come before their children. ``new_current_state`` (a full map, or a
         delta) replaces the room's current state and membership index in the same transaction.
+        ``on_txn`` runs inside the transaction (see ``InTxnHook``).
         Raises UnknownRoom, or ValueError for a malformed batch (e.g. a non-outlier without state).
         """
 
@@ -191,6 +199,9 @@ class StateStore(Protocol):
     async def get_current_state_event(self, room_id: str, event_type: str, state_key: str) -> Pdu | None: ...
     async def get_joined_users(self, room_id: str) -> set[str]: ...
     async def get_joined_servers(self, room_id: str) -> set[str]: ...
+    async def get_joined_servers_txn(self, txn: Any, room_id: str) -> set[str]:
+        """The joined servers as ``txn`` (e.g. a persist's ``on_txn`` hook) sees them."""
+
     async def get_rooms_for_user(self, user_id: str) -> dict[str, str]:
         """room_id -> membership, for every room where the user has a membership in current state."""
 

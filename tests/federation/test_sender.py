@@ -229,6 +229,7 @@ class Node:
         )
         args = {"initial_backoff": 0.05, "max_backoff": 0.2, "restart_retry_delay": 0.05, **sender_args}
         self.sender = FederationSender(self.storage, self.client, OURS, **args)
+        self.persister.add_txn_hook(self.sender.enqueue_in_txn)
         self.persister.add_listener(self.sender.on_persisted)
         return self.sender
 

@@ -14,15 +14,20 @@ from ranvier.app import Homeserver
 from ranvier.config import parse_config
 
 
+def fed_port_of(hs: Homeserver) -> int:
+    return int(hs.server_name.rsplit(":", 1)[1])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-async def start_server(data_dir: Path, **rooms: Any) -> Homeserver:
+async def start_server(data_dir: Path, fed_port: int | None = None, **rooms: Any) -> Homeserver:
+    """A server over ``data_dir``; pass the old ``fed_port`` (its name) to restart one over the same data."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    fed_port = free_port()
+    fed_port = fed_port or free_port()
     config = parse_config(
         {
             "server_name": f"127.0.0.1:{fed_port}",

@@ -17,7 +17,7 @@ from ranvier.protocol.events import Pdu
 from ranvier.protocol.identifiers import server_of
 from ranvier.protocol.room_versions import get_room_version
 
-from ..interfaces import EventToPersist, StateDelta, StateMap, UnknownRoom
+from ..interfaces import EventToPersist, InTxnHook, StateDelta, StateMap, UnknownRoom
 from .caches import LruCache
 from .engine import Database, Txn, chunks, in_list
 from .events import EventCache, live
@@ -88,6 +88,7 @@ class EventPersister:
         room_id: str,
         batch: list[EventToPersist],
         new_current_state: StateMap | StateDelta | None = None,
+        on_txn: InTxnHook | None = None,
     ) -> list[int]:
         _validate(room_id, batch)
         async with self._lock:
@@ -126,6 +127,10 @@ class EventPersister:
                     new_current = await write_current_state(
                         txn, self._current, room_id, new_current_state, pdus
                     )
+                if on_txn is not None and pending:
+                    # Last, so the hook reads the batch's rows and the new membership; what it writes
+                    # commits (or rolls back) with the events (e.g. the federation outbox).
+                    await on_txn(txn, [(p.item, p.stream) for p in pending.values()])
             # Committed: publish to caches and to waiting readers.
             writer.commit()
             if new_current is not None:

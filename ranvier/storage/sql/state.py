@@ -85,7 +85,10 @@ class SqlStateStore:
         return {r[0] for r in rows}
 
     async def get_joined_servers(self, room_id: str) -> set[str]:
-        rows = await self._db.fetchall(
+        return await self.get_joined_servers_txn(self._db, room_id)
+
+    async def get_joined_servers_txn(self, txn: Reader, room_id: str) -> set[str]:
+        rows = await txn.fetchall(
             "SELECT DISTINCT server_name FROM room_memberships WHERE room_id = ? AND membership = 'join'",
             (room_id,),
         )
