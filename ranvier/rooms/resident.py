@@ -24,6 +24,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import EventToPersist, StateDelta
+from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .local_events import LocalEventCreator, RoomNotFound
 from .persister import EventPersister
 from .state import StateService
@@ -77,10 +78,14 @@ class ResidentMembership:
 
     # -- make_join / send_join ---------------------------------------------------------------------
 
-    async def _room_version(self, room_id: str) -> RoomVersion:
+    async def _room_version(self, room_id: str, origin: str) -> RoomVersion:
         rv = await self._storage.rooms.get_room_version(room_id)
         if rv is None or not await self._we_are_joined(room_id):
             raise FederationRequestError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
+        acl = await self._storage.state.get_current_state_event(room_id, *ACL_KEY)
+        if not server_allowed_by_acl(origin, acl.content if acl is not None else None):
+            # S2S "Server Access Control Lists": membership requests of denied servers are refused too.
+            raise _forbidden(f"server {origin} is denied by the room's server ACL")
         return rv  # type: ignore[no-any-return]
 
     async def _we_are_joined(self, room_id: str) -> bool:
@@ -97,7 +102,7 @@ class ResidentMembership:
     ) -> dict[str, Any]:
         if server_of(user_id) != origin:
             raise _forbidden(f"{origin} cannot make a {membership} event for {user_id}")
-        rv = await self._room_version(room_id)
+        rv = await self._room_version(room_id, origin)
         if supported_versions is not None and rv.identifier not in supported_versions:
             raise FederationRequestError(
                 400,
@@ -187,7 +192,7 @@ class ResidentMembership:
         self, origin: str, room_id: str, event_id: str, pdu_json: Any, membership: str
     ) -> dict[str, Any]:
         """send_join / send_leave (v2): check, persist, forward, answer; then heal the join gap."""
-        rv = await self._room_version(room_id)
+        rv = await self._room_version(room_id, origin)
         pdu = await self._verified_membership_event(origin, room_id, event_id, pdu_json, rv, membership)
         async with self._persister.room_lock(room_id):
             state_before = await self._state.state_before_prev_events(room_id, rv, list(pdu.prev_event_ids))
@@ -250,8 +255,9 @@ class ResidentMembership:
             check_auth_rules(pdu, auth_map)
         except (AuthRejected, ValueError) as e:
             raise _forbidden(f"{membership} not allowed by its auth events: {e}") from None
-        if not await self._storage.events.have_events(list(pdu.prev_event_ids)):
-            raise _bad("the event's prev_events are unknown here")
+        unknown = set(pdu.prev_event_ids) - await self._storage.events.have_events(list(pdu.prev_event_ids))
+        if unknown:
+            raise _bad(f"the event's prev_events are unknown here: {sorted(unknown)}")
         return pdu
 
     async def _send_join_response(
@@ -305,9 +311,9 @@ class ResidentMembership:
             pdu.check_content_hash()
         except (SignatureError, HashMismatch) as e:
             raise _forbidden(f"invite failed verification: {e.message}") from None
+        stripped = _invite_room_state(body.get("invite_room_state"), rv, room_id)
         signed = add_signature(pdu, self.server_name, self._signing_key)
-        stripped = body.get("invite_room_state")
-        if isinstance(stripped, list):
+        if stripped:
             signed = signed.with_unsigned({**signed.unsigned, "invite_room_state": stripped})
         await self.remember_out_of_room_membership(signed)
         return {"event": signed.json}
@@ -402,3 +408,41 @@ class ResidentMembership:
 def _key_ids(pdu: Pdu, server: str) -> list[str]:
     sigs = pdu.signatures.get(server, {})
     return [k for k in sigs if k.startswith("ed25519:")]
+
+
+def _invite_room_state(raw: Any, rv: RoomVersion, room_id: str) -> list[dict[str, Any]]:
+    """The invite's ``invite_room_state``, reduced to stripped state for our clients (CS "Stripped
+    state": sender, type, state_key and content only).
+
+    S2S "Inviting to a room" (v1.16): the entries are full PDUs of the room, the m.room.create event
+    among them; servers SHOULD refuse (M_INVALID_PARAM) a list that breaks this in room versions 12+ and
+    MAY in older ones. We check the create event, the format and the room of each entry for v12+ and
+    accept older rooms' lists as they come (senders before v1.16, Synapse 1.155 among them, send bare
+    stripped events). Signatures of the entries are not checked: the stripped state is only a hint for
+    the invitee, and the join verifies the real state."""
+    if not isinstance(raw, list):
+        return []
+    entries = [e for e in raw if isinstance(e, dict)]
+    if rv.room_id_from_create_event:
+        has_create = False
+        for entry in entries:
+            try:
+                pdu = Pdu(entry, rv)
+            except ProtocolError as e:
+                raise FederationRequestError(
+                    400, "M_INVALID_PARAM", f"invite_room_state: malformed event: {e.message}"
+                ) from None
+            if pdu.room_id != room_id:
+                raise FederationRequestError(
+                    400, "M_INVALID_PARAM", "invite_room_state: an event of another room"
+                )
+            has_create = has_create or (pdu.type == "m.room.create" and pdu.state_key == "")
+        if not has_create:
+            raise FederationRequestError(
+                400, "M_INVALID_PARAM", "invite_room_state lacks the m.room.create event"
+            )
+    out = []
+    for entry in entries:
+        if isinstance(entry.get("type"), str) and isinstance(entry.get("content"), dict):
+            out.append({k: entry[k] for k in ("type", "state_key", "content", "sender") if k in entry})
+    return out
