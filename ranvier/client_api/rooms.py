@@ -18,6 +18,7 @@ from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import CreateRoomError, plan_room
 from ..rooms.local_events import LocalEventCreator, RoomNotFound, now_ms
 from ..rooms.membership import MembershipError, MembershipService
+from .account_data import forget_room
 from .auth import Authenticator, Requester
 from .errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from .event_format import format_client_event
@@ -175,6 +176,9 @@ class RoomHandlers:
         membership = await self._storage.state.get_membership(room_id, requester.user_id)
         if membership is not None and membership[0] in ("join", "invite", "knock"):
             raise MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it")
+        if membership is not None:
+            # Remembered as the membership event forgotten at; /sync leaves the room out while it lasts.
+            await forget_room(self._storage, requester.user_id, room_id, membership[1])
         return web.json_response({})
 
     async def invite(self, request: web.Request) -> web.Response:

@@ -1,12 +1,14 @@
 """GET /sync (CS "Syncing"): full and incremental, with long-polling.
 
-The token is ``s<event stream position>``. A room's timeline is its live events after the token (the last
-``limit`` of them); ``state`` is the state at the start of the timeline when the client could not have it
-(first sync, newly joined, or a limited timeline), per the spec's "state is up to the start of timeline".
+The token is ``s<events>_<account data>_<receipts>_<typing>`` (see sync_extras.py). A room's timeline
+is its live events after the token (the last ``limit`` of them); ``state`` is the state at the start of
+the timeline when the client could not have it (first sync, newly joined, or a limited timeline), per the
+spec's "state is up to the start of timeline".
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -15,11 +17,13 @@ from aiohttp import web
 from ..protocol.events import Pdu
 from ..rooms.local_events import now_ms
 from ..storage.interfaces import TopoToken
+from .account_data import forgotten_event
 from .auth import Authenticator, Requester
+from .ephemeral import SyncNotifier, TypingStream
 from .errors import MatrixError
 from .event_format import format_client_event, stripped_state_event
 from .http_util import query_int
-from .messages import parse_sync_token
+from .sync_extras import SyncExtras, SyncToken
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 DEFAULT_TIMELINE_LIMIT = 10
@@ -36,9 +40,18 @@ STRIPPED_STATE_TYPES = (
 
 
 class SyncHandlers:
-    def __init__(self, storage: Any, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        authenticator: Authenticator,
+        typing: TypingStream | None = None,
+        notifier: SyncNotifier | None = None,
+    ) -> None:
         self._storage = storage
         self._auth = authenticator
+        self._typing = typing if typing is not None else TypingStream()
+        self._notifier = notifier if notifier is not None else SyncNotifier()
+        self._extras = SyncExtras(storage, self._typing)
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -94,26 +107,42 @@ class SyncHandlers:
     async def sync(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
         since_raw = request.query.get("since")
-        since: int | None = None
+        since: SyncToken | None = None
         if since_raw:
             try:
-                since = parse_sync_token(since_raw)
+                since = SyncToken.parse(since_raw)
             except ValueError:
                 raise MatrixError(400, "M_INVALID_PARAM", f"invalid since token {since_raw!r}") from None
         timeout_ms = query_int(request, "timeout", 0, 0, MAX_TIMEOUT_MS)
         full_state = request.query.get("full_state") == "true"
         limit = await self._timeline_limit(requester, request.query.get("filter"))
         stream = self._storage.stream
-
-        position = stream.current_position()
-        if since is not None and position <= since and timeout_ms > 0 and not full_state:
-            position = await stream.wait_for_new(since, timeout_ms / 1000)
-        body = await self._build(requester, since, position, limit, full_state)
-        return web.json_response(body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000
+        while True:
+            ticket = self._notifier.ticket()  # before reading positions: see SyncNotifier
+            upto = await self._extras.position(stream.current_position())
+            body = await self._build(requester, since, upto, limit, full_state)
+            remaining = deadline - loop.time()
+            if since is None or full_state or remaining <= 0 or _has_news(body):
+                return web.json_response(body)
+            # Long-poll: nothing for this user yet. Wait for the event stream, account data, receipts or
+            # typing to move (or for a typist to time out), then look again.
+            expiry = self._typing.seconds_to_next_expiry()
+            if expiry is not None:
+                remaining = min(remaining, expiry + 0.01)
+            await _wait_any(stream.wait_for_new(upto.events, remaining), ticket.wait(), remaining)
 
     async def _build(
-        self, requester: Requester, since: int | None, position: int, limit: int, full_state: bool
+        self,
+        requester: Requester,
+        since_token: SyncToken | None,
+        upto: SyncToken,
+        limit: int,
+        full_state: bool,
     ) -> dict[str, Any]:
+        since = since_token.events if since_token is not None else None
+        position = upto.events
         user_id = requester.user_id
         memberships = await self._storage.state.get_rooms_for_user(user_id)
         now = now_ms()
@@ -121,6 +150,7 @@ class SyncHandlers:
         invite: dict[str, Any] = {}
         leave: dict[str, Any] = {}
         joined_rooms = [r for r, m in memberships.items() if m == "join"]
+        extras = await self._extras.collect(user_id, joined_rooms, since_token, upto)
         new_events: dict[str, list[Pdu]] = {}
         if since is not None and joined_rooms:
             new_events = await self._storage.stream.get_room_events_between(
@@ -134,9 +164,11 @@ class SyncHandlers:
                     )
                 else:
                     timeline = new_events.get(room_id, [])
-                    if not timeline:
+                    if not timeline and room_id not in extras.rooms():
                         continue
                 room = await self._joined_room(room_id, user_id, timeline, limit, since, full_state, now)
+                room["ephemeral"]["events"] = extras.ephemeral.get(room_id, [])
+                room["account_data"]["events"] = extras.room_account_data.get(room_id, [])
                 join[room_id] = room
             elif membership == "invite":
                 member = await self._storage.state.get_membership(room_id, user_id)
@@ -153,6 +185,8 @@ class SyncHandlers:
                 meta = await self._storage.events.get_event_meta(member[1])
                 if meta is None or meta.stream_ordering <= since or meta.stream_ordering > position:
                     continue
+                if await forgotten_event(self._storage, user_id, room_id) == member[1]:
+                    continue  # the user forgot the room after leaving it (POST /forget)
                 event = await self._storage.events.get_event(member[1])
                 leave[room_id] = {
                     "timeline": {
@@ -163,10 +197,10 @@ class SyncHandlers:
                     "account_data": {"events": []},
                 }
         return {
-            "next_batch": f"s{position}",
+            "next_batch": str(upto),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
             "presence": {"events": []},
-            "account_data": {"events": []},
+            "account_data": {"events": extras.account_data},
             "to_device": {"events": []},
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},
@@ -237,3 +271,19 @@ class SyncHandlers:
         if invite is not None:
             events.append(stripped_state_event(invite))
         return events
+
+
+def _has_news(body: dict[str, Any]) -> bool:
+    rooms = body["rooms"]
+    return bool(rooms["join"] or rooms["invite"] or rooms["leave"] or body["account_data"]["events"])
+
+
+async def _wait_any(first: Any, second: Any, timeout: float) -> None:
+    """Wait until either awaitable finishes or ``timeout`` passes; cancel the other."""
+    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

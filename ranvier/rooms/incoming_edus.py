@@ -55,9 +55,16 @@ class TypingState:
 
 
 class IncomingEdus:
-    def __init__(self, storage: Any, typing: TypingState, server_allowed: ServerAllowed) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        typing: TypingState,
+        server_allowed: ServerAllowed,
+        on_receipt: Callable[[], None] | None = None,
+    ) -> None:
         self._storage = storage
         self.typing = typing
+        self._on_receipt = on_receipt  # wakes long-polling /sync
         self._server_allowed = server_allowed
 
     async def receive_edus(self, origin: str, edus: Sequence[Any]) -> None:
@@ -117,3 +124,5 @@ class IncomingEdus:
                         data,
                         thread_id=thread_id if isinstance(thread_id, str) else None,
                     )
+                    if self._on_receipt is not None:
+                        self._on_receipt()

@@ -1,0 +1,93 @@
+"""What /sync carries besides room timelines: account data (global and per room), receipts and typing,
+and the token that records how far a client has seen each of those streams.
+
+The token is ``s<events>_<account data>_<receipts>_<typing>``; the older ``s<events>`` form is still
+accepted and read as having seen none of the other streams, so such a client gets them all once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..storage.sql.receipts import client_receipt_contents
+from .account_data import client_account_data
+from .ephemeral import TypingStream
+
+
+@dataclass(frozen=True, slots=True)
+class SyncToken:
+    events: int
+    account_data: int = 0
+    receipts: int = 0
+    typing: int = 0
+
+    @classmethod
+    def parse(cls, raw: str) -> SyncToken:
+        if not raw.startswith("s"):
+            raise ValueError(raw)
+        parts = [int(p) for p in raw[1:].split("_")]
+        if not 1 <= len(parts) <= 4 or any(p < 0 for p in parts[1:]):
+            raise ValueError(raw)
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}"
+
+
+@dataclass
+class Extras:
+    account_data: list[dict[str, Any]] = field(default_factory=list)
+    room_account_data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    ephemeral: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def rooms(self) -> set[str]:
+        return set(self.room_account_data) | set(self.ephemeral)
+
+
+class SyncExtras:
+    def __init__(self, storage: Any, typing: TypingStream) -> None:
+        self._storage = storage
+        self._typing = typing
+
+    async def position(self, events: int) -> SyncToken:
+        self._typing.expire()
+        return SyncToken(
+            events,
+            await self._storage.account_data.max_position(),
+            await self._storage.receipts.max_position(),
+            self._typing.serial,
+        )
+
+    async def collect(
+        self, user_id: str, joined: Collection[str], since: SyncToken | None, upto: SyncToken
+    ) -> Extras:
+        out = Extras()
+        joined_set = set(joined)
+
+        changes = await self._storage.account_data.changes_since(user_id, since.account_data if since else 0)
+        # Bounded by the token's position: a write after it is delivered by the next sync instead.
+        out.account_data = client_account_data(changes.global_data)
+        for room_id, data in changes.room_data.items():
+            events = client_account_data(data)
+            if events and room_id in joined_set:
+                out.room_account_data[room_id] = events
+
+        receipts = await self._storage.receipts.receipts_since(
+            joined_set, since.receipts if since else 0, upto.receipts
+        )
+        # CS "Private read receipts": m.read.private is only ever shown to the user who sent it.
+        visible = [r for r in receipts if r.receipt_type != "m.read.private" or r.user_id == user_id]
+        for room_id, content in client_receipt_contents(visible).items():
+            out.ephemeral.setdefault(room_id, []).append({"type": "m.receipt", "content": content})
+
+        if since is None:
+            typing_rooms = {r for r in joined_set if self._typing.typing_users(r)}
+        else:
+            typing_rooms = self._typing.rooms_changed_since(since.typing) & joined_set
+        for room_id in sorted(typing_rooms):
+            out.ephemeral.setdefault(room_id, []).append(
+                {"type": "m.typing", "content": {"user_ids": self._typing.typing_users(room_id)}}
+            )
+        return out
