@@ -18,10 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from .client_api.account import AccountHandlers
+from .client_api.account_data import AccountDataHandlers
 from .client_api.auth import Authenticator
+from .client_api.capabilities import CapabilitiesHandlers
 from .client_api.directory import DirectoryHandlers
+from .client_api.ephemeral import EphemeralHandlers, SyncNotifier, TypingStream
 from .client_api.errors import matrix_error_middleware
 from .client_api.messages import MessageHandlers
+from .client_api.profile_sync import ProfilePropagator
 from .client_api.rooms import RoomHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.versions import VersionsHandlers
@@ -38,7 +42,7 @@ from .federation.tls import generate_self_signed_cert, server_ssl_context
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
 from .rooms.incoming import IncomingPdus
-from .rooms.incoming_edus import IncomingEdus, TypingState
+from .rooms.incoming_edus import IncomingEdus
 from .rooms.incoming_reads import FederationReads
 from .rooms.incoming_txn import InboundTransactions
 from .rooms.local_events import LocalEventCreator
@@ -108,6 +112,8 @@ class Homeserver:
         )
         self.membership = MembershipService(storage, self.creator, self.server_name)
         self.authenticator = Authenticator(storage)
+        # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
+        self.sync_notifier = SyncNotifier()
         self._wire_federation()
 
         await self._start_client_listener()
@@ -126,8 +132,13 @@ class Homeserver:
         self.incoming_pdus = IncomingPdus(
             self.storage, self.state, self.persister, self.keyring, self.federation_client, self.server_name
         )
-        self.typing = TypingState()
-        incoming_edus = IncomingEdus(self.storage, self.typing, self.incoming_pdus.server_allowed)
+        self.typing = TypingStream(on_change=self.sync_notifier.notify)
+        incoming_edus = IncomingEdus(
+            self.storage,
+            self.typing,
+            self.incoming_pdus.server_allowed,
+            on_receipt=self.sync_notifier.notify,
+        )
         self.inbound_transactions = InboundTransactions(self.storage, self.incoming_pdus, incoming_edus)
         self.federation_reads = FederationReads(self.storage, self.server_name)
         routes = FederationRoutes(
@@ -183,7 +194,7 @@ class Homeserver:
         base_url = (
             config.public_baseurl or f"http://{config.listeners.client.bind}:{config.listeners.client.port}"
         )
-        handlers = [
+        handlers: list[Any] = [
             VersionsHandlers(base_url),
             AccountHandlers(
                 self.storage,
@@ -191,6 +202,7 @@ class Homeserver:
                 registration_enabled=config.registration.enabled,
                 shared_secret=config.registration.shared_secret,
                 authenticator=self.authenticator,
+                on_profile_changed=ProfilePropagator(self.storage, self.creator).on_profile_changed,
             ),
             RoomHandlers(
                 self.storage,
@@ -201,7 +213,16 @@ class Homeserver:
                 config.rooms.default_room_version,
             ),
             MessageHandlers(self.storage, self.authenticator),
-            SyncHandlers(self.storage, self.authenticator),
+            SyncHandlers(self.storage, self.authenticator, self.typing, self.sync_notifier),
+            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
+            EphemeralHandlers(
+                self.storage,
+                self.authenticator,
+                self.typing,
+                self.sync_notifier,
+                self.federation_sender if config.federation.enabled else None,
+            ),
+            AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
         ]
         for h in handlers:
