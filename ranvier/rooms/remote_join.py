@@ -309,13 +309,14 @@ class RemoteMembershipService:
         pdu, state_before = await self._creator.build_unpersisted(
             room_id, sender, "m.room.member", content, target
         )
+        # S2S "Inviting to a room" (v1.16): invite_room_state MUST hold the m.room.create event and every
+        # entry formatted per the room version, i.e. full PDUs (the receiver validates them and strips
+        # them for its clients itself). Synapse 1.163 warns about and drops bare stripped events.
         stripped = []
         for event_type in STRIPPED_TYPES:
             ev = await self._storage.state.get_current_state_event(room_id, event_type, "")
             if ev is not None:
-                stripped.append(
-                    {"type": ev.type, "state_key": "", "content": ev.content, "sender": ev.sender}
-                )
+                stripped.append({k: v for k, v in ev.to_federation().items() if k != "unsigned"})
         destination = server_of(target)
         answer = await self._client.invite_v2(
             destination,

@@ -1,0 +1,136 @@
+"""Invites and leaves between Ranvier and a real Synapse, both ways (issue 7)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ranvier.app import Homeserver
+from tests.scenarios.servers import Client, eventually, start_server
+
+from .peers import SynapseClient, SyncReader
+from .synapse import SynapseServer
+
+pytestmark = pytest.mark.interop
+
+FED_TIMEOUT = 30.0
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def ranvier(tmp_path: Path) -> AsyncIterator[Homeserver]:
+    hs = await start_server(tmp_path / "ranvier")
+    yield hs
+    await hs.stop()
+
+
+async def _membership(client: Client, room_id: str, user_id: str) -> str | None:
+    status, answer = await client.call("GET", f"/rooms/{room_id}/state/m.room.member/{user_id}")
+    return answer.get("membership") if status == 200 else None
+
+
+async def test_ranvier_invites_a_synapse_user_who_accepts_then_leaves(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice = await Client.register(session, ranvier, "alice")
+    bob = await SynapseClient.register_on(session, synapse, "fed_bob_a")
+    room_id = await alice.create_room(preset="private_chat", name="Invite only")
+    await alice.ok("POST", f"/rooms/{room_id}/invite", {"user_id": bob.user_id})
+
+    bob_sync = SyncReader(bob)
+    await eventually(lambda: bob_sync.is_invited(room_id), timeout=FED_TIMEOUT)
+    # Stripped state (S2S "Inviting to a room", invite_room_state) shows the room's name to the invitee.
+    stripped = {e["type"]: e for e in bob_sync.invites[room_id]}
+    assert stripped["m.room.name"]["content"]["name"] == "Invite only"
+    assert "m.room.join_rules" in stripped
+    # We sent full PDUs including m.room.create (S2S invite v2, v1.16): Synapse validated them without
+    # complaint (it logs and drops the list otherwise, keeping the invite).
+    log = synapse.log_path.read_text(errors="replace")
+    complaints = [line for line in log.splitlines() if "failed to validate `invite_room_state`" in line]
+    assert not [line for line in complaints if f"state_key={bob.user_id}," in line], complaints
+
+    # No server_name: Synapse joins through the inviter's server.
+    await bob.ok("POST", f"/rooms/{room_id}/join", {})
+    await eventually(lambda: bob_sync.is_joined(room_id), timeout=FED_TIMEOUT)
+    await eventually(lambda: _is(alice, room_id, bob.user_id, "join"), timeout=FED_TIMEOUT)
+    await bob.send_text(room_id, "thanks for the invite")
+    alice_sync = SyncReader(alice)
+    await eventually(lambda: alice_sync.has_text(room_id, "thanks for the invite"), timeout=FED_TIMEOUT)
+
+    await bob.ok("POST", f"/rooms/{room_id}/leave", {})
+    await eventually(lambda: _is(alice, room_id, bob.user_id, "leave"), timeout=FED_TIMEOUT)
+    await eventually(lambda: bob_sync.has_left(room_id), timeout=FED_TIMEOUT)
+    members = await alice.ok("GET", f"/rooms/{room_id}/joined_members")
+    assert set(members["joined"]) == {alice.user_id}
+
+
+async def test_synapse_invites_a_ranvier_user_who_accepts_then_leaves(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    carol = await SynapseClient.register_on(session, synapse, "fed_carol_b")
+    dave = await Client.register(session, ranvier, "dave")
+    room_id = await carol.create_room(preset="private_chat", name="Synapse invite")
+    await carol.ok("POST", f"/rooms/{room_id}/invite", {"user_id": dave.user_id})
+
+    dave_sync = SyncReader(dave)
+    await eventually(lambda: dave_sync.is_invited(room_id), timeout=FED_TIMEOUT)
+    stripped = {e["type"]: e for e in dave_sync.invites[room_id]}
+    assert stripped["m.room.name"]["content"]["name"] == "Synapse invite"
+    # Synapse sends full PDUs (S2S invite v2, v1.16); our clients get CS "Stripped state" only.
+    for event in dave_sync.invites[room_id]:
+        assert set(event) <= {"type", "state_key", "content", "sender"}, event
+
+    await dave.ok("POST", f"/rooms/{room_id}/join", {})
+    await eventually(lambda: dave_sync.is_joined(room_id), timeout=FED_TIMEOUT)
+    await eventually(lambda: _is(carol, room_id, dave.user_id, "join"), timeout=FED_TIMEOUT)
+    await carol.send_text(room_id, "welcome dave")
+    await eventually(lambda: dave_sync.has_text(room_id, "welcome dave"), timeout=FED_TIMEOUT)
+
+    await dave.ok("POST", f"/rooms/{room_id}/leave", {})
+    await eventually(lambda: _is(carol, room_id, dave.user_id, "leave"), timeout=FED_TIMEOUT)
+    await eventually(lambda: dave_sync.has_left(room_id), timeout=FED_TIMEOUT)
+    # Carol's messages after the leave no longer reach Ranvier.
+    members = await carol.ok("GET", f"/rooms/{room_id}/joined_members")
+    assert set(members["joined"]) == {carol.user_id}
+
+
+async def test_synapse_invites_a_ranvier_user_who_rejects(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    erin = await SynapseClient.register_on(session, synapse, "fed_erin_c")
+    frank = await Client.register(session, ranvier, "frank")
+    room_id = await erin.create_room(preset="private_chat")
+    await erin.ok("POST", f"/rooms/{room_id}/invite", {"user_id": frank.user_id})
+
+    frank_sync = SyncReader(frank)
+    await eventually(lambda: frank_sync.is_invited(room_id), timeout=FED_TIMEOUT)
+    await frank.ok("POST", f"/rooms/{room_id}/leave", {})
+    # The rejection went over make_leave/send_leave and Synapse recorded it in the room.
+    await eventually(lambda: _is(erin, room_id, frank.user_id, "leave"), timeout=FED_TIMEOUT)
+    await eventually(lambda: frank_sync.has_left(room_id), timeout=FED_TIMEOUT)
+    assert room_id not in (await frank.ok("GET", "/joined_rooms"))["joined_rooms"]
+
+
+async def test_ranvier_invite_rejected_by_a_synapse_user(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    gina = await Client.register(session, ranvier, "gina")
+    hank = await SynapseClient.register_on(session, synapse, "fed_hank_d")
+    room_id = await gina.create_room(preset="private_chat")
+    await gina.ok("POST", f"/rooms/{room_id}/invite", {"user_id": hank.user_id})
+    hank_sync = SyncReader(hank)
+    await eventually(lambda: hank_sync.is_invited(room_id), timeout=FED_TIMEOUT)
+    await hank.ok("POST", f"/rooms/{room_id}/leave", {})
+    await eventually(lambda: _is(gina, room_id, hank.user_id, "leave"), timeout=FED_TIMEOUT)
+
+
+async def _is(client: Client, room_id: str, user_id: str, membership: str) -> bool:
+    return await _membership(client, room_id, user_id) == membership

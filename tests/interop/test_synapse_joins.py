@@ -1,0 +1,80 @@
+"""Joins between Ranvier and a real Synapse, both ways, and messages from each side seen in both servers'
+client ``/sync`` (issue 6's interop test)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ranvier.app import Homeserver
+from tests.scenarios.servers import Client, eventually, start_server
+
+from .peers import SynapseClient, SyncReader
+from .synapse import SynapseServer
+
+pytestmark = pytest.mark.interop
+
+# Federation between two processes on a shared 2-core machine: generous, never a timing assertion.
+FED_TIMEOUT = 30.0
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def ranvier(tmp_path: Path) -> AsyncIterator[Homeserver]:
+    hs = await start_server(tmp_path / "ranvier")
+    yield hs
+    await hs.stop()
+
+
+async def test_synapse_user_joins_a_ranvier_room(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice = await Client.register(session, ranvier, "alice")
+    bob = await SynapseClient.register_on(session, synapse, "joins_bob_a")
+    room_id = await alice.create_room(name="Ranvier hosted")
+    await alice.send_text(room_id, "before bob")
+
+    await bob.ok("POST", f"/join/{room_id}", {}, server_name=ranvier.server_name)
+    alice_sync, bob_sync = SyncReader(alice), SyncReader(bob)
+    # A plain (non-lazy-loading) sync: it only shows the room once Synapse considers the state complete,
+    # which our full-state send_join answer (members_omitted: false) should make immediate.
+    await eventually(lambda: bob_sync.is_joined(room_id), timeout=FED_TIMEOUT)
+    await bob.send_text(room_id, "hello from synapse")
+    await alice.send_text(room_id, "hello from ranvier")
+    for reader in (alice_sync, bob_sync):
+        for text in ("hello from synapse", "hello from ranvier"):
+            await eventually(lambda r=reader, t=text: r.has_text(room_id, t), timeout=FED_TIMEOUT)
+    members = await alice.ok("GET", f"/rooms/{room_id}/joined_members")
+    assert set(members["joined"]) == {alice.user_id, bob.user_id}
+    name = await bob.ok("GET", f"/rooms/{room_id}/state/m.room.name")
+    assert name["name"] == "Ranvier hosted"
+
+
+async def test_ranvier_user_joins_a_synapse_room(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    carol = await SynapseClient.register_on(session, synapse, "joins_carol_b")
+    dave = await Client.register(session, ranvier, "dave")
+    room_id = await carol.create_room(name="Synapse hosted")
+    await carol.send_text(room_id, "before dave")
+
+    await dave.ok("POST", f"/join/{room_id}", {}, server_name=synapse.server_name)
+    carol_sync, dave_sync = SyncReader(carol), SyncReader(dave)
+    await eventually(lambda: dave_sync.is_joined(room_id), timeout=FED_TIMEOUT)
+    await dave.send_text(room_id, "hello from ranvier")
+    await carol.send_text(room_id, "hello from synapse")
+    for reader in (carol_sync, dave_sync):
+        for text in ("hello from synapse", "hello from ranvier"):
+            await eventually(lambda r=reader, t=text: r.has_text(room_id, t), timeout=FED_TIMEOUT)
+    members = await carol.ok("GET", f"/rooms/{room_id}/joined_members")
+    assert set(members["joined"]) == {carol.user_id, dave.user_id}
+    name = await dave.ok("GET", f"/rooms/{room_id}/state/m.room.name")
+    assert name["name"] == "Synapse hosted"
