@@ -8,6 +8,7 @@ of the room's last event at or before that stream position).
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,11 @@ from .http_util import query_int
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 MAX_LIMIT = 1000
+# Backfill requests one backwards /messages may make before answering with what it has.
+MAX_BACKFILL_ROUNDS = 3
+
+# (room id, how many events are wanted) -> whether older events were added (rooms.backfill.Backfiller)
+Backfill = Callable[[str, int], Awaitable[bool]]
 
 
 def parse_sync_token(token: str) -> int:
@@ -31,9 +37,10 @@ def parse_sync_token(token: str) -> int:
 
 
 class MessageHandlers:
-    def __init__(self, storage: Any, authenticator: Authenticator) -> None:
+    def __init__(self, storage: Any, authenticator: Authenticator, backfill: Backfill | None = None) -> None:
         self._storage = storage
         self._auth = authenticator
+        self._backfill = backfill
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -87,6 +94,16 @@ class MessageHandlers:
             if isinstance(room_filter, dict) and isinstance(room_filter.get("types"), list):
                 types = [t for t in room_filter["types"] if isinstance(t, str)]
         events, next_token = await self._storage.stream.paginate(room_id, from_token, direction, limit, types)
+        rounds = 0
+        while direction == "b" and self._backfill is not None and len(events) < limit:
+            # A short page backwards: we hold no older events here. History from before our server joined
+            # is fetched from another server in the room (S2S "Backfilling and retrieving missing events").
+            rounds += 1
+            if rounds > MAX_BACKFILL_ROUNDS or not await self._backfill(room_id, limit):
+                break
+            events, next_token = await self._storage.stream.paginate(
+                room_id, from_token, direction, limit, types
+            )
         if to_token is not None:
             kept = []
             for pdu in events:
