@@ -42,6 +42,7 @@ from .federation.sender import FederationSender
 from .federation.tls import generate_self_signed_cert, server_ssl_context
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
+from .rooms.backfill import Backfiller
 from .rooms.incoming import IncomingPdus
 from .rooms.incoming_edus import IncomingEdus
 from .rooms.incoming_reads import FederationReads
@@ -129,6 +130,13 @@ class Homeserver:
     def _wire_federation(self) -> None:
         """Federation routes, the outbound sender and remote membership: added as those modules land."""
         self.federation_app_setup: list[Any] = []
+        # Older history of rooms joined over federation, fetched when /messages pages past our oldest event.
+        self.backfiller: Backfiller | None = None
+        if self.config.federation.enabled:
+            client, keyring = self.federation_client, self.keyring
+            self.backfiller = Backfiller(
+                self.storage, self.state, self.persister, client, keyring, self.server_name
+            )
         # Inbound federation: /send (PDU intake pipeline, EDUs) and the reads other servers make.
         self.incoming_pdus = IncomingPdus(
             self.storage, self.state, self.persister, self.keyring, self.federation_client, self.server_name
@@ -213,7 +221,9 @@ class Homeserver:
                 self.server_name,
                 config.rooms.default_room_version,
             ),
-            MessageHandlers(self.storage, self.authenticator),
+            MessageHandlers(
+                self.storage, self.authenticator, self.backfiller.backfill if self.backfiller else None
+            ),
             SyncHandlers(self.storage, self.authenticator, self.typing, self.sync_notifier),
             CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
             EphemeralHandlers(
