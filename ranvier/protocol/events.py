@@ -479,6 +479,13 @@ def add_signature(pdu: Pdu, server_name: str, signing_key: SigningKey) -> Pdu:
     return Pdu(d, pdu.room_version)
 
 
+def event_references(events: Sequence[Pdu] | Sequence[str], room_version: RoomVersion) -> list[Any]:
+    """``prev_events``/``auth_events`` as the room version's event format writes them: plain event ids
+    (v3+), or ``[event_id, {hashes}]`` pairs (v1 and v2, "Event format" of room version 1). Also for the
+    unsigned templates of make_join/make_leave, which the remote server completes as they are."""
+    return _refs(events, room_version)
+
+
 def _refs(events: Sequence[Pdu] | Sequence[str], room_version: RoomVersion) -> list[Any]:
     ids = [e.event_id if isinstance(e, Pdu) else e for e in events]
     if room_version.event_id_format is EventIdFormat.DOMAIN:

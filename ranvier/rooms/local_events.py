@@ -12,7 +12,7 @@ from typing import Any
 
 from ..protocol.auth import auth_types_for_event, check_auth_rules
 from ..protocol.auth.power_levels import get_named_level, get_user_power_level
-from ..protocol.events import MAX_PREV_EVENTS, Pdu, StateKey, build_event
+from ..protocol.events import MAX_PREV_EVENTS, Pdu, StateKey, build_event, event_references
 from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion
 from ..protocol.signing import SigningKey
@@ -100,8 +100,10 @@ class LocalEventCreator:
             "sender": sender,
             "content": content,
             "depth": (await self._storage.events.get_max_depth_of(prev_ids) if prev_ids else 0) + 1,
-            "prev_events": prev_ids,
-            "auth_events": auth_ids,
+            # Room versions 1 and 2 cite [event_id, hashes] pairs; Synapse refuses a v1 template with bare
+            # ids ("expected a tuple of size 2") and gives up on the join.
+            "prev_events": event_references(prev_ids, rv),
+            "auth_events": event_references(auth_ids, rv),
             "origin_server_ts": self._clock(),
         }
         if state_key is not None:

@@ -134,8 +134,9 @@ class ResidentMembership:
             event_type=template["type"],
             content=template["content"],
             state_key=template.get("state_key"),
-            prev_events=template["prev_events"],
-            auth_events=template["auth_events"],
+            # v1/v2 templates cite [event_id, hashes] pairs (event_references); build_event takes ids.
+            prev_events=[_ref_id(r) for r in template["prev_events"]],
+            auth_events=[_ref_id(r) for r in template["auth_events"]],
             depth=template["depth"],
             origin_server_ts=template["origin_server_ts"],
             server_name=server_of(template["sender"]),
@@ -408,6 +409,10 @@ class ResidentMembership:
 def _key_ids(pdu: Pdu, server: str) -> list[str]:
     sigs = pdu.signatures.get(server, {})
     return [k for k in sigs if k.startswith("ed25519:")]
+
+
+def _ref_id(ref: Any) -> str:
+    return str(ref[0] if isinstance(ref, list) else ref)
 
 
 def _invite_room_state(raw: Any, rv: RoomVersion, room_id: str) -> list[dict[str, Any]]:

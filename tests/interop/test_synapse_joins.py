@@ -34,12 +34,18 @@ async def ranvier(tmp_path: Path) -> AsyncIterator[Homeserver]:
     await hs.stop()
 
 
+# 12: both servers' default; 10: 1.155's default and the last with domain room ids and create-event
+# auth_events; 1: the oldest format (event ids with a domain, state resolution v1, `origin` on events).
+ROOM_VERSIONS = ["12", "10", "1"]
+
+
+@pytest.mark.parametrize("room_version", ROOM_VERSIONS)
 async def test_synapse_user_joins_a_ranvier_room(
-    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession, room_version: str
 ) -> None:
     alice = await Client.register(session, ranvier, "alice")
-    bob = await SynapseClient.register_on(session, synapse, "joins_bob_a")
-    room_id = await alice.create_room(name="Ranvier hosted")
+    bob = await SynapseClient.register_on(session, synapse, f"joins_bob_v{room_version}")
+    room_id = await alice.create_room(name="Ranvier hosted", room_version=room_version)
     await alice.send_text(room_id, "before bob")
 
     await bob.ok("POST", f"/join/{room_id}", {}, server_name=ranvier.server_name)
@@ -56,14 +62,18 @@ async def test_synapse_user_joins_a_ranvier_room(
     assert set(members["joined"]) == {alice.user_id, bob.user_id}
     name = await bob.ok("GET", f"/rooms/{room_id}/state/m.room.name")
     assert name["name"] == "Ranvier hosted"
+    # History from before the join: Synapse backfills it from us (/backfill, and /state_ids or
+    # /event_auth if it needs them) when its user paginates back.
+    await eventually(lambda: _has(bob, room_id, "before bob"), timeout=FED_TIMEOUT)
 
 
+@pytest.mark.parametrize("room_version", ROOM_VERSIONS)
 async def test_ranvier_user_joins_a_synapse_room(
-    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession, room_version: str
 ) -> None:
-    carol = await SynapseClient.register_on(session, synapse, "joins_carol_b")
+    carol = await SynapseClient.register_on(session, synapse, f"joins_carol_v{room_version}")
     dave = await Client.register(session, ranvier, "dave")
-    room_id = await carol.create_room(name="Synapse hosted")
+    room_id = await carol.create_room(name="Synapse hosted", room_version=room_version)
     await carol.send_text(room_id, "before dave")
 
     await dave.ok("POST", f"/join/{room_id}", {}, server_name=synapse.server_name)
@@ -78,3 +88,7 @@ async def test_ranvier_user_joins_a_synapse_room(
     assert set(members["joined"]) == {carol.user_id, dave.user_id}
     name = await dave.ok("GET", f"/rooms/{room_id}/state/m.room.name")
     assert name["name"] == "Synapse hosted"
+
+
+async def _has(client: Client, room_id: str, text: str) -> bool:
+    return text in await client.texts(room_id)
