@@ -1,0 +1,81 @@
+"""Inbound federation ingest (issue 6's figure): the driver of ``bench/ingest.py`` joins a fresh room of
+server 0 each repeat and pushes a chain of message PDUs, 50 per transaction. Figures: PDUs/s acknowledged,
+PDUs/s readable through ``/messages`` (kept / time until the last kept one was served), and how many of the
+PDUs the server kept."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bench.ingest import PER_TXN, IngestDriver, start_driver
+
+from .base import Options, Pair, Recorder
+from .client import MxClient
+
+READ_STALL = 20.0  # stop waiting for more to become readable after this long without progress
+READ_MAX = 300.0
+
+
+class Ingest:
+    name = "ingest"
+    title = "Inbound federation ingest (chain of PDUs, 50 per transaction)"
+    servers = 1
+    proxied = False
+
+    def steps(self, opts: Options) -> int:
+        return opts.repeats
+
+    async def run(self, pair: Pair, opts: Options, rec: Recorder) -> None:
+        target = pair.servers[0]
+        label = f"{opts.ingest_pdus} PDUs"
+        driver: IngestDriver | None = None
+        try:
+            driver = await start_driver(pair.workdir / "driver")
+            owner = await MxClient.register(pair.session, target.client_url, "owner")
+            for r in range(opts.repeats):
+                try:
+                    await self._once(
+                        driver, owner, target.server_name, opts.ingest_pdus, f"in{r}-", label, rec
+                    )
+                except Exception as e:
+                    rec.failure("accepted", "PDU/s", repr(e), label, "higher")
+                rec.tick()
+        finally:
+            if driver is not None:
+                await driver.close()
+
+    async def _once(
+        self, driver: IngestDriver, owner: MxClient, target: str, total: int, prefix: str, label: str,
+        rec: Recorder,
+    ) -> None:  # fmt: skip
+        room_id = await owner.create_room(name="ingest")
+        room = await driver.join(target, room_id)
+        pdus = [driver.message(room, f"{prefix}{i}") for i in range(total)]
+        refused = 0
+        t0 = time.perf_counter()
+        for i in range(0, total, PER_TXN):
+            results = await driver.send(target, pdus[i : i + PER_TXN])
+            refused += sum(1 for v in results.values() if isinstance(v, dict) and "error" in v)
+        acked = time.perf_counter() - t0
+        # Readable: poll the history until everything is there or nothing new appeared for READ_STALL.
+        kept, last_change = 0, time.perf_counter()
+        readable_at = t0
+        while True:
+            now_kept = await owner.count_texts(room_id, prefix)
+            now = time.perf_counter()
+            if now_kept != kept:
+                kept, last_change, readable_at = now_kept, now, now
+            if kept >= total or now - last_change > READ_STALL or now - t0 > READ_MAX:
+                break
+            await asyncio.sleep(0.25)
+        rec.value("accepted", "PDU/s", total / acked, label, "higher")
+        if kept:
+            rec.value("readable via /messages", "PDU/s", kept / (readable_at - t0), label, "higher")
+        else:
+            rec.failure(
+                "readable via /messages", "PDU/s", "none of the PDUs became readable", label, "higher"
+            )
+        rec.value("kept", "PDUs", kept, label, "higher")
+        if refused:
+            rec.note("kept", "PDUs", f"{refused} refused in /send answers", label, "higher")
