@@ -17,6 +17,9 @@ from .synapse import SynapseServer
 pytestmark = pytest.mark.interop
 
 FED_TIMEOUT = 30.0
+# Event formats differ: v12 (domainless room ids, create event not cited), v10 (the classic format with
+# `origin`), v1 (event ids with a domain, [event_id, hashes] references).
+ROOM_VERSIONS = ["12", "10", "1"]
 
 
 @pytest.fixture
@@ -37,12 +40,13 @@ async def _membership(client: Client, room_id: str, user_id: str) -> str | None:
     return answer.get("membership") if status == 200 else None
 
 
+@pytest.mark.parametrize("room_version", ROOM_VERSIONS)
 async def test_ranvier_invites_a_synapse_user_who_accepts_then_leaves(
-    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession, room_version: str
 ) -> None:
     alice = await Client.register(session, ranvier, "alice")
-    bob = await SynapseClient.register_on(session, synapse, "fed_bob_a")
-    room_id = await alice.create_room(preset="private_chat", name="Invite only")
+    bob = await SynapseClient.register_on(session, synapse, f"fed_bob_a_v{room_version}")
+    room_id = await alice.create_room(preset="private_chat", name="Invite only", room_version=room_version)
     await alice.ok("POST", f"/rooms/{room_id}/invite", {"user_id": bob.user_id})
 
     bob_sync = SyncReader(bob)
@@ -72,12 +76,13 @@ async def test_ranvier_invites_a_synapse_user_who_accepts_then_leaves(
     assert set(members["joined"]) == {alice.user_id}
 
 
+@pytest.mark.parametrize("room_version", ROOM_VERSIONS)
 async def test_synapse_invites_a_ranvier_user_who_accepts_then_leaves(
-    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession, room_version: str
 ) -> None:
-    carol = await SynapseClient.register_on(session, synapse, "fed_carol_b")
+    carol = await SynapseClient.register_on(session, synapse, f"fed_carol_b_v{room_version}")
     dave = await Client.register(session, ranvier, "dave")
-    room_id = await carol.create_room(preset="private_chat", name="Synapse invite")
+    room_id = await carol.create_room(preset="private_chat", name="Synapse invite", room_version=room_version)
     await carol.ok("POST", f"/rooms/{room_id}/invite", {"user_id": dave.user_id})
 
     dave_sync = SyncReader(dave)
@@ -102,12 +107,13 @@ async def test_synapse_invites_a_ranvier_user_who_accepts_then_leaves(
     assert set(members["joined"]) == {carol.user_id}
 
 
+@pytest.mark.parametrize("room_version", ROOM_VERSIONS)
 async def test_synapse_invites_a_ranvier_user_who_rejects(
-    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession, room_version: str
 ) -> None:
-    erin = await SynapseClient.register_on(session, synapse, "fed_erin_c")
+    erin = await SynapseClient.register_on(session, synapse, f"fed_erin_c_v{room_version}")
     frank = await Client.register(session, ranvier, "frank")
-    room_id = await erin.create_room(preset="private_chat")
+    room_id = await erin.create_room(preset="private_chat", room_version=room_version)
     await erin.ok("POST", f"/rooms/{room_id}/invite", {"user_id": frank.user_id})
 
     frank_sync = SyncReader(frank)
@@ -119,12 +125,13 @@ async def test_synapse_invites_a_ranvier_user_who_rejects(
     assert room_id not in (await frank.ok("GET", "/joined_rooms"))["joined_rooms"]
 
 
+@pytest.mark.parametrize("room_version", ROOM_VERSIONS)
 async def test_ranvier_invite_rejected_by_a_synapse_user(
-    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession, room_version: str
 ) -> None:
     gina = await Client.register(session, ranvier, "gina")
-    hank = await SynapseClient.register_on(session, synapse, "fed_hank_d")
-    room_id = await gina.create_room(preset="private_chat")
+    hank = await SynapseClient.register_on(session, synapse, f"fed_hank_d_v{room_version}")
+    room_id = await gina.create_room(preset="private_chat", room_version=room_version)
     await gina.ok("POST", f"/rooms/{room_id}/invite", {"user_id": hank.user_id})
     hank_sync = SyncReader(hank)
     await eventually(lambda: hank_sync.is_invited(room_id), timeout=FED_TIMEOUT)
