@@ -160,6 +160,7 @@ class Homeserver:
             self.storage, self.federation_client, self.server_name, metrics=self.metrics
         )
         self.persister.add_txn_hook(self.federation_sender.enqueue_in_txn)
+        self.inbound_transactions.origin_seen = self.federation_sender.mark_reachable
         self.persister.add_listener(self.federation_sender.on_persisted)
 
         # Membership over federation: the resident side (with the join-gap healing) and the joining side.

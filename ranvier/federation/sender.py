@@ -337,12 +337,13 @@ class FederationSender:
             state.interruptible = False
 
     async def _sleep(self, state: _Destination, seconds: float) -> None:
-        """Back off for ``seconds``, or until ``mark_reachable``."""
+        """Back off for ``seconds``, or until ``mark_reachable``. A mark made while the failing attempt was
+        still in flight counts too (the flag is consumed after the wait, not cleared before it): the
+        destination's request that made it may well have come in between."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.reachable.wait(), timeout=seconds)
         state.reachable.clear()
-        if seconds <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.reachable.wait(), timeout=seconds)
 
     # -- catch-up after an outage ---------------------------------------------------------------------
 

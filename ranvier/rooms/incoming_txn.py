@@ -7,6 +7,7 @@ again. The response is stored, and returned, only after every accepted PDU is co
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from ..protocol.errors import ProtocolError
@@ -27,8 +28,13 @@ class InboundTransactions:
         self.pdus = pdus
         self.edus = edus
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Told of every origin that sends us a transaction (the app wires the sender's mark_reachable: a
+        # server that talks to us is up, so a back-off towards it can end now).
+        self.origin_seen: Callable[[str], None] | None = None
 
     async def on_send(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
+        if self.origin_seen is not None:
+            self.origin_seen(origin)
         if not isinstance(body, dict):
             raise BadTransaction("the transaction must be a JSON object")
         pdus, edus = body.get("pdus", []), body.get("edus", [])

@@ -143,10 +143,11 @@ async def test_a_server_that_was_down_catches_up_from_the_outboxes(
     carol.hs = c2
     carol.base = f"http://127.0.0.1:{c2.ports['client']}/_matrix/client/v3"
 
+    # c shows it is up again by speaking: a and b, backing off towards it, take its transaction as the
+    # sign to retry now (FederationSender.mark_reachable) instead of waiting out the back-off.
+    sent.add(await carol.send_text(room_id, "c is back"))
+
     async def caught_up() -> bool:
-        # c shows itself up again; real servers learn it from the back-off expiring or c's next request.
-        for hs in (a, b):
-            hs.federation_sender.mark_reachable(c.server_name)
         return await same_everywhere([alice, bob, carol], room_id, sent)
 
     await eventually(caught_up, timeout=30)
