@@ -88,13 +88,13 @@ class FederationReads:
 
     async def state_ids(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
         """``GET /state_ids``: the state before ``event_id`` and its auth chain, as ids."""
-        await self._event_in_room(origin, room_id, event_id)
+        pdu = await self._event_in_room(origin, room_id, event_id)
         try:
             state = await self._storage.state.get_state_ids_before(event_id)
         except UnknownEvent as e:
             raise NotFound(f"no state is known at {event_id}") from e
         pdu_ids = sorted(set(state.values()))
-        chain = await self._storage.events.get_auth_chain_ids(pdu_ids)
+        chain = await self._auth_chain(pdu, pdu_ids)
         return {"pdu_ids": pdu_ids, "auth_chain_ids": sorted(chain)}
 
     async def state(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
@@ -108,10 +108,26 @@ class FederationReads:
 
     async def event_auth(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
         """``GET /event_auth``: the full auth chain of the event."""
-        await self._event_in_room(origin, room_id, event_id)
-        chain = sorted(await self._storage.events.get_auth_chain_ids([event_id]))
+        pdu = await self._event_in_room(origin, room_id, event_id)
+        chain = sorted(await self._auth_chain(pdu, [event_id]))
         events = await self._storage.events.get_events(chain)
         return {"auth_chain": [events[e].to_federation() for e in chain if e in events]}
+
+    async def _auth_chain(self, pdu: Pdu, event_ids: list[str]) -> set[str]:
+        """The auth chain of ``event_ids`` (events of ``pdu``'s room).
+
+        Room version 12 forbids citing the m.room.create event in ``auth_events``: "the room_id (being
+        the m.room.create event's ID) implies this instead" (v12 "Authorization rules", note before rule
+        1). The create event is thus an implicit auth event of every other event, and we include it as
+        Synapse does; a peer that walks our chain to authorise events needs it (and /event_auth of a
+        message would otherwise not reach the create event at all)."""
+        chain = await self._storage.events.get_auth_chain_ids(event_ids)
+        rv = pdu.room_version
+        if rv.room_id_from_create_event:
+            create_id = "$" + pdu.room_id[1:]
+            if any(e != create_id for e in event_ids):
+                chain.add(create_id)
+        return chain
 
     async def backfill(
         self, origin: str, room_id: str, from_ids: Sequence[str], limit: int

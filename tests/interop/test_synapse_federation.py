@@ -9,6 +9,9 @@ import aiohttp
 import pytest
 
 from ranvier.app import Homeserver
+from ranvier.protocol.events import Pdu
+from ranvier.protocol.room_versions import get_room_version
+from tests.federation.fedserver import make_client
 from tests.scenarios.servers import Client, eventually, start_server
 
 from .peers import SynapseClient, SyncReader
@@ -141,3 +144,57 @@ async def test_ranvier_invite_rejected_by_a_synapse_user(
 
 async def _is(client: Client, room_id: str, user_id: str, membership: str) -> bool:
     return await _membership(client, room_id, user_id) == membership
+
+
+@pytest.mark.parametrize("room_version", ["12", "1"])
+async def test_our_read_endpoints_agree_with_synapse(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession, room_version: str
+) -> None:
+    """Synapse is the reference: for events both servers hold, our /state_ids, /state, /event_auth and
+    /event must answer what Synapse's answer (these are what a Synapse peer asks us when it heals a gap
+    or resyncs partial state). We ask Synapse as Ranvier, and ask Ranvier as Synapse (with its key)."""
+    alice = await Client.register(session, ranvier, "alice")
+    bob = await SynapseClient.register_on(session, synapse, f"fed_reads_v{room_version}")
+    room_id = await alice.create_room(name="Compared", room_version=room_version)
+    await alice.send_text(room_id, "from ranvier")
+    await bob.ok("POST", f"/join/{room_id}", {}, server_name=ranvier.server_name)
+    await bob.send_text(room_id, "from synapse")
+    await eventually(lambda: _has(alice, room_id, "from synapse"), timeout=FED_TIMEOUT)
+    events = await alice.messages(room_id)
+    join_id = next(e["event_id"] for e in events if e.get("state_key") == bob.user_id)
+    message_id = next(e["event_id"] for e in events if e["content"].get("body") == "from synapse")
+
+    as_synapse = make_client(synapse.server_name, synapse.signing_key())
+    ours, theirs = ranvier.server_name, synapse.server_name
+    try:
+        for event_id in (join_id, message_id):  # a state event (state *before* it) and a message
+            mine = await as_synapse.get_state_ids(ours, room_id, event_id)
+            ref = await ranvier.federation_client.get_state_ids(theirs, room_id, event_id)
+            assert set(mine["pdu_ids"]) == set(ref["pdu_ids"]), event_id
+            assert set(mine["auth_chain_ids"]) == set(ref["auth_chain_ids"]), event_id
+
+            mine = await as_synapse.get_state(ours, room_id, event_id)
+            ref = await ranvier.federation_client.get_state(theirs, room_id, event_id)
+            assert _ids(mine["pdus"], room_version) == _ids(ref["pdus"], room_version)
+            assert _ids(mine["auth_chain"], room_version) == _ids(ref["auth_chain"], room_version)
+
+            mine = await as_synapse.get_event_auth(ours, room_id, event_id)
+            ref = await ranvier.federation_client.get_event_auth(theirs, room_id, event_id)
+            assert _ids(mine["auth_chain"], room_version) == _ids(ref["auth_chain"], room_version)
+
+            (mine_pdu,) = (await as_synapse.get_event(ours, event_id))["pdus"]
+            (ref_pdu,) = (await ranvier.federation_client.get_event(theirs, event_id))["pdus"]
+            mine_pdu.pop("unsigned", None)
+            ref_pdu.pop("unsigned", None)
+            assert mine_pdu == ref_pdu
+    finally:
+        await as_synapse.close()
+
+
+def _ids(pdus: list[dict], room_version: str) -> set[str]:
+    rv = get_room_version(room_version)
+    return {Pdu(p, rv).event_id for p in pdus}
+
+
+async def _has(client: Client, room_id: str, text: str) -> bool:
+    return text in await client.texts(room_id)
