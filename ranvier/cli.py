@@ -149,12 +149,23 @@ def _cmd_register_user(args: argparse.Namespace) -> int:
 
 
 async def _register_in_database(config: HomeserverConfig, localpart: str, password: str, admin: bool) -> int:
+    from .protocol.identifiers import is_valid_localpart
     from .storage import open_storage
+    from .storage.interfaces_aux import UserExists
 
+    # The same mapping and checks as /register: lower-cased, and only the characters a user id allows.
+    localpart = localpart.lower()
+    if not is_valid_localpart(localpart):
+        print(f"invalid user name {localpart!r}: only a-z, 0-9 and '._=-/+' are allowed", file=sys.stderr)
+        return 2
     storage = await open_storage(config.database.url)
     try:
         user_id = f"@{localpart}:{config.server_name}"
-        await storage.users.create_user(user_id, password, admin=admin)
+        try:
+            await storage.users.create_user(user_id, password, is_admin=admin)
+        except UserExists:
+            print(f"{user_id} already exists", file=sys.stderr)
+            return 1
         print(f"registered {user_id}")
         return 0
     finally:
