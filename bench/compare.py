@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import platform
@@ -102,9 +101,8 @@ async def run_one(
         for i, server in enumerate(started):
             (workdir / f"server{i}-tail.log").write_text(server.tail_log(200))
     finally:
-        for server in started:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(server.stop)
+        # In parallel: a Ranvier with federation connections open waits up to its shutdown timeout (10 s).
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in started), return_exceptions=True)
         if proxy is not None:
             await proxy.close()
     return {"series": [s.as_json() for s in rec.series.values()], "usage": usage, "error": error}
