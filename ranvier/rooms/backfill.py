@@ -334,9 +334,8 @@ def _auth_order(pdus: list[Pdu]) -> list[Pdu]:
 
 
 def _topo(pdus: list[Pdu], parents: Callable[[Pdu], Iterable[str]]) -> list[Pdu]:
-    by_id = {p.event_id: p for p in pdus}
+    by_id: dict[str, Pdu] = {p.event_id: p for p in pdus}
     out: list[Pdu] = []
-    done: set[str] = set()
     entered: set[str] = set()  # a cycle (possible with v1-v2 ids, which are not hashes) is cut
     for start in sorted(by_id.values(), key=lambda p: p.depth):
         # Iterative depth-first walk: a chunk can be a chain of 100 events.
@@ -344,7 +343,6 @@ def _topo(pdus: list[Pdu], parents: Callable[[Pdu], Iterable[str]]) -> list[Pdu]
         while stack:
             pdu, expanded = stack.pop()
             if expanded:
-                done.add(pdu.event_id)
                 out.append(pdu)
                 continue
             if pdu.event_id in entered:
