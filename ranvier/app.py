@@ -173,7 +173,7 @@ class Homeserver:
             self.server_name,
             self.signing_key,
             self.keyring,
-            self.federation_sender.send_pdu_to,
+            self.federation_sender,
             join_gap_dummy_event=rooms_config.join_gap_dummy_event,
             max_forward_extremities=rooms_config.max_forward_extremities,
         )

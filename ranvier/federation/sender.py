@@ -198,6 +198,20 @@ class FederationSender:
         for destination in dests:
             self.wake(destination)
 
+    def forward_in_txn(self, destinations: Iterable[str]) -> Any:
+        """A persister transaction hook that queues the batch's events for ``destinations`` in the same
+        commit (a remote user's join accepted through our send_join, which the room's other servers must
+        get from us); the caller wakes the destinations with ``wake`` after the commit."""
+        dests = set(destinations) - {self.server_name}
+
+        async def hook(txn: Any, room_id: str, written: Sequence[tuple[EventToPersist, int]]) -> None:
+            if not dests:
+                return
+            for item, stream in written:
+                await self._outbox.enqueue_pdus_txn(txn, dests, item.pdu.event_id, room_id, stream)
+
+        return hook
+
     async def send_edu(
         self, destination: str, edu_type: str, content: dict[str, Any], *, coalesce_key: str | None = None
     ) -> None:

@@ -43,10 +43,21 @@ class EventPersister:
         """Run ``hook`` inside every persist transaction; if it raises, the batch is not persisted."""
         self._txn_hooks.append(hook)
 
-    async def persist(self, room_id: str, room_version: RoomVersion, batch: Sequence[EventToPersist]) -> None:
-        """Persist ``batch`` (in order) and the room's new current state. The caller holds room_lock."""
+    async def persist(
+        self,
+        room_id: str,
+        room_version: RoomVersion,
+        batch: Sequence[EventToPersist],
+        extra_txn_hook: TxnHook | None = None,
+    ) -> None:
+        """Persist ``batch`` (in order) and the room's new current state. The caller holds room_lock.
+
+        ``extra_txn_hook`` runs inside the transaction too, for this batch only (e.g. queueing a remote
+        join we accepted for the room's other servers, in the same commit as the join)."""
         new_current = await self._new_current_state(room_id, room_version, batch)
         hooks = list(self._txn_hooks)
+        if extra_txn_hook is not None:
+            hooks.append(extra_txn_hook)
 
         async def in_txn(txn: Any, written: list[tuple[EventToPersist, int]]) -> None:
             for hook in hooks:

@@ -44,7 +44,6 @@ def _forbidden(message: str) -> FederationRequestError:
 
 
 KeyPrefetch = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
-SendToServers = Callable[[Sequence[str], str, str], Awaitable[None]]
 
 
 class ResidentMembership:
@@ -57,7 +56,7 @@ class ResidentMembership:
         server_name: str,
         signing_key: SigningKey,
         keyring: Any,
-        send_to_servers: SendToServers | None = None,
+        sender: Any = None,
         *,
         join_gap_dummy_event: bool = True,
         max_forward_extremities: int = 10,
@@ -69,7 +68,8 @@ class ResidentMembership:
         self.server_name = server_name
         self._signing_key = signing_key
         self._keyring = keyring
-        self._send_to_servers = send_to_servers
+        # The federation sender (forward_in_txn, wake); None on a server without federation.
+        self._sender = sender
         self.join_gap_dummy_event = join_gap_dummy_event
         self.max_forward_extremities = max_forward_extremities
         self._healing: dict[str, asyncio.Task[None]] = {}
@@ -205,11 +205,15 @@ class ResidentMembership:
             except AuthRejected as e:
                 raise _forbidden(f"{membership} not allowed: {e.reason}") from None
             others = sorted(await self._storage.state.get_joined_servers(room_id))
-            await self._persister.persist(room_id, rv, [EventToPersist(pdu=pdu, state_before=state_before)])
-        # Tell the rest of the room (the new member's server hears it from the response).
-        destinations = [s for s in others if s not in (self.server_name, origin)]
-        if self._send_to_servers is not None and destinations:
-            await self._send_to_servers(destinations, pdu.event_id, room_id)
+            # The rest of the room must hear of the new member from us (its own server learns from our
+            # answer); queued in the commit that persists the event, so a crash cannot lose the send.
+            destinations = [s for s in others if s not in (self.server_name, origin)]
+            hook = self._sender.forward_in_txn(destinations) if self._sender and destinations else None
+            item = EventToPersist(pdu=pdu, state_before=state_before)
+            await self._persister.persist(room_id, rv, [item], extra_txn_hook=hook)
+        if self._sender is not None:
+            for destination in destinations:
+                self._sender.wake(destination)
         if membership != "join":
             return {}
         if self.join_gap_dummy_event:
