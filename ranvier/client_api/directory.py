@@ -6,7 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..protocol.identifiers import InvalidIdentifier, parse_room_alias, server_of
+from ..protocol.errors import InvalidIdentifier
+from ..protocol.identifiers import parse_room_alias, server_of
 from ..rooms.membership import MembershipError, MembershipService
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, not_found
@@ -113,9 +114,12 @@ class DirectoryHandlers:
         if request.method == "POST":
             await self._auth.require_user(request)
             body = await read_json_body(request, allow_empty=True)
-        limit = (
-            body.get("limit")
-            if isinstance(body.get("limit"), int)
+        raw_limit = body.get("limit")
+        limit: int = (
+            # Clamped like the query form: a limit of 0 or less would hand out a next_batch that never
+            # advances, and clients would page forever.
+            max(1, min(500, raw_limit))
+            if isinstance(raw_limit, int) and not isinstance(raw_limit, bool)
             else query_int(request, "limit", 100, 1, 500)
         )
         since = body.get("since") or request.query.get("since")

@@ -184,3 +184,16 @@ async def test_registration_errors(env: Env) -> None:
     await _refused(env, 400, "M_USER_IN_USE", "POST", register, taken)
     bad = {"username": "no spaces allowed", "password": "whatever123", "auth": auth}
     await _refused(env, 400, "M_INVALID_USERNAME", "POST", register, bad)
+
+
+async def test_public_rooms_limit_is_clamped(env: Env) -> None:
+    # A limit of 0 used to hand out a next_batch equal to the request's own position (clients paged forever).
+    status, _ = await env.call("POST", V3 + "/createRoom", {"visibility": "public"}, token=env.alice)
+    assert status == 200
+    await env.call("POST", V3 + "/createRoom", {"visibility": "public"}, token=env.alice)
+    status, page = await env.call("POST", V3 + "/publicRooms", {"limit": 0}, token=env.alice)
+    assert status == 200 and len(page["chunk"]) == 1
+    status, second = await env.call(
+        "POST", V3 + "/publicRooms", {"limit": 0, "since": page["next_batch"]}, token=env.bob
+    )
+    assert status == 200 and len(second["chunk"]) == 1 and second["chunk"] != page["chunk"]
