@@ -59,6 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    args.out = args.out.resolve()  # the servers run with their work directory as cwd
     return args
 
 
