@@ -2,8 +2,9 @@
 that records a forgotten room.
 
 ``POST /rooms/{id}/forget`` stores the id of the membership event that was forgotten under
-``FORGOTTEN_TYPE`` in the room's account data. /sync then leaves that room out of ``leave`` while the user's
-membership is still that event; a later join or invite is a new event, so the room comes back. The
+``FORGOTTEN_TYPE`` in the room's account data. While the user's membership is still that event, /sync
+leaves the room out of ``leave`` and /messages and /context refuse its history; a later join or invite
+is a new event, so the room comes back. Nothing is deleted (the room's events are shared). The
 marker is ours alone: it is never served to clients nor accepted from them.
 """
 

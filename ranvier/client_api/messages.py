@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ..rooms.local_events import now_ms
 from ..storage.interfaces import TopoToken
+from .account_data import forgotten_event
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, not_found
 from .event_format import format_client_event
@@ -58,6 +59,11 @@ class MessageHandlers:
         # Members and former members may read; history visibility beyond that is not enforced yet.
         if membership is None or membership[0] not in ("join", "leave", "ban"):
             raise forbidden(f"You are not a member of room {room_id}")
+        # CS "POST /rooms/{roomId}/forget": after forgetting, "a user will no longer be able to retrieve
+        # history for this room" (until a new membership replaces the forgotten one).
+        forgotten = membership[0] != "join" and await forgotten_event(self._storage, user_id, room_id)
+        if forgotten == membership[1]:
+            raise forbidden(f"You have forgotten room {room_id}")
 
     async def _to_topo(self, room_id: str, token: str) -> TopoToken:
         try:

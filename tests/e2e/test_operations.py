@@ -239,10 +239,14 @@ async def test_forgotten_room_leaves_sync(pair: Pair) -> None:
     assert status == 400
     assert (await bob.room_forget(room_id)).transport_response.status == 200
     assert room_id not in (await _sync(bob, before_leave)).rooms.leave
+    status, _ = await pair.request(bob, "GET", f"/rooms/{room_id}/messages?dir=b")
+    assert status == 403  # CS: a forgotten room's history can no longer be retrieved
     # Coming back (the room is invite-only) brings it back.
     assert (await pair.alice.room_invite(room_id, bob.user_id)).transport_response.status == 200
     assert (await bob.join(room_id)).transport_response.status == 200
     assert room_id in (await _sync(bob, before_leave)).rooms.join
+    status, _ = await pair.request(bob, "GET", f"/rooms/{room_id}/messages?dir=b")
+    assert status == 200
 
 
 async def test_capabilities(pair: Pair) -> None:
