@@ -21,6 +21,7 @@ from .client_api.account import AccountHandlers
 from .client_api.account_data import AccountDataHandlers
 from .client_api.auth import Authenticator
 from .client_api.capabilities import CapabilitiesHandlers
+from .client_api.cors import cors_middleware
 from .client_api.directory import DirectoryHandlers
 from .client_api.ephemeral import EphemeralHandlers, SyncNotifier, TypingStream
 from .client_api.errors import matrix_error_middleware
@@ -198,7 +199,11 @@ class Homeserver:
     def _client_app(self) -> web.Application:
         config = self.config
         app = web.Application(
-            middlewares=[metrics_middleware(self.metrics, "client"), matrix_error_middleware],
+            middlewares=[
+                cors_middleware,  # outermost, so that error responses carry the headers too
+                metrics_middleware(self.metrics, "client"),
+                matrix_error_middleware,
+            ],
             client_max_size=MAX_CLIENT_BODY,
         )
         base_url = (

@@ -197,3 +197,22 @@ async def test_public_rooms_limit_is_clamped(env: Env) -> None:
         "POST", V3 + "/publicRooms", {"limit": 0, "since": page["next_batch"]}, token=env.bob
     )
     assert status == 200 and len(second["chunk"]) == 1 and second["chunk"] != page["chunk"]
+
+
+async def test_cors_on_every_response_and_preflight_without_logic(env: Env) -> None:
+    before = await env.snapshot()
+    # A pre-flight of a write, unauthenticated: answered with the headers, and nothing is sent.
+    async with env.http.options(env.base + _send(env.public_room_id, "preflight")) as resp:
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
+        assert "PUT" in resp.headers["Access-Control-Allow-Methods"]
+    assert await env.snapshot() == before
+    for path, token in (
+        (V3 + "/account/whoami", env.alice),
+        (V3 + "/account/whoami", None),
+        (V3 + "/nope", None),
+    ):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with env.http.get(env.base + path, headers=headers) as resp:
+            assert resp.headers.get("Access-Control-Allow-Origin") == "*", (path, resp.status)
