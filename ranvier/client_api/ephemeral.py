@@ -77,12 +77,14 @@ class TypingStream(TypingState):
     def expire(self) -> None:
         """Drop timed-out typists; a room that lost one counts as changed."""
         now = self._clock_ms()
-        for room_id, users in self._typing.items():
+        for room_id, users in list(self._typing.items()):
             gone = [u for u, until in users.items() if until <= now]
             for user_id in gone:
                 del users[user_id]
             if gone:
                 self._bump(room_id)
+            if not users:
+                del self._typing[room_id]  # keep the map to rooms where someone types
 
     def typing_users(self, room_id: str) -> list[str]:
         self.expire()
