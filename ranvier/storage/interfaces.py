@@ -182,6 +182,9 @@ class EventStore(Protocol):
 class StateStore(Protocol):
     async def get_state_group_before(self, event_id: str) -> int | None: ...
     async def get_state_group_after(self, event_id: str) -> int | None: ...
+    async def get_state_groups_before(self, event_ids: Iterable[str]) -> dict[str, int]:
+        """event id -> group of the state before it, in one read; outliers and unknown events left out."""
+
     async def get_state_ids_for_group(
         self, group: int, keys: Iterable[StateKey] | None = None
     ) -> dict[StateKey, str]:

@@ -38,6 +38,18 @@ class SqlStateStore:
     async def get_state_group_after(self, event_id: str) -> int | None:
         return await self._group_of(event_id, "state_after_group")
 
+    async def get_state_groups_before(self, event_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, int] = {}
+        for chunk in chunks(ids):
+            rows = await self._db.fetchall(
+                f"SELECT event_id, state_before_group FROM events WHERE event_id IN ({in_list(len(chunk))})"
+                " AND state_before_group IS NOT NULL",
+                tuple(chunk),
+            )
+            out.update((r[0], int(r[1])) for r in rows)
+        return out
+
     async def get_state_ids_for_group(
         self, group: int, keys: Iterable[StateKey] | None = None
     ) -> dict[StateKey, str]:
