@@ -54,6 +54,7 @@ from .rooms.persister import EventPersister
 from .rooms.remote_join import RemoteMembershipService
 from .rooms.resident import ResidentMembership
 from .rooms.state import StateService
+from .rooms.visibility import HistoryVisibilityFilter
 from .storage import open_storage
 from .storage.sql.filters import FilterStore
 
@@ -109,6 +110,8 @@ class Homeserver:
         )
 
         self.state = StateService(storage)
+        # History visibility, applied to what our users read and what other servers fetch.
+        self.history_visibility = HistoryVisibilityFilter(storage)
         self.persister = EventPersister(storage, self.state)
         self.creator = LocalEventCreator(
             storage, self.state, self.persister, self.server_name, self.signing_key
@@ -150,7 +153,7 @@ class Homeserver:
             on_receipt=self.sync_notifier.notify,
         )
         self.inbound_transactions = InboundTransactions(self.storage, self.incoming_pdus, incoming_edus)
-        self.federation_reads = FederationReads(self.storage, self.server_name)
+        self.federation_reads = FederationReads(self.storage, self.server_name, self.history_visibility)
         routes = FederationRoutes(
             self.keyring, self.server_name, self.inbound_transactions, self.federation_reads
         )
@@ -226,9 +229,13 @@ class Homeserver:
                 self.authenticator,
                 self.server_name,
                 config.rooms.default_room_version,
+                self.history_visibility,
             ),
             MessageHandlers(
-                self.storage, self.authenticator, self.backfiller.backfill if self.backfiller else None
+                self.storage,
+                self.authenticator,
+                self.backfiller.backfill if self.backfiller else None,
+                self.history_visibility,
             ),
             SyncHandlers(self.storage, self.authenticator, self.typing, self.sync_notifier),
             CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),

@@ -13,7 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ..protocol.events import Pdu
+from ..protocol.visibility import HistoryVisibility
 from ..rooms.local_events import now_ms
+from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import TopoToken
 from .account_data import forgotten_event
 from .auth import Authenticator
@@ -25,6 +28,9 @@ PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 MAX_LIMIT = 1000
 # Backfill requests one backwards /messages may make before answering with what it has.
 MAX_BACKFILL_ROUNDS = 3
+# Further pages one /messages reads when history visibility hid events of the first one, before it answers
+# with fewer events than asked for (and a token to go on from).
+MAX_HIDDEN_PAGES = 5
 
 # (room id, how many events are wanted) -> whether older events were added (rooms.backfill.Backfiller)
 Backfill = Callable[[str, int], Awaitable[bool]]
@@ -38,10 +44,17 @@ def parse_sync_token(token: str) -> int:
 
 
 class MessageHandlers:
-    def __init__(self, storage: Any, authenticator: Authenticator, backfill: Backfill | None = None) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        authenticator: Authenticator,
+        backfill: Backfill | None = None,
+        visibility: HistoryVisibilityFilter | None = None,
+    ) -> None:
         self._storage = storage
         self._auth = authenticator
         self._backfill = backfill
+        self._visibility = visibility or HistoryVisibilityFilter(storage)
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -56,9 +69,12 @@ class MessageHandlers:
         if await self._storage.rooms.get_room_version(room_id) is None:
             raise forbidden(f"You are not in room {room_id}")
         membership = await self._storage.state.get_membership(room_id, user_id)
-        # Members and former members may read; history visibility beyond that is not enforced yet.
+        # Members and former members may read, and anyone may read a world_readable room (CS "Room
+        # Previews"); which events each sees is then up to history visibility, event by event.
         if membership is None or membership[0] not in ("join", "leave", "ban"):
-            raise forbidden(f"You are not a member of room {room_id}")
+            if await self._visibility.current_visibility(room_id) is not HistoryVisibility.WORLD_READABLE:
+                raise forbidden(f"You are not a member of room {room_id}")
+            return
         # CS "POST /rooms/{roomId}/forget": after forgetting, "a user will no longer be able to retrieve
         # history for this room" (until a new membership replaces the forgotten one).
         forgotten = membership[0] != "join" and await forgotten_event(self._storage, user_id, room_id)
@@ -123,13 +139,16 @@ class MessageHandlers:
                     break
                 kept.append(pdu)
             events = kept
+        events, next_token = await self._visible(
+            room_id, requester.user_id, events, next_token, direction, limit, types, to_token
+        )
         now = now_ms()
         start = from_raw or (str(from_token) if from_token else None)
         if start is None:
             position = self._storage.stream.current_position()
             start = f"s{position}"
         body: dict[str, Any] = {"chunk": [format_client_event(e, now) for e in events], "start": start}
-        if next_token is not None and events:
+        if next_token is not None:
             body["end"] = str(next_token)
         state_ids = set()
         if request.query.get("lazy_load_members") or (filter_raw and "lazy_load_members" in filter_raw):
@@ -142,6 +161,39 @@ class MessageHandlers:
                     body["state"].append(format_client_event(member, now))
         return web.json_response(body)
 
+    async def _visible(
+        self,
+        room_id: str,
+        user_id: str,
+        events: list[Pdu],
+        next_token: TopoToken | None,
+        direction: str,
+        limit: int,
+        types: list[str] | None,
+        to_token: TopoToken | None,
+    ) -> tuple[list[Pdu], TopoToken | None]:
+        """The events of a page that the user may see (CS "Room History Visibility"), and the token to go on
+        from. The token still advances past hidden events, so paging on never returns to them; while hiding
+        left the page short, the following pages are read too (a few, then a short page is answered)."""
+        visible = await self._visibility.filter_for_user(room_id, user_id, events)
+        hidden = len(visible) < len(events)
+        pages = 0
+        # With ``to`` the clipping above would have to be repeated per page: a short page does there.
+        while hidden and to_token is None and next_token is not None and len(visible) < limit:
+            pages += 1
+            if pages > MAX_HIDDEN_PAGES:
+                break
+            more, token = await self._storage.stream.paginate(
+                room_id, next_token, direction, limit - len(visible), types
+            )
+            if not more:
+                return visible, None
+            shown = await self._visibility.filter_for_user(room_id, user_id, more)
+            hidden = len(shown) < len(more)
+            visible += shown
+            next_token = token
+        return visible, next_token
+
     async def context(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
@@ -151,12 +203,17 @@ class MessageHandlers:
         meta = await self._storage.events.get_event_meta(event_id)
         if pdu is None or meta is None or pdu.room_id != room_id or meta.outlier or meta.soft_failed:
             raise not_found("Event not found")
+        if not await self._visibility.user_may_see(room_id, requester.user_id, pdu):
+            raise not_found("Event not found")  # as if unknown: whether it exists is not theirs to learn
         limit = query_int(request, "limit", 10, 0, 100)
         before_n = limit // 2
         after_n = limit - before_n
         just_before = TopoToken(meta.depth, meta.stream_ordering - 1)
         before, before_token = await self._storage.stream.paginate(room_id, just_before, "b", before_n)
         after, after_token = await self._storage.stream.paginate(room_id, meta.topo, "f", after_n)
+        # Tokens stay those of the whole pages, so paging on from them skips past what was hidden.
+        before = await self._visibility.filter_for_user(room_id, requester.user_id, before)
+        after = await self._visibility.filter_for_user(room_id, requester.user_id, after)
         now = now_ms()
         state_ids = await self._storage.state.get_state_ids_after(event_id)
         state_events = await self._storage.events.get_events(list(state_ids.values()))

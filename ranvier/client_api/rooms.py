@@ -18,6 +18,7 @@ from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import CreateRoomError, plan_room
 from ..rooms.local_events import LocalEventCreator, RoomNotFound, now_ms
 from ..rooms.membership import MembershipError, MembershipService
+from ..rooms.visibility import HistoryVisibilityFilter
 from .account_data import forget_room
 from .auth import Authenticator, Requester
 from .errors import MatrixError, bad_json, forbidden, invalid_param, not_found
@@ -46,8 +47,10 @@ class RoomHandlers:
         authenticator: Authenticator,
         server_name: str,
         default_room_version: str,
+        visibility: HistoryVisibilityFilter | None = None,
     ) -> None:
         self._storage = storage
+        self._visibility = visibility or HistoryVisibilityFilter(storage)
         self._creator = creator
         self._membership = membership
         self._auth = authenticator
@@ -329,12 +332,15 @@ class RoomHandlers:
     async def get_event(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
-        await self._require_joined(room_id, requester.user_id)
         pdu = await self._storage.events.get_event(request.match_info["event"])
         if pdu is None or pdu.room_id != room_id:
             raise not_found("Event not found")
         meta = await self._storage.events.get_event_meta(pdu.event_id)
         if meta is None or meta.outlier or meta.soft_failed:
+            raise not_found("Event not found")
+        # CS "GET /rooms/{roomId}/event/{eventId}": 404 when "you do not have permission to read this
+        # event", decided by history visibility (former members and world_readable readers included).
+        if not await self._visibility.user_may_see(room_id, requester.user_id, pdu):
             raise not_found("Event not found")
         return web.json_response(format_client_event(pdu, now_ms()))
 

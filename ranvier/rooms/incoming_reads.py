@@ -4,7 +4,9 @@ the profile and directory queries (S2S "Retrieving events", "Backfilling and ret
 
 Only servers that are or were in a room may read it, and never when the room's ``m.room.server_acl``
 denies them (S2S "Server Access Control Lists": 403 ``M_FORBIDDEN``). Rejected events are never served;
-soft-failed ones are (S2S "Soft failure").
+soft-failed ones are (S2S "Soft failure"). Events of /event, /backfill and /get_missing_events that history
+visibility hides from every user of the asking server are served redacted (``rooms.visibility``); state
+and auth chains are served whole, as the asking server needs them to authorise events.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..protocol.events import Pdu
 from ..protocol.identifiers import parse_room_alias, parse_user_id, server_of
 from ..storage.interfaces import UnknownEvent
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
+from .visibility import HistoryVisibilityFilter
 
 MAX_BACKFILL = 100
 MAX_MISSING_EVENTS = 20
@@ -43,9 +46,12 @@ def _now_ms() -> int:
 
 
 class FederationReads:
-    def __init__(self, storage: Any, server_name: str) -> None:
+    def __init__(
+        self, storage: Any, server_name: str, visibility: HistoryVisibilityFilter | None = None
+    ) -> None:
         self._storage = storage
         self.server_name = server_name
+        self._visibility = visibility or HistoryVisibilityFilter(storage)
 
     # -- access ----------------------------------------------------------------------------------
 
@@ -84,7 +90,7 @@ class FederationReads:
         if pdu is None:
             raise NotFound(f"unknown event {event_id}")
         await self.check_room_access(origin, pdu.room_id)
-        return self._txn([pdu])
+        return self._txn(await self._visibility.filter_for_server(pdu.room_id, origin, [pdu]))
 
     async def state_ids(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
         """``GET /state_ids``: the state before ``event_id`` and its auth chain, as ids."""
@@ -137,7 +143,7 @@ class FederationReads:
         limit = max(0, min(limit, MAX_BACKFILL))
         found = await self._walk(room_id, list(from_ids), limit, include_start=True)
         found.sort(key=lambda p: p.depth, reverse=True)
-        return self._txn(found)
+        return self._txn(await self._visibility.filter_for_server(room_id, origin, found))
 
     async def missing_events(
         self,
@@ -154,6 +160,7 @@ class FederationReads:
         limit = max(0, min(limit, MAX_MISSING_EVENTS))
         found = await self._walk(room_id, list(latest), limit, stop=set(earliest), min_depth=min_depth)
         found.sort(key=lambda p: p.depth)
+        found = await self._visibility.filter_for_server(room_id, origin, found)
         return {"events": [p.to_federation() for p in found]}
 
     async def _walk(
