@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 DUMMY_EVENT_TYPE = "org.matrix.dummy_event"
+# Seconds after the dummy event of a remote join at which it is sent to the joiner once more (see
+# ``_resend_to_joiner``).
+JOINER_RESEND_DELAYS = (1.0, 5.0)
 
 
 def _bad(message: str) -> FederationRequestError:
@@ -74,6 +77,8 @@ class ResidentMembership:
         self.max_forward_extremities = max_forward_extremities
         self._healing: dict[str, asyncio.Task[None]] = {}
         self._heal_requests: dict[str, tuple[int, str]] = {}
+        self._heal_joiners: dict[str, set[str]] = {}
+        self._resends: set[asyncio.Task[None]] = set()
         persister.add_listener(self._after_persist)
 
     # -- make_join / send_join ---------------------------------------------------------------------
@@ -219,7 +224,7 @@ class ResidentMembership:
         if self.join_gap_dummy_event:
             # Synapse does this while still answering; doing it right after persisting means the dummy
             # may reach the joiner before our response does, which joiners must (and we do) handle.
-            self._schedule_healing(room_id, reason=f"remote join {pdu.event_id}", threshold=1)
+            self._schedule_healing(room_id, reason=f"remote join {pdu.event_id}", threshold=1, joiner=origin)
         return await self._send_join_response(room_id, pdu, state_before, others)
 
     async def _verified_membership_event(
@@ -348,9 +353,12 @@ class ResidentMembership:
             room_id, reason="too many forward extremities", threshold=self.max_forward_extremities
         )
 
-    def _schedule_healing(self, room_id: str, reason: str, threshold: int) -> None:
+    def _schedule_healing(self, room_id: str, reason: str, threshold: int, joiner: str | None = None) -> None:
         """Heal once the room has more than ``threshold`` forward extremities. Requests made while a
-        healing of the room runs are remembered (the lowest threshold wins) and handled right after."""
+        healing of the room runs are remembered (the lowest threshold wins) and handled right after.
+        ``joiner``: the server whose join prompted this, which gets the dummy event again later."""
+        if joiner is not None:
+            self._heal_joiners.setdefault(room_id, set()).add(joiner)
         current = self._heal_requests.get(room_id)
         if current is None or threshold < current[0]:
             self._heal_requests[room_id] = (threshold, reason)
@@ -364,6 +372,7 @@ class ResidentMembership:
             await self._heal(room_id, reason, threshold)
 
     async def _heal(self, room_id: str, reason: str, threshold: int) -> None:
+        joiners = self._heal_joiners.pop(room_id, set())
         try:
             extremities = await self._storage.events.get_forward_extremities(room_id)
             if len(extremities) <= threshold:
@@ -385,6 +394,10 @@ class ResidentMembership:
                 pdu.event_id,
                 reason,
             )
+            for joiner in joiners:
+                task = asyncio.create_task(self._resend_to_joiner(joiner, room_id, pdu.event_id))
+                self._resends.add(task)
+                task.add_done_callback(self._resends.discard)
         except (RoomNotFound, AuthRejected, FormatError) as e:
             logger.warning("could not heal forward extremities of %s: %s", room_id, e)
         except Exception:
@@ -403,11 +416,37 @@ class ResidentMembership:
                 return key
         return None
 
+    async def _resend_to_joiner(self, joiner: str, room_id: str, event_id: str) -> None:
+        """Send the join's dummy event to the joiner again, a little later.
+
+        The dummy is created right after the join is persisted, so its first copy can reach the joiner
+        before our send_join answer has been processed there. Synapse (1.163) then drops it: "Ignoring
+        PDU for unknown room_id", answering 200 with the PDU left out of the ``pdus`` results, and the
+        missed event stays hidden from it until the room's next event. The S2S spec says nothing about
+        PDUs racing a join, so we do not rely on the joiner queueing them (ours does): a copy sent again
+        once the joiner has had time to finish the join is a known event to it if the first arrived
+        (receivers ignore events they have, S2S "Checks performed on receipt of a PDU"), and delivers the
+        dummy, and with it the missed events as its prev_events, if it did not."""
+        if self._sender is None:
+            return
+        for delay in JOINER_RESEND_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                await self._sender.send_pdu_to([joiner], event_id, room_id)
+            except Exception:
+                logger.exception("could not send %s to the joiner %s again", event_id, joiner)
+                return
+
     async def wait_for_healing(self) -> None:
-        """For tests and shutdown: let scheduled healing finish."""
+        """For tests and shutdown: let scheduled healing finish. The repeated sends of dummy events to
+        joiners are a courtesy on top of the durable first send, so they are cancelled, not awaited."""
         tasks = [t for t in self._healing.values() if not t.done()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for task in list(self._resends):
+            task.cancel()
+        if self._resends:
+            await asyncio.gather(*self._resends, return_exceptions=True)
 
 
 def _key_ids(pdu: Pdu, server: str) -> list[str]:

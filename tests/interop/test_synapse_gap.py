@@ -65,7 +65,7 @@ def old_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseSer
 
 async def _join_synapse_room_across_a_gap(
     synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession, label: str
-) -> None:
+) -> str:
     """Ranvier's user joins a room on ``synapse``; the Synapse user speaks between make_join and
     send_join."""
     carol = await SynapseClient.register_on(session, synapse, f"gap_carol_{label}")
@@ -93,6 +93,19 @@ async def _join_synapse_room_across_a_gap(
     # The room works afterwards in both directions.
     await bob.send_text(room_id, "bob after the gap")
     await eventually(lambda: _has(carol, room_id, "bob after the gap"), timeout=FED_TIMEOUT)
+    return room_id
+
+
+async def _room_event_ids(hs: Homeserver, room_id: str) -> list[str]:
+    """Every event id of the room on ``hs``, walking prev_events back from the forward extremities."""
+    seen: set[str] = set()
+    todo = list(await hs.storage.events.get_forward_extremities(room_id))
+    while todo:
+        event_id = todo.pop()
+        if event_id not in seen:
+            seen.add(event_id)
+            todo.extend(await hs.storage.events.get_prev_event_ids(event_id))
+    return sorted(seen)
 
 
 @pytest.mark.parametrize("gap_check", [False, True], ids=["synapse_fix_only", "both_fixes"])
@@ -102,7 +115,16 @@ async def test_ranvier_joins_a_synapse_room_across_a_gap(
     # Without our own check, only Synapse's dummy event (sent while it still handles our send_join, so
     # possibly before its answer reaches us) can bring the missed message.
     ranvier.remote_membership.gap_check = gap_check
-    await _join_synapse_room_across_a_gap(synapse, ranvier, session, "new" if gap_check else "dummy")
+    room_id = await _join_synapse_room_across_a_gap(
+        synapse, ranvier, session, "new" if gap_check else "dummy"
+    )
+    if not gap_check:
+        # The message came through Synapse's dummy event (it cites the join and the missed message).
+        events = await ranvier.storage.events.get_events(await _room_event_ids(ranvier, room_id))
+        assert any(
+            e.type == "org.matrix.dummy_event" and e.sender.endswith(":" + synapse.server_name)
+            for e in events.values()
+        )
 
 
 async def test_ranvier_joins_an_old_synapse_room_across_a_gap(
