@@ -49,8 +49,8 @@ class HistoryVisibilityFilter:
         (outliers) are left out: there is nothing to judge them by, and clients never see outliers."""
         if not events:
             return []
-        joined_later = await self._joined_later(room_id, [user_id])
         states = await self._states_before(events, [HV_KEY, (MEMBER, user_id)])
+        joined_later = await self._joined_later(room_id, [user_id], states.values())
         kept = []
         for pdu in events:
             state = states.get(pdu.event_id)
@@ -88,8 +88,8 @@ class HistoryVisibilityFilter:
             return []
         members: dict[str, str] = await self._storage.state.get_members(room_id)
         users = sorted(u for u in members if _server(u) == server_name)
-        joined_later = await self._joined_later(room_id, users)
         states = await self._states_before(events, [HV_KEY, *((MEMBER, u) for u in users)])
+        joined_later = await self._joined_later(room_id, users, states.values())
         out = []
         for pdu in events:
             state = states.get(pdu.event_id)
@@ -122,13 +122,18 @@ class HistoryVisibilityFilter:
         }
         return {event_id: contents[group] for event_id, group in groups.items()}
 
-    async def _joined_later(self, room_id: str, users: Iterable[str]) -> dict[str, _JoinedAfter]:
+    async def _joined_later(
+        self, room_id: str, users: Iterable[str], states: Iterable[Mapping[StateKey, Mapping[str, Any]]]
+    ) -> dict[str, _JoinedAfter]:
         """Per user, a test of rule 3's "the user joined the room at any point after the event was sent".
+        Only "shared" asks it, so when no event of ``states`` was sent under "shared" nothing is read.
 
         A user joined now is: the events we hand out are ones we hold, sent before now (an event after their
         current join has them joined at it, and rule 2 allows it anyway). For anyone else it is their last
         join, found by walking their membership changes back from the current one; "after" is by depth,
         the DAG's own measure of before and after."""
+        if all(visibility_from_content(s.get(HV_KEY)) is not HistoryVisibility.SHARED for s in states):
+            return {user_id: _JoinedAfter(None) for user_id in users}
         out: dict[str, _JoinedAfter] = {}
         for user_id in users:
             current = await self._storage.state.get_membership(room_id, user_id)

@@ -131,6 +131,11 @@ async def test_backfill_redacts_what_the_asking_server_may_not_see(
     answer = await a.federation_reads.backfill(b.server_name, room_id, [latest], 100)
     messages = [p["content"] for p in answer["pdus"] if p["type"] == "m.room.message"]
     assert sorted(messages, key=len) == [{}, {}, {}, {"msgtype": "m.text", "body": "hello bob"}]
+    # /event and /get_missing_events answer the same way.
+    single = await a.federation_reads.get_event(b.server_name, secrets[0])
+    assert single["pdus"][0]["content"] == {}
+    missing = await a.federation_reads.missing_events(b.server_name, room_id, [], [latest], 20, 0)
+    assert [p["content"] for p in missing["events"] if p["type"] == "m.room.message"][:3] == [{}, {}, {}]
     # The m.room.create event and the like are visible (membership-independent content is kept anyway).
     create = next(p for p in answer["pdus"] if p["type"] == "m.room.create")
     assert create["content"]
