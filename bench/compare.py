@@ -43,7 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workloads", default=DEFAULT_WORKLOADS, help=f"comma list (default {DEFAULT_WORKLOADS})")
     p.add_argument(
         "--sizes",
-        default="10,1000",
+        default="10,1000,5000",
         help="state events of the joined rooms, comma list (default 10,1000; 5000 selectable)",
     )
     p.add_argument("--repeats", type=int, default=3)

@@ -38,12 +38,17 @@ class DriverRoom:
     user: str
     state: dict[StateKey, str]  # (type, state_key) -> event id, as the send_join response gave it
     last: Pdu
+    state_ids: list[str] = field(default_factory=list)  # the state after the driver's join
 
 
 @dataclass
 class IngestDriver:
     fed: FedServer
     events: dict[str, Pdu] = field(default_factory=dict)
+    # What a real server would answer /state_ids and /event with: the state before each event it built
+    # (ids) and the raw state events the send_join response gave it.
+    state_before: dict[str, list[str]] = field(default_factory=dict)
+    foreign: dict[str, dict[str, Any]] = field(default_factory=dict)
     served: Counter[str] = field(default_factory=Counter)
     txn_counter: int = 0
 
@@ -90,9 +95,15 @@ class IngestDriver:
             depth=int(template.get("depth", 1)),
         )
         response = await self.fed.client.send_join_v2(target, room_id, join.event_id, join.json)
-        state = {(e["type"], e["state_key"]): e["event_id"] for e in _with_ids(response.get("state", []), rv)}
+        state: dict[StateKey, str] = {}
+        for raw, event_id in _with_ids(response.get("state", []), rv):
+            state[(raw["type"], raw["state_key"])] = event_id
+            self.foreign[event_id] = raw
+        self.state_before[join.event_id] = sorted(state.values())
         state[("m.room.member", user)] = join.event_id
-        return DriverRoom(room_id, rv, user, state, join)
+        room = DriverRoom(room_id, rv, user, state, join)
+        room.state_ids = sorted(state.values())
+        return room
 
     def message(self, room: DriverRoom, body: str) -> Pdu:
         content = {"msgtype": "m.text", "body": body}
@@ -105,6 +116,8 @@ class IngestDriver:
             auth_events=sorted(room.state[k] for k in keys if k in room.state),
             depth=room.last.depth + 1,
         )
+        # Messages change no state: one shared list serves /state_ids for all of them.
+        self.state_before[pdu.event_id] = room.state_ids
         room.last = pdu
         return pdu
 
@@ -124,14 +137,14 @@ class IngestDriver:
         return dict(answer.get("pdus", {}))
 
 
-def _with_ids(events: list[dict[str, Any]], rv: RoomVersion) -> list[dict[str, Any]]:
+def _with_ids(events: list[dict[str, Any]], rv: RoomVersion) -> list[tuple[dict[str, Any], str]]:
     """State events of a send_join response with their event ids (computed: v3+ events carry none)."""
     out = []
     for raw in events:
         if "state_key" not in raw:
             continue
         try:
-            out.append({**raw, "event_id": Pdu(raw, rv).event_id})
+            out.append((raw, Pdu(raw, rv).event_id))
         except Exception:  # an event we cannot parse is not one we will cite
             continue
     return out
@@ -139,7 +152,8 @@ def _with_ids(events: list[dict[str, Any]], rv: RoomVersion) -> list[dict[str, A
 
 async def start_driver(workdir: Path) -> IngestDriver:
     """The driver's TLS listener: key routes, a sink for the target's own transactions, and the read
-    endpoints for events it built (unauthenticated: a benchmark peer on loopback)."""
+    endpoints a server that falls behind asks for (``/event``, ``/get_missing_events``, ``/state_ids``,
+    ``/state``, ``/backfill``; unauthenticated: a benchmark peer on loopback)."""
     holder: list[IngestDriver] = []
 
     @web.middleware
@@ -154,11 +168,30 @@ async def start_driver(workdir: Path) -> IngestDriver:
         await request.read()
         return web.json_response({"pdus": {}})
 
+    def raw(event_id: str) -> dict[str, Any] | None:
+        pdu = holder[0].events.get(event_id)
+        return pdu.json if pdu is not None else holder[0].foreign.get(event_id)
+
+    def not_found() -> web.Response:
+        return web.json_response({"errcode": "M_NOT_FOUND", "error": "unknown event"}, status=404)
+
     async def get_event(request: web.Request) -> web.Response:
-        pdu = holder[0].events.get(request.match_info["eventId"])
-        if pdu is None:
-            return web.json_response({"errcode": "M_NOT_FOUND", "error": "unknown event"}, status=404)
-        return web.json_response({"origin": holder[0].server_name, "origin_server_ts": 0, "pdus": [pdu.json]})
+        event = raw(request.match_info["eventId"])
+        if event is None:
+            return not_found()
+        return web.json_response({"origin": holder[0].server_name, "origin_server_ts": 0, "pdus": [event]})
+
+    async def state_ids(request: web.Request) -> web.Response:
+        state = holder[0].state_before.get(request.query.get("event_id", ""))
+        if state is None:
+            return not_found()
+        return web.json_response({"pdu_ids": state, "auth_chain_ids": []})
+
+    async def state(request: web.Request) -> web.Response:
+        ids = holder[0].state_before.get(request.query.get("event_id", ""))
+        if ids is None:
+            return not_found()
+        return web.json_response({"pdus": [e for i in ids if (e := raw(i)) is not None], "auth_chain": []})
 
     async def missing_events(request: web.Request) -> web.Response:
         body = await request.json()
@@ -175,10 +208,29 @@ async def start_driver(workdir: Path) -> IngestDriver:
         found.sort(key=lambda p: p.depth)
         return web.json_response({"events": [p.json for p in found]})
 
+    async def backfill(request: web.Request) -> web.Response:
+        # Breadth-first back from the given events through prev_events, the given ones included.
+        events = holder[0].events
+        limit = min(int(request.query.get("limit", "10")), 1000)
+        frontier = [v for v in request.query.getall("v", []) if v in events]
+        seen, found = set(frontier), []
+        while frontier and len(found) < limit:
+            pdu = events[frontier.pop(0)]
+            found.append(pdu.json)
+            for p in pdu.prev_event_ids:
+                if p in events and p not in seen:
+                    seen.add(p)
+                    frontier.append(p)
+        body = {"origin": holder[0].server_name, "origin_server_ts": int(time.time() * 1000), "pdus": found}
+        return web.json_response(body)
+
     def routes(app: web.Application, keyring: Keyring) -> None:
         app.middlewares.append(count)
         app.router.add_put("/_matrix/federation/v1/send/{txnId}", sink)
         app.router.add_get("/_matrix/federation/v1/event/{eventId}", get_event)
+        app.router.add_get("/_matrix/federation/v1/state_ids/{roomId}", state_ids)
+        app.router.add_get("/_matrix/federation/v1/state/{roomId}", state)
+        app.router.add_get("/_matrix/federation/v1/backfill/{roomId}", backfill)
         app.router.add_post("/_matrix/federation/v1/get_missing_events/{roomId}", missing_events)
 
     workdir.mkdir(parents=True, exist_ok=True)
