@@ -1,7 +1,7 @@
 """Ranvier vs Synapse on loopback: the same workloads, through the public APIs only, with the same client
 code, against fresh servers of each kind (two per kind when a workload federates).
 
-    python3 -m bench compare [--workloads join,ingest,latency,join_gap,client_load] [--sizes 10,1000]
+    python3 -m bench compare [--workloads join,ingest,latency,join_gap,client_load] [--sizes 10,1000,5000]
                              [--repeats 3] [--postgres] [--out bench/results]
 
 Each workload starts its own servers (so that memory and CPU belong to that workload alone), runs its
@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--sizes",
         default="10,1000,5000",
-        help="state events of the joined rooms, comma list (default 10,1000; 5000 selectable)",
+        help="state events of the rooms the join workload builds, comma list",
     )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ingest-pdus", type=int, default=2000, help="PDUs pushed per ingest repeat")
