@@ -257,9 +257,9 @@ class Homeserver:
     async def _start_site(
         self, name: str, app: web.Application, bind: str, port: int, ssl_ctx: ssl.SSLContext | None
     ) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
         await runner.setup()
-        site = web.TCPSite(runner, bind, port, ssl_context=ssl_ctx, shutdown_timeout=10)
+        site = web.TCPSite(runner, bind, port, ssl_context=ssl_ctx)
         await site.start()
         self._runners.append(runner)
         server = site._server

@@ -24,8 +24,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def start_server(data_dir: Path, fed_port: int | None = None, **rooms: Any) -> Homeserver:
-    """A server over ``data_dir``; pass the old ``fed_port`` (its name) to restart one over the same data."""
+async def start_server(
+    data_dir: Path, fed_port: int | None = None, database_url: str | None = None, **rooms: Any
+) -> Homeserver:
+    """A server over ``data_dir`` (SQLite there unless ``database_url`` says otherwise); pass the old
+    ``fed_port`` (its name) to restart one over the same data."""
     data_dir.mkdir(parents=True, exist_ok=True)
     fed_port = fed_port or free_port()
     config = parse_config(
@@ -33,7 +36,7 @@ async def start_server(data_dir: Path, fed_port: int | None = None, **rooms: Any
             "server_name": f"127.0.0.1:{fed_port}",
             "data_dir": str(data_dir),
             "signing_key_path": str(data_dir / "signing.key"),
-            "database": {"url": f"sqlite:///{data_dir / 'homeserver.db'}"},
+            "database": {"url": database_url or f"sqlite:///{data_dir / 'homeserver.db'}"},
             "listeners": {
                 "client": {"bind": "127.0.0.1", "port": 0},
                 "federation": {
