@@ -237,7 +237,9 @@ class Homeserver:
                 self.backfiller.backfill if self.backfiller else None,
                 self.history_visibility,
             ),
-            SyncHandlers(self.storage, self.authenticator, self.typing, self.sync_notifier),
+            SyncHandlers(
+                self.storage, self.authenticator, self.typing, self.sync_notifier, self.history_visibility
+            ),
             CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
             EphemeralHandlers(
                 self.storage,

@@ -46,9 +46,13 @@ class SyncHandlers:
         authenticator: Authenticator,
         typing: TypingStream | None = None,
         notifier: SyncNotifier | None = None,
+        visibility: Any = None,
     ) -> None:
         self._storage = storage
         self._auth = authenticator
+        # rooms.visibility.HistoryVisibilityFilter: a timeline may reach back before the user's join
+        # (CS "History visibility"), e.g. the first sync after joining a room with "joined" visibility.
+        self._visibility = visibility
         self._typing = typing if typing is not None else TypingStream()
         self._notifier = notifier if notifier is not None else SyncNotifier()
         self._extras = SyncExtras(storage, self._typing)
@@ -240,6 +244,9 @@ class SyncHandlers:
             meta = await self._storage.events.get_event_meta(timeline[0].event_id)
             if meta is not None:
                 prev_batch = str(TopoToken(meta.depth, meta.stream_ordering - 1))
+        if self._visibility is not None:
+            # prev_batch stays the unfiltered position, so /messages continues from the right place.
+            timeline = await self._visibility.filter_for_user(room_id, user_id, timeline)
         joined = await self._storage.state.get_joined_users(room_id)
         timeline_json: dict[str, Any] = {
             "events": [format_client_event(e, now, include_room_id=False) for e in timeline],
