@@ -66,6 +66,13 @@ class _View:
     after: dict[str, StateIds] = field(default_factory=dict)
     gap_after: dict[str, StateIds] = field(default_factory=dict)
     live_ids: set[str] = field(default_factory=set)  # held non-outliers, learnt from storage
+    # Events read from storage by _load, with their verdicts: a run's PDUs mostly cite the same few auth
+    # events, so each is read once per run rather than twice per PDU. Cleared by _flush, after which
+    # storage may hold newer copies (a redaction or an outlier persisted with its state).
+    loaded: dict[str, tuple[Pdu, str | None]] = field(default_factory=dict)
+    # State after forward extremities persisted before this run (it never changes once stored): with
+    # two branches in flight, every PDU of one needs the state after the other's head.
+    stored_after: dict[str, StateIds] = field(default_factory=dict)
 
 
 class IncomingPdus:
@@ -429,9 +436,14 @@ class IncomingPdus:
             if event_id in view.after:
                 states.append(view.after[event_id])
             else:
-                states.append(await self._storage.state.get_state_ids_after(event_id))
-        await self._flush(view)
-        current = await self._state.resolve(view.room_id, view.rv, states)
+                if event_id not in view.stored_after:
+                    view.stored_after[event_id] = await self._storage.state.get_state_ids_after(event_id)
+                states.append(view.stored_after[event_id])
+        if all(s == state_before for s in states[1:]):
+            current = state_before  # branches agreeing on the state (e.g. only messages): nothing to resolve
+        else:
+            await self._flush(view)  # resolution reads the events of the state sets from storage
+            current = await self._state.resolve(view.room_id, view.rv, states)
         try:
             check_auth_rules(pdu, await self._auth_state(view, pdu, current))
         except AuthRejected:
@@ -466,6 +478,7 @@ class IncomingPdus:
         if not view.batch:
             return
         batch, view.batch = view.batch, []
+        view.loaded.clear()
         await self._persister.persist(view.room_id, view.rv, batch)
         for item in batch:
             if not item.outlier:
@@ -481,13 +494,15 @@ class IncomingPdus:
         for event_id in dict.fromkeys(event_ids):
             if event_id in view.events:
                 out[event_id] = (view.events[event_id], view.verdicts[event_id])
+            elif event_id in view.loaded:
+                out[event_id] = view.loaded[event_id]
             else:
                 rest.append(event_id)
         if rest:
             every = await self._storage.events.get_events(rest, allow_rejected=True)
             accepted = await self._storage.events.get_events(rest)
             for event_id, pdu in every.items():
-                out[event_id] = (pdu, None if event_id in accepted else "rejected")
+                out[event_id] = view.loaded[event_id] = (pdu, None if event_id in accepted else "rejected")
         return out
 
 
