@@ -193,6 +193,7 @@ class Homeserver:
             self.signing_key,
         )
         self.remote_membership.process_pdus = self.incoming_pdus.receive_pdus
+        self.persister.set_placement(self.remote_membership.place)
         self.incoming_pdus.joins = self.remote_membership
         self.membership.remote = self.remote_membership
         self.federation_app_setup.append(

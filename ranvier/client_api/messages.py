@@ -208,7 +208,7 @@ class MessageHandlers:
         limit = query_int(request, "limit", 10, 0, 100)
         before_n = limit // 2
         after_n = limit - before_n
-        just_before = TopoToken(meta.depth, meta.stream_ordering - 1)
+        just_before = meta.topo_before
         before, before_token = await self._storage.stream.paginate(room_id, just_before, "b", before_n)
         after, after_token = await self._storage.stream.paginate(room_id, meta.topo, "f", after_n)
         # Tokens stay those of the whole pages, so paging on from them skips past what was hidden.

@@ -16,7 +16,6 @@ from aiohttp import web
 
 from ..protocol.events import Pdu
 from ..rooms.local_events import now_ms
-from ..storage.interfaces import TopoToken
 from .account_data import forgotten_event
 from .auth import Authenticator, Requester
 from .ephemeral import SyncNotifier, TypingStream
@@ -243,7 +242,7 @@ class SyncHandlers:
         if timeline:
             meta = await self._storage.events.get_event_meta(timeline[0].event_id)
             if meta is not None:
-                prev_batch = str(TopoToken(meta.depth, meta.stream_ordering - 1))
+                prev_batch = str(meta.topo_before)
         if self._visibility is not None:
             # prev_batch stays the unfiltered position, so /messages continues from the right place.
             timeline = await self._visibility.filter_for_user(room_id, user_id, timeline)

@@ -29,6 +29,8 @@ class MembershipHandler(Protocol):
 
     async def on_invite(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]: ...
 
+    async def current_extremities(self, origin: str, room_id: str) -> dict[str, Any]: ...
+
 
 def _error(e: FederationRequestError) -> web.Response:
     return web.json_response(e.to_json(), status=e.status)
@@ -91,6 +93,16 @@ def add_membership_routes(
             return _error(e)
         return web.json_response(result)
 
+    async def extremities(request: web.Request) -> web.Response:
+        origin = await authenticate_request(request, keyring, server_name)
+        try:
+            result = await handler.current_extremities(origin, request.match_info["room"])
+        except FederationRequestError as e:
+            return _error(e)
+        return web.json_response(result)
+
+    # MSC4370 (unstable prefix): joiners use it to find events their join did not reference.
+    app.router.add_get(PREFIX + "/unstable/org.matrix.msc4370/extremities/{room}", extremities)
     app.router.add_get(PREFIX + "/v1/make_join/{room}/{user}", make_join)
     app.router.add_put(PREFIX + "/v2/send_join/{room}/{event}", send("join"))
     app.router.add_get(PREFIX + "/v1/make_leave/{room}/{user}", make_leave)

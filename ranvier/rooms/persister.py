@@ -20,6 +20,7 @@ from .state import StateIds, StateService
 
 logger = logging.getLogger(__name__)
 
+Placement = Callable[[str, Sequence[EventToPersist]], Sequence[EventToPersist]]
 PersistedListener = Callable[[str, Sequence[EventToPersist]], Awaitable[None]]
 # (transaction, room id, the events written with their stream orderings): see storage's ``InTxnHook``.
 TxnHook = Callable[[Any, str, list[tuple[EventToPersist, int]]], Awaitable[None]]
@@ -32,12 +33,18 @@ class EventPersister:
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[PersistedListener] = []
         self._txn_hooks: list[TxnHook] = []
+        self._placement: Placement | None = None
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
 
     def add_listener(self, listener: PersistedListener) -> None:
         self._listeners.append(listener)
+
+    def set_placement(self, placement: Placement) -> None:
+        """Let ``placement`` choose topological positions for a batch's events before they are persisted
+        (the joining side uses it to put the join-gap events before the join)."""
+        self._placement = placement
 
     def add_txn_hook(self, hook: TxnHook) -> None:
         """Run ``hook`` inside every persist transaction; if it raises, the batch is not persisted."""
@@ -54,6 +61,8 @@ class EventPersister:
 
         ``extra_txn_hook`` runs inside the transaction too, for this batch only (e.g. queueing a remote
         join we accepted for the room's other servers, in the same commit as the join)."""
+        if self._placement is not None:
+            batch = self._placement(room_id, batch)
         new_current = await self._new_current_state(room_id, room_version, batch)
         hooks = list(self._txn_hooks)
         if extra_txn_hook is not None:

@@ -15,12 +15,13 @@ they need) like any missing event.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..federation.client import FederationClient, FederationError
+from ..federation.client import FederationClient, FederationError, path_segment
 from ..federation.keys import Keyring
 from ..protocol.auth import check_auth_events_list, check_auth_rules
 from ..protocol.errors import AuthRejected, ProtocolError, SignatureError
@@ -28,7 +29,7 @@ from ..protocol.events import Pdu, StateKey, build_event
 from ..protocol.identifiers import server_of
 from ..protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
-from ..storage.interfaces import EventToPersist
+from ..storage.interfaces import TOPO_SCALE, EventToPersist
 from .incoming_fetch import RemoteEvents
 from .local_events import LocalEventCreator
 from .membership import MembershipError
@@ -37,6 +38,26 @@ from .resident import ResidentMembership
 from .state import StateService
 
 logger = logging.getLogger(__name__)
+
+# MSC4370 (unstable): a server's current forward extremities in a room.
+MSC4370_PATH = "/_matrix/federation/unstable/org.matrix.msc4370/extremities/"
+GAP_FETCH_LIMIT = 50
+GAP_CHECK_TIMEOUT = 20.0
+# How long after our join late events concurrent with it are placed before it in /messages.
+ANCHOR_SECONDS = 300.0
+
+
+@dataclasses.dataclass
+class _GapAnchor:
+    join_event_id: str
+    topo_depth: int
+    topo_order: int
+    created: float
+    placed: int = 0
+    descendants: set[str] = dataclasses.field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.descendants.add(self.join_event_id)
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 ProcessPdus = Callable[[str, Sequence[Any]], Awaitable[Any]]
@@ -81,6 +102,7 @@ class RemoteMembershipService:
         self._signing_key = signing_key
         self.gap_check = gap_check
         self._joining: dict[str, int] = {}
+        self._anchors: dict[str, _GapAnchor] = {}
         self._join_locks: dict[str, asyncio.Lock] = {}
         # Set by the app once the intake exists (the intake itself asks us whether a room is joining).
         self.process_pdus: ProcessPdus | None = None
@@ -243,6 +265,9 @@ class RemoteMembershipService:
             if outliers:
                 await self._storage.events.persist_events(room_id, outliers)
             await self._persister.persist(room_id, rv, [EventToPersist(pdu=join, state_before=state)])
+            meta = await self._storage.events.get_event_meta(join.event_id)
+            if meta is not None:
+                self.anchor_join(room_id, join.event_id, meta.topo_depth, meta.topo_order)
         logger.info(
             "joined %s via %s: %d state events, %d auth events", room_id, server, len(state), len(accepted)
         )
@@ -269,23 +294,25 @@ class RemoteMembershipService:
     # -- the gap, from the joiner's side -------------------------------------------------------------
 
     async def fetch_gap_events(self, server: str, room_id: str, user_id: str) -> int:
-        """Ask ``server`` for the room's forward extremities (via a fresh join template) and pull any we
-        lack. Returns how many extremities were missing."""
-        try:
-            answer = await self._client.make_join(server, room_id, user_id, list(KNOWN_ROOM_VERSIONS))
-            template = answer.get("event") or {}
-            tips = [t[0] if isinstance(t, list) else t for t in template.get("prev_events", [])]
-        except FederationError as e:
-            logger.info(
-                "no join template from %s for the gap check (%s); trying timestamp_to_event", server, e
-            )
-            found = await self._client.timestamp_to_event(server, room_id, _now_ms(), "b")
-            tips = [found["event_id"]] if isinstance(found.get("event_id"), str) else []
-        tips = [t for t in tips if isinstance(t, str)]
+        """Ask ``server`` for the room's newest events and pull in what our join did not reference.
+
+        The newest events come from the MSC4370 extremities endpoint where the resident serves it, else
+        from ``/timestamp_to_event`` (dir=b, now); whatever of them we lack is fetched with
+        ``/get_missing_events`` between our forward extremities and them, plus the events themselves,
+        and handled like any received PDU. Returns how many newest events were missing."""
+        tips = await self._newest_events(server, room_id)
         missing = sorted(set(tips) - await self._storage.events.have_events(tips))
         if not missing or self.process_pdus is None:
             return 0
-        raws = []
+        raws: list[Any] = []
+        ours = await self._storage.events.get_forward_extremities(room_id)
+        try:
+            between = await self._client.get_missing_events(
+                server, room_id, earliest_events=ours, latest_events=missing, limit=GAP_FETCH_LIMIT
+            )
+            raws.extend(p for p in between.get("events", []) if isinstance(p, dict))
+        except FederationError as e:
+            logger.info("get_missing_events from %s for the join gap failed: %s", server, e)
         for event_id in missing:
             try:
                 got = await self._client.get_event(server, event_id)
@@ -295,13 +322,65 @@ class RemoteMembershipService:
             raws.extend(p for p in got.get("pdus", []) if isinstance(p, dict))
         if raws:
             logger.info(
-                "join gap in %s: %d forward extremities of %s were unknown here",
+                "join gap in %s: %d of the newest events of %s were unknown here; pulled %d events",
                 room_id,
                 len(missing),
                 server,
+                len(raws),
             )
             await self.process_pdus(server, raws)
         return len(missing)
+
+    async def _newest_events(self, server: str, room_id: str) -> list[str]:
+        try:
+            answer = await self._client.request(
+                "GET", server, MSC4370_PATH + path_segment(room_id), timeout=GAP_CHECK_TIMEOUT
+            )
+            tips = answer.get("prev_events") if isinstance(answer, dict) else None
+            if isinstance(tips, list) and tips:
+                return [t for t in tips if isinstance(t, str)]
+        except FederationError as e:
+            logger.debug("%s has no MSC4370 extremities endpoint (%s); using timestamp_to_event", server, e)
+        try:
+            found = await self._client.timestamp_to_event(server, room_id, _now_ms(), "b")
+        except FederationError as e:
+            logger.info("no newest event from %s for the join gap check: %s", server, e)
+            return []
+        event_id = found.get("event_id")
+        return [event_id] if isinstance(event_id, str) else []
+
+    # -- where the gap events go in the timeline --------------------------------------------------------
+
+    def anchor_join(self, room_id: str, join_event_id: str, topo_depth: int, topo_order: int) -> None:
+        """Remember our join so that events concurrent with it, learnt after it, are ordered before it."""
+        self._anchors[room_id] = _GapAnchor(join_event_id, topo_depth, topo_order, time.monotonic())
+
+    def place(self, room_id: str, batch: Sequence[EventToPersist]) -> Sequence[EventToPersist]:
+        """The persister's placement policy: events neither our join nor descended from it, persisted
+        within ANCHOR_SECONDS of the join, were created in the gap (or before it): /messages shows them
+        just before the join, in the order they arrive (parents first). They keep new stream orderings,
+        so /sync still tells clients about them."""
+        anchor = self._anchors.get(room_id)
+        if anchor is None:
+            return batch
+        if time.monotonic() - anchor.created > ANCHOR_SECONDS:
+            del self._anchors[room_id]
+            return batch
+        out = []
+        for item in batch:
+            pdu = item.pdu
+            if item.outlier or item.backfilled or pdu.event_id == anchor.join_event_id:
+                out.append(item)
+            elif any(p in anchor.descendants for p in pdu.prev_event_ids):
+                anchor.descendants.add(pdu.event_id)
+                out.append(item)
+            elif anchor.placed + 1 >= TOPO_SCALE:
+                out.append(item)  # no room left before the join: the default position
+            else:
+                anchor.placed += 1
+                position = (anchor.topo_depth, anchor.topo_order - TOPO_SCALE + anchor.placed)
+                out.append(dataclasses.replace(item, topo_position=position))
+        return out
 
     # -- invites and their rejection ------------------------------------------------------------------
 

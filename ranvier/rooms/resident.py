@@ -286,6 +286,20 @@ class ResidentMembership:
             "origin": self.server_name,
         }
 
+    # -- MSC4370: current extremities --------------------------------------------------------------------
+
+    async def current_extremities(self, origin: str, room_id: str) -> dict[str, Any]:
+        """The events we would cite as prev_events now (MSC4370): 404 for an unknown room, 403 for a server
+        that is not in the room or is denied by its ACL."""
+        await self._room_version(room_id, origin)
+        joined_servers = await self._storage.state.get_joined_servers(room_id)
+        if origin not in joined_servers:
+            raise _forbidden(f"server {origin} is not in room {room_id}")
+        extremities = await self._storage.events.get_forward_extremities(room_id)
+        if not extremities:
+            raise FederationRequestError(404, "M_NOT_FOUND", f"no events known in {room_id}")
+        return {"prev_events": sorted(extremities)}
+
     # -- invites for our users ----------------------------------------------------------------------
 
     async def on_invite(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:

@@ -59,6 +59,10 @@ class EventToPersist:
     state_before: StateMap | None = None
     state_group_before: int | None = None
     state_before_is_after_prev: bool = False
+    # Where the event goes in the room's topological order, as (ordering depth, order); None: the default
+    # (depth, stream ordering * TOPO_SCALE). Used to put events learnt late before an event that did not
+    # reference them (the join-gap events before the join).
+    topo_position: tuple[int, int] | None = None
     # For m.room.redaction in room v3+, where the auth rules no longer check it: True when the room layer
     # found the redaction's sender has the power to redact others' events. Redactions between senders of
     # the same server apply anyway; before v3 every accepted redaction applies.
@@ -79,6 +83,10 @@ class StateDelta:
     removed: frozenset[StateKey] = frozenset()
 
 
+# Default topological order values are stream orderings times this, leaving room to place late events.
+TOPO_SCALE = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class EventMeta:
     event_id: str
@@ -88,10 +96,18 @@ class EventMeta:
     outlier: bool
     rejected_reason: str | None
     soft_failed: bool
+    topo_depth: int = 0
+    topo_order: int = 0
 
     @property
     def topo(self) -> TopoToken:
-        return TopoToken(self.depth, self.stream_ordering)
+        """The event's place in the room's topological order (a token just after it)."""
+        return TopoToken(self.topo_depth, self.topo_order)
+
+    @property
+    def topo_before(self) -> TopoToken:
+        """A token just before the event."""
+        return TopoToken(self.topo_depth, self.topo_order - 1)
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from ranvier.app import Homeserver
+from ranvier.federation.client import FederationError
 
 from .servers import Client, eventually, start_server
 
@@ -82,6 +83,11 @@ async def test_gap_event_reaches_the_joiner_through_the_dummy_event(
 
     took = await eventually(joiner_has_it, timeout=5)
     assert took < 1.0, f"the missed event took {took:.2f}s to reach the joiner"
+    timeline = await bob.messages(room_id)
+    order = [e["event_id"] for e in timeline]
+    missed = next(e for e in timeline if e["content"].get("body") == "said during the handshake")
+    join = next(e for e in timeline if e["type"] == "m.room.member" and e["state_key"] == bob.user_id)
+    assert order.index(missed["event_id"]) < order.index(join["event_id"])
     # The dummy event tied the join and the missed event together on the resident.
     assert len(await a.storage.events.get_forward_extremities(room_id)) == 1
 
@@ -95,15 +101,50 @@ async def test_joiner_detects_the_gap_without_the_residents_fix(
     alice = await Client.register(session, a, "alice")
     bob = await Client.register(session, b, "bob")
     room_id = await alice.create_room()
+    gap = [f"unreferenced by the join {i}" for i in range(3)]
 
-    async def message_in_the_gap(_room: str) -> None:
-        await alice.send_text(room_id, "unreferenced by the join")
+    async def messages_in_the_gap(_room: str) -> None:
+        for text in gap:
+            await alice.send_text(room_id, text)
 
-    b.remote_membership.before_send_join = message_in_the_gap
+    b.remote_membership.before_send_join = messages_in_the_gap
     await bob.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
-    await eventually(lambda: _has(bob, room_id, "unreferenced by the join"), timeout=5)
+    # The join returns once the gap check (MSC4370 extremities, then /get_missing_events) has run.
+    timeline = await bob.messages(room_id)
+    assert [e["content"].get("body") for e in timeline if e["type"] == "m.room.message"] == gap
+    # /messages orders the missed events before the join that did not reference them ...
+    ids = [e["event_id"] for e in timeline]
+    join_index = next(
+        i for i, e in enumerate(timeline) if e["type"] == "m.room.member" and e["state_key"] == bob.user_id
+    )
+    assert all(ids.index(e["event_id"]) < join_index for e in timeline if e["type"] == "m.room.message")
+    # ... and /sync tells the client about them.
+    sync = await bob.sync()
+    synced = [e["content"].get("body") for e in sync["rooms"]["join"][room_id]["timeline"]["events"]]
+    assert all(text in synced for text in gap)
     # The resident did not tie the extremities together: the gap was closed by the joiner alone.
     assert len(await a.storage.events.get_forward_extremities(room_id)) == 2
+
+
+async def test_extremities_endpoint_msc4370(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    a = await start_server(tmp_path / "a")
+    b = await start_server(tmp_path / "b")
+    servers += [a, b]
+    alice = await Client.register(session, a, "alice")
+    room_id = await alice.create_room()
+    path = "/_matrix/federation/unstable/org.matrix.msc4370/extremities/"
+    with pytest.raises(FederationError) as not_member:
+        await b.federation_client.request("GET", a.server_name, path + room_id)
+    assert not_member.value.status == 403
+    with pytest.raises(FederationError) as unknown:
+        await b.federation_client.request("GET", a.server_name, path + "!nope:" + a.server_name)
+    assert unknown.value.status == 404
+    bob = await Client.register(session, b, "bob")
+    await bob.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+    answer = await b.federation_client.request("GET", a.server_name, path + room_id)
+    assert answer["prev_events"] == await a.storage.events.get_forward_extremities(room_id)
 
 
 async def test_third_server_is_not_disturbed_by_a_gap_join(

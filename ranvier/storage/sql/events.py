@@ -99,13 +99,24 @@ class SqlEventStore:
 
     async def get_event_meta(self, event_id: str) -> EventMeta | None:
         row = await self._db.fetchone(
-            "SELECT event_id, room_id, stream_ordering, depth, outlier, rejected_reason, soft_failed"
-            " FROM events WHERE event_id = ?",
+            "SELECT event_id, room_id, stream_ordering, depth, outlier, rejected_reason, soft_failed,"
+            " topo_depth, topo_order FROM events WHERE event_id = ?",
             (event_id,),
         )
         if row is None:
             return None
-        return EventMeta(row[0], row[1], int(row[2]), int(row[3]), bool(row[4]), row[5], bool(row[6]))
+        event_id, room_id, stream, depth, outlier, rejected, soft_failed, topo_depth, topo_order = row
+        return EventMeta(
+            event_id,
+            room_id,
+            int(stream),
+            int(depth),
+            bool(outlier),
+            rejected,
+            bool(soft_failed),
+            int(topo_depth),
+            int(topo_order),
+        )
 
     async def get_forward_extremities(self, room_id: str) -> list[str]:
         rows = await self._db.fetchall(

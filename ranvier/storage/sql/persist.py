@@ -17,7 +17,7 @@ from ranvier.protocol.events import Pdu
 from ranvier.protocol.identifiers import server_of
 from ranvier.protocol.room_versions import get_room_version
 
-from ..interfaces import EventToPersist, InTxnHook, StateDelta, StateMap, UnknownRoom
+from ..interfaces import TOPO_SCALE, EventToPersist, InTxnHook, StateDelta, StateMap, UnknownRoom
 from .caches import LruCache
 from .engine import Database, Txn, chunks, in_list
 from .events import EventCache, live
@@ -188,13 +188,21 @@ async def _existing(txn: Txn, event_ids: list[str]) -> dict[str, tuple[int, bool
     return out
 
 
+def _topo_position(p: _Pending) -> tuple[int, int]:
+    """(ordering depth, order) in the room's topological order: the room layer's placement if it gave one,
+    else (depth, stream ordering * TOPO_SCALE)."""
+    if p.item.topo_position is not None:
+        return p.item.topo_position
+    return p.pdu.depth, p.stream * TOPO_SCALE
+
+
 async def _write_events(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
     new = [p for p in pending if not p.deoutlier]
     await txn.executemany(
         "INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender, membership,"
         " origin_server_ts, outlier, rejected_reason, soft_failed, room_version,"
-        " state_before_group, state_after_group, json)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " state_before_group, state_after_group, json, topo_depth, topo_order)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 p.pdu.event_id,
@@ -213,15 +221,24 @@ async def _write_events(txn: Txn, room_id: str, pending: list[_Pending]) -> None
                 p.before,
                 p.after,
                 json.dumps(p.pdu.json, separators=(",", ":"), ensure_ascii=False),
+                *_topo_position(p),
             )
             for p in new
         ],
     )
     await txn.executemany(
         "UPDATE events SET outlier = FALSE, stream_ordering = ?, rejected_reason = ?, soft_failed = ?,"
-        " state_before_group = ?, state_after_group = ? WHERE event_id = ?",
+        " state_before_group = ?, state_after_group = ?, topo_depth = ?, topo_order = ? WHERE event_id = ?",
         [
-            (p.stream, p.item.rejected_reason, p.item.soft_failed, p.before, p.after, p.pdu.event_id)
+            (
+                p.stream,
+                p.item.rejected_reason,
+                p.item.soft_failed,
+                p.before,
+                p.after,
+                *_topo_position(p),
+                p.pdu.event_id,
+            )
             for p in pending
             if p.deoutlier
         ],

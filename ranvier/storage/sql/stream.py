@@ -112,9 +112,9 @@ class SqlStreamStore:
         clauses = [f"room_id = ? AND {LIVE}"]
         params: list[object] = [room_id]
         if from_token is not None:
-            # A token sits just after the event at (depth, stream): backwards includes that event.
+            # A token sits just after the event at that position: backwards includes that event.
             cmp = "<=" if direction == "b" else ">"
-            clauses.append(f"(depth, stream_ordering) {cmp} (?, ?)")
+            clauses.append(f"(topo_depth, topo_order) {cmp} (?, ?)")
             params += [from_token.depth, from_token.stream]
         if types is not None:
             type_list = list(dict.fromkeys(types))
@@ -124,8 +124,8 @@ class SqlStreamStore:
             params += type_list
         order = "DESC" if direction == "b" else "ASC"
         rows = await self._db.fetchall(
-            f"SELECT event_id, depth, stream_ordering FROM events WHERE {' AND '.join(clauses)}"
-            f" ORDER BY depth {order}, stream_ordering {order} LIMIT ?",
+            f"SELECT event_id, topo_depth, topo_order FROM events WHERE {' AND '.join(clauses)}"
+            f" ORDER BY topo_depth {order}, topo_order {order} LIMIT ?",
             (*params, limit),
         )
         if not rows:
