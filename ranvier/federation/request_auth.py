@@ -27,6 +27,10 @@ def json_error(status: int, errcode: str, error: str) -> web.HTTPException:
     return exc
 
 
+# The request key under which authenticate_request leaves the body it parsed (when there is one).
+PARSED_BODY = "ranvier.parsed_body"
+
+
 def _unauthorized(message: str) -> NoReturn:
     raise json_error(401, "M_UNAUTHORIZED", message)
 
@@ -34,7 +38,7 @@ def _unauthorized(message: str) -> NoReturn:
 async def authenticate_request(request: web.Request, keyring: Keyring, our_server_name: str) -> str:
     """Return the origin server name of a validly signed request, or raise 401 ``M_UNAUTHORIZED``.
 
-    The body is read here (aiohttp keeps it, so the handler can read it again).
+    The body is read and parsed here; the parsed body is left in ``request[PARSED_BODY]`` for the handler.
     """
     headers = [h for h in request.headers.getall("Authorization", []) if h[:8].lower() == "x-matrix"]
     if not headers:
@@ -47,6 +51,7 @@ async def authenticate_request(request: web.Request, keyring: Keyring, our_serve
             content = parse_json(body, strict=False)
         except CanonicalJsonError as e:
             raise json_error(400, "M_NOT_JSON", f"request body is not JSON: {e.message}") from e
+        request[PARSED_BODY] = content  # handlers take it from here instead of parsing the body again
     last_error = "no valid X-Matrix header"
     # A sender may include several headers (one per key); any one that verifies authenticates the request.
     for header in headers:

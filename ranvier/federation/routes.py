@@ -18,8 +18,9 @@ from aiohttp import web
 from ranvier.protocol.canonical_json import parse_json
 from ranvier.protocol.errors import CanonicalJsonError, ProtocolError
 
+from ..ratelimit import RateLimiter, limit_exceeded_body
 from .keys import Keyring
-from .request_auth import authenticate_request
+from .request_auth import PARSED_BODY, authenticate_request
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ def _required(request: web.Request, name: str) -> str:
 
 
 async def _json_body(request: web.Request) -> Any:
+    if PARSED_BODY in request:
+        return request[PARSED_BODY]  # parsed while authenticating the request
     try:
         # Lenient numbers: PDUs of room versions 1-5 may carry floats; per-event checks come later.
         return parse_json(await request.read(), strict=False)
@@ -132,8 +135,15 @@ def _str_list(value: Any, name: str) -> list[str]:
 
 class FederationRoutes:
     def __init__(
-        self, keyring: Keyring, server_name: str, transactions: TransactionHandler, reads: ReadHandler
+        self,
+        keyring: Keyring,
+        server_name: str,
+        transactions: TransactionHandler,
+        reads: ReadHandler,
+        send_limiter: RateLimiter | None = None,
     ) -> None:
+        # Transactions per origin (after authentication, so a spoofed origin cannot drain another's).
+        self._send_limiter = send_limiter
         self._keyring = keyring
         self.server_name = server_name
         self._txns = transactions
@@ -158,6 +168,11 @@ class FederationRoutes:
 
     async def send(self, request: web.Request) -> web.Response:
         origin = await self._origin(request)
+        if self._send_limiter is not None:
+            wait = self._send_limiter.try_acquire(origin)
+            if wait is not None:
+                # The sender retries the same transaction after a back-off: nothing is lost.
+                return web.json_response(limit_exceeded_body(wait), status=429)
         body = await _json_body(request)
         if isinstance(body, dict) and body.get("origin", origin) != origin:
             raise BadRequest("the transaction's origin is not the server that signed the request")
