@@ -111,6 +111,7 @@ class RanvierServer:
         )  # fmt: skip
         data = yaml.safe_load(config.read_text())
         data["log_level"] = "INFO"  # Synapse's generated log config is INFO as well
+        data["rate_limits"] = {"enabled": False}  # as Synapse's rc_* limits are relaxed in its config
         if self.postgres:
             self.database = create_database("bench_ranvier")
             data["database"]["url"] = (

@@ -28,6 +28,7 @@ from .client_api.errors import matrix_error_middleware
 from .client_api.messages import MessageHandlers
 from .client_api.profile_sync import ProfilePropagator
 from .client_api.push_rules import PushRuleHandlers
+from .client_api.ratelimits import rate_limit_middleware
 from .client_api.rooms import RoomHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.versions import VersionsHandlers
@@ -43,6 +44,7 @@ from .federation.sender import FederationSender
 from .federation.tls import generate_self_signed_cert, server_ssl_context
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
+from .ratelimit import RateLimiter, RateSpec
 from .rooms.backfill import Backfiller
 from .rooms.incoming import IncomingPdus
 from .rooms.incoming_edus import IncomingEdus
@@ -154,8 +156,15 @@ class Homeserver:
         )
         self.inbound_transactions = InboundTransactions(self.storage, self.incoming_pdus, incoming_edus)
         self.federation_reads = FederationReads(self.storage, self.server_name, self.history_visibility)
+        limits = self.config.rate_limits
         routes = FederationRoutes(
-            self.keyring, self.server_name, self.inbound_transactions, self.federation_reads
+            self.keyring,
+            self.server_name,
+            self.inbound_transactions,
+            self.federation_reads,
+            RateLimiter(RateSpec(limits.federation.per_second, limits.federation.burst))
+            if limits.enabled
+            else None,
         )
         self.federation_app_setup.append(routes.setup)
 
@@ -207,6 +216,7 @@ class Homeserver:
                 cors_middleware,  # outermost, so that error responses carry the headers too
                 metrics_middleware(self.metrics, "client"),
                 matrix_error_middleware,
+                rate_limit_middleware(config.rate_limits),
             ],
             client_max_size=MAX_CLIENT_BODY,
         )

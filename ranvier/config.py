@@ -93,6 +93,23 @@ class Rooms(_Strict):
         return v
 
 
+class RateLimit(_Strict):
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class RateLimits(_Strict):
+    # Off only for benchmarks and load tests.
+    enabled: bool = True
+    # Per client IP address.
+    login: RateLimit = RateLimit(per_second=1, burst=20)
+    registration: RateLimit = RateLimit(per_second=1, burst=20)
+    # Per user: sending events (messages, state, redactions).
+    message: RateLimit = RateLimit(per_second=20, burst=100)
+    # Per remote server: /send transactions.
+    federation: RateLimit = RateLimit(per_second=100, burst=200)
+
+
 class HomeserverConfig(_Strict):
     server_name: str
     data_dir: str = "."
@@ -104,6 +121,7 @@ class HomeserverConfig(_Strict):
     registration: Registration = Registration()
     federation: Federation = Federation()
     rooms: Rooms = Rooms()
+    rate_limits: RateLimits = RateLimits()
 
     @field_validator("server_name")
     @classmethod
@@ -208,6 +226,15 @@ federation:
   ip_range_blocklist: null
   # Notary servers to ask for keys when a server cannot be reached directly.
   trusted_key_servers: []
+
+# Token buckets: requests per second and the burst allowed above that. Limited requests get
+# 429 M_LIMIT_EXCEEDED with retry_after_ms.
+rate_limits:
+  enabled: true
+  login: {{per_second: 1, burst: 20}}          # per client IP
+  registration: {{per_second: 1, burst: 20}}   # per client IP
+  message: {{per_second: 20, burst: 100}}      # per user: messages, state events, redactions
+  federation: {{per_second: 100, burst: 200}}  # /send transactions per remote server
 
 rooms:
   default_room_version: "{default_room_version}"

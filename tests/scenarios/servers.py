@@ -25,7 +25,11 @@ def free_port() -> int:
 
 
 async def start_server(
-    data_dir: Path, fed_port: int | None = None, database_url: str | None = None, **rooms: Any
+    data_dir: Path,
+    fed_port: int | None = None,
+    database_url: str | None = None,
+    rate_limits: dict[str, Any] | None = None,
+    **rooms: Any,
 ) -> Homeserver:
     """A server over ``data_dir`` (SQLite there unless ``database_url`` says otherwise); pass the old
     ``fed_port`` (its name) to restart one over the same data."""
@@ -50,6 +54,7 @@ async def start_server(
             "registration": {"enabled": True},
             "federation": {"verify_tls": False, "allow_loopback": True},
             "rooms": rooms,
+            "rate_limits": rate_limits or {},
         }
     )
     hs = Homeserver(config)

@@ -1,0 +1,60 @@
+"""Rate limits of the client API: logins and registrations per client address, sending per user
+(configured in homeserver.yaml ``rate_limits``). Applied as middleware, before any handler work."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..config import RateLimits
+from ..ratelimit import RateLimiter, RateSpec, limit_exceeded_body
+from .http_util import access_token_from
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+def _spec(limit: object) -> RateSpec:
+    return RateSpec(limit.per_second, limit.burst)  # type: ignore[attr-defined]
+
+
+def _kind(request: web.Request) -> str | None:
+    path, method = request.path, request.method
+    if method == "POST" and path.endswith("/login"):
+        return "login"
+    if method == "POST" and path.endswith("/register"):
+        return "registration"
+    if method == "PUT" and ("/send/" in path or "/state/" in path or "/redact/" in path):
+        return "message"
+    return None
+
+
+def rate_limit_middleware(
+    config: RateLimits,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    limiters = {
+        "login": RateLimiter(_spec(config.login)),
+        "registration": RateLimiter(_spec(config.registration)),
+        "message": RateLimiter(_spec(config.message)),
+    }
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        kind = _kind(request) if config.enabled else None
+        if kind is not None:
+            if kind == "message":
+                # Keyed by the token's hash (the user's device); an unauthenticated request fails anyway.
+                token = access_token_from(request) or ""
+                key = hashlib.sha256(token.encode()).hexdigest()
+            else:
+                key = request.remote or "unknown"
+            wait = limiters[kind].try_acquire(key)
+            if wait is not None:
+                return web.json_response(
+                    limit_exceeded_body(wait), status=429, headers={"Retry-After": str(int(wait) + 1)}
+                )
+        return await handler(request)
+
+    return middleware
