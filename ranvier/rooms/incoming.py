@@ -240,6 +240,8 @@ class IncomingPdus:
     async def _learn_live(self, view: _View, event_ids: Iterable[str]) -> None:
         """Note which of ``event_ids`` are held as non-outliers (a few queries, only for held ids)."""
         ids = [e for e in event_ids if e not in view.live_ids and e not in view.after]
+        if not ids:
+            return  # the common case (prev events of this run): no storage call at all
         for event_id in await self._storage.events.have_events(ids):
             meta = await self._storage.events.get_event_meta(event_id)
             if meta is not None and not meta.outlier:
@@ -338,8 +340,10 @@ class IncomingPdus:
 
     async def _handle(self, view: _View, origin: str, pdu: Pdu) -> dict[str, str]:
         """Steps 4-6 for one PDU whose prev events all have a known state after them; queues it."""
-        held = await self._storage.events.have_events(pdu.auth_event_ids)
-        if any(a not in held and a not in view.events for a in pdu.auth_event_ids):
+        # Auth events already read in this run are known to be held: ask storage about the others only.
+        unknown = [a for a in pdu.auth_event_ids if a not in view.events and a not in view.loaded]
+        held = await self._storage.events.have_events(unknown) if unknown else set()
+        if any(a not in held for a in unknown):
             await self._accept_outliers(
                 view, origin, await self._remote.auth_chain(origin, view.room_id, view.rv, pdu.event_id)
             )
