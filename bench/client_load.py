@@ -12,7 +12,7 @@ import asyncio
 import statistics
 import time
 
-from bench.workloads.base import Options, Pair, Recorder
+from bench.workloads.base import Options, Pair, Recorder, describe
 from bench.workloads.client import MxClient, SyncWatcher, percentile
 from bench.workloads.latency import Arrivals
 
@@ -65,7 +65,7 @@ class ClientLoad:
             await one_round(senders, room_id, arrivals, 2, "warm")
         except Exception as e:
             for _ in range(opts.repeats):
-                rec.failure("messages sent", "msg/s", f"setup: {e!r}", label, "higher")
+                rec.failure("messages sent", "msg/s", f"setup: {describe(e)}", label, "higher")
                 rec.tick()
             if watcher is not None:
                 await watcher.stop()
@@ -78,7 +78,7 @@ class ClientLoad:
                     rec.value("send to /sync median", "ms", statistics.median(lat) * 1000, label)
                     rec.value("send to /sync p95", "ms", percentile(lat, 95) * 1000, label)
                 except Exception as e:
-                    rec.failure("messages sent", "msg/s", repr(e) or "timeout", label, "higher")
+                    rec.failure("messages sent", "msg/s", describe(e), label, "higher")
                 rec.tick()
         finally:
             await watcher.stop()

@@ -56,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--synapse-version", default=DEFAULT_VERSION)
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--no-charts", action="store_true")
+    p.add_argument("--render", type=Path, help="only redraw the table and charts of an earlier run's JSON")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
@@ -155,19 +156,36 @@ def main(argv: list[str]) -> None:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results, titles = asyncio.run(run_all(args))
+    if args.render:
+        # The earlier run's own settings describe its figures, not this command line's.
+        saved = json.loads(args.render.read_text())
+        results = saved["results"]
+        titles = saved.get("titles") or {n: w.title for n, w in all_workloads().items() if n in results}
+        kinds = saved.get("kinds") or list(dict.fromkeys(k for r in results.values() for k in r))
+        earlier = saved.get("args") or saved["meta"]["args"]  # the first runs kept only the meta strings
+        args.synapse_version, args.repeats, args.sizes = (
+            earlier["synapse_version"], earlier["repeats"], earlier["sizes"],
+        )  # fmt: skip
+        args.postgres = earlier["postgres"] in (True, "True")
+    else:
+        results, titles = asyncio.run(run_all(args))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     table = markdown(results, titles, kinds)
     header = (
         f"Ranvier vs Synapse {args.synapse_version}, {'PostgreSQL' if args.postgres else 'SQLite'}, "
         f"{args.repeats} repeats, sizes {args.sizes}; {platform.machine()}, "
         f"Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}; took {time.monotonic() - started:.0f}s\n\n"
+        f"{time.strftime('%Y-%m-%d')}"
+        + ("" if args.render else f"; took {time.monotonic() - started:.0f}s")
+        + "\n\n"
     )
     md_path = args.out / f"compare-{stamp}.md"
     md_path.write_text(header + table + "\n")
+    saved_args = {"synapse_version": args.synapse_version, "postgres": args.postgres, "repeats": args.repeats,
+                  "sizes": args.sizes}  # fmt: skip
     meta = {"args": {k: str(v) for k, v in vars(args).items()}, "python": sys.version, "date": stamp}
-    (args.out / f"compare-{stamp}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    document = {"meta": meta, "args": saved_args, "kinds": kinds, "titles": titles, "results": results}
+    (args.out / f"compare-{stamp}.json").write_text(json.dumps(document, indent=1))
     charts = []
     if not args.no_charts:
         for name, res in results.items():

@@ -83,3 +83,9 @@ class Workload(Protocol):
     def steps(self, opts: Options) -> int: ...
 
     async def run(self, pair: Pair, opts: Options, rec: Recorder) -> None: ...
+
+
+def describe(e: BaseException) -> str:
+    """A failure as a table can show it: the error's own words, its type only when it has none."""
+    text = str(e).strip()
+    return text if text else type(e).__name__

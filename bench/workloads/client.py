@@ -48,7 +48,7 @@ class MxClient:
                 if resp.status == 200:
                     return cls(session, base_url, answer["user_id"], answer["access_token"])
                 if resp.status != 401 or "session" not in answer:
-                    raise RequestFailed(f"register {resp.status}: {answer}")
+                    raise RequestFailed(f"register -> {resp.status} {answer}")
                 body["auth"] = {"type": "m.login.dummy", "session": answer["session"]}
         raise RequestFailed("registration did not complete")
 
@@ -73,7 +73,11 @@ class MxClient:
     ) -> Any:
         status, answer = await self.call(method, path, body, http_timeout, **params)
         if status != 200:
-            raise RequestFailed(f"{method} {path.split('?')[0][:60]} -> {status}: {str(answer)[:300]}")
+            # The endpoint family, not the ids in the path: the table has room for the server's words only.
+            where = path.strip("/").split("/")[0]
+            if isinstance(answer, dict) and "errcode" in answer:
+                answer = f"{answer['errcode']}: {answer.get('error', '')}"
+            raise RequestFailed(f"{method} /{where} -> {status} {str(answer)[:400]}")
         return answer
 
     async def create_room(self, **body: Any) -> str:

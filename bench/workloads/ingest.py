@@ -10,7 +10,7 @@ import time
 
 from bench.ingest import PER_TXN, IngestDriver, start_driver
 
-from .base import Options, Pair, Recorder
+from .base import Options, Pair, Recorder, describe
 from .client import MxClient
 
 READ_STALL = 20.0  # stop waiting for more to become readable after this long without progress
@@ -39,7 +39,7 @@ class Ingest:
                         driver, owner, target.server_name, opts.ingest_pdus, f"in{r}-", label, rec
                     )
                 except Exception as e:
-                    rec.failure("accepted", "PDU/s", repr(e), label, "higher")
+                    rec.failure("accepted", "PDU/s", describe(e), label, "higher")
                 rec.tick()
         finally:
             if driver is not None:

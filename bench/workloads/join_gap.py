@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .base import Options, Pair, Recorder
+from .base import Options, Pair, Recorder, describe
 from .client import MxClient
 
 GAP_TIMEOUT = 60.0
@@ -29,7 +29,7 @@ class JoinGap:
             alice = await MxClient.register(pair.session, resident.client_url, "alice")
         except Exception as e:
             for _ in range(opts.repeats):
-                rec.failure("gap event readable", "s", f"setup: {e!r}")
+                rec.failure("gap event readable", "s", f"setup: {describe(e)}")
                 rec.tick()
             return
         for r in range(opts.repeats):
@@ -54,5 +54,5 @@ class JoinGap:
                     await asyncio.sleep(0.02)
                 rec.value("gap event readable", "s", time.perf_counter() - forwarded)
             except Exception as e:
-                rec.failure("gap event readable", "s", repr(e))
+                rec.failure("gap event readable", "s", describe(e))
             rec.tick()

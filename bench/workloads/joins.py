@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .base import Options, Pair, Recorder
+from .base import Options, Pair, Recorder, describe
 from .client import MxClient, SyncWatcher
 
 BUILD_CONCURRENCY = 4  # requests in flight while building; the server orders them in the room anyway
@@ -44,9 +44,9 @@ class RemoteJoin:
             try:
                 room_id = await build_room(owner, size)
             except Exception as e:
-                rec.failure("build room via client API", "events/s", repr(e), label, "higher")
+                rec.failure("build room via client API", "events/s", describe(e), label, "higher")
                 for _ in range(opts.repeats):
-                    rec.failure("join to /sync", "s", f"room not built: {e!r}", label)
+                    rec.failure("join to /sync", "s", f"room not built: {describe(e)}", label)
                     rec.tick()
                 rec.tick()
                 continue
@@ -66,7 +66,7 @@ class RemoteJoin:
                     rec.value("join to /sync", "s", seen - t0, label)
                     rec.value("POST /join answered", "s", answered, label)
                 except Exception as e:
-                    rec.failure("join to /sync", "s", repr(e), label)
+                    rec.failure("join to /sync", "s", describe(e), label)
                 finally:
                     if watcher is not None:
                         await watcher.stop()

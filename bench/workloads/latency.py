@@ -9,7 +9,7 @@ import statistics
 import time
 from typing import Any
 
-from .base import Options, Pair, Recorder
+from .base import Options, Pair, Recorder, describe
 from .client import MxClient, SyncWatcher, percentile
 
 WAIT = 30.0
@@ -61,7 +61,7 @@ class MessageLatency:
             alice, _bob, room_id, arrivals, watcher = await joined_pair(pair)
         except Exception as e:
             for _ in range(opts.repeats):
-                rec.failure("median", "ms", f"setup: {e!r}")
+                rec.failure("median", "ms", f"setup: {describe(e)}")
                 rec.tick()
             return
         try:
@@ -81,7 +81,7 @@ class MessageLatency:
                     rec.value("median", "ms", statistics.median(latencies) * 1000)
                     rec.value("p95", "ms", percentile(latencies, 95) * 1000)
                 except Exception as e:
-                    rec.failure("median", "ms", repr(e) or "timeout")
+                    rec.failure("median", "ms", describe(e))
                 rec.tick()
         finally:
             await watcher.stop()

@@ -49,18 +49,20 @@ def cell(series: dict[str, Any] | None, error: str | None) -> str:
     return f"{fmt(min(v))} / **{fmt(statistics.median(v))}** / {fmt(max(v))}"
 
 
-def short(reason: str, n: int = 90) -> str:
+def short(reason: str, n: int = 160) -> str:
     reason = " ".join(reason.split()).replace("|", "/")
     return reason if len(reason) <= n else reason[: n - 1] + "…"
 
 
 def _rows(results: dict[str, Any], kinds: list[str]) -> list[tuple[str, str, str]]:
-    """(metric, size, unit) in first-seen order over all kinds."""
+    """(metric, size, unit) rows over all kinds."""
     seen: dict[tuple[str, str], str] = {}
     for kind in kinds:
         for s in results.get(kind, {}).get("series", []):
             seen.setdefault((s["metric"], s["size"]), s["unit"])
-    return [(m, size, unit) for (m, size), unit in seen.items()]
+    # Grouped by metric (in first-seen order), so that one side's failures do not reorder the rows.
+    metrics = list(dict.fromkeys(m for m, _size in seen))
+    return [(m, size, unit) for metric in metrics for (m, size), unit in seen.items() if m == metric]
 
 
 def _lookup(results: dict[str, Any], kind: str, metric: str, size: str) -> dict[str, Any] | None:
