@@ -318,6 +318,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--synapse-version", default=DEFAULT_VERSION)
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/servers"))
     args = parser.parse_args(argv)
+    args.workdir = args.workdir.resolve()  # Synapse runs with its work directory as cwd
     for kind in ("ranvier", "synapse"):
         server = make_server(
             kind, args.workdir / f"{kind}-{int(time.time())}", postgres=args.postgres,
