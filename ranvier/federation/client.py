@@ -20,6 +20,7 @@ from ranvier.protocol.canonical_json import encode_canonical_json, parse_json
 from ranvier.protocol.errors import CanonicalJsonError
 from ranvier.protocol.signing import SigningKey
 
+from .http_read import read_capped
 from .discovery import ResolvedServer, ServerDiscovery
 from .ip_blocklist import BlockedAddress, BlocklistingResolver, IpBlocklist
 from .tls import client_ssl_context
@@ -167,7 +168,7 @@ class FederationClient:
                 allow_redirects=False,
                 server_hostname=target.tls_server_name,
             ) as resp:
-                body = await resp.content.read(self._max_response_bytes + 1)
+                body = await read_capped(resp, self._max_response_bytes)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise DestinationUnreachable(f"{type(e).__name__}: {e}", destination) from e

@@ -25,6 +25,7 @@ from ranvier.protocol.canonical_json import parse_json
 from ranvier.protocol.errors import CanonicalJsonError
 from ranvier.protocol.identifiers import is_valid_server_name
 
+from .http_read import read_capped
 from .ip_blocklist import is_ip_literal
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class ServerDiscovery:
             ) as resp:
                 if resp.status != 200:
                     return None, 0.0
-                body = await resp.content.read(WELL_KNOWN_MAX_BYTES + 1)
+                body = await read_capped(resp, WELL_KNOWN_MAX_BYTES)
                 ttl = _ttl_from_cache_control(resp.headers.get("Cache-Control"))
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             log.debug("well-known lookup for %s failed: %s", host, e)
