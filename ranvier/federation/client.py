@@ -20,8 +20,8 @@ from ranvier.protocol.canonical_json import encode_canonical_json, parse_json
 from ranvier.protocol.errors import CanonicalJsonError
 from ranvier.protocol.signing import SigningKey
 
-from .http_read import read_capped
 from .discovery import ResolvedServer, ServerDiscovery
+from .http_read import read_capped
 from .ip_blocklist import BlockedAddress, BlocklistingResolver, IpBlocklist
 from .tls import client_ssl_context
 from .x_matrix import sign_request
