@@ -1,6 +1,8 @@
 """Remote join time: a room with N custom state events is built through the client API on server 0, then a
 fresh user of server 1 joins it; timed from the client's ``POST /join`` to the room showing up as joined in
-that user's long-polling ``/sync``. The room is built once per size and reused by every repeat."""
+that user's long-polling ``/sync``. The room is built once per size and reused by every repeat; after each
+repeat the joiner leaves (untimed), so that server 1 is out of the room again and the next repeat is a
+remote join too (a second local user joining a room its server is already in would be a local join)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import asyncio
 import time
 
 from .base import Options, Pair, Recorder, describe
-from .client import MxClient, SyncWatcher
+from .client import MxClient, SyncWatcher, q
 
 BUILD_CONCURRENCY = 4  # requests in flight while building; the server orders them in the room anyway
 JOIN_TIMEOUT = 900.0
@@ -65,6 +67,7 @@ class RemoteJoin:
                     seen = await watcher.wait_joined(room_id, JOIN_TIMEOUT)
                     rec.value("join to /sync", "s", seen - t0, label)
                     rec.value("POST /join answered", "s", answered, label)
+                    await joiner.ok("POST", f"/rooms/{q(room_id)}/leave", {}, http_timeout=300)
                 except Exception as e:
                     rec.failure("join to /sync", "s", describe(e), label)
                 finally:
