@@ -8,8 +8,9 @@ as backfilled events: negative stream orderings, so ``/sync`` never reports them
 
 Each fetched event goes through S2S "Checks performed on receipt of a PDU":
   1-3. format, signatures, content hash            RemoteEvents.verified
-  4.   auth against its own auth events            _check_auth_events (missing ones fetched as outliers)
-  5.   auth against the state before it            _check_against_state -> rejected
+  4.   auth against its own auth events            pdu_checks.check_against_auth_events (missing ones
+                                                   fetched as outliers)
+  5.   auth against the state before it            pdu_checks.check_against_state -> rejected
   (6, soft failure, is about the room's current state: it does not apply to history.)
 The state before an event is the state after its prev events when we know it (older events of the same
 chunk, or held non-outliers), resolved if they differ. At the chunk's old edge, where a prev event is not
@@ -27,25 +28,29 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..federation.client import FederationClient, FederationError
 from ..federation.keys import Keyring
-from ..protocol.auth import check_auth_events_list, check_auth_rules, rule_number
-from ..protocol.auth.power_levels import get_named_level, get_user_power_level
-from ..protocol.auth.selection import auth_types_of
-from ..protocol.errors import AuthRejected
-from ..protocol.events import Pdu, StateKey
+from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
 from .incoming_fetch import RemoteEvents
+from .pdu_checks import (
+    CREATE_KEY,
+    MISSING_AUTH_EVENTS,
+    auth_order,
+    check_against_auth_events,
+    check_against_state,
+    dag_order,
+    may_redact,
+)
 from .persister import EventPersister
 from .state import StateIds, StateService
 
 logger = logging.getLogger(__name__)
 
-CREATE_KEY: StateKey = ("m.room.create", "")
-PL_KEY: StateKey = ("m.room.power_levels", "")
 MAX_BACKFILL = 100  # events per /backfill request (what our own /backfill serves at most)
 MAX_EXTREMITIES = 20  # ids in one request's ``v``
 # After a round that brought nothing for the same extremities, how long before asking again (seconds):
@@ -154,7 +159,7 @@ class Backfiller:
             return 0
         run = _Run(room_id, rv, origin)
         async with self._persister.room_lock(room_id):
-            for pdu in _dag_order(fresh):
+            for pdu in dag_order(fresh):
                 try:
                     await self._judge(run, pdu)
                 except _Skip as e:
@@ -181,11 +186,12 @@ class Backfiller:
 
     async def _judge(self, run: _Run, pdu: Pdu) -> None:
         await self._fetch_auth_events(run, pdu)
-        reason = await self._check_auth_events(run, pdu)  # step 4
+        load = partial(self._load, run)
+        reason = await check_against_auth_events(run.rv, pdu, load)  # step 4
         state = await self._state_before(run, pdu)
         if reason is None:
-            reason = await self._check_against_state(run, pdu, state)  # step 5
-        permitted = reason is None and pdu.redacts is not None and await self._may_redact(run, pdu, state)
+            reason = await check_against_state(pdu, state, load)  # step 5
+        permitted = reason is None and pdu.redacts is not None and await may_redact(run.rv, pdu, state, load)
         if reason is not None:
             logger.info("backfilled %s is rejected: %s", pdu.event_id, reason)
         run.add(
@@ -210,36 +216,12 @@ class Backfiller:
         cannot be found are left out (not rejected: a later fetch may find them)."""
         todo = {e.event_id: e for e in events if e.event_id not in run.known}
         held = await self._storage.events.have_events(list(todo))
-        for pdu in _auth_order([e for k, e in todo.items() if k not in held]):
-            reason = await self._check_auth_events(run, pdu)
-            if reason is not None and reason.startswith("missing"):
+        for pdu in auth_order([e for k, e in todo.items() if k not in held]):
+            reason = await check_against_auth_events(run.rv, pdu, partial(self._load, run))
+            if reason is not None and reason.startswith(MISSING_AUTH_EVENTS):
                 logger.info("leaving out fetched %s: %s", pdu.event_id, reason)
                 continue
             run.add(EventToPersist(pdu=pdu, outlier=True, rejected_reason=reason))
-
-    async def _check_auth_events(self, run: _Run, pdu: Pdu) -> str | None:
-        """Step 4: the rules against the event's own auth events. The rejection reason, or None."""
-        rv = run.rv
-        loaded = await self._load(run, pdu.auth_event_ids)
-        lacking = [a for a in pdu.auth_event_ids if a not in loaded]
-        if lacking:
-            return f"missing auth events {', '.join(lacking)}"
-        rejected = [a for a in pdu.auth_event_ids if loaded[a][1] is not None]
-        if rejected:
-            # rule 2.3 (3.3 in v12): "entries which were themselves rejected"
-            return f"rule {rule_number(rv, 'auth_events', 'rejected')}: auth event {rejected[0]} was rejected"
-        try:
-            auth_map = check_auth_events_list(pdu, [loaded[a][0] for a in dict.fromkeys(pdu.auth_event_ids)])
-            if rv.room_id_from_create_event and pdu.type != "m.room.create":
-                # since v12 the create event is implied by the room id, and must itself be accepted
-                create_id = "$" + pdu.room_id[1:]
-                create = (await self._load(run, [create_id])).get(create_id)
-                if create is not None and create[1] is None:
-                    auth_map[CREATE_KEY] = create[0]
-            check_auth_rules(pdu, auth_map)
-        except AuthRejected as e:
-            return str(e)
-        return None
 
     async def _state_before(self, run: _Run, pdu: Pdu) -> StateIds:
         states: list[StateIds] = []
@@ -281,23 +263,6 @@ class Backfiller:
             raise _Skip("the state the origin gave has no usable create event")
         return state
 
-    async def _check_against_state(self, run: _Run, pdu: Pdu, state: StateIds) -> str | None:
-        keys = auth_types_of(pdu) | {CREATE_KEY}
-        wanted = {k: state[k] for k in keys if k in state}
-        loaded = await self._load(run, wanted.values())
-        try:
-            check_auth_rules(pdu, {k: loaded[e][0] for k, e in wanted.items() if e in loaded})
-        except AuthRejected as e:
-            return f"against the state before it: {e}"
-        return None
-
-    async def _may_redact(self, run: _Run, pdu: Pdu, state: StateIds) -> bool:
-        """For v3+ redactions: does the sender have the redact level (checked when applied)?"""
-        keys = {k: v for k, v in state.items() if k in (CREATE_KEY, PL_KEY)}
-        loaded = await self._load(run, keys.values())
-        events = {k: loaded[v][0] for k, v in keys.items() if v in loaded}
-        return get_user_power_level(pdu.sender, events, run.rv) >= get_named_level(events, "redact")
-
     # -- storage ------------------------------------------------------------------------------------
 
     async def _load(self, run: _Run, event_ids: Iterable[str]) -> dict[str, tuple[Pdu, str | None]]:
@@ -322,35 +287,3 @@ class Backfiller:
         if run.batch:
             batch, run.batch = run.batch, []
             await self._persister.persist(run.room_id, run.rv, batch)
-
-
-def _dag_order(pdus: list[Pdu]) -> list[Pdu]:
-    """Parents before children (within the list), otherwise by depth."""
-    return _topo(pdus, lambda p: p.prev_event_ids)
-
-
-def _auth_order(pdus: list[Pdu]) -> list[Pdu]:
-    return _topo(pdus, lambda p: p.auth_event_ids)
-
-
-def _topo(pdus: list[Pdu], parents: Callable[[Pdu], Iterable[str]]) -> list[Pdu]:
-    by_id: dict[str, Pdu] = {p.event_id: p for p in pdus}
-    out: list[Pdu] = []
-    entered: set[str] = set()  # a cycle (possible with v1-v2 ids, which are not hashes) is cut
-    for start in sorted(by_id.values(), key=lambda p: p.depth):
-        # Iterative depth-first walk: a chunk can be a chain of 100 events.
-        stack: list[tuple[Pdu, bool]] = [(start, False)]
-        while stack:
-            pdu, expanded = stack.pop()
-            if expanded:
-                out.append(pdu)
-                continue
-            if pdu.event_id in entered:
-                continue
-            entered.add(pdu.event_id)
-            stack.append((pdu, True))
-            for parent_id in parents(pdu):
-                parent = by_id.get(parent_id)
-                if parent is not None and parent_id not in entered:
-                    stack.append((parent, False))
-    return out

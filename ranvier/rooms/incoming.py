@@ -4,8 +4,8 @@
     2. signatures                     incoming_verify.verify_pdu           one worker thread per transaction
     3. content hash (else redact)     incoming_verify.verify_pdu
     -  fetch missing prev events      _fill_gap (/get_missing_events, then /state_ids at what is left)
-    4. auth against its auth events   _check_against_auth_events (missing ones fetched as outliers)
-    5. auth against the state before  _state_before, _check_against_state      -> rejected
+    4. auth against its auth events   pdu_checks.check_against_auth_events (missing ones fetched as outliers)
+    5. auth against the state before  _state_before, pdu_checks.check_against_state -> rejected
     6. auth against current state     _soft_fails                                -> soft failed
     -  persist                        _flush (EventPersister, under the room lock, one batch per run)
 
@@ -22,26 +22,32 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..federation.client import FederationClient
 from ..federation.keys import Keyring
-from ..protocol.auth import check_auth_events_list, check_auth_rules, rule_number
-from ..protocol.auth.power_levels import get_named_level, get_user_power_level
-from ..protocol.auth.selection import auth_types_of
+from ..protocol.auth import check_auth_rules
 from ..protocol.errors import AuthRejected
-from ..protocol.events import Pdu, StateKey
+from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist, UnknownEvent
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .incoming_fetch import RemoteEvents
 from .incoming_verify import Dropped, key_requests, parse_pdu, raw_room_id, verify_in_thread
+from .pdu_checks import (
+    auth_order,
+    auth_state,
+    check_against_auth_events,
+    check_against_state,
+    dag_order,
+    may_redact,
+)
 from .persister import EventPersister
 from .state import StateIds, StateService
 
 logger = logging.getLogger(__name__)
 
-CREATE_KEY: StateKey = ("m.room.create", "")
 # How long a PDU waits for a prev event another transaction is handling before fetching it itself.
 INFLIGHT_WAIT_SECONDS = 30.0
 MAX_OUTLIER_ROUNDS = 3
@@ -200,7 +206,7 @@ class IncomingPdus:
         results: dict[str, dict[str, str]],
         mine: set[str],
     ) -> None:
-        pending = _dag_order(pdus)
+        pending = dag_order(pdus)
         waited: set[str] = set()
         while pending:
             wait_for: list[asyncio.Future[None]] = []
@@ -330,8 +336,8 @@ class IncomingPdus:
             if missing:
                 todo.update(await self._remote.events(origin, view.room_id, view.rv, missing))
                 continue
-            for event in _auth_order(todo.values()):
-                reason = await self._check_against_auth_events(view, event)
+            for event in auth_order(todo.values()):
+                reason = await check_against_auth_events(view.rv, event, partial(self._load, view))
                 self._add(view, EventToPersist(pdu=event, outlier=True, rejected_reason=reason))
             return
         logger.info("giving up on the auth chains of %d fetched events in %s", len(todo), view.room_id)
@@ -347,13 +353,14 @@ class IncomingPdus:
             await self._accept_outliers(
                 view, origin, await self._remote.auth_chain(origin, view.room_id, view.rv, pdu.event_id)
             )
-        reason = await self._check_against_auth_events(view, pdu)  # step 4
+        load = partial(self._load, view)
+        reason = await check_against_auth_events(view.rv, pdu, load)  # step 4
         state_before = await self._state_before(view, pdu)  # step 5
         if reason is None:
-            reason = await self._check_against_state(view, pdu, state_before)
+            reason = await check_against_state(pdu, state_before, load)
         soft_failed = reason is None and await self._soft_fails(view, pdu, state_before)  # step 6
         permitted = (
-            reason is None and pdu.redacts is not None and await self._may_redact(view, pdu, state_before)
+            reason is None and pdu.redacts is not None and await may_redact(view.rv, pdu, state_before, load)
         )
         self._add(
             view,
@@ -371,30 +378,6 @@ class IncomingPdus:
         if soft_failed:
             logger.info("soft-failed %s", pdu.event_id)
         return {}
-
-    async def _check_against_auth_events(self, view: _View, pdu: Pdu) -> str | None:
-        """Step 4: the rules against the event's own auth events. The rejection reason, or None."""
-        rv = view.rv
-        loaded = await self._load(view, pdu.auth_event_ids)
-        lacking = [a for a in pdu.auth_event_ids if a not in loaded]
-        if lacking:
-            return f"auth events {', '.join(lacking)} could not be found"
-        rejected = [a for a in pdu.auth_event_ids if loaded[a][1] is not None]
-        if rejected:
-            # rule 2.3 (3.3 in v12): "entries which were themselves rejected"
-            return f"rule {rule_number(rv, 'auth_events', 'rejected')}: auth event {rejected[0]} was rejected"
-        try:
-            auth_map = check_auth_events_list(pdu, [loaded[a][0] for a in dict.fromkeys(pdu.auth_event_ids)])
-            if rv.room_id_from_create_event and pdu.type != "m.room.create":
-                # since v12 the create event is implied by the room id, and must itself be accepted
-                create_id = "$" + pdu.room_id[1:]
-                create = (await self._load(view, [create_id])).get(create_id)
-                if create is not None and create[1] is None:
-                    auth_map[CREATE_KEY] = create[0]
-            check_auth_rules(pdu, auth_map)
-        except AuthRejected as e:
-            return str(e)
-        return None
 
     async def _state_before(self, view: _View, pdu: Pdu) -> StateIds:
         """The state before the event: the resolution of the states after its prev events."""
@@ -416,20 +399,6 @@ class IncomingPdus:
         await self._flush(view)  # resolution reads the events of the state sets from storage
         return await self._state.resolve(view.room_id, view.rv, states)
 
-    async def _auth_state(self, view: _View, pdu: Pdu, state: StateIds) -> dict[StateKey, Pdu]:
-        keys = auth_types_of(pdu) | {CREATE_KEY}
-        wanted = {k: state[k] for k in keys if k in state}
-        loaded = await self._load(view, wanted.values())
-        return {k: loaded[e][0] for k, e in wanted.items() if e in loaded}
-
-    async def _check_against_state(self, view: _View, pdu: Pdu, state: StateIds) -> str | None:
-        """Step 5: the rules against the state before the event."""
-        try:
-            check_auth_rules(pdu, await self._auth_state(view, pdu, state))
-        except AuthRejected as e:
-            return f"against the state before it: {e}"
-        return None
-
     async def _soft_fails(self, view: _View, pdu: Pdu, state_before: StateIds) -> bool:
         """Step 6: the rules against the room's current state (the resolution of the states after the
         forward extremities, with the state at the event among them)."""
@@ -449,17 +418,10 @@ class IncomingPdus:
             await self._flush(view)  # resolution reads the events of the state sets from storage
             current = await self._state.resolve(view.room_id, view.rv, states)
         try:
-            check_auth_rules(pdu, await self._auth_state(view, pdu, current))
+            check_auth_rules(pdu, await auth_state(pdu, current, partial(self._load, view)))
         except AuthRejected:
             return True
         return False
-
-    async def _may_redact(self, view: _View, pdu: Pdu, state: StateIds) -> bool:
-        """For v3+ redactions: does the sender have the redact level (checked when applied)?"""
-        keys = {k: v for k, v in state.items() if k in (CREATE_KEY, ("m.room.power_levels", ""))}
-        loaded = await self._load(view, keys.values())
-        events = {k: loaded[v][0] for k, v in keys.items() if v in loaded}
-        return get_user_power_level(pdu.sender, events, view.rv) >= get_named_level(events, "redact")
 
     def _add(self, view: _View, item: EventToPersist) -> None:
         pdu = item.pdu
@@ -515,36 +477,3 @@ def _report(results: dict[str, dict[str, str]], raw: Any, error: str) -> None:
     event_id = raw.get("event_id") if isinstance(raw, dict) else None
     if isinstance(event_id, str):
         results[event_id] = {"error": error}
-
-
-def _dag_order(pdus: Sequence[Pdu]) -> list[Pdu]:
-    """Parents before children (within the list), otherwise by depth and the order they came in."""
-    return _topo(pdus, lambda p: p.prev_event_ids)
-
-
-def _auth_order(pdus: Iterable[Pdu]) -> list[Pdu]:
-    return _topo(list(pdus), lambda p: p.auth_event_ids)
-
-
-def _topo(pdus: Sequence[Pdu], parents: Any) -> list[Pdu]:
-    by_id = {p.event_id: p for p in pdus}
-    position = {p.event_id: i for i, p in enumerate(pdus)}
-    ordered = sorted(pdus, key=lambda p: (p.depth, position[p.event_id]))
-    out: list[Pdu] = []
-    done: set[str] = set()
-
-    def visit(pdu: Pdu, path: set[str]) -> None:
-        if pdu.event_id in done or pdu.event_id in path:
-            return
-        path.add(pdu.event_id)
-        for parent_id in parents(pdu):
-            parent = by_id.get(parent_id)
-            if parent is not None:
-                visit(parent, path)
-        path.discard(pdu.event_id)
-        done.add(pdu.event_id)
-        out.append(pdu)
-
-    for pdu in ordered:
-        visit(pdu, set())
-    return out
