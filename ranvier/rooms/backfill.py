@@ -275,10 +275,7 @@ class Backfiller:
             else:
                 rest.append(event_id)
         if rest:
-            every = await self._storage.events.get_events(rest, allow_rejected=True)
-            accepted = await self._storage.events.get_events(rest)
-            for event_id, pdu in every.items():
-                out[event_id] = (pdu, None if event_id in accepted else "rejected")
+            out.update(await self._storage.events.get_events_with_verdicts(rest))
         return out
 
     async def _flush(self, run: _Run) -> None:

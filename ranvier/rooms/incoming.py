@@ -465,10 +465,9 @@ class IncomingPdus:
             else:
                 rest.append(event_id)
         if rest:
-            every = await self._storage.events.get_events(rest, allow_rejected=True)
-            accepted = await self._storage.events.get_events(rest)
-            for event_id, pdu in every.items():
-                out[event_id] = view.loaded[event_id] = (pdu, None if event_id in accepted else "rejected")
+            fetched = await self._storage.events.get_events_with_verdicts(rest)
+            out.update(fetched)
+            view.loaded.update(fetched)
         return out
 
 

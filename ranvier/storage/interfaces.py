@@ -178,6 +178,9 @@ class EventStore(Protocol):
         """The event (outliers and soft-failed included), redacted if a valid redaction of it is held."""
 
     async def get_events(self, event_ids: Iterable[str], allow_rejected: bool = False) -> dict[str, Pdu]: ...
+    async def get_events_with_verdicts(self, event_ids: Iterable[str]) -> dict[str, tuple[Pdu, str | None]]:
+        """The events held (rejected included), each with its rejection reason (None: not rejected)."""
+
     async def have_events(self, event_ids: Iterable[str]) -> set[str]:
         """The ids we hold in any form (rejected included: they need not be fetched again)."""
 

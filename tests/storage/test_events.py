@@ -147,6 +147,8 @@ async def test_rejected_and_soft_failed_events(storage: RoomStorage) -> None:
     assert await ev.get_events([dag.id("bad")]) == {}
     rejected = await ev.get_event(dag.id("bad"), allow_rejected=True)
     assert rejected is not None and rejected.event_id == dag.id("bad")
+    verdicts = await ev.get_events_with_verdicts([dag.id("bad"), dag.id("soft"), "$unknown"])
+    assert verdicts == {dag.id("bad"): (rejected, "auth"), dag.id("soft"): (dag.by_name["soft"], None)}
     assert await ev.have_events([dag.id("bad")]) == {dag.id("bad")}
     assert await ev.get_event(dag.id("soft")) is not None
     meta = await ev.get_event_meta(dag.id("bad"))

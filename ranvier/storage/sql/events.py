@@ -47,6 +47,10 @@ class SqlEventStore:
         return (await self.get_events([event_id], allow_rejected)).get(event_id)
 
     async def get_events(self, event_ids: Iterable[str], allow_rejected: bool = False) -> dict[str, Pdu]:
+        found = await self.get_events_with_verdicts(event_ids)
+        return {eid: pdu for eid, (pdu, rejected) in found.items() if allow_rejected or rejected is None}
+
+    async def get_events_with_verdicts(self, event_ids: Iterable[str]) -> dict[str, tuple[Pdu, str | None]]:
         found: dict[str, tuple[Pdu, str | None]] = {}
         missing = []
         for event_id in dict.fromkeys(event_ids):
@@ -58,7 +62,7 @@ class SqlEventStore:
         if missing:
             # Statement by statement, no snapshot needed: a stored event and its redaction never change.
             found.update(await self._load(self._db, missing))
-        return {eid: pdu for eid, (pdu, rejected) in found.items() if allow_rejected or rejected is None}
+        return found
 
     async def _load(self, txn: Reader, event_ids: list[str]) -> dict[str, tuple[Pdu, str | None]]:
         generation = self._cache.generation
