@@ -11,12 +11,12 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from ..clock import now_ms
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import MAX_ID_BYTES, is_valid_localpart, parse_user_id, server_of
 from ..storage.interfaces_aux import Device, UserExists
@@ -38,10 +38,6 @@ NONCE_LIFETIME_MS = 60 * 1000
 
 ProfileHook = Callable[[str], Awaitable[None]]
 RemoteProfileLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def new_access_token() -> str:
@@ -68,7 +64,7 @@ class AccountHandlers:
         on_profile_changed: ProfileHook | None = None,
         *,
         remote_profile: RemoteProfileLookup | None = None,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         """``on_profile_changed(user_id)`` runs after a displayname/avatar change so the room layer can
         send new membership events; ``remote_profile(user_id)`` answers profile queries for other servers'

@@ -7,13 +7,13 @@ CS "Client Authentication" > "Using access tokens" and "User-Interactive Authent
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from ..clock import now_ms
 from ..storage.interfaces_aux import DeviceStorage, UserStorage
 from .errors import MatrixError, missing_token, unknown_token
 from .http_util import access_token_from
@@ -23,10 +23,6 @@ LAST_SEEN_INTERVAL_MS = 5 * 60 * 1000
 # UIA sessions are only bookkeeping (every stage is re-checked when submitted), so a short life is fine.
 UIA_SESSION_LIFETIME_MS = 30 * 60 * 1000
 MAX_UIA_SESSIONS = 10_000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class UserAndDeviceStorage(Protocol):
@@ -47,7 +43,7 @@ class Requester:
 class Authenticator:
     """Resolves the request's access token to a ``Requester``."""
 
-    def __init__(self, storage: UserAndDeviceStorage, clock_ms: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, storage: UserAndDeviceStorage, clock_ms: Callable[[], int] = now_ms) -> None:
         self._storage = storage
         self._clock_ms = clock_ms
         self._last_seen: dict[tuple[str, str], int] = {}
@@ -99,7 +95,7 @@ class UserInteractiveAuth:
     """In-memory UIA sessions. Each flow here has a single stage, so a request either carries a valid
     ``auth`` dict for that stage and proceeds, or gets the 401 that lists the flows."""
 
-    def __init__(self, clock_ms: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, clock_ms: Callable[[], int] = now_ms) -> None:
         self._clock_ms = clock_ms
         self._sessions: dict[str, _UiaSession] = {}
 

@@ -8,12 +8,12 @@ Local changes are handed to the other servers in the room as EDUs (S2S "Typing N
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from ..clock import now_ms
 from ..federation.edus import OutboundEdu, receipt_edu, typing_edu
 from ..rooms.incoming_edus import TypingState
 from .auth import Authenticator
@@ -24,10 +24,6 @@ PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 RECEIPT_TYPES = ("m.read", "m.read.private")
 FULLY_READ = "m.fully_read"
 MAX_TYPING_TIMEOUT_MS = 120_000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class SyncNotifier:
@@ -53,7 +49,7 @@ class TypingStream(TypingState):
 
     def __init__(
         self,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(clock_ms)
@@ -111,7 +107,7 @@ class EphemeralHandlers:
         typing: TypingStream,
         notifier: SyncNotifier,
         federation_sender: Any | None = None,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self._storage = storage
         self._auth = authenticator

@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..clock import now_ms
 from ..protocol.events import Pdu
 from ..protocol.visibility import HistoryVisibility
-from ..rooms.local_events import now_ms
 from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import TopoToken
 from .account_data import forgotten_event

@@ -11,12 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
+from ..clock import now_ms
 from ..protocol.errors import AuthRejected, UnsupportedRoomVersion
 from ..protocol.events import Pdu
 from ..protocol.identifiers import is_valid_user_id
 from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import CreateRoomError, plan_room
-from ..rooms.local_events import LocalEventCreator, RoomNotFound, now_ms
+from ..rooms.local_events import LocalEventCreator, RoomNotFound
 from ..rooms.membership import MembershipError, MembershipService
 from ..rooms.visibility import HistoryVisibilityFilter
 from .account_data import forget_room

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ..clock import now_ms
 from ..protocol.events import Pdu
-from ..rooms.local_events import now_ms
 from .account_data import forgotten_event
 from .auth import Authenticator, Requester
 from .ephemeral import SyncNotifier, TypingStream

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -21,6 +20,7 @@ from ranvier.protocol.errors import ProtocolError, SignatureError
 from ranvier.protocol.events import VerifyKeyInfo
 from ranvier.protocol.signing import SigningKey, decode_verify_key, sign_json, verify_json_signature
 
+from ..clock import now_ms
 from .client import FederationClient, FederationError
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,6 @@ def parse_key_response(
     return keys, valid_until
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 @dataclass
 class _Cached:
     keys: dict[str, VerifyKeyInfo] = field(default_factory=dict)
@@ -178,7 +174,7 @@ class Keyring:
         client: FederationClient | None = None,
         store: KeyStore | None = None,
         notaries: Sequence[Notary] = (),
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         if not signing_keys:
             raise ValueError("a keyring needs at least one signing key")

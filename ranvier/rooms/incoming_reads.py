@@ -11,10 +11,10 @@ and auth chains are served whole, as the asking server needs them to authorise e
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..clock import now_ms
 from ..protocol.errors import InvalidIdentifier, ProtocolError
 from ..protocol.events import Pdu
 from ..protocol.identifiers import parse_room_alias, parse_user_id, server_of
@@ -39,10 +39,6 @@ class Forbidden(ProtocolError):
 
 class InvalidParam(ProtocolError):
     errcode = "M_INVALID_PARAM"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class FederationReads:
@@ -78,7 +74,7 @@ class FederationReads:
     def _txn(self, pdus: Iterable[Pdu]) -> dict[str, Any]:
         return {
             "origin": self.server_name,
-            "origin_server_ts": _now_ms(),
+            "origin_server_ts": now_ms(),
             "pdus": [p.to_federation() for p in pdus],
         }
 

@@ -6,10 +6,10 @@ keeps rooms far below that), so the state before it is simply the room's current
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
+from ..clock import now_ms
 from ..protocol.auth import auth_types_for_event, check_auth_rules
 from ..protocol.auth.power_levels import get_named_level, get_user_power_level
 from ..protocol.events import MAX_PREV_EVENTS, Pdu, StateKey, build_event, event_references
@@ -25,10 +25,6 @@ CREATE_KEY: StateKey = ("m.room.create", "")
 
 class RoomNotFound(LookupError):
     pass
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class LocalEventCreator:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ..clock import now_ms
 from ..federation.client import FederationClient, FederationError, path_segment
 from ..federation.keys import Keyring
 from ..protocol.auth import check_auth_events_list, check_auth_rules
@@ -59,6 +60,7 @@ class _GapAnchor:
     def __post_init__(self) -> None:
         self.descendants.add(self.join_event_id)
 
+
 CREATE_KEY: StateKey = ("m.room.create", "")
 ProcessPdus = Callable[[str, Sequence[Any]], Awaitable[Any]]
 STRIPPED_TYPES = (
@@ -69,10 +71,6 @@ STRIPPED_TYPES = (
     "m.room.canonical_alias",
     "m.room.encryption",
 )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class RemoteMembershipService:
@@ -227,7 +225,7 @@ class RemoteMembershipService:
             prev_events=ids(template.get("prev_events")),
             auth_events=ids(template.get("auth_events")),
             depth=depth if isinstance(depth, int) else 1,
-            origin_server_ts=_now_ms(),
+            origin_server_ts=now_ms(),
             server_name=self.server_name,
             signing_key=self._signing_key,
         )
@@ -342,7 +340,7 @@ class RemoteMembershipService:
         except FederationError as e:
             logger.debug("%s has no MSC4370 extremities endpoint (%s); using timestamp_to_event", server, e)
         try:
-            found = await self._client.timestamp_to_event(server, room_id, _now_ms(), "b")
+            found = await self._client.timestamp_to_event(server, room_id, now_ms(), "b")
         except FederationError as e:
             logger.info("no newest event from %s for the join gap check: %s", server, e)
             return []
@@ -460,7 +458,7 @@ class RemoteMembershipService:
             prev_events=ids,
             auth_events=auth,
             depth=template.get("depth", 1),
-            origin_server_ts=_now_ms(),
+            origin_server_ts=now_ms(),
             server_name=self.server_name,
             signing_key=self._signing_key,
         )

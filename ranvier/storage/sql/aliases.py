@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .aux_streams import now_ms, write
+from ...clock import now_ms
+from .aux_streams import write
 from .engine import Database
 
 

@@ -9,7 +9,6 @@ never sees position N+1 committed while N is still in flight.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from .engine import Database, Txn
@@ -38,10 +37,6 @@ async def write(db: Database, sql: str, params: tuple[Any, ...]) -> Any:
     (for ``RETURNING``). Writes must not go through ``db.fetch*``, which use read-only snapshots."""
     async with db.transaction() as txn:
         return await txn.fetchval(sql, params)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def dump_json(value: Any) -> str:

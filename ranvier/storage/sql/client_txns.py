@@ -6,7 +6,7 @@ the event id of the first request rather than send a second event.
 
 from __future__ import annotations
 
-from .aux_streams import now_ms
+from ...clock import now_ms
 from .engine import Database
 
 

@@ -10,7 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from .aux_streams import now_ms, write
+from ...clock import now_ms
+from .aux_streams import write
 from .engine import Database
 
 

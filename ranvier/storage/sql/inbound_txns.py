@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aux_streams import dump_json, load_json, now_ms
+from ...clock import now_ms
+from .aux_streams import dump_json, load_json
 from .engine import Database
 
 

@@ -10,7 +10,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .aux_streams import dump_json, load_json, next_stream_pos, now_ms
+from ...clock import now_ms
+from .aux_streams import dump_json, load_json, next_stream_pos
 from .engine import Database, chunks, in_list
 
 STREAM = "pending_join_pdus"

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, NamedTuple
 
-from .aux_streams import dump_json, load_json, now_ms
+from ...clock import now_ms
+from .aux_streams import dump_json, load_json
 from .engine import Database, chunks, in_list
 
 

@@ -15,7 +15,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .aux_streams import now_ms, write
+from ...clock import now_ms
+from .aux_streams import write
 from .engine import Database
 
 # scrypt cost: N=2**15, r=8, p=1 uses 32 MiB and ~50 ms; OWASP's minimum recommendation is N=2**17 at
