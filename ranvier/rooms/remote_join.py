@@ -7,9 +7,9 @@ auth-chain event), persist the auth chain and state as outliers and the join in 
 The join gap, from this side: PDUs of the room that arrive over /send while the join is in flight are
 queued durably (``pending_join_pdus``) and processed once the join is persisted, so the resident's dummy
 event (which may arrive before our send_join returns) is not lost. And since a resident without the fix
-never sends one, after the join we ask the resident for a fresh join template: its prev_events are the
-room's forward extremities there, and any we lack were created in the gap; we pull them (and whatever
-they need) like any missing event.
+never sends one, after the join we ask the resident for the room's newest events (``fetch_gap_events``:
+its MSC4370 extremities endpoint, else ``/timestamp_to_event``); any we lack were created in the gap, and
+we pull them (with ``/get_missing_events``) and handle them like any received PDU.
 """
 
 from __future__ import annotations
