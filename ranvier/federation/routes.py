@@ -19,6 +19,7 @@ from ranvier.protocol.canonical_json import parse_json
 from ranvier.protocol.errors import CanonicalJsonError, ProtocolError
 
 from ..ratelimit import RateLimiter, limit_exceeded_body
+from .errors import BadRequest, InvalidParam, MissingParam
 from .keys import Keyring
 from .request_auth import PARSED_BODY, authenticate_request
 
@@ -86,18 +87,6 @@ async def federation_error_middleware(
         return matrix_error(405, "M_UNRECOGNIZED", "Unrecognized request")
     except web.HTTPException:
         raise  # already a Matrix error (request_auth) or a deliberate HTTP answer
-
-
-class BadRequest(ProtocolError):
-    errcode = "M_BAD_JSON"
-
-
-class MissingParam(ProtocolError):
-    errcode = "M_MISSING_PARAM"
-
-
-class InvalidParam(ProtocolError):
-    errcode = "M_INVALID_PARAM"
 
 
 def _query_int(request: web.Request, name: str, default: int) -> int:

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..clock import now_ms
-from ..protocol.errors import InvalidIdentifier, ProtocolError
+from ..federation.errors import Forbidden, InvalidParam, NotFound
+from ..protocol.errors import InvalidIdentifier
 from ..protocol.events import Pdu
 from ..protocol.identifiers import parse_room_alias, parse_user_id, server_of
 from ..storage.interfaces import UnknownEvent
@@ -27,18 +28,6 @@ MAX_MISSING_EVENTS = 20
 MAX_TIMESTAMP_PAGES = 50
 # Memberships that show a server is, or was, in a room.
 _PARTICIPATED = ("join", "leave", "ban", "invite", "knock")
-
-
-class NotFound(ProtocolError):
-    errcode = "M_NOT_FOUND"
-
-
-class Forbidden(ProtocolError):
-    errcode = "M_FORBIDDEN"
-
-
-class InvalidParam(ProtocolError):
-    errcode = "M_INVALID_PARAM"
 
 
 class FederationReads:
