@@ -4,7 +4,6 @@ SQLite storage, with events persisted through the real room persister (the sende
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from ranvier.rooms.state import StateService
 from ranvier.storage import open_storage
 from ranvier.storage.interfaces import EventToPersist
 from ranvier.storage.sql.outbox import RetryState
+from tests.ports import free_port
 
 OURS = "ours.test"
 ALICE = f"@alice:{OURS}"
@@ -48,12 +48,6 @@ async def close_storage(storage: Any) -> None:
 
 
 # -- the remote server -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

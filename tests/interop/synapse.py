@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,19 +32,13 @@ import yaml
 
 from ranvier.federation.tls import generate_self_signed_cert
 from ranvier.protocol.signing import SigningKey
+from tests.ports import free_port
 
 DEFAULT_VERSION = "1.163.2"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENVS = REPO_ROOT / ".venvs"
 INSTALL_TIMEOUT = 900
 START_TIMEOUT = 90
-
-
-def free_port() -> int:
-    """An ephemeral port that was free a moment ago (bind to 0 and release)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ key, TLS, the key routes, and whatever else a test serves) that builds signed PD
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -21,12 +20,7 @@ from ranvier.protocol.auth import auth_types_for_event
 from ranvier.protocol.events import Pdu, StateKey, build_event
 from ranvier.protocol.room_versions import RoomVersion
 from tests.federation.fedserver import FedServer, start_fed_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 async def start_homeserver(data_dir: Path) -> Homeserver:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,16 +11,11 @@ import aiohttp
 
 from ranvier.app import Homeserver
 from ranvier.config import parse_config
+from tests.ports import free_port
 
 
 def fed_port_of(hs: Homeserver) -> int:
     return int(hs.server_name.rsplit(":", 1)[1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start_server(
