@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import aiohttp
 import pytest
 
@@ -12,7 +9,7 @@ from ranvier.app import Homeserver
 from ranvier.protocol.events import Pdu
 from ranvier.protocol.room_versions import get_room_version
 from tests.federation.fedserver import make_client
-from tests.scenarios.servers import Client, eventually, start_server
+from tests.scenarios.servers import Client, eventually
 
 from .peers import SynapseClient, SyncReader
 from .synapse import SynapseServer
@@ -23,19 +20,6 @@ FED_TIMEOUT = 30.0
 # Event formats differ: v12 (domainless room ids, create event not cited), v10 (the classic format with
 # `origin`), v1 (event ids with a domain, [event_id, hashes] references).
 ROOM_VERSIONS = ["12", "10", "1"]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def ranvier(tmp_path: Path) -> AsyncIterator[Homeserver]:
-    hs = await start_server(tmp_path / "ranvier")
-    yield hs
-    await hs.stop()
 
 
 async def _membership(client: Client, room_id: str, user_id: str) -> str | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -40,19 +40,6 @@ OLD_SYNAPSE = "1.155.0"  # the last release without Synapse's resident-side gap 
 
 def _figure(label: str, seconds: float) -> None:
     print(f"\n[gap timing] {label}: {seconds * 1000:.0f} ms")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def ranvier(tmp_path: Path) -> AsyncIterator[Homeserver]:
-    hs = await start_server(tmp_path / "ranvier")
-    yield hs
-    await hs.stop()
 
 
 @pytest.fixture(scope="module")

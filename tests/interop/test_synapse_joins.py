@@ -3,14 +3,11 @@ client ``/sync`` (issue 6's interop test)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import aiohttp
 import pytest
 
 from ranvier.app import Homeserver
-from tests.scenarios.servers import Client, eventually, start_server
+from tests.scenarios.servers import Client, eventually
 
 from .peers import SynapseClient, SyncReader
 from .synapse import SynapseServer
@@ -19,19 +16,6 @@ pytestmark = pytest.mark.interop
 
 # Federation between two processes on a shared 2-core machine: generous, never a timing assertion.
 FED_TIMEOUT = 30.0
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def ranvier(tmp_path: Path) -> AsyncIterator[Homeserver]:
-    hs = await start_server(tmp_path / "ranvier")
-    yield hs
-    await hs.stop()
 
 
 # 12: both servers' default; 10: 1.155's default and the last with domain room ids and create-event

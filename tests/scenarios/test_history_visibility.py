@@ -17,12 +17,6 @@ from .test_backfill import history
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 async def servers() -> AsyncIterator[list[Homeserver]]:
     started: list[Homeserver] = []
     yield started

@@ -16,12 +16,6 @@ from .servers import Client, eventually, start_server
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[list[Homeserver]]:
     started: list[Homeserver] = []
     yield started

@@ -19,12 +19,6 @@ from .servers import Client, eventually, fed_port_of, start_server
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 async def servers() -> AsyncIterator[list[Homeserver]]:
     started: list[Homeserver] = []
     yield started
