@@ -28,7 +28,7 @@ def json_error(status: int, errcode: str, error: str) -> web.HTTPException:
 
 
 # The request key under which authenticate_request leaves the body it parsed (when there is one).
-PARSED_BODY = "ranvier.parsed_body"
+PARSED_BODY: web.RequestKey[Any] = web.RequestKey("ranvier.parsed_body", object)
 
 
 def _unauthorized(message: str) -> NoReturn:
