@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..clock import now_ms
 from ..protocol.events import Pdu
+from ..rooms.remote_join import STRIPPED_STATE_TYPES
 from .account_data import forgotten_event
 from .auth import Authenticator, Requester
 from .ephemeral import SyncNotifier, TypingStream
@@ -27,15 +28,6 @@ from .sync_extras import SyncExtras, SyncToken
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMEOUT_MS = 60_000
-STRIPPED_STATE_TYPES = (
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-)
 
 
 class SyncHandlers:

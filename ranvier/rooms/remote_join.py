@@ -63,11 +63,13 @@ class _GapAnchor:
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 ProcessPdus = Callable[[str, Sequence[Any]], Awaitable[Any]]
-STRIPPED_TYPES = (
+# CS "Stripped state": the state events an invitee (or knocker) is shown of a room it is not in.
+STRIPPED_STATE_TYPES = (
     "m.room.create",
-    "m.room.join_rules",
     "m.room.name",
     "m.room.avatar",
+    "m.room.topic",
+    "m.room.join_rules",
     "m.room.canonical_alias",
     "m.room.encryption",
 )
@@ -390,7 +392,7 @@ class RemoteMembershipService:
         # entry formatted per the room version, i.e. full PDUs (the receiver validates them and strips
         # them for its clients itself). Synapse 1.163 warns about and drops bare stripped events.
         stripped = []
-        for event_type in STRIPPED_TYPES:
+        for event_type in STRIPPED_STATE_TYPES:
             ev = await self._storage.state.get_current_state_event(room_id, event_type, "")
             if ev is not None:
                 stripped.append({k: v for k, v in ev.to_federation().items() if k != "unsigned"})
