@@ -3,24 +3,14 @@ when its clients page /messages back past the join (S2S "Backfilling and retriev
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from ranvier.app import Homeserver
 
 from .servers import Client, start_server
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Homeserver]]:
-    started: list[Homeserver] = []
-    yield started
-    for hs in started:
-        await hs.stop()
 
 
 async def history(client: Client, room_id: str, limit: int) -> list[dict[str, Any]]:

@@ -3,24 +3,14 @@ server reaches the other server's users through their /sync (S2S "Typing Notific
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from ranvier.app import Homeserver
 
 from .servers import Client, eventually, start_server
-
-
-@pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[list[Homeserver]]:
-    started: list[Homeserver] = []
-    yield started
-    for hs in started:
-        await hs.stop()
 
 
 def _ephemeral(sync: dict[str, Any], room_id: str, event_type: str) -> list[dict[str, Any]]:

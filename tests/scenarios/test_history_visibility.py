@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,6 @@ from ranvier.app import Homeserver
 
 from .servers import Client, start_server
 from .test_backfill import history
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Homeserver]]:
-    started: list[Homeserver] = []
-    yield started
-    for hs in started:
-        await hs.stop()
 
 
 def hv(setting: str) -> dict[str, Any]:

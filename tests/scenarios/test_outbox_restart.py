@@ -6,25 +6,14 @@ nothing."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from ranvier.app import Homeserver
 
 from .servers import Client, eventually, fed_port_of, start_server
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Homeserver]]:
-    started: list[Homeserver] = []
-    yield started
-    for hs in started:
-        if hs.storage is not None:
-            await hs.stop()
 
 
 def read_db(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -13,14 +12,6 @@ from ranvier.app import Homeserver
 from ranvier.federation.client import FederationError
 
 from .servers import Client, eventually, start_server
-
-
-@pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[list[Homeserver]]:
-    started: list[Homeserver] = []
-    yield started
-    for hs in started:
-        await hs.stop()
 
 
 async def test_remote_join_and_messages_both_ways(

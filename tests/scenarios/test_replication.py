@@ -5,7 +5,6 @@ refused by the others. (Forged PDUs of every kind from a test driver: test_inbou
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,6 @@ from ranvier.app import Homeserver
 from ranvier.protocol.events import build_event
 
 from .servers import Client, eventually, fed_port_of, start_server
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Homeserver]]:
-    started: list[Homeserver] = []
-    yield started
-    for hs in started:
-        if hs.storage is not None:
-            await hs.stop()
 
 
 async def three_servers(
