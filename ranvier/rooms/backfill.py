@@ -47,7 +47,7 @@ from .pdu_checks import (
     may_redact,
 )
 from .persister import EventPersister
-from .state import StateIds, StateService
+from .state import StateIds, StateService, state_after
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +79,7 @@ class _Run:
         if not item.outlier:
             # The non-outlier replaces an outlier copy queued earlier (storage keeps the first of an id).
             self.batch = [i for i in self.batch if i.pdu.event_id != pdu.event_id]
-            assert item.state_before is not None
-            after = dict(item.state_before)
-            if item.rejected_reason is None and pdu.state_key is not None:
-                after[(pdu.type, pdu.state_key)] = pdu.event_id
-            self.after[pdu.event_id] = after
+            self.after[pdu.event_id] = state_after(item)
         self.batch.append(item)
         self.known[pdu.event_id] = (pdu, item.rejected_reason)
 

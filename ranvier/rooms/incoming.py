@@ -44,7 +44,7 @@ from .pdu_checks import (
     may_redact,
 )
 from .persister import EventPersister
-from .state import StateIds, StateService
+from .state import StateIds, StateService, state_after
 
 logger = logging.getLogger(__name__)
 
@@ -428,11 +428,7 @@ class IncomingPdus:
         if not item.outlier:
             # A non-outlier supersedes an outlier copy queued earlier in this run (storage would skip it).
             view.batch = [i for i in view.batch if i.pdu.event_id != pdu.event_id]
-            assert item.state_before is not None
-            after = dict(item.state_before)
-            if item.rejected_reason is None and pdu.state_key is not None:
-                after[(pdu.type, pdu.state_key)] = pdu.event_id
-            view.after[pdu.event_id] = after
+            view.after[pdu.event_id] = state_after(item)
             if item.rejected_reason is None and not item.soft_failed:
                 view.extremities = (view.extremities - set(pdu.prev_event_ids)) | {pdu.event_id}
         view.batch.append(item)

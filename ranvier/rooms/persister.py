@@ -16,7 +16,7 @@ from typing import Any
 
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
-from .state import StateIds, StateService
+from .state import StateIds, StateService, state_after
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +106,7 @@ class EventPersister:
         extremities = (old - cited) | (new_ids - cited)
         after_new: dict[str, StateIds] = {}
         for item in timeline:
-            assert item.state_before is not None, "timeline events need the state before them"
-            state = dict(item.state_before)
-            if item.pdu.state_key is not None:
-                state[(item.pdu.type, item.pdu.state_key)] = item.pdu.event_id
-            after_new[item.pdu.event_id] = state
+            after_new[item.pdu.event_id] = state_after(item)
         states = []
         for event_id in sorted(extremities):
             if event_id in after_new:

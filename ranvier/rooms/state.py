@@ -15,10 +15,22 @@ from typing import Any
 from ..protocol.events import Pdu, StateKey
 from ..protocol.room_versions import RoomVersion
 from ..protocol.state_res import AuthChainIndex, DictEventSource, resolve_state
+from ..storage.interfaces import EventToPersist
 
 logger = logging.getLogger(__name__)
 
 StateIds = dict[StateKey, str]
+
+
+def state_after(item: EventToPersist) -> StateIds:
+    """The state after a non-outlier event of a batch: the state before it, plus the event itself if it
+    is an accepted state event (a rejected event changes nothing)."""
+    assert item.state_before is not None, "a non-outlier needs the state before it"
+    after = dict(item.state_before)
+    pdu = item.pdu
+    if item.rejected_reason is None and pdu.state_key is not None:
+        after[(pdu.type, pdu.state_key)] = pdu.event_id
+    return after
 
 
 class StateService:
