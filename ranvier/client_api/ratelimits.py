@@ -7,13 +7,13 @@ import hashlib
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..config import RateLimits
 from ..ratelimit import RateLimiter, RateSpec, limit_exceeded_body
 from .http_util import access_token_from
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def _spec(limit: object) -> RateSpec:
@@ -33,7 +33,7 @@ def _kind(request: web.Request) -> str | None:
 
 def rate_limit_middleware(
     config: RateLimits,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     limiters = {
         "login": RateLimiter(_spec(config.login)),
         "registration": RateLimiter(_spec(config.registration)),

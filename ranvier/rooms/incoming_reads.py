@@ -112,7 +112,7 @@ class FederationReads:
         1). The create event is thus an implicit auth event of every other event, and we include it as
         Synapse does; a peer that walks our chain to authorise events needs it (and /event_auth of a
         message would otherwise not reach the create event at all)."""
-        chain = await self._storage.events.get_auth_chain_ids(event_ids)
+        chain: set[str] = set(await self._storage.events.get_auth_chain_ids(event_ids))
         rv = pdu.room_version
         if rv.room_id_from_create_event:
             create_id = "$" + pdu.room_id[1:]

@@ -88,7 +88,7 @@ def auth_order(pdus: Iterable[Pdu]) -> list[Pdu]:
 
 
 def _topo(pdus: Sequence[Pdu], parents: Callable[[Pdu], Iterable[str]]) -> list[Pdu]:
-    by_id = {p.event_id: p for p in pdus}
+    by_id: dict[str, Pdu] = {p.event_id: p for p in pdus}
     position = {p.event_id: i for i, p in enumerate(pdus)}
     out: list[Pdu] = []
     entered: set[str] = set()  # a cycle (possible with v1-v2 ids, which are not hashes) is cut

@@ -204,7 +204,8 @@ class RemoteMembershipService:
     ) -> Pdu:
         if template.get("type") != "m.room.member" or template.get("state_key") != user_id:
             raise ValueError("make_join returned a template that is not our join")
-        theirs = template.get("content") if isinstance(template.get("content"), dict) else {}
+        raw_content = template.get("content")
+        theirs: dict[str, Any] = raw_content if isinstance(raw_content, dict) else {}
         merged = dict(content)
         if "join_authorised_via_users_server" in theirs:
             merged["join_authorised_via_users_server"] = theirs["join_authorised_via_users_server"]
@@ -240,7 +241,9 @@ class RemoteMembershipService:
         if not isinstance(state_raw, list) or not isinstance(chain_raw, list):
             raise ValueError("send_join answered without state and auth_chain")
         # Steps 1-3 (format, signatures, hashes) for everything the resident sent.
-        events = {p.event_id: p for p in await self._remote.verified([*chain_raw, *state_raw], room_id, rv)}
+        events: dict[str, Pdu] = {
+            p.event_id: p for p in await self._remote.verified([*chain_raw, *state_raw], room_id, rv)
+        }
         state_ids = {p.event_id for p in await self._remote.verified(state_raw, room_id, rv)}
         accepted = self._authorise_all(rv, room_id, events)
         state: dict[StateKey, str] = {}

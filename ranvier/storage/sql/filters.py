@@ -32,4 +32,4 @@ class FilterStore:
         raw = await self._db.fetchval(
             "SELECT filter_json FROM user_filters WHERE user_id = ? AND filter_id = ?", (user_id, numeric)
         )
-        return None if raw is None else json.loads(raw)  # type: ignore[no-any-return]
+        return None if raw is None else json.loads(raw)
