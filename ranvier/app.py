@@ -103,7 +103,7 @@ class Homeserver:
         self.federation_client = FederationClient(
             self.server_name,
             self.signing_key,
-            discovery=ServerDiscovery(),
+            discovery=ServerDiscovery(host_overrides=fed.host_overrides),
             verify_tls=fed.verify_tls,
             blocklist=blocklist,
         )

@@ -76,6 +76,19 @@ class Federation(_Strict):
     allow_loopback: bool = False
     ip_range_blocklist: list[str] | None = None
     trusted_key_servers: list[str] = []
+    # Test-only: connect to these servers at a fixed "host:port" instead of resolving their names (the chaos
+    # harness routes each link through its own TCP proxy this way). The Host header and the X-Matrix
+    # destination stay the server name. Leave empty in production.
+    host_overrides: dict[str, str] = {}
+
+    @field_validator("host_overrides")
+    @classmethod
+    def _host_port_overrides(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, target in v.items():
+            host, sep, port = target.rpartition(":")
+            if not is_valid_server_name(name) or not sep or not host or not port.isdigit():
+                raise ValueError(f"{name!r}: {target!r} must map a server name to host:port")
+        return v
 
 
 class Rooms(_Strict):

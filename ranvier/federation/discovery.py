@@ -98,9 +98,13 @@ class ServerDiscovery:
         dns_resolver: dns.asyncresolver.Resolver | None = None,
         well_known_port: int = 443,
         clock: Callable[[], float] = time.monotonic,
+        host_overrides: dict[str, str] | None = None,
     ) -> None:
         # ``well_known_port`` exists so that tests can serve .well-known on loopback without port 443.
+        # ``host_overrides`` (config federation.host_overrides, test-only): server name -> "host:port" to
+        # connect to instead of resolving; the Host header stays the server name.
         self._dns = dns_resolver
+        self._host_overrides = dict(host_overrides or {})
         self._well_known_port = well_known_port
         self._clock = clock
         self._well_known: dict[str, _WellKnownEntry] = {}
@@ -116,6 +120,11 @@ class ServerDiscovery:
         blocklisting resolver and TLS settings of federation traffic)."""
         if not is_valid_server_name(server_name):
             raise ValueError(f"invalid server name {server_name!r}")
+        override = self._host_overrides.get(server_name)
+        if override is not None:
+            o_host, o_port = split_host_port(override)
+            tls_name = None if is_ip_literal(o_host) else o_host
+            return ResolvedServer(server_name, o_host, o_port or DEFAULT_PORT, server_name, tls_name)
         host, port = split_host_port(server_name)
         # Step 1: an IP literal, with its port or 8448.
         if is_ip_literal(host):

@@ -41,6 +41,31 @@ async def test_direct_names(name: str, expected: ResolvedServer) -> None:
         assert await ServerDiscovery().resolve(name, session) == expected
 
 
+async def test_host_overrides() -> None:
+    # federation.host_overrides (test-only): connect elsewhere, but Host and the name stay the server's.
+    discovery = ServerDiscovery(
+        host_overrides={"example.test": "127.0.0.1:9001", "other.test:81": "proxy.test"}
+    )
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        await session.close()  # no .well-known or DNS may be consulted
+        assert await discovery.resolve("example.test", session) == ResolvedServer(
+            "example.test", "127.0.0.1", 9001, "example.test", None
+        )
+        assert await discovery.resolve("other.test:81", session) == ResolvedServer(
+            "other.test:81", "proxy.test", 8448, "other.test:81", "proxy.test"
+        )
+
+
+def test_host_overrides_config() -> None:
+    from ranvier.config import ConfigError, parse_config
+
+    base = {"server_name": "a.test", "signing_key_path": "k", "database": {"url": "sqlite:///x.db"}}
+    ok = parse_config({**base, "federation": {"host_overrides": {"b.test:8448": "127.0.0.1:9000"}}})
+    assert ok.federation.host_overrides == {"b.test:8448": "127.0.0.1:9000"}
+    with pytest.raises(ConfigError, match="host_overrides"):
+        parse_config({**base, "federation": {"host_overrides": {"b.test": "no-port"}}})
+
+
 async def test_invalid_name() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ValueError):
