@@ -1,0 +1,220 @@
+"""N Ranvier processes on loopback with a TCP proxy on every federation link.
+
+Server ``i`` is named ``127.0.0.1:<public port>``; a public proxy on that port relays to its real federation
+listener (for anything that resolves the name itself). Ranvier peers do not use it: each server's
+``federation.host_overrides`` sends its traffic for peer ``j`` to the proxy of link ``i -> j``, which relays
+to ``j``'s listener. So a fault on link ``i -> j`` touches only requests that ``i`` makes of ``j``
+(including key fetches), and the answers to them.
+
+Processes are started the way an operator starts them (``ranvier generate-config``, then ``ranvier run``),
+each in its own session so that SIGKILL reaches exactly it. PostgreSQL servers get a fresh database each,
+dropped when the cluster closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import yaml
+
+from bench.servers import POSTGRES, create_database, drop_database
+from tests.ports import free_port
+
+from .proxy import LinkProxy
+
+START_TIMEOUT = 90.0
+
+
+@dataclass
+class ChaosServer:
+    index: int
+    workdir: Path
+    postgres: bool
+    public_port: int = field(default_factory=free_port)
+    federation_port: int = field(default_factory=free_port)
+    client_port: int = field(default_factory=free_port)
+    database: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    # Run under bench.chaos.traced (tracemalloc snapshots on SIGUSR2) instead of plain ``ranvier run``.
+    traced: bool = False
+
+    @property
+    def server_name(self) -> str:
+        return f"127.0.0.1:{self.public_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "ranvier.log"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.workdir / "homeserver.db"
+
+    @property
+    def pg_dsn(self) -> str:
+        assert self.database is not None
+        return f"postgresql://{POSTGRES['user']}@{POSTGRES['host']}:{POSTGRES['port']}/{self.database}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def configure(self, overrides: dict[str, str]) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "homeserver.yaml"
+        subprocess.run(
+            [sys.executable, "-m", "ranvier", "generate-config", "--server-name", self.server_name,
+             "--data-dir", str(self.workdir), "--client-port", str(self.client_port),
+             "--federation-port", str(self.federation_port), "--enable-registration", "--no-verify-tls",
+             "--allow-loopback", "--force"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        data = yaml.safe_load(config.read_text())
+        data["log_level"] = "INFO"
+        data["rate_limits"] = {"enabled": False}
+        data["federation"]["host_overrides"] = overrides
+        if self.postgres:
+            self.database = create_database(f"chaos{self.index}")
+            data["database"]["url"] = self.pg_dsn
+        config.write_text(yaml.safe_dump(data))
+
+    def spawn(self) -> None:
+        """Start the process; ``wait_ready`` waits for its client API."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps its own copy
+        log.write(f"\n===== chaos harness: start #{self.starts + 1} at {time.time():.3f} =====\n".encode())
+        log.flush()
+        if self.traced:
+            cmd = [sys.executable, "-m", "bench.chaos.traced", str(self.workdir / "homeserver.yaml"),
+                   str(self.workdir / "tracemalloc")]  # fmt: skip
+        else:
+            cmd = [sys.executable, "-m", "ranvier", "run", "-c", str(self.workdir / "homeserver.yaml")]
+        self.process = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        log.close()
+        self.starts += 1
+
+    async def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise RuntimeError(f"server {self.index} exited with {code}:\n{self.tail_log()}")
+            try:
+                await asyncio.to_thread(_get, self.client_url + "/_matrix/client/versions")
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"server {self.index} did not start in {timeout:.0f}s:\n{self.tail_log()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def rss_mb(self) -> float | None:
+        if not self.alive:
+            return None
+        assert self.process is not None
+        try:
+            return psutil.Process(self.process.pid).memory_info().rss / 2**20
+        except psutil.Error:
+            return None
+
+    def tail_log(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def drop_database(self) -> None:
+        if self.database:
+            drop_database(self.database)
+            self.database = None
+
+
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=2):
+        pass
+
+
+@dataclass
+class Cluster:
+    servers: list[ChaosServer]
+    public: dict[int, LinkProxy] = field(default_factory=dict)
+    links: dict[tuple[int, int], LinkProxy] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, workdir: Path, n: int, *, postgres: bool, traced: bool = False) -> Cluster:
+        servers = [ChaosServer(i, workdir / f"s{i}", postgres, traced=traced) for i in range(n)]
+        cluster = cls(servers)
+        for s in servers:
+            cluster.public[s.index] = LinkProxy(f"public{s.index}", s.public_port, s.federation_port)
+            for t in servers:
+                if t is not s:
+                    cluster.links[(s.index, t.index)] = LinkProxy(
+                        f"{s.index}->{t.index}", free_port(), t.federation_port
+                    )
+        return cluster
+
+    async def start(self) -> None:
+        for proxy in [*self.public.values(), *self.links.values()]:
+            await proxy.start()
+        for s in self.servers:
+            overrides = {
+                t.server_name: f"127.0.0.1:{self.links[(s.index, t.index)].port}"
+                for t in self.servers
+                if t is not s
+            }
+            await asyncio.to_thread(s.configure, overrides)
+            s.spawn()
+        for s in self.servers:
+            await s.wait_ready()
+
+    async def close(self) -> None:
+        for s in self.servers:
+            await asyncio.to_thread(s.stop)
+        for proxy in [*self.public.values(), *self.links.values()]:
+            await proxy.close()
+        for s in self.servers:
+            await asyncio.to_thread(s.drop_database)
+
+    def keep_logs(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        for s in self.servers:
+            for name in ("ranvier.log", "homeserver.yaml"):
+                with contextlib.suppress(OSError):
+                    shutil.copy(s.workdir / name, dest / f"s{s.index}-{name}")
+
+    def links_of(self, index: int) -> list[LinkProxy]:
+        """Every link into or out of server ``index``."""
+        return [p for (a, b), p in self.links.items() if index in (a, b)]
