@@ -46,6 +46,7 @@ from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
 from .ratelimit import RateLimiter, RateSpec
 from .rooms.backfill import Backfiller
+from .rooms.gap_filler import GapFiller
 from .rooms.incoming import IncomingPdus
 from .rooms.incoming_edus import IncomingEdus
 from .rooms.incoming_reads import FederationReads
@@ -128,6 +129,8 @@ class Homeserver:
         if config.federation.enabled:
             await self._start_federation_listener()
             await self.federation_sender.start()
+            if self.gap_filler is not None:
+                await self.gap_filler.start()
             await self.remote_membership.process_all_queued()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
@@ -170,10 +173,26 @@ class Homeserver:
 
         # Outbound: the durable per-destination sender, fed by every committed batch.
         self.federation_sender = FederationSender(
-            self.storage, self.federation_client, self.server_name, metrics=self.metrics
+            self.storage,
+            self.federation_client,
+            self.server_name,
+            metrics=self.metrics,
+            initial_backoff=self.config.federation.retry_initial_backoff,
+            max_backoff=self.config.federation.retry_max_backoff,
+            catchup_keep_per_room=self.config.federation.catchup_max_per_room,
         )
         self.persister.add_txn_hook(self.federation_sender.enqueue_in_txn)
         self.inbound_transactions.origin_seen = self.federation_sender.mark_reachable
+        # Holes in room timelines (prev events the intake could not fetch at once), filled in the background.
+        self.gap_filler: GapFiller | None = None
+        if self.backfiller is not None:
+            self.gap_filler = GapFiller(
+                self.storage,
+                self.backfiller,
+                max_events=self.config.federation.gap_fill_max_events,
+                metrics=self.metrics,
+            )
+            self.incoming_pdus.on_gap = self.gap_filler.notice
         self.persister.add_listener(self.federation_sender.on_persisted)
 
         # Membership over federation: the resident side (with the join-gap healing) and the joining side.
@@ -322,6 +341,8 @@ class Homeserver:
         self._runners.clear()
         if hasattr(self, "federation_sender"):
             await self.federation_sender.stop()
+        if getattr(self, "gap_filler", None) is not None:
+            await self.gap_filler.stop()
         if hasattr(self, "resident"):
             await self.resident.wait_for_healing()
         if hasattr(self, "federation_client"):

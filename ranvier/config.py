@@ -76,6 +76,18 @@ class Federation(_Strict):
     allow_loopback: bool = False
     ip_range_blocklist: list[str] | None = None
     trusted_key_servers: list[str] = []
+    # Outbound back-off towards a server that fails (seconds): doubling from the first value up to the second.
+    # Bounded, so a healed link is used again within minutes; a validly signed request from that server
+    # resets it to zero at once.
+    retry_initial_backoff: float = Field(5.0, gt=0, le=600)
+    retry_max_backoff: float = Field(120.0, gt=0, le=3600)
+    # After an outage every queued event is sent, in order; a room whose backlog for one server exceeds this
+    # many events sends only its newest ones and leaves the rest for that server to fetch.
+    catchup_max_per_room: int = Field(2000, ge=50)
+    # A gap in a room's timeline (events we learnt of but could not fetch at once) is filled in the
+    # background with /backfill, up to this many events per gap-filling episode (0: only when a client
+    # pages to it).
+    gap_fill_max_events: int = Field(10000, ge=0)
     # Test-only: connect to these servers at a fixed "host:port" instead of resolving their names (the chaos
     # harness routes each link through its own TCP proxy this way). The Host header and the X-Matrix
     # destination stay the server name. Leave empty in production.
@@ -239,6 +251,13 @@ federation:
   ip_range_blocklist: null
   # Notary servers to ask for keys when a server cannot be reached directly.
   trusted_key_servers: []
+  # Back-off towards a failing server, in seconds (doubling, bounded); its next request resets it.
+  retry_initial_backoff: 5
+  retry_max_backoff: 120
+  # After an outage, queued events beyond this many per room are left for the other server to fetch.
+  catchup_max_per_room: 2000
+  # Events fetched in the background to close a gap in a room's timeline (0: only when a client pages).
+  gap_fill_max_events: 10000
 
 # Token buckets: requests per second and the burst allowed above that. Limited requests get
 # 429 M_LIMIT_EXCEEDED with retry_after_ms.

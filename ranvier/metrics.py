@@ -42,6 +42,23 @@ class Metrics:
             ["destination"],
             registry=self.registry,
         )
+        self.federation_retry_interval = Gauge(
+            "ranvier_federation_retry_interval_seconds",
+            "Current back-off before the next attempt to a destination (0: healthy)",
+            ["destination"],
+            registry=self.registry,
+        )
+        self.federation_failures = Gauge(
+            "ranvier_federation_consecutive_failures",
+            "Failed transactions to a destination since its last success or reachability proof",
+            ["destination"],
+            registry=self.registry,
+        )
+        self.gaps_filled = Counter(
+            "ranvier_timeline_gap_events_filled",
+            "Events fetched in the background to close gaps in room timelines",
+            registry=self.registry,
+        )
 
     async def handler(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

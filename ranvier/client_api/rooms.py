@@ -39,6 +39,14 @@ def _room_error(e: Exception) -> MatrixError:
     raise e
 
 
+class _TxnIdTaken(Exception):
+    """The client's transaction id is on record for another event already: the one to answer with."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+
+
 class RoomHandlers:
     def __init__(
         self,
@@ -96,19 +104,37 @@ class RoomHandlers:
             raise forbidden(f"You are not joined to room {room_id}")
 
     async def _idempotent(self, requester: Requester, path: str, txn_id: str, create: Any) -> str:
-        """Run ``create`` once per (user, device, path, txn id); replays return the first event id."""
+        """Run ``create`` once per (user, device, path, txn id); replays return the first event id.
+
+        ``create(txn_hook)`` persists its event with ``txn_hook`` inside the persist transaction: the
+        transaction id is recorded in the same commit as the event, so no crash can leave an event whose
+        retry would create a second one. Should the id be on record already, the hook refuses and the
+        event rolls back."""
         device = requester.device_id or ""
         key = (requester.user_id, device, path + txn_id)
         lock = self._txn_locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            existing = await self._storage.client_txns.get_event_id(requester.user_id, device, path, txn_id)
-            if existing is not None:
-                return str(existing)
-            pdu: Pdu = await create()
-            await self._storage.client_txns.store_event_id(
-                requester.user_id, device, path, txn_id, pdu.event_id
-            )
-        self._txn_locks.pop(key, None)
+        store = self._storage.client_txns
+        try:
+            async with lock:
+                existing = await store.get_event_id(requester.user_id, device, path, txn_id)
+                if existing is not None:
+                    return str(existing)
+
+                async def record(txn: Any, room_id: str, written: list[tuple[Any, int]]) -> None:
+                    for item, _ in written:
+                        stored = await store.store_event_id_txn(
+                            txn, requester.user_id, device, path, txn_id, item.pdu.event_id
+                        )
+                        if stored != item.pdu.event_id:
+                            raise _TxnIdTaken(stored)
+
+                try:
+                    pdu: Pdu = await create(record)
+                except _TxnIdTaken as taken:
+                    return taken.event_id
+        finally:
+            if not lock.locked() and self._txn_locks.get(key) is lock:
+                del self._txn_locks[key]
         return pdu.event_id
 
     # -- creation and membership -----------------------------------------------------------------
@@ -248,9 +274,11 @@ class RoomHandlers:
         content = await read_json_body(request, allow_empty=True)
         await self._require_joined(room_id, requester.user_id)
 
-        async def create() -> Pdu:
+        async def create(txn_hook: Any) -> Pdu:
             try:
-                return await self._creator.send(room_id, requester.user_id, event_type, content)
+                return await self._creator.send(
+                    room_id, requester.user_id, event_type, content, txn_hook=txn_hook
+                )
             except (RoomNotFound, AuthRejected) as e:
                 raise _room_error(e) from None
 
@@ -270,10 +298,10 @@ class RoomHandlers:
         if reason is not None:
             content["reason"] = reason
 
-        async def create() -> Pdu:
+        async def create(txn_hook: Any) -> Pdu:
             try:
                 return await self._creator.send(
-                    room_id, requester.user_id, "m.room.redaction", content, redacts=target
+                    room_id, requester.user_id, "m.room.redaction", content, redacts=target, txn_hook=txn_hook
                 )
             except (RoomNotFound, AuthRejected) as e:
                 raise _room_error(e) from None

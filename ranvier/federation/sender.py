@@ -11,16 +11,21 @@ Rules per destination:
   gets a 200 (``PUT /send/{txnId}``: "The sending server must wait and retry for a 200 OK response before
   sending a transaction with a different txnId"). The receiver dedups on the id, so the body must not
   change under it.
-- Failures back off exponentially (``initial_backoff`` doubling up to ``max_backoff``); the state is
-  persisted (``destination_retry``) so a restart continues the sequence instead of resetting it, but the
-  first attempt after a restart comes within ``restart_retry_delay``. A success clears it.
-  ``mark_reachable`` ends a back-off early (e.g. when that server has just sent us a request).
-- Nothing is dropped for being old or for repeated failures. The one exception is the catch-up after an
-  outage (``_catch_up``): per room, only the newest ``catchup_keep_per_room`` PDUs are sent, and an older
-  one is dropped from the queue only when it is an ancestor (through prev_events) of a kept one. The
-  destination then sees the kept events' missing prev_events and pulls the rest from us with
-  ``/get_missing_events`` (S2S "Backfilling and retrieving missing events"). A receiver that gives up
-  on a long gap after a few hops still has ``/backfill`` to close it later.
+- Failures back off exponentially (``initial_backoff`` doubling up to ``max_backoff``, which is bounded:
+  minutes, not hours, so a healed link is used again soon); the state is persisted (``destination_retry``)
+  so a restart continues the sequence instead of resetting it, but the first attempt after a restart comes
+  within ``restart_retry_delay``. A success clears it.
+- Proof that the destination is up (``mark_reachable``: it sent us a validly signed request) resets the
+  back-off to zero and sends its queue now. The reset does not count as a try: if that attempt fails too
+  (a one-way partition: it reaches us, we cannot reach it) the back-off starts again from
+  ``initial_backoff`` instead of doubling further, so a chatty peer cannot push it up.
+- Nothing is dropped for being old or for repeated failures. After an outage (``_catch_up``) every queued
+  PDU is sent, oldest first, in transactions of at most 50. Only a room whose backlog exceeds
+  ``catchup_keep_per_room`` (large: thousands) is thinned: its newest ``catchup_keep_per_room`` PDUs are
+  sent, and an older one is dropped from the queue only when it is an ancestor (through prev_events) of a
+  kept one. The destination then sees the kept events' missing prev_events and pulls the rest from us
+  (``/get_missing_events``, then ``/backfill`` from the gap in the background: S2S "Backfilling and
+  retrieving missing events").
 - A 200 whose ``pdus`` map reports per-PDU errors still acknowledges the whole transaction: the spec has
   the receiver "use this response even in the event of one or more PDUs failing to be processed". The
   errors are logged.
@@ -57,6 +62,10 @@ MAX_EDUS_PER_TXN = 100
 # prove an older queued event reachable from the kept ones: bounds on one-off work after an outage.
 CATCHUP_SCAN_LIMIT = 100_000
 CATCHUP_WALK_BUDGET = 20_000
+# Defaults of the homeserver.yaml settings (``federation.sender``).
+DEFAULT_INITIAL_BACKOFF = 5.0
+DEFAULT_MAX_BACKOFF = 120.0
+DEFAULT_CATCHUP_KEEP_PER_ROOM = 2000
 
 
 @dataclass
@@ -74,7 +83,10 @@ class _Destination:
     task: asyncio.Task[None] | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     reachable: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set by ``mark_reachable``: the back-off is to be reset to zero (consumed by the worker).
+    reset: bool = False
     interruptible: bool = False  # waiting on the network or a back-off: safe to cancel
+    sending: bool = False  # a transaction is in flight
 
 
 class _Stopped(Exception):
@@ -90,12 +102,12 @@ class FederationSender:
         metrics: Any = None,
         clock: Callable[[], float] = time.time,
         *,
-        initial_backoff: float = 5.0,
-        max_backoff: float = 3600.0,
+        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
         restart_retry_delay: float = 10.0,
         max_pdus: int = MAX_PDUS_PER_TXN,
         max_edus: int = MAX_EDUS_PER_TXN,
-        catchup_keep_per_room: int = MAX_PDUS_PER_TXN,
+        catchup_keep_per_room: int = DEFAULT_CATCHUP_KEEP_PER_ROOM,
     ) -> None:
         self._storage = storage
         self._outbox = storage.outbox
@@ -113,6 +125,9 @@ class FederationSender:
         self._txn_counter = 0
         self._destinations: dict[str, _Destination] = {}
         self._wake_after_commit: dict[str, set[str]] = {}
+        # Destinations with a persisted back-off (``destination_retry``): mark_reachable acts only on
+        # these, so the common case (a healthy peer's every request) costs nothing.
+        self._backing_off: set[str] = set()
         self._running = False
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -120,6 +135,10 @@ class FederationSender:
     async def start(self) -> None:
         """Begin sending, first to every destination that still has queued items (a restart's catch-up)."""
         self._running = True
+        retries = await self._outbox.get_all_retries()
+        self._backing_off = set(retries)
+        for destination, retry in retries.items():
+            self._publish_retry(destination, retry)
         for destination in await self._outbox.destinations_with_pending():
             self.wake(destination)
 
@@ -240,10 +259,29 @@ class FederationSender:
             state.task = asyncio.create_task(self._worker(destination, state), name=f"fedsend {destination}")
 
     def mark_reachable(self, destination: str) -> None:
-        """``destination`` has just shown it is up (it sent us a request): end its back-off now."""
+        """``destination`` has just shown it is up (it sent us a validly signed request): reset its
+        back-off to zero and send its queue now. A no-op for a destination that is not backing off."""
+        if destination in self._backing_off:
+            self.reset_backoff(destination)
+
+    def reset_backoff(self, destination: str) -> None:
+        """End ``destination``'s back-off now (``mark_reachable``, or an operator's reset): the worker
+        forgets the retry state and sends what is queued; a failure then backs off from the start."""
+        if destination == self.server_name or not self._running:
+            return
+        state = self._destinations.setdefault(destination, _Destination())
+        state.reset = True
+        state.reachable.set()
+        self.wake(destination)
+
+    def worker_state(self, destination: str) -> str:
+        """What the destination's worker is doing: ``idle``, ``sending`` or ``backing_off``."""
         state = self._destinations.get(destination)
-        if state is not None and state.task is not None and not state.task.done():
-            state.reachable.set()
+        if state is None or state.task is None or state.task.done():
+            return "idle"
+        if state.sending:
+            return "sending"
+        return "backing_off" if destination in self._backing_off else "sending"
 
     def is_idle(self, destination: str) -> bool:
         """No worker is running for ``destination`` (its queue was empty when last looked at)."""
@@ -265,13 +303,14 @@ class FederationSender:
     async def _drain(self, destination: str, state: _Destination) -> None:
         retry = await self._outbox.get_retry(destination)
         catching_up = retry is not None
-        if retry is not None:
+        if retry is not None and not state.reset:
             # Respect a back-off persisted before a restart, but try again soon: the restart may well have
-            # been the fix, and the remaining wait can be an hour.
+            # been the fix.
             remaining = (retry.retry_last_ts + retry.retry_interval - self._now_ms()) / 1000
             await self._interruptible(
                 state, self._sleep(state, max(0.0, min(remaining, self._restart_retry_delay)))
             )
+        retry = await self._take_reset(destination, state, retry)
         pending: _Transaction | None = None
         while True:
             if pending is None:
@@ -288,17 +327,28 @@ class FederationSender:
                 pending = await self._build(batch)
                 if pending is None:
                     continue  # nothing in the batch could be loaded; it was acknowledged
-            if await self._interruptible(state, self._attempt(destination, pending)):
+            state.sending = True
+            try:
+                sent = await self._interruptible(state, self._attempt(destination, pending))
+            finally:
+                state.sending = False
+            if sent:
                 await self._outbox.ack_batch(pending.batch)
                 pending = None
+                state.reset = False
                 if retry is not None:
-                    await self._outbox.reset_retry(destination)
+                    await self._clear_retry(destination)
                     retry = None
             else:
                 catching_up = True
-                retry = self._next_retry(retry)
+                # A reachability proof since the last failure means the back-off starts from zero again:
+                # it is not one more failure in a row (a one-way partition must not escalate it).
+                retry = self._next_retry(None if state.reset else retry)
                 await self._outbox.set_retry(destination, retry)
+                self._backing_off.add(destination)
+                self._publish_retry(destination, retry)
                 await self._interruptible(state, self._sleep(state, retry.retry_interval / 1000))
+                retry = await self._take_reset(destination, state, retry)
 
     async def _attempt(self, destination: str, txn: _Transaction) -> bool:
         try:
@@ -331,6 +381,22 @@ class FederationSender:
         self._txn_counter += 1
         return _Transaction(f"{self._boot_ms}_{self._txn_counter}", batch, pdus, edus)
 
+    async def _take_reset(
+        self, destination: str, state: _Destination, retry: RetryState | None
+    ) -> RetryState | None:
+        """Consume a ``reset_backoff`` request: the persisted back-off is cleared (the retry follows now)."""
+        if not state.reset:
+            return retry
+        state.reset = False
+        if retry is not None:
+            await self._clear_retry(destination)
+        return None
+
+    async def _clear_retry(self, destination: str) -> None:
+        await self._outbox.reset_retry(destination)
+        self._backing_off.discard(destination)
+        self._publish_retry(destination, None)
+
     def _next_retry(self, previous: RetryState | None) -> RetryState:
         if previous is None:
             interval = self._initial_backoff_ms
@@ -351,7 +417,7 @@ class FederationSender:
             state.interruptible = False
 
     async def _sleep(self, state: _Destination, seconds: float) -> None:
-        """Back off for ``seconds``, or until ``mark_reachable``. A mark made while the failing attempt was
+        """Back off for ``seconds``, or until ``reset_backoff``. A mark made while the failing attempt was
         still in flight counts too (the flag is consumed after the wait, not cleared before it): the
         destination's request that made it may well have come in between."""
         if seconds > 0:
@@ -362,9 +428,13 @@ class FederationSender:
     # -- catch-up after an outage ---------------------------------------------------------------------
 
     async def _catch_up(self, destination: str) -> None:
-        """Per room, keep the newest ``catchup_keep_per_room`` queued PDUs, and drop an older one only when
-        a kept one reaches it through prev_events, so the destination can fetch it with
-        /get_missing_events. Anything not proven reachable stays queued."""
+        """Everything queued is sent, oldest first, except in a room whose backlog exceeds
+        ``catchup_keep_per_room``: there the newest ``catchup_keep_per_room`` queued PDUs are kept, and an
+        older one is dropped only when a kept one reaches it through prev_events, so the destination can
+        fetch it (/get_missing_events, /backfill). Anything not proven reachable stays queued."""
+        backlogs = await self._outbox.room_backlogs(destination)
+        if all(count <= self._catchup_keep for count in backlogs.values()):
+            return  # the common case: the whole backlog goes out, in order
         queued = (await self._outbox.next_batch(destination, CATCHUP_SCAN_LIMIT, 0)).pdus
         by_room: dict[str, list[tuple[int, str]]] = {}
         for item in queued:
@@ -378,7 +448,7 @@ class FederationSender:
             dropped += [seq for seq, event_id in older if event_id in reachable]
         if dropped:
             log.info(
-                "catching up %s: %d older queued events left for it to fetch via /get_missing_events",
+                "catching up %s: %d older queued events left for it to fetch (get_missing_events, backfill)",
                 destination,
                 len(dropped),
             )
@@ -414,6 +484,14 @@ class FederationSender:
         if self._metrics is not None:
             count = await self._outbox.pending_count(destination)
             self._metrics.federation_queue.labels(destination=destination).set(count)
+
+    def _publish_retry(self, destination: str, retry: RetryState | None) -> None:
+        if self._metrics is None:
+            return
+        interval = 0.0 if retry is None else retry.retry_interval / 1000
+        failures = 0 if retry is None else retry.failure_count
+        self._metrics.federation_retry_interval.labels(destination=destination).set(interval)
+        self._metrics.federation_failures.labels(destination=destination).set(failures)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -105,14 +105,15 @@ class Backfiller:
         self._locks: dict[str, asyncio.Lock] = {}
         self._fruitless: dict[str, tuple[frozenset[str], float]] = {}
 
-    async def backfill(self, room_id: str, limit: int) -> bool:
-        """Fetch up to ``limit`` events before the room's backward extremities from a server in the room.
+    async def backfill(self, room_id: str, limit: int, extremities: Sequence[str] | None = None) -> bool:
+        """Fetch up to ``limit`` events before the room's backward extremities (or those of
+        ``extremities`` that still are: a hole a client's page reached) from a server in the room.
         True if any event was added to the room's history (the caller reads its page again)."""
         async with self._locks.setdefault(room_id, asyncio.Lock()):
-            extremities = sorted(await self._storage.events.get_backward_extremities(room_id))
-            if not extremities:
-                return False  # we hold the room back to its creation
-            key = frozenset(extremities)
+            chosen = await self._still_backward(room_id, extremities)
+            if not chosen:
+                return False  # we hold the room back to its creation, or the hole was filled meanwhile
+            key = frozenset(chosen)
             fruitless = self._fruitless.get(room_id)
             if (
                 fruitless is not None
@@ -120,16 +121,36 @@ class Backfiller:
                 and self._clock() - fruitless[1] < RETRY_FRUITLESS_AFTER
             ):
                 return False
-            rv = await self._storage.rooms.get_room_version(room_id)
-            if rv is None:
-                return False
-            limit = max(1, min(limit, MAX_BACKFILL))
-            for server in await self._servers(room_id):
-                if await self._from(server, room_id, rv, extremities[:MAX_EXTREMITIES], limit):
-                    self._fruitless.pop(room_id, None)
-                    return True
+            if await self._round(room_id, chosen, limit):
+                self._fruitless.pop(room_id, None)
+                return True
             self._fruitless[room_id] = (key, self._clock())
             return False
+
+    async def fill_from(self, room_id: str, extremities: Sequence[str], limit: int) -> int:
+        """One ``/backfill`` round before ``extremities`` (the gap filler's step: it keeps its own
+        back-off, so the fruitless memory is not consulted). The number of events added to the history."""
+        async with self._locks.setdefault(room_id, asyncio.Lock()):
+            chosen = await self._still_backward(room_id, extremities)
+            return await self._round(room_id, chosen, limit) if chosen else 0
+
+    async def _still_backward(self, room_id: str, extremities: Sequence[str] | None) -> list[str]:
+        current = await self._storage.events.get_backward_extremities(room_id)
+        if extremities is None:
+            return sorted(current)
+        held = set(current)
+        return [e for e in dict.fromkeys(extremities) if e in held]
+
+    async def _round(self, room_id: str, extremities: list[str], limit: int) -> int:
+        rv = await self._storage.rooms.get_room_version(room_id)
+        if rv is None:
+            return 0
+        limit = max(1, min(limit, MAX_BACKFILL))
+        for server in await self._servers(room_id):
+            added = await self._from(server, room_id, rv, extremities[:MAX_EXTREMITIES], limit)
+            if added:
+                return added
+        return 0
 
     async def _servers(self, room_id: str) -> list[str]:
         """The servers to ask, in order: only servers joined to the room now (they may read its history,

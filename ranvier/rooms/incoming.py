@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -79,6 +79,8 @@ class _View:
     # State after forward extremities persisted before this run (it never changes once stored): with
     # two branches in flight, every PDU of one needs the state after the other's head.
     stored_after: dict[str, StateIds] = field(default_factory=dict)
+    # A missing prev event was left unfetched (its state taken from the origin): a hole to fill later.
+    gapped: bool = False
 
 
 class IncomingPdus:
@@ -101,6 +103,8 @@ class IncomingPdus:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         # The joining side of remote joins (rooms.remote_join), set by the app: queues PDUs during joins.
         self.joins: Any = None
+        # Told of a room whose timeline now has a hole (persisted already): the app wires the gap filler.
+        self.on_gap: Callable[[str], None] | None = None
 
     # -- the transaction -------------------------------------------------------------------------
 
@@ -237,6 +241,8 @@ class IncomingPdus:
                         results[pdu.event_id] = {"error": "internal error while handling the event"}
                     pending.pop(0)
                 await self._flush(view)
+            if view.gapped and self.on_gap is not None:
+                self.on_gap(room_id)
             if wait_for:
                 # Another transaction holds the prev events: let it persist them rather than fetch them.
                 await asyncio.wait(wait_for, timeout=INFLIGHT_WAIT_SECONDS)
@@ -294,6 +300,7 @@ class IncomingPdus:
 
     async def _state_at_gap(self, view: _View, origin: str, prev_ids: list[str]) -> None:
         """The state after each missing prev event: the origin's state before it, plus the event."""
+        view.gapped = True
         for prev_id in prev_ids:
             answer = await self._remote.state_ids(origin, view.room_id, prev_id)
             if answer is None:

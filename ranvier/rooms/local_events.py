@@ -17,7 +17,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import EventToPersist
-from .persister import EventPersister
+from .persister import EventPersister, TxnHook
 from .state import StateIds, StateService
 
 CREATE_KEY: StateKey = ("m.room.create", "")
@@ -60,15 +60,17 @@ class LocalEventCreator:
         state_key: str | None = None,
         redacts: str | None = None,
         unsigned: dict[str, Any] | None = None,
+        txn_hook: TxnHook | None = None,
     ) -> Pdu:
-        """Create, authorise and persist one event; raises AuthRejected if the sender may not send it."""
+        """Create, authorise and persist one event; raises AuthRejected if the sender may not send it.
+        ``txn_hook`` runs inside the persist transaction (e.g. recording the client's transaction id)."""
         rv = await self.room_version(room_id)
         async with self._persister.room_lock(room_id):
             prev_ids, state_before = await self.tips_and_state(room_id, rv)
             pdu = await self._build(
                 rv, room_id, sender, event_type, content, state_key, redacts, prev_ids, state_before, unsigned
             )
-            await self.persist_local(pdu, state_before)
+            await self.persist_local(pdu, state_before, txn_hook)
         return pdu
 
     async def tips_and_state(self, room_id: str, rv: RoomVersion) -> tuple[list[str], StateIds]:
@@ -125,11 +127,11 @@ class LocalEventCreator:
         )
         return pdu, state_before
 
-    async def persist_local(self, pdu: Pdu, state_before: StateIds) -> None:
+    async def persist_local(self, pdu: Pdu, state_before: StateIds, txn_hook: TxnHook | None = None) -> None:
         """Persist an event built here (the caller holds the room lock)."""
         permitted = pdu.type == "m.room.redaction" and await self._may_redact_others(pdu, state_before)
         item = EventToPersist(pdu=pdu, state_before=state_before, redaction_permitted_by_power=permitted)
-        await self._persister.persist(pdu.room_id, pdu.room_version, [item])
+        await self._persister.persist(pdu.room_id, pdu.room_version, [item], extra_txn_hook=txn_hook)
 
     async def _may_redact_others(self, pdu: Pdu, state_before: StateIds) -> bool:
         keys = {k: v for k, v in state_before.items() if k in (CREATE_KEY, ("m.room.power_levels", ""))}

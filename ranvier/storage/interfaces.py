@@ -187,6 +187,14 @@ class EventStore(Protocol):
     async def get_event_meta(self, event_id: str) -> EventMeta | None: ...
     async def get_forward_extremities(self, room_id: str) -> list[str]: ...
     async def get_backward_extremities(self, room_id: str) -> list[str]: ...
+    async def get_timeline_gaps(self, room_id: str) -> dict[str, TopoToken]:
+        """Backward extremities in the middle of the timeline, each with the position of the earliest
+        live event citing it."""
+
+    async def get_rooms_with_backward_extremities(self) -> list[str]: ...
+    async def get_timeline_breaks(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """The events of ``event_ids`` that follow a hole (a gap, or events backfilled into one)."""
+
     async def get_max_depth_of(self, event_ids: Iterable[str]) -> int:
         """The greatest depth among the held events of ``event_ids`` (0 if none is held)."""
 

@@ -10,7 +10,7 @@ from ranvier.protocol.events import Pdu
 from ranvier.protocol.redaction import redact_event
 from ranvier.protocol.room_versions import get_room_version
 
-from ..interfaces import EventMeta
+from ..interfaces import EventMeta, TopoToken
 from .caches import LruCache
 from .engine import Database, Reader, chunks, in_list
 
@@ -133,6 +133,71 @@ class SqlEventStore:
             "SELECT event_id FROM backward_extremities WHERE room_id = ? ORDER BY event_id", (room_id,)
         )
         return [r[0] for r in rows]
+
+    async def get_timeline_gaps(self, room_id: str) -> dict[str, TopoToken]:
+        """The backward extremities in the middle of the room's timeline (a hole: events we know exist, and
+        hold live events both after and before), each with the topological position of the earliest live
+        event that cites it; the missing events belong just before that position. A backward extremity
+        at the start of what we hold (history from before our join) is not a gap."""
+        rows = await self._db.fetchall(
+            "SELECT b.event_id, e.topo_depth, e.topo_order FROM backward_extremities b"
+            " JOIN event_edges ed ON ed.prev_event_id = b.event_id"
+            " JOIN events e ON e.event_id = ed.event_id"
+            f" WHERE b.room_id = ? AND e.room_id = ? AND {live('e')}",
+            (room_id, room_id),
+        )
+        if not rows:
+            return {}
+        cited_at: dict[str, TopoToken] = {}
+        for event_id, depth, order in rows:
+            position = TopoToken(int(depth), int(order))
+            if event_id not in cited_at or position < cited_at[event_id]:
+                cited_at[event_id] = position
+        lowest = await self._lowest_live_position(room_id)
+        return {e: p for e, p in cited_at.items() if lowest is not None and lowest < p}
+
+    async def _lowest_live_position(self, room_id: str) -> TopoToken | None:
+        row = await self._db.fetchone(
+            f"SELECT topo_depth, topo_order FROM events WHERE room_id = ? AND {LIVE}"
+            " ORDER BY topo_depth, topo_order LIMIT 1",
+            (room_id,),
+        )
+        return None if row is None else TopoToken(int(row[0]), int(row[1]))
+
+    async def get_rooms_with_backward_extremities(self) -> list[str]:
+        rows = await self._db.fetchall("SELECT DISTINCT room_id FROM backward_extremities ORDER BY room_id")
+        return [r[0] for r in rows]
+
+    async def get_timeline_breaks(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """The events of ``event_ids`` that follow a hole a /sync reader has not seen: a prev event that
+        is a gap in the timeline (see ``get_timeline_gaps``) or that was filled in since by backfill
+        (negative stream orderings never reach /sync)."""
+        ids = list(dict.fromkeys(event_ids))
+        out: set[str] = set()
+        missing_prev: set[str] = set()
+        for part in chunks(ids):
+            rows = await self._db.fetchall(
+                "SELECT ed.event_id, ed.prev_event_id, p.outlier, p.stream_ordering FROM event_edges ed"
+                " LEFT JOIN events p ON p.event_id = ed.prev_event_id"
+                f" WHERE ed.event_id IN ({in_list(len(part))})",
+                tuple(part),
+            )
+            for event_id, prev_id, outlier, stream in rows:
+                if outlier is None or bool(outlier):
+                    missing_prev.add(prev_id)
+                elif int(stream) < 0:
+                    out.add(event_id)
+        if missing_prev:
+            gaps = set(await self.get_timeline_gaps(room_id))
+            if gaps & missing_prev:
+                for part in chunks(ids):
+                    rows = await self._db.fetchall(
+                        "SELECT event_id, prev_event_id FROM event_edges"
+                        f" WHERE event_id IN ({in_list(len(part))})",
+                        tuple(part),
+                    )
+                    out.update(e for e, prev in rows if prev in gaps)
+        return out
 
     async def get_max_depth_of(self, event_ids: Iterable[str]) -> int:
         best = 0

@@ -173,6 +173,23 @@ class OutboxStore:
             e = await txn.fetchval("SELECT COUNT(*) FROM outbox_edus WHERE destination = ?", (destination,))
         return int(p or 0) + int(e or 0)
 
+    async def room_backlogs(self, destination: str) -> dict[str, int]:
+        """How many PDUs are queued for ``destination``, per room."""
+        rows = await self._db.fetchall(
+            "SELECT room_id, COUNT(*) FROM outbox_pdus WHERE destination = ? GROUP BY room_id", (destination,)
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def pending_counts(self) -> dict[str, tuple[int, int]]:
+        """(queued PDUs, queued EDUs) of every destination that has something queued."""
+        out: dict[str, tuple[int, int]] = {}
+        async with self._db.snapshot() as txn:
+            for r in await txn.fetchall("SELECT destination, COUNT(*) FROM outbox_pdus GROUP BY destination"):
+                out[r[0]] = (int(r[1]), 0)
+            for r in await txn.fetchall("SELECT destination, COUNT(*) FROM outbox_edus GROUP BY destination"):
+                out[r[0]] = (out.get(r[0], (0, 0))[0], int(r[1]))
+        return out
+
     async def destinations_with_pending(self) -> list[str]:
         rows = await self._db.fetchall(
             "SELECT destination FROM outbox_pdus UNION SELECT destination FROM outbox_edus ORDER BY 1"
