@@ -3,7 +3,9 @@
 No client ever pages ``/messages`` backwards here (which would make a server backfill and hide a hole). The
 timelines are read from the databases directly, read-only: SQLite through a ``mode=ro`` connection, PostgreSQL
 in a read-only transaction. A server's timeline is its non-outlier, non-rejected, non-soft-failed events,
-ordered by ``(topo_depth, topo_order)``, the order its ``/messages`` serves. ``/state`` is read through the
+ordered by ``(topo_depth, topo_order)``, the order its ``/messages`` serves (for Synapse: not an outlier, no
+row in ``rejections``, not ``soft_failed`` in its internal metadata, ordered by ``(topological_ordering,
+stream_ordering)``). ``/state`` is read through the
 client API (``GET /rooms/{roomId}/state``, which never fetches anything over federation).
 """
 
@@ -25,6 +27,12 @@ EVENTS_SQL = (
     "SELECT event_id, type, depth, topo_depth, topo_order, outlier, rejected_reason, soft_failed, json "
     "FROM events WHERE room_id = {p}"
 )
+# Synapse: the timeline order is (topological_ordering, stream_ordering); soft-failure is internal metadata.
+SYNAPSE_EVENTS_SQL = (
+    "SELECT e.event_id, e.type, e.depth, e.topological_ordering, e.stream_ordering, e.outlier, r.reason, "
+    "j.internal_metadata, j.json FROM events e JOIN event_json j ON j.event_id = e.event_id "
+    "LEFT JOIN rejections r ON r.event_id = e.event_id WHERE e.room_id = {p}"
+)
 
 
 @dataclass
@@ -38,18 +46,21 @@ class Row:
 
 
 async def read_events(server: ChaosServer, room_id: str) -> dict[str, Row]:
+    sql = SYNAPSE_EVENTS_SQL if server.kind == "synapse" else EVENTS_SQL
     if server.postgres:
         conn = await asyncpg.connect(server.pg_dsn, timeout=10)
         try:
             async with conn.transaction(readonly=True):
-                records = await conn.fetch(EVENTS_SQL.format(p="$1"), room_id)
+                records = await conn.fetch(sql.format(p="$1"), room_id)
             rows = [tuple(r) for r in records]
         finally:
             await conn.close()
     else:
-        rows = await asyncio.to_thread(_sqlite_rows, str(server.sqlite_path), room_id)
+        rows = await asyncio.to_thread(_sqlite_rows, str(server.sqlite_path), sql.format(p="?"), room_id)
     out: dict[str, Row] = {}
     for event_id, etype, depth, topo_depth, topo_order, outlier, rejected, soft_failed, raw in rows:
+        if server.kind == "synapse":
+            soft_failed = bool(json.loads(soft_failed or "{}").get("soft_failed"))
         txn_id = None
         if etype == "m.room.message":
             body = json.loads(raw).get("content", {}).get("body")
@@ -66,10 +77,10 @@ async def read_events(server: ChaosServer, room_id: str) -> dict[str, Row]:
     return out
 
 
-def _sqlite_rows(path: str, room_id: str) -> list[tuple[object, ...]]:
+def _sqlite_rows(path: str, sql: str, room_id: str) -> list[tuple[object, ...]]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        return list(conn.execute(EVENTS_SQL.format(p="?"), (room_id,)))
+        return list(conn.execute(sql, (room_id,)))
     finally:
         conn.close()
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.interop.synapse import DEFAULT_VERSION
+
 from .faults import KINDS
 from .trial import TrialConfig, TrialResult, as_json, run_trial, summary
 
@@ -55,6 +57,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-duration", type=float, default=12.0)
     p.add_argument("--workdir", type=Path, default=Path("bench/results/chaos"))
     p.add_argument("--keep-all-logs", action="store_true", help="keep logs of passing trials too")
+    p.add_argument("--synapse", action="store_true", help="add a Synapse as one more server")
+    p.add_argument("--synapse-version", default=DEFAULT_VERSION)
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="steady load, no faults, RSS")
     p.add_argument("--soak-interval", type=float, default=60.0, help="seconds between RSS samples")
     p.add_argument("--traced", action="store_true", help="soak: tracemalloc in the servers, top growth")
@@ -71,6 +75,7 @@ def main(argv: list[str]) -> None:
         servers=args.servers, faults=args.faults, seed=args.seed, interval=args.interval,
         converge_timeout=args.converge_timeout, kinds=kinds, duration=(args.min_duration, args.max_duration),
         workdir=args.workdir, keep_all_logs=args.keep_all_logs,
+        synapse_version=args.synapse_version if args.synapse else None,
     )  # fmt: skip
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     if "postgres" in backends:

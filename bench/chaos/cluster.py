@@ -28,16 +28,23 @@ from pathlib import Path
 import psutil
 import yaml
 
-from bench.servers import POSTGRES, create_database, drop_database
+from bench.servers import POSTGRES, SynapseBenchServer, create_database, drop_database
+from tests.interop.synapse import SynapseServer
 from tests.ports import free_port
 
 from .proxy import LinkProxy
 
 START_TIMEOUT = 90.0
+# Every process the harness has started and not yet seen exit, so that a test can kill what an interrupted
+# trial left behind (``kill_leftovers``).
+RUNNING: set[subprocess.Popen[bytes]] = set()
+DATABASES: set[str] = set()  # likewise the PostgreSQL databases not yet dropped
 
 
 @dataclass
 class ChaosServer:
+    """A Ranvier process."""
+
     index: int
     workdir: Path
     postgres: bool
@@ -49,6 +56,7 @@ class ChaosServer:
     starts: int = 0
     # Run under bench.chaos.traced (tracemalloc snapshots on SIGUSR2) instead of plain ``ranvier run``.
     traced: bool = False
+    kind: str = "ranvier"
 
     @property
     def server_name(self) -> str:
@@ -91,6 +99,7 @@ class ChaosServer:
         data["federation"]["host_overrides"] = overrides
         if self.postgres:
             self.database = create_database(f"chaos{self.index}")
+            DATABASES.add(self.database)
             data["database"]["url"] = self.pg_dsn
         config.write_text(yaml.safe_dump(data))
 
@@ -112,6 +121,7 @@ class ChaosServer:
             start_new_session=True,
         )
         log.close()
+        RUNNING.add(self.process)
         self.starts += 1
 
     async def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
@@ -132,6 +142,7 @@ class ChaosServer:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+        RUNNING.discard(self.process)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -141,6 +152,7 @@ class ChaosServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        RUNNING.discard(self.process)  # type: ignore[arg-type]
 
     def rss_mb(self) -> float | None:
         if not self.alive:
@@ -159,7 +171,81 @@ class ChaosServer:
     def drop_database(self) -> None:
         if self.database:
             drop_database(self.database)
+            DATABASES.discard(self.database)
             self.database = None
+
+
+class ChaosSynapse(ChaosServer):
+    """A Synapse process (``bench.servers.SynapseBenchServer``) in the same role: its server name is its
+    public proxy's port; it resolves peers' names itself, so it reaches Ranvier server ``j`` through ``j``'s
+    public proxy, which is therefore the link ``synapse -> j``."""
+
+    def __init__(self, index: int, workdir: Path, postgres: bool, version: str) -> None:
+        super().__init__(index, workdir, postgres)
+        self.kind = "synapse"
+        self.inner = SynapseBenchServer(workdir, version, name_port=self.public_port, postgres=postgres)
+        self.federation_port = self.inner.federation_port
+        self.client_port = self.inner.client_port
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "homeserver.log"
+
+    @property
+    def pg_dsn(self) -> str:
+        assert self.inner.database is not None
+        return f"postgresql://{POSTGRES['user']}@{POSTGRES['host']}:{POSTGRES['port']}/{self.inner.database}"
+
+    def configure(self, overrides: dict[str, str]) -> None:
+        self.inner.configure()  # Synapse cannot take overrides: it reaches peers by their names
+        if self.inner.database:
+            DATABASES.add(self.inner.database)
+
+    def spawn(self) -> None:
+        # SynapseServer.start spawns and waits; run it in wait_ready's thread instead.
+        self.starts += 1
+
+    async def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        await asyncio.to_thread(SynapseServer.start, self.inner)
+        self.process = self.inner.process
+        assert self.process is not None
+        RUNNING.add(self.process)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        RUNNING.discard(self.process)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.inner.stop()
+        RUNNING.discard(self.process)  # type: ignore[arg-type]
+
+    def drop_database(self) -> None:
+        if self.inner.database:
+            DATABASES.discard(self.inner.database)
+            drop_database(self.inner.database)
+            self.inner.database = None
+
+    def register_user(self, localpart: str) -> tuple[str, str]:
+        return self.inner.register(localpart)
+
+
+def kill_leftovers() -> int:
+    """SIGKILL every harness process still running (after an interrupted trial) and drop its databases;
+    returns how many processes were killed."""
+    killed = 0
+    for proc in list(RUNNING):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+            killed += 1
+        RUNNING.discard(proc)
+    for name in list(DATABASES):
+        drop_database(name)
+        DATABASES.discard(name)
+    return killed
 
 
 def _get(url: str) -> None:
@@ -174,20 +260,39 @@ class Cluster:
     links: dict[tuple[int, int], LinkProxy] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, workdir: Path, n: int, *, postgres: bool, traced: bool = False) -> Cluster:
+    def create(
+        cls,
+        workdir: Path,
+        n: int,
+        *,
+        postgres: bool,
+        traced: bool = False,
+        synapse_version: str | None = None,
+    ) -> Cluster:
+        """``n`` Ranvier servers, and a Synapse as the last server if ``synapse_version`` is given."""
         servers = [ChaosServer(i, workdir / f"s{i}", postgres, traced=traced) for i in range(n)]
+        if synapse_version is not None:
+            servers.append(ChaosSynapse(n, workdir / f"s{n}-synapse", postgres, synapse_version))
         cluster = cls(servers)
         for s in servers:
             cluster.public[s.index] = LinkProxy(f"public{s.index}", s.public_port, s.federation_port)
+        for s in servers:
             for t in servers:
-                if t is not s:
+                if t is s:
+                    continue
+                if s.kind == "synapse":
+                    cluster.links[(s.index, t.index)] = cluster.public[t.index]
+                else:
                     cluster.links[(s.index, t.index)] = LinkProxy(
                         f"{s.index}->{t.index}", free_port(), t.federation_port
                     )
         return cluster
 
+    def proxies(self) -> list[LinkProxy]:
+        return list({id(p): p for p in [*self.public.values(), *self.links.values()]}.values())
+
     async def start(self) -> None:
-        for proxy in [*self.public.values(), *self.links.values()]:
+        for proxy in self.proxies():
             await proxy.start()
         for s in self.servers:
             overrides = {
@@ -203,7 +308,7 @@ class Cluster:
     async def close(self) -> None:
         for s in self.servers:
             await asyncio.to_thread(s.stop)
-        for proxy in [*self.public.values(), *self.links.values()]:
+        for proxy in self.proxies():
             await proxy.close()
         for s in self.servers:
             await asyncio.to_thread(s.drop_database)
@@ -211,10 +316,11 @@ class Cluster:
     def keep_logs(self, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         for s in self.servers:
-            for name in ("ranvier.log", "homeserver.yaml"):
+            for name in ("ranvier.log", "homeserver.yaml", "homeserver.log", "stdout.log", "extra.yaml"):
                 with contextlib.suppress(OSError):
                     shutil.copy(s.workdir / name, dest / f"s{s.index}-{name}")
 
     def links_of(self, index: int) -> list[LinkProxy]:
-        """Every link into or out of server ``index``."""
-        return [p for (a, b), p in self.links.items() if index in (a, b)]
+        """Every link into or out of server ``index``, and its public proxy."""
+        found = [p for (a, b), p in self.links.items() if index in (a, b)] + [self.public[index]]
+        return list({id(p): p for p in found}.values())

@@ -85,7 +85,7 @@ async def inject(cluster: Cluster, fault: Fault) -> None:
         victim.spawn()
         await victim.wait_ready()
     elif fault.kind in ("refuse", "blackhole", "slow"):
-        links = [*cluster.links_of(fault.victim), cluster.public[fault.victim]]
+        links = cluster.links_of(fault.victim)
         await _set(links, "slow" if fault.kind == "slow" else fault.kind, fault.delay)
         await asyncio.sleep(fault.duration)
         await _set(links, "ok")

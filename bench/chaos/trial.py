@@ -33,7 +33,9 @@ class TrialConfig:
     gap: tuple[float, float] = (2.0, 5.0)
     duration: tuple[float, float] = (3.0, 8.0)
     workdir: Path = Path("bench/results/chaos")
+    keep_dir: Path | None = None  # where failing trials' logs go; default <workdir>/kept
     keep_all_logs: bool = False
+    synapse_version: str | None = None  # add a Synapse as one more server
 
 
 @dataclass
@@ -111,15 +113,19 @@ async def run_trial(
 ) -> TrialResult:
     name = f"{index}-{backend}"
     seed = cfg.seed * 1000 + index
+    nodes = cfg.servers + (1 if cfg.synapse_version else 0)
     faults: list[Fault] = schedule(
-        seed, servers=cfg.servers, faults=cfg.faults, kinds=cfg.kinds, gap=cfg.gap, duration=cfg.duration,
+        seed, servers=nodes, faults=cfg.faults, kinds=cfg.kinds, gap=cfg.gap, duration=cfg.duration,
         first_kind=index * cfg.faults,
     )  # fmt: skip
     result = TrialResult(name, backend, seed, [f.describe() for f in faults], [f.kind for f in faults])
     workdir = (cfg.workdir / f"run-{int(time.time())}-{name}").resolve()
-    cluster = Cluster.create(workdir, cfg.servers, postgres=backend == "postgres")
+    cluster = Cluster.create(
+        workdir, cfg.servers, postgres=backend == "postgres", synapse_version=cfg.synapse_version
+    )
     started = time.monotonic()
-    say(f"trial {name}: {cfg.servers} servers, {len(faults)} faults, work directory {workdir}")
+    with_synapse = f" (s{cfg.servers} is Synapse {cfg.synapse_version})" if cfg.synapse_version else ""
+    say(f"trial {name}: {nodes} servers{with_synapse}, {len(faults)} faults, work directory {workdir}")
     try:
         await cluster.start()
         async with aiohttp.ClientSession() as session:
@@ -131,7 +137,7 @@ async def run_trial(
     finally:
         result.rss_mb = {f"s{s.index}": s.rss_mb() for s in cluster.servers}
         if result.failed or cfg.keep_all_logs:
-            dest = cfg.workdir.resolve() / "kept" / workdir.name
+            dest = (cfg.keep_dir or cfg.workdir / "kept").resolve() / workdir.name
             cluster.keep_logs(dest)
             result.logs = str(dest)
         await cluster.close()

@@ -146,7 +146,8 @@ class AccountHandlers:
                 raise forbidden("Invalid username or password") from None
             if server_of(user_id) != self._server_name:
                 raise forbidden("Invalid username or password")
-            localpart = user_id[1:].rsplit(":", 1)[0]
+            # The localpart ends at the first colon: server names may carry a port (example.org:8448).
+            localpart = user_id[1:].split(":", 1)[0]
         else:
             localpart = user
         # Localparts are registered lower-cased, so logging in is case-insensitive.

@@ -138,7 +138,8 @@ class DirectoryHandlers:
                 continue
             entries.append(entry)
         entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
-        start = int(since) if isinstance(since, str) and since.isdigit() else 0
+        # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+        start = int(since) if isinstance(since, str) and since.isascii() and since.isdigit() else 0
         page = entries[start : start + limit]
         response: dict[str, Any] = {"chunk": page, "total_room_count_estimate": len(entries)}
         if start + limit < len(entries):

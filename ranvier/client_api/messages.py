@@ -7,7 +7,7 @@ of the room's last event at or before that stream position).
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,8 +20,9 @@ from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import TopoToken
 from .account_data import forgotten_event
 from .auth import Authenticator
-from .errors import MatrixError, forbidden, invalid_param, not_found
+from .errors import forbidden, invalid_param, not_found
 from .event_format import format_client_event
+from .filters import parse_filter, room_event_filter
 from .http_util import query_int
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
@@ -36,11 +37,18 @@ MAX_HIDDEN_PAGES = 5
 Backfill = Callable[[str, int], Awaitable[bool]]
 
 
+# Tokens as this server writes them: ASCII digits (int() would also take "+1", " 1", "1_0" or other
+# scripts' digits), each part within the 64-bit integers storage compares them with.
+_SYNC_TOKEN = re.compile(r"s([0-9]{1,18})(?:_[0-9]{1,18}){0,7}")
+_TOPO_TOKEN = re.compile(r"t[0-9]{1,19}_-?[0-9]{1,18}")
+
+
 def parse_sync_token(token: str) -> int:
     """The event stream position of a /sync token ``s<stream>[_...]``."""
-    if not token.startswith("s"):
+    match = _SYNC_TOKEN.fullmatch(token)
+    if match is None:
         raise ValueError(token)
-    return int(token[1:].split("_", 1)[0])
+    return int(match[1])
 
 
 class MessageHandlers:
@@ -84,7 +92,10 @@ class MessageHandlers:
     async def _to_topo(self, room_id: str, token: str) -> TopoToken:
         try:
             if token.startswith("t"):
-                return TopoToken.parse(token)
+                topo = TopoToken.parse(token) if _TOPO_TOKEN.fullmatch(token) else None
+                if topo is None or topo.depth >= 2**63:
+                    raise ValueError(token)
+                return topo
             stream = parse_sync_token(token)
         except ValueError:
             raise invalid_param(f"invalid pagination token {token!r}") from None
@@ -108,13 +119,9 @@ class MessageHandlers:
         to_token = await self._to_topo(room_id, to_raw) if to_raw else None
         types = None
         filter_raw = request.query.get("filter")
-        if filter_raw:
-            try:
-                room_filter = json.loads(filter_raw)
-            except ValueError:
-                raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
-            if isinstance(room_filter, dict) and isinstance(room_filter.get("types"), list):
-                types = [t for t in room_filter["types"] if isinstance(t, str)]
+        room_filter = parse_filter(filter_raw, room_event_filter) if filter_raw else {}
+        if "types" in room_filter:
+            types = list(room_filter["types"])
         events, next_token = await self._storage.stream.paginate(room_id, from_token, direction, limit, types)
         rounds = 0
         while direction == "b" and self._backfill is not None and len(events) < limit:
@@ -151,7 +158,7 @@ class MessageHandlers:
         if next_token is not None:
             body["end"] = str(next_token)
         state_ids = set()
-        if request.query.get("lazy_load_members") or (filter_raw and "lazy_load_members" in filter_raw):
+        if request.query.get("lazy_load_members") or room_filter.get("lazy_load_members"):
             state_ids = {e.sender for e in events}
         if state_ids:
             body["state"] = []

@@ -12,9 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from ..clock import now_ms
-from ..protocol.errors import AuthRejected, UnsupportedRoomVersion
+from ..federation.client import DestinationUnreachable, FederationError
+from ..protocol.errors import AuthRejected, ProtocolError, UnsupportedRoomVersion
 from ..protocol.events import Pdu
-from ..protocol.identifiers import is_valid_user_id
+from ..protocol.identifiers import is_valid_user_id, server_of
 from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import CreateRoomError, plan_room
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
@@ -37,6 +38,23 @@ def _room_error(e: Exception) -> MatrixError:
     if isinstance(e, AuthRejected):
         return forbidden(e.message)
     raise e
+
+
+def _remote_invite_error(e: FederationError | ProtocolError, target: str) -> MatrixError:
+    """An invite the invitee's server did not countersign. The spec gives /invite no error for this and
+    Synapse answers 500 (synapse#2047); a client can do nothing about it, so it is not a 5xx here:
+    - no answer at all (the server does not exist, refuses connections, times out): 404 M_NOT_FOUND,
+      naming the server, as for a user that cannot be found;
+    - an error answer or an invalid countersigned invite: 403 M_FORBIDDEN with the remote's words (the
+      invitee's server declined).
+    """
+    server = server_of(target)
+    if isinstance(e, DestinationUnreachable):
+        return not_found(f"Could not reach {server} to invite {target}: {e.message}")
+    if isinstance(e, FederationError):
+        reason = f"{e.errcode or e.status} {e.message}".strip()
+        return forbidden(f"{server} refused the invite of {target}: {reason}")
+    return forbidden(f"{server} returned an invalid invite for {target}: {e.message}")
 
 
 class _TxnIdTaken(Exception):
@@ -83,9 +101,13 @@ class RoomHandlers:
                 web.get(p + "/joined_rooms", self.joined_rooms),
                 web.put(p + "/rooms/{room}/send/{type}/{txn}", self.send),
                 web.get(p + "/rooms/{room}/state", self.get_state),
+                # The empty state key is written either way: ``state/{type}`` or ``state/{type}/`` (the
+                # spec's ``/state/{eventType}/{stateKey}`` with an empty key; mautrix sends the slash).
                 web.get(p + "/rooms/{room}/state/{type}", self.get_state_event),
+                web.get(p + "/rooms/{room}/state/{type}/", self.get_state_event),
                 web.get(p + "/rooms/{room}/state/{type}/{key}", self.get_state_event),
                 web.put(p + "/rooms/{room}/state/{type}", self.put_state_event),
+                web.put(p + "/rooms/{room}/state/{type}/", self.put_state_event),
                 web.put(p + "/rooms/{room}/state/{type}/{key}", self.put_state_event),
                 web.put(p + "/rooms/{room}/redact/{event}/{txn}", self.redact),
                 web.get(p + "/rooms/{room}/event/{event}", self.get_event),
@@ -175,6 +197,8 @@ class RoomHandlers:
                 await self._membership.invite(requester.user_id, room_id, invitee)
             except (MembershipError, AuthRejected) as e:
                 raise _room_error(e) from None
+            except (FederationError, ProtocolError) as e:
+                raise _remote_invite_error(e, invitee) from None
         return web.json_response({"room_id": room_id})
 
     async def join(self, request: web.Request) -> web.Response:
@@ -223,6 +247,8 @@ class RoomHandlers:
             await self._membership.invite(requester.user_id, room_id, target, optional_str(body, "reason"))
         except (RoomNotFound, MembershipError, AuthRejected) as e:
             raise _room_error(e) from None
+        except (FederationError, ProtocolError) as e:
+            raise _remote_invite_error(e, target) from None
         return web.json_response({})
 
     async def _set_membership(self, request: web.Request, membership: str) -> web.Response:

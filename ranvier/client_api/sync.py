@@ -9,7 +9,6 @@ spec's "state is up to the start of timeline".
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +21,7 @@ from .auth import Authenticator, Requester
 from .ephemeral import SyncNotifier, TypingStream
 from .errors import MatrixError
 from .event_format import format_client_event, stripped_state_event
+from .filters import parse_filter, valid_filter_id
 from .http_util import query_int
 from .sync_extras import SyncExtras, SyncToken
 
@@ -64,19 +64,17 @@ class SyncHandlers:
         if request.match_info["user"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "Cannot create filters for other users")
         body = await request.read()
-        try:
-            parsed = json.loads(body or b"{}")
-        except ValueError:
-            raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
-        if not isinstance(parsed, dict):
-            raise MatrixError(400, "M_BAD_JSON", "filter must be an object")
+        parsed = parse_filter(body if body.strip() else b"{}")
         filter_id = await self._storage.filters.store_filter(requester.user_id, parsed)
         return web.json_response({"filter_id": str(filter_id)})
 
     async def get_filter(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
-        stored = await self._storage.filters.get_filter(requester.user_id, request.match_info["filter_id"])
-        if stored is None or request.match_info["user"] != requester.user_id:
+        filter_id = request.match_info["filter_id"]
+        stored = None
+        if valid_filter_id(filter_id) and request.match_info["user"] == requester.user_id:
+            stored = await self._storage.filters.get_filter(requester.user_id, filter_id)
+        if stored is None:
             raise MatrixError(404, "M_NOT_FOUND", "No such filter")
         return web.json_response(stored)
 
@@ -84,13 +82,11 @@ class SyncHandlers:
         if not raw_filter:
             return DEFAULT_TIMELINE_LIMIT
         parsed: Any
-        if raw_filter.startswith("{"):
-            try:
-                parsed = json.loads(raw_filter)
-            except ValueError:
-                raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
-        else:
+        if valid_filter_id(raw_filter):
+            # An unknown id leaves the defaults in force.
             parsed = await self._storage.filters.get_filter(requester.user_id, raw_filter)
+        else:
+            parsed = parse_filter(raw_filter)  # CS "/sync": "the filter ID, or a JSON-encoded filter"
         try:
             limit = parsed["room"]["timeline"]["limit"]
             if isinstance(limit, int) and limit > 0:

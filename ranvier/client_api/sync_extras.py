@@ -7,6 +7,7 @@ accepted and read as having seen none of the other streams, so such a client get
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from ..storage.sql.receipts import client_receipt_contents
 from .account_data import client_account_data
 from .ephemeral import TypingStream
+
+_TOKEN = re.compile(r"s[0-9]{1,18}(?:_[0-9]{1,18}){0,3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +28,11 @@ class SyncToken:
 
     @classmethod
     def parse(cls, raw: str) -> SyncToken:
-        if not raw.startswith("s"):
+        # ASCII digits only, each part within storage's 64-bit integers (int() alone takes "+1", "1_0",
+        # other scripts' digits and numbers no database column holds).
+        if _TOKEN.fullmatch(raw) is None:
             raise ValueError(raw)
-        parts = [int(p) for p in raw[1:].split("_")]
-        if not 1 <= len(parts) <= 4 or any(p < 0 for p in parts[1:]):
-            raise ValueError(raw)
-        return cls(*parts)
+        return cls(*(int(p) for p in raw[1:].split("_")))
 
     def __str__(self) -> str:
         return f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}"

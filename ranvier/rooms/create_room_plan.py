@@ -78,11 +78,16 @@ def default_power_levels(
 
 def plan_room(body: dict[str, Any], creator: str, room_version: RoomVersion, server_name: str) -> RoomPlan:
     visibility = body.get("visibility", "private")
-    if visibility not in ("public", "private"):
+    if not isinstance(visibility, str) or visibility not in ("public", "private"):
         raise CreateRoomError("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
-    preset = body.get("preset") or ("public_chat" if visibility == "public" else "private_chat")
-    if preset not in _PRESETS:
-        raise CreateRoomError("M_INVALID_PARAM", f"unknown preset {preset!r}")
+    preset = body.get("preset")
+    if preset is None:
+        preset = "public_chat" if visibility == "public" else "private_chat"
+    if not isinstance(preset, str) or preset not in _PRESETS:  # a list or an object is not hashable
+        raise CreateRoomError("M_INVALID_PARAM", f"preset must be one of {', '.join(_PRESETS)}")
+    is_direct = body.get("is_direct", False)
+    if not isinstance(is_direct, bool):
+        raise CreateRoomError("M_INVALID_PARAM", "is_direct must be a boolean")
 
     invites = body.get("invite", [])
     if not isinstance(invites, list) or not all(isinstance(u, str) for u in invites):
@@ -162,7 +167,7 @@ def plan_room(body: dict[str, Any], creator: str, room_version: RoomVersion, ser
         create_content=create_content,
         state=list(deduped.values()),
         invites=invites,
-        is_direct=bool(body.get("is_direct", False)),
+        is_direct=is_direct,
         alias_localpart=alias_localpart,
         publish=visibility == "public",
     )

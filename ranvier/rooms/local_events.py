@@ -12,7 +12,9 @@ from typing import Any
 from ..clock import now_ms
 from ..protocol.auth import auth_types_for_event, check_auth_rules
 from ..protocol.auth.power_levels import get_named_level, get_user_power_level
-from ..protocol.events import MAX_PREV_EVENTS, Pdu, StateKey, build_event, event_references
+from ..protocol.canonical_json import MAX_SAFE_INT
+from ..protocol.errors import AuthRejected
+from ..protocol.events import MAX_DEPTH, MAX_PREV_EVENTS, Pdu, StateKey, build_event, event_references
 from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion
 from ..protocol.signing import SigningKey
@@ -21,6 +23,17 @@ from .persister import EventPersister, TxnHook
 from .state import StateIds, StateService
 
 CREATE_KEY: StateKey = ("m.room.create", "")
+# Events this server refuses to redact whoever asks (as Synapse does): a redacted create event loses the
+# room's settings, and a redacted m.room.server_acl keeps no "allow" list, which denies every server.
+UNREDACTABLE_TYPES = frozenset({"m.room.create", "m.room.server_acl"})
+
+
+def depth_after(rv: RoomVersion, max_prev_depth: int) -> int:
+    """The depth of a new event: the largest depth of its prev events plus one, held at the room version's
+    limit once a room reaches it (S2S PDU schemas: "If the room's depth is already at the limit, the depth
+    must be set to the limit"). The limit is 2^53-1 since v6 (canonical JSON) and 2^63-1 before."""
+    limit = MAX_SAFE_INT if rv.strict_canonical_json else MAX_DEPTH
+    return min(max_prev_depth + 1, limit)
 
 
 class RoomNotFound(LookupError):
@@ -70,8 +83,30 @@ class LocalEventCreator:
             pdu = await self._build(
                 rv, room_id, sender, event_type, content, state_key, redacts, prev_ids, state_before, unsigned
             )
+            if pdu.type == "m.room.redaction":
+                await self._check_local_redaction(pdu, state_before)
             await self.persist_local(pdu, state_before, txn_hook)
         return pdu
+
+    async def _check_local_redaction(self, pdu: Pdu, state_before: StateIds) -> None:
+        """What this server lets its own users redact (CS "Redactions": redacting "events sent by other
+        users" needs the redact level). The federation rule (v3+ "Handling redactions": enough power, or
+        the same server as the original sender) trusts each server to hold its own users to this, so it
+        is enforced here, in every room version: before v3 auth rule 11 only compares the servers too."""
+        target_id = pdu.redacts
+        target = await self._storage.events.get_event(target_id) if target_id is not None else None
+        if target is not None and target.room_id != pdu.room_id:
+            target = None  # another room's event: not a target here, and not told apart from an unknown one
+        if target is not None and target.type in UNREDACTABLE_TYPES:
+            raise AuthRejected("redaction", f"{target.type} events cannot be redacted on this server")
+        if target is not None and target.sender == pdu.sender:
+            return  # one's own events need only the power to send m.room.redaction (the auth rules)
+        if not await self._may_redact_others(pdu, state_before):
+            # An unknown target is refused too: it cannot be shown to be the sender's own, and every
+            # event of a local user is known here.
+            raise AuthRejected(
+                "redaction", f"redacting events of other users needs the room's redact level ({pdu.sender})"
+            )
 
     async def tips_and_state(self, room_id: str, rv: RoomVersion) -> tuple[list[str], StateIds]:
         """The prev_events a new event should cite (the forward extremities, at most 20) and the state
@@ -97,7 +132,9 @@ class LocalEventCreator:
             "room_id": room_id,
             "sender": sender,
             "content": content,
-            "depth": (await self._storage.events.get_max_depth_of(prev_ids) if prev_ids else 0) + 1,
+            "depth": depth_after(
+                rv, await self._storage.events.get_max_depth_of(prev_ids) if prev_ids else 0
+            ),
             # Room versions 1 and 2 cite [event_id, hashes] pairs; Synapse refuses a v1 template with bare
             # ids ("expected a tuple of size 2") and gives up on the join.
             "prev_events": event_references(prev_ids, rv),
@@ -169,7 +206,7 @@ class LocalEventCreator:
         auth_ids, auth_state = await self._auth_events_for(
             rv, event_type, state_key, sender, content, state_before
         )
-        depth = (await self._storage.events.get_max_depth_of(prev_ids) if prev_ids else 0) + 1
+        depth = depth_after(rv, await self._storage.events.get_max_depth_of(prev_ids) if prev_ids else 0)
         pdu = build_event(
             room_version=rv,
             room_id=room_id,
