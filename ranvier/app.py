@@ -42,6 +42,7 @@ from .federation.membership_routes import add_membership_routes
 from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
 from .federation.tls import generate_self_signed_cert, server_ssl_context
+from .http_limits import ConnectionGuard, GuardedSite, ListenerLimits, body_limits_middleware, connection_cap
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
 from .ratelimit import RateLimiter, RateSpec
@@ -63,8 +64,7 @@ from .storage.sql.filters import FilterStore
 
 logger = logging.getLogger(__name__)
 
-MAX_CLIENT_BODY = 1024 * 1024
-MAX_FEDERATION_BODY = 8 * 1024 * 1024
+FEDERATION_SEND_PREFIX = "/_matrix/federation/v1/send/"
 
 
 def load_or_create_signing_key(path: Path) -> SigningKey:
@@ -89,6 +89,8 @@ class Homeserver:
         self._runners: list[web.AppRunner] = []
         self.storage: Any = None
         self.ports: dict[str, int] = {}
+        # Per listener: connection and body limits, and what they did (ranvier.http_limits).
+        self.guards: dict[str, ConnectionGuard] = {}
 
     async def start(self) -> None:
         config = self.config
@@ -228,16 +230,37 @@ class Homeserver:
             lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
         )
 
+    def _guard(self, name: str, max_body_bytes: int, body_limit: Any = None) -> ConnectionGuard:
+        limits = self.config.request_limits
+        listeners = 2 + int(self.config.listeners.metrics.enabled)
+        guard = ConnectionGuard(
+            name,
+            ListenerLimits(
+                header_timeout=limits.header_timeout,
+                body_timeout=limits.body_timeout,
+                idle_timeout=limits.idle_timeout,
+                max_connections=connection_cap(limits.max_connections, listeners),
+                max_body_bytes=max_body_bytes,
+                max_unauthenticated_bodies=limits.max_unauthenticated_bodies,
+                max_unauthenticated_body_bytes=limits.max_unauthenticated_body_bytes,
+                body_limit=body_limit,
+            ),
+        )
+        self.guards[name] = guard
+        return guard
+
     def _client_app(self) -> web.Application:
         config = self.config
+        max_body = config.request_limits.max_client_body_bytes
         app = web.Application(
             middlewares=[
                 cors_middleware,  # outermost, so that error responses carry the headers too
                 metrics_middleware(self.metrics, "client"),
                 matrix_error_middleware,
                 rate_limit_middleware(config.rate_limits),
+                body_limits_middleware(self._guard("client", max_body)),
             ],
-            client_max_size=MAX_CLIENT_BODY,
+            client_max_size=max_body,
         )
         base_url = (
             config.public_baseurl or f"http://{config.listeners.client.bind}:{config.listeners.client.port}"
@@ -291,12 +314,11 @@ class Homeserver:
     ) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
         await runner.setup()
-        site = web.TCPSite(runner, bind, port, ssl_context=ssl_ctx)
+        guard = self.guards[name] if name in self.guards else self._guard(name, 0)
+        site = GuardedSite(runner, bind, port, guard, ssl_context=ssl_ctx)
         await site.start()
         self._runners.append(runner)
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.ports[name] = sockets[0].getsockname()[1] if sockets else port
+        self.ports[name] = site.bound_port
 
     async def _start_client_listener(self) -> None:
         listener = self.config.listeners.client
@@ -304,8 +326,16 @@ class Homeserver:
 
     async def _start_federation_listener(self) -> None:
         listener = self.config.listeners.federation
+        limits = self.config.request_limits
+        send_max, other_max = limits.max_federation_send_body_bytes, limits.max_federation_body_bytes
+
+        def body_limit(request: web.Request) -> int:
+            return send_max if request.path.startswith(FEDERATION_SEND_PREFIX) else other_max
+
+        guard = self._guard("federation", max(send_max, other_max), body_limit)
         app = web.Application(
-            middlewares=[metrics_middleware(self.metrics, "federation")], client_max_size=MAX_FEDERATION_BODY
+            middlewares=[metrics_middleware(self.metrics, "federation"), body_limits_middleware(guard)],
+            client_max_size=max(send_max, other_max),
         )
         add_key_routes(app, self.keyring, self.server_name)
         for setup in self.federation_app_setup:
