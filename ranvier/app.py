@@ -25,16 +25,24 @@ from .client_api.cors import cors_middleware
 from .client_api.directory import DirectoryHandlers
 from .client_api.ephemeral import EphemeralHandlers, SyncNotifier, TypingStream
 from .client_api.errors import matrix_error_middleware
+from .client_api.keys import KeyHandlers
 from .client_api.messages import MessageHandlers
 from .client_api.profile_sync import ProfilePropagator
 from .client_api.push_rules import PushRuleHandlers
 from .client_api.ratelimits import rate_limit_middleware
 from .client_api.rooms import RoomHandlers
 from .client_api.sync import SyncHandlers
+from .client_api.to_device import ToDeviceHandlers
 from .client_api.versions import VersionsHandlers
 from .config import HomeserverConfig
+from .devices.device_lists import DeviceLists
+from .devices.federation import E2eeFederation
+from .devices.keys import KeyService
+from .devices.sync_section import E2eeSync
+from .devices.to_device import ToDeviceService
 from .federation.client import FederationClient
 from .federation.discovery import ServerDiscovery
+from .federation.e2ee_routes import add_e2ee_routes
 from .federation.ip_blocklist import IpBlocklist
 from .federation.key_routes import add_key_routes
 from .federation.keys import Keyring
@@ -126,6 +134,7 @@ class Homeserver:
         # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
         self.sync_notifier = SyncNotifier()
         self._wire_federation()
+        self._wire_e2ee()
 
         await self._start_client_listener()
         if config.federation.enabled:
@@ -249,6 +258,30 @@ class Homeserver:
         self.guards[name] = guard
         return guard
 
+    def _wire_e2ee(self) -> None:
+        """End-to-end encryption (ranvier.devices): keys, device lists and to-device messages, with their
+        EDUs and federation routes."""
+        federating = self.config.federation.enabled
+        client = self.federation_client if federating else None
+        sender = self.federation_sender if federating else None
+        notify = self.sync_notifier.notify
+        self.device_lists = DeviceLists(
+            self.storage, self.server_name, federation_client=client, sender=sender, notify=notify
+        )
+        self.to_device = ToDeviceService(self.storage, self.server_name, sender=sender, notify=notify)
+        self.key_service = KeyService(self.storage, self.device_lists, client)
+        self.e2ee_sync = E2eeSync(self.storage, self.device_lists, self.to_device)
+        e2ee_federation = E2eeFederation(self.key_service, self.device_lists, self.to_device)
+        self.inbound_transactions.edus.handlers.update(e2ee_federation.edu_handlers())
+        self.federation_app_setup.append(
+            lambda app: add_e2ee_routes(app, self.keyring, self.server_name, e2ee_federation)
+        )
+
+        async def devices_deleted(user_id: str, device_ids: list[str]) -> None:
+            await self.device_lists.on_local_change(user_id, device_ids, deleted=True)
+
+        self.storage.devices.deleted_listeners.append(devices_deleted)
+
     def _client_app(self) -> web.Application:
         config = self.config
         max_body = config.request_limits.max_client_body_bytes
@@ -291,7 +324,12 @@ class Homeserver:
                 self.history_visibility,
             ),
             SyncHandlers(
-                self.storage, self.authenticator, self.typing, self.sync_notifier, self.history_visibility
+                self.storage,
+                self.authenticator,
+                self.typing,
+                self.sync_notifier,
+                self.history_visibility,
+                e2ee=self.e2ee_sync,
             ),
             CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
             EphemeralHandlers(
@@ -304,6 +342,13 @@ class Homeserver:
             AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
             PushRuleHandlers(self.authenticator),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
+        ]
+        account = next(h for h in handlers if isinstance(h, AccountHandlers))
+        handlers += [
+            KeyHandlers(
+                self.key_service, self.device_lists, self.authenticator, account.require_password_uia
+            ),
+            ToDeviceHandlers(self.to_device, self.authenticator),
         ]
         for h in handlers:
             app.add_routes(h.routes())
@@ -375,6 +420,8 @@ class Homeserver:
             await self.gap_filler.stop()
         if hasattr(self, "resident"):
             await self.resident.wait_for_healing()
+        if hasattr(self, "device_lists"):
+            await self.device_lists.stop()
         if hasattr(self, "federation_client"):
             await self.federation_client.close()
         if self.storage is not None:

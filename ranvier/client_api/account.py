@@ -389,6 +389,10 @@ class AccountHandlers:
             await self._storage.devices.delete_device(requester.user_id, device_id)
         return web.json_response({})
 
+    async def require_password_uia(self, requester: Requester, body: dict[str, Any], purpose: str) -> None:
+        """Password re-authentication for another module's endpoint (cross-signing key upload)."""
+        await self._require_password_uia(requester, body, purpose)
+
     async def _require_password_uia(self, requester: Requester, body: dict[str, Any], purpose: str) -> None:
         """Re-authentication with the account password (CS "Password-based" UIA stage)."""
         auth = body.get("auth")

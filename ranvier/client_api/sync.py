@@ -9,6 +9,7 @@ spec's "state is up to the start of timeline".
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -38,8 +39,11 @@ class SyncHandlers:
         typing: TypingStream | None = None,
         notifier: SyncNotifier | None = None,
         visibility: Any = None,
+        e2ee: Any = None,
     ) -> None:
         self._storage = storage
+        # ranvier.devices.sync_section.E2eeSync: to_device, device_lists and the key counts.
+        self._e2ee = e2ee
         self._auth = authenticator
         # rooms.visibility.HistoryVisibilityFilter: a timeline may reach back before the user's join
         # (CS "History visibility"), e.g. the first sync after joining a room with "joined" visibility.
@@ -142,6 +146,11 @@ class SyncHandlers:
         leave: dict[str, Any] = {}
         joined_rooms = [r for r, m in memberships.items() if m == "join"]
         extras = await self._extras.collect(user_id, joined_rooms, since_token, upto)
+        e2ee: dict[str, Any] = {}
+        if self._e2ee is not None:
+            section = await self._e2ee.collect(user_id, requester.device_id, since_token, upto)
+            e2ee = section.body
+            upto = replace(upto, to_device=section.to_device_position)
         new_events: dict[str, list[Pdu]] = {}
         if since is not None and joined_rooms:
             new_events = await self._storage.stream.get_room_events_between(
@@ -195,6 +204,7 @@ class SyncHandlers:
             "to_device": {"events": []},
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},
+            **e2ee,
         }
 
     async def _joined_room(
@@ -269,7 +279,16 @@ class SyncHandlers:
 
 def _has_news(body: dict[str, Any]) -> bool:
     rooms = body["rooms"]
-    return bool(rooms["join"] or rooms["invite"] or rooms["leave"] or body["account_data"]["events"])
+    lists = body["device_lists"]
+    return bool(
+        rooms["join"]
+        or rooms["invite"]
+        or rooms["leave"]
+        or body["account_data"]["events"]
+        or body["to_device"]["events"]
+        or lists["changed"]
+        or lists["left"]
+    )
 
 
 async def _wait_any(first: Any, second: Any, timeout: float) -> None:

@@ -1,7 +1,8 @@
 """What /sync carries besides room timelines: account data (global and per room), receipts and typing,
 and the token that records how far a client has seen each of those streams.
 
-The token is ``s<events>_<account data>_<receipts>_<typing>``; the older ``s<events>`` form is still
+The token is ``s<events>_<account data>_<receipts>_<typing>_<to-device>_<device lists>``
+(the last two are the E2EE streams: ranvier/devices/sync_section.py); the older ``s<events>`` form is still
 accepted and read as having seen none of the other streams, so such a client gets them all once.
 """
 
@@ -16,7 +17,7 @@ from ..storage.sql.receipts import client_receipt_contents
 from .account_data import client_account_data
 from .ephemeral import TypingStream
 
-_TOKEN = re.compile(r"s[0-9]{1,18}(?:_[0-9]{1,18}){0,3}")
+_TOKEN = re.compile(r"s[0-9]{1,18}(?:_[0-9]{1,18}){0,5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class SyncToken:
     account_data: int = 0
     receipts: int = 0
     typing: int = 0
+    to_device: int = 0
+    device_lists: int = 0
 
     @classmethod
     def parse(cls, raw: str) -> SyncToken:
@@ -35,7 +38,10 @@ class SyncToken:
         return cls(*(int(p) for p in raw[1:].split("_")))
 
     def __str__(self) -> str:
-        return f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}"
+        return (
+            f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}"
+            f"_{self.to_device}_{self.device_lists}"
+        )
 
 
 @dataclass
@@ -60,6 +66,8 @@ class SyncExtras:
             await self._storage.account_data.max_position(),
             await self._storage.receipts.max_position(),
             self._typing.serial,
+            await self._storage.to_device.max_position(),
+            await self._storage.device_lists.max_position(),
         )
 
     async def collect(

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 TYPING_TIMEOUT_MS = 30_000  # remote servers refresh typing every few seconds while it lasts
 
 ServerAllowed = Callable[[str, str], Awaitable[bool]]
+# Handlers of further EDU types, ``async (origin, content)`` (e.g. the E2EE ones, from ranvier.devices).
+EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 def _user_of(origin: str, user_id: object) -> str | None:
@@ -66,6 +68,7 @@ class IncomingEdus:
         self.typing = typing
         self._on_receipt = on_receipt  # wakes long-polling /sync
         self._server_allowed = server_allowed
+        self.handlers: dict[str, EduHandler] = {}
 
     async def receive_edus(self, origin: str, edus: Sequence[Any]) -> None:
         """Apply what we understand; a malformed or unknown EDU is skipped, never an error."""
@@ -78,6 +81,8 @@ class IncomingEdus:
                     await self._typing(origin, content)
                 elif kind == "m.receipt":
                     await self._receipts(origin, content)
+                elif isinstance(kind, str) and kind in self.handlers:
+                    await self.handlers[kind](origin, content)
             except Exception:
                 logger.exception("failed to apply an %s EDU from %s", kind, origin)
 

@@ -9,6 +9,8 @@ from .sql.aliases import AliasStore
 from .sql.client_txns import ClientTxnStore
 from .sql.devices import DeviceStore
 from .sql.directory import DirectoryStore
+from .sql.e2ee_keys import E2eKeyStore
+from .sql.e2ee_streams import DeviceListStore, ToDeviceStore
 from .sql.engine import Database
 from .sql.inbound_txns import InboundTxnStore
 from .sql.outbox import OutboxStore
@@ -29,6 +31,9 @@ AUX_ATTRIBUTES = (
     "inbound_txns",
     "pending_join_pdus",
     "client_txns",
+    "e2e_keys",
+    "device_lists",
+    "to_device",
 )
 
 
@@ -47,3 +52,6 @@ def attach_aux(storage: Any, db: Database | None = None) -> None:
     storage.inbound_txns = InboundTxnStore(database)
     storage.pending_join_pdus = PendingJoinPduStore(database)
     storage.client_txns = ClientTxnStore(database)
+    storage.e2e_keys = E2eKeyStore(database)
+    storage.device_lists = DeviceListStore(database)
+    storage.to_device = ToDeviceStore(database, storage.outbox)

@@ -7,12 +7,17 @@ because tokens are 32+ random bytes a fast unsalted hash is enough (there is not
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ...clock import now_ms
 from .aux_streams import write
+from .e2ee_keys import delete_device_e2ee_txn
 from .engine import Database
+
+# Told (user id, deleted device ids) after a deletion commits: the E2EE layer tells other servers.
+DeletedListener = Callable[[str, list[str]], Awaitable[None]]
 
 
 def token_digest(token: str) -> str:
@@ -38,6 +43,12 @@ _COLUMNS = "user_id, device_id, display_name, last_seen_ts, last_seen_ip"
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.deleted_listeners: list[DeletedListener] = []
+
+    async def _deleted(self, user_id: str, device_ids: list[str]) -> None:
+        if device_ids:
+            for listener in self.deleted_listeners:
+                await listener(user_id, device_ids)
 
     async def create_device(self, user_id: str, device_id: str, display_name: str | None = None) -> bool:
         """Create the device if it does not exist (an existing device keeps its name). True if created."""
@@ -78,7 +89,8 @@ class DeviceStore:
         )
 
     async def delete_device(self, user_id: str, device_id: str) -> bool:
-        """Delete the device and every access token issued to it. False if there was no such device."""
+        """Delete the device, every access token issued to it, its E2EE keys and its to-device inbox.
+        False if there was no such device."""
         async with self._db.transaction() as txn:
             await txn.execute(
                 "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
@@ -87,6 +99,10 @@ class DeviceStore:
                 "DELETE FROM devices WHERE user_id = ? AND device_id = ? RETURNING device_id",
                 (user_id, device_id),
             )
+            if deleted is not None:
+                await delete_device_e2ee_txn(txn, user_id, [device_id])
+        if deleted is not None:
+            await self._deleted(user_id, [device_id])
         return deleted is not None
 
     async def delete_all_devices(self, user_id: str, except_device: str | None = None) -> list[str]:
@@ -100,7 +116,10 @@ class DeviceStore:
             await txn.execute(
                 "DELETE FROM access_tokens WHERE user_id = ? AND device_id <> ?", (user_id, keep)
             )
-        return sorted(r[0] for r in rows)
+            deleted = sorted(r[0] for r in rows)
+            await delete_device_e2ee_txn(txn, user_id, deleted)
+        await self._deleted(user_id, deleted)
+        return deleted
 
     async def create_access_token(self, user_id: str, device_id: str, token: str) -> None:
         await write(

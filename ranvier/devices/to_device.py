@@ -1,0 +1,141 @@
+"""Send-to-device messaging (CS "Send-to-Device messaging", S2S "Send-to-device messaging").
+
+A message for a local device goes into its inbox; messages for another server's users become one
+``m.direct_to_device`` EDU per server, queued in the durable outbox in the same transaction as the inbox
+rows and the sender's transaction id, so a message acknowledged with 200 is delivered once, across
+restarts. Incoming EDUs are de-duplicated by ``(origin, message_id)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..protocol.errors import InvalidIdentifier
+from ..protocol.identifiers import parse_user_id, server_of
+from ..storage.sql.e2ee_streams import ToDeviceMessage
+
+logger = logging.getLogger(__name__)
+
+# CS "GET /sync": the server may limit to-device messages per response; Synapse sends 100.
+MAX_PER_SYNC = 100
+
+
+class InvalidMessages(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class InboxBatch:
+    events: list[dict[str, Any]]
+    position: int  # the to-device part of next_batch: the last delivered position, or the token's end
+
+
+class ToDeviceService:
+    def __init__(
+        self,
+        storage: Any,
+        server_name: str,
+        *,
+        sender: Any = None,
+        notify: Callable[[], None] | None = None,
+    ) -> None:
+        self._storage = storage
+        self._server_name = server_name
+        self._sender = sender  # FederationSender, to wake destinations after the commit
+        self._notify = notify
+
+    async def _expand(
+        self, user_id: str, targets: dict[str, Any], event_type: str, sender: str
+    ) -> list[ToDeviceMessage]:
+        """A local user's messages, with ``*`` meaning every one of their devices."""
+        out: list[ToDeviceMessage] = []
+        devices: set[str] | None = None
+        for device_id, content in targets.items():
+            if not isinstance(content, dict):
+                continue
+            event = {"type": event_type, "sender": sender, "content": content}
+            if device_id == "*":
+                if devices is None:
+                    devices = {d.device_id for d in await self._storage.devices.list_devices(user_id)}
+                out += [ToDeviceMessage(user_id, d, event) for d in sorted(devices)]
+            else:
+                out.append(ToDeviceMessage(user_id, device_id, event))
+        return out
+
+    async def send(
+        self, sender: str, sender_device: str, event_type: str, txn_id: str, messages: Any
+    ) -> None:
+        """``PUT /sendToDevice/{eventType}/{txnId}``; idempotent per (sender device, txn id)."""
+        if not isinstance(messages, dict):
+            raise InvalidMessages("messages must be an object")
+        local: list[ToDeviceMessage] = []
+        remote: dict[str, dict[str, Any]] = {}
+        for user_id, targets in messages.items():
+            try:
+                parse_user_id(user_id)
+            except InvalidIdentifier:
+                raise InvalidMessages(f"invalid user id {user_id!r}") from None
+            if not isinstance(targets, dict):
+                raise InvalidMessages(f"messages[{user_id}] must be an object")
+            server = server_of(user_id)
+            if server == self._server_name:
+                local += await self._expand(user_id, targets, event_type, sender)
+            else:
+                edu = remote.setdefault(
+                    server,
+                    {
+                        "sender": sender,
+                        "type": event_type,
+                        "message_id": secrets.token_urlsafe(16),
+                        "messages": {},
+                    },
+                )
+                edu["messages"][user_id] = {d: c for d, c in targets.items() if isinstance(c, dict)}
+        if not await self._storage.to_device.send(sender, sender_device, txn_id, local, remote):
+            return  # a retry of a transaction already handled
+        if local and self._notify is not None:
+            self._notify()
+        if self._sender is not None:
+            for destination in remote:
+                self._sender.wake(destination)
+
+    async def on_direct_to_device(self, origin: str, content: dict[str, Any]) -> None:
+        """An incoming ``m.direct_to_device`` EDU: the sender must belong to the origin."""
+        sender, event_type = content.get("sender"), content.get("type")
+        message_id, messages = content.get("message_id"), content.get("messages")
+        if not isinstance(sender, str) or not isinstance(event_type, str) or not isinstance(message_id, str):
+            return
+        if not isinstance(messages, dict):
+            return
+        try:
+            if server_of(parse_user_id(sender)) != origin:
+                return
+        except InvalidIdentifier:
+            return
+        local: list[ToDeviceMessage] = []
+        for user_id, targets in messages.items():
+            try:
+                if server_of(parse_user_id(user_id)) != self._server_name or not isinstance(targets, dict):
+                    continue
+            except InvalidIdentifier:
+                continue
+            local += await self._expand(user_id, targets, event_type, sender)
+        if (
+            await self._storage.to_device.receive_remote(origin, message_id, local)
+            and self._notify is not None
+        ):
+            self._notify()
+
+    async def for_sync(self, user_id: str, device_id: str, since: int | None, upto: int) -> InboxBatch:
+        """The device's inbox after ``since`` (deleting what ``since`` acknowledges), at most
+        ``MAX_PER_SYNC`` messages; the position covers only what was delivered."""
+        store = self._storage.to_device
+        if since is not None and since > 0:
+            await store.acknowledge(user_id, device_id, since)
+        rows = await store.inbox(user_id, device_id, since or 0, upto, MAX_PER_SYNC)
+        position = rows[-1][0] if len(rows) == MAX_PER_SYNC else upto
+        return InboxBatch([message for _, message in rows], position)
