@@ -114,11 +114,19 @@ def verify_signature_bytes(message: bytes, signature_b64: object, verify_key: na
 
 
 def verify_json_signature(
-    obj: Mapping[str, Any], server_name: str, key_id: str, verify_key: nacl.signing.VerifyKey
+    obj: Mapping[str, Any],
+    server_name: str,
+    key_id: str,
+    verify_key: nacl.signing.VerifyKey,
+    *,
+    strict: bool = True,
 ) -> None:
-    """Check that ``obj`` carries a valid signature of ``server_name`` by ``key_id``."""
+    """Check that ``obj`` carries a valid signature of ``server_name`` by ``key_id``.
+
+    ``strict=False`` encodes floats and big integers as ``encode_canonical_json(strict=False)`` does: for
+    objects that may carry events of room versions 1-5 (a federation request's body)."""
     signature = _get_signature(obj, server_name, key_id)
-    verify_signature_bytes(encode_canonical_json(_signable(obj)), signature, verify_key)
+    verify_signature_bytes(encode_canonical_json(_signable(obj), strict), signature, verify_key)
 
 
 def _get_signature(obj: Mapping[str, Any], server_name: str, key_id: str) -> object:
