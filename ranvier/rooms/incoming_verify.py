@@ -9,13 +9,15 @@ JSON work in between is short), keeping the event loop free for other requests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.errors import HashMismatch, ProtocolError
 from ..protocol.events import KeyLookup, Pdu
-from ..protocol.room_versions import RoomVersion
+from ..protocol.hashes import compute_event_id
+from ..protocol.room_versions import EventIdFormat, RoomVersion
 from ..protocol.signing import signature_key_ids
 
 
@@ -34,8 +36,20 @@ def parse_pdu(raw: object, room_version: RoomVersion) -> Pdu | Dropped:
     try:
         return Pdu(raw, room_version)
     except ProtocolError as e:
+        return Dropped(_event_id_of(raw, room_version), f"invalid event: {e.message}")
+
+
+def _event_id_of(raw: Mapping[str, Any], room_version: RoomVersion) -> str | None:
+    """The event id of an invalid PDU, so that its error can be reported under it in the /send answer:
+    the ``event_id`` it carries (v1-v2), or its reference hash, computed without canonical JSON's number
+    limits (from v3 an id is the hash of the event, valid or not; a float must not hide which PDU it was)."""
+    if room_version.event_id_format is EventIdFormat.DOMAIN:
         event_id = raw.get("event_id")
-        return Dropped(event_id if isinstance(event_id, str) else None, f"invalid event: {e.message}")
+        return event_id if isinstance(event_id, str) else None
+    try:
+        return compute_event_id(raw, dataclasses.replace(room_version, strict_canonical_json=False))
+    except (ProtocolError, TypeError, ValueError, AttributeError, RecursionError):
+        return None  # not even hashable (e.g. a lone surrogate): there is no id to report it under
 
 
 def key_requests(pdus: Iterable[Pdu]) -> set[tuple[str, str]]:
