@@ -1,0 +1,152 @@
+"""Legacy numbers and maximal depth: one bad PDU never fails its transaction (issue 12, defect 4).
+
+Room versions 1-5 predate enforced canonical JSON: their events may carry floats and integers outside
+[-(2**53)+1, 2**53-1] ("v1-canonical-json" fragment; Synapse accepts them), so those are accepted there.
+From version 6 they are invalid events: dropped one by one, with an error for that PDU in ``pdus`` and the
+rest of the transaction processed as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from .fed_harness import HostileRoom, Outcome, record, start_hostile_room
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CATEGORY = "legacy numbers / depth"
+MAX_SAFE = 2**53 - 1
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def room_v5(
+    tmp_path_factory: pytest.TempPathFactory, fed_session: aiohttp.ClientSession
+) -> AsyncIterator[HostileRoom]:
+    room = await start_hostile_room(tmp_path_factory.mktemp("v5"), fed_session, room_version="5")
+    yield room
+    await room.peer.driver.close()
+    await room.hs.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def room_v12(
+    tmp_path_factory: pytest.TempPathFactory, fed_session: aiohttp.ClientSession
+) -> AsyncIterator[HostileRoom]:
+    room = await start_hostile_room(tmp_path_factory.mktemp("v12"), fed_session, room_version="12")
+    yield room
+    await room.peer.driver.close()
+    await room.hs.stop()
+
+
+@dataclass(frozen=True)
+class NumberCase:
+    name: str
+    content: dict[str, Any]  # extra content of an m.room.message sent beside a valid one
+    expect_v5: Outcome
+    expect_v12: Outcome
+
+
+NUMBER_CASES = [
+    NumberCase("float", {"n": 1.5}, "accepted", "refused"),
+    NumberCase("float_integral", {"n": 2.0}, "accepted", "refused"),
+    NumberCase("float_exponent", {"n": 1e300}, "accepted", "refused"),
+    NumberCase("negative_float", {"n": -0.25}, "accepted", "refused"),
+    NumberCase("int_2_60", {"n": 2**60}, "accepted", "refused"),
+    NumberCase("int_2_53", {"n": 2**53}, "accepted", "refused"),
+    NumberCase("int_minus_2_53", {"n": -(2**53)}, "accepted", "refused"),
+    NumberCase("int_2_100", {"n": 2**100}, "accepted", "refused"),
+    NumberCase("nested_float", {"a": [{"b": [0.1]}]}, "accepted", "refused"),
+    NumberCase("max_safe_int", {"n": MAX_SAFE}, "accepted", "accepted"),
+    NumberCase("min_safe_int", {"n": -MAX_SAFE}, "accepted", "accepted"),
+]
+
+
+async def _send_pair(room: HostileRoom, case: NumberCase) -> Outcome:
+    """A transaction of one valid message and one carrying ``case.content``: the valid one is always
+    accepted; the other as the room version says. Returns the outcome of the second."""
+    valid = await room.message(f"valid beside {case.name}")
+    odd = await room.build(
+        "m.room.message",
+        {"msgtype": "m.text", "body": f"odd {case.name}", **case.content},
+        prev=[valid],
+    )
+    reply = await room.send_txn([valid, odd])
+    assert reply.status == 200, reply
+    results = reply.body["pdus"]
+    assert results[valid.event_id] == {}, results
+    assert await room.visible_to_alice(valid.event_id)
+    # Every PDU of the transaction has its entry: the odd one too, accepted or with an error.
+    assert odd.event_id in results, results
+    if results[odd.event_id] == {}:
+        assert await room.visible_to_alice(odd.event_id)
+        return "accepted"
+    assert isinstance(results[odd.event_id].get("error"), str)
+    held, _ = await room.stored(odd.event_id)
+    assert not held
+    return "refused"
+
+
+@pytest.mark.parametrize("case", NUMBER_CASES, ids=[c.name for c in NUMBER_CASES])
+async def test_v5_accepts_what_v5_allows(room_v5: HostileRoom, case: NumberCase) -> None:
+    outcome = await _send_pair(room_v5, case)
+    record(CATEGORY, outcome)
+    assert outcome == case.expect_v5
+    await room_v5.assert_works()
+
+
+@pytest.mark.parametrize("case", NUMBER_CASES, ids=[c.name for c in NUMBER_CASES])
+async def test_v12_refuses_only_the_bad_pdu(room_v12: HostileRoom, case: NumberCase) -> None:
+    outcome = await _send_pair(room_v12, case)
+    record(CATEGORY, outcome)
+    assert outcome == case.expect_v12
+    await room_v12.assert_works()
+
+
+async def test_v5_float_event_is_served_back_over_federation(room_v5: HostileRoom) -> None:
+    pdu = await room_v5.build("m.room.message", {"msgtype": "m.text", "body": "pi", "pi": 3.14159})
+    assert (await room_v5.send_txn([pdu])).body["pdus"] == {pdu.event_id: {}}
+    reply = await room_v5.request("GET", f"/_matrix/federation/v1/event/{pdu.event_id}")
+    record(CATEGORY, "accepted" if reply.status == 200 else "refused")
+    assert reply.status == 200, reply
+    assert reply.body["pdus"][0]["content"]["pi"] == 3.14159
+    await room_v5.assert_works()
+
+
+async def test_v5_state_event_with_float_changes_state(room_v5: HostileRoom) -> None:
+    """bob has no power to set a topic in a public room? He does not: the state must stay. A v5 event
+    with floats is still authorised like any other."""
+    topic = await room_v5.build("m.room.topic", {"topic": "floaty", "x": 0.5}, state_key="")
+    reply = await room_v5.send_txn([topic])
+    assert reply.status == 200
+    held, rejected = await room_v5.stored(topic.event_id)
+    # public_chat gives state_default 50: bob (power 0) is refused by the auth rules, float or not.
+    record(CATEGORY, "refused" if (not held or rejected) else "accepted")
+    assert held and rejected
+    await room_v5.assert_works()
+
+
+@pytest.mark.parametrize("room_fixture", ["room_v5", "room_v12"])
+async def test_maximal_depth_leaves_the_room_usable(
+    room_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """One PDU of depth 2**53-1 (the largest canonical depth) is accepted; local sends, state changes
+    and /messages go on working (the local depth is clamped, issue 12 defect 2)."""
+    room: HostileRoom = request.getfixturevalue(room_fixture)
+    deep = await room.message("deepest", depth=MAX_SAFE)
+    reply = await room.send_txn([deep])
+    assert reply.status == 200, reply
+    record(CATEGORY, "accepted" if reply.body["pdus"].get(deep.event_id) == {} else "refused")
+    assert reply.body["pdus"] == {deep.event_id: {}}
+    # A local state change after it (the room name) must go through, and so must the usual checks.
+    status, body = await room.alice.call(
+        "PUT", f"/_matrix/client/v3/rooms/{room.room_id}/state/m.room.name/", {"name": "after the deep one"}
+    )
+    assert status == 200, body
+    await room.snapshot()
+    await room.assert_works()
