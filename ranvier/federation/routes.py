@@ -87,6 +87,10 @@ async def federation_error_middleware(
         return matrix_error(405, "M_UNRECOGNIZED", "Unrecognized request")
     except web.HTTPException:
         raise  # already a Matrix error (request_auth) or a deliberate HTTP answer
+    except Exception:
+        # The safety net: a bug still answers a Matrix error (and is logged), never aiohttp's text/plain 500.
+        logger.exception("unhandled error serving %s %s", request.method, request.path)
+        return matrix_error(500, "M_UNKNOWN", "Internal server error")
 
 
 def _query_int(request: web.Request, name: str, default: int) -> int:
