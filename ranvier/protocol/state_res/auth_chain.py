@@ -150,19 +150,29 @@ def auth_difference(
 ) -> set[str]:
     """The auth difference: union(C_i) - intersection(C_i), C_i being the full auth chain of state set i.
 
-    State set i is the unconflicted events plus ``conflicted_per_set[i]``. With U the full chain of the
-    unconflicted events and A_i that of set i's conflicted events, C_i = U | A_i, so the difference is
-    (union(A_i) - intersection(A_i)) - U: only the conflicted events' chains are compared, and U only
-    filters that (usually small) candidate set.
+    Interop (rooms/fragments/v2-state-res.md "Auth difference"): C_i counts the events of state set i
+    themselves, not only the union of their auth chains. The spec's wording ("the union of the auth chains
+    for each event in S_i") excludes them; Synapse (its auth chain difference starts from the state events)
+    and ruma include them, and an event that is in one state set and in another set's auth chain is then
+    not in the difference. Two servers that disagree here resolve differently, so we do what they do.
+
+    State set i is the unconflicted events plus ``conflicted_per_set[i]``. With U the unconflicted events
+    and their full chain, and A_i set i's conflicted events and their full chain, C_i = U | A_i, so the
+    difference is (union(A_i) - intersection(A_i)) - U: only the conflicted events' chains are compared,
+    and U only filters that (usually small) candidate set.
     """
     if len(conflicted_per_set) < 2:
         return set()
-    per_set = [index.full_chain(ids, source) for ids in conflicted_per_set]
+    per_set = [index.full_chain(ids, source).union(ids) for ids in conflicted_per_set]
     union = set().union(*per_set)
     candidates = union - per_set[0].intersection(*per_set[1:])
     if not candidates:
         return candidates
-    return candidates - index.full_chain(unconflicted_ids, source)
+    unconflicted = set(unconflicted_ids)
+    candidates -= unconflicted
+    if not candidates:
+        return candidates
+    return candidates - index.full_chain(unconflicted, source)
 
 
 def conflicted_subgraph(index: AuthChainIndex, source: EventSource, conflicted: Collection[str]) -> set[str]:

@@ -47,13 +47,17 @@ def iterative_auth_checks(
 ) -> dict[StateKey, str]:
     """Apply each state event in order to a copy of ``initial`` if the authorization rules allow it.
 
-    Events rejected on receipt because of the state before them are checked like any other ("Rejected
-    events": they are handled as usual by the algorithm).
+    Interop (rooms/v2.md "Rejected events"): an event we rejected on receipt is never applied, even if it
+    would pass here. The spec says rejected events are "handled as usual" by state resolution, which would
+    let an event rejected for the state before it re-enter the state; Synapse never admits a rejected event
+    (it keeps it in the orderings, as we do, but skips it here), and a server that admits what its peers
+    refuse splits the room. The rejected flag comes from ``source.is_rejected``.
     """
     state = dict(initial)
+    is_rejected = source.is_rejected
     for event_id in event_ids:
         event = source.get_event(event_id)
-        if event is None or event.state_key is None:
+        if event is None or event.state_key is None or is_rejected(event_id):
             continue
         try:
             check_auth_rules(event, auth_events_for_check(event, state, index, source))

@@ -19,10 +19,15 @@ INFINITE_POSITION = float("inf")
 
 
 def is_power_event(event: Pdu) -> bool:
-    """A power event: power levels, join rules, or a kick or ban (a leave or ban of someone else)."""
+    """A power event: power levels, join rules, or a kick or ban (a leave or ban of someone else).
+
+    Interop (rooms/fragments/v2-state-res.md "Definitions", power events): the create event counts too.
+    The spec's list omits it; Synapse and ruma include it, which moves a conflicted create event (a state
+    set without one, or v2.1's conflicted subgraph) from the mainline ordering to the power ordering.
+    """
     if event.state_key is None:
         return False
-    if event.type in ("m.room.power_levels", "m.room.join_rules"):
+    if event.type in ("m.room.power_levels", "m.room.join_rules", "m.room.create"):
         return event.state_key == ""
     if event.type == "m.room.member":
         return event.membership in ("leave", "ban") and event.sender != event.state_key

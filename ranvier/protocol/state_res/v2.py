@@ -66,10 +66,19 @@ def resolve_v2(
     events = {event_id: e for event_id in full if (e := source.get_event(event_id)) is not None}
 
     # Step 1: the power events, with the events of their auth chains that are in the full conflicted set.
-    power = {event_id for event_id, e in events.items() if is_power_event(e)}
+    # Interop ("Algorithm", step 1): "their auth chain that is in the full conflicted set" is taken as
+    # Synapse and ruma take it, the events reached from a power event through auth events that are each
+    # in the full conflicted set. An event of the set reached only through an event outside it is not
+    # selected here and is ordered by the mainline ordering instead. (The spec's words also read as "the
+    # auth chain, intersected with the set"; the network does the former.)
+    power = [event_id for event_id, e in events.items() if is_power_event(e)]
     selected = set(power)
-    for event_id in power:
-        selected |= index.chain(event_id, source) & events.keys()
+    stack = list(power)
+    while stack:
+        for auth_id in index.auth_ids(stack.pop(), source) or ():
+            if auth_id in events and auth_id not in selected:
+                selected.add(auth_id)
+                stack.append(auth_id)
     sorted_power = reverse_topological_power_sort(selected, index, source)
 
     # Step 2: iterative auth checks from the unconflicted state map (v2), or from nothing (v2.1, MSC4297
