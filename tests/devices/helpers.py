@@ -55,5 +55,7 @@ class TestDevice:
         for _ in range(n):
             self._next += 1
             key = {"key": encode_base64(secrets.token_bytes(32))}
-            out[f"signed_curve25519:{prefix}{self._next:04d}"] = sign(key, self.user_id, self.ed_key_id, self.ed)
+            out[f"signed_curve25519:{prefix}{self._next:04d}"] = sign(
+                key, self.user_id, self.ed_key_id, self.ed
+            )
         return out

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 import nacl.signing
 
 from ranvier.app import Homeserver
 from tests.scenarios.servers import Client
 
-from .helpers import TestDevice, public, sign
+from .helpers import TestDevice, sign
 
 PASSWORD_OF = {"alice": "pw-" + "alice" * 3, "bob": "pw-" + "bob" * 3}
 
@@ -25,11 +23,17 @@ async def _user(session: aiohttp.ClientSession, hs: Homeserver, name: str) -> tu
 async def _login(session: aiohttp.ClientSession, hs: Homeserver, name: str) -> tuple[Client, TestDevice]:
     async with session.post(
         f"http://127.0.0.1:{hs.ports['client']}/_matrix/client/v3/login",
-        json={"type": "m.login.password", "identifier": {"type": "m.id.user", "user": name}, "password": PASSWORD_OF[name]},
+        json={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": name},
+            "password": PASSWORD_OF[name],
+        },
     ) as resp:
         body = await resp.json()
         assert resp.status == 200, body
-    return Client(session, hs, body["user_id"], body["access_token"]), TestDevice(body["user_id"], body["device_id"])
+    return Client(session, hs, body["user_id"], body["access_token"]), TestDevice(
+        body["user_id"], body["device_id"]
+    )
 
 
 async def test_upload_is_validated(hs: Homeserver, session: aiohttp.ClientSession) -> None:
@@ -45,7 +49,9 @@ async def test_upload_is_validated(hs: Homeserver, session: aiohttp.ClientSessio
     status, body = await alice.call("POST", "/keys/upload", {"device_keys": tampered})
     assert status == 400 and body["errcode"] == "M_INVALID_SIGNATURE"
     other = nacl.signing.SigningKey.generate()  # signed by a key that is not the device's
-    forged = sign({k: v for k, v in keys.items() if k != "signatures"}, device.user_id, device.ed_key_id, other)
+    forged = sign(
+        {k: v for k, v in keys.items() if k != "signatures"}, device.user_id, device.ed_key_id, other
+    )
     status, body = await alice.call("POST", "/keys/upload", {"device_keys": forged})
     assert status == 400 and body["errcode"] == "M_INVALID_SIGNATURE"
     status, body = await alice.call("POST", "/keys/upload", {"one_time_keys": {"nocolon": "x"}})
@@ -99,7 +105,9 @@ async def test_upload_query_claim_and_counts(hs: Homeserver, session: aiohttp.Cl
     sync = await alice.sync()
     assert sync["device_unused_fallback_key_types"] == []
     # A device without keys of that algorithm: nothing for it.
-    claim = await bob.ok("POST", "/keys/claim", {"one_time_keys": {alice.user_id: {adev.device_id: "other_alg"}}})
+    claim = await bob.ok(
+        "POST", "/keys/claim", {"one_time_keys": {alice.user_id: {adev.device_id: "other_alg"}}}
+    )
     assert claim["one_time_keys"] == {}
     # A key id re-uploaded with other content is refused.
     again = adev.one_time_keys(1)
@@ -110,9 +118,9 @@ async def test_upload_query_claim_and_counts(hs: Homeserver, session: aiohttp.Cl
 
 
 async def test_send_to_device(hs: Homeserver, session: aiohttp.ClientSession) -> None:
-    alice, adev = await _user(session, hs, "alice")
+    alice, _adev = await _user(session, hs, "alice")
     bob, bdev = await _user(session, hs, "bob")
-    bob2, bdev2 = await _login(session, hs, "bob")
+    bob2, _bdev2 = await _login(session, hs, "bob")
     await bob.sync()
     await bob2.sync()
     body = {"messages": {bob.user_id: {bdev.device_id: {"n": 1}}}}

@@ -14,9 +14,9 @@ from .aux_streams import dump_json, load_json
 from .e2ee_streams import record_device_list_change
 from .engine import Database, Txn, chunks, in_list
 
-# How often a claim retries when a concurrent claim took the key it picked (PostgreSQL; SQLite has one
-# writer, so there the first pick always succeeds).
-_CLAIM_RETRIES = 5
+# A bound on a claim's retries when a concurrent claim took the key it picked. It cannot happen on SQLite
+# (one writer) nor on PostgreSQL, where the pick locks the row and skips rows others have locked.
+_CLAIM_RETRIES = 100
 
 
 class KeyConflict(Exception):
@@ -158,11 +158,12 @@ class E2eKeyStore:
     async def claim_key(self, user_id: str, device_id: str, algorithm: str) -> OneTimeKey | None:
         """Take one one-time key of ``algorithm`` (deleted as it is handed out), else the fallback key
         (marked used, and handed out again until replaced), else None."""
+        lock = " FOR UPDATE SKIP LOCKED" if self._db.dialect == "postgres" else ""
         for _ in range(_CLAIM_RETRIES):
             async with self._db.transaction() as txn:
                 row = await txn.fetchone(
                     "SELECT key_id FROM e2e_one_time_keys"
-                    " WHERE user_id = ? AND device_id = ? AND algorithm = ? ORDER BY key_id LIMIT 1",
+                    " WHERE user_id = ? AND device_id = ? AND algorithm = ? ORDER BY key_id LIMIT 1" + lock,
                     (user_id, device_id, algorithm),
                 )
                 if row is None:

@@ -1,0 +1,88 @@
+"""The E2EE stores on SQLite and PostgreSQL: one-time key claims (each key handed out once, also under
+concurrency), fallback keys, the to-device inbox and its de-duplication, remote device lists."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ranvier.storage.aux import attach_aux
+from ranvier.storage.sql import RoomStorage
+from ranvier.storage.sql.e2ee_keys import OneTimeKey
+from ranvier.storage.sql.e2ee_streams import RemoteDevice, ToDeviceMessage
+from ranvier.storage.sql.engine import Database
+
+
+async def _storage(db: Database) -> RoomStorage:
+    storage = await RoomStorage.open(db)
+    attach_aux(storage)
+    return storage
+
+
+async def test_claims_hand_out_each_key_once(db: Database) -> None:
+    s = await _storage(db)
+    keys = s.e2e_keys  # type: ignore[attr-defined]
+    await keys.add_one_time_keys(
+        "@a:x", "D", [OneTimeKey("signed_curve25519", f"k{i:02d}", {"key": str(i)}) for i in range(20)]
+    )
+    assert await keys.count_one_time_keys("@a:x", "D") == {"signed_curve25519": 20}
+    claimed = await asyncio.gather(*(keys.claim_key("@a:x", "D", "signed_curve25519") for _ in range(25)))
+    got = [c.key_id for c in claimed if c is not None]
+    assert sorted(got) == [f"k{i:02d}" for i in range(20)]
+    assert claimed.count(None) == 5
+    await keys.set_fallback_key(
+        "@a:x", "D", OneTimeKey("signed_curve25519", "fb", {"key": "f", "fallback": True})
+    )
+    assert await keys.unused_fallback_key_types("@a:x", "D") == ["signed_curve25519"]
+    first = await keys.claim_key("@a:x", "D", "signed_curve25519")
+    second = await keys.claim_key("@a:x", "D", "signed_curve25519")
+    assert first is not None and second is not None and first.key_id == second.key_id == "fb"
+    assert await keys.unused_fallback_key_types("@a:x", "D") == []
+    # The same fallback key uploaded again stays used; a new one is unused.
+    await keys.set_fallback_key(
+        "@a:x", "D", OneTimeKey("signed_curve25519", "fb", {"key": "f", "fallback": True})
+    )
+    assert await keys.unused_fallback_key_types("@a:x", "D") == []
+    await keys.set_fallback_key(
+        "@a:x", "D", OneTimeKey("signed_curve25519", "fb2", {"key": "g", "fallback": True})
+    )
+    assert await keys.unused_fallback_key_types("@a:x", "D") == ["signed_curve25519"]
+
+
+async def test_inbox_dedup_and_acknowledgement(db: Database) -> None:
+    s = await _storage(db)
+    inbox = s.to_device  # type: ignore[attr-defined]
+    msg = ToDeviceMessage("@b:x", "B", {"type": "m.t", "sender": "@a:y", "content": {"n": 1}})
+    assert await inbox.receive_remote("y", "m1", [msg])
+    assert not await inbox.receive_remote("y", "m1", [msg])  # the same message id again
+    assert await inbox.receive_remote("z", "m1", [msg])  # another origin's m1 is another message
+    remote = {"y": {"sender": "@b:x", "type": "m.t", "message_id": "q", "messages": {"@c:y": {"C": {}}}}}
+    assert await inbox.send("@a:x", "A", "t1", [msg], remote)
+    assert not await inbox.send("@a:x", "A", "t1", [msg], remote)
+    assert await s.outbox.pending_count("y") == 1  # type: ignore[attr-defined]
+    upto = await inbox.max_position()
+    rows = await inbox.inbox("@b:x", "B", 0, upto, 100)
+    assert len(rows) == 3
+    await inbox.acknowledge("@b:x", "B", rows[1][0])
+    assert [r[0] for r in await inbox.inbox("@b:x", "B", 0, upto, 100)] == [rows[2][0]]
+
+
+async def test_remote_device_lists(db: Database) -> None:
+    s = await _storage(db)
+    lists = s.device_lists  # type: ignore[attr-defined]
+    before = await lists.max_position()
+    assert await lists.get_remote_list("@r:y") is None
+    await lists.replace_remote_list(
+        "@r:y", 7, [RemoteDevice("D1", "phone", {"k": 1}), RemoteDevice("D2", None, None)]
+    )
+    assert await lists.get_remote_list("@r:y") == (7, False)
+    await lists.apply_remote_update("@r:y", 8, RemoteDevice("D3", None, {"k": 3}), deleted=False)
+    await lists.apply_remote_update("@r:y", 9, RemoteDevice("D1", None, None), deleted=True)
+    assert [d.device_id for d in await lists.get_remote_devices("@r:y")] == ["D2", "D3"]
+    assert await lists.seen_stream_ids("@r:y", [7, 8, 9, 10]) == {7, 8, 9}
+    await lists.mark_remote_stale("@r:y")
+    assert await lists.get_remote_list("@r:y") == (9, True)
+    assert await lists.changed_between(before, await lists.max_position()) == {"@r:y"}
+    # Outbound ids for a local user grow, each pointing at the one before.
+    first, prev = await lists.next_outbound_id("@l:x")
+    second, prev2 = await lists.next_outbound_id("@l:x")
+    assert prev is None and prev2 == first and second > first
