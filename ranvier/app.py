@@ -119,7 +119,12 @@ class Homeserver:
             blocklist=blocklist,
         )
         self.keyring = Keyring(
-            self.server_name, [self.signing_key], client=self.federation_client, store=storage.keys
+            self.server_name,
+            [self.signing_key],
+            client=self.federation_client,
+            store=storage.keys,
+            fetch_timeout=config.key_fetch.timeout,
+            retry_max=config.key_fetch.retry_max,
         )
 
         self.state = StateService(storage)

@@ -8,6 +8,7 @@ Responses are parsed strictly (canonical JSON numbers) unless the caller asks ot
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -46,10 +47,39 @@ class FederationError(Exception):
 
 
 class DestinationUnreachable(FederationError):
-    """No HTTP response: DNS, connection, TLS, timeout, or the destination is blocklisted."""
+    """No HTTP response: DNS, connection, TLS, timeout, or the destination is blocklisted.
 
-    def __init__(self, message: str, destination: str = "") -> None:
+    ``reason`` says which in a few words, for messages shown to users and other servers (the raw
+    exception text stays in ``message``, for logs); ``timed_out`` when no answer came in time."""
+
+    def __init__(
+        self, message: str, destination: str = "", *, reason: str | None = None, timed_out: bool = False
+    ) -> None:
         super().__init__(0, None, message, destination)
+        self.reason = reason or message
+        self.timed_out = timed_out
+
+
+def unreachable(e: BaseException, destination: str, timeout: float) -> DestinationUnreachable:
+    """A ``DestinationUnreachable`` for a transport-level failure, with a short human-readable reason."""
+    timed_out = isinstance(e, TimeoutError)
+    if timed_out:
+        reason = f"no answer within {timeout:g}s"
+    elif isinstance(e, aiohttp.ClientConnectorCertificateError | ssl.SSLError) or isinstance(
+        getattr(e, "os_error", None), ssl.SSLError
+    ):
+        reason = "TLS handshake failed"
+    elif isinstance(e, aiohttp.ClientConnectorDNSError):
+        reason = "its name could not be resolved"
+    elif isinstance(e, aiohttp.ClientConnectorError) and isinstance(e.os_error, ConnectionRefusedError):
+        reason = "connection refused"
+    elif isinstance(e, aiohttp.ClientConnectorError):
+        reason = f"could not connect: {e.os_error.strerror or type(e.os_error).__name__}"
+    elif isinstance(e, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        reason = "the connection was closed before an answer came"
+    else:
+        reason = type(e).__name__
+    return DestinationUnreachable(f"{type(e).__name__}: {e}", destination, reason=reason, timed_out=timed_out)
 
 
 def path_segment(value: str) -> str:
@@ -144,7 +174,7 @@ class FederationClient:
                 # aiohttp does not consult the resolver for IP literals: check them here.
                 self.blocklist.check(target.connect_host)
         except (BlockedAddress, ValueError) as e:
-            raise DestinationUnreachable(str(e), destination) from e
+            raise DestinationUnreachable(str(e), destination, reason=f"not allowed: {e}") from e
         headers = {"Host": target.host_header, "Accept": "application/json"}
         data: bytes | None = None
         if json_body is not None:
@@ -155,9 +185,8 @@ class FederationClient:
                 method, uri, self.server_name, destination, json_body, self.signing_key
             )
         url = yarl.URL(f"https://{target.url_host}:{target.port}{uri}", encoded=True)
-        client_timeout = aiohttp.ClientTimeout(
-            total=timeout if timeout is not None else self._default_timeout
-        )
+        total = timeout if timeout is not None else self._default_timeout
+        client_timeout = aiohttp.ClientTimeout(total=total)
         try:
             async with session.request(
                 method,
@@ -171,7 +200,7 @@ class FederationClient:
                 body = await read_capped(resp, self._max_response_bytes)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise DestinationUnreachable(f"{type(e).__name__}: {e}", destination) from e
+            raise unreachable(e, destination, total) from e
         if len(body) > self._max_response_bytes:
             raise FederationError(status, None, "response too large", destination)
         return _interpret(status, body, destination, strict_json)

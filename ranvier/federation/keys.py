@@ -6,12 +6,20 @@ response is checked before use: its ``server_name``, and its self-signature by t
 
 Verification stays sans-I/O: ``prefetch`` the keys an event or request needs, then check signatures with the
 synchronous ``lookup`` (a ``KeyLookup``).
+
+Fetches are time-boxed (``fetch_timeout`` per request, a few seconds: a key server that accepts TCP and
+never answers must not hold the request that needs its key for long). A failed fetch is retried on demand
+after a short back-off with jitter (one second, doubling up to ``retry_max``), not a minute of negative
+caching; a request signed by the server itself (``on_demand``: it is evidently up) fetches again at once,
+at most once a second. ``fetch_failure`` says why the last fetch of a server failed, for error messages
+that name the unreachable key server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -21,7 +29,7 @@ from ranvier.protocol.events import VerifyKeyInfo
 from ranvier.protocol.signing import SigningKey, decode_verify_key, sign_json, verify_json_signature
 
 from ..clock import now_ms
-from .client import FederationClient, FederationError
+from .client import DestinationUnreachable, FederationClient, FederationError
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +40,16 @@ MAX_KEY_VALIDITY_MS = 7 * 24 * 3600 * 1000
 # How long our own published responses are valid. Long enough that peers do not refetch constantly, short
 # enough that a revoked key stops being trusted within a day; the spec asks for more than an hour.
 OWN_KEYS_VALIDITY_MS = 24 * 3600 * 1000
-# Do not ask one server for its keys more often than this when a key is still missing (the spec asks
-# requesting servers to limit how often they query).
-MIN_REFETCH_INTERVAL_MS = 60 * 1000
+# Do not ask one server for its keys more often than this when a key is still missing after a successful
+# fetch (the spec asks requesting servers to limit how often they query).
+MISSING_KEY_REFETCH_MS = 10 * 1000
+# After a failed fetch: back off from this, doubling per consecutive failure up to ``retry_max``.
+RETRY_MIN_MS = 1000
+# A request signed by the server itself may refetch at once, but not more often than this (a flood of
+# forged requests naming a server must not turn into a flood of fetches from it).
+ON_DEMAND_MIN_INTERVAL_MS = 1000
+DEFAULT_FETCH_TIMEOUT = 5.0
+DEFAULT_RETRY_MAX = 30.0
 
 
 class StoredKeyResponse(NamedTuple):
@@ -161,7 +176,10 @@ def parse_key_response(
 class _Cached:
     keys: dict[str, VerifyKeyInfo] = field(default_factory=dict)
     responses: dict[str, StoredKeyResponse] = field(default_factory=dict)  # by key id
-    last_fetch_ms: int = -(10**15)
+    last_fetch_ms: int = -(10**15)  # when the last fetch started
+    retry_at_ms: int = -(10**15)  # no new fetch before this, except on demand
+    failures: int = 0  # consecutive failed fetches
+    last_error: str | None = None  # why the last fetch failed; None after a success
 
 
 class Keyring:
@@ -175,6 +193,9 @@ class Keyring:
         store: KeyStore | None = None,
         notaries: Sequence[Notary] = (),
         clock_ms: Callable[[], int] = now_ms,
+        fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
+        retry_max: float = DEFAULT_RETRY_MAX,
+        rng: random.Random | None = None,
     ) -> None:
         if not signing_keys:
             raise ValueError("a keyring needs at least one signing key")
@@ -185,6 +206,9 @@ class Keyring:
         self._store = store
         self._notaries = list(notaries)
         self._clock_ms = clock_ms
+        self.fetch_timeout = fetch_timeout
+        self._retry_max_ms = int(retry_max * 1000)
+        self._rng = rng or random.Random()
         self._cache: dict[str, _Cached] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
 
@@ -227,12 +251,21 @@ class Keyring:
         cached = self._cache.get(server)
         return cached.keys.get(key_id) if cached is not None else None
 
+    def fetch_failure(self, server: str) -> str | None:
+        """Why the last fetch of ``server``'s keys failed (naming the key server and what went wrong), or
+        ``None`` when it succeeded or none was tried."""
+        cached = self._cache.get(server)
+        return cached.last_error if cached is not None else None
+
     async def get_verify_key(
-        self, server: str, key_id: str, min_valid_until_ts: int = 0
+        self, server: str, key_id: str, min_valid_until_ts: int = 0, *, on_demand: bool = False
     ) -> VerifyKeyInfo | None:
         """The key, fetching it if unknown or not valid until ``min_valid_until_ts``; ``None`` if nobody
         could tell us. A key that is known but expires too early is still returned when no fresher one
-        can be had: whether it suffices depends on the room version, which the caller knows."""
+        can be had: whether it suffices depends on the room version, which the caller knows.
+
+        ``on_demand``: the need comes from the server itself (a request it signed, an answer it just
+        sent), so a back-off after a failed fetch is cut short (see ``ON_DEMAND_MIN_INTERVAL_MS``)."""
         if server == self.server_name:
             return self._own_key(key_id)
         if self._good_enough(server, key_id, min_valid_until_ts):
@@ -240,10 +273,12 @@ class Keyring:
         await self._load_from_store(server, [key_id])
         if self._good_enough(server, key_id, min_valid_until_ts):
             return self.lookup(server, key_id)
-        await self._fetch_once(server, key_id, min_valid_until_ts)
+        await self._fetch_once(server, key_id, min_valid_until_ts, on_demand)
         return self.lookup(server, key_id)
 
-    async def prefetch(self, requests: Iterable[tuple[str, str]], min_valid_until_ts: int = 0) -> None:
+    async def prefetch(
+        self, requests: Iterable[tuple[str, str]], min_valid_until_ts: int = 0, *, on_demand: bool = False
+    ) -> None:
         """Fetch, concurrently per server, every (server, key id) not yet known; then ``lookup`` works."""
         by_server: dict[str, set[str]] = {}
         for server, key_id in requests:
@@ -252,7 +287,7 @@ class Keyring:
 
         async def one_server(server: str, key_ids: set[str]) -> None:
             for key_id in sorted(key_ids):
-                await self.get_verify_key(server, key_id, min_valid_until_ts)
+                await self.get_verify_key(server, key_id, min_valid_until_ts, on_demand=on_demand)
 
         await asyncio.gather(*(one_server(s, ids) for s, ids in by_server.items()))
 
@@ -262,8 +297,8 @@ class Keyring:
         if server == self.server_name:
             return [self.own_key_response()]
         await self._load_from_store(server, [])
-        if not any(r.valid_until_ts >= min_valid_until_ts for r in self._responses(server)):
-            await self._fetch_direct(server)
+        if not self._satisfied(server, None, min_valid_until_ts):
+            await self._fetch_once(server, None, min_valid_until_ts, False)
         return [r.keys_json for r in self._responses(server)]
 
     def _responses(self, server: str) -> list[StoredKeyResponse]:
@@ -276,6 +311,12 @@ class Keyring:
     def _good_enough(self, server: str, key_id: str, min_valid_until_ts: int) -> bool:
         info = self.lookup(server, key_id)
         return info is not None and (info.valid_until_ts is None or info.valid_until_ts >= min_valid_until_ts)
+
+    def _satisfied(self, server: str, key_id: str | None, min_valid_until_ts: int) -> bool:
+        """``key_id`` None: any response of the server valid until ``min_valid_until_ts`` will do."""
+        if key_id is not None:
+            return self._good_enough(server, key_id, min_valid_until_ts)
+        return any(r.valid_until_ts >= min_valid_until_ts for r in self._responses(server))
 
     async def _load_from_store(self, server: str, key_ids: Collection[str]) -> None:
         if self._store is None:
@@ -307,15 +348,21 @@ class Keyring:
             cached.keys[key_id] = VerifyKeyInfo(info.key, capped)
             cached.responses[key_id] = response
 
-    async def _fetch_once(self, server: str, key_id: str, min_valid_until_ts: int) -> None:
-        """Direct fetch then notaries, at most once per server at a time and not too often."""
+    async def _fetch_once(
+        self, server: str, key_id: str | None, min_valid_until_ts: int, on_demand: bool
+    ) -> None:
+        """Direct fetch then notaries (``key_id`` None: direct only), one at a time per server, and not
+        again before the back-off is over (unless ``on_demand``)."""
         running = self._inflight.get(server)
         if running is not None:
+            # A fetch is under way: its outcome is as fresh as any, so wait for it rather than start one.
             await asyncio.shield(running)
-            if self._good_enough(server, key_id, min_valid_until_ts):
-                return
+            return
         cached = self._cache.setdefault(server, _Cached())
-        if self._clock_ms() - cached.last_fetch_ms < MIN_REFETCH_INTERVAL_MS:
+        now = self._clock_ms()
+        if now < cached.retry_at_ms and not (
+            on_demand and now - cached.last_fetch_ms >= ON_DEMAND_MIN_INTERVAL_MS
+        ):
             return
         task = asyncio.ensure_future(self._fetch_all_sources(server, key_id, min_valid_until_ts))
         self._inflight[server] = task
@@ -325,48 +372,89 @@ class Keyring:
             if self._inflight.get(server) is task:
                 del self._inflight[server]
 
-    async def _fetch_all_sources(self, server: str, key_id: str, min_valid_until_ts: int) -> None:
-        await self._fetch_direct(server)
-        if self._good_enough(server, key_id, min_valid_until_ts):
+    async def _fetch_all_sources(self, server: str, key_id: str | None, min_valid_until_ts: int) -> None:
+        cached = self._cache.setdefault(server, _Cached())
+        cached.last_fetch_ms = self._clock_ms()
+        errors: list[str] = []
+        answered = False
+        direct_error = await self._fetch_direct(server)
+        if direct_error is None:
+            answered = True
+        else:
+            errors.append(direct_error)
+        if key_id is not None and not self._good_enough(server, key_id, min_valid_until_ts):
+            for notary in self._notaries:
+                if notary.server_name == server:
+                    continue
+                notary_error = await self._fetch_via_notary(notary, server, key_id, min_valid_until_ts)
+                if notary_error is None:
+                    answered = True
+                else:
+                    errors.append(notary_error)
+                if self._good_enough(server, key_id, min_valid_until_ts):
+                    break
+        now = self._clock_ms()
+        if answered:
+            cached.failures = 0
+            cached.last_error = None
+            cached.retry_at_ms = now + MISSING_KEY_REFETCH_MS
             return
-        for notary in self._notaries:
-            if notary.server_name == server:
-                continue
-            await self._fetch_via_notary(notary, server, key_id, min_valid_until_ts)
-            if self._good_enough(server, key_id, min_valid_until_ts):
-                return
+        # Nobody answered: back off briefly (doubling, bounded, jittered so that many servers that failed
+        # together are not all retried in the same instant).
+        cached.failures += 1
+        backoff = min(self._retry_max_ms, RETRY_MIN_MS << min(cached.failures - 1, 20))
+        cached.retry_at_ms = now + int(backoff * self._rng.uniform(0.5, 1.0))
+        cached.last_error = f"could not fetch the signing keys of {server}: " + "; ".join(errors)
+        log.info(
+            "%s (retrying in %.1fs at the earliest)", cached.last_error, (cached.retry_at_ms - now) / 1000
+        )
 
-    async def _fetch_direct(self, server: str) -> None:
+    async def _fetch_direct(self, server: str) -> str | None:
+        """Fetch ``server``'s keys from itself; ``None`` when it answered with a valid response, else
+        what went wrong."""
         if self._client is None:
-            return
-        self._cache.setdefault(server, _Cached()).last_fetch_ms = self._clock_ms()
+            return "no federation client"
         try:
             response = await self._client.request(
-                "GET", server, KEY_SERVER_PATH, authenticate=False, timeout=30
+                "GET", server, KEY_SERVER_PATH, authenticate=False, timeout=self.fetch_timeout
             )
             await self._accept(server, response)
-        except (FederationError, KeyResponseError, SignatureError) as e:
-            log.info("fetching the keys of %s directly failed: %s", server, e)
+            return None
+        except FederationError as e:
+            return f"its key server {self._failure_text(e)}"
+        except (KeyResponseError, SignatureError) as e:
+            return f"its key server sent an invalid response ({e})"
+
+    def _failure_text(self, e: FederationError) -> str:
+        if isinstance(e, DestinationUnreachable):
+            if e.timed_out:
+                return f"did not answer within {self.fetch_timeout:g}s"
+            return f"could not be reached ({e.reason})"
+        return f"answered {e.status} {e.errcode or ''} {e.message[:200]}".replace("  ", " ")
 
     async def _fetch_via_notary(
         self, notary: Notary, server: str, key_id: str, min_valid_until_ts: int
-    ) -> None:
+    ) -> str | None:
+        """Ask ``notary`` for ``server``'s key; ``None`` when it answered, else what went wrong."""
         if self._client is None:
-            return
+            return "no federation client"
         criteria = {"minimum_valid_until_ts": max(min_valid_until_ts, self._clock_ms())}
         body = {"server_keys": {server: {key_id: criteria}}}
         try:
             notary_keys = await self._notary_keys(notary)
             answer = await self._client.request(
-                "POST", notary.server_name, KEY_QUERY_PATH, json_body=body, authenticate=False, timeout=30
+                "POST",
+                notary.server_name,
+                KEY_QUERY_PATH,
+                json_body=body,
+                authenticate=False,
+                timeout=self.fetch_timeout,
             )
         except FederationError as e:
-            log.info("asking notary %s for the keys of %s failed: %s", notary.server_name, server, e)
-            return
+            return f"notary {notary.server_name} {self._failure_text(e)}"
         responses = answer.get("server_keys") if isinstance(answer, dict) else None
         if not isinstance(responses, list):
-            log.info("notary %s sent no server_keys list", notary.server_name)
-            return
+            return f"notary {notary.server_name} sent no server_keys list"
         for response in responses:
             if not isinstance(response, dict) or response.get("server_name") != server:
                 continue
@@ -375,13 +463,14 @@ class Keyring:
                 await self._accept(server, response)
             except (KeyResponseError, SignatureError) as e:
                 log.info("notary %s sent a bad key response for %s: %s", notary.server_name, server, e)
+        return None
 
     async def _notary_keys(self, notary: Notary) -> dict[str, VerifyKeyInfo]:
         if notary.verify_keys is not None:
             return {k: VerifyKeyInfo(decode_verify_key(v), None) for k, v in notary.verify_keys.items()}
         await self._load_from_store(notary.server_name, [])
         if not self._responses(notary.server_name):
-            await self._fetch_direct(notary.server_name)
+            await self._fetch_once(notary.server_name, None, 0, False)
         cached = self._cache.get(notary.server_name)
         return dict(cached.keys) if cached is not None else {}
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from ranvier.protocol.canonical_json import parse_json
 from ranvier.protocol.errors import CanonicalJsonError
 
+from ..http_limits import release_body_budget
 from .keys import Keyring
 from .x_matrix import RequestAuthError, parse_x_matrix, verify_request
 
@@ -39,6 +40,9 @@ async def authenticate_request(request: web.Request, keyring: Keyring, our_serve
     """Return the origin server name of a validly signed request, or raise 401 ``M_UNAUTHORIZED``.
 
     The body is read and parsed here; the parsed body is left in ``request[PARSED_BODY]`` for the handler.
+    Once the request is authenticated its body stops counting against the listener's budget of
+    unauthenticated bodies. When the origin's key could not be fetched, the 401 says why, naming the key
+    server that failed (never a 500, and within the keyring's fetch timeout).
     """
     headers = [h for h in request.headers.getall("Authorization", []) if h[:8].lower() == "x-matrix"]
     if not headers:
@@ -58,9 +62,14 @@ async def authenticate_request(request: web.Request, keyring: Keyring, our_serve
         try:
             auth = parse_x_matrix(header)
             now_ms = int(time.time() * 1000)
-            # Requests must be signed with a current key (old_verify_keys are for events only).
-            await keyring.get_verify_key(auth.origin, auth.key, min_valid_until_ts=now_ms)
-            return verify_request(
+            # Requests must be signed with a current key (old_verify_keys are for events only). The origin
+            # is talking to us, so a key we failed to fetch a moment ago is fetched again now (on demand).
+            info = await keyring.get_verify_key(
+                auth.origin, auth.key, min_valid_until_ts=now_ms, on_demand=True
+            )
+            if info is None and (failure := keyring.fetch_failure(auth.origin)) is not None:
+                raise RequestAuthError(f"unknown key {auth.key} of {auth.origin}: {failure}")
+            origin = verify_request(
                 auth,
                 method=request.method,
                 uri=request.raw_path,
@@ -69,6 +78,8 @@ async def authenticate_request(request: web.Request, keyring: Keyring, our_serve
                 lookup=keyring.lookup,
                 now_ms=now_ms,
             )
+            release_body_budget(request)
+            return origin
         except RequestAuthError as e:
             last_error = e.message
     _unauthorized(last_error)

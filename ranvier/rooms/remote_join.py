@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..clock import now_ms
-from ..federation.client import FederationClient, FederationError, path_segment
+from ..federation.client import DestinationUnreachable, FederationClient, FederationError, path_segment
 from ..federation.keys import Keyring
 from ..protocol.auth import check_auth_events_list, check_auth_rules
 from ..protocol.errors import AuthRejected, ProtocolError, SignatureError
@@ -73,6 +73,34 @@ STRIPPED_STATE_TYPES = (
     "m.room.canonical_alias",
     "m.room.encryption",
 )
+
+
+# Errors of the joining side, as the client sees them. A network failure (no answer, connection refused, a
+# timeout) or a broken answer from the other server is 502 M_UNKNOWN naming that server, as Synapse answers
+# a join that failed "via any server" (502); a refusal the other server states (403 M_FORBIDDEN, 404
+# M_NOT_FOUND, an incompatible room version) is passed on with its status and errcode. A 401 from the other
+# server means it could not authenticate *us* (often: it could not fetch our key), which is not the
+# client's fault: 502 too. Nothing on this path is a 500.
+PASSED_ON_STATUSES = frozenset({400, 403, 404})
+
+
+def remote_failure(server: str, action: str, e: FederationError) -> MembershipError:
+    """The client's error for a federation request to ``server`` (for ``action``) that failed."""
+    if isinstance(e, DestinationUnreachable):
+        return MembershipError(
+            "M_UNKNOWN", f"could not {action}: {server} could not be reached ({e.reason})", 502
+        )
+    if e.status in PASSED_ON_STATUSES and e.errcode and e.errcode.startswith("M_"):
+        return MembershipError(e.errcode, f"{server} refused to {action}: {e.message[:300]}", e.status)
+    return MembershipError(
+        "M_UNKNOWN",
+        f"could not {action}: {server} answered {e.status} {e.errcode or ''} {e.message[:300]}",
+        502,
+    )
+
+
+class KeyFetchFailed(ValueError):
+    """The resident's answer could not be verified because signing keys could not be fetched."""
 
 
 class RemoteMembershipService:
@@ -164,16 +192,34 @@ class RemoteMembershipService:
     async def _join_via_any(
         self, user_id: str, room_id: str, servers: list[str], content: dict[str, Any]
     ) -> str:
-        errors = []
+        """Try each server in turn; if none works, the most telling error: a refusal a server stated
+        (403, 404, ...) over a network failure or a broken answer (502)."""
+        failures: list[MembershipError] = []
         for server in servers:
             try:
                 await self._join_via(server, user_id, room_id, content)
                 return server
-            except (FederationError, ProtocolError, MembershipError, ValueError) as e:
-                logger.info("joining %s via %s failed: %s", room_id, server, e)
-                errors.append(f"{server}: {e}")
+            except FederationError as e:
+                failure = remote_failure(server, f"join {room_id}", e)
+            except MembershipError as e:
+                failure = e
+            except (ProtocolError, ValueError) as e:
+                # The server answered, but with something we cannot use (including events whose
+                # signatures could not be checked): its fault, or the network's, not the client's.
+                failure = MembershipError("M_UNKNOWN", f"could not join {room_id} via {server}: {e}", 502)
+            logger.info("joining %s via %s failed: %s", room_id, server, failure.message)
+            failures.append(failure)
+        if not failures:
+            raise MembershipError("M_NOT_FOUND", f"no known server to join {room_id} through", 404)
+        stated = [f for f in failures if f.status != 502]
+        if stated:
+            raise stated[0]
+        if len(failures) == 1:
+            raise failures[0]
         raise MembershipError(
-            "M_UNKNOWN", f"could not join {room_id}: " + "; ".join(errors) or "no server", 404
+            "M_UNKNOWN",
+            f"could not join {room_id} via any server: " + "; ".join(f.message for f in failures),
+            502,
         )
 
     async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> None:
@@ -240,6 +286,9 @@ class RemoteMembershipService:
         chain_raw = response.get("auth_chain")
         if not isinstance(state_raw, list) or not isinstance(chain_raw, list):
             raise ValueError("send_join answered without state and auth_chain")
+        # The resident just answered us: a key of it that we failed to fetch a moment ago is fetched again
+        # now rather than after the back-off (the other servers' keys follow the keyring's back-off).
+        await self._keyring.prefetch(_signing_keys_of(server, [*chain_raw, *state_raw]), on_demand=True)
         # Steps 1-3 (format, signatures, hashes) for everything the resident sent.
         events: dict[str, Pdu] = {
             p.event_id: p for p in await self._remote.verified([*chain_raw, *state_raw], room_id, rv)
@@ -253,6 +302,9 @@ class RemoteMembershipService:
                 state[(pdu.type, pdu.state_key)] = event_id
         create = accepted.get(state.get(CREATE_KEY, ""))
         if create is None:
+            failures = self._key_fetch_failures([*chain_raw, *state_raw])
+            if failures:
+                raise KeyFetchFailed(f"the room's state from {server} could not be verified: {failures}")
             raise ValueError("the resident's state has no valid m.room.create event")
         state_events = {k: accepted[v] for k, v in state.items()}
         try:
@@ -274,6 +326,16 @@ class RemoteMembershipService:
         logger.info(
             "joined %s via %s: %d state events, %d auth events", room_id, server, len(state), len(accepted)
         )
+
+    def _key_fetch_failures(self, raws: Sequence[Any]) -> str:
+        """Why the keys of servers that signed ``raws`` could not be fetched ("" when none failed)."""
+        signers: set[str] = set()
+        for raw in raws:
+            sigs = raw.get("signatures") if isinstance(raw, dict) else None
+            if isinstance(sigs, dict):
+                signers.update(s for s in sigs if isinstance(s, str))
+        failures = [f for s in sorted(signers) if (f := self._keyring.fetch_failure(s)) is not None]
+        return "; ".join(failures)
 
     def _authorise_all(self, rv: RoomVersion, room_id: str, events: dict[str, Pdu]) -> dict[str, Pdu]:
         """Check every event against its own auth events, in auth order; the rejected are left out."""
@@ -400,21 +462,37 @@ class RemoteMembershipService:
             if ev is not None:
                 stripped.append({k: v for k, v in ev.to_federation().items() if k != "unsigned"})
         destination = server_of(target)
-        answer = await self._client.invite_v2(
-            destination,
-            room_id,
-            pdu.event_id,
-            room_version=pdu.room_version.identifier,
-            event=pdu.json,
-            invite_room_state=stripped,
-        )
-        signed = Pdu(answer.get("event", {}), pdu.room_version)
+        try:
+            answer = await self._client.invite_v2(
+                destination,
+                room_id,
+                pdu.event_id,
+                room_version=pdu.room_version.identifier,
+                event=pdu.json,
+                invite_room_state=stripped,
+            )
+        except FederationError as e:
+            raise remote_failure(destination, f"invite {target}", e) from None
+        try:
+            signed = Pdu(answer.get("event", {}), pdu.room_version)
+        except ProtocolError as e:
+            raise MembershipError(
+                "M_UNKNOWN", f"{destination} answered the invite with an invalid event: {e.message}", 502
+            ) from None
         if signed.event_id != pdu.event_id:
-            raise MembershipError("M_FORBIDDEN", f"{destination} returned a different invite", 403)
-        await self._keyring.prefetch([(destination, k) for k in signed.signatures.get(destination, {})])
+            raise MembershipError("M_UNKNOWN", f"{destination} returned a different invite", 502)
+        # The invitee's server just answered: fetch its key again now if an earlier fetch failed.
+        await self._keyring.prefetch(
+            [(destination, k) for k in signed.signatures.get(destination, {})], on_demand=True
+        )
         try:
             signed.check_signature_of(destination, self._keyring.lookup)
         except SignatureError as e:
+            failure = self._keyring.fetch_failure(destination)
+            if failure is not None:
+                raise MembershipError(
+                    "M_UNKNOWN", f"could not check the invite's signature: {failure}", 502
+                ) from None
             raise MembershipError(
                 "M_FORBIDDEN", f"{destination} did not sign the invite: {e.message}", 403
             ) from None
@@ -442,7 +520,9 @@ class RemoteMembershipService:
                 await self._client.send_leave_v2(server, room_id, leave.event_id, leave.json)
                 await self._resident.remember_out_of_room_membership(leave)
                 return
-            except (FederationError, ProtocolError, ValueError) as e:
+            except FederationError as e:
+                errors.append(remote_failure(server, "reject the invite", e).message)
+            except (ProtocolError, ValueError) as e:
                 errors.append(f"{server}: {e}")
         raise MembershipError(
             "M_UNKNOWN", f"could not reject the invite to {room_id}: {'; '.join(errors)}", 502
@@ -471,13 +551,28 @@ class RemoteMembershipService:
     async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
         try:
             answer = await self._client.query_directory(server_of(alias), alias)
+        except DestinationUnreachable as e:
+            raise remote_failure(server_of(alias), f"look up {alias}", e) from None
         except FederationError as e:
-            raise MembershipError("M_NOT_FOUND", f"room alias {alias} not found: {e}", 404) from None
+            raise MembershipError(
+                "M_NOT_FOUND", f"room alias {alias} not found: {e.message[:300]}", 404
+            ) from None
         room_id = answer.get("room_id")
         servers = answer.get("servers")
         if not isinstance(room_id, str):
             raise MembershipError("M_NOT_FOUND", f"room alias {alias} not found", 404)
         return room_id, [s for s in servers if isinstance(s, str)] if isinstance(servers, list) else []
+
+
+def _signing_keys_of(server: str, raws: Sequence[Any]) -> set[tuple[str, str]]:
+    """The (server, key id) pairs with which ``server`` signed any of the raw events."""
+    keys: set[tuple[str, str]] = set()
+    for raw in raws:
+        sigs = raw.get("signatures") if isinstance(raw, dict) else None
+        by_server = sigs.get(server) if isinstance(sigs, dict) else None
+        if isinstance(by_server, dict):
+            keys.update((server, k) for k in by_server if isinstance(k, str))
+    return keys
 
 
 def _auth_order(pdus: list[Pdu]) -> list[Pdu]:
