@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .admin.federation import FederationAdminHandlers
 from .client_api.account import AccountHandlers
 from .client_api.account_data import AccountDataHandlers
 from .client_api.auth import Authenticator
@@ -348,6 +349,9 @@ class Homeserver:
             PushRuleHandlers(self.authenticator),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
         ]
+        if config.federation.enabled:
+            # Admin API: per-destination federation state (back-off, queue), Synapse's shape.
+            handlers.append(FederationAdminHandlers(self.storage, self.authenticator, self.federation_sender))
         account = next(h for h in handlers if isinstance(h, AccountHandlers))
         handlers += [
             KeyHandlers(
@@ -421,8 +425,9 @@ class Homeserver:
         self._runners.clear()
         if hasattr(self, "federation_sender"):
             await self.federation_sender.stop()
-        if getattr(self, "gap_filler", None) is not None:
-            await self.gap_filler.stop()
+        gap_filler: GapFiller | None = getattr(self, "gap_filler", None)
+        if gap_filler is not None:
+            await gap_filler.stop()
         if hasattr(self, "resident"):
             await self.resident.wait_for_healing()
         if hasattr(self, "device_lists"):

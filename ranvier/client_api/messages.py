@@ -8,7 +8,7 @@ of the room's last event at or before that stream position).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -33,8 +33,9 @@ MAX_BACKFILL_ROUNDS = 3
 # with fewer events than asked for (and a token to go on from).
 MAX_HIDDEN_PAGES = 5
 
-# (room id, how many events are wanted) -> whether older events were added (rooms.backfill.Backfiller)
-Backfill = Callable[[str, int], Awaitable[bool]]
+# (room id, how many events are wanted, the backward extremities to fetch before or None for all of them)
+# -> whether older events were added (rooms.backfill.Backfiller)
+Backfill = Callable[[str, int, Sequence[str] | None], Awaitable[bool]]
 
 
 # Tokens as this server writes them: ASCII digits (int() would also take "+1", " 1", "1_0" or other
@@ -124,11 +125,16 @@ class MessageHandlers:
             types = list(room_filter["types"])
         events, next_token = await self._storage.stream.paginate(room_id, from_token, direction, limit, types)
         rounds = 0
-        while direction == "b" and self._backfill is not None and len(events) < limit:
+        while direction == "b" and self._backfill is not None and rounds < MAX_BACKFILL_ROUNDS:
             # A short page backwards: we hold no older events here. History from before our server joined
             # is fetched from another server in the room (S2S "Backfilling and retrieving missing events").
+            # A full page that reaches a hole in the middle of the timeline (events we know exist but could
+            # not fetch yet) is completed the same way before it is answered.
+            holes = await self._holes(room_id, from_token, events, next_token, limit)
+            if holes is None:
+                break
             rounds += 1
-            if rounds > MAX_BACKFILL_ROUNDS or not await self._backfill(room_id, limit):
+            if not await self._backfill(room_id, limit, holes or None):
                 break
             events, next_token = await self._storage.stream.paginate(
                 room_id, from_token, direction, limit, types
@@ -167,6 +173,31 @@ class MessageHandlers:
                 if member is not None:
                     body["state"].append(format_client_event(member, now))
         return web.json_response(body)
+
+    async def _holes(
+        self,
+        room_id: str,
+        from_token: TopoToken | None,
+        events: list[Pdu],
+        next_token: TopoToken | None,
+        limit: int,
+    ) -> list[str] | None:
+        """What a backwards page read from ``from_token`` lacks: None if nothing, [] if it is short (fetch
+        before every backward extremity), else the holes inside it (the backward extremities whose missing
+        events sort between the page's oldest event and ``from_token``), nearest first."""
+        if len(events) < limit or next_token is None:
+            return []
+        gaps = await self._storage.events.get_timeline_gaps(room_id)
+        if not gaps:
+            return None
+        # The page's oldest event; a hole's events sort just before the earliest event citing them.
+        bottom = TopoToken(next_token.depth, next_token.stream + 1)
+        inside = [
+            (position, event_id)
+            for event_id, position in gaps.items()
+            if bottom <= position and (from_token is None or position.depth <= from_token.depth + 1)
+        ]
+        return [event_id for _, event_id in sorted(inside, reverse=True)] or None
 
     async def _visible(
         self,
@@ -217,6 +248,13 @@ class MessageHandlers:
         after_n = limit - before_n
         just_before = meta.topo_before
         before, before_token = await self._storage.stream.paginate(room_id, just_before, "b", before_n)
+        if self._backfill is not None and before_n:
+            # The events before may cross a hole (or reach the start of what we hold): fetch it first.
+            holes = await self._holes(room_id, just_before, before, before_token, before_n)
+            if holes is not None and await self._backfill(room_id, before_n, holes or None):
+                before, before_token = await self._storage.stream.paginate(
+                    room_id, just_before, "b", before_n
+                )
         after, after_token = await self._storage.stream.paginate(room_id, meta.topo, "f", after_n)
         # Tokens stay those of the whole pages, so paging on from them skips past what was hidden.
         before = await self._visibility.filter_for_user(room_id, requester.user_id, before)

@@ -220,6 +220,19 @@ class SyncHandlers:
         limited = len(timeline) > limit
         if limited:
             timeline = timeline[-limit:]
+        breaks = (
+            await self._storage.events.get_timeline_breaks(room_id, [e.event_id for e in timeline])
+            if timeline
+            else set()
+        )
+        if breaks:
+            # An event of the window follows a hole: events missing still, or filled in by backfill since
+            # (those never reach /sync). The timeline starts at the last such event and is limited, so the
+            # client pages back from prev_batch, which reads the hole (/messages fills what is still
+            # missing before answering) and then what the window held before it, instead of taking the
+            # timeline as gapless.
+            timeline = timeline[max(i for i, e in enumerate(timeline) if e.event_id in breaks) :]
+            limited = True
         # The client needs the state at the start of the timeline when it has none (first sync or a
         # new join) or has missed events (limited); otherwise the timeline's state events suffice.
         newly_joined = any(

@@ -1,0 +1,1 @@
+"""The Synapse-compatible admin API (``/_synapse/admin/...``): thin routes over the domain packages."""

@@ -1,0 +1,104 @@
+"""Federation destinations, as Synapse's admin API shows them (``/_synapse/admin/v1/federation/...``).
+
+- ``GET  /_synapse/admin/v1/federation/destinations``: every destination we hold state for (a back-off,
+  or something queued), paginated with ``from``/``limit``, ordered by ``order_by``/``dir`` like Synapse;
+- ``GET  /_synapse/admin/v1/federation/destinations/{destination}``: one of them (404 if unknown);
+- ``POST /_synapse/admin/v1/federation/destinations/{destination}/reset_connection``: end its back-off
+  now, so its queue is sent at once.
+
+Each entry has Synapse's fields (``destination``, ``retry_last_ts``, ``retry_interval``, ``failure_ts``,
+``last_successful_stream_ordering``; values Ranvier does not track are null) and Ranvier's own:
+``failure_count``, ``pending_pdus``, ``pending_edus`` and ``state`` (idle, sending or backing_off). Only
+server admins may call these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..client_api.auth import Authenticator
+from ..client_api.errors import MatrixError, invalid_param, not_found
+from ..client_api.http_util import query_int
+from ..federation.sender import FederationSender
+from ..storage.sql.outbox import RetryState
+
+PREFIX = "/_synapse/admin/v1/federation/destinations"
+ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts", "last_successful_stream_ordering")
+
+
+class FederationAdminHandlers:
+    def __init__(self, storage: Any, authenticator: Authenticator, sender: FederationSender) -> None:
+        self._storage = storage
+        self._auth = authenticator
+        self._sender = sender
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get(PREFIX, self.list_destinations),
+            web.get(PREFIX + "/{destination}", self.get_destination),
+            web.post(PREFIX + "/{destination}/reset_connection", self.reset_connection),
+        ]
+
+    async def _require_admin(self, request: web.Request) -> None:
+        requester = await self._auth.require_user(request)
+        if not requester.is_admin:
+            raise MatrixError(403, "M_FORBIDDEN", "You are not a server admin")
+
+    async def _entries(self) -> dict[str, dict[str, Any]]:
+        retries: dict[str, RetryState] = await self._storage.outbox.get_all_retries()
+        pending: dict[str, tuple[int, int]] = await self._storage.outbox.pending_counts()
+        out = {}
+        for destination in sorted(set(retries) | set(pending)):
+            retry = retries.get(destination)
+            pdus, edus = pending.get(destination, (0, 0))
+            out[destination] = {
+                "destination": destination,
+                "retry_last_ts": retry.retry_last_ts if retry else 0,
+                "retry_interval": retry.retry_interval if retry else 0,
+                "failure_ts": None,
+                "last_successful_stream_ordering": None,
+                "failure_count": retry.failure_count if retry else 0,
+                "pending_pdus": pdus,
+                "pending_edus": edus,
+                "state": self._sender.worker_state(destination),
+            }
+        return out
+
+    async def list_destinations(self, request: web.Request) -> web.Response:
+        await self._require_admin(request)
+        start = query_int(request, "from", 0, 0, 2**31)
+        limit = query_int(request, "limit", 100, 0, 10_000)
+        order_by = request.query.get("order_by", "destination")
+        if order_by not in ORDERS:
+            raise invalid_param(f"order_by must be one of {', '.join(ORDERS)}")
+        direction = request.query.get("dir", "f")
+        if direction not in ("f", "b"):
+            raise invalid_param("dir must be 'f' or 'b'")
+        entries = list((await self._entries()).values())
+        entries.sort(key=lambda e: (e[order_by] is not None, e[order_by] or 0, e["destination"]))
+        if order_by == "destination":
+            entries.sort(key=lambda e: e["destination"])
+        if direction == "b":
+            entries.reverse()
+        page = entries[start : start + limit]
+        body: dict[str, Any] = {"destinations": page, "total": len(entries)}
+        if start + limit < len(entries):
+            body["next_token"] = str(start + limit)
+        return web.json_response(body)
+
+    async def get_destination(self, request: web.Request) -> web.Response:
+        await self._require_admin(request)
+        entry = (await self._entries()).get(request.match_info["destination"])
+        if entry is None:
+            raise not_found("Unknown destination")
+        return web.json_response(entry)
+
+    async def reset_connection(self, request: web.Request) -> web.Response:
+        await self._require_admin(request)
+        destination = request.match_info["destination"]
+        if destination not in await self._entries():
+            raise not_found("Unknown destination")
+        self._sender.reset_backoff(destination)
+        return web.json_response({})
