@@ -2,11 +2,16 @@
 the profile and directory queries (S2S "Retrieving events", "Backfilling and retrieving missing events",
 "Retrieving event authorisation information", "Querying for information").
 
-Only servers that are or were in a room may read it, and never when the room's ``m.room.server_acl``
-denies them (S2S "Server Access Control Lists": 403 ``M_FORBIDDEN``). Rejected events are never served;
-soft-failed ones are (S2S "Soft failure"). Events of /event, /backfill and /get_missing_events that history
-visibility hides from every user of the asking server are served redacted (``rooms.visibility``); state
-and auth chains are served whole, as the asking server needs them to authorise events.
+Only a server with a user joined to the room now may read it (the spec's 403 of /state_ids: "The requesting
+host is not in the room"; Synapse asks the same of every room read), and never when the room's
+``m.room.server_acl`` denies it (S2S "Server Access Control Lists": 403 ``M_FORBIDDEN``). A server whose
+users left, were banned, or are only invited reads nothing: not the state, not an event, not even one of the
+time it was joined. Rejected events are never served; soft-failed ones are (S2S "Soft failure").
+
+Events of /event, /backfill and /get_missing_events that history visibility hides from every user of the
+asking server, judged at each event's state, are served redacted (``rooms.visibility``); state and auth
+chains are served whole, as the asking server needs them to authorise events. A server that has just joined
+is joined now, so it reads the state and the events around its own join that the join-gap check asks for.
 """
 
 from __future__ import annotations
@@ -26,8 +31,6 @@ from .visibility import HistoryVisibilityFilter
 MAX_BACKFILL = 100
 MAX_MISSING_EVENTS = 20
 MAX_TIMESTAMP_PAGES = 50
-# Memberships that show a server is, or was, in a room.
-_PARTICIPATED = ("join", "leave", "ban", "invite", "knock")
 
 
 class FederationReads:
@@ -41,17 +44,15 @@ class FederationReads:
     # -- access ----------------------------------------------------------------------------------
 
     async def check_room_access(self, origin: str, room_id: str) -> None:
-        """Raise unless ``origin`` may read ``room_id``: ACL first, then membership of its users."""
+        """Raise unless ``origin`` may read ``room_id``: ACL first, then a joined user of its own (the
+        room's current state; a left, banned, invited or knocking user does not count)."""
         if await self._storage.rooms.get_room_version(room_id) is None:
             raise NotFound(f"unknown room {room_id}")
         acl = await self._storage.state.get_current_state_event(room_id, *ACL_KEY)
         if not server_allowed_by_acl(origin, acl.content if acl is not None else None):
             raise Forbidden(f"server {origin} is denied by the room's server ACL")
-        members = await self._storage.state.get_members(room_id)
-        for user_id, membership in members.items():
-            if membership in _PARTICIPATED and _server(user_id) == origin:
-                return
-        raise Forbidden(f"server {origin} is not in room {room_id}")
+        if origin not in await self._storage.state.get_joined_servers(room_id):
+            raise Forbidden(f"server {origin} has no user joined to room {room_id}")
 
     async def _event_in_room(self, origin: str, room_id: str, event_id: str) -> Pdu:
         await self.check_room_access(origin, room_id)
