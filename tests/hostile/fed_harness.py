@@ -117,6 +117,17 @@ class HostileRoom:
     # The room state as of the last `snapshot()`: what `assert_works` expects it to be.
     expected_state: dict[StateKey, str] = field(default_factory=dict)
     works_checks: int = 0
+    others: list[Peer] = field(default_factory=list)  # more fake servers a module started
+
+    async def add_peer(self, tmp_path: Path) -> Peer:
+        peer = await start_peer(tmp_path)
+        self.others.append(peer)
+        return peer
+
+    async def close(self) -> None:
+        for peer in [self.peer, *self.others]:
+            await peer.driver.close()
+        await self.hs.stop()
 
     # -- requests ------------------------------------------------------------------------------------
 
@@ -337,17 +348,29 @@ async def start_hostile_room(
     return room
 
 
-async def join_through_make_join(room: HostileRoom, user_id: str) -> Pdu:
-    """make_join, sign the template, send_join: the peer's user joins for real."""
+async def start_peer(tmp_path: Path) -> Peer:
+    """Another fake remote server (its own key, TLS, key routes)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return Peer(await start_driver(tmp_path))
+
+
+async def membership_handshake(
+    room: HostileRoom, user_id: str, membership: str, peer: Peer | None = None
+) -> Pdu:
+    """make_join/send_join (or make_leave/send_leave), signing the template as ``peer``: the peer's user
+    joins (leaves) for real."""
+    peer = peer or room.peer
     room_q = path_segment(room.room_id)
     made = await room.request(
         "GET",
-        f"/_matrix/federation/v1/make_join/{room_q}/{path_segment(user_id)}",
-        query="ver=" + "&ver=".join(str(v) for v in range(1, 13)),
+        f"/_matrix/federation/v1/make_{membership}/{room_q}/{path_segment(user_id)}",
+        query="ver=" + "&ver=".join(str(v) for v in range(1, 13)) if membership == "join" else "",
+        origin=peer.name,
+        key=peer.key,
     )
     assert made.status == 200, made
     template = made.body["event"]
-    join = build_event(
+    event = build_event(
         room_version=room.rv,
         room_id=room.room_id,
         sender=user_id,
@@ -357,14 +380,20 @@ async def join_through_make_join(room: HostileRoom, user_id: str) -> Pdu:
         auth_events=template["auth_events"],
         depth=template["depth"],
         origin_server_ts=int(time.time() * 1000),
-        server_name=room.peer.name,
-        signing_key=room.peer.key,
+        server_name=peer.name,
+        signing_key=peer.key,
         state_key=user_id,
     )
     sent = await room.request(
         "PUT",
-        f"/_matrix/federation/v2/send_join/{room_q}/{path_segment(join.event_id)}",
-        join.json,
+        f"/_matrix/federation/v2/send_{membership}/{room_q}/{path_segment(event.event_id)}",
+        event.json,
+        origin=peer.name,
+        key=peer.key,
     )
     assert sent.status == 200, sent
-    return join
+    return event
+
+
+async def join_through_make_join(room: HostileRoom, user_id: str, peer: Peer | None = None) -> Pdu:
+    return await membership_handshake(room, user_id, "join", peer)

@@ -30,8 +30,7 @@ async def room_v5(
 ) -> AsyncIterator[HostileRoom]:
     room = await start_hostile_room(tmp_path_factory.mktemp("v5"), fed_session, room_version="5")
     yield room
-    await room.peer.driver.close()
-    await room.hs.stop()
+    await room.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -40,8 +39,7 @@ async def room_v12(
 ) -> AsyncIterator[HostileRoom]:
     room = await start_hostile_room(tmp_path_factory.mktemp("v12"), fed_session, room_version="12")
     yield room
-    await room.peer.driver.close()
-    await room.hs.stop()
+    await room.close()
 
 
 @dataclass(frozen=True)
