@@ -1,6 +1,6 @@
-"""State resolution benchmark: two forks of a big room.
+"""State resolution benchmark: two forks of a big room, Ranvier and Synapse side by side.
 
-    python3 -m bench state_res [--state N] [--conflicts K] [--runs R]
+    python3 -m bench state_res [--versions 11,12] [--state N --conflicts K ...] [--runs R] [--no-synapse]
 
 Without options: room v11 and v12, 10,000 state events with 100 conflicted keys, and 1,000 with 10.
 The room: create, creator join, power levels, public join rules, then joins and custom state events up to
@@ -8,6 +8,13 @@ N; then two forks off the same tip, each changing the same K keys differently (o
 the creator, the rest member name changes and custom state). Times ``resolve_state`` over the two forks'
 states: one warm-up, then min/median/max of R runs, with a fresh ``AuthChainIndex`` per run ("cold") and
 with one index kept across runs as a long-lived server would ("warm").
+
+Synapse (``tests/interop/synapse.py``'s version, installed into ``.venvs/`` if missing) resolves the same
+events and state sets with its own resolver in a subprocess of its venv
+(``tests/protocol/state_res/synapse_child.py``): one warm-up, then R timed runs in that process. Its store
+answers the auth chain difference from memory after the warm-up, as Synapse answers it from its
+precomputed chain cover index, so Synapse's figure is its resolver alone; compare it with Ranvier's warm
+figure (auth chains memoised, the same footing). Both results are checked to be equal.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class _Builder:
         self.rv = room_version
         self.room_id: str | None = None if room_version.room_id_from_create_event else f"!bench:{SERVER}"
         self.source = DictEventSource()
+        self.events: list[Pdu] = []
         self.ts = 0
 
     def add(
@@ -65,6 +73,7 @@ class _Builder:
         if self.room_id is None:
             self.room_id = event.room_id
         self.source.add(event)
+        self.events.append(event)
         state[(event_type, state_key)] = event.event_id
         return event
 
@@ -72,6 +81,13 @@ class _Builder:
 def build_forks(
     room_version: RoomVersion, n_state: int, n_conflicts: int
 ) -> tuple[list[dict[StateKey, str]], DictEventSource]:
+    forks, source, _ = build_forks_with_events(room_version, n_state, n_conflicts)
+    return forks, source
+
+
+def build_forks_with_events(
+    room_version: RoomVersion, n_state: int, n_conflicts: int
+) -> tuple[list[dict[StateKey, str]], DictEventSource, list[Pdu]]:
     b = _Builder(room_version)
     state: dict[StateKey, str] = {}
     last: list[str] = []
@@ -106,7 +122,7 @@ def build_forks(
                 m = members[i]
                 step("m.room.member", m, {"membership": "join", "displayname": f"{m}-{fork}"}, m)
         forks.append(state)
-    return forks, b.source
+    return forks, b.source, b.events
 
 
 def _time(fn: Callable[[], object], runs: int) -> list[float]:
@@ -129,16 +145,29 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--state", type=int, action="append")
     parser.add_argument("--conflicts", type=int, action="append")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-synapse", action="store_true", help="Ranvier only")
     args = parser.parse_args(argv)
     shapes = list(zip(args.state or [10_000, 1_000], args.conflicts or [100, 10], strict=True))
-    for version in args.versions.split(","):
-        for n_state, n_conflicts in shapes:
-            _run_shape(get_room_version(version), n_state, n_conflicts, args.runs)
+    synapse = None if args.no_synapse else _start_synapse()
+    try:
+        for version in args.versions.split(","):
+            for n_state, n_conflicts in shapes:
+                _run_shape(get_room_version(version), n_state, n_conflicts, args.runs, synapse)
+    finally:
+        if synapse is not None:
+            synapse.close()
 
 
-def _run_shape(rv: RoomVersion, n_state: int, n_conflicts: int, runs: int) -> None:
+def _start_synapse() -> Any:
+    from tests.interop.synapse import ensure_synapse
+    from tests.protocol.state_res.synapse_diff import SynapseResolver
+
+    return SynapseResolver(ensure_synapse())
+
+
+def _run_shape(rv: RoomVersion, n_state: int, n_conflicts: int, runs: int, synapse: Any) -> None:
     start = time.perf_counter()
-    forks, source = build_forks(rv, n_state, n_conflicts)
+    forks, source, events = build_forks_with_events(rv, n_state, n_conflicts)
     built = time.perf_counter() - start
     kept = AuthChainIndex()
     resolved = resolve_state(rv, forks, source, index=kept)
@@ -149,5 +178,30 @@ def _run_shape(rv: RoomVersion, n_state: int, n_conflicts: int, runs: int) -> No
         f"room v{rv.identifier:<3} {n_state:>6} state / {n_conflicts:>3} conflicted "
         f"({len(source)} events, built in {built:.1f} s)"
     )
-    print(f"  cold index: {_fmt(cold)}")
-    print(f"  warm index: {_fmt(warm)}")
+    print(f"  ranvier cold index: {_fmt(cold)}")
+    print(f"  ranvier warm index: {_fmt(warm)}")
+    if synapse is None:
+        return
+    answer = synapse.call(
+        {
+            "id": 0,
+            "bench": True,
+            "runs": runs,
+            "room_version": rv.identifier,
+            "room_id": events[-1].room_id,
+            "events": [[e.json, False] for e in events],
+            "state_sets": [[[t, k, e] for (t, k), e in s.items()] for s in forks],
+        }
+    )
+    if "error" in answer:
+        print(f"  synapse failed: {answer['error']}")
+        return
+    theirs = {(t, k): e for t, k, e in answer["state"]}
+    times = answer["times_ms"]
+    agree = "same result" if theirs == resolved else "DIFFERENT RESULT"
+    print(f"  synapse (resolver): {_fmt(times)}  ({agree})")
+    print(
+        f"  ranvier/synapse: warm min {min(warm) / min(times):.2f}  median "
+        f"{statistics.median(warm) / statistics.median(times):.2f};  cold min "
+        f"{min(cold) / min(times):.2f}  median {statistics.median(cold) / statistics.median(times):.2f}"
+    )

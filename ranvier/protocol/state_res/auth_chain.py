@@ -42,10 +42,11 @@ class AuthChainIndex:
     Not thread-safe: give each worker thread its own index, or guard it.
     """
 
-    __slots__ = ("_auth", "_chains")
+    __slots__ = ("_auth", "_chains", "_create_ids")
 
     def __init__(self) -> None:
         self._auth: dict[str, tuple[str, ...]] = {}
+        self._create_ids: dict[str, str] = {}
         self._chains: dict[str, frozenset[str]] = {}
 
     def __len__(self) -> int:
@@ -59,7 +60,16 @@ class AuthChainIndex:
         event = source.get_event(event_id)
         if event is None:
             return None
-        ids = auth_event_ids(event)
+        ids = event.auth_event_ids
+        if event.room_version.room_id_from_create_event and event.type != "m.room.create":
+            # Since v12 the create event is implied by the room id: derived once per room, not per event.
+            create_id = self._create_ids.get(event.room_id)
+            if create_id is None:
+                create_id = self._create_ids[event.room_id] = "$" + event.room_id[1:]
+            if create_id not in ids:
+                ids = (*ids, create_id)
+        elif event.type == "m.room.create" and event.state_key != "":
+            ids = auth_event_ids(event)  # an m.room.create with a state key is an ordinary event
         self._auth[event_id] = ids
         return ids
 
@@ -126,6 +136,18 @@ class AuthChainIndex:
         Collects the direct auth events first: most state events share them (create, power levels,
         join rules), so far fewer chains are unioned than there are events.
         """
+        try:
+            # Fast path, all direct auth events memoised: one C-level union.
+            direct: set[str] = set().union(*map(self._auth.__getitem__, event_ids))
+        except KeyError:
+            direct = self._direct_slow(event_ids, source)
+        acc = set(direct)
+        chain = self.chain
+        for a in direct:
+            acc |= chain(a, source)
+        return acc
+
+    def _direct_slow(self, event_ids: Iterable[str], source: EventSource) -> set[str]:
         direct: set[str] = set()
         known = self._auth.get
         for event_id in event_ids:
@@ -135,11 +157,7 @@ class AuthChainIndex:
                 if ids is None:
                     continue
             direct.update(ids)
-        acc = set(direct)
-        chain = self.chain
-        for a in direct:
-            acc |= chain(a, source)
-        return acc
+        return direct
 
 
 def auth_difference(
