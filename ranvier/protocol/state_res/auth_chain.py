@@ -60,7 +60,7 @@ class AuthChainIndex:
         event = source.get_event(event_id)
         if event is None:
             return None
-        ids = event.auth_event_ids
+        ids: tuple[str, ...] = event.auth_event_ids
         if event.room_version.room_id_from_create_event and event.type != "m.room.create":
             # Since v12 the create event is implied by the room id: derived once per room, not per event.
             create_id = self._create_ids.get(event.room_id)
