@@ -61,7 +61,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--synapse-version", default=DEFAULT_VERSION)
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="steady load, no faults, RSS")
     p.add_argument("--soak-interval", type=float, default=60.0, help="seconds between RSS samples")
-    p.add_argument("--traced", action="store_true", help="soak: tracemalloc in the servers, top growth")
+    p.add_argument("--memstats", action="store_true", help="soak: RSS split into malloc, SQLite, Python")
+    p.add_argument("--traced", action="store_true", help="soak: --memstats and tracemalloc's top growth")
     return p.parse_args(argv)
 
 
@@ -88,7 +89,8 @@ def main(argv: list[str]) -> None:
     if args.soak:
         from .soak import run_soak
 
-        asyncio.run(run_soak(cfg, args.soak, args.soak_interval, backends[0], traced=args.traced))
+        probe = "tracemalloc" if args.traced else "stats" if args.memstats else None
+        asyncio.run(run_soak(cfg, args.soak, args.soak_interval, backends[0], memory_probe=probe))
         return
     results = asyncio.run(run_trials(cfg, args.trials, backends))
     if any(r.failed for r in results):

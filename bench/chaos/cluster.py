@@ -54,8 +54,9 @@ class ChaosServer:
     database: str | None = None
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
-    # Run under bench.chaos.traced (tracemalloc snapshots on SIGUSR2) instead of plain ``ranvier run``.
-    traced: bool = False
+    # "stats" or "tracemalloc": run under bench.chaos.traced (memory figures, and with "tracemalloc"
+    # snapshots, on SIGUSR2) instead of plain ``ranvier run``.
+    memory_probe: str | None = None
     kind: str = "ranvier"
 
     @property
@@ -69,6 +70,10 @@ class ChaosServer:
     @property
     def log_path(self) -> Path:
         return self.workdir / "ranvier.log"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.workdir / "memory"
 
     @property
     def sqlite_path(self) -> Path:
@@ -108,16 +113,19 @@ class ChaosServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps its own copy
         log.write(f"\n===== chaos harness: start #{self.starts + 1} at {time.time():.3f} =====\n".encode())
         log.flush()
-        if self.traced:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.memory_probe:
             cmd = [sys.executable, "-m", "bench.chaos.traced", str(self.workdir / "homeserver.yaml"),
-                   str(self.workdir / "tracemalloc")]  # fmt: skip
+                   str(self.memory_dir)]  # fmt: skip
+            if self.memory_probe == "stats":
+                env["CHAOS_TRACEMALLOC_FRAMES"] = "0"
         else:
             cmd = [sys.executable, "-m", "ranvier", "run", "-c", str(self.workdir / "homeserver.yaml")]
         self.process = subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=env,
             start_new_session=True,
         )
         log.close()
@@ -266,11 +274,11 @@ class Cluster:
         n: int,
         *,
         postgres: bool,
-        traced: bool = False,
+        memory_probe: str | None = None,
         synapse_version: str | None = None,
     ) -> Cluster:
         """``n`` Ranvier servers, and a Synapse as the last server if ``synapse_version`` is given."""
-        servers = [ChaosServer(i, workdir / f"s{i}", postgres, traced=traced) for i in range(n)]
+        servers = [ChaosServer(i, workdir / f"s{i}", postgres, memory_probe=memory_probe) for i in range(n)]
         if synapse_version is not None:
             servers.append(ChaosSynapse(n, workdir / f"s{n}-synapse", postgres, synapse_version))
         cluster = cls(servers)

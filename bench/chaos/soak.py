@@ -9,6 +9,7 @@ At the end the invariants are checked as in a trial.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -36,9 +37,11 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return 60 * sum((t - mx) * (v - my) for t, v in points) / den if den else 0.0
 
 
-async def run_soak(cfg: TrialConfig, seconds: float, interval: float, backend: str, *, traced: bool) -> None:
+async def run_soak(
+    cfg: TrialConfig, seconds: float, interval: float, backend: str, *, memory_probe: str | None
+) -> None:
     workdir = (cfg.workdir / f"soak-{int(time.time())}-{backend}").resolve()
-    cluster = Cluster.create(workdir, cfg.servers, postgres=backend == "postgres", traced=traced)
+    cluster = Cluster.create(workdir, cfg.servers, postgres=backend == "postgres", memory_probe=memory_probe)
     print(
         f"soak: {cfg.servers} servers ({backend}), one message per {cfg.interval}s per server, {seconds:.0f}s"
     )
@@ -59,7 +62,7 @@ async def run_soak(cfg: TrialConfig, seconds: float, interval: float, backend: s
                     rss = [s.rss_mb() for s in cluster.servers]
                     acked = sum(len(u.acks) for u in users)
                     samples.append((t, rss, acked))
-                    if traced:
+                    if memory_probe:
                         for s in cluster.servers:
                             if s.process is not None and s.alive:
                                 os.kill(s.process.pid, signal.SIGUSR2)
@@ -91,9 +94,37 @@ async def run_soak(cfg: TrialConfig, seconds: float, interval: float, backend: s
                 f"s{server.index}: RSS {points[0][1]:.1f} -> {points[-1][1]:.1f} MB, "
                 f"slope {_slope(points):.2f} MB/min overall, {_slope(late):.2f} MB/min over the second half"
             )
-    if traced:
+    if memory_probe:
         for server in cluster.servers:
-            report_growth(workdir / f"s{server.index}" / "tracemalloc", f"s{server.index}")
+            report_memstats(server.memory_dir / "memstats.jsonl", f"s{server.index}")
+    if memory_probe == "tracemalloc":
+        for server in cluster.servers:
+            report_growth(server.memory_dir, f"s{server.index}")
+
+
+def report_memstats(path: Path, label: str) -> None:
+    """RSS split into its parts at every sample (MB), and the change from the first warm sample to the
+    last."""
+    if not path.exists():
+        print(f"{label}: no memory figures")
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    cols = ["rss", "malloc_used", "malloc_free_held", "sqlite_used", "python_traced"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    print(f"{label}: memory (MB) per sample; gc_objects is a count")
+    print("  " + " ".join(f"{c:>16}" for c in [*cols, "gc_objects"]))
+    for r in rows:
+        cells = [f"{r[c] / 2**20:16.1f}" if c in r else f"{'-':>16}" for c in cols]
+        print("  " + " ".join(cells) + f" {int(r.get('gc_objects', 0)):16d}")
+    if len(rows) >= 3:
+        first, last = rows[1], rows[-1]
+        minutes = (last["t"] - first["t"]) / 60 or 1.0
+        parts = []
+        for c in cols:
+            mb = (last.get(c, 0) - first.get(c, 0)) / 2**20
+            parts.append(f"{c} {mb:+.1f} MB ({mb / minutes:+.2f}/min)")
+        objects = int(last["gc_objects"] - first["gc_objects"])
+        print(f"  from sample 1 to the last: {', '.join(parts)}, gc_objects {objects:+d}")
 
 
 def report_growth(snapdir: Path, label: str, top: int = TOP) -> None:
