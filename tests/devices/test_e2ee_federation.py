@@ -110,6 +110,8 @@ async def test_device_list_updates_and_resync(
     first = await alice.ok("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
     assert list(first["device_keys"][bob.user_id]) == [bdev.device_id]
     await alice.sync()
+    await a.device_lists.wait_for_resyncs()
+    resyncs_before = dict(a.device_lists._resyncs)  # Bob's first update found nothing cached: a resync
 
     # Bob adds a device on B: an m.device_list_update reaches A, Alice's sync says so, and the new device
     # is served from A's cache (no resync: the EDU's prev_id is one A has seen).
@@ -122,7 +124,7 @@ async def test_device_list_updates_and_resync(
         return sorted(d.device_id for d in devices if d.keys) == sorted([bdev.device_id, bdev2.device_id])
 
     await eventually(a_has_both, timeout=10)
-    assert not a.device_lists._resyncs  # applied from the EDU, no resync started
+    assert a.device_lists._resyncs == resyncs_before  # applied from the EDU: no resync this time
     answer = await alice.ok("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
     assert sorted(answer["device_keys"][bob.user_id]) == sorted([bdev.device_id, bdev2.device_id])
 
