@@ -310,7 +310,7 @@ def request_for(room: BuiltRoom, request_id: int) -> dict[str, Any]:
     assert dag.room_id is not None
     return {
         "id": request_id,
-        "room_version": room.prog.version,
+        "room_version": dag.room_version.identifier,
         "room_id": dag.room_id,
         "events": [[e.json, dag.source.is_rejected(e.event_id)] for e in dag.events.values()],
         "state_sets": [[[t, k, e] for (t, k), e in s.items()] for s in room.state_sets],
