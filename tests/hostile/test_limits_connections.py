@@ -9,6 +9,10 @@ from contextlib import suppress
 from pathlib import Path
 
 import aiohttp
+import pytest
+import yaml
+
+from ranvier.config import ConfigError, parse_config, render_config
 
 from .limits_server import RawConnection, limited_server, request_head
 
@@ -226,3 +230,34 @@ async def test_versions_answers_while_connections_are_abused(tmp_path: Path) -> 
             await trickler
             for c in slow + unfinished:
                 c.close()
+
+
+async def test_handlers_get_the_body_read_by_the_guard(tmp_path: Path) -> None:
+    async with limited_server(tmp_path) as hs:
+        port = hs.ports["client"]
+        login = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "nobody"},
+            "password": "wrong",
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{port}/_matrix/client/v3/login", json=login) as resp,
+        ):
+            # 403 (wrong password) needs the parsed body; an empty body would be 400 M_NOT_JSON.
+            assert resp.status == 403, await resp.text()
+            assert (await resp.json())["errcode"] == "M_FORBIDDEN"
+        assert hs.guards["client"].unauthenticated_bodies == 0
+
+
+def test_limits_are_in_the_generated_config() -> None:
+    text = render_config("example.org")
+    for key in ("request_limits:", "header_timeout:", "body_timeout:", "max_connections:", "key_fetch:"):
+        assert key in text
+    data = yaml.safe_load(text)
+    config = parse_config(data)
+    assert config.request_limits.header_timeout == 20
+    assert config.key_fetch.timeout == 5
+    data["request_limits"]["header_timeout"] = -1
+    with pytest.raises(ConfigError, match=r"request_limits\.header_timeout"):
+        parse_config(data)
