@@ -1,0 +1,131 @@
+"""End-to-end encryption between a Ranvier user and a Synapse user, both real matrix-nio[e2e] (vodozemac)
+clients: device keys queried and one-time keys claimed across servers (S2S /user/devices,
+/user/keys/query, /user/keys/claim), room keys sent as Olm-encrypted m.direct_to_device EDUs, and
+Megolm messages each way decrypted by the other side, in a room created encrypted on each server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    LoginResponse,
+    RoomCreateResponse,
+    RoomSendResponse,
+    ToDeviceMessage,
+)
+
+from ranvier.app import Homeserver
+from tests.e2e.test_nio_e2ee import ENCRYPTION, PASSWORD, e2ee_client, sync_once, wait_for_text
+
+from .synapse import SynapseServer
+
+pytestmark = pytest.mark.interop
+
+
+async def synapse_client(synapse: SynapseServer, localpart: str, store: Path) -> AsyncClient:
+    user_id, _ = synapse.register(localpart, password=PASSWORD)
+    store.mkdir(parents=True, exist_ok=True)
+    client = AsyncClient(
+        synapse.client_url, user_id, store_path=str(store), config=AsyncClientConfig(encryption_enabled=True)
+    )
+    assert isinstance(await client.login(PASSWORD, device_name="nio on synapse"), LoginResponse)
+    return client
+
+
+async def sync_until(client: AsyncClient, condition, rounds: int = 60) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(rounds):
+        await sync_once(client)
+        if condition():
+            return
+    raise AssertionError("condition not reached")
+
+
+def knows_device(client: AsyncClient, user_id: str, device_id: str):  # type: ignore[no-untyped-def]
+    return lambda: any(d.id == device_id for d in client.device_store.active_user_devices(user_id))
+
+
+async def encrypted_exchange(creator: AsyncClient, joiner: AsyncClient, label: str) -> list[float]:
+    """``creator`` makes an encrypted room and invites ``joiner``; a message each way is decrypted by the
+    other. Returns the seconds from each send to its decryption (sync loop included)."""
+    created = await creator.room_create(name=label, invite=[joiner.user_id], initial_state=[ENCRYPTION])
+    assert isinstance(created, RoomCreateResponse), created
+    room_id = created.room_id
+    await sync_until(joiner, lambda: room_id in joiner.invited_rooms)
+    await joiner.join(room_id)
+    await sync_until(
+        joiner, lambda: room_id in joiner.rooms and joiner.user_id in joiner.rooms[room_id].users
+    )
+    await sync_until(creator, lambda: joiner.user_id in creator.rooms[room_id].users)
+    await sync_once(joiner)
+    assert creator.rooms[room_id].encrypted and joiner.rooms[room_id].encrypted
+    timings = []
+    for sender, receiver in ((creator, joiner), (joiner, creator)):
+        body = f"{label}: hello from {sender.user_id}"
+        start = time.monotonic()
+        answer = await sender.room_send(
+            room_id, "m.room.message", {"msgtype": "m.text", "body": body}, ignore_unverified_devices=True
+        )
+        assert isinstance(answer, RoomSendResponse), answer
+        received = await wait_for_text(receiver, room_id, body, rounds=80)
+        timings.append(time.monotonic() - start)
+        assert received.sender == sender.user_id
+    return timings
+
+
+async def test_nio_users_on_ranvier_and_synapse_exchange_encrypted_messages(
+    synapse: SynapseServer, ranvier: Homeserver, tmp_path: Path
+) -> None:
+    alice = await e2ee_client(f"http://127.0.0.1:{ranvier.ports['client']}", "alice", tmp_path / "alice")
+    bob = await synapse_client(synapse, f"e2ee_bob_{int(time.time())}", tmp_path / "bob")
+    try:
+        for client in (alice, bob):
+            await sync_once(client)
+        # A to-device message each way (the plain kind; the room keys below are Olm-encrypted ones).
+        await alice.to_device(
+            ToDeviceMessage("org.example.ping", bob.user_id, bob.device_id, {"from": "ranvier"})
+        )
+        await bob.to_device(
+            ToDeviceMessage("org.example.ping", alice.user_id, alice.device_id, {"from": "synapse"})
+        )
+        for client, expected in ((bob, "ranvier"), (alice, "synapse")):
+            got: list[dict[str, object]] = []
+            for _ in range(60):
+                response = await sync_once(client)
+                got += [
+                    e.source["content"]
+                    for e in response.to_device_events
+                    if e.source.get("type") == "org.example.ping"
+                ]
+                if got:
+                    break
+            assert got == [{"from": expected}]
+
+        ranvier_room = await encrypted_exchange(alice, bob, "created on Ranvier")
+        synapse_room = await encrypted_exchange(bob, alice, "created on Synapse")
+        print(f"send-to-decrypt seconds, room on Ranvier (R->S, S->R): {ranvier_room}")
+        print(f"send-to-decrypt seconds, room on Synapse (S->R, R->S): {synapse_room}")
+
+        # Device lists: each user adds a device; the other server's user sees the change in /sync and
+        # the new device through /keys/query (m.device_list_update EDUs both ways).
+        for owner, watcher, store in ((bob, alice, "bob2"), (alice, bob, "alice2")):
+            second = AsyncClient(
+                owner.homeserver,
+                owner.user_id,
+                store_path=str(tmp_path / store),
+                config=AsyncClientConfig(encryption_enabled=True),
+            )
+            (tmp_path / store).mkdir()
+            assert isinstance(await second.login(PASSWORD, device_name="second"), LoginResponse)
+            try:
+                await sync_once(second)  # uploads its keys
+                # nio queries a user's keys again only when /sync lists them in device_lists.changed.
+                await sync_until(watcher, knows_device(watcher, owner.user_id, second.device_id))
+            finally:
+                await second.close()
+    finally:
+        await alice.close()
+        await bob.close()
