@@ -48,6 +48,7 @@ from .federation.ip_blocklist import IpBlocklist
 from .federation.key_routes import add_key_routes
 from .federation.keys import Keyring
 from .federation.membership_routes import add_membership_routes
+from .federation.request_auth import origin_seen_middleware
 from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
 from .federation.tls import generate_self_signed_cert, server_ssl_context
@@ -197,6 +198,7 @@ class Homeserver:
             initial_backoff=self.config.federation.retry_initial_backoff,
             max_backoff=self.config.federation.retry_max_backoff,
             catchup_keep_per_room=self.config.federation.catchup_max_per_room,
+            announce_on_start=True,
         )
         self.persister.add_txn_hook(self.federation_sender.enqueue_in_txn)
         self.inbound_transactions.origin_seen = self.federation_sender.mark_reachable
@@ -388,7 +390,12 @@ class Homeserver:
 
         guard = self._guard("federation", max(send_max, other_max), body_limit)
         app = web.Application(
-            middlewares=[metrics_middleware(self.metrics, "federation"), body_limits_middleware(guard)],
+            middlewares=[
+                metrics_middleware(self.metrics, "federation"),
+                # A validly signed request from a server ends our back-off towards it (federation sender).
+                origin_seen_middleware(self.federation_sender.mark_reachable),
+                body_limits_middleware(guard),
+            ],
             client_max_size=max(send_max, other_max),
         )
         add_key_routes(app, self.keyring, self.server_name)

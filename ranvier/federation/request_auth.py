@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ranvier.protocol.canonical_json import parse_json
 from ranvier.protocol.errors import CanonicalJsonError
@@ -30,6 +32,26 @@ def json_error(status: int, errcode: str, error: str) -> web.HTTPException:
 
 # The request key under which authenticate_request leaves the body it parsed (when there is one).
 PARSED_BODY: web.RequestKey[Any] = web.RequestKey("ranvier.parsed_body", object)
+# The origin whose signature authenticate_request verified.
+AUTHENTICATED_ORIGIN: web.RequestKey[str] = web.RequestKey("ranvier.authenticated_origin", str)
+
+
+def origin_seen_middleware(seen: Callable[[str], None]) -> Middleware:
+    """Tell ``seen`` of every server that made a validly signed request, whatever it was answered: proof
+    that the server is up (the federation sender resets its back-off towards it)."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            origin = request.get(AUTHENTICATED_ORIGIN)
+            if origin is not None:
+                seen(origin)
+
+    return middleware
 
 
 def _unauthorized(message: str) -> NoReturn:
@@ -79,6 +101,7 @@ async def authenticate_request(request: web.Request, keyring: Keyring, our_serve
                 now_ms=now_ms,
             )
             release_body_budget(request)
+            request[AUTHENTICATED_ORIGIN] = origin
             return origin
         except RequestAuthError as e:
             last_error = e.message

@@ -19,6 +19,8 @@ Rules per destination:
   back-off to zero and sends its queue now. The reset does not count as a try: if that attempt fails too
   (a one-way partition: it reaches us, we cannot reach it) the back-off starts again from
   ``initial_backoff`` instead of doubling further, so a chatty peer cannot push it up.
+- After a start, the servers we share rooms with are told we are up (``_announce``: one empty transaction
+  each), so those that backed off towards us while we were down send their queues now.
 - Nothing is dropped for being old or for repeated failures. After an outage (``_catch_up``) every queued
   PDU is sent, oldest first, in transactions of at most 50. Only a room whose backlog exceeds
   ``catchup_keep_per_room`` (large: thousands) is thinned: its newest ``catchup_keep_per_room`` PDUs are
@@ -62,6 +64,9 @@ MAX_EDUS_PER_TXN = 100
 # prove an older queued event reachable from the kept ones: bounds on one-off work after an outage.
 CATCHUP_SCAN_LIMIT = 100_000
 CATCHUP_WALK_BUDGET = 20_000
+# After a start, how many servers sharing a room with us are told we are up, and how many at a time.
+ANNOUNCE_LIMIT = 1000
+ANNOUNCE_CONCURRENCY = 8
 # Defaults of the homeserver.yaml settings (``federation.sender``).
 DEFAULT_INITIAL_BACKOFF = 5.0
 DEFAULT_MAX_BACKOFF = 120.0
@@ -108,6 +113,7 @@ class FederationSender:
         max_pdus: int = MAX_PDUS_PER_TXN,
         max_edus: int = MAX_EDUS_PER_TXN,
         catchup_keep_per_room: int = DEFAULT_CATCHUP_KEEP_PER_ROOM,
+        announce_on_start: bool = False,
     ) -> None:
         self._storage = storage
         self._outbox = storage.outbox
@@ -128,6 +134,8 @@ class FederationSender:
         # Destinations with a persisted back-off (``destination_retry``): mark_reachable acts only on
         # these, so the common case (a healthy peer's every request) costs nothing.
         self._backing_off: set[str] = set()
+        self._announce_on_start = announce_on_start
+        self._announce_task: asyncio.Task[None] | None = None
         self._running = False
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -141,12 +149,18 @@ class FederationSender:
             self._publish_retry(destination, retry)
         for destination in await self._outbox.destinations_with_pending():
             self.wake(destination)
+        if self._announce_on_start:
+            self._announce_task = asyncio.create_task(self._announce(), name="fedsend announce")
 
     async def stop(self) -> None:
         """Cancel the workers. A transaction cut off mid-flight stays queued and is sent again (with a new
         id) after the next start; the receiver ignores PDUs it already has."""
         self._running = False
         tasks = []
+        if self._announce_task is not None:
+            self._announce_task.cancel()  # network only: safe to cancel anywhere
+            tasks.append(self._announce_task)
+            self._announce_task = None
         for state in self._destinations.values():
             if state.task is None:
                 continue
@@ -424,6 +438,28 @@ class FederationSender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.reachable.wait(), timeout=seconds)
         state.reachable.clear()
+
+    async def _announce(self) -> None:
+        """Tell the servers we share rooms with that we are up again, with an empty transaction: a server
+        that backed off towards us while we were down (or cut off) takes any validly signed request as
+        proof of reachability and sends its queue now (Ranvier's ``mark_reachable``; Synapse resets its
+        retry timings the same way) instead of at the end of its back-off. Failures are of no consequence:
+        nothing is queued, nothing is retried."""
+        servers = await self._storage.state.get_servers_in_joined_rooms(self.server_name, ANNOUNCE_LIMIT)
+        limit = asyncio.Semaphore(ANNOUNCE_CONCURRENCY)
+
+        async def one(destination: str) -> None:
+            async with limit:
+                self._txn_counter += 1
+                txn_id = f"{self._boot_ms}_{self._txn_counter}"
+                try:
+                    await self._client.send_transaction(
+                        destination, txn_id, origin_server_ts=self._now_ms(), pdus=[], edus=[]
+                    )
+                except FederationError as e:
+                    log.debug("could not tell %s we are up: %s", destination, e)
+
+        await asyncio.gather(*(one(s) for s in servers))
 
     # -- catch-up after an outage ---------------------------------------------------------------------
 

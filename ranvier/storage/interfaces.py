@@ -232,6 +232,9 @@ class StateStore(Protocol):
     async def get_joined_servers_txn(self, txn: Any, room_id: str) -> set[str]:
         """The joined servers as ``txn`` (e.g. a persist's ``on_txn`` hook) sees them."""
 
+    async def get_servers_in_joined_rooms(self, server_name: str, limit: int) -> list[str]:
+        """Up to ``limit`` other servers joined to a room ``server_name`` is joined to."""
+
     async def get_rooms_for_user(self, user_id: str) -> dict[str, str]:
         """room_id -> membership, for every room where the user has a membership in current state."""
 

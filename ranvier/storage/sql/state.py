@@ -106,6 +106,16 @@ class SqlStateStore:
         )
         return {r[0] for r in rows}
 
+    async def get_servers_in_joined_rooms(self, server_name: str, limit: int) -> list[str]:
+        """Up to ``limit`` other servers joined to a room ``server_name`` is joined to."""
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT server_name FROM room_memberships WHERE membership = 'join' AND server_name != ?"
+            " AND room_id IN (SELECT room_id FROM room_memberships WHERE membership = 'join'"
+            " AND server_name = ?) ORDER BY server_name LIMIT ?",
+            (server_name, server_name, limit),
+        )
+        return [r[0] for r in rows]
+
     async def get_rooms_for_user(self, user_id: str) -> dict[str, str]:
         rows = await self._db.fetchall(
             "SELECT room_id, membership FROM room_memberships WHERE user_id = ?", (user_id,)
