@@ -34,9 +34,30 @@ def parse_pdu(raw: object, room_version: RoomVersion) -> Pdu | Dropped:
     if not isinstance(raw, Mapping):
         return Dropped(None, "a PDU must be a JSON object")
     try:
-        return Pdu(raw, room_version)
+        return Pdu(_without_foreign_unsigned(raw), room_version)
     except ProtocolError as e:
         return Dropped(_event_id_of(raw, room_version), f"invalid event: {e.message}")
+
+
+def _without_foreign_unsigned(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``unsigned`` is "not covered by signatures": what another server puts there is not to be believed
+    (a forged ``redacted_because``, ``prev_content`` or ``transaction_id`` would reach our clients). Keep
+    only ``age`` and, on membership events, the stripped state of an invite or knock (as Synapse does);
+    an ``unsigned`` that is not an object is dropped rather than failing the event."""
+    unsigned = raw.get("unsigned")
+    if unsigned is None:
+        return raw
+    keep = _UNSIGNED_KEPT_MEMBER if raw.get("type") == "m.room.member" else _UNSIGNED_KEPT
+    d = dict(raw)
+    if isinstance(unsigned, Mapping) and any(k in unsigned for k in keep):
+        d["unsigned"] = {k: v for k, v in unsigned.items() if k in keep}
+    else:
+        del d["unsigned"]
+    return d
+
+
+_UNSIGNED_KEPT = frozenset({"age"})
+_UNSIGNED_KEPT_MEMBER = frozenset({"age", "invite_room_state", "knock_room_state"})
 
 
 def _event_id_of(raw: Mapping[str, Any], room_version: RoomVersion) -> str | None:
