@@ -89,10 +89,13 @@ class StateService:
         ids.update(chain)
         ids -= extra.keys()
         # Events of state sets and their auth chains are accepted events by construction (an event citing
-        # a rejected auth event is itself rejected), so the source carries no rejected ids.
-        events = await self._storage.events.get_events(list(ids))
+        # a rejected auth event is itself rejected). Should a rejected one appear all the same, it is loaded
+        # with its verdict: resolution orders it but never admits it (the rejected flag travels with it).
+        verdicts = await self._storage.events.get_events_with_verdicts(list(ids))
+        events = {event_id: pdu for event_id, (pdu, _) in verdicts.items()}
+        rejected = [event_id for event_id, (_, reason) in verdicts.items() if reason is not None]
         events.update(extra)
-        return DictEventSource(events)
+        return DictEventSource(events, rejected=[e for e in rejected if e not in extra])
 
     async def load_state_events(self, state: Mapping[StateKey, str]) -> dict[StateKey, Pdu]:
         events = await self._storage.events.get_events(list(state.values()), allow_rejected=True)
