@@ -31,6 +31,7 @@ from .client_api.messages import MessageHandlers
 from .client_api.profile_sync import ProfilePropagator
 from .client_api.push_rules import PushRuleHandlers
 from .client_api.ratelimits import rate_limit_middleware
+from .client_api.room_keys import RoomKeyHandlers
 from .client_api.rooms import RoomHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.to_device import ToDeviceHandlers
@@ -38,6 +39,7 @@ from .client_api.versions import VersionsHandlers
 from .config import HomeserverConfig
 from .devices.device_lists import DeviceLists
 from .devices.federation import E2eeFederation
+from .devices.key_backup import KeyBackups
 from .devices.keys import KeyService
 from .devices.sync_section import E2eeSync
 from .devices.to_device import ToDeviceService
@@ -360,6 +362,7 @@ class Homeserver:
                 self.key_service, self.device_lists, self.authenticator, account.require_password_uia
             ),
             ToDeviceHandlers(self.to_device, self.authenticator),
+            RoomKeyHandlers(KeyBackups(self.storage), self.authenticator),
         ]
         for h in handlers:
             app.add_routes(h.routes())

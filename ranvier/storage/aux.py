@@ -9,6 +9,7 @@ from .sql.aliases import AliasStore
 from .sql.client_txns import ClientTxnStore
 from .sql.devices import DeviceStore
 from .sql.directory import DirectoryStore
+from .sql.e2ee_backup import KeyBackupStore
 from .sql.e2ee_keys import E2eKeyStore
 from .sql.e2ee_streams import DeviceListStore, ToDeviceStore
 from .sql.engine import Database
@@ -34,6 +35,7 @@ AUX_ATTRIBUTES = (
     "e2e_keys",
     "device_lists",
     "to_device",
+    "key_backup",
 )
 
 
@@ -55,3 +57,4 @@ def attach_aux(storage: Any, db: Database | None = None) -> None:
     storage.e2e_keys = E2eKeyStore(database)
     storage.device_lists = DeviceListStore(database)
     storage.to_device = ToDeviceStore(database, storage.outbox)
+    storage.key_backup = KeyBackupStore(database)
