@@ -113,17 +113,18 @@ def duplicates(timelines: list[dict[str, Row]]) -> tuple[int, list[str]]:
     return extra, sorted(txns)
 
 
-def order_inversions(acked: list[str], timelines: list[dict[str, Row]]) -> int:
-    """Pairs of acknowledged events of different depths that some server orders differently from server 0
-    (summed over servers), counted in O(n log n): walk a server's order and count the events already seen
-    that server 0 places later, minus those of the same depth."""
+def order_inversions(acked: list[str], timelines: list[dict[str, Row]]) -> dict[int, int]:
+    """Per server (other than 0, the reference), the pairs of acknowledged events of different depths that
+    it orders differently from server 0; counted in O(n log n): walk the server's order and count the events
+    already seen that server 0 places later, minus those of the same depth."""
     reference = timelines[0]
-    total = 0
-    for rows in timelines[1:]:
+    out: dict[int, int] = {}
+    for index, rows in enumerate(timelines[1:], start=1):
         common = [e for e in acked if e in rows and e in reference and rows[e].live and reference[e].live]
         ref_rank = {e: i for i, e in enumerate(sorted(common, key=lambda e: reference[e].position))}
         seen = _Fenwick(len(common))
         seen_by_depth: dict[int, list[int]] = defaultdict(list)
+        total = 0
         for n, e in enumerate(sorted(common, key=lambda e: rows[e].position)):
             r = ref_rank[e]
             later = n - seen.prefix(r)  # seen so far, ranked after e by server 0
@@ -132,7 +133,9 @@ def order_inversions(acked: list[str], timelines: list[dict[str, Row]]) -> int:
             total += later - later_same_depth
             seen.add(r)
             bisect.insort(same_depth, r)
-    return total
+        if total:
+            out[index] = total
+    return out
 
 
 class _Fenwick:

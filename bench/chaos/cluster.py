@@ -324,7 +324,9 @@ class Cluster:
     def keep_logs(self, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         for s in self.servers:
-            for name in ("ranvier.log", "homeserver.yaml", "homeserver.log", "stdout.log", "extra.yaml"):
+            # Logs, configs, and SQLite databases (the servers are stopped: the files are consistent).
+            for name in ("ranvier.log", "homeserver.yaml", "homeserver.log", "stdout.log", "extra.yaml",
+                         "homeserver.db", "homeserver.db-wal"):  # fmt: skip
                 with contextlib.suppress(OSError):
                     shutil.copy(s.workdir / name, dest / f"s{s.index}-{name}")
 

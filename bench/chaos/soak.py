@@ -81,7 +81,7 @@ async def run_soak(
             print(
                 f"acknowledged {len(acked_ids)}, missing {check.missing(acked_ids, timelines)}, "
                 f"/state divergent {state.divergent or 'none'}, duplicates {check.duplicates(timelines)[0]}, "
-                f"order inversions {check.order_inversions(acked_ids, timelines)}"
+                f"order inversions {sum(check.order_inversions(acked_ids, timelines).values())}"
             )
     finally:
         await cluster.close()

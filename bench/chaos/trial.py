@@ -55,6 +55,7 @@ class TrialResult:
     state_divergent_servers: list[int] = field(default_factory=list)
     state_differing_keys: int = 0
     order_inversions: int = 0
+    order_inversions_by_server: dict[int, int] = field(default_factory=dict)
     duplicates: int = 0
     duplicate_txns: list[str] = field(default_factory=list)
     rss_mb: dict[str, float | None] = field(default_factory=dict)
@@ -81,7 +82,10 @@ class TrialResult:
         if self.state_divergent_servers:
             out.append(f"/state differs from server 0 on servers {self.state_divergent_servers}")
         if self.order_inversions:
-            out.append(f"{self.order_inversions} pairs of different depths ordered differently")
+            where = ", ".join(f"s{i} {n}" for i, n in self.order_inversions_by_server.items())
+            out.append(
+                f"{self.order_inversions} pairs of different depths ordered differently from s0 ({where})"
+            )
         if self.duplicates:
             out.append(f"{self.duplicates} duplicate events for txnIds {self.duplicate_txns[:5]}")
         return out
@@ -136,11 +140,11 @@ async def run_trial(
         result.error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
     finally:
         result.rss_mb = {f"s{s.index}": s.rss_mb() for s in cluster.servers}
+        await cluster.close()
         if result.failed or cfg.keep_all_logs:
             dest = (cfg.keep_dir or cfg.workdir / "kept").resolve() / workdir.name
             cluster.keep_logs(dest)
             result.logs = str(dest)
-        await cluster.close()
         result.elapsed_s = time.monotonic() - started
     return result
 
@@ -178,7 +182,8 @@ async def _measure(
         timelines = await check.read_all(cluster.servers, room_id)
     state = await check.compare_state(users, room_id)
     result.state_divergent_servers, result.state_differing_keys = state.divergent, state.differing_keys
-    result.order_inversions = check.order_inversions(acked, timelines)
+    result.order_inversions_by_server = check.order_inversions(acked, timelines)
+    result.order_inversions = sum(result.order_inversions_by_server.values())
     result.duplicates, result.duplicate_txns = check.duplicates(timelines)
 
 
