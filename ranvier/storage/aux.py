@@ -12,9 +12,6 @@ from .sql.directory import DirectoryStore
 from .sql.e2ee_backup import KeyBackupStore
 from .sql.e2ee_keys import E2eKeyStore
 from .sql.e2ee_streams import DeviceListStore, ToDeviceStore
-from .sql.e2ee_backup import KeyBackupStore
-from .sql.e2ee_keys import E2eKeyStore
-from .sql.e2ee_streams import DeviceListStore, ToDeviceStore
 from .sql.engine import Database
 from .sql.inbound_txns import InboundTxnStore
 from .sql.outbox import OutboxStore
