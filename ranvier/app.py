@@ -39,11 +39,6 @@ from .client_api.versions import VersionsHandlers
 from .config import HomeserverConfig
 from .devices.device_lists import DeviceLists
 from .devices.federation import E2eeFederation
-from .devices.keys import KeyService
-from .devices.sync_section import E2eeSync
-from .devices.to_device import ToDeviceService
-from .devices.device_lists import DeviceLists
-from .devices.federation import E2eeFederation
 from .devices.key_backup import KeyBackups
 from .devices.keys import KeyService
 from .devices.sync_section import E2eeSync
@@ -368,13 +363,6 @@ class Homeserver:
             ),
             ToDeviceHandlers(self.to_device, self.authenticator),
             RoomKeyHandlers(KeyBackups(self.storage), self.authenticator),
-        ]
-        account = next(h for h in handlers if isinstance(h, AccountHandlers))
-        handlers += [
-            KeyHandlers(
-                self.key_service, self.device_lists, self.authenticator, account.require_password_uia
-            ),
-            ToDeviceHandlers(self.to_device, self.authenticator),
         ]
         for h in handlers:
             app.add_routes(h.routes())
