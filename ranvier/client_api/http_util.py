@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -9,6 +10,9 @@ from aiohttp import web
 from ..protocol.canonical_json import parse_json
 from ..protocol.errors import CanonicalJsonError
 from .errors import MatrixError, bad_json, invalid_param, missing_param
+
+# At most 4300 digits: longer strings are refused by int() itself (CPython's limit on conversions).
+_INTEGER = re.compile(r"[+-]?[0-9]{1,4300}")
 
 
 async def read_json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -50,11 +54,10 @@ def query_int(request: web.Request, key: str, default: int, lo: int = 0, hi: int
     raw = request.query.get(key)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid_param(f"query parameter '{key}' must be an integer") from None
-    return max(lo, min(hi, value))
+    # ASCII digits with an optional sign: int() alone also takes other scripts' digits, "1_000" and spaces.
+    if _INTEGER.fullmatch(raw) is None:
+        raise invalid_param(f"query parameter '{key}' must be an integer")
+    return max(lo, min(hi, int(raw)))
 
 
 def access_token_from(request: web.Request) -> str | None:

@@ -41,20 +41,25 @@ def _room_error(e: Exception) -> MatrixError:
 
 
 def _remote_invite_error(e: FederationError | ProtocolError, target: str) -> MatrixError:
-    """An invite the invitee's server did not countersign. The spec gives /invite no error for this and
-    Synapse answers 500 (synapse#2047); a client can do nothing about it, so it is not a 5xx here:
-    - no answer at all (the server does not exist, refuses connections, times out): 404 M_NOT_FOUND,
-      naming the server, as for a user that cannot be found;
-    - an error answer or an invalid countersigned invite: 403 M_FORBIDDEN with the remote's words (the
-      invitee's server declined).
+    """An invite the invitee's server did not countersign, should the rooms layer let the failure through
+    (rooms.remote_join maps these itself). Synapse answers 500 here (synapse#2047); a client must get a
+    Matrix error naming the server instead, with the statuses the rooms layer uses for joins and invites:
+    no answer (the server does not exist, refuses connections, times out) or an unusable one is 502
+    M_UNKNOWN (the failure is between servers, nothing the client sent); a refusal the invitee's server
+    states (400/403/404 with a Matrix errcode) is passed on.
     """
     server = server_of(target)
     if isinstance(e, DestinationUnreachable):
-        return not_found(f"Could not reach {server} to invite {target}: {e.message}")
+        return MatrixError(
+            502, "M_UNKNOWN", f"could not invite {target}: {server} could not be reached ({e})"
+        )
     if isinstance(e, FederationError):
-        reason = f"{e.errcode or e.status} {e.message}".strip()
-        return forbidden(f"{server} refused the invite of {target}: {reason}")
-    return forbidden(f"{server} returned an invalid invite for {target}: {e.message}")
+        if e.status in (400, 403, 404) and e.errcode and e.errcode.startswith("M_"):
+            return MatrixError(e.status, e.errcode, f"{server} refused to invite {target}: {e.message[:300]}")
+        return MatrixError(
+            502, "M_UNKNOWN", f"could not invite {target}: {server} answered {e.status} {e.message[:300]}"
+        )
+    return MatrixError(502, "M_UNKNOWN", f"{server} answered the invite of {target} with an invalid event")
 
 
 class _TxnIdTaken(Exception):

@@ -116,8 +116,17 @@ def plan_room(body: dict[str, Any], creator: str, room_version: RoomVersion, ser
 
     alias_localpart = body.get("room_alias_name")
     if alias_localpart is not None:
-        if not isinstance(alias_localpart, str) or not alias_localpart or ":" in alias_localpart:
-            raise CreateRoomError("M_INVALID_PARAM", "room_alias_name must be a localpart without ':'")
+        if (
+            not isinstance(alias_localpart, str)
+            or not alias_localpart
+            or ":" in alias_localpart
+            or any(c.isspace() for c in alias_localpart)
+        ):
+            raise CreateRoomError(
+                "M_INVALID_PARAM", "room_alias_name must be a localpart without ':' or spaces"
+            )
+        if len(f"#{alias_localpart}:{server_name}".encode()) > 255:  # CS "Room aliases": at most 255 bytes
+            raise CreateRoomError("M_INVALID_PARAM", "the room alias would be longer than 255 bytes")
         state.append(("m.room.canonical_alias", "", {"alias": f"#{alias_localpart}:{server_name}"}))
 
     preset_values = _PRESETS[preset]

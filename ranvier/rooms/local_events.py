@@ -239,16 +239,43 @@ class LocalEventCreator:
         """Create a room: the create event, the creator's join, then ``state`` in order. Returns the room id.
 
         Before v12 the room id is ours to mint (``room_id_hint``); since v12 it is derived from the create
-        event, so the whole creation happens before anyone else can know the id.
+        event, so the whole creation happens before anyone else can know the id. Every event is built and
+        authorised before any is stored, and all are persisted in one batch: a request refused on its
+        tenth event (an over-long type, power levels the rules refuse) leaves no half-made room behind.
         """
-        create = await self._build(
-            rv, room_id_hint, creator, "m.room.create", create_content, "", None, [], {}, None
-        )
-        room_id = create.room_id
+        specs = [
+            ("m.room.create", "", create_content),
+            ("m.room.member", creator, {"membership": "join"}),
+            *state,
+        ]
+        room_id = room_id_hint
+        current: dict[StateKey, Pdu] = {}
+        prev_ids: list[str] = []
+        batch: list[EventToPersist] = []
+        for depth, (event_type, state_key, content) in enumerate(specs, start=1):
+            auth_keys = auth_types_for_event(rv, event_type, state_key, creator, content)
+            auth_state = {k: e for k, e in current.items() if k in auth_keys or k == CREATE_KEY}
+            pdu = build_event(
+                room_version=rv,
+                room_id=room_id,
+                sender=creator,
+                event_type=event_type,
+                content=content,
+                state_key=state_key,
+                prev_events=prev_ids,
+                auth_events=sorted(e.event_id for k, e in auth_state.items() if k in auth_keys),
+                depth=depth,
+                origin_server_ts=self._clock(),
+                server_name=self.server_name,
+                signing_key=self.signing_key,
+            )
+            check_auth_rules(pdu, auth_state)
+            batch.append(EventToPersist(pdu=pdu, state_before={k: e.event_id for k, e in current.items()}))
+            room_id = pdu.room_id
+            current[(event_type, state_key)] = pdu
+            prev_ids = [pdu.event_id]
+        assert room_id is not None  # the create event's, at the latest
         await self._storage.rooms.store_room(room_id, rv.identifier, creator)
         async with self._persister.room_lock(room_id):
-            await self._persister.persist(room_id, rv, [EventToPersist(pdu=create, state_before={})])
-        await self.send(room_id, creator, "m.room.member", {"membership": "join"}, state_key=creator)
-        for event_type, state_key, content in state:
-            await self.send(room_id, creator, event_type, content, state_key=state_key)
+            await self._persister.persist(room_id, rv, batch)
         return room_id

@@ -36,6 +36,13 @@ def seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def state_path(room_id: str, event_type: str, key: str = "") -> str:
+    """``/rooms/{roomId}/state/{eventType}[/{stateKey}]``, the empty key written without the slash (the
+    trailing-slash form has its own test)."""
+    path = f"/rooms/{seg(room_id)}/state/{seg(event_type)}"
+    return path + f"/{seg(key)}" if key else path
+
+
 @dataclass
 class User:
     name: str
@@ -145,11 +152,10 @@ class ClientEnv:
         return str((await self.ok(who, "PUT", path, {"msgtype": "m.text", "body": text}))["event_id"])
 
     async def put_state(self, who: User, room_id: str, event_type: str, content: Any, key: str = "") -> str:
-        path = f"/rooms/{seg(room_id)}/state/{seg(event_type)}/{seg(key)}"
-        return str((await self.ok(who, "PUT", path, content))["event_id"])
+        return str((await self.ok(who, "PUT", state_path(room_id, event_type, key), content))["event_id"])
 
     async def state(self, who: User, room_id: str, event_type: str, key: str = "") -> Any:
-        return await self.ok(who, "GET", f"/rooms/{seg(room_id)}/state/{seg(event_type)}/{seg(key)}")
+        return await self.ok(who, "GET", state_path(room_id, event_type, key))
 
     async def set_power(self, room_id: str, user: User, level: int) -> None:
         """Alice gives ``user`` a power level (Alice needs none in v12, where creators are not listed)."""

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from .client_env import ClientEnv, register, report_outcomes, seg, start_env
+from .client_env import ClientEnv, register, report_outcomes, seg, start_env, state_path
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -48,8 +48,9 @@ def _redact(room_id: str, event_id: str, txn: str) -> str:
 
 
 async def _state_id(env: ClientEnv, room_id: str, event_type: str, key: str = "") -> str:
-    path = f"/rooms/{seg(room_id)}/state/{seg(event_type)}/{seg(key)}"
-    return str((await env.ok(env.alice, "GET", path, format="event"))["event_id"])
+    return str(
+        (await env.ok(env.alice, "GET", state_path(room_id, event_type, key), format="event"))["event_id"]
+    )
 
 
 @pytest.mark.parametrize("room_version", ["1", "2", "3", "6", "10", "11", "12"])
@@ -170,7 +171,7 @@ async def test_state_changes_need_their_level(env: ClientEnv, room_version: str)
             "power: state events by power 0",
             env.bob,
             "PUT",
-            f"/rooms/{seg(room_id)}/state/{seg(event_type)}/{seg(key)}",
+            state_path(room_id, event_type, key),
             content,
             expect=403,
             errcode="M_FORBIDDEN",
@@ -206,7 +207,7 @@ async def test_state_changes_need_their_level(env: ClientEnv, room_version: str)
             "power: state events at the state level",
             env.carol,
             "PUT",
-            f"/rooms/{seg(room_id)}/state/{seg(event_type)}/{seg(key)}",
+            state_path(room_id, event_type, key),
             content,
             expect=expected[event_type],
         )

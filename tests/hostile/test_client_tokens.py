@@ -44,7 +44,7 @@ def _requests(room_id: str, user: User) -> list[tuple[str, str, Any]]:
         ("GET", "/joined_rooms", None),
         ("POST", "/createRoom", {}),
         ("PUT", f"/rooms/{room}/send/m.room.message/after-logout", {"msgtype": "m.text", "body": "ghost"}),
-        ("PUT", f"/rooms/{room}/state/m.room.topic/", {"topic": "ghost"}),
+        ("PUT", f"/rooms/{room}/state/m.room.topic", {"topic": "ghost"}),
         ("GET", f"/rooms/{room}/messages", None),
         ("GET", f"/rooms/{room}/state", None),
         ("POST", f"/rooms/{room}/leave", {}),
