@@ -34,7 +34,7 @@ from ranvier.app import Homeserver
 from ranvier.config import parse_config
 from ranvier.federation.x_matrix import XMatrixAuth, format_x_matrix, request_json
 from ranvier.protocol.canonical_json import encode_canonical_json
-from ranvier.protocol.events import build_event
+from ranvier.protocol.events import Pdu, build_event
 from ranvier.protocol.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
 from ranvier.protocol.signing import SigningKey
 from tests.ports import free_port
@@ -304,7 +304,7 @@ class FuzzHarness:
                 self.world.room_ids.insert(0, self.room_id)
                 await self._adopt_room()
         if (changes_rooms and answer.status == 200 and quote(self.room_id, safe="") in req.path) or (
-            req.op.api == "ss" and answer.status == 200 and "/send/" in req.path
+            req.op.api == "ss" and answer.status == 200 and req.op.method == "PUT"
         ):
             await self._restore_room()
 
@@ -346,6 +346,68 @@ class FuzzHarness:
             except Exception:
                 return req.body
         return req.body
+
+    async def _flow(self, req: FuzzRequest) -> FuzzRequest:
+        """A send_join, send_leave or invite with a real membership event of the remote server: from a
+        make_join/make_leave template (send_join by a new remote user each time, send_leave by the
+        joined one) or, for an invite of a local user, built on the room's state."""
+        spec, client, server = req.pdus[0], self.driver.fed.client, self.hs.server_name
+        self._txn_counter += 1
+        try:
+            if "/send_join/" in req.op.path:
+                sender = self.driver.user(f"joiner{self._txn_counter}")
+                template = await client.make_join(server, self.room_id, sender, list(KNOWN_ROOM_VERSIONS))
+                membership, state_key = "join", sender
+            elif "/send_leave/" in req.op.path:
+                sender = self.remote_user
+                template = await client.make_leave(server, self.room_id, sender)
+                membership, state_key = "leave", sender
+            else:
+                sender, template = self.remote_user, None
+                membership, state_key = "invite", self.world.user_ids[self._txn_counter % 2]
+        except Exception:  # the template was refused: send the request as generated
+            return replace(req, pdus=())
+        storage, room_id = self.hs.storage, self.room_id
+        rv = await storage.rooms.get_room_version(room_id)
+        content = {**(spec.content if isinstance(spec.content, dict) else {}), "membership": membership}
+        if template is not None:
+            proto = template["event"]
+            prev, auth_ids, depth = proto["prev_events"], proto["auth_events"], proto["depth"]
+        else:
+            state = await current_state_events(self.hs, room_id)
+            prev = sorted(await storage.events.get_forward_extremities(room_id))[:10]
+            depth = await storage.events.get_max_depth_of(prev) + 1
+            auth = auth_events_for(rv, state, "m.room.member", sender, content, state_key)
+            auth_ids = sorted(p.event_id for p in auth)
+        try:
+            pdu = build_event(
+                room_version=rv,
+                room_id=room_id,
+                sender=sender,
+                event_type="m.room.member",
+                content=content,
+                prev_events=prev,
+                auth_events=auth_ids,
+                depth=depth,
+                origin_server_ts=int(time.time() * 1000),
+                server_name=self.driver.server_name,
+                signing_key=self.driver.fed.keyring.signing_key,
+                state_key=state_key,
+            )
+        except Exception:  # content canonical JSON refuses
+            return replace(req, pdus=())
+        event = mutate_pdu(dict(pdu.json), spec.mutation, self.user_id, self.private_room)
+        try:  # the path names the event as tampered with, when it still has an id
+            event_id = Pdu(event, rv).event_id
+        except Exception:
+            event_id = pdu.event_id
+        body: Any = event
+        if "/v2/invite/" in req.op.path:  # v1 takes the bare event
+            create = (await current_state_events(self.hs, room_id))[("m.room.create", "")]
+            body = {"event": event, "room_version": rv.identifier, "invite_room_state": [create.json]}
+        prefix = req.op.path.split("{roomId}")[0]
+        path = prefix + quote(room_id, safe="") + "/" + quote(event_id, safe="")
+        return replace(req, path=path, query=(), body=json.dumps(body).encode(), pdus=())
 
     async def _transaction(self, req: FuzzRequest) -> bytes:
         """The body of a federation /send carrying ``req.pdus``, built and signed now on the room's real
@@ -396,11 +458,13 @@ class FuzzHarness:
         return mutate_pdu(event, spec.mutation, self.user_id, self.private_room)
 
     async def _send(self, req: FuzzRequest) -> tuple[Answer, FuzzRequest]:
-        if req.pdus:
+        if req.pdus and req.op.path.endswith("/send/{txnId}"):
             # A fresh transaction id: a repeated one is answered from the first answer, unprocessed.
             self._txn_counter += 1
             path = req.path.rsplit("/", 1)[0] + f"/fuzz{self._txn_counter}"
             req = replace(req, path=path, body=await self._transaction(req), pdus=())
+        elif req.pdus:
+            req = await self._flow(req)
         base = self.client_base if req.op.api == "cs" else self.federation_base
         url = yarl.URL(base + req.uri, encoded=True)
         try:

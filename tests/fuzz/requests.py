@@ -50,6 +50,10 @@ PDU_MUTATIONS = (
 )
 
 
+# Federation membership endpoints the harness can drive with a real template (see FuzzHarness._flow).
+MEMBERSHIP_FLOWS = ("send_join", "send_leave", "invite")
+
+
 @dataclass(frozen=True)
 class PduSpec:
     event_type: str
@@ -170,6 +174,20 @@ class RequestStrategies:
                 lambda t: replace(t[0], auth="signed", pdus=tuple(t[1]))
             )
             return mostly(request, signed, 2)
+        if op.api == "ss" and any(f"/{flow}/" in op.path for flow in MEMBERSHIP_FLOWS):
+            # Half the time, the real flow: a template from make_join/make_leave (or an invite built on
+            # the room's state), signed by the remote server, then tampered with or not.
+            member = next(e for e in load_event_schemas() if e.event_type == "m.room.member")
+            spec = st.builds(
+                PduSpec,
+                st.just("m.room.member"),
+                st.none(),
+                mostly(st.just({}), self.schemas.for_schema(member.content), 3),
+                st.none(),
+                mostly(st.just("none"), st.sampled_from(PDU_MUTATIONS), 2),
+            )
+            flow = st.tuples(request, spec).map(lambda t: replace(t[0], auth="signed", pdus=(t[1],)))
+            return mostly(request, flow, 2)
         return request
 
     def pdu_spec(self) -> st.SearchStrategy[PduSpec]:
