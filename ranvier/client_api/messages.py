@@ -124,21 +124,8 @@ class MessageHandlers:
         if "types" in room_filter:
             types = list(room_filter["types"])
         events, next_token = await self._storage.stream.paginate(room_id, from_token, direction, limit, types)
-        rounds = 0
-        while direction == "b" and self._backfill is not None and rounds < MAX_BACKFILL_ROUNDS:
-            # A short page backwards: we hold no older events here. History from before our server joined
-            # is fetched from another server in the room (S2S "Backfilling and retrieving missing events").
-            # A full page that reaches a hole in the middle of the timeline (events we know exist but could
-            # not fetch yet) is completed the same way before it is answered.
-            holes = await self._holes(room_id, from_token, events, next_token, limit)
-            if holes is None:
-                break
-            rounds += 1
-            if not await self._backfill(room_id, limit, holes or None):
-                break
-            events, next_token = await self._storage.stream.paginate(
-                room_id, from_token, direction, limit, types
-            )
+        if direction == "b":
+            events, next_token = await self._backfilled(room_id, from_token, limit, types, events, next_token)
         if to_token is not None:
             kept = []
             for pdu in events:
@@ -174,6 +161,28 @@ class MessageHandlers:
                     body["state"].append(format_client_event(member, now))
         return web.json_response(body)
 
+    async def _backfilled(
+        self,
+        room_id: str,
+        from_token: TopoToken | None,
+        limit: int,
+        types: list[str] | None,
+        events: list[Pdu],
+        next_token: TopoToken | None,
+    ) -> tuple[list[Pdu], TopoToken | None]:
+        """A page read backwards from ``from_token``, completed first from other servers where it lacks
+        events (S2S "Backfilling and retrieving missing events"): a short page reached the start of what
+        we hold (history from before our server joined), and a page that crosses a hole in the middle of
+        the timeline (events we know exist but could not fetch yet) is filled before it is answered."""
+        for _ in range(MAX_BACKFILL_ROUNDS):
+            if self._backfill is None:
+                break
+            holes = await self._holes(room_id, from_token, events, next_token, limit)
+            if holes is None or not await self._backfill(room_id, limit, holes or None):
+                break
+            events, next_token = await self._storage.stream.paginate(room_id, from_token, "b", limit, types)
+        return events, next_token
+
     async def _holes(
         self,
         room_id: str,
@@ -182,22 +191,22 @@ class MessageHandlers:
         next_token: TopoToken | None,
         limit: int,
     ) -> list[str] | None:
-        """What a backwards page read from ``from_token`` lacks: None if nothing, [] if it is short (fetch
-        before every backward extremity), else the holes inside it (the backward extremities whose missing
-        events sort between the page's oldest event and ``from_token``), nearest first."""
-        if len(events) < limit or next_token is None:
-            return []
+        """What a backwards page read from ``from_token`` lacks: the holes inside it (the backward
+        extremities whose missing events sort between the page's oldest event and ``from_token``), nearest
+        first; else [] if the page is short (fetch before every backward extremity); else None."""
+        short = len(events) < limit or next_token is None
         gaps = await self._storage.events.get_timeline_gaps(room_id)
-        if not gaps:
-            return None
         # The page's oldest event; a hole's events sort just before the earliest event citing them.
-        bottom = TopoToken(next_token.depth, next_token.stream + 1)
+        bottom = None if short or next_token is None else TopoToken(next_token.depth, next_token.stream + 1)
         inside = [
             (position, event_id)
             for event_id, position in gaps.items()
-            if bottom <= position and (from_token is None or position.depth <= from_token.depth + 1)
+            if (bottom is None or bottom <= position)
+            and (from_token is None or position.depth <= from_token.depth + 1)
         ]
-        return [event_id for _, event_id in sorted(inside, reverse=True)] or None
+        if inside:
+            return [event_id for _, event_id in sorted(inside, reverse=True)]
+        return [] if short else None
 
     async def _visible(
         self,
@@ -248,13 +257,11 @@ class MessageHandlers:
         after_n = limit - before_n
         just_before = meta.topo_before
         before, before_token = await self._storage.stream.paginate(room_id, just_before, "b", before_n)
-        if self._backfill is not None and before_n:
-            # The events before may cross a hole (or reach the start of what we hold): fetch it first.
-            holes = await self._holes(room_id, just_before, before, before_token, before_n)
-            if holes is not None and await self._backfill(room_id, before_n, holes or None):
-                before, before_token = await self._storage.stream.paginate(
-                    room_id, just_before, "b", before_n
-                )
+        if before_n:
+            # The events before may cross a hole (or reach the start of what we hold): filled first.
+            before, before_token = await self._backfilled(
+                room_id, just_before, before_n, None, before, before_token
+            )
         after, after_token = await self._storage.stream.paginate(room_id, meta.topo, "f", after_n)
         # Tokens stay those of the whole pages, so paging on from them skips past what was hidden.
         before = await self._visibility.filter_for_user(room_id, requester.user_id, before)

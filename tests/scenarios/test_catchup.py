@@ -191,10 +191,37 @@ async def test_a_hole_in_the_middle_of_the_timeline_is_filled_by_messages(
     assert len(timeline["events"]) < OUTAGE_MESSAGES
     assert timeline["limited"] is True and "prev_batch" in timeline
 
+    # /context just after the hole fills the events before it first.
+    held = [statuses[e] == "live" for e in sent]
+    child = sent[next(i for i in range(1, len(sent)) if held[i] and not held[i - 1])]
+    context = await bob.ok("GET", f"/rooms/{room_id}/context/{child}", limit="20")
+    before = [e["event_id"] for e in context["events_before"]]
+    i = sent.index(child)
+    assert before == list(reversed(sent[i - 10 : i]))
+
     # Paging back from the end crosses the hole: each page is completed before it is answered.
     ids = [e["event_id"] for e in await all_pages(bob, room_id)]
     assert [e for e in ids if e in set(sent)] == sent
     assert await in_timeline(b, sent)
+    assert await b.storage.events.get_timeline_gaps(room_id) == {}
+
+
+async def test_a_hole_left_at_shutdown_is_filled_after_restart(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    """The holes are the stored backward extremities: a restart resumes filling them."""
+    _, _, room_id, sent, port = await outage(tmp_path, servers, session, {"catchup_max_per_room": 50})
+    a = servers[0]
+    b = await start(tmp_path / "b", port, gap_fill_max_events=0)
+    servers.append(b)
+    await eventually(lambda: _drained(a, b.server_name), timeout=60)
+    await eventually(lambda: in_timeline(b, sent[-50:]), timeout=20)
+    assert not await in_timeline(b, sent)
+    await b.stop()
+
+    b = await start(tmp_path / "b", port)
+    servers.append(b)
+    await eventually(lambda: in_timeline(b, sent), timeout=60)
     assert await b.storage.events.get_timeline_gaps(room_id) == {}
 
 
