@@ -24,12 +24,15 @@ from urllib.parse import quote
 
 import aiohttp
 import yarl
+from unpaddedbase64 import encode_base64
 
 from ranvier.app import Homeserver
 from ranvier.federation.x_matrix import XMatrixAuth, format_x_matrix, request_json
 from ranvier.protocol.auth import auth_types_for_event
 from ranvier.protocol.canonical_json import MAX_SAFE_INT, encode_canonical_json
 from ranvier.protocol.events import Pdu, StateKey, build_event
+from ranvier.protocol.hashes import compute_content_hash
+from ranvier.protocol.redaction import redact_event
 from ranvier.protocol.room_versions import RoomVersion
 from ranvier.protocol.signing import SigningKey
 from tests.scenarios.inbound_driver import ClientUser, Driver, register, start_driver, start_homeserver
@@ -251,6 +254,21 @@ class HostileRoom:
             state_key=state_key,
             redacts=redacts,
         )
+
+    def resign(
+        self, d: Mapping[str, Any], key: SigningKey | None = None, server: str | None = None
+    ) -> dict[str, Any]:
+        """Recompute the content hash and the signature of a (mutated) PDU dict, leniently, as the peer
+        (or ``server`` with ``key``) would sign it; nothing else about it is checked."""
+        rv = lenient(self.rv)
+        out = {k: v for k, v in d.items() if k not in ("hashes", "signatures", "unsigned")}
+        out["hashes"] = {"sha256": encode_base64(compute_content_hash(out, rv))}
+        redacted = redact_event(out, rv)
+        redacted.pop("signatures", None)
+        signer = key or self.peer.key
+        signature = signer.sign_bytes(encode_canonical_json(redacted, strict=False))
+        out["signatures"] = {server or self.peer.name: {signer.key_id: signature}}
+        return out
 
     async def message(self, body: str, **kw: Any) -> Pdu:
         return await self.build("m.room.message", {"msgtype": "m.text", "body": body}, **kw)

@@ -29,7 +29,7 @@ import pytest_asyncio
 from unpaddedbase64 import encode_base64
 
 from ranvier.protocol.canonical_json import encode_canonical_json
-from ranvier.protocol.hashes import compute_content_hash, compute_event_id
+from ranvier.protocol.hashes import compute_event_id
 from ranvier.protocol.redaction import redact_event
 from ranvier.protocol.signing import SigningKey
 
@@ -73,20 +73,7 @@ async def pr(
 def resign(
     pr: PdusRoom, d: dict[str, Any], key: SigningKey | None = None, server: str | None = None
 ) -> dict[str, Any]:
-    """Recompute the content hash and the signature of a (mutated) PDU dict, leniently, as the peer (or
-    ``server`` with ``key``) would sign it."""
-    rv = lenient(pr.room.rv)
-    d = {k: v for k, v in d.items() if k not in ("hashes", "signatures", "unsigned")}
-    d["hashes"] = {"sha256": encode_base64(compute_content_hash(d, rv))}
-    redacted = redact_event(d, rv)
-    redacted.pop("signatures", None)
-    signer = key or pr.room.peer.key
-    d["signatures"] = {
-        server or pr.room.peer.name: {
-            signer.key_id: signer.sign_bytes(encode_canonical_json(redacted, strict=False))
-        }
-    }
-    return d
+    return pr.room.resign(d, key, server)
 
 
 async def base(pr: PdusRoom, body: str = "hostile") -> dict[str, Any]:
