@@ -291,6 +291,7 @@ class Homeserver:
             await self.device_lists.on_local_change(user_id, device_ids, deleted=True)
 
         self.storage.devices.deleted_listeners.append(devices_deleted)
+        self.storage.devices.renamed_listeners.append(self.device_lists.on_local_change)
 
     def _client_app(self) -> web.Application:
         config = self.config

@@ -221,7 +221,10 @@ class DeviceLists:
         if not isinstance(prev_ids, list) or not all(type(p) is int for p in prev_ids):
             return
         if not await self.shares_room_with_local_user(user_id):
-            return  # not tracked: /keys/query asks their server while no room is shared
+            # Not tracked: /keys/query asks their server while no room is shared, and a cache from
+            # an earlier shared room is fetched again once one is shared again.
+            await self._storage.device_lists.forget_remote(user_id)
+            return
         lists = self._storage.device_lists
         cached = await lists.get_remote_list(user_id)
         if await lists.seen_stream_ids(user_id, [stream_id]):

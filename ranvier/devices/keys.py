@@ -173,6 +173,7 @@ class KeyService:
         """Answer from the cache when we track the user (they share a room with one of ours); a list
         never fetched or marked stale is fetched whole first. False: ask their server instead."""
         if not await self._lists.shares_room_with_local_user(user_id):
+            await self._storage.device_lists.forget_remote(user_id)
             return False
         cached = await self._storage.device_lists.get_remote_list(user_id)
         if (cached is None or cached[1]) and not await self._lists.resync(user_id):

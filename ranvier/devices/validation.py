@@ -1,9 +1,9 @@
 """Checks of uploaded key objects (pure: data in, typed error or data out).
 
 CS "End-to-End Encryption" > "Device keys": ``user_id`` and ``device_id`` must be the uploader's, and the
-object must be signed by the device's own ``ed25519:<device_id>`` key. "Cross-signing": a master key is
-signed by... itself is optional, but the self-signing and user-signing keys must be signed by the master
-key; every cross-signing key has exactly one ed25519 key, whose id is ``ed25519:<public key>``.
+object must be signed by the device's own ``ed25519:<device_id>`` key. "Cross-signing": the self-signing
+and user-signing keys must be signed by the master key (the master key's own signatures, by the user's
+devices, are optional); every cross-signing key has exactly one ed25519 key, ``ed25519:<public key>``.
 """
 
 from __future__ import annotations

@@ -169,3 +169,24 @@ async def test_cross_signing_and_signatures(hs: Homeserver, session: aiohttp.Cli
     seen_by_alice = await alice.ok("POST", "/keys/query", {"device_keys": {uid: []}})
     assert bob.user_id not in seen_by_alice["master_keys"][uid].get("signatures", {})
     assert seen_by_alice["user_signing_keys"][uid] == usk_key
+
+
+async def test_renaming_a_device_is_a_device_list_change(
+    hs: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice, adev = await _user(session, hs, "alice")
+    bob, _ = await _user(session, hs, "bob")
+    room_id = await alice.create_room()
+    await bob.ok("POST", f"/join/{room_id}")
+    await alice.ok("POST", "/keys/upload", {"device_keys": adev.device_keys()})
+    await bob.sync()
+    await alice.ok("PUT", f"/devices/{adev.device_id}", {"display_name": "Laptop"})
+    sync = await bob.sync(timeout_ms=2000)
+    assert sync["device_lists"]["changed"] == [alice.user_id]
+    queried = await bob.ok("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
+    assert queried["device_keys"][alice.user_id][adev.device_id]["unsigned"] == {
+        "device_display_name": "Laptop"
+    }
+    # The same name again changes nothing.
+    await alice.ok("PUT", f"/devices/{adev.device_id}", {"display_name": "Laptop"})
+    assert (await bob.sync())["device_lists"]["changed"] == []

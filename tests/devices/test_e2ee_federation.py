@@ -128,6 +128,15 @@ async def test_device_list_updates_and_resync(
     answer = await alice.ok("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
     assert sorted(answer["device_keys"][bob.user_id]) == sorted([bdev.device_id, bdev2.device_id])
 
+    # A new name travels too.
+    await bob.ok("PUT", f"/devices/{bdev.device_id}", {"display_name": "Bob's laptop"})
+
+    async def a_has_the_name() -> bool:
+        devices = await a.storage.device_lists.get_remote_devices(bob.user_id)
+        return any(d.device_id == bdev.device_id and d.display_name == "Bob's laptop" for d in devices)
+
+    await eventually(a_has_the_name, timeout=10)
+
     # Bob logs the new device out: it is deleted on A too.
     await bob2.ok("POST", "/logout", {})
     await _events_until(alice, lambda s: [u for u in s["device_lists"]["changed"] if u == bob.user_id])

@@ -14,9 +14,10 @@ from typing import Any
 from ...clock import now_ms
 from .aux_streams import write
 from .e2ee_keys import delete_device_e2ee_txn
+from .e2ee_streams import record_device_list_change
 from .engine import Database
 
-# Told (user id, deleted device ids) after a deletion commits: the E2EE layer tells other servers.
+# Told (user id, device ids) after a deletion or renaming commits: the E2EE layer tells other servers.
 DeletedListener = Callable[[str, list[str]], Awaitable[None]]
 
 
@@ -44,6 +45,7 @@ class DeviceStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.deleted_listeners: list[DeletedListener] = []
+        self.renamed_listeners: list[DeletedListener] = []
 
     async def _deleted(self, user_id: str, device_ids: list[str]) -> None:
         if device_ids:
@@ -73,13 +75,24 @@ class DeviceStore:
         return [_device(r) for r in rows]
 
     async def rename_device(self, user_id: str, device_id: str, display_name: str | None) -> bool:
-        """False if there is no such device."""
-        updated = await write(
-            self._db,
-            "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ? RETURNING device_id",
-            (display_name, user_id, device_id),
-        )
-        return updated is not None
+        """False if there is no such device. A new name is a device list change (others see device
+        names in /keys/query), recorded with it and told to ``renamed_listeners`` after the commit."""
+        async with self._db.transaction() as txn:
+            old = await txn.fetchone(
+                "SELECT display_name FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+            )
+            if old is None:
+                return False
+            if old[0] == display_name:
+                return True
+            await txn.execute(
+                "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
+                (display_name, user_id, device_id),
+            )
+            await record_device_list_change(txn, [user_id])
+        for listener in self.renamed_listeners:
+            await listener(user_id, [device_id])
+        return True
 
     async def touch_device(self, user_id: str, device_id: str, ts: int, ip: str | None) -> None:
         await write(

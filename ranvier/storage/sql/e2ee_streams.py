@@ -219,6 +219,12 @@ class DeviceListStore:
             )
             await record_device_list_change(txn, [user_id])
 
+    async def forget_remote(self, user_id: str) -> None:
+        """No room is shared with the user any more, so their updates stop coming: whatever is cached
+        must be fetched again before it is used (no device list change: nobody here tracks them)."""
+        async with self._db.transaction() as txn:
+            await txn.execute("UPDATE remote_device_lists SET stale = 1 WHERE user_id = ?", (user_id,))
+
     async def note_remote_change(self, user_id: str) -> None:
         """A change we learnt of without a device list (e.g. new cross-signing keys)."""
         await self.record_change([user_id])
