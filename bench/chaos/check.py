@@ -91,13 +91,22 @@ async def read_all(servers: list[ChaosServer], room_id: str) -> list[dict[str, R
 
 def missing(acked: list[str], timelines: list[dict[str, Row]]) -> int:
     """(server, acknowledged event) pairs where the event is not a timeline event of that server."""
-    count = 0
-    for rows in timelines:
+    return sum(missing_by_server(acked, timelines).values())
+
+
+def missing_by_server(acked: list[str], timelines: list[dict[str, Row]]) -> dict[int, int]:
+    """Per server with any: acknowledged events that are not timeline events there (absent or outliers,
+    rejected, soft-failed)."""
+    out: dict[int, int] = {}
+    for index, rows in enumerate(timelines):
+        count = 0
         for event_id in acked:
             row = rows.get(event_id)
             if row is None or not row.live:
                 count += 1
-    return count
+        if count:
+            out[index] = count
+    return out
 
 
 def duplicates(timelines: list[dict[str, Row]]) -> tuple[int, list[str]]:

@@ -51,6 +51,7 @@ class TrialResult:
     missing_at_heal: int | None = None  # (server, event) pairs, read right after the load stopped
     missing_after_10s: int | None = None
     missing_at_end: int | None = None
+    missing_at_end_by_server: dict[int, int] = field(default_factory=dict)
     converge_s: float | None = None  # from the last heal until every acknowledged event was everywhere
     state_divergent_servers: list[int] = field(default_factory=list)
     state_differing_keys: int = 0
@@ -78,7 +79,10 @@ class TrialResult:
         if self.error:
             out.append(f"error: {self.error.splitlines()[0] if self.error else ''}")
         if self.missing_at_end:
-            out.append(f"{self.missing_at_end} (server, acknowledged event) pairs missing after the wait")
+            where = ", ".join(f"s{i} {n}" for i, n in self.missing_at_end_by_server.items())
+            out.append(
+                f"{self.missing_at_end} (server, acknowledged event) pairs missing after the wait ({where})"
+            )
         if self.state_divergent_servers:
             out.append(f"/state differs from server 0 on servers {self.state_divergent_servers}")
         if self.order_inversions:
@@ -177,6 +181,7 @@ async def _measure(
             result.missing_after_10s = current
         if current == 0 or now > cfg.converge_timeout:
             result.missing_at_end = current
+            result.missing_at_end_by_server = check.missing_by_server(acked, timelines)
             break
         await asyncio.sleep(POLL)
         timelines = await check.read_all(cluster.servers, room_id)
