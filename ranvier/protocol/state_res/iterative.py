@@ -43,7 +43,12 @@ def auth_events_for_check(
 
 
 def iterative_auth_checks(
-    event_ids: Iterable[str], initial: dict[StateKey, str], index: AuthChainIndex, source: EventSource
+    event_ids: Iterable[str],
+    initial: dict[StateKey, str],
+    index: AuthChainIndex,
+    source: EventSource,
+    *,
+    in_place: bool = False,
 ) -> dict[StateKey, str]:
     """Apply each state event in order to a copy of ``initial`` if the authorization rules allow it.
 
@@ -52,8 +57,10 @@ def iterative_auth_checks(
     let an event rejected for the state before it re-enter the state; Synapse never admits a rejected event
     (it keeps it in the orderings, as we do, but skips it here), and a server that admits what its peers
     refuse splits the room. The rejected flag comes from ``source.is_rejected``.
+
+    ``in_place``: update and return ``initial`` itself (the caller has no further use for it).
     """
-    state = dict(initial)
+    state = initial if in_place else dict(initial)
     is_rejected = source.is_rejected
     for event_id in event_ids:
         event = source.get_event(event_id)

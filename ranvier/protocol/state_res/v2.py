@@ -95,8 +95,15 @@ def resolve_v2(
     sorted_remaining = mainline_sort(remaining, partial.get(POWER_LEVELS_KEY), source)
 
     # Step 4: iterative auth checks on top of the partially resolved state.
-    resolved = iterative_auth_checks(sorted_remaining, partial, index, source)
+    resolved = iterative_auth_checks(sorted_remaining, partial, index, source, in_place=True)
 
     # Step 5: the unconflicted state map wins over anything the checks put under the same key.
-    resolved.update(unconflicted)
+    if v2_1:
+        resolved.update(unconflicted)
+    else:
+        # The checks started from the unconflicted map: only keys of full conflicted set events changed.
+        for e in events.values():
+            key = e.state_tuple
+            if key is not None and (kept := unconflicted.get(key)) is not None:
+                resolved[key] = kept
     return resolved

@@ -51,6 +51,7 @@ class Op:
     sender: str
     target: str = ""
     arg: Any = None
+    ts: int | None = None  # origin_server_ts; None: one more than the last event's
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,10 @@ def generate(seed: int, version: str | None = None) -> RoomProgram:
         f = rng.choice([f for f, n in budget.items() if n])
         budget[f] -= 1
         ops.append(_random_op(rng, version, f, n_forks, extra_creators))
+    if rng.random() < 0.3:
+        # Clock skew: timestamps from a small range, so that ties (broken by event id) and timestamps
+        # that go backwards along a branch occur.
+        ops = [replace(op, ts=rng.randint(1, 12)) for op in ops]
     accepted_elsewhere = rng.randrange(n_forks) if rng.random() < 0.2 else -1
     lagging = rng.randrange(3, n_before + len(ops) - n_trunk) if rng.random() < 0.3 else -1
     return RoomProgram(
@@ -205,20 +210,20 @@ def _jr_content(rule: str) -> dict[str, Any]:
 
 
 def _apply(dag: Dag, name: str, op: Op, prev: list[str]) -> None:
-    s, t = op.sender, op.target
+    s, t, ts = op.sender, op.target, op.ts
     if op.kind == "power_levels":
-        dag.add(name, "m.room.power_levels", s, op.arg, state_key="", prev=prev)
+        dag.add(name, "m.room.power_levels", s, op.arg, state_key="", prev=prev, ts=ts)
     elif op.kind in ("topic", "merge"):
-        dag.add(name, "m.room.topic", s, {"topic": name}, state_key="", prev=prev)
+        dag.add(name, "m.room.topic", s, {"topic": name}, state_key="", prev=prev, ts=ts)
     elif op.kind == "name":
-        dag.add(name, "m.room.name", s, {"name": name}, state_key="", prev=prev)
+        dag.add(name, "m.room.name", s, {"name": name}, state_key="", prev=prev, ts=ts)
     elif op.kind == "custom":
-        dag.add(name, "m.custom", s, {"v": name}, state_key=op.arg, prev=prev)
+        dag.add(name, "m.custom", s, {"v": name}, state_key=op.arg, prev=prev, ts=ts)
     elif op.kind == "join_rules":
-        dag.add(name, "m.room.join_rules", s, _jr_content(op.arg), state_key="", prev=prev)
+        dag.add(name, "m.room.join_rules", s, _jr_content(op.arg), state_key="", prev=prev, ts=ts)
     elif op.kind == "restricted_join":
         content = {"membership": "join", "join_authorised_via_users_server": user(op.arg)}
-        dag.add(name, "m.room.member", s, content, state_key=user(s), prev=prev)
+        dag.add(name, "m.room.member", s, content, state_key=user(s), prev=prev, ts=ts)
     else:
         membership, target = {
             "join": ("join", s),
@@ -229,7 +234,8 @@ def _apply(dag: Dag, name: str, op: Op, prev: list[str]) -> None:
             "invite": ("invite", t),
             "knock": ("knock", s),
         }[op.kind]
-        dag.add(name, "m.room.member", s, {"membership": membership}, state_key=user(target), prev=prev)
+        content = {"membership": membership}
+        dag.add(name, "m.room.member", s, content, state_key=user(target), prev=prev, ts=ts)
 
 
 @dataclass
