@@ -31,6 +31,8 @@ MAX_FAILURES = 5
 FIRST_RETRY_DELAY = 2.0
 MAX_RETRY_DELAY = 60.0
 STOP_GRACE_SECONDS = 5.0
+# Rooms filled at once (a start looks at every room with backward extremities; most have no hole).
+MAX_CONCURRENT_ROOMS = 4
 
 
 class GapFiller:
@@ -53,6 +55,7 @@ class GapFiller:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Rooms noticed again while their task runs: the task looks once more before it ends.
         self._again: set[str] = set()
+        self._concurrency = asyncio.Semaphore(MAX_CONCURRENT_ROOMS)
         self._running = False
 
     @property
@@ -97,7 +100,8 @@ class GapFiller:
         try:
             while self._running:
                 self._again.discard(room_id)
-                await self._fill(room_id)
+                async with self._concurrency:
+                    await self._fill(room_id)
                 if room_id not in self._again:
                     return
         except asyncio.CancelledError:

@@ -16,10 +16,15 @@ from tests.ports import free_port
 
 
 async def start(
-    data_dir: Path, name_port: int | None = None, listen_port: int | None = None, **federation: Any
+    data_dir: Path,
+    name_port: int | None = None,
+    listen_port: int | None = None,
+    database_url: str | None = None,
+    **federation: Any,
 ) -> Homeserver:
     """A server named ``127.0.0.1:<name_port>`` listening on ``listen_port`` (the same unless a proxy sits
-    in front of it); ``federation`` overrides homeserver.yaml's ``federation`` section."""
+    in front of it), on SQLite in ``data_dir`` unless ``database_url`` says otherwise; ``federation``
+    overrides homeserver.yaml's ``federation`` section."""
     data_dir.mkdir(parents=True, exist_ok=True)
     name_port = name_port or free_port()
     config = parse_config(
@@ -27,7 +32,7 @@ async def start(
             "server_name": f"127.0.0.1:{name_port}",
             "data_dir": str(data_dir),
             "signing_key_path": str(data_dir / "signing.key"),
-            "database": {"url": f"sqlite:///{data_dir / 'homeserver.db'}"},
+            "database": {"url": database_url or f"sqlite:///{data_dir / 'homeserver.db'}"},
             "listeners": {
                 "client": {"bind": "127.0.0.1", "port": 0},
                 "federation": {
