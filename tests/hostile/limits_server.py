@@ -24,8 +24,9 @@ SHORT_LIMITS: dict[str, Any] = {
 
 
 @asynccontextmanager
-async def limited_server(tmp_path: Path, **limits: Any) -> AsyncIterator[Homeserver]:
-    """A server whose federation listener speaks plain HTTP (raw sockets need no TLS to be slow)."""
+async def limited_server(tmp_path: Path, *, tls: bool = False, **limits: Any) -> AsyncIterator[Homeserver]:
+    """A server whose federation listener speaks plain HTTP unless ``tls`` (raw sockets need no TLS to be
+    slow)."""
     fed_port = free_port()
     config = parse_config(
         {
@@ -35,7 +36,7 @@ async def limited_server(tmp_path: Path, **limits: Any) -> AsyncIterator[Homeser
             "database": {"url": f"sqlite:///{tmp_path / 'homeserver.db'}"},
             "listeners": {
                 "client": {"bind": "127.0.0.1", "port": 0},
-                "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": False},
+                "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": tls},
             },
             "registration": {"enabled": True},
             "federation": {"verify_tls": False, "allow_loopback": True},

@@ -261,3 +261,15 @@ def test_limits_are_in_the_generated_config() -> None:
     data["request_limits"]["header_timeout"] = -1
     with pytest.raises(ConfigError, match=r"request_limits\.header_timeout"):
         parse_config(data)
+
+
+async def test_stalled_tls_handshake_is_closed(tmp_path: Path) -> None:
+    async with limited_server(tmp_path, tls=True) as hs:
+        conns = [await RawConnection.open(hs.ports["federation"]) for _ in range(5)]
+        await conns[0].send(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
+        try:
+            closed = [await c.closed_by_server() for c in conns]
+        finally:
+            for c in conns:
+                c.close()
+        assert all(closed), closed
