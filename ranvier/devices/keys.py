@@ -206,15 +206,15 @@ class KeyService:
         """``/keys/claim``: per device a one-time key of the algorithm, else its fallback key."""
         out: dict[str, Any] = {"one_time_keys": {}, "failures": {}}
         remote: dict[str, dict[str, dict[str, str]]] = {}
+        local: list[tuple[str, str, str]] = []
         for user_id, devices in wanted.items():
             if self._lists.is_local(user_id):
-                for device_id, algorithm in devices.items():
-                    key = await self._keys.claim_key(user_id, device_id, algorithm)
-                    if key is not None:
-                        by_device = out["one_time_keys"].setdefault(user_id, {})
-                        by_device[device_id] = {f"{key.algorithm}:{key.key_id}": key.key}
+                local += [(user_id, device_id, algorithm) for device_id, algorithm in devices.items()]
             elif not local_only and (server := _server(user_id)) is not None:
                 remote.setdefault(server, {})[user_id] = devices
+        for (user_id, device_id), key in (await self._keys.claim_keys(local)).items():
+            by_device = out["one_time_keys"].setdefault(user_id, {})
+            by_device[device_id] = {f"{key.algorithm}:{key.key_id}": key.key}
         if remote:
             await asyncio.gather(*(self._claim_server(s, w, out, timeout_s) for s, w in remote.items()))
         return out

@@ -14,10 +14,6 @@ from .aux_streams import dump_json, load_json
 from .e2ee_streams import record_device_list_change
 from .engine import Database, Txn, chunks, in_list
 
-# A bound on a claim's retries when a concurrent claim took the key it picked. It cannot happen on SQLite
-# (one writer) nor on PostgreSQL, where the pick locks the row and skips rows others have locked.
-_CLAIM_RETRIES = 100
-
 
 class KeyConflict(Exception):
     """A one-time key id was uploaded again with different content."""
@@ -156,35 +152,39 @@ class E2eKeyStore:
         return [r[0] for r in rows]
 
     async def claim_key(self, user_id: str, device_id: str, algorithm: str) -> OneTimeKey | None:
-        """Take one one-time key of ``algorithm`` (deleted as it is handed out), else the fallback key
-        (marked used, and handed out again until replaced), else None."""
+        return (await self.claim_keys([(user_id, device_id, algorithm)])).get((user_id, device_id))
+
+    async def claim_keys(self, wanted: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], OneTimeKey]:
+        """Per (user, device, algorithm): take one one-time key of the algorithm (deleted as it is handed
+        out), else the fallback key (marked used, and handed out again until replaced); devices with
+        neither are left out. One transaction for the lot. The pick locks its row (PostgreSQL; SQLite has
+        one writer), so a concurrent claim takes another key, never the same one."""
         lock = " FOR UPDATE SKIP LOCKED" if self._db.dialect == "postgres" else ""
-        for _ in range(_CLAIM_RETRIES):
-            async with self._db.transaction() as txn:
+        out: dict[tuple[str, str], OneTimeKey] = {}
+        async with self._db.transaction() as txn:
+            for user_id, device_id, algorithm in wanted:
                 row = await txn.fetchone(
                     "SELECT key_id FROM e2e_one_time_keys"
                     " WHERE user_id = ? AND device_id = ? AND algorithm = ? ORDER BY key_id LIMIT 1" + lock,
                     (user_id, device_id, algorithm),
                 )
-                if row is None:
-                    break
-                taken = await txn.fetchone(
-                    "DELETE FROM e2e_one_time_keys"
-                    " WHERE user_id = ? AND device_id = ? AND algorithm = ? AND key_id = ?"
-                    " RETURNING key_id, key_json",
-                    (user_id, device_id, algorithm, row[0]),
-                )
-            if taken is not None:
-                return OneTimeKey(algorithm, taken[0], load_json(taken[1]))
-        async with self._db.transaction() as txn:
-            fallback = await txn.fetchone(
-                "UPDATE e2e_fallback_keys SET used = 1 WHERE user_id = ? AND device_id = ? AND algorithm = ?"
-                " RETURNING key_id, key_json",
-                (user_id, device_id, algorithm),
-            )
-        if fallback is None:
-            return None
-        return OneTimeKey(algorithm, fallback[0], load_json(fallback[1]))
+                taken = None
+                if row is not None:
+                    taken = await txn.fetchone(
+                        "DELETE FROM e2e_one_time_keys"
+                        " WHERE user_id = ? AND device_id = ? AND algorithm = ? AND key_id = ?"
+                        " RETURNING key_id, key_json",
+                        (user_id, device_id, algorithm, row[0]),
+                    )
+                if taken is None:
+                    taken = await txn.fetchone(
+                        "UPDATE e2e_fallback_keys SET used = 1"
+                        " WHERE user_id = ? AND device_id = ? AND algorithm = ? RETURNING key_id, key_json",
+                        (user_id, device_id, algorithm),
+                    )
+                if taken is not None:
+                    out[(user_id, device_id)] = OneTimeKey(algorithm, taken[0], load_json(taken[1]))
+        return out
 
     # -- cross-signing keys ---------------------------------------------------------------------------
 
