@@ -20,6 +20,7 @@ from nio import (
 
 from ranvier.app import Homeserver
 from tests.e2e.test_nio_e2ee import ENCRYPTION, PASSWORD, e2ee_client, sync_once, wait_for_text
+from tests.scenarios.servers import start_server
 
 from .synapse import SynapseServer
 
@@ -129,3 +130,33 @@ async def test_nio_users_on_ranvier_and_synapse_exchange_encrypted_messages(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_send_to_decrypt_times_across_server_pairs(
+    synapse: SynapseServer, ranvier: Homeserver, tmp_path: Path
+) -> None:
+    """The same encrypted exchange for Ranvier<->Ranvier, Ranvier<->Synapse and Synapse<->Synapse in one
+    run; prints the seconds from each send to its decryption on the other side (a report figure, not
+    asserted: each exchange asserts only that both messages were decrypted)."""
+    other = await start_server(tmp_path / "ranvier2")
+    stamp = int(time.time())
+    clients: list[AsyncClient] = []
+    try:
+        r1 = await e2ee_client(f"http://127.0.0.1:{ranvier.ports['client']}", "rr_one", tmp_path / "r1")
+        r2 = await e2ee_client(f"http://127.0.0.1:{other.ports['client']}", "rr_two", tmp_path / "r2")
+        s1 = await synapse_client(synapse, f"ss_one_{stamp}", tmp_path / "s1")
+        s2 = await synapse_client(synapse, f"ss_two_{stamp}", tmp_path / "s2")
+        clients += [r1, r2, s1, s2]
+        for client in clients:
+            await sync_once(client)
+        figures = {
+            "Ranvier<->Ranvier": await encrypted_exchange(r1, r2, "rr"),
+            "Ranvier<->Synapse": await encrypted_exchange(r1, s1, "rs"),
+            "Synapse<->Synapse": await encrypted_exchange(s1, s2, "ss"),
+        }
+        for pair, (there, back) in figures.items():
+            print(f"send-to-decrypt {pair}: {there * 1000:.0f} ms, {back * 1000:.0f} ms")
+    finally:
+        for client in clients:
+            await client.close()
+        await other.stop()
