@@ -17,11 +17,12 @@ from ..protocol.errors import AuthRejected, ProtocolError, UnsupportedRoomVersio
 from ..protocol.events import Pdu
 from ..protocol.identifiers import is_valid_user_id, server_of
 from ..protocol.room_versions import get_room_version
+from ..protocol.visibility import HistoryVisibility
 from ..rooms.create_room_plan import CreateRoomError, plan_room
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
 from ..rooms.membership import MembershipError, MembershipService
 from ..rooms.visibility import HistoryVisibilityFilter
-from .account_data import forget_room
+from .account_data import forget_room, forgotten_event
 from .auth import Authenticator, Requester
 from .errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from .event_format import format_client_event
@@ -129,6 +130,26 @@ class RoomHandlers:
         membership = await self._storage.state.get_membership(room_id, user_id)
         if membership is None or membership[0] != "join":
             raise forbidden(f"You are not joined to room {room_id}")
+
+    async def _readable_state(self, room_id: str, user_id: str) -> dict[tuple[str, str], str]:
+        """The room state a user may read (CS "GET /rooms/{roomId}/state" and ``/members``): the current
+        state for members and, in world_readable rooms, for anyone (room previews); for former members
+        (left, kicked, banned) the state when they left; 403 for everyone else, and for a forgotten room.
+        """
+        if await self._storage.rooms.get_room_version(room_id) is None:
+            raise forbidden(f"You are not in room {room_id}")  # do not reveal whether the room exists
+        membership = await self._storage.state.get_membership(room_id, user_id)
+        if membership is not None and membership[0] == "join":
+            return dict(await self._storage.state.get_current_state_ids(room_id))
+        if await self._visibility.current_visibility(room_id) is HistoryVisibility.WORLD_READABLE:
+            return dict(await self._storage.state.get_current_state_ids(room_id))
+        if (
+            membership is not None
+            and membership[0] in ("leave", "ban")
+            and await forgotten_event(self._storage, user_id, room_id) != membership[1]
+        ):
+            return dict(await self._storage.state.get_state_ids_after(membership[1]))
+        raise forbidden(f"You are not joined to room {room_id}")
 
     async def _idempotent(self, requester: Requester, path: str, txn_id: str, create: Any) -> str:
         """Run ``create`` once per (user, device, path, txn id); replays return the first event id.
@@ -345,8 +366,7 @@ class RoomHandlers:
     async def get_state(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
-        await self._require_joined(room_id, requester.user_id)
-        state = await self._storage.state.get_current_state_ids(room_id)
+        state = await self._readable_state(room_id, requester.user_id)
         events = await self._storage.events.get_events(list(state.values()))
         now = now_ms()
         return web.json_response([format_client_event(events[e], now) for e in state.values() if e in events])
@@ -354,10 +374,11 @@ class RoomHandlers:
     async def get_state_event(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
-        await self._require_joined(room_id, requester.user_id)
+        state = await self._readable_state(room_id, requester.user_id)
         event_type = request.match_info["type"]
         state_key = request.match_info.get("key", "")
-        pdu = await self._storage.state.get_current_state_event(room_id, event_type, state_key)
+        event_id = state.get((event_type, state_key))
+        pdu = await self._storage.events.get_event(event_id) if event_id is not None else None
         if pdu is None:
             raise not_found(f"No {event_type} state with key {state_key!r} in the room")
         if request.query.get("format") == "event":
@@ -407,10 +428,9 @@ class RoomHandlers:
     async def members(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
-        await self._require_joined(room_id, requester.user_id)
+        state = await self._readable_state(room_id, requester.user_id)
         membership_filter = request.query.get("membership")
         not_membership = request.query.get("not_membership")
-        state = await self._storage.state.get_current_state_ids(room_id)
         ids = [e for (t, _), e in state.items() if t == "m.room.member"]
         events = await self._storage.events.get_events(ids)
         now = now_ms()

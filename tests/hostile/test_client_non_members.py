@@ -134,12 +134,28 @@ async def test_former_and_invited_members_may_not_write(env: ClientEnv, how: str
         ("POST", base + "/kick", {"user_id": env.alice.user_id}),
         ("PUT", f"{base}/typing/{seg(env.carol.user_id)}", {"typing": True, "timeout": 1000}),
         ("POST", f"{base}/receipt/m.read/{seg(event_id)}", {}),
-        ("GET", base + "/members", None),
         ("GET", base + "/joined_members", None),
     ]
     for method, path, body in writes:
         await env.probe(category, env.carol, method, path, body, expect=403)
     assert env.hs.storage.stream.current_position() == position
+    # Reading the state: former members see it as it was when they left (CS "GET /rooms/{roomId}/state":
+    # 403 only for who "weren't previously a member"), not what changed since; the invited see nothing.
+    await env.put_state(env.alice, room_id, "m.room.name", {"name": "renamed after carol"})
+    await env.ok(env.alice, "POST", base + "/invite", {"user_id": dave.user_id})
+    reads = [base + "/state", base + "/state/m.room.join_rules", base + "/members"]
+    for path in reads:
+        await env.probe(category, env.carol, "GET", path, expect=403 if how == "invited" else 200)
+    if how != "invited":
+        await env.probe(category, env.carol, "GET", base + "/state/m.room.name", expect=404)
+        state = await env.ok(env.carol, "GET", base + "/state")
+        assert "m.room.name" not in {e["type"] for e in state}
+        members = {
+            e["state_key"]: e["content"]["membership"]
+            for e in (await env.ok(env.carol, "GET", base + "/members"))["chunk"]
+        }
+        assert members[env.carol.user_id] == {"left": "leave", "kicked": "leave", "banned": "ban"}[how]
+        assert dave.user_id not in members
     # Banned users may not come back; the others may (invite-only room: only the invitee).
     status = 403 if how in ("banned", "left", "kicked") else 200
     await env.probe(category, env.carol, "POST", f"/join/{seg(room_id)}", {}, expect=status)

@@ -79,6 +79,16 @@ async def test_a_plain_member_cannot_redact_other_users_events(env: ClientEnv, r
             errcode="M_FORBIDDEN",
         )
         assert "redact" in reply.body["error"], what
+    # Nor through /send: since v11 "redacts" is in the content, before it a redaction sent there has none.
+    await env.probe(
+        "power: redaction by power 0",
+        env.bob,
+        "PUT",
+        f"/rooms/{seg(room_id)}/send/m.room.redaction/s{room_version}",
+        {"redacts": by_alice},
+        expect=403,
+        errcode="M_FORBIDDEN",
+    )
     # Nothing was redacted: Alice still reads everything whole.
     assert (await env.get_event(env.alice, room_id, by_alice))["content"]["body"] == "alice's words"
     assert (await env.get_event(env.bob, room_id, by_carol))["content"]["body"] == "carol's words"
