@@ -7,6 +7,11 @@ Python objects, SQLite, and memory malloc keeps but does not use (fragmentation)
 ``CHAOS_TRACEMALLOC_FRAMES`` > 0 (the default is 1) tracemalloc runs and each SIGUSR2 also writes a snapshot
 to OUTDIR/snap-NNNN.pickle (``tracemalloc.Snapshot.load`` reads it back); 0 leaves tracemalloc off, for
 figures without its overhead.
+
+Two diagnostic knobs shrink the server's caches, to see whether RSS levels off once they are full (a cache
+filling) or keeps growing (a leak): ``CHAOS_CACHED_EVENTS`` (the event cache's size in events, 50,000 in
+ranvier.storage.sql.RoomStorage.open) and ``CHAOS_SQLITE_CACHE_KIB`` (SQLite's page cache per connection,
+64 MiB in ranvier.storage.sql.engine).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 import tracemalloc
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 
 class _MallInfo2(ctypes.Structure):
@@ -59,6 +65,32 @@ def memstats() -> dict[str, float]:
     return out
 
 
+def shrink_caches() -> None:
+    events = os.environ.get("CHAOS_CACHED_EVENTS")
+    if events:
+        from ranvier.storage.sql import RoomStorage
+
+        original_open = RoomStorage.open.__func__  # type: ignore[attr-defined]
+
+        async def open_(cls: type[RoomStorage], db: Any, **kwargs: Any) -> RoomStorage:
+            kwargs.setdefault("cached_events", int(events))
+            return await original_open(cls, db, **kwargs)  # type: ignore[no-any-return]
+
+        RoomStorage.open = classmethod(open_)  # type: ignore[method-assign,assignment]
+    kib = os.environ.get("CHAOS_SQLITE_CACHE_KIB")
+    if kib:
+        import aiosqlite
+
+        original_execute = aiosqlite.Connection.execute
+
+        def execute(self: aiosqlite.Connection, sql: str, parameters: Any = None) -> Any:
+            if sql.startswith("PRAGMA cache_size"):
+                sql = f"PRAGMA cache_size = -{int(kib)}"
+            return original_execute(self, sql, parameters)
+
+        aiosqlite.Connection.execute = execute  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
     config, outdir = argv[0], Path(argv[1])
     outdir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +110,7 @@ def main(argv: list[str]) -> int:
             taken += 1
 
     signal.signal(signal.SIGUSR2, dump)
+    shrink_caches()
     from ranvier.cli import main as ranvier_main
 
     return ranvier_main(["run", "-c", config])
