@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ranvier.protocol.canonical_json import encode_canonical_json
 from ranvier.protocol.errors import ProtocolError, SignatureError
 from ranvier.protocol.events import KeyLookup
 from ranvier.protocol.identifiers import is_valid_server_name
-from ranvier.protocol.signing import SigningKey, sign_json, verify_json_signature
+from ranvier.protocol.signing import SigningKey, verify_json_signature
 
 SCHEME = "X-Matrix"
 
@@ -139,9 +140,13 @@ def request_json(method: str, uri: str, origin: str, destination: str, content: 
 def sign_request(
     method: str, uri: str, origin: str, destination: str, content: Any | None, key: SigningKey
 ) -> str:
-    """The ``Authorization`` header value for a request; ``uri`` is the path with its query string."""
-    signed = sign_json(request_json(method, uri, origin, destination, content), origin, key)
-    sig = signed["signatures"][origin][key.key_id]
+    """The ``Authorization`` header value for a request; ``uri`` is the path with its query string.
+
+    Signed over the lenient canonical encoding, as ``verify_request`` checks it: a transaction may forward
+    events of room versions 1-5 that carry floats or big integers."""
+    sig = key.sign_bytes(
+        encode_canonical_json(request_json(method, uri, origin, destination, content), False)
+    )
     return format_x_matrix(XMatrixAuth(origin, destination, key.key_id, sig))
 
 
