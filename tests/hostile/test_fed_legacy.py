@@ -148,3 +148,13 @@ async def test_maximal_depth_leaves_the_room_usable(
     assert status == 200, body
     await room.snapshot()
     await room.assert_works()
+
+
+async def test_our_federation_client_sends_v5_events_with_floats(room_v5: HostileRoom) -> None:
+    """Ranvier's own client signs (X-Matrix) and sends a transaction holding a v5 event with a float, as
+    it must when it forwards a remote v5 event to other servers; the receiving Ranvier accepts it."""
+    pdu = await room_v5.build("m.room.message", {"msgtype": "m.text", "body": "forwarded", "f": 0.75})
+    answer = await room_v5.peer.driver.send(room_v5.hs.server_name, [pdu])
+    record(CATEGORY, "accepted" if answer["pdus"] == {pdu.event_id: {}} else "refused")
+    assert answer["pdus"] == {pdu.event_id: {}}
+    await room_v5.assert_works()
