@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import yaml
 
 from bench.servers import POSTGRES, SynapseBenchServer, create_database, drop_database
@@ -150,7 +150,7 @@ class ChaosServer:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
-        RUNNING.discard(self.process)  # type: ignore[arg-type]
+        RUNNING.discard(self.process)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -160,14 +160,14 @@ class ChaosServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        RUNNING.discard(self.process)  # type: ignore[arg-type]
+        RUNNING.discard(self.process)
 
     def rss_mb(self) -> float | None:
         if not self.alive:
             return None
         assert self.process is not None
         try:
-            return psutil.Process(self.process.pid).memory_info().rss / 2**20
+            return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
         except psutil.Error:
             return None
 
@@ -224,11 +224,11 @@ class ChaosSynapse(ChaosServer):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
-        RUNNING.discard(self.process)  # type: ignore[arg-type]
+        RUNNING.discard(self.process)
 
     def stop(self) -> None:
         self.inner.stop()
-        RUNNING.discard(self.process)  # type: ignore[arg-type]
+        RUNNING.discard(self.process)
 
     def drop_database(self) -> None:
         if self.inner.database:

@@ -96,7 +96,7 @@ class LinkProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         conn = _Conn(writer)
         self._conns.add(conn)
         self.connections += 1
@@ -121,7 +121,7 @@ class LinkProxy:
         finally:
             self._conns.discard(conn)
             conn.close()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn) -> None:
         try:

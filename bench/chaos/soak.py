@@ -87,8 +87,8 @@ async def run_soak(
         await cluster.close()
     half = [s for s in samples if s[0] >= samples[-1][0] / 2] if samples else []
     for i, server in enumerate(cluster.servers):
-        points = [(t, rss[i]) for t, rss, _ in samples if rss[i] is not None]
-        late = [(t, rss[i]) for t, rss, _ in half if rss[i] is not None]
+        points = [(t, v) for t, rss, _ in samples if (v := rss[i]) is not None]
+        late = [(t, v) for t, rss, _ in half if (v := rss[i]) is not None]
         if points:
             print(
                 f"s{server.index}: RSS {points[0][1]:.1f} -> {points[-1][1]:.1f} MB, "

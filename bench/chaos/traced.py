@@ -72,7 +72,7 @@ def shrink_caches() -> None:
 
         original_open = RoomStorage.open.__func__  # type: ignore[attr-defined]
 
-        async def open_(cls: type[RoomStorage], db: Any, **kwargs: Any) -> RoomStorage:
+        async def open_(cls: type[RoomStorage], /, db: Any, **kwargs: Any) -> RoomStorage:
             kwargs.setdefault("cached_events", int(events))
             return await original_open(cls, db, **kwargs)  # type: ignore[no-any-return]
 
