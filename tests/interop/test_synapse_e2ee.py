@@ -5,9 +5,13 @@ Megolm messages each way decrypted by the other side, in a room created encrypte
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from nio import (
     AsyncClient,
@@ -25,6 +29,7 @@ from tests.scenarios.servers import start_server
 from .synapse import SynapseServer
 
 pytestmark = pytest.mark.interop
+JS_DIR = Path(__file__).resolve().parents[1] / "e2e" / "js"
 
 
 async def synapse_client(synapse: SynapseServer, localpart: str, store: Path) -> AsyncClient:
@@ -160,3 +165,39 @@ async def test_send_to_decrypt_times_across_server_pairs(
         for client in clients:
             await client.close()
         await other.stop()
+
+
+async def test_js_sdk_rust_crypto_between_ranvier_and_synapse(
+    synapse: SynapseServer, ranvier: Homeserver, tmp_path: Path
+) -> None:
+    """matrix-js-sdk with initRustCrypto (Element's stack) in Node: a Ranvier user and a Synapse user
+    exchange encrypted messages each way (tests/e2e/js/e2ee.mjs)."""
+    if shutil.which("node") is None or not (JS_DIR / "node_modules" / "matrix-js-sdk").exists():
+        pytest.skip("node and tests/e2e/js/node_modules (npm install there, see tests/e2e/test_js_sdk.py)")
+    ranvier_url = f"http://127.0.0.1:{ranvier.ports['client']}"
+    async with aiohttp.ClientSession() as http:
+        body = {"username": "js_alice", "password": PASSWORD, "auth": {"type": "m.login.dummy"}}
+        async with http.post(ranvier_url + "/_matrix/client/v3/register", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+    bob_localpart = f"js_bob_{int(time.time())}"
+    synapse.register(bob_localpart, password=PASSWORD)
+    # The in-process Ranvier serves on this event loop: run Node without blocking it.
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        "e2ee.mjs",
+        ranvier_url,
+        "js_alice",
+        synapse.client_url,
+        bob_localpart,
+        PASSWORD,
+        cwd=JS_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=240)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    results = json.loads(out.decode().strip().splitlines()[-1])
+    assert results["encrypted_alice"] is True
+    assert results["bob_decrypted"] == f"hello from {results['alice']}"
+    assert results["alice_decrypted"] == f"hello from {results['bob']}"
+    print(f"js-sdk rust crypto send-to-decrypt (R->S, S->R): {results['timings_ms']} ms")
