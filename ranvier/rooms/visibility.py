@@ -60,7 +60,23 @@ class HistoryVisibilityFilter:
             membership = membership_from_content(state.get((MEMBER, user_id)))
             if user_may_see(facts(pdu), user_id, membership, visibility, joined_later[user_id](pdu)):
                 kept.append(pdu)
-        return kept
+        return await self._without_pending_redactions(kept)
+
+    async def _without_pending_redactions(self, events: list[Pdu]) -> list[Pdu]:
+        """Leave out redactions that were not applied: v3+ "Handling redactions" sends a redaction to
+        clients only once the server applies it (the redact level, or the original sender's server), and
+        a client that saw one would hide the target on its own. One whose target is not held yet waits
+        too. Applied ones are shown: their target is held and served redacted."""
+        redactions = [p for p in events if p.type == "m.room.redaction"]
+        if not redactions:
+            return events
+        held = await self._storage.events.get_events([p.redacts for p in redactions if p.redacts is not None])
+
+        def applied(pdu: Pdu) -> bool:
+            target = held.get(pdu.redacts) if pdu.redacts is not None else None
+            return target is not None and "redacted_because" in target.unsigned
+
+        return [p for p in events if p.type != "m.room.redaction" or applied(p)]
 
     async def user_may_see(self, room_id: str, user_id: str, pdu: Pdu) -> bool:
         return bool(await self.filter_for_user(room_id, user_id, [pdu]))

@@ -156,6 +156,14 @@ async def _content(user: ClientUser, room_id: str, event_id: str) -> dict[str, A
     return dict(answer["content"])
 
 
+async def _timeline_ids(user: ClientUser, room_id: str) -> set[str]:
+    """The event ids a user gets through /messages and an initial /sync."""
+    ids = {e["event_id"] for e in await user.messages(room_id)}
+    status, synced = await user.call("GET", V3 + '/sync?filter={"room":{"timeline":{"limit":100}}}')
+    assert status == 200, synced
+    return ids | {e["event_id"] for e in synced["rooms"]["join"][room_id]["timeline"]["events"]}
+
+
 # -- defect 2: the largest depth ----------------------------------------------------------------------
 
 
@@ -213,6 +221,12 @@ async def test_remote_redactions_apply_only_as_the_spec_allows(
     # v3+: accepted by the auth rules and kept, never applied; v1-v2: rejected by auth rule 11.
     assert (answer[redaction.event_id] == {}) is (room.rv.deferred_redaction_check), answer
     assert await _content(alice, room_id, by_alice) == {"msgtype": "m.text", "body": "alice's words"}
+    # Nor do clients see it: one that did would hide Alice's message itself ("Handling redactions": a
+    # redaction goes to clients once the server applies it).
+    unapplied = redaction.event_id
+    assert unapplied not in await _timeline_ids(alice, room_id)
+    status, _ = await alice.call("GET", V3 + f"/rooms/{seg(room_id)}/event/{seg(unapplied)}")
+    assert status == 404
 
     # Bob redacts Carol's message and his own: events of his own server, which the spec lets him redact.
     prev = await room.refresh()
@@ -234,8 +248,11 @@ async def test_remote_redactions_apply_only_as_the_spec_allows(
     redaction = room.build(room.bob, "m.room.redaction", {}, await room.refresh(), redacts=by_alice_2)
     assert await room.send([redaction]) == {redaction.event_id: {}}
     assert await _content(alice, room_id, by_alice_2) == {}
-    # The earlier refused one stays unapplied; the room still works both ways.
+    # The earlier refused one stays unapplied and unseen; the applied ones reach clients.
     assert await _content(room.dan, room_id, by_alice) == {"msgtype": "m.text", "body": "alice's words"}
+    seen = await _timeline_ids(room.dan, room_id)
+    assert unapplied not in seen and redaction.event_id in seen
+    # The room still works both ways.
     await _local_text(room.dan, room_id, "still works", "d1")
     await room.remote_text(room.bob, "still works too", await room.refresh())
 
