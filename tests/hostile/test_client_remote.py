@@ -27,7 +27,7 @@ import pytest
 
 from ranvier.app import Homeserver
 from ranvier.protocol.canonical_json import MAX_SAFE_INT
-from ranvier.protocol.events import Pdu, StateKey, build_event
+from ranvier.protocol.events import MAX_DEPTH, Pdu, StateKey, build_event
 from ranvier.protocol.room_versions import RoomVersion
 from tests.scenarios.inbound_driver import (
     ClientUser,
@@ -167,9 +167,10 @@ async def _timeline_ids(user: ClientUser, room_id: str) -> set[str]:
 # -- defect 2: the largest depth ----------------------------------------------------------------------
 
 
-# Room versions 1-5 allow depths up to 2^63-1 (local events are held there: local_events.depth_after), but
-# a transaction carrying one cannot be signed with X-Matrix's canonical JSON here, so no driver can send it.
-@pytest.mark.parametrize(("room_version", "limit"), [("12", MAX_SAFE_INT), ("6", MAX_SAFE_INT)])
+# Room versions 1-5 allow depths up to 2^63-1 (pdu_v1/pdu_v3 schemas), 6+ up to 2^53-1 (depth_v6).
+@pytest.mark.parametrize(
+    ("room_version", "limit"), [("12", MAX_SAFE_INT), ("6", MAX_SAFE_INT), ("5", MAX_DEPTH)]
+)
 async def test_a_pdu_at_the_largest_depth_leaves_the_room_usable(
     tmp_path: Path, session: aiohttp.ClientSession, rooms: list[RemoteRoom], room_version: str, limit: int
 ) -> None:
