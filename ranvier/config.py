@@ -127,30 +127,6 @@ class RequestLimits(_Strict):
     max_unauthenticated_body_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
 
-class KeyFetch(_Strict):
-    # Seconds one request for a server's keys (to it, or to a notary) may take before we give up on it.
-    timeout: float = Field(5.0, gt=0, le=60)
-    # After a failed fetch, a server's keys are fetched again on demand after a short back-off that
-    # doubles from one second up to this many seconds (with jitter); a request signed by that server
-    # fetches them again at once (at most once a second).
-    retry_max: float = Field(30.0, ge=1, le=3600)
-
-
-class RequestLimits(_Strict):
-    """Per listener: how long a request may take to arrive, how big it may be, and how many connections
-    and unauthenticated bodies may be held (ranvier.http_limits)."""
-
-    header_timeout: float = Field(20.0, gt=0, le=600)
-    body_timeout: float = Field(60.0, gt=0, le=3600)
-    idle_timeout: float = Field(60.0, gt=0, le=3600)
-    max_connections: int = Field(4096, ge=8)
-    max_client_body_bytes: int = Field(1024 * 1024, ge=1024)
-    max_federation_send_body_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
-    max_federation_body_bytes: int = Field(1024 * 1024, ge=64 * 1024)
-    max_unauthenticated_bodies: int = Field(64, ge=1)
-    max_unauthenticated_body_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
-
-
 class Rooms(_Strict):
     default_room_version: str = DEFAULT_ROOM_VERSION
     # Tie forward extremities together with a dummy event once a room has more than this many.
@@ -195,8 +171,6 @@ class HomeserverConfig(_Strict):
     federation: Federation = Federation()
     rooms: Rooms = Rooms()
     rate_limits: RateLimits = RateLimits()
-    request_limits: RequestLimits = RequestLimits()
-    key_fetch: KeyFetch = KeyFetch()
     request_limits: RequestLimits = RequestLimits()
     key_fetch: KeyFetch = KeyFetch()
 
@@ -319,35 +293,6 @@ rate_limits:
   registration: {{per_second: 1, burst: 20}}   # per client IP
   message: {{per_second: 20, burst: 100}}      # per user: messages, state events, redactions
   federation: {{per_second: 100, burst: 200}}  # /send transactions per remote server
-
-# Limits on each listener (client and federation), against slow, unfinished and oversized requests.
-request_limits:
-  # Seconds to send a request line and headers (and the TLS handshake); then the connection is closed.
-  header_timeout: 20
-  # Seconds to send a request body once its headers are in (408 M_UNKNOWN, then closed).
-  body_timeout: 60
-  # Seconds an idle keep-alive connection is kept open.
-  idle_timeout: 60
-  # Open connections per listener; beyond it the least recently active idle connection is closed.
-  # Lowered at start if the file descriptor limit (ulimit -n) cannot hold it.
-  max_connections: 4096
-  # Largest request bodies, in bytes; a larger declared Content-Length is refused (413 M_TOO_LARGE)
-  # before it is read.
-  max_client_body_bytes: 1048576            # client-server API
-  max_federation_send_body_bytes: 8388608   # federation /send transactions
-  max_federation_body_bytes: 1048576        # every other federation endpoint
-  # Request bodies being received before their request is authenticated, per listener, and their bytes
-  # in total. Beyond either, requests are answered 429 M_LIMIT_EXCEEDED at once (memory stays bounded).
-  max_unauthenticated_bodies: 64
-  max_unauthenticated_body_bytes: 67108864
-
-# Fetching other servers' signing keys.
-key_fetch:
-  # Seconds one key request (to the server, or to a notary) may take.
-  timeout: 5
-  # After a failed fetch the keys are fetched again on demand after a back-off doubling from 1 s up to
-  # this (with jitter); a request signed by that server fetches them again at once.
-  retry_max: 30
 
 # Limits on each listener (client and federation), against slow, unfinished and oversized requests.
 request_limits:
