@@ -123,7 +123,7 @@ class RequestLimits(_Strict):
     max_client_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_federation_send_body_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
     max_federation_body_bytes: int = Field(1024 * 1024, ge=64 * 1024)
-    max_unauthenticated_bodies: int = Field(64, ge=1)
+    max_unauthenticated_bodies: int = Field(256, ge=1)
     max_unauthenticated_body_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
 
@@ -312,7 +312,7 @@ request_limits:
   max_federation_body_bytes: 1048576        # every other federation endpoint
   # Request bodies being received before their request is authenticated, per listener, and their bytes
   # in total. Beyond either, requests are answered 429 M_LIMIT_EXCEEDED at once (memory stays bounded).
-  max_unauthenticated_bodies: 64
+  max_unauthenticated_bodies: 256
   max_unauthenticated_body_bytes: 67108864
 
 # Fetching other servers' signing keys.
