@@ -405,6 +405,66 @@ MALFORMED_READS = [
         404,
         "M_UNRECOGNIZED",
     ),
+    Malformed(
+        "profile_no_user_id", "GET", "/_matrix/federation/v1/query/profile", "", None, 400, "M_MISSING_PARAM"
+    ),
+    Malformed(
+        "profile_garbage_user_id", "GET", "/_matrix/federation/v1/query/profile", "user_id=bob", None, 400, ""
+    ),
+    Malformed(
+        "profile_of_another_servers_user",
+        "GET",
+        "/_matrix/federation/v1/query/profile",
+        "user_id=%40x%3Aexample.org",
+        None,
+        404,
+        "M_NOT_FOUND",
+    ),
+    Malformed(
+        "profile_unknown_field",
+        "GET",
+        "/_matrix/federation/v1/query/profile",
+        "user_id=%40x%3Aexample.org&field=password",
+        None,
+        400,
+        "M_INVALID_PARAM",
+    ),
+    Malformed(
+        "directory_garbage_alias",
+        "GET",
+        "/_matrix/federation/v1/query/directory",
+        "room_alias=nope",
+        None,
+        400,
+        "M_INVALID_PARAM",
+    ),
+    Malformed(
+        "directory_unknown_alias",
+        "GET",
+        "/_matrix/federation/v1/query/directory",
+        "room_alias=%23nope%3Aexample.org",
+        None,
+        404,
+        "M_NOT_FOUND",
+    ),
+    Malformed(
+        "event_auth_of_an_event_in_another_room",
+        "GET",
+        "/_matrix/federation/v1/event_auth/%21nope%3Aexample.org/{event}",
+        "",
+        None,
+        404,
+        "M_NOT_FOUND",
+    ),
+    Malformed(
+        "backfill_from_events_of_nowhere",
+        "GET",
+        "/_matrix/federation/v1/backfill/{room}",
+        "v=%24nope&v=&v=%00",
+        None,
+        200,
+        "",
+    ),
 ]
 
 
