@@ -349,7 +349,8 @@ class FederationSender:
             if sent:
                 await self._outbox.ack_batch(pending.batch)
                 pending = None
-                state.reset = False
+                state.reset = False  # a reachability proof met a healthy link: nothing to reset
+                state.reachable.clear()
                 if retry is not None:
                     await self._clear_retry(destination)
                     retry = None

@@ -1,0 +1,77 @@
+"""The sender's back-off (issue 13, item 3): bounded, and a proof of reachability resets it to zero
+instead of counting as one more try, so a peer that keeps talking to us while we cannot reach it (a
+one-way partition) cannot push it up; and the catch-up sends a long backlog whole, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ranvier.storage.sql.outbox import RetryState
+from tests.federation.test_sender import Node, Remote, cert_pair, eventually, node, remotes, shared_room
+
+__all__ = ["cert_pair", "node", "remotes"]  # the fixtures, imported for this module's tests
+
+
+async def _retry(node: Node, destination: str) -> Any:
+    return await node.storage.outbox.get_retry(destination)
+
+
+async def test_the_back_off_is_bounded_and_a_reachability_proof_resets_it(
+    node: Node, remotes: Callable[[], Remote]
+) -> None:
+    remote = remotes()  # not listening: connections are refused
+    sender = await node.open(initial_backoff=0.05, max_backoff=0.4)
+    await sender.start()
+    room = await shared_room(node.storage, node.persister, "backoff", remote)
+    ids = await room.messages(3)
+
+    async def at_the_bound() -> bool:
+        retry = await _retry(node, remote.server_name)
+        return retry is not None and retry.failure_count >= 6
+
+    await eventually(at_the_bound, "six failures in a row")
+    retry = await _retry(node, remote.server_name)
+    assert retry.retry_interval == 400  # 50, 100, 200, 400, 400, ...: doubled up to the bound only
+
+    # The peer talks to us (still unreachable): the back-off starts from zero, not from 400 ms doubled.
+    before = retry.failure_count
+    sender.mark_reachable(remote.server_name)
+
+    async def failed_after_the_reset() -> bool:
+        r = await _retry(node, remote.server_name)
+        return r is not None and r.failure_count < before
+
+    await eventually(failed_after_the_reset, "a failure counted from zero")
+    retry = await _retry(node, remote.server_name)
+    assert retry.retry_interval <= 100
+    for _ in range(20):  # a chatty peer, unreachable: every proof resets, none escalates
+        sender.mark_reachable(remote.server_name)
+        retry = await _retry(node, remote.server_name)
+        assert retry is None or retry.retry_interval <= 100
+        await eventually(lambda: _failed_since(node, remote.server_name), "the next failure")
+
+    await remote.start()
+    sender.mark_reachable(remote.server_name)
+    await eventually(lambda: set(ids) <= set(remote.delivered), "the queue once the link works")
+    assert await _retry(node, remote.server_name) is None
+
+
+async def _failed_since(node: Node, destination: str) -> bool:
+    return await _retry(node, destination) is not None
+
+
+async def test_a_backlog_after_an_outage_is_sent_whole_and_in_order(
+    node: Node, remotes: Callable[[], Remote]
+) -> None:
+    remote = remotes()
+    await remote.start()
+    sender = await node.open()
+    room = await shared_room(node.storage, node.persister, "backlog", remote)
+    ids = await room.messages(180)
+    # An outage recorded before this (re)start: the first send is a catch-up, under the default cap.
+    await node.storage.outbox.set_retry(remote.server_name, RetryState(0, 100, 9))
+    await sender.start()
+    await eventually(lambda: len(remote.delivered) >= 180, "the whole backlog")
+    assert remote.delivered == ids
+    assert [len(v) for v in remote.accepted.values()] == [50, 50, 50, 30]
