@@ -23,6 +23,7 @@ async def test_the_back_off_is_bounded_and_a_reachability_proof_resets_it(
     remote = remotes()  # not listening: connections are refused
     sender = await node.open(initial_backoff=0.05, max_backoff=0.4)
     await sender.start()
+    assert node.persister is not None
     room = await shared_room(node.storage, node.persister, "backoff", remote)
     ids = await room.messages(3)
 
@@ -67,6 +68,7 @@ async def test_a_backlog_after_an_outage_is_sent_whole_and_in_order(
     remote = remotes()
     await remote.start()
     sender = await node.open()
+    assert node.persister is not None
     room = await shared_room(node.storage, node.persister, "backlog", remote)
     ids = await room.messages(180)
     # An outage recorded before this (re)start: the first send is a catch-up, under the default cap.
