@@ -17,15 +17,18 @@ shrunk by deleting operations while it persists, and printed as a ``Dag`` progra
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
 import random
+import secrets
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from ranvier.protocol.auth import check_auth_rules
 from ranvier.protocol.errors import ProtocolError
@@ -66,6 +69,7 @@ class RoomProgram:
     ops: tuple[Op, ...]
     accepted_elsewhere: int  # a fork whose state set takes its self-consistent rejected events, or -1
     lagging: int = -1  # add the state after this event (by position) as one more state set, or -1
+    dropped: int = -1  # the first state set lacks one member key (number ``dropped`` modulo), or -1
 
 
 def _version_at_least(version: str, n: int) -> bool:
@@ -102,7 +106,7 @@ def _random_levels(rng: random.Random, version: str, creators: set[str]) -> dict
 
 
 OP_WEIGHTS = {
-    "power_levels": 4,
+    "power_levels": 6,
     "topic": 2,
     "name": 1,
     "join": 2,
@@ -122,8 +126,53 @@ _WEIGHTS = list(OP_WEIGHTS.values())
 
 
 def generate(seed: int, version: str | None = None) -> RoomProgram:
-    rng = random.Random(seed)
+    """Room ``seed``: every other seed the rich generator, else the classic one (that of
+    ``test_properties.py``: small forks off the first events of a public room)."""
     version = version or VERSIONS[seed % len(VERSIONS)]
+    if (seed // len(VERSIONS)) % 2:
+        return generate_classic(seed, version)
+    return generate_rich(seed, version)
+
+
+CLASSIC_OPS = ["topic", "power_levels", "join", "leave", "kick", "ban", "join_rules", "name"]
+
+
+def generate_classic(seed: int, version: str) -> RoomProgram:
+    """Alice (creator), Bob (50) and Charlie joined; 2-3 forks of 1-5 events off IJR, IMB or IMC, by
+    random senders among five users, and now and then Alice's topic merging the fork with an earlier one."""
+    rng = random.Random(seed)
+    users = USERS[:5]
+    n_forks = rng.randint(2, 3)
+    ops: list[Op] = []
+    for fork in range(n_forks):
+        for _ in range(rng.randint(1, 5)):
+            kind = rng.choice(CLASSIC_OPS)
+            sender, target = rng.choice(users), rng.choice(users)
+            arg: Any = None
+            if kind == "power_levels":
+                levels = {u: rng.choice([0, 50, 100]) for u in ("bob", "charlie", "dave")}
+                arg = {"users": levels if version == "12" else {"alice": 100, **levels}}
+            elif kind == "join_rules":
+                arg = rng.choice(["public", "invite"])
+            ops.append(Op(fork, kind, sender, target, arg))
+            if fork > 0 and rng.random() < 0.25:
+                ops.append(Op(fork, "merge", "alice", "", rng.randrange(fork)))
+    levels = {"bob": 50} if version == "12" else {"alice": 100, "bob": 50}
+    return RoomProgram(
+        seed=seed,
+        version=version,
+        members=("bob", "charlie"),
+        levels=tuple(sorted(levels.items())),
+        additional_creators=(),
+        join_rule="public",
+        bases=tuple(rng.choice([3, 4, 5]) for _ in range(n_forks)),
+        ops=tuple(ops),
+        accepted_elsewhere=-1,
+    )
+
+
+def generate_rich(seed: int, version: str) -> RoomProgram:
+    rng = random.Random(seed)
     extra_creators: tuple[str, ...] = ()
     if version == "12" and rng.random() < 0.35:
         extra_creators = (rng.choice(["bob", "charlie"]),)
@@ -146,6 +195,7 @@ def generate(seed: int, version: str | None = None) -> RoomProgram:
         ops = [replace(op, ts=rng.randint(1, 12)) for op in ops]
     accepted_elsewhere = rng.randrange(n_forks) if rng.random() < 0.2 else -1
     lagging = rng.randrange(3, n_before + len(ops) - n_trunk) if rng.random() < 0.3 else -1
+    dropped = rng.randrange(1000) if rng.random() < 0.3 else -1
     return RoomProgram(
         seed=seed,
         version=version,
@@ -157,6 +207,7 @@ def generate(seed: int, version: str | None = None) -> RoomProgram:
         ops=tuple(ops),
         accepted_elsewhere=accepted_elsewhere,
         lagging=lagging,
+        dropped=dropped,
     )
 
 
@@ -252,6 +303,14 @@ class BuiltRoom:
 
 
 def build(prog: RoomProgram) -> BuiltRoom:
+    # Rooms v1 and v2 take event ids chosen by the sender (random in ``build_event``), and v1 orders by
+    # their sha1: derive them from the seed, so that a room (and its shrinking) is reproducible.
+    counter = itertools.count()
+    with mock.patch.object(secrets, "token_urlsafe", lambda _n: f"s{prog.seed}e{next(counter)}"):
+        return _build(prog)
+
+
+def _build(prog: RoomProgram) -> BuiltRoom:
     dag = Dag(prog.version)
     _setup(dag, prog)
     before = list(dag.events)
@@ -290,6 +349,21 @@ def build(prog: RoomProgram) -> BuiltRoom:
     if 0 <= prog.lagging < len(names):
         # A server that lags behind: its state is that after an older event (possibly one we rejected).
         state_sets.append(dict(dag.states[names[prog.lagging]]))
+    # More resolutions from the same events: the states after random pairs (and a triple) of events, as
+    # servers that saw different parts of the DAG would hold them. Deterministic in the seed.
+    pick = random.Random(prog.seed * 7919 + len(names))
+    later = names[3:]
+    for size in (2, 2, 2, 3):
+        chosen = [pick.choice(later) for _ in range(size)]
+        sets = [dict(dag.states[n]) for n in chosen]
+        if any(s != sets[0] for s in sets[1:]):
+            merges.append(sets)
+    if prog.dropped >= 0 and state_sets:
+        # A server whose state lacks a member (partial state, or a bug): the member's events are still
+        # in the auth chains of the other state events.
+        members = sorted(k for k in state_sets[0] if k[0] == "m.room.member")
+        if members:
+            del state_sets[0][members[prog.dropped % len(members)]]
     return BuiltRoom(prog, dag, state_sets, merges)
 
 
@@ -489,6 +563,10 @@ def shrink(resolver: SynapseResolver, found: Divergence) -> Divergence:
                 best, changed = got, True
         if best.prog.lagging >= 0:
             got = diverges(resolver, replace(best.prog, lagging=-1))
+            if got is not None:
+                best, changed = got, True
+        if best.prog.dropped >= 0:
+            got = diverges(resolver, replace(best.prog, dropped=-1))
             if got is not None:
                 best, changed = got, True
     return best
