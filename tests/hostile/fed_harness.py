@@ -388,14 +388,18 @@ async def membership_handshake(
     )
     assert made.status == 200, made
     template = made.body["event"]
+    # Cite the template's events as Pdus (v1-v2 references carry their hashes).
+    prev_ids = [r[0] if isinstance(r, list) else r for r in template["prev_events"]]
+    auth_ids = [r[0] if isinstance(r, list) else r for r in template["auth_events"]]
+    held = await room.hs.storage.events.get_events([*prev_ids, *auth_ids])
     event = build_event(
         room_version=room.rv,
         room_id=room.room_id,
         sender=user_id,
         event_type="m.room.member",
         content=template["content"],
-        prev_events=template["prev_events"],
-        auth_events=template["auth_events"],
+        prev_events=[held[e] for e in prev_ids],
+        auth_events=[held[e] for e in auth_ids],
         depth=template["depth"],
         origin_server_ts=int(time.time() * 1000),
         server_name=peer.name,
