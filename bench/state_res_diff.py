@@ -1,6 +1,6 @@
 """The long differential run of state resolution: Ranvier against Synapse's own resolver.
 
-    python3 -m bench state_res_diff [--rooms 100000] [--seed 0] [--versions 1,2,10,11,12] [--show 5]
+    python3 -m bench state_res_diff [--rooms 100000] [--seed 0] [--versions 1,2,10,11,12] [--show 20]
 
 Random forked rooms (``tests/protocol/state_res/synapse_diff.py`` describes the generator), each resolved
 by Ranvier and by Synapse (in a subprocess of its venv, installed into ``.venvs/`` if missing) on identical
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rooms", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0, help="first seed; room i has seed + i")
     parser.add_argument("--versions", default=",".join(VERSIONS))
-    parser.add_argument("--show", type=int, default=5, help="divergences to shrink and print")
+    parser.add_argument("--show", type=int, default=20, help="divergences to shrink and print")
     parser.add_argument("--chunk", type=int, default=5000, help="print progress every this many rooms")
     args = parser.parse_args(argv)
     versions = args.versions.split(",")
