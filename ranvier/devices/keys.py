@@ -50,11 +50,11 @@ class KeyService:
             if stored is not None:
                 ed_key = stored.get("keys", {}).get(f"ed25519:{device_id}")
         one_time = check_one_time_keys(
-            body.get("one_time_keys") or {}, user_id, device_id, ed_key, "one_time_keys"
+            _optional(body, "one_time_keys"), user_id, device_id, ed_key, "one_time_keys"
         )
         fallback: list[tuple[str, str, Any]] = []
         for name in FALLBACK_FIELDS:
-            fallback += check_one_time_keys(body.get(name) or {}, user_id, device_id, ed_key, name)
+            fallback += check_one_time_keys(_optional(body, name), user_id, device_id, ed_key, name)
         if device_keys is not None and await self._keys.set_device_keys(user_id, device_id, device_keys):
             await self._lists.on_local_change(user_id, [device_id])
         try:
@@ -295,7 +295,8 @@ class KeyService:
                         raise KeyError_("no such key", "M_NOT_FOUND")
                     if not isinstance(obj, dict) or _strip(obj) != _strip(stored):
                         raise KeyError_("the signed object differs from the stored key")
-                    mine = obj.get("signatures", {}).get(user_id)
+                    signatures = obj.get("signatures")
+                    mine = signatures.get(user_id) if isinstance(signatures, dict) else None
                     if not isinstance(mine, dict) or not mine:
                         raise KeyError_("no signature by the uploading user", "M_INVALID_SIGNATURE")
                     for key_id, sig in mine.items():
@@ -347,6 +348,11 @@ class KeyService:
         if isinstance(master, dict) and _public_key(master) == key:
             return master
         return None
+
+
+def _optional(body: dict[str, Any], name: str) -> Any:
+    value = body.get(name)
+    return {} if value is None else value
 
 
 def _strip(obj: dict[str, Any]) -> dict[str, Any]:

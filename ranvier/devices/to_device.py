@@ -51,18 +51,17 @@ class ToDeviceService:
     async def _expand(
         self, user_id: str, targets: dict[str, Any], event_type: str, sender: str
     ) -> list[ToDeviceMessage]:
-        """A local user's messages, with ``*`` meaning every one of their devices."""
+        """A local user's messages, with ``*`` meaning every one of their devices; a device the user
+        does not have gets nothing (its inbox would never be read)."""
         out: list[ToDeviceMessage] = []
-        devices: set[str] | None = None
+        devices = {d.device_id for d in await self._storage.devices.list_devices(user_id)}
         for device_id, content in targets.items():
             if not isinstance(content, dict):
                 continue
             event = {"type": event_type, "sender": sender, "content": content}
             if device_id == "*":
-                if devices is None:
-                    devices = {d.device_id for d in await self._storage.devices.list_devices(user_id)}
                 out += [ToDeviceMessage(user_id, d, event) for d in sorted(devices)]
-            else:
+            elif device_id in devices:
                 out.append(ToDeviceMessage(user_id, device_id, event))
         return out
 
