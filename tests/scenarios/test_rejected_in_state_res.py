@@ -28,7 +28,9 @@ def _state_event(r: Room, sender: str, event_type: str, content: dict[str, objec
 
 async def _set_power(r: Room, levels: dict[str, int]) -> Pdu:
     """Alice (local) changes the power levels through the client API; returns the new event."""
-    status, body = await r.alice.call("GET", f"/_matrix/client/v3/rooms/{r.room_id}/state/m.room.power_levels")
+    status, body = await r.alice.call(
+        "GET", f"/_matrix/client/v3/rooms/{r.room_id}/state/m.room.power_levels"
+    )
     assert status == 200, body
     body["users"] = {**body.get("users", {}), **levels}
     status, answer = await r.alice.call(
@@ -36,7 +38,7 @@ async def _set_power(r: Room, levels: dict[str, int]) -> Pdu:
     )
     assert status == 200, answer
     event = await r.hs.storage.events.get_event(answer["event_id"])
-    assert event is not None
+    assert isinstance(event, Pdu)
     return event
 
 
