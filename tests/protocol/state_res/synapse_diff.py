@@ -294,11 +294,12 @@ class BuiltRoom:
     prog: RoomProgram
     dag: Dag
     state_sets: list[dict[StateKey, str]]
-    # The resolutions made while building (the state before each merge), compared too.
+    # Other resolutions compared too: the state before each merge, and states after random events.
     merges: list[list[dict[StateKey, str]]] = field(default_factory=list)
 
     def cases(self) -> list[BuiltRoom]:
-        """The final resolution and each merge's, as rooms of their own (same events)."""
+        """The final resolution, each merge's and the random extra ones, as rooms of their own (same
+        events)."""
         return [self, *(BuiltRoom(self.prog, self.dag, sets) for sets in self.merges)]
 
 
