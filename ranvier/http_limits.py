@@ -181,6 +181,11 @@ class GuardedRequestHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._upgraded or self._payload_parser is not None:
+            # An upgraded connection (a WebSocket): its frames are not request heads.
+            self._cancel_timers()
+            super().data_received(data)
+            return
         if not data or self._force_close or self._close:
             super().data_received(data)
             return
