@@ -67,6 +67,8 @@ CATCHUP_WALK_BUDGET = 20_000
 # After a start, how many servers sharing a room with us are told we are up, and how many at a time.
 ANNOUNCE_LIMIT = 1000
 ANNOUNCE_CONCURRENCY = 8
+# A transaction in flight this long is sent again at once when its destination proves reachable.
+STALE_ATTEMPT_SECONDS = 10.0
 # Defaults of the homeserver.yaml settings (``federation.sender``).
 DEFAULT_INITIAL_BACKOFF = 5.0
 DEFAULT_MAX_BACKOFF = 120.0
@@ -92,6 +94,8 @@ class _Destination:
     reset: bool = False
     interruptible: bool = False  # waiting on the network or a back-off: safe to cancel
     sending: bool = False  # a transaction is in flight
+    attempt: asyncio.Task[bool] | None = None  # the transaction in flight
+    attempt_started: float = 0.0  # monotonic
 
 
 class _Stopped(Exception):
@@ -109,7 +113,7 @@ class FederationSender:
         *,
         initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
-        restart_retry_delay: float = 10.0,
+        restart_retry_delay: float = 2.0,
         max_pdus: int = MAX_PDUS_PER_TXN,
         max_edus: int = MAX_EDUS_PER_TXN,
         catchup_keep_per_room: int = DEFAULT_CATCHUP_KEEP_PER_ROOM,
@@ -274,9 +278,19 @@ class FederationSender:
 
     def mark_reachable(self, destination: str) -> None:
         """``destination`` has just shown it is up (it sent us a validly signed request): reset its
-        back-off to zero and send its queue now. A no-op for a destination that is not backing off."""
-        if destination in self._backing_off:
+        back-off to zero and send its queue now; a transaction long in flight to it is sent again. A no-op
+        for a destination that is healthy."""
+        if destination in self._backing_off or self._stale_attempt(destination):
             self.reset_backoff(destination)
+
+    def _stale_attempt(self, destination: str) -> bool:
+        state = self._destinations.get(destination)
+        return (
+            state is not None
+            and state.attempt is not None
+            and not state.attempt.done()
+            and time.monotonic() - state.attempt_started > STALE_ATTEMPT_SECONDS
+        )
 
     def reset_backoff(self, destination: str) -> None:
         """End ``destination``'s back-off now (``mark_reachable``, or an operator's reset): the worker
@@ -286,6 +300,11 @@ class FederationSender:
         state = self._destinations.setdefault(destination, _Destination())
         state.reset = True
         state.reachable.set()
+        if self._stale_attempt(destination) and state.attempt is not None:
+            # A transaction long in flight to a server that has just reached us was most likely sent into a
+            # link that has since healed (a blackhole keeps it waiting for the whole timeout): send it again
+            # now (same id: the receiver answers a repeat without handling it twice).
+            state.attempt.cancel()
         self.wake(destination)
 
     def worker_state(self, destination: str) -> str:
@@ -341,11 +360,7 @@ class FederationSender:
                 pending = await self._build(batch)
                 if pending is None:
                     continue  # nothing in the batch could be loaded; it was acknowledged
-            state.sending = True
-            try:
-                sent = await self._interruptible(state, self._attempt(destination, pending))
-            finally:
-                state.sending = False
+            sent = await self._interruptible(state, self._attempt_once(destination, state, pending))
             if sent:
                 await self._outbox.ack_batch(pending.batch)
                 pending = None
@@ -364,6 +379,24 @@ class FederationSender:
                 self._publish_retry(destination, retry)
                 await self._interruptible(state, self._sleep(state, retry.retry_interval / 1000))
                 retry = await self._take_reset(destination, state, retry)
+
+    async def _attempt_once(self, destination: str, state: _Destination, txn: _Transaction) -> bool:
+        """``_attempt`` as a task of its own, which ``reset_backoff`` may cancel when it is stale (then it
+        failed); cancelling the worker (``stop()``) cancels it too."""
+        attempt = asyncio.create_task(self._attempt(destination, txn), name=f"fedsend {destination} attempt")
+        state.attempt, state.attempt_started, state.sending = attempt, time.monotonic(), True
+        try:
+            await asyncio.wait({attempt})
+        finally:
+            state.attempt, state.sending = None, False
+            if not attempt.done():
+                attempt.cancel()  # the worker itself is being cancelled
+        if attempt.cancelled():
+            log.info(
+                "transaction %s to %s abandoned: the server reached us meanwhile", txn.txn_id, destination
+            )
+            return False
+        return attempt.result()
 
     async def _attempt(self, destination: str, txn: _Transaction) -> bool:
         try:

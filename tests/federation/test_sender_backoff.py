@@ -4,9 +4,13 @@ one-way partition) cannot push it up; and the catch-up sends a long backlog whol
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from ranvier.federation import sender as sender_module
 from ranvier.storage.sql.outbox import RetryState
 from tests.federation.test_sender import Node, Remote, cert_pair, eventually, node, remotes, shared_room
 
@@ -77,3 +81,28 @@ async def test_a_backlog_after_an_outage_is_sent_whole_and_in_order(
     await eventually(lambda: len(remote.delivered) >= 180, "the whole backlog")
     assert remote.delivered == ids
     assert [len(v) for v in remote.accepted.values()] == [50, 50, 50, 30]
+
+
+async def test_a_transaction_stuck_in_flight_is_sent_again_when_the_destination_reaches_us(
+    node: Node, remotes: Callable[[], Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blackholed link keeps a transaction waiting for the whole request timeout; once the destination
+    shows it is up, the transaction is sent again at once, with the same id."""
+    monkeypatch.setattr(sender_module, "STALE_ATTEMPT_SECONDS", 0.2)
+    remote = remotes()
+    remote.gate.clear()  # requests are held open: the answer never comes
+    await remote.start()
+    sender = await node.open()
+    await sender.start()
+    assert node.persister is not None
+    room = await shared_room(node.storage, node.persister, "stuck", remote)
+    ids = await room.messages(2)
+    await eventually(lambda: remote.in_flight == 1, "a transaction held open")
+    await asyncio.sleep(0.3)  # older than the stale threshold
+    sender.mark_reachable(remote.server_name)
+    await eventually(lambda: len(remote.requests) >= 2, "the transaction sent again")
+    assert remote.requests[0] == remote.requests[1]  # the same transaction, not a new one
+    remote.gate.set()
+    await eventually(lambda: set(ids) <= set(remote.delivered), "delivery")
+    await eventually(lambda: sender.is_idle(remote.server_name), "the worker to finish")
+    assert await _retry(node, remote.server_name) is None
