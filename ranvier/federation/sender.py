@@ -18,7 +18,8 @@ Rules per destination:
 - Proof that the destination is up (``mark_reachable``: it sent us a validly signed request) resets the
   back-off to zero and sends its queue now. The reset does not count as a try: if that attempt fails too
   (a one-way partition: it reaches us, we cannot reach it) the back-off starts again from
-  ``initial_backoff`` instead of doubling further, so a chatty peer cannot push it up.
+  ``initial_backoff`` instead of doubling further, so a chatty peer cannot push it up. A transaction in
+  flight for over ``STALE_ATTEMPT_SECONDS`` is then sent again (same id) rather than left to time out.
 - After a start, the servers we share rooms with are told we are up (``_announce``: one empty transaction
   each), so those that backed off towards us while we were down send their queues now.
 - Nothing is dropped for being old or for repeated failures. After an outage (``_catch_up``) every queued
