@@ -16,7 +16,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from .fed_harness import HostileRoom, Outcome, path_segment, record, start_hostile_room
+from ranvier.protocol.events import build_event
+from ranvier.protocol.hashes import compute_event_id
+
+from .fed_harness import HostileRoom, Outcome, lenient, path_segment, record, start_hostile_room
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -242,4 +245,63 @@ async def test_v1_event_ids_chosen_by_the_sender(room_v1: HostileRoom, name: str
         pass  # the held event stays as it was (checked above); the answer may be {} ("already held")
     else:
         assert "error" in reply.body["pdus"].get(new_id, {}), reply
+    await room.assert_works()
+
+
+@pytest.mark.parametrize(
+    ("depth", "expect"),
+    [(2**60, "accepted"), (2**63 - 1, "accepted"), (2**63, "refused"), (2**100, "refused")],
+)
+async def test_v5_big_depths(room_v5: HostileRoom, depth: int, expect: Outcome) -> None:
+    """v1-5 depths are not bound to canonical JSON's range, only to what a 64-bit column holds (Synapse's
+    MAX_DEPTH): beyond it the PDU alone is refused, and the room (next local depth clamped) goes on."""
+    valid = await room_v5.message(f"beside depth {depth}")
+    # Built at an ordinary depth, then given the big one and signed again (a Pdu cannot hold 2**63).
+    deep = room_v5.resign({**(await room_v5.message(f"depth {depth}", prev=[valid])).json, "depth": depth})
+    deep_id = compute_event_id(deep, lenient(room_v5.rv))
+    reply = await room_v5.send_txn([valid, deep])
+    assert reply.status == 200, reply
+    assert reply.body["pdus"][valid.event_id] == {}
+    assert deep_id in reply.body["pdus"], reply
+    outcome: Outcome = "accepted" if reply.body["pdus"][deep_id] == {} else "refused"
+    record(CATEGORY, outcome)
+    assert outcome == expect, reply
+    await room_v5.assert_works()
+
+
+async def test_v5_send_join_with_a_float(room_v5: HostileRoom) -> None:
+    """A v5 join (through make_join/send_join) whose content carries a float is a valid v5 event."""
+    room = room_v5
+    user = room.peer.user("floaty")
+    made = await room.request(
+        "GET",
+        f"/_matrix/federation/v1/make_join/{path_segment(room.room_id)}/{path_segment(user)}",
+        query="ver=5",
+    )
+    assert made.status == 200, made
+    template = made.body["event"]
+    held = await room.hs.storage.events.get_events([*template["prev_events"], *template["auth_events"]])
+    join = build_event(
+        room_version=room.rv,
+        room_id=room.room_id,
+        sender=user,
+        event_type="m.room.member",
+        content={**template["content"], "org.example.weight": 0.5},
+        prev_events=[held[e] for e in template["prev_events"]],
+        auth_events=[held[e] for e in template["auth_events"]],
+        depth=template["depth"],
+        origin_server_ts=template["origin_server_ts"],
+        server_name=room.peer.name,
+        signing_key=room.peer.key,
+        state_key=user,
+    )
+    sent = await room.request(
+        "PUT",
+        f"/_matrix/federation/v2/send_join/{path_segment(room.room_id)}/{path_segment(join.event_id)}",
+        join.json,
+    )
+    record(CATEGORY, "accepted" if sent.status == 200 else ("5xx" if sent.status >= 500 else "refused"))
+    assert sent.status == 200, sent
+    assert sent.body["event"]["content"]["org.example.weight"] == 0.5
+    await room.snapshot()
     await room.assert_works()
