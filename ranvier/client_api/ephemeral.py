@@ -154,7 +154,9 @@ class EphemeralHandlers:
         if typing and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
             raise invalid_param("'timeout' must be a non-negative integer (milliseconds)")
         await self._require_joined(room_id, user_id)
-        self._typing.set_typing(room_id, user_id, typing, min(int(timeout), MAX_TYPING_TIMEOUT_MS))
+        # 'timeout' is only read (and checked) when typing starts: {"typing": false, "timeout": {}} is fine.
+        timeout_ms = min(timeout, MAX_TYPING_TIMEOUT_MS) if typing else 0
+        self._typing.set_typing(room_id, user_id, typing, timeout_ms)
         await self._broadcast(room_id, typing_edu(room_id, user_id, typing))
         return web.json_response({})
 
