@@ -2,8 +2,10 @@
 
 Every operation of the client-server and server-server OpenAPI in the spec, ``--examples`` requests each,
 against a real Ranvier on loopback (a registered user in a real room; a fake remote server that joined it
-and signs its requests). Prints per-operation counts of 2xx/4xx/5xx/no answer, then every failure (a 5xx,
+and signs its requests). Prints per-operation counts of 2xx/4xx/5xx/502/no answer, then every failure (a 5xx,
 no answer, a 4xx that is not a Matrix error) with a request that reproduces it. Exit status 1 if any.
+A 502 Matrix error (a remote server could not be reached: every address but loopback is blocked here) is
+counted in its own column and is not a failure.
 
     python3 -m bench fuzz --examples 200
     python3 -m bench fuzz --api ss --only send_join --examples 1000 --seed 7
@@ -37,7 +39,10 @@ def main(argv: list[str]) -> None:
 
     def progress(op: Operation, stats: OpStats) -> None:
         c = stats.statuses
-        line = f"  {op.key:<76} 2xx {c['2xx']:>4} 4xx {c['4xx']:>4} 5xx {c['5xx']:>3} none {c['none']:>3}"
+        line = (
+            f"  {op.key:<76} 2xx {c['2xx']:>4} 4xx {c['4xx']:>4} 5xx {c['5xx']:>3}"
+            f" 502 {c['502']:>3} none {c['none']:>3}"
+        )
         print(line, flush=True)
         if args.errcodes and stats.errcodes:
             print("      " + ", ".join(f"{k}: {v}" for k, v in stats.errcodes.most_common()), flush=True)
