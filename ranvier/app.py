@@ -292,6 +292,7 @@ class Homeserver:
 
         self.storage.devices.deleted_listeners.append(devices_deleted)
         self.storage.devices.renamed_listeners.append(self.device_lists.on_local_change)
+        self.persister.add_listener(self.device_lists.on_persisted)
 
     def _client_app(self) -> web.Application:
         config = self.config

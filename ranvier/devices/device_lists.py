@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,19 +124,48 @@ class DeviceLists:
     # -- outbound -------------------------------------------------------------------------------------
 
     async def on_local_change(
-        self, user_id: str, device_ids: Iterable[str] = (), *, deleted: bool = False
+        self,
+        user_id: str,
+        device_ids: Iterable[str] = (),
+        *,
+        deleted: bool = False,
+        destinations: set[str] | None = None,
     ) -> None:
         """A local user's devices changed (already recorded in the stream): wake /sync and queue an
-        ``m.device_list_update`` per device for every server that shares a room with the user."""
+        ``m.device_list_update`` per device for every server that shares a room with the user (or for
+        ``destinations``)."""
         self.wake()
         if self._sender is None:
             return
-        destinations = await self.servers_sharing_rooms(user_id)
+        if destinations is None:
+            destinations = await self.servers_sharing_rooms(user_id)
         if not destinations:
             return
         for device_id in device_ids:
             content = await self._update_edu(user_id, device_id, deleted)
             await self._sender.broadcast_edu(destinations, _edu("m.device_list_update", content))
+
+    async def on_persisted(self, room_id: str, batch: Sequence[Any]) -> None:
+        """The persister's listener: a local user who joins a room with servers that shared no room
+        with them so far sends those servers their devices (S2S "Device Management": updates go out
+        "when that user joins a room which contains servers which are not already receiving updates")."""
+        for item in batch:
+            pdu = item.pdu
+            if pdu.type != "m.room.member" or pdu.membership != "join" or pdu.state_key is None:
+                continue
+            if item.outlier or item.rejected_reason is not None or item.soft_failed:
+                continue
+            user_id = pdu.state_key
+            if not self.is_local(user_id) or self._sender is None:
+                continue
+            others: set[str] = set()
+            for other_room, membership in (await self._storage.state.get_rooms_for_user(user_id)).items():
+                if membership == "join" and other_room != room_id:
+                    others |= await self._storage.state.get_joined_servers(other_room)
+            new = await self._storage.state.get_joined_servers(room_id) - others - {self._server_name}
+            with_keys = (await self._storage.e2e_keys.get_devices_with_keys([user_id])).get(user_id, {})
+            if new and with_keys:
+                await self.on_local_change(user_id, sorted(with_keys), destinations=new)
 
     async def _update_edu(self, user_id: str, device_id: str, deleted: bool) -> dict[str, Any]:
         stream_id, prev = await self._storage.device_lists.next_outbound_id(user_id)

@@ -188,3 +188,27 @@ async def test_cross_signing_keys_reach_the_other_server(
     answer = await alice.ok("POST", "/keys/query", {"device_keys": {uid: []}})
     assert answer["master_keys"][uid]["keys"] == master_key["keys"]
     assert answer["self_signing_keys"][uid] == ssk_key
+
+
+async def test_joining_a_room_sends_the_devices_to_new_servers(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    a = await start_server(tmp_path / "a")
+    b = await start_server(tmp_path / "b")
+    servers += [a, b]
+    await Client.register(session, a, "alice")
+    await Client.register(session, b, "bob")
+    alice, _ = await _login(session, a, "alice")
+    bob, bdev = await _login(session, b, "bob")
+    await bob.ok("POST", "/keys/upload", {"device_keys": bdev.device_keys()})
+    room_id = await alice.create_room()
+    assert await a.storage.device_lists.get_remote_list(bob.user_id) is None
+    # Bob's join brings B into a room with A for the first time: B sends A his devices, and A (tracking
+    # Bob now) caches them without anyone asking.
+    await bob.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+
+    async def a_knows_bobs_device() -> bool:
+        devices = await a.storage.device_lists.get_remote_devices(bob.user_id)
+        return [d.device_id for d in devices if d.keys] == [bdev.device_id]
+
+    await eventually(a_knows_bobs_device, timeout=20)
