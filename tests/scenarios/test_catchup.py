@@ -282,6 +282,10 @@ async def admin_get(client: Client, path: str) -> tuple[int, Any]:
         return resp.status, await resp.json()
 
 
+async def _everywhere(homeservers: list[Homeserver], event_ids: list[str]) -> bool:
+    return all([await in_timeline(hs, event_ids) for hs in homeservers])
+
+
 async def _drained(hs: Homeserver, destination: str) -> bool:
     return bool(await hs.storage.outbox.pending_count(destination) == 0)
 
@@ -326,3 +330,45 @@ async def test_a_crash_between_the_event_and_its_txn_id_cannot_duplicate_the_ret
     assert again["event_id"] == answer["event_id"]
     bodies = [e["content"].get("body") for e in await all_pages(alice, room_id)]
     assert bodies.count("only once") == 1
+
+
+async def test_three_servers_a_server_down_while_the_other_two_interleave_gets_everything(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    """a and b take turns while c is down, so every event of one cites the other's: c gets a's queue and
+    b's queue separately, each in order but not in each other's, and must still end with every event in
+    its timeline, without paging, in the same order as a and b."""
+    a = await start(tmp_path / "a")
+    b = await start(tmp_path / "b")
+    c = await start(tmp_path / "c")
+    servers += [a, b, c]
+    alice, bob, room_id = await shared_room(session, a, b)
+    carol = await Client.register(session, c, "carol")
+    await carol.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+    hello = await carol.send_text(room_id, "carol is here")
+    await eventually(lambda: _everywhere([a, b], [hello]), timeout=20)
+    port = fed_port_of(c)
+    await c.stop()
+
+    sent = []
+    for i in range(60):
+        for client in (alice, bob):
+            sent.append(await client.send_text(room_id, f"{client.user_id} {i}"))
+            # Both hold it before the next one is sent: the next cites it, so the two queues interleave.
+            await eventually(lambda: _everywhere([a, b], sent[-1:]), timeout=20)
+    c = await start(tmp_path / "c", port)
+    servers.append(c)
+    moved(carol, c)
+    loop = asyncio.get_running_loop()
+    restarted = loop.time()
+    await eventually(lambda: in_timeline(c, sent), timeout=90)
+    statuses = list((await timeline_status(c, sent)).values())
+    print(
+        f"\n120 interleaved events at c {loop.time() - restarted:.2f}s after restart:"
+        f" {statuses.count('live')} live, {statuses.count('backfilled')} filled in"
+    )
+    order = {}
+    for hs, client in ((a, alice), (c, carol)):
+        ids = [e["event_id"] for e in await all_pages(client, room_id)]
+        order[hs.server_name] = [e for e in ids if e in set(sent)]
+    assert order[a.server_name] == order[c.server_name] == sent
