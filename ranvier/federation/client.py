@@ -186,7 +186,9 @@ class FederationClient:
             )
         url = yarl.URL(f"https://{target.url_host}:{target.port}{uri}", encoded=True)
         total = timeout if timeout is not None else self._default_timeout
-        client_timeout = aiohttp.ClientTimeout(total=total)
+        # No rounding up to the next whole second (aiohttp's default above 5 s): a key fetch given 5 s
+        # gets 5 s, not up to 6.
+        client_timeout = aiohttp.ClientTimeout(total=total, ceil_threshold=total + 1)
         try:
             async with session.request(
                 method,
