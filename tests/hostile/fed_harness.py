@@ -30,7 +30,7 @@ from ranvier.app import Homeserver
 from ranvier.federation.x_matrix import XMatrixAuth, format_x_matrix, request_json
 from ranvier.protocol.auth import auth_types_for_event
 from ranvier.protocol.canonical_json import MAX_SAFE_INT, encode_canonical_json
-from ranvier.protocol.events import Pdu, StateKey, build_event
+from ranvier.protocol.events import MAX_DEPTH, Pdu, StateKey, build_event
 from ranvier.protocol.hashes import compute_content_hash
 from ranvier.protocol.redaction import redact_event
 from ranvier.protocol.room_versions import RoomVersion
@@ -237,8 +237,10 @@ class HostileRoom:
             keys = auth_types_for_event(room_version, event_type, state_key, sender, content)
             auth = [state[k] for k in sorted(keys) if k in state]
         if depth is None:
-            # Clamped to the canonical maximum, as a well-behaved server does (S2S "Depth").
-            depth = min(max((p.depth for p in prev if isinstance(p, Pdu)), default=0) + 1, MAX_SAFE_INT)
+            # Clamped as a well-behaved server does: to canonical JSON's maximum from v6, to a 64-bit
+            # column's in v1-5 (a depth below a prev event's would sort the event before it in /messages).
+            limit = MAX_SAFE_INT if room_version.strict_canonical_json else MAX_DEPTH
+            depth = min(max((p.depth for p in prev if isinstance(p, Pdu)), default=0) + 1, limit)
         return build_event(
             room_version=lenient(room_version),
             room_id=room_id or self.room_id,
