@@ -61,7 +61,7 @@ class RemoteRoom:
         learnt over federation); return that latest event."""
         self.state = await current_state_events(self.hs, self.room_id)
         tips = await self.hs.storage.events.get_forward_extremities(self.room_id)
-        events = await self.hs.storage.events.get_events(tips)
+        events: dict[str, Pdu] = await self.hs.storage.events.get_events(tips)
         return max(events.values(), key=lambda p: p.depth)
 
     def build(
@@ -195,6 +195,12 @@ async def test_a_pdu_at_the_largest_depth_leaves_the_room_usable(
     for event_id in sent:
         meta = await room.hs.storage.events.get_event_meta(event_id)
         assert meta is not None and meta.depth == limit
+    # Templates for remote joins and leaves (make_join, make_leave) are held at the limit too.
+    client = room.driver.fed.client
+    template = await client.make_join(room.hs.server_name, room_id, room.driver.user("erin"), [room_version])
+    assert template["event"]["depth"] == limit
+    template = await client.make_leave(room.hs.server_name, room_id, room.bob)
+    assert template["event"]["depth"] == limit
     # The remote side goes on too, at the limit, citing our latest event.
     after = await room.remote_text(room.bob, "still here", await room.refresh(), depth=limit)
     texts = [e["content"].get("body") for e in await alice.messages(room_id) if e["type"] == "m.room.message"]
