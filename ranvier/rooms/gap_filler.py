@@ -10,8 +10,9 @@ order) and repeats until no backward extremity is left in the middle of the time
 
 - ``max_events`` events per room and episode (a hostile or broken peer cannot make us fetch without end;
   what is left is still filled when a client pages there, see ``client_api/messages.py``);
-- ``max_failures`` fruitless rounds in a row, with a doubling pause between them (nobody could give the
-  events; the next hole in that room, or the next restart, tries again).
+- ``max_failures`` fruitless rounds in a row, with a doubling pause between them: nobody could give the
+  events (or they never existed: a server may cite prev events it never sends), so those holes are left
+  alone in the background for ``GIVEN_UP_SECONDS`` (a client paging there still tries).
 
 Durable across restarts by construction: the holes *are* the stored backward extremities, so ``start()``
 looks at every room that has some and resumes where the last run stopped.
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
+from ..storage.interfaces import TopoToken
 from .backfill import MAX_BACKFILL, MAX_EXTREMITIES, Backfiller
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,11 @@ MAX_RETRY_DELAY = 60.0
 STOP_GRACE_SECONDS = 5.0
 # Rooms filled at once (a start looks at every room with backward extremities; most have no hole).
 MAX_CONCURRENT_ROOMS = 4
+# A hole nobody could fill is left alone this long (seconds) before it is tried again in the background (a
+# server can cite events that do not exist; each try asks the room's servers), and at most this many such
+# holes are remembered.
+GIVEN_UP_SECONDS = 600.0
+MAX_GIVEN_UP = 10_000
 
 
 class GapFiller:
@@ -56,6 +64,8 @@ class GapFiller:
         # Rooms noticed again while their task runs: the task looks once more before it ends.
         self._again: set[str] = set()
         self._concurrency = asyncio.Semaphore(MAX_CONCURRENT_ROOMS)
+        # Backward extremities given up on -> when (monotonic), oldest first.
+        self._given_up: dict[str, float] = {}
         self._running = False
 
     @property
@@ -117,7 +127,7 @@ class GapFiller:
         failures = 0
         delay = self._first_retry_delay
         while self._running:
-            gaps = await self._storage.events.get_timeline_gaps(room_id)
+            gaps = self._worth_trying(await self._storage.events.get_timeline_gaps(room_id))
             if not gaps:
                 if fetched:
                     logger.info("timeline of %s connected again: %d events filled in", room_id, fetched)
@@ -146,13 +156,29 @@ class GapFiller:
             if failures >= self._max_failures:
                 logger.warning(
                     "could not fill %d gaps in %s (%d rounds brought nothing); left for later",
-                    len(gaps),
+                    len(newest),
                     room_id,
                     failures,
                 )
-                return
+                self._give_up(newest)
+                failures, delay = 0, self._first_retry_delay
+                continue
             await self._pause(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    def _worth_trying(self, gaps: dict[str, TopoToken]) -> dict[str, TopoToken]:
+        now = time.monotonic()
+        while self._given_up and now - next(iter(self._given_up.values())) > GIVEN_UP_SECONDS:
+            del self._given_up[next(iter(self._given_up))]
+        return {e: p for e, p in gaps.items() if e not in self._given_up}
+
+    def _give_up(self, extremities: list[str]) -> None:
+        now = time.monotonic()
+        for event_id in extremities:
+            self._given_up.pop(event_id, None)
+            self._given_up[event_id] = now
+        while len(self._given_up) > MAX_GIVEN_UP:
+            del self._given_up[next(iter(self._given_up))]
 
     async def _pause(self, seconds: float) -> None:
         """Sleep between fruitless rounds; ``stop()`` cancels a task waiting here."""
