@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import nacl.signing
 import pytest
 from nio import (
     AsyncClient,
@@ -23,9 +24,11 @@ from nio import (
 )
 
 from ranvier.app import Homeserver
+from tests.devices.helpers import TestDevice, public, sign
 from tests.e2e.test_nio_e2ee import ENCRYPTION, PASSWORD, e2ee_client, sync_once, wait_for_text
-from tests.scenarios.servers import start_server
+from tests.scenarios.servers import Client, eventually, start_server
 
+from .peers import SynapseClient
 from .synapse import SynapseServer
 
 pytestmark = pytest.mark.interop
@@ -201,3 +204,64 @@ async def test_js_sdk_rust_crypto_between_ranvier_and_synapse(
     assert results["bob_decrypted"] == f"hello from {results['alice']}"
     assert results["alice_decrypted"] == f"hello from {results['bob']}"
     print(f"js-sdk rust crypto send-to-decrypt (R->S, S->R): {results['timings_ms']} ms")
+
+
+async def test_cross_signing_keys_between_ranvier_and_synapse(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    """Cross-signing keys uploaded on each server are served to the other's user (/user/keys/query,
+    GET /user/devices), and a replaced master key reaches the other server (m.signing_key_update)."""
+    alice = await Client.register(session, ranvier, "xs_alice")
+    bob = await SynapseClient.register_on(session, synapse, f"xs_bob_{int(time.time())}")
+    room_id = await alice.create_room()
+    await alice.ok("POST", f"/rooms/{room_id}/invite", {"user_id": bob.user_id})
+    await bob.ok("POST", f"/join/{room_id}", {})
+    uploaded = {}
+    for client in (alice, bob):
+        whoami = await client.ok("GET", "/account/whoami")
+        device = TestDevice(client.user_id, whoami["device_id"])
+        await client.ok("POST", "/keys/upload", {"device_keys": device.device_keys()})
+        uploaded[client.user_id] = await upload_cross_signing(client)
+
+    async def seen(by: Client, owner: str, master: str) -> bool:
+        answer = await by.ok("POST", "/keys/query", {"device_keys": {owner: []}})
+        keys = answer.get("master_keys", {}).get(owner, {}).get("keys", {})
+        return f"ed25519:{master}" in keys and owner in answer.get("self_signing_keys", {})
+
+    for by, owner in ((alice, bob.user_id), (bob, alice.user_id)):
+        master = uploaded[owner]
+        await eventually(lambda by=by, owner=owner, master=master: seen(by, owner, master), timeout=30)
+
+    # Alice replaces her keys (with her password): Synapse, tracking her, learns of it from the EDU.
+    new_master = await upload_cross_signing(alice, password="pw-" + "xs_alice" * 3)
+    await eventually(lambda: seen(bob, alice.user_id, new_master), timeout=30)
+
+
+async def upload_cross_signing(client: Client, password: str | None = None) -> str:
+    """Upload fresh master and self-signing keys; returns the master public key."""
+    master, ssk = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    uid = client.user_id
+    body: dict[str, object] = {
+        "master_key": {
+            "user_id": uid,
+            "usage": ["master"],
+            "keys": {f"ed25519:{public(master)}": public(master)},
+        },
+        "self_signing_key": sign(
+            {"user_id": uid, "usage": ["self_signing"], "keys": {f"ed25519:{public(ssk)}": public(ssk)}},
+            uid,
+            f"ed25519:{public(master)}",
+            master,
+        ),
+    }
+    status, answer = await client.call("POST", "/keys/device_signing/upload", body)
+    if status == 401 and password is not None:
+        body["auth"] = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": uid},
+            "password": password,
+            "session": answer["session"],
+        }
+        status, answer = await client.call("POST", "/keys/device_signing/upload", body)
+    assert status == 200, answer
+    return public(master)
