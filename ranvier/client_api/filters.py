@@ -73,7 +73,7 @@ def _object(fields: dict[str, Check]) -> Check:
                 f"filter field '{where}' must be an object" if where else "filter must be an object"
             )
         for key, sub_check in fields.items():
-            if key in value:
+            if value.get(key) is not None:  # null as absent: some clients write every field
                 sub_check(value[key], f"{where}.{key}" if where else key)
 
     return check

@@ -121,7 +121,7 @@ class MessageHandlers:
         types = None
         filter_raw = request.query.get("filter")
         room_filter = parse_filter(filter_raw, room_event_filter) if filter_raw else {}
-        if "types" in room_filter:
+        if room_filter.get("types") is not None:
             types = list(room_filter["types"])
         events, next_token = await self._storage.stream.paginate(room_id, from_token, direction, limit, types)
         if direction == "b":

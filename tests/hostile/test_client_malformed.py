@@ -127,6 +127,14 @@ async def test_filters_of_the_wrong_shape_are_400(env: ClientEnv, room_id: str) 
     await env.probe(
         category, env.alice, "GET", with_query(path, filter="{not json"), expect=400, errcode="M_NOT_JSON"
     )
+    # Nulls read as absent fields (some clients write every field), at every level.
+    nulls = {"room": {"timeline": {"types": None, "limit": None}, "rooms": None}, "presence": None}
+    await env.probe(category, env.alice, "POST", f"/user/{me}/filter", nulls, expect=200)
+    await env.probe(category, env.alice, "GET", with_query("/sync", filter=json.dumps(nulls)), expect=200)
+    page = await env.probe(
+        category, env.alice, "GET", with_query(path, filter='{"types": null, "not_types": null}'), expect=200
+    )
+    assert page.body["chunk"]
     # Unknown fields are extensions, kept as they are.
     extended = {"org.example.extension": {"x": [1, 2]}, "room": {"timeline": {"limit": 3}}}
     created = await env.probe(category, env.alice, "POST", f"/user/{me}/filter", extended, expect=200)
