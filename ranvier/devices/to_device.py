@@ -8,6 +8,7 @@ restarts. Incoming EDUs are de-duplicated by ``(origin, message_id)``.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -22,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 # CS "GET /sync": the server may limit to-device messages per response; Synapse sends 100.
 MAX_PER_SYNC = 100
+# One m.direct_to_device EDU carries about this much message JSON at most; more becomes several EDUs (a
+# room key shared with hundreds of devices would otherwise make one transaction too big for a peer).
+MAX_EDU_MESSAGE_BYTES = 60_000
+# The de-duplication records (sendToDevice txn ids, incoming message ids) are expired every so many sends.
+EXPIRE_EVERY = 1000
 
 
 class InvalidMessages(Exception):
@@ -47,6 +53,7 @@ class ToDeviceService:
         self._server_name = server_name
         self._sender = sender  # FederationSender, to wake destinations after the commit
         self._notify = notify
+        self._sent = 0
 
     async def _expand(
         self, user_id: str, targets: dict[str, Any], event_type: str, sender: str
@@ -72,7 +79,7 @@ class ToDeviceService:
         if not isinstance(messages, dict):
             raise InvalidMessages("messages must be an object")
         local: list[ToDeviceMessage] = []
-        remote: dict[str, dict[str, Any]] = {}
+        remote: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for user_id, targets in messages.items():
             try:
                 parse_user_id(user_id)
@@ -84,18 +91,18 @@ class ToDeviceService:
             if server == self._server_name:
                 local += await self._expand(user_id, targets, event_type, sender)
             else:
-                edu = remote.setdefault(
-                    server,
-                    {
-                        "sender": sender,
-                        "type": event_type,
-                        "message_id": secrets.token_urlsafe(16),
-                        "messages": {},
-                    },
-                )
-                edu["messages"][user_id] = {d: c for d, c in targets.items() if isinstance(c, dict)}
-        if not await self._storage.to_device.send(sender, sender_device, txn_id, local, remote):
+                devices = {d: c for d, c in targets.items() if isinstance(c, dict)}
+                remote.setdefault(server, []).append((user_id, devices))
+        edus = [
+            (destination, content)
+            for destination, per_user in sorted(remote.items())
+            for content in _direct_to_device_edus(sender, event_type, per_user)
+        ]
+        if not await self._storage.to_device.send(sender, sender_device, txn_id, local, edus):
             return  # a retry of a transaction already handled
+        self._sent += 1
+        if self._sent % EXPIRE_EVERY == 0:
+            await self._storage.to_device.expire_dedup()
         if local and self._notify is not None:
             self._notify()
         if self._sender is not None:
@@ -138,3 +145,27 @@ class ToDeviceService:
         rows = await store.inbox(user_id, device_id, since or 0, upto, MAX_PER_SYNC)
         position = rows[-1][0] if len(rows) == MAX_PER_SYNC else upto
         return InboxBatch([message for _, message in rows], position)
+
+
+def _direct_to_device_edus(
+    sender: str, event_type: str, per_user: list[tuple[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """S2S "Send-to-device messaging": ``m.direct_to_device`` contents for one destination, each with
+    its own ``message_id`` (the receiver's de-duplication key), split by size between users."""
+    edus: list[dict[str, Any]] = []
+    size = MAX_EDU_MESSAGE_BYTES
+    for user_id, devices in per_user:
+        length = len(json.dumps(devices))
+        if not edus or size + length > MAX_EDU_MESSAGE_BYTES:
+            edus.append(
+                {
+                    "sender": sender,
+                    "type": event_type,
+                    "message_id": secrets.token_urlsafe(16),
+                    "messages": {},
+                }
+            )
+            size = 0
+        edus[-1]["messages"][user_id] = devices
+        size += length
+    return edus

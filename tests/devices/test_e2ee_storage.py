@@ -55,7 +55,7 @@ async def test_inbox_dedup_and_acknowledgement(db: Database) -> None:
     assert await inbox.receive_remote("y", "m1", [msg])
     assert not await inbox.receive_remote("y", "m1", [msg])  # the same message id again
     assert await inbox.receive_remote("z", "m1", [msg])  # another origin's m1 is another message
-    remote = {"y": {"sender": "@b:x", "type": "m.t", "message_id": "q", "messages": {"@c:y": {"C": {}}}}}
+    remote = [("y", {"sender": "@b:x", "type": "m.t", "message_id": "q", "messages": {"@c:y": {"C": {}}}})]
     assert await inbox.send("@a:x", "A", "t1", [msg], remote)
     assert not await inbox.send("@a:x", "A", "t1", [msg], remote)
     assert await s.outbox.pending_count("y") == 1  # type: ignore[attr-defined]

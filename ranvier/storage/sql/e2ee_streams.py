@@ -252,11 +252,11 @@ class ToDeviceStore:
         sender_device: str,
         txn_id: str,
         local: Sequence[ToDeviceMessage],
-        remote: dict[str, dict[str, Any]],
+        remote: Sequence[tuple[str, dict[str, Any]]],
     ) -> bool:
-        """Deliver ``local`` messages to inboxes and queue ``remote`` (destination -> m.direct_to_device
-        content) in the outbox, all in one transaction, once per (sender, device, txn_id). False if that
-        transaction id was handled before (nothing is written)."""
+        """Deliver ``local`` messages to inboxes and queue ``remote`` ((destination, m.direct_to_device
+        content) pairs) in the outbox, all in one transaction, once per (sender, device, txn_id). False
+        if that transaction id was handled before (nothing is written)."""
         async with self._db.transaction() as txn:
             fresh = await txn.fetchval(
                 "INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES (?, ?, ?, ?)"
@@ -266,7 +266,7 @@ class ToDeviceStore:
             if fresh is None:
                 return False
             await self._insert_txn(txn, local)
-            for destination, content in sorted(remote.items()):
+            for destination, content in remote:
                 await self._outbox.enqueue_edu_txn(txn, [destination], "m.direct_to_device", content)
         return True
 
