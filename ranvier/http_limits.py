@@ -46,6 +46,7 @@ BodyLimit = Callable[[web.Request], int]
 # that a handler reading the body answers 408 itself before the socket goes.
 BACKSTOP_GRACE = 1.0
 RETRY_AFTER_MS = 2000
+LINGER_AFTER_REFUSAL = 2.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,12 @@ class GuardedRequestHandler(RequestHandler):
         )
         self.force_close()
 
+    def linger_briefly(self) -> None:
+        """Once the current answer is sent, read and drop what is left of the request's body for at most
+        ``LINGER_AFTER_REFUSAL`` seconds, then close (aiohttp's default is ten). Not zero: closing a socket
+        with unread data resets it, and a client still sending would lose the answer."""
+        self._lingering_time = min(self._lingering_time, LINGER_AFTER_REFUSAL)
+
     @staticmethod
     def _cancel(timer: asyncio.TimerHandle | None) -> None:
         if timer is not None:
@@ -309,11 +316,12 @@ class GuardedSite(web.BaseSite):
 _GUARD_KEY: web.RequestKey[ConnectionGuard] = web.RequestKey("ranvier.body_guard", ConnectionGuard)
 
 
-def _error(status: int, errcode: str, message: str, *, close: bool, **extra: Any) -> web.Response:
+def _refuse(request: web.Request, status: int, errcode: str, message: str, **extra: Any) -> web.Response:
+    """An error answer after which the connection is closed: the rest of the body is not wanted."""
     resp = web.json_response({"errcode": errcode, "error": message, **extra}, status=status)
-    if close:
-        # The rest of the body is not wanted: close instead of reading it to reuse the connection.
-        resp.force_close()
+    resp.force_close()
+    if isinstance(request.protocol, GuardedRequestHandler):
+        request.protocol.linger_briefly()
     return resp
 
 
@@ -339,7 +347,8 @@ def body_limits_middleware(guard: ConnectionGuard) -> Middleware:
         declared = request.content_length
         if declared is not None and declared > limit:
             guard.stats.too_large += 1
-            return _error(
+            return _refuse(
+                request,
                 413,
                 "M_TOO_LARGE",
                 f"request body of {declared} bytes exceeds the limit of {limit}",
@@ -347,7 +356,8 @@ def body_limits_middleware(guard: ConnectionGuard) -> Middleware:
             )
         if not guard.take_body_slot(request):
             guard.stats.over_budget += 1
-            return _error(
+            return _refuse(
+                request,
                 429,
                 "M_LIMIT_EXCEEDED",
                 "too many request bodies in flight; try again later",
@@ -383,12 +393,11 @@ async def _read_body(request: web.Request, guard: ConnectionGuard, limit: int) -
                     break
                 if size + len(chunk) > limit:
                     guard.stats.too_large += 1
-                    return _error(
-                        413, "M_TOO_LARGE", f"request body exceeds the limit of {limit}", close=True
-                    )
+                    return _refuse(request, 413, "M_TOO_LARGE", f"request body exceeds the limit of {limit}")
                 if not guard.take_body_bytes(request, len(chunk)):
                     guard.stats.over_budget += 1
-                    return _error(
+                    return _refuse(
+                        request,
                         429,
                         "M_LIMIT_EXCEEDED",
                         "too many request body bytes in flight; try again later",
@@ -399,14 +408,15 @@ async def _read_body(request: web.Request, guard: ConnectionGuard, limit: int) -
                 size += len(chunk)
     except TimeoutError:
         guard.stats.body_timeouts += 1
-        return _error(
-            408, "M_UNKNOWN", f"request body not received within {guard.limits.body_timeout}s", close=True
+        return _refuse(
+            request, 408, "M_UNKNOWN", f"request body not received within {guard.limits.body_timeout}s"
         )
     except (ConnectionError, RequestPayloadError) as e:
         # The client went away or sent a malformed chunked body; nobody may be there to read this.
-        return _error(400, "M_UNKNOWN", f"request body could not be read: {e}", close=True)
+        return _refuse(request, 400, "M_UNKNOWN", f"request body could not be read: {e}")
     # aiohttp's request.read() returns _read_bytes once set: handlers get the body read here (covered by
-    # tests/hostile/test_limits_bodies.py, which would fail if aiohttp stopped honouring it).
+    # test_handlers_get_the_body_read_by_the_guard in tests/hostile/test_limits_connections.py, which would
+    # fail if aiohttp stopped honouring it).
     request._read_bytes = b"".join(chunks)
     return None
 
