@@ -35,7 +35,20 @@ def test_changes_expiry_and_notification() -> None:
 def test_sync_token_forms() -> None:
     assert SyncToken.parse("s12") == SyncToken(12, 0, 0, 0)
     assert SyncToken.parse("s12_3_4_5") == SyncToken(12, 3, 4, 5)
-    assert str(SyncToken(12, 3, 4, 5)) == "s12_3_4_5"
-    for bad in ("12", "s", "sx", "s1_2_3_4_5", "s1_-2", "t1_2"):
+    assert SyncToken.parse("s12_3_4_5_6_7") == SyncToken(12, 3, 4, 5, 6, 7)  # with the E2EE streams
+    assert str(SyncToken(12, 3, 4, 5)) == "s12_3_4_5_0_0"
+    # Only ASCII digits, within the 64-bit integers storage holds (these were 500s or silently read).
+    for bad in (
+        "12",
+        "s",
+        "sx",
+        "s1_2_3_4_5_6_7",
+        "s1_-2",
+        "t1_2",
+        "s9999999999999999999",
+        "s+1",
+        "s1_",
+        "s\u0661",
+    ):
         with pytest.raises(ValueError):
             SyncToken.parse(bad)
