@@ -54,7 +54,14 @@ from .federation.request_auth import origin_seen_middleware
 from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
 from .federation.tls import generate_self_signed_cert, server_ssl_context
-from .http_limits import ConnectionGuard, GuardedSite, ListenerLimits, body_limits_middleware, connection_cap
+from .http_limits import (
+    ConnectionGuard,
+    GuardCollector,
+    GuardedSite,
+    ListenerLimits,
+    body_limits_middleware,
+    connection_cap,
+)
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
 from .ratelimit import RateLimiter, RateSpec
@@ -112,6 +119,7 @@ class Homeserver:
         self.storage = storage = await open_storage(config.database.url)
         storage.filters = FilterStore(storage.db)
         self.metrics = Metrics()
+        self.metrics.registry.register(GuardCollector(self.guards))
 
         fed = config.federation
         blocklist = IpBlocklist(extra_blocked=fed.ip_range_blocklist or (), allow_loopback=fed.allow_loopback)

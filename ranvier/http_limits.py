@@ -28,7 +28,7 @@ import logging
 import resource
 import ssl
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,8 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
@@ -419,6 +421,49 @@ async def _read_body(request: web.Request, guard: ConnectionGuard, limit: int) -
     # fail if aiohttp stopped honouring it).
     request._read_bytes = b"".join(chunks)
     return None
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+
+
+class GuardCollector(Collector):
+    """Prometheus view of every listener's guard: what it holds now and what it refused or closed."""
+
+    def __init__(self, guards: Mapping[str, ConnectionGuard]) -> None:
+        self._guards = guards
+
+    def collect(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            "ranvier_http_open_connections", "Open connections, per listener", labels=["listener"]
+        )
+        bodies = GaugeMetricFamily(
+            "ranvier_http_unauthenticated_bodies",
+            "Request bodies being received or held before their request is authenticated",
+            labels=["listener"],
+        )
+        body_bytes = GaugeMetricFamily(
+            "ranvier_http_unauthenticated_body_bytes", "Bytes of those bodies", labels=["listener"]
+        )
+        closed = CounterMetricFamily(
+            "ranvier_http_connections_limited",
+            "Connections closed or requests refused by the request limits, per listener and reason",
+            labels=["listener", "reason"],
+        )
+        for name, guard in sorted(self._guards.items()):
+            held.add_metric([name], guard.open_connections)
+            bodies.add_metric([name], guard.unauthenticated_bodies)
+            body_bytes.add_metric([name], guard.unauthenticated_body_bytes)
+            st = guard.stats
+            for reason, value in (
+                ("head_timeout", st.head_timeouts),
+                ("body_timeout", st.body_timeouts),
+                ("evicted", st.evicted),
+                ("refused", st.refused),
+                ("too_large", st.too_large),
+                ("over_budget", st.over_budget),
+            ):
+                closed.add_metric([name, reason], value)
+        yield from (held, bodies, body_bytes, closed)
 
 
 # -- file descriptors ----------------------------------------------------------------------------------

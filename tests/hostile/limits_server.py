@@ -24,7 +24,9 @@ SHORT_LIMITS: dict[str, Any] = {
 
 
 @asynccontextmanager
-async def limited_server(tmp_path: Path, *, tls: bool = False, **limits: Any) -> AsyncIterator[Homeserver]:
+async def limited_server(
+    tmp_path: Path, *, tls: bool = False, metrics: bool = False, **limits: Any
+) -> AsyncIterator[Homeserver]:
     """A server whose federation listener speaks plain HTTP unless ``tls`` (raw sockets need no TLS to be
     slow)."""
     fed_port = free_port()
@@ -37,6 +39,7 @@ async def limited_server(tmp_path: Path, *, tls: bool = False, **limits: Any) ->
             "listeners": {
                 "client": {"bind": "127.0.0.1", "port": 0},
                 "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": tls},
+                "metrics": {"enabled": metrics, "bind": "127.0.0.1", "port": 0},
             },
             "registration": {"enabled": True},
             "federation": {"verify_tls": False, "allow_loopback": True},

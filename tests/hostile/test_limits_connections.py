@@ -273,3 +273,22 @@ async def test_stalled_tls_handshake_is_closed(tmp_path: Path) -> None:
             for c in conns:
                 c.close()
         assert all(closed), closed
+
+
+async def test_limits_are_visible_in_metrics(tmp_path: Path) -> None:
+    async with limited_server(tmp_path, metrics=True) as hs:
+        port = hs.ports["client"]
+        slow = await RawConnection.open(port)
+        await slow.send(b"GET " + VERSIONS.encode() + b" HTTP/1.1\r\n")
+        try:
+            assert await slow.closed_by_server()
+        finally:
+            slow.close()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{hs.ports['metrics']}/metrics") as resp,
+        ):
+            text = await resp.text()
+        line = 'ranvier_http_connections_limited_total{listener="client",reason="head_timeout"} 1.0'
+        assert line in text, text[-2000:]
+        assert 'ranvier_http_open_connections{listener="federation"}' in text
