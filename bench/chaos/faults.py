@@ -5,9 +5,10 @@ Kinds (``victim`` is a server index; ``peer`` the other end for the link faults)
 - ``kill``: SIGKILL of the victim, restarted after ``duration`` seconds (same config, same database).
 - ``refuse``: every link into and out of the victim refuses connections (and resets open ones).
 - ``blackhole``: every link into and out of the victim swallows what is sent on it.
-- ``oneway``: the link victim -> peer refuses; peer -> victim works (the case that ran back-off away).
-- ``staggered``: victim <-> peer cut both ways; victim -> peer heals after ``duration``, the other way
-  ``duration`` later.
+- ``oneway``: the link victim -> peer is cut (refusing or blackholed, drawn from the seed); peer -> victim
+  works (the case that ran back-off away).
+- ``staggered``: victim <-> peer cut both ways (refusing or blackholed); victim -> peer heals after
+  ``duration``, the other way ``duration`` later.
 - ``slow``: every link into and out of the victim holds each chunk ``delay`` seconds.
 
 The schedule is a function of the seed only, so a failing trial can be replayed with the same ``--seed``.
@@ -19,6 +20,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .cluster import Cluster
@@ -37,10 +39,13 @@ class Fault:
     start: float  # seconds after the load starts
     duration: float
     delay: float = 0.0  # slow links only
+    cut: str = "refuse"  # oneway and staggered: how the link is cut (refuse or blackhole)
 
     def describe(self) -> str:
         where = f"{self.victim}->{self.peer}" if self.kind in ("oneway", "staggered") else f"s{self.victim}"
         extra = f" delay {self.delay * 1000:.0f} ms" if self.kind == "slow" else ""
+        if self.kind in ("oneway", "staggered"):
+            extra = f" ({self.cut})"
         return f"{self.kind:9} {where:6} at {self.start:5.1f}s for {self.duration:4.1f}s{extra}"
 
     @property
@@ -65,7 +70,8 @@ def schedule(
         peer = rng.choice([j for j in range(servers) if j != victim])
         d = round(rng.uniform(*duration), 1)
         delay = round(rng.uniform(0.2, 1.0), 2) if kind == "slow" else 0.0
-        fault = Fault(kind, victim, peer, round(t, 1), d, delay)
+        cut = rng.choice(["refuse", "blackhole"])
+        fault = Fault(kind, victim, peer, round(t, 1), d, delay, cut)
         out.append(fault)
         t = fault.end + rng.uniform(*gap)
     return out
@@ -91,7 +97,7 @@ async def inject(cluster: Cluster, fault: Fault) -> None:
         await _set(links, "ok")
     elif fault.kind == "oneway":
         link = cluster.links[(fault.victim, fault.peer)]
-        await link.set_mode("refuse")
+        await link.set_mode(fault.cut)  # type: ignore[arg-type]
         await asyncio.sleep(fault.duration)
         await link.set_mode("ok")
     elif fault.kind == "staggered":
@@ -99,7 +105,7 @@ async def inject(cluster: Cluster, fault: Fault) -> None:
             cluster.links[(fault.victim, fault.peer)],
             cluster.links[(fault.peer, fault.victim)],
         )
-        await _set([out_link, in_link], "refuse")
+        await _set([out_link, in_link], fault.cut)
         await asyncio.sleep(fault.duration)
         await out_link.set_mode("ok")
         await asyncio.sleep(fault.duration)
@@ -108,16 +114,18 @@ async def inject(cluster: Cluster, fault: Fault) -> None:
         raise ValueError(f"unknown fault kind {fault.kind!r}")
 
 
-async def run_schedule(cluster: Cluster, faults: list[Fault], t0: float, printer: object = None) -> float:
-    """Inject the faults at their times (relative to ``t0``, a ``time.monotonic()``); returns the monotonic
-    time the last one healed."""
+async def run_schedule(
+    cluster: Cluster, faults: list[Fault], t0: float, say: Callable[[str], None], done: list[Fault]
+) -> float:
+    """Inject the faults at their times (relative to ``t0``, a ``time.monotonic()``), appending each to
+    ``done`` once injected; returns the monotonic time the last one healed."""
     healed = time.monotonic()
     for fault in faults:
         wait = t0 + fault.start - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        if callable(printer):
-            printer(f"  fault {fault.describe()}")
+        say(f"  fault {fault.describe()}")
+        done.append(fault)
         await inject(cluster, fault)
         healed = time.monotonic()
     return healed

@@ -126,7 +126,7 @@ async def run_trial(
         seed, servers=nodes, faults=cfg.faults, kinds=cfg.kinds, gap=cfg.gap, duration=cfg.duration,
         first_kind=index * cfg.faults,
     )  # fmt: skip
-    result = TrialResult(name, backend, seed, [f.describe() for f in faults], [f.kind for f in faults])
+    result = TrialResult(name, backend, seed)
     workdir = (cfg.workdir / f"run-{int(time.time())}-{name}").resolve()
     cluster = Cluster.create(
         workdir, cfg.servers, postgres=backend == "postgres", synapse_version=cfg.synapse_version
@@ -160,9 +160,12 @@ async def _measure(
     stop = asyncio.Event()
     prefix = f"{result.name}.{int(time.time())}"
     senders = [asyncio.create_task(u.send_loop(room_id, prefix, cfg.interval, stop)) for u in users]
+    done: list[Fault] = []
     try:
-        healed = await run_schedule(cluster, faults, time.monotonic(), say)
+        healed = await run_schedule(cluster, faults, time.monotonic(), say, done)
     finally:
+        # Only what was injected counts (a trial can break half-way).
+        result.faults, result.fault_kinds = [f.describe() for f in done], [f.kind for f in done]
         stop.set()
         await asyncio.gather(*senders, return_exceptions=True)
     acked = [a.event_id for u in users for a in u.acks]
