@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import statistics
 import time
 import traceback
@@ -149,6 +150,7 @@ async def run_trial(
             dest = (cfg.keep_dir or cfg.workdir / "kept").resolve() / workdir.name
             cluster.keep_logs(dest)
             result.logs = str(dest)
+        shutil.rmtree(workdir, ignore_errors=True)  # what is worth keeping was copied
         result.elapsed_s = time.monotonic() - started
     return result
 
