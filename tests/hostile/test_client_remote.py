@@ -297,3 +297,22 @@ async def _invite_unreachable(hs: Homeserver, session: aiohttp.ClientSession) ->
         "PUT", V3 + f"/rooms/{seg(room_id)}/send/m.room.message/t", {"body": "ok"}
     )
     assert status == 200, answer
+
+
+async def test_a_redaction_arriving_before_its_target_waits_for_it(
+    tmp_path: Path, session: aiohttp.ClientSession, rooms: list[RemoteRoom]
+) -> None:
+    room = await start_room(tmp_path, session, "12")
+    rooms.append(room)
+    base = await room.refresh()
+    # Two siblings on base: Bob's message, and Carol's redaction of it (same server), sent first.
+    text = {"msgtype": "m.text", "body": "soon gone"}
+    message = room.build(room.bob, "m.room.message", text, base)
+    redaction = room.build(room.carol, "m.room.redaction", {}, base, redacts=message.event_id)
+    assert await room.send([redaction]) == {redaction.event_id: {}}
+    # Held, but nothing to apply it to yet: clients do not see it ("Handling redactions").
+    assert redaction.event_id not in await _timeline_ids(room.alice, room.room_id)
+    assert await room.send([message]) == {message.event_id: {}}
+    # The target arrives and is served redacted at once.
+    assert await _content(room.alice, room.room_id, message.event_id) == {}
+    await _local_text(room.alice, room.room_id, "still works", "a1")
