@@ -499,6 +499,17 @@ async def test_a_rejected_event_is_never_served(reads: ReadsRoom) -> None:
     reply = await room.request("GET", f"/_matrix/federation/v1/event/{path_segment(topic.event_id)}")
     record(MALFORMED, classify_status(reply.status))
     assert reply.status == 404, reply
+    # Nor is the state at it, its auth chain, or anything from it.
+    for read in (READS[0], READS[1], READS[3]):
+        reply = await do_read(room, read, topic.event_id)
+        record(MALFORMED, classify_status(reply.status))
+        assert reply.status == 404, (read.name, reply)
+    for read in (READS[4], READS[5]):
+        reply = await do_read(room, read, topic.event_id)
+        record(MALFORMED, classify_status(reply.status))
+        assert reply.status == 200, (read.name, reply)
+        served = reply.body.get("pdus", reply.body.get("events"))
+        assert all(compute_event_id(p, room.rv) != topic.event_id for p in served), read.name
     await room.assert_works()
 
 
