@@ -248,7 +248,10 @@ async def key_recovery(server: AbuseServer, workdir: Path) -> None:
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ranvier-abuse-") as tmp:
         workdir = Path(tmp)
-        server = AbuseServer(workdir / "hs")
+        extra: dict[str, Any] = {}
+        if args.budget_mb is not None:
+            extra["request_limits"] = {"max_unauthenticated_body_bytes": args.budget_mb * 1024 * 1024}
+        server = AbuseServer(workdir / "hs", extra=extra)
         server.start()
         try:
             for what in args.what:
@@ -274,6 +277,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--observe", type=float, default=75.0)
     parser.add_argument("--bodies", type=int, default=40)
+    parser.add_argument("--budget-mb", type=int, help="request_limits.max_unauthenticated_body_bytes, in MiB")
     args = parser.parse_args(argv)
     if not args.what:
         args.what = ["slowloris", "bodies", "deadkey", "keyrecovery"]
