@@ -576,3 +576,58 @@ async def test_history_visibility_as_the_asking_server_sees_it(
     outcome(state)
     # The late server's own join and the history_visibility event are visible to it.
     await room.assert_works()
+
+
+async def test_a_knocking_server_reads_nothing(
+    reads: ReadsRoom, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A server whose only user knocks on a room (join rule 'knock') reads none of it."""
+    room = reads.room
+    status, body = await room.alice.call(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        {
+            "preset": "private_chat",
+            "initial_state": [
+                {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+            ],
+        },
+    )
+    assert status == 200, body
+    knock_room = body["room_id"]
+    knocker = await room.add_peer(tmp_path_factory.mktemp("knocker"))
+    user = knocker.user("kim")
+    ids = await room.hs.storage.state.get_current_state_ids(knock_room)
+    tips = await room.hs.storage.events.get_events(
+        await room.hs.storage.events.get_forward_extremities(knock_room)
+    )
+    auth = [ids[("m.room.join_rules", "")], ids[("m.room.power_levels", "")]]
+    if not room.rv.room_id_from_create_event:
+        auth.append(ids[("m.room.create", "")])
+    knock = await room.build(
+        "m.room.member",
+        {"membership": "knock"},
+        sender=user,
+        state_key=user,
+        prev=list(tips.values()),
+        auth=auth,
+        room_id=knock_room,
+        key=knocker.key,
+        server_name=knocker.name,
+    )
+    sent = await room.send_txn([knock], origin=knocker.name, key=knocker.key)
+    assert sent.status == 200 and sent.body["pdus"] == {knock.event_id: {}}, sent
+    assert await room.hs.storage.state.get_membership(knock_room, user) == ("knock", knock.event_id)
+    for read in READS:
+        query = read.query.replace("{event}", path_segment(knock.event_id))
+        reply = await room.request(
+            read.method,
+            _fill(read.path, knock_room, knock.event_id),
+            _fill_body(read.body, knock.event_id),
+            query=query,
+            origin=knocker.name,
+            key=knocker.key,
+        )
+        record(CATEGORY, classify_status(reply.status))
+        assert reply.status == 403 and reply.errcode == "M_FORBIDDEN", (read.name, reply)
+    await room.assert_works()
