@@ -27,9 +27,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for k in total:
             total[k] += counts.get(k, 0)
         terminalreporter.write_line(
-            f"{category:<28} refused {counts.get('refused', 0):>4}  accepted {counts.get('accepted', 0):>4}"
+            f"{category:<34} refused {counts.get('refused', 0):>4}  accepted {counts.get('accepted', 0):>4}"
             f"  5xx {counts.get('5xx', 0):>3}"
         )
     terminalreporter.write_line(
-        f"{'total':<28} refused {total['refused']:>4}  accepted {total['accepted']:>4}  5xx {total['5xx']:>3}"
+        f"{'total':<34} refused {total['refused']:>4}  accepted {total['accepted']:>4}  5xx {total['5xx']:>3}"
     )
