@@ -205,6 +205,21 @@ async def test_backoff_is_bounded_and_cut_short_on_demand(fed: Any, tmp_path: Pa
     assert await keyring2.get_verify_key(other.server_name, other.keyring.signing_key.key_id) is not None
 
 
+async def test_on_demand_fetches_are_at_most_one_a_second(fed: Any, tmp_path: Path) -> None:
+    """Forged requests naming a server must not turn into a flood of fetches from it."""
+    origin, observer = await fed(), await fed()
+    key_id = origin.keyring.signing_key.key_id
+    clock = FakeClock()
+    keyring = watching_keyring(observer, clock)
+    await origin.stop_listening()
+    assert await keyring.get_verify_key(origin.server_name, key_id, on_demand=True) is None
+    await relisten(origin, tmp_path)
+    clock.now += 500
+    assert await keyring.get_verify_key(origin.server_name, key_id, on_demand=True) is None
+    clock.now += 500
+    assert await keyring.get_verify_key(origin.server_name, key_id, on_demand=True) is not None
+
+
 async def test_request_from_a_server_whose_key_fetch_failed(fed: Any, tmp_path: Path) -> None:
     receiver = await fed(routes=echo_routes)
     origin = await fed()
