@@ -68,30 +68,16 @@ class DeviceLists:
 
     async def users_sharing_rooms(self, user_id: str) -> set[str]:
         """The users joined to a room the user is joined to (the user included)."""
-        rooms = await self._storage.state.get_rooms_for_user(user_id)
-        out = {user_id}
-        for room_id, membership in rooms.items():
-            if membership == "join":
-                out |= await self._storage.state.get_joined_users(room_id)
-        return out
+        users: set[str] = await self._storage.device_lists.users_sharing_rooms(user_id)
+        return users | {user_id}
 
     async def servers_sharing_rooms(self, user_id: str) -> set[str]:
-        rooms = await self._storage.state.get_rooms_for_user(user_id)
-        servers: set[str] = set()
-        for room_id, membership in rooms.items():
-            if membership == "join":
-                servers |= await self._storage.state.get_joined_servers(room_id)
+        servers: set[str] = await self._storage.device_lists.servers_sharing_rooms(user_id)
         servers.discard(self._server_name)
         return servers
 
     async def shares_room_with_local_user(self, user_id: str) -> bool:
-        rooms = await self._storage.state.get_rooms_for_user(user_id)
-        for room_id, membership in rooms.items():
-            if membership != "join":
-                continue
-            if any(self.is_local(u) for u in await self._storage.state.get_joined_users(room_id)):
-                return True
-        return False
+        return bool(await self._storage.device_lists.shares_room_with_server(user_id, self._server_name))
 
     # -- what a client is told ------------------------------------------------------------------------
 

@@ -110,8 +110,16 @@ async def test_device_list_updates_and_resync(
     first = await alice.ok("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
     assert list(first["device_keys"][bob.user_id]) == [bdev.device_id]
     await alice.sync()
+
+    # Bob's first update (his key upload) reaches A whenever it does, and resyncs if A had nothing
+    # cached then. Once B's queue for A is empty, A has handled it (EDUs are applied before /send
+    # answers), so any resync it caused has started and can be waited for.
+    async def b_queue_empty() -> bool:
+        return bool(await b.storage.outbox.pending_count(a.server_name) == 0)
+
+    await eventually(b_queue_empty, timeout=10)
     await a.device_lists.wait_for_resyncs()
-    resyncs_before = dict(a.device_lists._resyncs)  # Bob's first update found nothing cached: a resync
+    resyncs_before = dict(a.device_lists._resyncs)
 
     # Bob adds a device on B: an m.device_list_update reaches A, Alice's sync says so, and the new device
     # is served from A's cache (no resync: the EDU's prev_id is one A has seen).

@@ -108,6 +108,34 @@ class DeviceListStore:
         )
         return int(value) if value is not None else 0
 
+    # -- who shares a room, read from the membership index (current state) -------------------------
+
+    async def users_sharing_rooms(self, user_id: str) -> set[str]:
+        """The users joined to a room the user is joined to (one query, whatever the number of rooms)."""
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT user_id FROM room_memberships WHERE membership = 'join' AND room_id IN"
+            " (SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join')",
+            (user_id,),
+        )
+        return {r[0] for r in rows}
+
+    async def servers_sharing_rooms(self, user_id: str) -> set[str]:
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT server_name FROM room_memberships WHERE membership = 'join' AND room_id IN"
+            " (SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join')",
+            (user_id,),
+        )
+        return {r[0] for r in rows}
+
+    async def shares_room_with_server(self, user_id: str, server_name: str) -> bool:
+        """Whether the user is joined to a room that a user of ``server_name`` is joined to."""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM room_memberships WHERE membership = 'join' AND server_name = ? AND room_id IN"
+            " (SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join') LIMIT 1",
+            (server_name, user_id),
+        )
+        return row is not None
+
     # -- membership changes, read from the events table ---------------------------------------------
 
     async def membership_changes(
