@@ -434,9 +434,17 @@ class RemoteMembershipService:
         out = []
         for item in batch:
             pdu = item.pdu
+            after_join = any(p in anchor.descendants for p in pdu.prev_event_ids) or (
+                # Deeper than any event made during the handshake can be: it comes after the join even
+                # when the events linking it to the join were not seen here in order (a hole filled by
+                # backfill, a catch-up after an outage).
+                pdu.depth > anchor.topo_depth + GAP_FETCH_LIMIT
+            )
             if item.outlier or item.backfilled or pdu.event_id == anchor.join_event_id:
+                if after_join and not item.outlier:
+                    anchor.descendants.add(pdu.event_id)
                 out.append(item)
-            elif any(p in anchor.descendants for p in pdu.prev_event_ids):
+            elif after_join:
                 anchor.descendants.add(pdu.event_id)
                 out.append(item)
             elif anchor.placed + 1 >= TOPO_SCALE:
