@@ -24,9 +24,11 @@ from urllib.parse import quote
 
 import aiohttp
 import yarl
+from aiohttp import web
 from unpaddedbase64 import encode_base64
 
 from ranvier.app import Homeserver
+from ranvier.federation.keys import Keyring
 from ranvier.federation.x_matrix import XMatrixAuth, format_x_matrix, request_json
 from ranvier.protocol.auth import auth_types_for_event
 from ranvier.protocol.canonical_json import MAX_SAFE_INT, encode_canonical_json
@@ -35,7 +37,8 @@ from ranvier.protocol.hashes import compute_content_hash
 from ranvier.protocol.redaction import redact_event
 from ranvier.protocol.room_versions import RoomVersion
 from ranvier.protocol.signing import SigningKey
-from tests.scenarios.inbound_driver import ClientUser, Driver, register, start_driver, start_homeserver
+from tests.federation.fedserver import start_fed_server
+from tests.scenarios.inbound_driver import ClientUser, Driver, register, start_homeserver
 
 Outcome = Literal["refused", "accepted", "5xx"]
 
@@ -91,9 +94,12 @@ def sign_x_matrix(
 
 @dataclass
 class Peer:
-    """A fake remote server: the inbound driver (key routes, /event, /get_missing_events, /state_ids)."""
+    """A fake remote server: the inbound driver (key routes, /event, /get_missing_events, /state_ids), and
+    canned answers a case sets per endpoint (``overrides``: endpoint name -> (status, JSON or raw bytes))
+    to play a hostile server answering our fetches."""
 
     driver: Driver
+    overrides: dict[str, tuple[int, Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -346,8 +352,7 @@ async def start_hostile_room(
     """A homeserver with a public room (alice creator, carol member) that the peer's user bob joins through
     make_join/send_join, as a real remote server would."""
     hs = await start_homeserver(tmp_path / "hs")
-    driver = await start_driver(tmp_path)
-    peer = Peer(driver)
+    peer = await start_peer(tmp_path / "peer")
     alice = await register(session, hs, "alice")
     carol = await register(session, hs, "carol")
     create: dict[str, Any] = {"preset": "public_chat"}
@@ -369,9 +374,56 @@ async def start_hostile_room(
 
 
 async def start_peer(tmp_path: Path) -> Peer:
-    """Another fake remote server (its own key, TLS, key routes)."""
+    """A fake remote server (its own key, TLS, key routes) whose answers a case can replace."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return Peer(await start_driver(tmp_path))
+    holder: list[Peer] = []
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        peer = holder[0]
+        name = request.match_info["endpoint"]
+        peer.driver.served[name] += 1
+        if name in peer.overrides:
+            status, answer = peer.overrides[name]
+            if isinstance(answer, bytes):
+                return web.Response(status=status, body=answer, content_type="application/json")
+            return web.json_response(answer, status=status)
+        events = peer.driver.events
+        if name == "event":
+            pdu = events.get(request.match_info["rest"])
+            if pdu is not None:
+                return web.json_response({"origin": peer.name, "origin_server_ts": 0, "pdus": [pdu.json]})
+        elif name == "get_missing_events":
+            body = await request.json()
+            earliest = set(body.get("earliest_events", []))
+            found: list[Pdu] = []
+            frontier = [
+                p for e in body.get("latest_events", []) if e in events for p in events[e].prev_event_ids
+            ]
+            seen = set(frontier) | earliest
+            while frontier and len(found) < body.get("limit", 10):
+                event_id = frontier.pop(0)
+                if event_id in earliest or event_id not in events:
+                    continue
+                found.append(events[event_id])
+                for p in events[event_id].prev_event_ids:
+                    if p not in seen:
+                        seen.add(p)
+                        frontier.append(p)
+            found.sort(key=lambda p: p.depth)
+            return web.json_response({"events": [p.json for p in found]})
+        elif name == "state_ids":
+            state = peer.driver.state_before.get(request.query.get("event_id", ""))
+            if state is not None:
+                return web.json_response({"pdu_ids": state, "auth_chain_ids": []})
+        return web.json_response({"errcode": "M_NOT_FOUND", "error": "not here"}, status=404)
+
+    def routes(app: web.Application, keyring: Keyring) -> None:
+        app.router.add_route("*", "/_matrix/federation/v1/{endpoint}/{rest:.*}", serve)
+
+    fed = await start_fed_server(tmp_path, routes=routes)
+    peer = Peer(Driver(fed))
+    holder.append(peer)
+    return peer
 
 
 async def membership_handshake(
