@@ -1007,3 +1007,40 @@ async def test_the_same_transaction_sent_twice_at_once(pr: PdusRoom) -> None:
     recent = await room.recent_bodies(20)
     assert all(recent.count(f"racing {i}") == 1 for i in range(3)), recent
     await room.assert_works()
+
+
+@pytest.mark.parametrize("after", ["left", "banned", "kicked"])
+async def test_a_former_member_speaks_and_rejoins(pr: PdusRoom, after: str) -> None:
+    """A peer user who left, was banned or was kicked sends a message, then (banned) tries to rejoin or
+    unban themself: refused by the authorization rules; the room works and its state is as alice left it."""
+    room = pr.room
+    user = room.peer.user(f"former-{after}")
+    join = await room.build("m.room.member", {"membership": "join"}, sender=user, state_key=user)
+    assert (await room.send_txn([join])).body["pdus"] == {join.event_id: {}}
+    if after == "left":
+        leave = await room.build("m.room.member", {"membership": "leave"}, sender=user, state_key=user)
+        assert (await room.send_txn([leave])).body["pdus"] == {leave.event_id: {}}
+    else:
+        action = "ban" if after == "banned" else "kick"
+        status, body = await room.alice.call(
+            "POST", f"/_matrix/client/v3/rooms/{room.room_id}/{action}", {"user_id": user}
+        )
+        assert status == 200, body
+    await room.snapshot()
+    attempts = [await room.message(f"{after} still talks", sender=user)]
+    if after == "banned":
+        attempts.append(
+            await room.build("m.room.member", {"membership": "join"}, sender=user, state_key=user)
+        )
+        attempts.append(
+            await room.build("m.room.member", {"membership": "leave"}, sender=user, state_key=user)
+        )
+    for pdu in attempts:
+        reply = await room.send_txn([pdu])
+        assert reply.status == 200, reply
+        held, rejected = await room.stored(pdu.event_id)
+        refused = not held or rejected
+        record(AUTH, "refused" if refused else "accepted")
+        assert refused, (after, pdu.type, reply)
+        assert not await room.visible_to_alice(pdu.event_id)
+    await room.assert_works()
