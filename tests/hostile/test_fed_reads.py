@@ -631,3 +631,32 @@ async def test_a_knocking_server_reads_nothing(
         record(CATEGORY, classify_status(reply.status))
         assert reply.status == 403 and reply.errcode == "M_FORBIDDEN", (read.name, reply)
     await room.assert_works()
+
+
+async def test_cross_room_reads_do_not_leak(reads: ReadsRoom) -> None:
+    """The joined server asks, through the room it is in, for an event of a room it is not in: /event says
+    403, /state_ids and /event_auth 404, /backfill and /get_missing_events leave it out."""
+    room = reads.room
+    status, body = await room.alice.call("POST", "/_matrix/client/v3/createRoom", {"preset": "private_chat"})
+    assert status == 200, body
+    status, sent = await room.alice.call(
+        "PUT",
+        f"/_matrix/client/v3/rooms/{body['room_id']}/send/m.room.message/private1",
+        {"msgtype": "m.text", "body": "private words"},
+    )
+    assert status == 200, sent
+    private = sent["event_id"]
+    expected = {"event": 403, "state": 404, "state_ids": 404, "event_auth": 404}
+    for read in READS:
+        if read.name in ("timestamp_to_event", "extremities"):
+            continue
+        reply = await do_read(room, read, private)
+        record(CATEGORY, classify_status(reply.status))
+        if read.name in expected:
+            assert reply.status == expected[read.name], (read.name, reply)
+        else:
+            assert reply.status == 200, (read.name, reply)
+            served = reply.body.get("pdus", reply.body.get("events"))
+            assert served == [], (read.name, reply)
+        assert "private words" not in str(reply.body)
+    await room.assert_works()
