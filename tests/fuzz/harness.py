@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import tempfile
 import threading
 import time
@@ -68,6 +69,36 @@ class Answer:
             return None
 
 
+class ErrorLog(logging.Handler):
+    """Errors the server logs (ERROR and above, with the exception if any): an exception swallowed while
+    handling a request, a per-PDU or per-EDU failure, a task that died. Each is (message template, text)."""
+
+    LOGGERS = ("ranvier", "asyncio", "aiohttp")
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            text += f" ({type(error).__name__}: {str(error)[:300]})"
+        self.records.append((f"{record.name}: {record.msg}", text))
+
+    def attach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+
+    def detach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+    def take(self) -> list[tuple[str, str]]:
+        taken, self.records = self.records, []
+        return taken
+
+
 class FuzzHarness:
     def __init__(self, data_dir: Path | None = None) -> None:
         self._tmp = None if data_dir is not None else tempfile.TemporaryDirectory(prefix="ranvier-fuzz-")
@@ -89,14 +120,18 @@ class FuzzHarness:
         self._txn_counter = 0
         self.lost_token: list[FuzzRequest] = []  # requests after which the user's token no longer worked
         self._wrong_key = SigningKey.generate("t1")
+        self.errors = ErrorLog()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
         self.run(self._start())
+        self.errors.take()  # what set-up logged is not the fuzzer's doing
+        self.errors.attach()
 
     def stop(self) -> None:
+        self.errors.detach()
         try:
             self.run(self._stop())
         finally:

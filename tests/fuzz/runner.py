@@ -1,9 +1,10 @@
 """Run the fuzzer: for each operation, N Hypothesis examples, each one request to the real server.
 
-A failure is a 5xx (any server error is a bug), no answer at all, or a 4xx whose body is not a Matrix
-error (a JSON object with string ``errcode`` and ``error``). Failures are collected, not raised, so that
-one run reports all of them, each with the request that reproduces it; examples are derived from a seed
-and the operation, so a run with the same seed and size sends the same requests.
+A failure is a 5xx (any server error is a bug), no answer at all, a 4xx whose body is not a Matrix
+error (a JSON object with string ``errcode`` and ``error``), or an error the server logged while handling
+the request (an exception swallowed per PDU or EDU, a task that died). Failures are collected, not
+raised, so that one run reports all of them, each with the request that reproduces it; examples are
+derived from a seed and the operation, so a run with the same seed and size sends the same requests.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ class Failure:
     kind: str  # e.g. "500", "no answer", "400 not a Matrix error"
     request: FuzzRequest
     answer: Answer
+    note: str = ""  # what the server logged, for that kind of failure
 
     def describe(self) -> str:
         body = self.answer.body[:500].decode("utf-8", "replace") or self.answer.error
-        return f"{self.kind}: {self.request.reproduction()}\n    answer: {body}"
+        logged = f"\n    logged: {self.note}" if self.note else ""
+        return f"{self.kind}: {self.request.reproduction()}\n    answer: {self.answer.status} {body}{logged}"
 
 
 @dataclass
@@ -63,12 +66,12 @@ class FuzzReport:
         if kind is not None:
             self.record_failure(req, answer, kind)
 
-    def record_failure(self, req: FuzzRequest, answer: Answer, kind: str) -> None:
+    def record_failure(self, req: FuzzRequest, answer: Answer, kind: str, note: str = "") -> None:
         key = (req.op.key, kind)
         self.failure_counts[key] += 1
         kept = self.failures.setdefault(key, [])
         if len(kept) < KEEP_PER_KIND:
-            kept.append(Failure(kind, req, answer))
+            kept.append(Failure(kind, req, answer, note))
 
     def summary(self) -> str:
         lines = [f"{'operation':<76} {'n':>5} {'2xx':>5} {'4xx':>5} {'5xx':>4} {'502':>4} {'none':>4}"]
@@ -160,6 +163,10 @@ def fuzz_operations(
             lost = len(harness.lost_token)
             answer, req = harness.send(req)
             report.record(req, answer)
+            for template, text in harness.errors.take():
+                # A 500 logs its exception too: that one is counted as the 500.
+                if not (answer.status >= 500 and "unhandled error serving" in template):
+                    report.record_failure(req, answer, f"server logged an error: {template}", text)
             if len(harness.lost_token) > lost:
                 # Only the throwaway user's requests may end a session; the harness logged in again.
                 report.record_failure(req, answer, "the user's access token stopped working")

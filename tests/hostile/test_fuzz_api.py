@@ -14,7 +14,7 @@ import pytest
 from tests.fuzz.harness import FuzzHarness
 from tests.fuzz.runner import failure_kind, fuzz_operations, select
 
-EXAMPLES = 10  # per operation: about 2,000 requests in all
+EXAMPLES = 8  # per operation: about 1,600 requests in all
 SEED = 12
 
 # What longer fuzz runs found answered 5xx, replayed on every run (``{room}``/``{user}``: the fuzz user's).
