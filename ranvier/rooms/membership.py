@@ -24,6 +24,8 @@ class MembershipError(Exception):
         self.errcode = errcode
         self.message = message
         self.status = status
+        # The other server could not be reached at all (as opposed to one that answered with a refusal).
+        self.unreachable = False
 
 
 class RemoteMembership(Protocol):

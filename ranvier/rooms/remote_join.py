@@ -75,21 +75,27 @@ STRIPPED_STATE_TYPES = (
 )
 
 
-# Errors of the joining side, as the client sees them. A network failure (no answer, connection refused, a
-# timeout) or a broken answer from the other server is 502 M_UNKNOWN naming that server, as Synapse answers
-# a join that failed "via any server" (502); a refusal the other server states (403 M_FORBIDDEN, 404
-# M_NOT_FOUND, an incompatible room version) is passed on with its status and errcode. A 401 from the other
-# server means it could not authenticate *us* (often: it could not fetch our key), which is not the
-# client's fault: 502 too. Nothing on this path is a 500.
+# Errors of the joining side, as the client sees them. A server that cannot be reached at all (no such
+# name, connection refused, no answer in time) is 404 M_NOT_FOUND naming that server and the reason: the
+# client named it (in a user id, an alias or a via), and a client request is answered with a 4xx, never a
+# 5xx (Synapse answers 500 for an invite to such a server, synapse#2047, and 502 for a join "via any
+# server"; issue 12 asks for a 4xx). A broken answer from a server that did answer is 502 M_UNKNOWN: that
+# server misbehaved. A refusal the other server states (403 M_FORBIDDEN, 404 M_NOT_FOUND, an incompatible
+# room version) is passed on with its status and errcode. A 401 from the other server means it could not
+# authenticate *us* (often: it could not fetch our key), which is not the client's fault: 502 too. Nothing
+# on this path is a 500.
 PASSED_ON_STATUSES = frozenset({400, 403, 404})
+UNREACHABLE = 404
 
 
 def remote_failure(server: str, action: str, e: FederationError) -> MembershipError:
     """The client's error for a federation request to ``server`` (for ``action``) that failed."""
     if isinstance(e, DestinationUnreachable):
-        return MembershipError(
-            "M_UNKNOWN", f"could not {action}: {server} could not be reached ({e.reason})", 502
+        error = MembershipError(
+            "M_NOT_FOUND", f"could not {action}: {server} could not be reached ({e.reason})", UNREACHABLE
         )
+        error.unreachable = True
+        return error
     if e.status in PASSED_ON_STATUSES and e.errcode and e.errcode.startswith("M_"):
         return MembershipError(e.errcode, f"{server} refused to {action}: {e.message[:300]}", e.status)
     return MembershipError(
@@ -211,15 +217,17 @@ class RemoteMembershipService:
             failures.append(failure)
         if not failures:
             raise MembershipError("M_NOT_FOUND", f"no known server to join {room_id} through", 404)
-        stated = [f for f in failures if f.status != 502]
+        stated = [f for f in failures if f.status != 502 and not f.unreachable]
         if stated:
             raise stated[0]
         if len(failures) == 1:
             raise failures[0]
+        # None answered usefully: 404 when none could be reached at all, 502 when one answered badly.
+        unreachable = all(f.unreachable for f in failures)
         raise MembershipError(
-            "M_UNKNOWN",
+            "M_NOT_FOUND" if unreachable else "M_UNKNOWN",
             f"could not join {room_id} via any server: " + "; ".join(f.message for f in failures),
-            502,
+            UNREACHABLE if unreachable else 502,
         )
 
     async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> None:

@@ -306,7 +306,7 @@ async def test_invite_right_after_a_failed_key_fetch(tmp_path: Path) -> None:
         assert status == 200, answer
 
 
-async def test_resident_dying_mid_join_gives_a_clear_502(tmp_path: Path) -> None:
+async def test_resident_dying_mid_join_gives_a_clear_404_naming_it(tmp_path: Path) -> None:
     a = await start_hs(tmp_path / "a")
     b = await start_hs(tmp_path / "b")
     a_stopped = False
@@ -323,8 +323,8 @@ async def test_resident_dying_mid_join_gives_a_clear_502(tmp_path: Path) -> None
 
             b.remote_membership.before_send_join = resident_dies
             status, answer = await bob.call("POST", f"/join/{room_id}", {}, server_name=a.server_name)
-            assert status == 502, answer
-            assert answer["errcode"] == "M_UNKNOWN"
+            assert status == 404, answer
+            assert answer["errcode"] == "M_NOT_FOUND"
             assert a.server_name in answer["error"] and "connection refused" in answer["error"]
             assert "ClientConnector" not in answer["error"]
     finally:
@@ -333,7 +333,7 @@ async def test_resident_dying_mid_join_gives_a_clear_502(tmp_path: Path) -> None
             await a.stop()
 
 
-async def test_invite_to_an_unreachable_server_gives_502_naming_it(tmp_path: Path) -> None:
+async def test_invite_to_an_unreachable_server_gives_404_naming_it(tmp_path: Path) -> None:
     a = await start_hs(tmp_path / "a")
     try:
         async with aiohttp.ClientSession() as session:
@@ -343,7 +343,7 @@ async def test_invite_to_an_unreachable_server_gives_502_naming_it(tmp_path: Pat
             status, answer = await alice.call(
                 "POST", f"/rooms/{room_id}/invite", {"user_id": f"@bob:{nowhere}"}
             )
-            assert (status, answer["errcode"]) == (502, "M_UNKNOWN"), answer
+            assert (status, answer["errcode"]) == (404, "M_NOT_FOUND"), answer
             assert nowhere in answer["error"] and "connection refused" in answer["error"]
     finally:
         await a.stop()

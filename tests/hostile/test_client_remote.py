@@ -285,12 +285,12 @@ async def _invite_unreachable(hs: Homeserver, session: aiohttp.ClientSession) ->
     for server in ("does-not-exist.invalid", "127.0.0.1:1"):  # no such name; nothing listening
         target = f"@bob:{server}"
         status, answer = await alice.call("POST", V3 + f"/rooms/{seg(room_id)}/invite", {"user_id": target})
-        # 502 M_UNKNOWN, as for a join no server answered (rooms.remote_join): the failure lies between
-        # the servers, not in the request. Synapse answers 500 here (synapse#2047).
-        assert (status, answer.get("errcode")) == (502, "M_UNKNOWN"), answer
+        # 404 M_NOT_FOUND naming the server (rooms.remote_join): a client request gets a 4xx, never a
+        # 5xx. Synapse answers 500 here (synapse#2047).
+        assert (status, answer.get("errcode")) == (404, "M_NOT_FOUND"), answer
         assert server in answer["error"]
         status, answer = await alice.call("POST", V3 + "/createRoom", {"invite": [target]})
-        assert (status, answer.get("errcode")) == (502, "M_UNKNOWN"), answer
+        assert (status, answer.get("errcode")) == (404, "M_NOT_FOUND"), answer
         assert server in answer["error"]
     assert await hs.storage.state.get_membership(room_id, "@bob:does-not-exist.invalid") is None
     status, answer = await alice.call(
