@@ -157,6 +157,7 @@ class Homeserver:
         if config.federation.enabled:
             await self._start_federation_listener()
             await self.federation_sender.start()
+            await self.device_lists.resend_unsent()
             if self.gap_filler is not None:
                 await self.gap_filler.start()
             await self.remote_membership.process_all_queued()

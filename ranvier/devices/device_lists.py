@@ -153,6 +153,23 @@ class DeviceLists:
             if new and with_keys:
                 await self.on_local_change(user_id, sorted(with_keys), destinations=new)
 
+    async def resend_unsent(self) -> int:
+        """At start: local users whose last change was recorded but never sent (a crash in between).
+        Their next update cites, as its prev_id, an id allocated for the lost one, so every receiver
+        sees the gap and fetches the whole list (S2S "Device Management"). Returns the users handled."""
+        if self._sender is None:
+            return 0
+        handled = 0
+        for user_id in await self._storage.device_lists.users_with_unsent_changes():
+            if not self.is_local(user_id):
+                continue
+            await self._storage.device_lists.next_outbound_id(user_id)  # the id of the lost update
+            devices = [d.device_id for d in await self._storage.devices.list_devices(user_id)]
+            if devices:
+                await self.on_local_change(user_id, devices[:1])
+            handled += 1
+        return handled
+
     async def _update_edu(self, user_id: str, device_id: str, deleted: bool) -> dict[str, Any]:
         stream_id, prev = await self._storage.device_lists.next_outbound_id(user_id)
         content: dict[str, Any] = {

@@ -102,6 +102,16 @@ class DeviceListStore:
             )
         return stream_id, int(last) if last is not None else None
 
+    async def users_with_unsent_changes(self) -> list[str]:
+        """Users (local and remote; the caller picks the local ones) with a device list change after the
+        last m.device_list_update sent about them: a crash came between the change and the EDU."""
+        rows = await self._db.fetchall(
+            "SELECT c.user_id FROM device_list_changes c"
+            " LEFT JOIN device_list_outbound_last o ON o.user_id = c.user_id"
+            " GROUP BY c.user_id, o.stream_id HAVING MAX(c.stream_pos) > COALESCE(o.stream_id, 0)"
+        )
+        return sorted(r[0] for r in rows)
+
     async def last_outbound_id(self, user_id: str) -> int:
         value = await self._db.fetchval(
             "SELECT stream_id FROM device_list_outbound_last WHERE user_id = ?", (user_id,)
