@@ -209,6 +209,7 @@ class FuzzHarness:
         me = await self._register("fuzzer")
         other = await self._register("other")
         self.token, self.user_id = me["access_token"], me["user_id"]
+        w.passwords.append("fuzz-fuzzer")
         w.device_ids += [me["device_id"], other["device_id"], "NOSUCHDEVICE"]
         server = self.hs.server_name
         w.server_names += [server, self.driver.server_name, "127.0.0.1:1"]

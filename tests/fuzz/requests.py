@@ -127,6 +127,10 @@ class RequestStrategies:
                 text(),
             )
             return value.map(lambda v: [v[:MAX_FILTER]])
+        if param.name in ("timeout", "timeout_ms"):
+            # Long polls: short waits or out-of-range values, never tens of seconds per example.
+            short = st.integers(min_value=0, max_value=200).map(str)
+            return mostly(short, st.one_of(st.sampled_from(EDGE_INTS).map(str), text()), 4).map(lambda v: [v])
         strategy = self.schemas.for_schema(param.schema, param.name)
         return strategy.map(lambda v: [_scalar(x) for x in v] if isinstance(v, list) else [_scalar(v)])
 

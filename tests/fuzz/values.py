@@ -85,9 +85,16 @@ class World:
             "m.fuzz.custom",
         ]
     )
+    # Any "type" field: login and identifier types as well as event types.
+    other_types: list[str] = field(
+        default_factory=lambda: ["m.login.password", "m.login.token", "m.login.dummy", "m.id.user"]
+    )
     tokens: list[str] = field(default_factory=list)  # pagination tokens seen in answers
+    passwords: list[str] = field(default_factory=list)  # the fuzz user's, so that some logins succeed
 
     def pool(self, name: str) -> list[str]:
+        if name == "types":
+            return [*self.other_types, *self.event_types]
         return list(getattr(self, name))
 
 
@@ -190,11 +197,13 @@ NAME_POOLS = {
     "via": "server_names",
     "origin": "server_names",
     "destination": "server_names",
+    "user": "user_ids",
+    "password": "passwords",
     "deviceid": "device_ids",
     "device_id": "device_ids",
     "filterid": "filter_ids",
     "eventtype": "event_types",
-    "type": "event_types",
+    "type": "types",
     "from": "tokens",
     "to": "tokens",
     "since": "tokens",
