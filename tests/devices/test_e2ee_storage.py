@@ -83,6 +83,14 @@ async def test_remote_device_lists(db: Database) -> None:
     assert await lists.get_remote_list("@r:y") == (9, True)
     assert await lists.changed_between(before, await lists.max_position()) == {"@r:y"}
     # Outbound ids for a local user grow, each pointing at the one before.
+    await lists.record_change(["@l:x"])
+    assert "@l:x" in await lists.users_with_unsent_changes()
     first, prev = await lists.next_outbound_id("@l:x")
     second, prev2 = await lists.next_outbound_id("@l:x")
     assert prev is None and prev2 == first and second > first
+    assert "@l:x" not in await lists.users_with_unsent_changes()
+    await lists.record_change(["@l:x"])
+    assert "@l:x" in await lists.users_with_unsent_changes()
+    # Nobody shares a room with anyone here (the membership index is empty).
+    assert await lists.users_sharing_rooms("@l:x") == set()
+    assert not await lists.shares_room_with_server("@r:y", "x")

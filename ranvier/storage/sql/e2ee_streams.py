@@ -85,16 +85,15 @@ class DeviceListStore:
         return int(value) if value is not None else 0
 
     async def next_outbound_id(self, user_id: str) -> tuple[int, int | None]:
-        """(stream_id, prev_id) for the next ``m.device_list_update`` about a local user: ids grow per
-        user, and each one's prev_id is the one sent before it."""
+        """(stream_id, prev_id) for the next ``m.device_list_update`` about a local user: ids grow, and
+        each one's prev_id is the one sent before it."""
         async with self._db.transaction() as txn:
             last = await txn.fetchval(
                 "SELECT stream_id FROM device_list_outbound_last WHERE user_id = ?", (user_id,)
             )
-            change = await txn.fetchval(
-                "SELECT MAX(stream_pos) FROM device_list_changes WHERE user_id = ?", (user_id,)
-            )
-            stream_id = max(int(change or 0), int(last or 0) + 1)
+            # From the device list stream's counter: above every change recorded so far, so a change
+            # recorded later (and maybe never sent) is always above it (see users_with_unsent_changes).
+            stream_id = await next_stream_pos(txn, DEVICE_LISTS)
             await txn.execute(
                 "INSERT INTO device_list_outbound_last (user_id, stream_id) VALUES (?, ?)"
                 " ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id",
