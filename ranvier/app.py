@@ -27,6 +27,7 @@ from .client_api.directory import DirectoryHandlers
 from .client_api.ephemeral import EphemeralHandlers, SyncNotifier, TypingStream
 from .client_api.errors import matrix_error_middleware
 from .client_api.keys import KeyHandlers
+from .client_api.media import MediaHandlers, is_upload
 from .client_api.messages import MessageHandlers
 from .client_api.profile_sync import ProfilePropagator
 from .client_api.push_rules import PushRuleHandlers
@@ -55,6 +56,7 @@ from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
 from .federation.tls import generate_self_signed_cert, server_ssl_context
 from .http_limits import (
+    BodyLimit,
     ConnectionGuard,
     GuardCollector,
     GuardedSite,
@@ -62,6 +64,9 @@ from .http_limits import (
     body_limits_middleware,
     connection_cap,
 )
+from .media.files import FileStore
+from .media.repository import MediaLimits, MediaRepository
+from .media.thumbnailer import Thumbnailer
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
 from .ratelimit import RateLimiter, RateSpec
@@ -80,6 +85,7 @@ from .rooms.state import StateService
 from .rooms.visibility import HistoryVisibilityFilter
 from .storage import open_storage
 from .storage.sql.filters import FilterStore
+from .storage.sql.media import MediaStore
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +158,7 @@ class Homeserver:
         self.sync_notifier = SyncNotifier()
         self._wire_federation()
         self._wire_e2ee()
+        self._wire_media()
 
         await self._start_client_listener()
         if config.federation.enabled:
@@ -258,7 +265,22 @@ class Homeserver:
             lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
         )
 
-    def _guard(self, name: str, max_body_bytes: int, body_limit: Any = None) -> ConnectionGuard:
+    def _wire_media(self) -> None:
+        """The content repository (ranvier.media): files under the data directory, metadata in storage."""
+        media = self.config.media
+        files = FileStore(Path(media.store_path or Path(self.config.data_dir) / "media"))
+        files.prepare()
+        self.media = MediaRepository(
+            MediaStore(self.storage.db),
+            files,
+            Thumbnailer(media.max_image_pixels),
+            self.server_name,
+            MediaLimits(max_upload_size=media.max_upload_size, max_pending_uploads=media.max_pending_uploads),
+        )
+
+    def _guard(
+        self, name: str, max_body_bytes: int, body_limit: BodyLimit | None = None, streamed: Any = None
+    ) -> ConnectionGuard:
         limits = self.config.request_limits
         listeners = 2 + int(self.config.listeners.metrics.enabled)
         guard = ConnectionGuard(
@@ -272,6 +294,7 @@ class Homeserver:
                 max_unauthenticated_bodies=limits.max_unauthenticated_bodies,
                 max_unauthenticated_body_bytes=limits.max_unauthenticated_body_bytes,
                 body_limit=body_limit,
+                streamed=streamed,
             ),
         )
         self.guards[name] = guard
@@ -306,13 +329,20 @@ class Homeserver:
     def _client_app(self) -> web.Application:
         config = self.config
         max_body = config.request_limits.max_client_body_bytes
+        max_upload = config.media.max_upload_size
+
+        def body_limit(request: web.Request) -> int:
+            # Media uploads go up to max_upload_size (streamed to disk by their handler); the rest is JSON.
+            return max_upload if is_upload(request) else max_body
+
+        guard = self._guard("client", max(max_body, max_upload), body_limit, streamed=is_upload)
         app = web.Application(
             middlewares=[
                 cors_middleware,  # outermost, so that error responses carry the headers too
                 metrics_middleware(self.metrics, "client"),
                 matrix_error_middleware,
                 rate_limit_middleware(config.rate_limits),
-                body_limits_middleware(self._guard("client", max_body)),
+                body_limits_middleware(guard),
             ],
             client_max_size=max_body,
         )
@@ -374,6 +404,17 @@ class Homeserver:
             ),
             ToDeviceHandlers(self.to_device, self.authenticator),
             RoomKeyHandlers(KeyBackups(self.storage), self.authenticator),
+            MediaHandlers(
+                self.media,
+                self.authenticator,
+                upload_limiter=RateLimiter(
+                    RateSpec(config.media.upload_rate.per_second, config.media.upload_rate.burst)
+                )
+                if config.rate_limits.enabled
+                else None,
+                body_timeout=config.request_limits.body_timeout,
+                freeze_after_ms=config.media.freeze_unauthenticated_after_ms,
+            ),
         ]
         for h in handlers:
             app.add_routes(h.routes())

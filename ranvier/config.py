@@ -159,6 +159,26 @@ class RateLimits(_Strict):
     federation: RateLimit = RateLimit(per_second=100, burst=200)
 
 
+class Media(_Strict):
+    """The content repository (ranvier.media)."""
+
+    # Where files are kept; default: <data_dir>/media.
+    store_path: str | None = None
+    # Largest upload, in bytes (413 M_TOO_LARGE beyond, refused before the body is read when declared).
+    max_upload_size: int = Field(50 * 1024 * 1024, ge=1024)
+    # Images whose header declares more pixels than this are not decoded for thumbnails (413 M_TOO_LARGE).
+    max_image_pixels: int = Field(32_000_000, ge=1024)
+    # Per user: uploads and /create calls (token bucket), and created media ids waiting for their upload.
+    upload_rate: RateLimit = RateLimit(per_second=2, burst=20)
+    max_pending_uploads: int = Field(10, ge=1)
+    # Other servers' media: largest fetched, and seconds one fetch may take.
+    max_remote_size: int = Field(50 * 1024 * 1024, ge=1024)
+    remote_timeout: float = Field(30.0, gt=0, le=600)
+    # The deprecated unauthenticated /_matrix/media/*/download and /thumbnail serve only media stored
+    # before this time (ms since the epoch), as Matrix 1.12 asks ("freeze"); 0 freezes all, null none.
+    freeze_unauthenticated_after_ms: int | None = Field(0, ge=0)
+
+
 class HomeserverConfig(_Strict):
     server_name: str
     data_dir: str = "."
@@ -173,6 +193,7 @@ class HomeserverConfig(_Strict):
     rate_limits: RateLimits = RateLimits()
     request_limits: RequestLimits = RequestLimits()
     key_fetch: KeyFetch = KeyFetch()
+    media: Media = Media()
 
     @field_validator("server_name")
     @classmethod
@@ -211,6 +232,8 @@ def load_config(path: str | Path) -> HomeserverConfig:
         value = getattr(config, attr)
         if value and not Path(value).is_absolute():
             setattr(config, attr, str(base / value))
+    if config.media.store_path and not Path(config.media.store_path).is_absolute():
+        config.media.store_path = str(base / config.media.store_path)
     fed = config.listeners.federation
     for attr in ("tls_certificate_path", "tls_private_key_path"):
         value = getattr(fed, attr)
@@ -322,6 +345,24 @@ key_fetch:
   # After a failed fetch the keys are fetched again on demand after a back-off doubling from 1 s up to
   # this (with jitter); a request signed by that server fetches them again at once.
   retry_max: 30
+
+# The content repository (uploads, downloads, thumbnails, other servers' media).
+media:
+  # Where files are kept (content-addressed); null: "media" under data_dir.
+  store_path: null
+  # Largest upload in bytes; a larger one is refused with 413 M_TOO_LARGE.
+  max_upload_size: 52428800
+  # Images declaring more pixels than this are never decoded for thumbnails (decompression bombs).
+  max_image_pixels: 32000000
+  # Per user: uploads and /create calls, and created media ids waiting for their upload.
+  upload_rate: {{per_second: 2, burst: 20}}
+  max_pending_uploads: 10
+  # Other servers' media: largest fetched (bytes) and seconds per fetch.
+  max_remote_size: 52428800
+  remote_timeout: 30
+  # Matrix 1.12 "freeze": the deprecated unauthenticated download/thumbnail endpoints serve only media
+  # stored before this time (ms since the epoch); 0 freezes all, null never.
+  freeze_unauthenticated_after_ms: 0
 
 rooms:
   default_room_version: "{default_room_version}"

@@ -62,6 +62,10 @@ class ListenerLimits:
     max_unauthenticated_body_bytes: int
     # Per-endpoint limit (at most max_body_bytes); None: max_body_bytes everywhere.
     body_limit: BodyLimit | None = None
+    # Endpoints whose handler streams the body itself (media uploads, to disk): only the declared
+    # Content-Length is checked here; the handler authenticates first, then reads under the same limit and
+    # the connection's body deadline. Such bodies are never buffered, so they take no unauthenticated budget.
+    streamed: Callable[[web.Request], bool] | None = None
 
 
 @dataclass
@@ -356,6 +360,8 @@ def body_limits_middleware(guard: ConnectionGuard) -> Middleware:
                 f"request body of {declared} bytes exceeds the limit of {limit}",
                 close=True,
             )
+        if limits.streamed is not None and limits.streamed(request):
+            return await handler(request)
         if not guard.take_body_slot(request):
             guard.stats.over_budget += 1
             return _refuse(

@@ -11,7 +11,7 @@ touch it. Chains that depend on a missing event are not memoised: the event may 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 
 from ..events import Pdu
 from .source import EventSource
@@ -130,11 +130,12 @@ class AuthChainIndex:
         got = chains.get(root)
         return got if got is not None else partial[root]
 
-    def full_chain(self, event_ids: Iterable[str], source: EventSource) -> set[str]:
-        """The union of the auth chains of ``event_ids`` (a state set's "full auth chain").
+    def full_chain(self, event_ids: Collection[str], source: EventSource) -> set[str]:
+        """The union of the auth chains of ``event_ids`` (the events themselves not included).
 
         Collects the direct auth events first: most state events share them (create, power levels,
-        join rules), so far fewer chains are unioned than there are events.
+        join rules), so far fewer chains are unioned than there are events. ``event_ids`` is read twice
+        when some event is not memoised yet: a collection, not an iterator.
         """
         try:
             # Fast path, all direct auth events memoised: one C-level union.
@@ -147,7 +148,7 @@ class AuthChainIndex:
             acc |= chain(a, source)
         return acc
 
-    def _direct_slow(self, event_ids: Iterable[str], source: EventSource) -> set[str]:
+    def _direct_slow(self, event_ids: Collection[str], source: EventSource) -> set[str]:
         direct: set[str] = set()
         known = self._auth.get
         for event_id in event_ids:
@@ -163,7 +164,7 @@ class AuthChainIndex:
 def auth_difference(
     index: AuthChainIndex,
     source: EventSource,
-    unconflicted_ids: Iterable[str],
+    unconflicted_ids: Collection[str],
     conflicted_per_set: Sequence[Collection[str]],
 ) -> set[str]:
     """The auth difference: union(C_i) - intersection(C_i), C_i being the full auth chain of state set i.

@@ -1,0 +1,316 @@
+"""The content repository: uploads, downloads and thumbnails, for local and remote media.
+
+Uploads are streamed to disk (``files``) under ``max_upload_size`` and recorded in the database once
+complete, so a refused or interrupted upload leaves nothing behind. A media id made by ``create`` is
+pending until its ``PUT``: a download of it waits up to ``timeout_ms`` (capped) for the upload, then
+answers 504 ``M_NOT_YET_UPLOADED``. Thumbnails are made on first request at one of the configured sizes
+and kept, keyed by the content they came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..clock import now_ms
+from ..storage.sql.media import MediaStore, RemoteMedia, Thumbnail
+from .errors import BodyTooLarge, MediaError, not_found, too_large
+from .files import FileStore, StoredFile
+from .headers import essence, normalise_content_type
+from .thumbnailer import CannotThumbnail, ImageTooLarge, Thumbnailer, choose_size
+
+logger = logging.getLogger(__name__)
+
+MEDIA_ID_BYTES = 18  # 24 characters of URL-safe base64: A-Z a-z 0-9 - _ only, as the spec requires
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFile:
+    path: Path
+    content_type: str
+    upload_name: str | None
+    size: int
+    sha256: str
+
+
+class RemoteFetcher(Protocol):
+    async def fetch(self, server_name: str, media_id: str) -> RemoteMedia: ...
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_upload_size: int
+    max_pending_uploads: int = 10
+    unused_expiry_ms: int = 24 * 3600 * 1000  # CS "create": the recommended 24 hours
+    max_wait_ms: int = 60_000  # the cap on a download's timeout_ms
+
+
+class MediaRepository:
+    def __init__(
+        self,
+        store: MediaStore,
+        files: FileStore,
+        thumbnailer: Thumbnailer,
+        server_name: str,
+        limits: MediaLimits,
+        *,
+        remote: RemoteFetcher | None = None,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.thumbnailer = thumbnailer
+        self.server_name = server_name
+        self.limits = limits
+        self.remote = remote
+        self._clock_ms = clock_ms
+        self._uploaded: dict[str, asyncio.Event] = {}  # created media ids someone waits for
+        self._thumbnail_locks: dict[tuple[str, int, int, str], asyncio.Lock] = {}
+
+    @staticmethod
+    def new_media_id() -> str:
+        return secrets.token_urlsafe(MEDIA_ID_BYTES)
+
+    def mxc(self, media_id: str) -> str:
+        return f"mxc://{self.server_name}/{media_id}"
+
+    # -- uploads -------------------------------------------------------------------------------------
+
+    async def _write(self, chunks: AsyncIterator[bytes]) -> StoredFile:
+        try:
+            return await self.files.write_stream(chunks, self.limits.max_upload_size)
+        except BodyTooLarge:
+            raise too_large(f"Cannot upload files larger than {self.limits.max_upload_size} bytes") from None
+
+    async def upload(
+        self, user_id: str, chunks: AsyncIterator[bytes], content_type: str | None, upload_name: str | None
+    ) -> str:
+        """``POST /upload``: store the bytes and return the new ``mxc://`` URI."""
+        stored = await self._write(chunks)
+        media_id = self.new_media_id()
+        await self.store.store_local(
+            media_id,
+            user_id,
+            self._clock_ms(),
+            normalise_content_type(content_type),
+            upload_name,
+            stored.size,
+            stored.sha256,
+        )
+        return self.mxc(media_id)
+
+    async def create(self, user_id: str) -> tuple[str, int]:
+        """``POST /create``: a new media id (and when it lapses unused). 429 past the pending limit."""
+        now = self._clock_ms()
+        if await self.store.count_pending(user_id, now) >= self.limits.max_pending_uploads:
+            raise MediaError(
+                429,
+                "M_LIMIT_EXCEEDED",
+                f"At most {self.limits.max_pending_uploads} created media ids may wait for their upload",
+                retry_after_ms=60_000,
+            )
+        media_id = self.new_media_id()
+        expires = now + self.limits.unused_expiry_ms
+        await self.store.create_pending(media_id, user_id, now, expires)
+        return self.mxc(media_id), expires
+
+    async def check_upload_to(self, user_id: str, server_name: str, media_id: str) -> None:
+        """Whether ``PUT /upload/{serverName}/{mediaId}`` may proceed: checked before the body is read."""
+        if server_name != self.server_name:
+            raise not_found("Unknown media ID: not created on this server")
+        row = await self.store.get_local(media_id)
+        if row is None or (
+            not row.uploaded
+            and row.unused_expires_at is not None
+            and row.unused_expires_at <= self._clock_ms()
+        ):
+            raise not_found("Unknown media ID (never created, or expired)")
+        if row.user_id != user_id:
+            raise MediaError(403, "M_FORBIDDEN", "This media ID was created by another user")
+        if row.uploaded:
+            raise MediaError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
+
+    async def upload_to(
+        self,
+        user_id: str,
+        server_name: str,
+        media_id: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str | None,
+        upload_name: str | None,
+    ) -> None:
+        await self.check_upload_to(user_id, server_name, media_id)
+        stored = await self._write(chunks)
+        done = await self.store.complete_pending(
+            media_id,
+            self._clock_ms(),
+            normalise_content_type(content_type),
+            upload_name,
+            stored.size,
+            stored.sha256,
+        )
+        if not done:
+            await self._delete_file_if_unused(stored.sha256)
+            raise MediaError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
+        event = self._uploaded.pop(media_id, None)
+        if event is not None:
+            event.set()
+
+    async def _delete_file_if_unused(self, sha256: str) -> None:
+        if not await self.store.sha256_in_use(sha256):
+            await self.files.delete(sha256)
+
+    async def delete_local(self, media_id: str) -> bool:
+        """Remove a local media id, and its file when nothing else uses it (for the admin API)."""
+        if await self.store.get_local(media_id) is None:
+            return False
+        sha = await self.store.delete_local(media_id)
+        if sha is not None:
+            await self._delete_file_if_unused(sha)
+        return True
+
+    # -- downloads -----------------------------------------------------------------------------------
+
+    async def local_file(self, media_id: str, timeout_ms: int) -> ServedFile:
+        """A local media's file; waits (bounded) for one that was created but not yet uploaded."""
+        row = await self.store.get_local(media_id)
+        if row is not None and not row.uploaded:
+            expired = row.unused_expires_at is not None and row.unused_expires_at <= self._clock_ms()
+            if expired:
+                raise not_found()
+            wait = max(0, min(timeout_ms, self.limits.max_wait_ms)) / 1000
+            event = self._uploaded.setdefault(media_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), wait)
+            if not event.is_set() and self._uploaded.get(media_id) is event:
+                del self._uploaded[media_id]
+            row = await self.store.get_local(media_id)
+            if row is not None and not row.uploaded:
+                raise MediaError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded")
+        if row is None or row.quarantined or row.sha256 is None:
+            raise not_found()
+        path = self.files.path_for(row.sha256)
+        if not path.is_file():
+            logger.error("media %s: its file %s is missing", media_id, row.sha256)
+            raise not_found()
+        return ServedFile(
+            path,
+            row.content_type or "application/octet-stream",
+            row.upload_name,
+            row.size or 0,
+            row.sha256,
+        )
+
+    async def remote_file(self, server_name: str, media_id: str) -> ServedFile:
+        cached = await self.store.get_remote(server_name, media_id)
+        if cached is None or not self.files.exists(cached.sha256):
+            if self.remote is None:
+                raise not_found("Remote media is not available: federation is off")
+            cached = await self.remote.fetch(server_name, media_id)
+        if cached.quarantined:
+            raise not_found()
+        return ServedFile(
+            self.files.path_for(cached.sha256),
+            cached.content_type or "application/octet-stream",
+            cached.upload_name,
+            cached.size,
+            cached.sha256,
+        )
+
+    async def file(
+        self, server_name: str, media_id: str, *, timeout_ms: int, allow_remote: bool
+    ) -> ServedFile:
+        if server_name == self.server_name:
+            return await self.local_file(media_id, timeout_ms)
+        if not allow_remote:
+            raise not_found("Remote media not fetched: allow_remote is false")
+        return await self.remote_file(server_name, media_id)
+
+    async def is_legacy_visible(self, server_name: str, media_id: str, freeze_after_ms: int | None) -> bool:
+        """Under the v1.12 freeze, the unauthenticated endpoints serve only media stored before it."""
+        if freeze_after_ms is None:
+            return True
+        if server_name == self.server_name:
+            row = await self.store.get_local(media_id)
+            return row is not None and row.created_ts < freeze_after_ms
+        cached = await self.store.get_remote(server_name, media_id)
+        return cached is not None and cached.fetched_ts < freeze_after_ms
+
+    # -- thumbnails ----------------------------------------------------------------------------------
+
+    async def thumbnail(
+        self,
+        server_name: str,
+        media_id: str,
+        width: int,
+        height: int,
+        method: str,
+        *,
+        timeout_ms: int,
+        allow_remote: bool,
+    ) -> ServedFile:
+        source = await self.file(server_name, media_id, timeout_ms=timeout_ms, allow_remote=allow_remote)
+        remote = server_name != self.server_name
+        if essence(source.content_type) == "image/svg+xml":
+            # SVG can carry script and has no bounded decoding cost: never thumbnailed.
+            raise MediaError(400, "M_UNKNOWN", "Cannot generate thumbnails for SVG images")
+        box_w, box_h, box_method = choose_size(width, height, method, self.thumbnailer.sizes)
+        key = (source.sha256, box_w, box_h, box_method)
+        lock = self._thumbnail_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:  # one rendering per thumbnail, however many ask at once
+                thumb = await self.store.get_thumbnail(*key)
+                if thumb is None:
+                    thumb = await self._render(source, box_w, box_h, box_method, remote)
+        finally:
+            if not lock.locked():
+                self._thumbnail_locks.pop(key, None)
+        return ServedFile(
+            self.files.path_for(thumb.sha256), thumb.content_type, "thumbnail", thumb.size, thumb.sha256
+        )
+
+    async def _render(
+        self, source: ServedFile, width: int, height: int, method: str, remote: bool
+    ) -> Thumbnail:
+        try:
+            made = await self.thumbnailer.make(source.path, width, height, method)
+            info = await self.thumbnailer.probe(source.path)
+        except ImageTooLarge as e:
+            # CS "Security considerations": 413 for local content, 502 for remote.
+            raise too_large(f"Content is too large to thumbnail: {e}", 502 if remote else 413) from None
+        except CannotThumbnail as e:
+            raise MediaError(400, "M_UNKNOWN", f"Cannot generate thumbnails for this content: {e}") from None
+        if made is None:
+            # The image fits the box already: the original is served (never upscaled), as its real type.
+            thumb = Thumbnail(
+                source.sha256,
+                width,
+                height,
+                method,
+                info.content_type,
+                info.width,
+                info.height,
+                source.size,
+                source.sha256,
+            )
+        else:
+            stored = await self.files.write_bytes(made.data)
+            thumb = Thumbnail(
+                source.sha256,
+                width,
+                height,
+                method,
+                made.content_type,
+                made.width,
+                made.height,
+                stored.size,
+                stored.sha256,
+            )
+        await self.store.store_thumbnail(thumb)
+        return thumb
