@@ -289,10 +289,22 @@ class DeviceLists:
         if keys and await self._storage.e2e_keys.set_cross_signing_keys(user_id, keys):
             self.wake()
 
-    def _start_resync(self, user_id: str) -> None:
-        if user_id in self._resyncs and not self._resyncs[user_id].done():
-            return
-        self._resyncs[user_id] = asyncio.create_task(self.resync(user_id), name=f"device resync {user_id}")
+    def _start_resync(self, user_id: str) -> asyncio.Task[bool]:
+        """The resync of ``user_id`` in flight, or a new one: one at a time per user."""
+        task = self._resyncs.get(user_id)
+        if task is None or task.done():
+            task = asyncio.create_task(self.resync(user_id), name=f"device resync {user_id}")
+            self._resyncs[user_id] = task
+        return task
+
+    async def ensure_fresh(self, user_id: str, timeout_s: float) -> bool:
+        """Resync ``user_id`` (joining one already in flight) and wait up to ``timeout_s``; False if it
+        failed or is still running (it goes on in the background and the cache is used next time)."""
+        task = self._start_resync(user_id)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except TimeoutError:
+            return False
 
     async def resync(self, user_id: str) -> bool:
         """Fetch a remote user's whole device list (``GET /user/devices/{userId}``) and cache it."""

@@ -140,7 +140,7 @@ class KeyService:
     ) -> None:
         ask: dict[str, list[str]] = {}
         for user_id, devices in users.items():
-            if await self._cached_remote(user_id, devices, out):
+            if await self._cached_remote(user_id, devices, out, timeout_s):
                 continue
             ask[user_id] = devices
         if not ask:
@@ -169,14 +169,16 @@ class KeyService:
                     if user_id in ask and isinstance(value, dict):
                         out[field][user_id] = value
 
-    async def _cached_remote(self, user_id: str, devices: list[str], out: dict[str, Any]) -> bool:
+    async def _cached_remote(
+        self, user_id: str, devices: list[str], out: dict[str, Any], timeout_s: float
+    ) -> bool:
         """Answer from the cache when we track the user (they share a room with one of ours); a list
         never fetched or marked stale is fetched whole first. False: ask their server instead."""
         if not await self._lists.shares_room_with_local_user(user_id):
             await self._storage.device_lists.forget_remote(user_id)
             return False
         cached = await self._storage.device_lists.get_remote_list(user_id)
-        if (cached is None or cached[1]) and not await self._lists.resync(user_id):
+        if (cached is None or cached[1]) and not await self._lists.ensure_fresh(user_id, timeout_s):
             return False
         chosen: dict[str, Any] = {}
         for device in await self._storage.device_lists.get_remote_devices(user_id):
