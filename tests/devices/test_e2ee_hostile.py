@@ -101,3 +101,55 @@ async def _raw(client: Client, method: str, path: str, body: Any) -> tuple[int, 
         method, client.base + path, json=body, headers={"Authorization": f"Bearer {client.token}"}
     ) as resp:
         return resp.status, await resp.json()
+
+
+async def test_spoofed_or_malformed_e2ee_edus_change_nothing(
+    hs: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice, adev = await _user(session, hs, "alice")
+    lists_before = await hs.storage.device_lists.max_position()
+    # A to-device message whose sender is not of the origin server, and malformed ones.
+    for origin, content in [
+        (
+            "evil.example",
+            {
+                "sender": "@mallory:other.example",
+                "type": "m.t",
+                "message_id": "1",
+                "messages": {alice.user_id: {adev.device_id: {"x": 1}}},
+            },
+        ),
+        (
+            "other.example",
+            {"sender": "@mallory:other.example", "type": "m.t", "message_id": "2", "messages": []},
+        ),
+        ("other.example", {"sender": 5, "type": "m.t", "message_id": "3", "messages": {}}),
+        (
+            "other.example",
+            {
+                "sender": "@mallory:other.example",
+                "type": "m.t",
+                "message_id": "4",
+                "messages": {alice.user_id: {adev.device_id: "not an object"}},
+            },
+        ),
+    ]:
+        await hs.to_device.on_direct_to_device(origin, content)
+    assert await hs.storage.to_device.inbox(alice.user_id, adev.device_id, 0, 1 << 62, 10) == []
+    # Device list and signing key updates about users of another server, or of ours, or malformed.
+    for origin, content in [
+        ("evil.example", {"user_id": "@mallory:other.example", "device_id": "D", "stream_id": 1}),
+        ("other.example", {"user_id": "@mallory:other.example", "device_id": "D", "stream_id": "1"}),
+        ("other.example", {"user_id": alice.user_id, "device_id": "D", "stream_id": 1}),
+        (
+            "other.example",
+            {"user_id": "@mallory:other.example", "device_id": "D", "stream_id": 1, "prev_id": "x"},
+        ),
+    ]:
+        await hs.device_lists.on_device_list_update(origin, content)
+    await hs.device_lists.on_signing_key_update(
+        "evil.example", {"user_id": alice.user_id, "master_key": {"user_id": alice.user_id, "keys": {}}}
+    )
+    assert await hs.storage.device_lists.get_remote_list("@mallory:other.example") is None
+    assert await hs.storage.e2e_keys.get_cross_signing_keys(alice.user_id) == {}
+    assert await hs.storage.device_lists.max_position() == lists_before
