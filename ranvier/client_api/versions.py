@@ -9,6 +9,8 @@ from aiohttp import web
 from .errors import not_found
 
 # Clients pick features by these: r0.x for the oldest (matrix-nio, older bots), v1.x for the rest.
+# v1.11 and v1.12 need authenticated media (/_matrix/client/v1/media/*, with the Content-Disposition rules
+# and the freeze of the unauthenticated endpoints): ranvier.client_api.media, tests/media/.
 SUPPORTED_VERSIONS: tuple[str, ...] = (
     "r0.0.1",
     "r0.1.0",

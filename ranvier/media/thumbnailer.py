@@ -37,8 +37,8 @@ class CannotThumbnail(Exception):
 class ImageTooLarge(Exception):
     """The image's declared pixel count is over the limit: it is not decoded."""
 
-    def __init__(self, width: int, height: int, limit: int) -> None:
-        super().__init__(f"{width}x{height} is {width * height} pixels, over the limit of {limit}")
+    def __init__(self, width: int, height: int, limit: int, detail: str | None = None) -> None:
+        super().__init__(detail or f"{width}x{height} is {width * height} pixels, over the limit of {limit}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,10 @@ def probe(path: Path, max_pixels: int) -> ImageInfo:
     try:
         with Image.open(path, formats=FORMATS) as im:
             info = ImageInfo(str(im.format), im.width, im.height)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        # Pillow's own check (at twice its global limit), also on the header alone.
+        raise ImageTooLarge(0, 0, max_pixels, detail=str(e)) from e
+    except (OSError, ValueError) as e:
         raise CannotThumbnail(str(e)) from e
     if info.format not in MIME_OF_FORMAT:
         raise CannotThumbnail(f"format {info.format}")
@@ -118,7 +121,9 @@ def render(path: Path, width: int, height: int, method: str, max_pixels: int) ->
                 im.draft("RGB", (new_w, new_h))
             im.seek(0)  # GIF/WebP: the first frame
             frame = im.convert("RGB" if info.format == "JPEG" else "RGBA")
-    except (OSError, ValueError, EOFError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(0, 0, max_pixels, detail=str(e)) from e
+    except (OSError, ValueError, EOFError) as e:
         raise CannotThumbnail(str(e)) from e
     if (frame.width, frame.height) != (new_w, new_h):
         frame = frame.resize((new_w, new_h), Image.Resampling.LANCZOS)

@@ -261,3 +261,15 @@ async def test_upload_rate_limited_per_user(tmp_path: Path) -> None:
             await bob.upload(b"bob's own bucket")
     finally:
         await hs.stop()
+
+
+async def test_versions_claim_authenticated_media_and_it_answers(alice: MediaClient) -> None:
+    async with alice.session.get(alice.url("/_matrix/client/versions")) as resp:
+        versions = (await resp.json())["versions"]
+    assert "v1.11" in versions and "v1.12" in versions
+    uri = await alice.upload(b"v1.11", "text/plain")
+    server, media_id = _media_id(uri)
+    async with alice.session.get(
+        alice.url(f"/_matrix/client/v1/media/download/{server}/{media_id}"), headers=alice.auth
+    ) as resp:
+        assert resp.status == 200 and await resp.read() == b"v1.11"
