@@ -217,6 +217,7 @@ class Homeserver:
             max_backoff=self.config.federation.retry_max_backoff,
             catchup_keep_per_room=self.config.federation.catchup_max_per_room,
             announce_on_start=True,
+            transaction_timeout=self.config.federation.transaction_timeout,
         )
         self.persister.add_txn_hook(self.federation_sender.enqueue_in_txn)
         self.inbound_transactions.origin_seen = self.federation_sender.mark_reachable

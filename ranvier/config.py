@@ -81,6 +81,9 @@ class Federation(_Strict):
     # resets it to zero at once.
     retry_initial_backoff: float = Field(5.0, gt=0, le=600)
     retry_max_backoff: float = Field(120.0, gt=0, le=3600)
+    # How long one outbound transaction may take before it is retried (same id; the receiver answers a
+    # repeat without handling it twice). Bounds what a link that silently drops packets can hold up.
+    transaction_timeout: float = Field(30.0, gt=0, le=600)
     # After an outage every queued event is sent, in order; a room whose backlog for one server exceeds this
     # many events sends only its newest ones and leaves the rest for that server to fetch.
     catchup_max_per_room: int = Field(2000, ge=50)
@@ -303,6 +306,8 @@ federation:
   # Back-off towards a failing server, in seconds (doubling, bounded); its next request resets it.
   retry_initial_backoff: 5
   retry_max_backoff: 120
+  # Seconds one outbound transaction may take before it is retried.
+  transaction_timeout: 30
   # After an outage, queued events beyond this many per room are left for the other server to fetch.
   catchup_max_per_room: 2000
   # Events fetched in the background to close a gap in a room's timeline (0: only when a client pages).

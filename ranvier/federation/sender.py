@@ -69,7 +69,8 @@ CATCHUP_WALK_BUDGET = 20_000
 ANNOUNCE_LIMIT = 1000
 ANNOUNCE_CONCURRENCY = 8
 # A transaction in flight this long is sent again at once when its destination proves reachable.
-STALE_ATTEMPT_SECONDS = 10.0
+STALE_ATTEMPT_SECONDS = 2.0
+DEFAULT_TRANSACTION_TIMEOUT = 30.0
 # Defaults of the homeserver.yaml settings (``federation.sender``).
 DEFAULT_INITIAL_BACKOFF = 5.0
 DEFAULT_MAX_BACKOFF = 120.0
@@ -119,6 +120,7 @@ class FederationSender:
         max_edus: int = MAX_EDUS_PER_TXN,
         catchup_keep_per_room: int = DEFAULT_CATCHUP_KEEP_PER_ROOM,
         announce_on_start: bool = False,
+        transaction_timeout: float = DEFAULT_TRANSACTION_TIMEOUT,
     ) -> None:
         self._storage = storage
         self._outbox = storage.outbox
@@ -140,6 +142,7 @@ class FederationSender:
         # these, so the common case (a healthy peer's every request) costs nothing.
         self._backing_off: set[str] = set()
         self._announce_on_start = announce_on_start
+        self._transaction_timeout = transaction_timeout
         self._announce_task: asyncio.Task[None] | None = None
         self._running = False
 
@@ -401,9 +404,21 @@ class FederationSender:
 
     async def _attempt(self, destination: str, txn: _Transaction) -> bool:
         try:
-            response = await self._client.send_transaction(
-                destination, txn.txn_id, origin_server_ts=self._now_ms(), pdus=txn.pdus, edus=txn.edus
+            response = await asyncio.wait_for(
+                self._client.send_transaction(
+                    destination, txn.txn_id, origin_server_ts=self._now_ms(), pdus=txn.pdus, edus=txn.edus
+                ),
+                self._transaction_timeout,
             )
+        except TimeoutError:
+            # A link that drops packets silently, or a receiver still busy with it: sent again (same id).
+            log.warning(
+                "transaction %s to %s: no answer within %gs",
+                txn.txn_id,
+                destination,
+                self._transaction_timeout,
+            )
+            return False
         except FederationError as e:
             # Every failure, 4xx included, backs off and retries: dropping would lose events, and a 4xx on
             # /send is more often a passing problem (keys, a proxy, rate limits) than a permanent one.

@@ -23,6 +23,9 @@ from .incoming_verify import Dropped, key_requests, parse_pdu, verify_in_thread
 logger = logging.getLogger(__name__)
 
 MISSING_EVENTS_LIMIT = 20
+# How long one fetch made while a room's PDUs are being judged may take (seconds): the room waits for it,
+# and a peer behind a link that drops packets would otherwise hold the room for the client's whole timeout.
+FETCH_TIMEOUT = 15.0
 MAX_CONCURRENT_FETCHES = 8
 # /event one by one up to this many missing events; beyond it one /state request is cheaper.
 MAX_SINGLE_FETCHES = 20
@@ -64,16 +67,19 @@ class RemoteEvents:
     ) -> list[Pdu]:
         """``/get_missing_events`` from ``origin``, oldest first (by depth, then as sent)."""
         try:
-            answer = await self._client.get_missing_events(
-                origin,
-                room_id,
-                earliest_events=list(earliest),
-                latest_events=list(latest),
-                limit=MISSING_EVENTS_LIMIT,
-                min_depth=min_depth,
+            answer = await asyncio.wait_for(
+                self._client.get_missing_events(
+                    origin,
+                    room_id,
+                    earliest_events=list(earliest),
+                    latest_events=list(latest),
+                    limit=MISSING_EVENTS_LIMIT,
+                    min_depth=min_depth,
+                ),
+                FETCH_TIMEOUT,
             )
-        except FederationError as e:
-            logger.info("get_missing_events from %s in %s failed: %s", origin, room_id, e)
+        except (FederationError, TimeoutError) as e:
+            logger.info("get_missing_events from %s in %s failed: %s", origin, room_id, e or "timed out")
             return []
         raws = answer.get("events")
         if not isinstance(raws, list):
@@ -92,9 +98,9 @@ class RemoteEvents:
         async def one(event_id: str) -> list[Any]:
             async with limit:
                 try:
-                    answer = await self._client.get_event(origin, event_id)
-                except FederationError as e:
-                    logger.info("fetching %s from %s failed: %s", event_id, origin, e)
+                    answer = await asyncio.wait_for(self._client.get_event(origin, event_id), FETCH_TIMEOUT)
+                except (FederationError, TimeoutError) as e:
+                    logger.info("fetching %s from %s failed: %s", event_id, origin, e or "timed out")
                     return []
             pdus = answer.get("pdus")
             return pdus[:1] if isinstance(pdus, list) else []
@@ -107,9 +113,11 @@ class RemoteEvents:
     async def auth_chain(self, origin: str, room_id: str, rv: RoomVersion, event_id: str) -> list[Pdu]:
         """``/event_auth``: the auth chain of ``event_id``."""
         try:
-            answer = await self._client.get_event_auth(origin, room_id, event_id)
-        except FederationError as e:
-            logger.info("event_auth of %s from %s failed: %s", event_id, origin, e)
+            answer = await asyncio.wait_for(
+                self._client.get_event_auth(origin, room_id, event_id), FETCH_TIMEOUT
+            )
+        except (FederationError, TimeoutError) as e:
+            logger.info("event_auth of %s from %s failed: %s", event_id, origin, e or "timed out")
             return []
         raws = answer.get("auth_chain")
         return await self.verified(raws if isinstance(raws, list) else [], room_id, rv)
@@ -117,9 +125,11 @@ class RemoteEvents:
     async def state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]] | None:
         """``/state_ids``: (state before ``event_id``, its auth chain), or None if the origin won't say."""
         try:
-            answer = await self._client.get_state_ids(origin, room_id, event_id)
-        except FederationError as e:
-            logger.info("state_ids at %s from %s failed: %s", event_id, origin, e)
+            answer = await asyncio.wait_for(
+                self._client.get_state_ids(origin, room_id, event_id), FETCH_TIMEOUT
+            )
+        except (FederationError, TimeoutError) as e:
+            logger.info("state_ids at %s from %s failed: %s", event_id, origin, e or "timed out")
             return None
         pdu_ids, chain_ids = answer.get("pdu_ids"), answer.get("auth_chain_ids")
         if not isinstance(pdu_ids, list) or not isinstance(chain_ids, list):
@@ -129,9 +139,12 @@ class RemoteEvents:
     async def state(self, origin: str, room_id: str, rv: RoomVersion, event_id: str) -> dict[str, Pdu]:
         """``/state``: the state before ``event_id`` and its auth chain, as events (one request)."""
         try:
-            answer = await self._client.get_state(origin, room_id, event_id)
-        except FederationError as e:
-            logger.info("state at %s from %s failed: %s", event_id, origin, e)
+            # A whole state (big rooms: megabytes) is given longer than the other fetches.
+            answer = await asyncio.wait_for(
+                self._client.get_state(origin, room_id, event_id), 2 * FETCH_TIMEOUT
+            )
+        except (FederationError, TimeoutError) as e:
+            logger.info("state at %s from %s failed: %s", event_id, origin, e or "timed out")
             return {}
         raws = [*(answer.get("pdus") or []), *(answer.get("auth_chain") or [])]
         return {p.event_id: p for p in await self.verified(raws, room_id, rv)}
