@@ -94,3 +94,44 @@ async def test_remote_device_lists(db: Database) -> None:
     # Nobody shares a room with anyone here (the membership index is empty).
     assert await lists.users_sharing_rooms("@l:x") == set()
     assert not await lists.shares_room_with_server("@r:y", "x")
+
+
+async def test_keys_signatures_and_device_deletion(db: Database) -> None:
+    s = await _storage(db)
+    keys, lists = s.e2e_keys, s.device_lists  # type: ignore[attr-defined]
+    await s.devices.create_device("@a:x", "D1", "phone")  # type: ignore[attr-defined]
+    await s.devices.create_device("@a:x", "D2")  # type: ignore[attr-defined]
+    before = await lists.max_position()
+    assert await keys.set_device_keys("@a:x", "D1", {"k": 1})
+    assert not await keys.set_device_keys("@a:x", "D1", {"k": 1})  # unchanged: no new change
+    assert await keys.set_device_keys("@a:x", "D2", {"k": 2})
+    assert await lists.changed_between(before, await lists.max_position()) == {"@a:x"}
+    got = await keys.get_devices_with_keys(["@a:x", "@nobody:x"])
+    assert got == {"@a:x": {"D1": {"k": 1, "unsigned": {"device_display_name": "phone"}}, "D2": {"k": 2}}}
+    await keys.add_one_time_keys("@a:x", "D2", [OneTimeKey("alg", "1", "key")])
+    assert await keys.set_cross_signing_keys("@a:x", {"master": {"keys": {"ed25519:M": "M"}}})
+    assert not await keys.set_cross_signing_keys("@a:x", {"master": {"keys": {"ed25519:M": "M"}}})
+    await keys.add_signatures(
+        [("@a:x", "D2", "@a:x", "ed25519:S", "sig"), ("@a:x", "M", "@b:y", "ed25519:U", "s2")]
+    )
+    sigs = await keys.get_signatures(["@a:x"])
+    assert sigs[("@a:x", "D2")] == [("@a:x", "ed25519:S", "sig")] and sigs[("@a:x", "M")] == [
+        ("@b:y", "ed25519:U", "s2")
+    ]
+    # Deleting D2 takes its keys, one-time keys, signatures and inbox with it.
+    await s.to_device.receive_remote("y", "m", [ToDeviceMessage("@a:x", "D2", {"type": "t"})])  # type: ignore[attr-defined]
+    assert await s.devices.delete_device("@a:x", "D2")  # type: ignore[attr-defined]
+    assert await keys.get_device_keys("@a:x", "D2") is None
+    assert await keys.count_one_time_keys("@a:x", "D2") == {}
+    assert ("@a:x", "D2") not in await keys.get_signatures(["@a:x"])
+    assert await s.to_device.inbox("@a:x", "D2", 0, 1 << 62, 10) == []  # type: ignore[attr-defined]
+    assert await keys.get_device_keys("@a:x", "D1") == {"k": 1}
+    # A new master key drops the owner's own signatures of the old one.
+    await keys.add_signatures([("@a:x", "M", "@a:x", "ed25519:D1", "own")])
+    await keys.set_cross_signing_keys("@a:x", {"master": {"keys": {"ed25519:N": "N"}}})
+    assert all(
+        signer != "@a:x" for signer, _, _ in (await keys.get_signatures(["@a:x"])).get(("@a:x", "M"), [])
+    )
+    # The membership reads run on both engines (nothing is joined here).
+    assert await lists.membership_changes(["!r:x"], 0, 100) == []
+    assert await lists.servers_sharing_rooms("@a:x") == set()
