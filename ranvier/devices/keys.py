@@ -55,14 +55,16 @@ class KeyService:
         fallback: list[tuple[str, str, Any]] = []
         for name in FALLBACK_FIELDS:
             fallback += check_one_time_keys(_optional(body, name), user_id, device_id, ed_key, name)
-        if device_keys is not None and await self._keys.set_device_keys(user_id, device_id, device_keys):
-            await self._lists.on_local_change(user_id, [device_id])
         try:
+            # First, as the one step that can still fail (a key id reused with other content): then a
+            # refused upload stores nothing.
             await self._keys.add_one_time_keys(
                 user_id, device_id, [OneTimeKey(a, i, k) for a, i, k in one_time]
             )
         except KeyConflict as e:
             raise KeyError_(str(e)) from None
+        if device_keys is not None and await self._keys.set_device_keys(user_id, device_id, device_keys):
+            await self._lists.on_local_change(user_id, [device_id])
         for algorithm, ident, key in fallback:
             await self._keys.set_fallback_key(user_id, device_id, OneTimeKey(algorithm, ident, key))
         counts = await self._keys.count_one_time_keys(user_id, device_id)
@@ -286,7 +288,8 @@ class KeyService:
         failures: dict[str, dict[str, Any]] = {}
         rows: list[tuple[str, str, str, str, str]] = []
         signed_devices: list[str] = []
-        signer_keys = await self._signer_keys(user_id)
+        signers = await self._signer_keys(user_id)
+        own_devices = await self._own_device_ids(user_id)
         for target_user, by_key in body.items():
             if not isinstance(by_key, dict):
                 continue
@@ -301,13 +304,24 @@ class KeyService:
                     mine = signatures.get(user_id) if isinstance(signatures, dict) else None
                     if not isinstance(mine, dict) or not mine:
                         raise KeyError_("no signature by the uploading user", "M_INVALID_SIGNATURE")
+                    # CS "Cross-signing": one's own devices are signed by the self-signing key, one's own
+                    # master key by one's devices, other users' master keys by the user-signing key.
+                    is_device = target_user == user_id and target_key in own_devices
+                    if is_device:
+                        allowed = signers.get("self_signing", {})
+                    elif target_user == user_id:
+                        allowed = signers.get("devices", {})
+                    else:
+                        allowed = signers.get("user_signing", {})
+                    verified = []
                     for key_id, sig in mine.items():
-                        public = signer_keys.get(key_id)
+                        public = allowed.get(key_id)
                         if public is None:
-                            raise KeyError_(f"unknown signing key {key_id}", "M_INVALID_SIGNATURE")
+                            raise KeyError_(f"{key_id} cannot sign this key", "M_INVALID_SIGNATURE")
                         verify(obj, user_id, key_id, public, f"{target_user} {target_key}")
-                        rows.append((target_user, target_key, user_id, key_id, sig))
-                    if target_user == user_id and target_key in await self._own_device_ids(user_id):
+                        verified.append((target_user, target_key, user_id, key_id, sig))
+                    rows += verified
+                    if is_device:
                         signed_devices.append(target_key)
                 except KeyError_ as e:
                     failures.setdefault(target_user, {})[target_key] = {
@@ -322,17 +336,18 @@ class KeyService:
                 self._lists.wake()
         return {"failures": failures}
 
-    async def _signer_keys(self, user_id: str) -> dict[str, str]:
-        keys: dict[str, str] = {}
-        for key in (await self._keys.get_cross_signing_keys(user_id)).values():
+    async def _signer_keys(self, user_id: str) -> dict[str, dict[str, str]]:
+        """The user's signing keys by kind (self_signing, user_signing, master, devices): key id -> key."""
+        keys: dict[str, dict[str, str]] = {}
+        for key_type, key in (await self._keys.get_cross_signing_keys(user_id)).items():
             public = _public_key(key)
-            keys[f"ed25519:{public}"] = public
-        for device_id, device_keys in (
-            (await self._keys.get_devices_with_keys([user_id])).get(user_id, {}).items()
-        ):
+            keys[key_type] = {f"ed25519:{public}": public}
+        devices = keys.setdefault("devices", {})
+        all_keys = await self._keys.get_devices_with_keys([user_id])
+        for device_id, device_keys in all_keys.get(user_id, {}).items():
             public = device_keys.get("keys", {}).get(f"ed25519:{device_id}")
             if isinstance(public, str):
-                keys[f"ed25519:{device_id}"] = public
+                devices[f"ed25519:{device_id}"] = public
         return keys
 
     async def _own_device_ids(self, user_id: str) -> set[str]:

@@ -124,6 +124,11 @@ async def test_cross_signing_and_signatures(hs: Homeserver, session: aiohttp.Cli
     signed = sign(dict(device_keys, signatures={}), uid, f"ed25519:{public(ssk)}", ssk)
     answer = await alice.ok("POST", "/keys/signatures/upload", {uid: {adev.device_id: signed}})
     assert answer["failures"] == {}
+    wrong_role = sign(
+        dict(device_keys, signatures={}), uid, f"ed25519:{public(usk)}", usk
+    )  # a valid signature
+    answer = await alice.ok("POST", "/keys/signatures/upload", {uid: {adev.device_id: wrong_role}})
+    assert answer["failures"][uid][adev.device_id]["errcode"] == "M_INVALID_SIGNATURE"
     forged = sign(dict(device_keys, signatures={}), uid, f"ed25519:{public(ssk)}", usk)
     answer = await alice.ok("POST", "/keys/signatures/upload", {uid: {adev.device_id: forged}})
     assert answer["failures"][uid][adev.device_id]["errcode"] == "M_INVALID_SIGNATURE"
