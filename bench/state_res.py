@@ -7,7 +7,9 @@ The room: create, creator join, power levels, public join rules, then joins and 
 N; then two forks off the same tip, each changing the same K keys differently (one power levels change by
 the creator, the rest member name changes and custom state). Times ``resolve_state`` over the two forks'
 states: one warm-up, then min/median/max of R runs, with a fresh ``AuthChainIndex`` per run ("cold") and
-with one index kept across runs as a long-lived server would ("warm").
+with one index kept across runs as a long-lived server would ("warm"). Each figure is given as wall-clock
+time and as CPU time of the process (``time.process_time``): on a shared machine the CPU figure is the
+steadier one.
 
 Synapse (``tests/interop/synapse.py``'s version, installed into ``.venvs/`` if missing) resolves the same
 events and state sets with its own resolver in a subprocess of its venv
@@ -125,18 +127,20 @@ def build_forks_with_events(
     return forks, b.source, b.events
 
 
-def _time(fn: Callable[[], object], runs: int) -> list[float]:
+def _time(fn: Callable[[], object], runs: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU (this process) milliseconds of ``runs`` calls after one warm-up."""
     fn()  # warm-up
-    out = []
+    wall, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        out.append((time.perf_counter() - start) * 1000)
-    return out
+        cpu.append((time.process_time() - start_cpu) * 1000)
+        wall.append((time.perf_counter() - start) * 1000)
+    return wall, cpu
 
 
 def _fmt(samples: list[float]) -> str:
-    return f"min {min(samples):7.2f}  median {statistics.median(samples):7.2f}  max {max(samples):7.2f} ms"
+    return f"min {min(samples):7.2f} median {statistics.median(samples):7.2f} max {max(samples):7.2f} ms"
 
 
 def main(argv: list[str]) -> None:
@@ -172,14 +176,14 @@ def _run_shape(rv: RoomVersion, n_state: int, n_conflicts: int, runs: int, synap
     kept = AuthChainIndex()
     resolved = resolve_state(rv, forks, source, index=kept)
     assert len(resolved) >= n_state, "resolution lost state"
-    cold = _time(lambda: resolve_state(rv, forks, source, index=AuthChainIndex()), runs)
-    warm = _time(lambda: resolve_state(rv, forks, source, index=kept), runs)
+    cold, cold_cpu = _time(lambda: resolve_state(rv, forks, source, index=AuthChainIndex()), runs)
+    warm, warm_cpu = _time(lambda: resolve_state(rv, forks, source, index=kept), runs)
     print(
         f"room v{rv.identifier:<3} {n_state:>6} state / {n_conflicts:>3} conflicted "
         f"({len(source)} events, built in {built:.1f} s)"
     )
-    print(f"  ranvier cold index: {_fmt(cold)}")
-    print(f"  ranvier warm index: {_fmt(warm)}")
+    print(f"  ranvier cold index: wall {_fmt(cold)} | cpu {_fmt(cold_cpu)}")
+    print(f"  ranvier warm index: wall {_fmt(warm)} | cpu {_fmt(warm_cpu)}")
     if synapse is None:
         return
     answer = synapse.call(
@@ -197,11 +201,13 @@ def _run_shape(rv: RoomVersion, n_state: int, n_conflicts: int, runs: int, synap
         print(f"  synapse failed: {answer['error']}")
         return
     theirs = {(t, k): e for t, k, e in answer["state"]}
-    times = answer["times_ms"]
+    times, times_cpu = answer["times_ms"], answer["cpu_ms"]
     agree = "same result" if theirs == resolved else "DIFFERENT RESULT"
-    print(f"  synapse (resolver): {_fmt(times)}  ({agree})")
-    print(
-        f"  ranvier/synapse: warm min {min(warm) / min(times):.2f}  median "
-        f"{statistics.median(warm) / statistics.median(times):.2f};  cold min "
-        f"{min(cold) / min(times):.2f}  median {statistics.median(cold) / statistics.median(times):.2f}"
-    )
+    print(f"  synapse (resolver): wall {_fmt(times)} | cpu {_fmt(times_cpu)}  ({agree})")
+    for label, (w, c), base in (("wall", (warm, cold), times), ("cpu", (warm_cpu, cold_cpu), times_cpu)):
+        print(f"  ranvier/synapse ({label}): warm {_ratio(w, base)};  cold {_ratio(c, base)}")
+
+
+def _ratio(ours: list[float], theirs: list[float]) -> str:
+    median = statistics.median(ours) / statistics.median(theirs)
+    return f"min {min(ours) / min(theirs):.2f} median {median:.2f}"

@@ -60,6 +60,10 @@ class AuthChainIndex:
         event = source.get_event(event_id)
         if event is None:
             return None
+        ids = self._auth[event_id] = self._derive(event)
+        return ids
+
+    def _derive(self, event: Pdu) -> tuple[str, ...]:
         ids: tuple[str, ...] = event.auth_event_ids
         if event.room_version.room_id_from_create_event and event.type != "m.room.create":
             # Since v12 the create event is implied by the room id: derived once per room, not per event.
@@ -70,7 +74,6 @@ class AuthChainIndex:
                 ids = (*ids, create_id)
         elif event.type == "m.room.create" and event.state_key != "":
             ids = auth_event_ids(event)  # an m.room.create with a state key is an ordinary event
-        self._auth[event_id] = ids
         return ids
 
     def chain(self, event_id: str, source: EventSource) -> frozenset[str]:
@@ -149,14 +152,20 @@ class AuthChainIndex:
         return acc
 
     def _direct_slow(self, event_ids: Collection[str], source: EventSource) -> set[str]:
+        """The direct auth events of ``event_ids``, memoising those not seen yet (the cold path: one pass
+        over a whole state, so it avoids a call per event where it can)."""
         direct: set[str] = set()
-        known = self._auth.get
+        memo = self._auth
+        memo_get = memo.get
+        get_event = source.get_event
+        derive = self._derive
         for event_id in event_ids:
-            ids = known(event_id)
+            ids = memo_get(event_id)
             if ids is None:
-                ids = self.auth_ids(event_id, source)
-                if ids is None:
+                event = get_event(event_id)
+                if event is None:
                     continue
+                ids = memo[event_id] = derive(event)
             direct.update(ids)
         return direct
 
