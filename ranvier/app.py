@@ -50,6 +50,7 @@ from .federation.e2ee_routes import add_e2ee_routes
 from .federation.ip_blocklist import IpBlocklist
 from .federation.key_routes import add_key_routes
 from .federation.keys import Keyring
+from .federation.media_routes import add_media_routes
 from .federation.membership_routes import add_membership_routes
 from .federation.request_auth import origin_seen_middleware
 from .federation.routes import FederationRoutes
@@ -64,7 +65,9 @@ from .http_limits import (
     body_limits_middleware,
     connection_cap,
 )
+from .media.federation import FederationMedia
 from .media.files import FileStore
+from .media.remote import RemoteMediaFetcher
 from .media.repository import MediaLimits, MediaRepository
 from .media.thumbnailer import Thumbnailer
 from .metrics import Metrics, metrics_middleware
@@ -271,12 +274,28 @@ class Homeserver:
         media = self.config.media
         files = FileStore(Path(media.store_path or Path(self.config.data_dir) / "media"))
         files.prepare()
+        store = MediaStore(self.storage.db)
+        # Other servers' media, fetched through the federation client (and ours served to them).
+        self.remote_media: RemoteMediaFetcher | None = None
+        if self.config.federation.enabled:
+            self.remote_media = RemoteMediaFetcher(
+                self.federation_client,
+                store,
+                files,
+                max_size=media.max_remote_size,
+                timeout=media.remote_timeout,
+            )
         self.media = MediaRepository(
-            MediaStore(self.storage.db),
+            store,
             files,
             Thumbnailer(media.max_image_pixels),
             self.server_name,
             MediaLimits(max_upload_size=media.max_upload_size, max_pending_uploads=media.max_pending_uploads),
+            remote=self.remote_media,
+        )
+        federation_media = FederationMedia(self.media)
+        self.federation_app_setup.append(
+            lambda app: add_media_routes(app, self.keyring, self.server_name, federation_media)
         )
 
     def _guard(
@@ -495,6 +514,9 @@ class Homeserver:
             await self.resident.wait_for_healing()
         if hasattr(self, "device_lists"):
             await self.device_lists.stop()
+        remote_media: RemoteMediaFetcher | None = getattr(self, "remote_media", None)
+        if remote_media is not None:
+            await remote_media.close()
         if hasattr(self, "federation_client"):
             await self.federation_client.close()
         if self.storage is not None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -206,6 +207,48 @@ class FederationClient:
         if len(body) > self._max_response_bytes:
             raise FederationError(status, None, "response too large", destination)
         return _interpret(status, body, destination, strict_json)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        destination: str,
+        path: str,
+        query: QueryParams | None = None,
+        *,
+        timeout: float,
+        authenticate: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A signed GET whose answer is read by the caller, as a stream (media, which may be big): the
+        response, whatever its status, is yielded with its body unread. The whole exchange, reading included,
+        is bounded by ``timeout``. Raises ``DestinationUnreachable`` when no answer comes."""
+        if destination == self.server_name:
+            raise FederationError(0, None, "refusing to send a federation request to ourselves", destination)
+        uri = path + _encode_query(query)
+        session = self._get_session()
+        try:
+            target = await self.discovery.resolve(destination, session)
+            if target.tls_server_name is None:
+                self.blocklist.check(target.connect_host)
+        except (BlockedAddress, ValueError) as e:
+            raise DestinationUnreachable(str(e), destination, reason=f"not allowed: {e}") from e
+        headers = {"Host": target.host_header}
+        if authenticate:
+            headers["Authorization"] = sign_request(
+                "GET", uri, self.server_name, destination, None, self.signing_key
+            )
+        url = yarl.URL(f"https://{target.url_host}:{target.port}{uri}", encoded=True)
+        client_timeout = aiohttp.ClientTimeout(total=timeout, ceil_threshold=timeout + 1)
+        try:
+            async with session.get(
+                url,
+                headers=headers,
+                timeout=client_timeout,
+                allow_redirects=False,
+                server_hostname=target.tls_server_name,
+            ) as resp:
+                yield resp
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as e:
+            raise unreachable(e, destination, timeout) from e
 
     # -- typed helpers for the endpoints the room layer reads from ------------------------------------
 

@@ -19,7 +19,9 @@ from tests.ports import free_port
 from tests.storage.conftest import db, db_spec, raw_db  # noqa: F401
 
 
-async def start_media_server(tmp_path: Path, **media: Any) -> Homeserver:
+async def start_media_server(tmp_path: Path, *, tls: bool = False, **media: Any) -> Homeserver:
+    """A server; ``tls`` for one that federates (our federation client speaks only HTTPS)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     fed_port = free_port()
     config = parse_config(
         {
@@ -29,7 +31,7 @@ async def start_media_server(tmp_path: Path, **media: Any) -> Homeserver:
             "database": {"url": f"sqlite:///{tmp_path / 'homeserver.db'}"},
             "listeners": {
                 "client": {"bind": "127.0.0.1", "port": 0},
-                "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": False},
+                "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": tls},
             },
             "registration": {"enabled": True},
             "federation": {"verify_tls": False, "allow_loopback": True},

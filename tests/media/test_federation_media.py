@@ -1,0 +1,166 @@
+"""Media over federation between two real Ranvier servers on loopback, and against a canned peer that only
+has the legacy endpoint: fetched for local users, stored once, bounded in size, errors as Matrix errors."""
+
+from __future__ import annotations
+
+import io
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from ranvier.app import Homeserver
+from ranvier.federation.tls import generate_self_signed_cert
+from tests.ports import free_port
+
+from .conftest import MediaClient, image_bytes, register, start_media_server
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[Homeserver, Homeserver]]:
+    a = await start_media_server(tmp_path / "a", tls=True)
+    b = await start_media_server(tmp_path / "b", tls=True, max_remote_size=200_000)
+    try:
+        yield a, b
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+def _ids(uri: str) -> tuple[str, str]:
+    server, _, media_id = uri[len("mxc://") :].partition("/")
+    return server, media_id
+
+
+async def _get(client: MediaClient, path: str, **params: str) -> tuple[int, bytes, dict[str, str]]:
+    async with client.session.get(client.url(path), params=params, headers=client.auth) as resp:
+        return resp.status, await resp.read(), dict(resp.headers)
+
+
+async def test_remote_media_download_and_thumbnail(pair: tuple[Homeserver, Homeserver]) -> None:
+    a, b = pair
+    async with aiohttp.ClientSession() as session:
+        alice = await register(a, session, "alice")
+        bob = await register(b, session, "bob")
+        data = image_bytes("PNG", (640, 480))
+        uri = await alice.upload(data, "image/png", filename="holiday.png")
+        server, media_id = _ids(uri)
+        assert server == a.server_name
+
+        status, body, headers = await _get(bob, f"/_matrix/client/v1/media/download/{server}/{media_id}")
+        assert status == 200, body
+        assert body == data
+        assert headers["Content-Type"] == "image/png"
+        assert headers["Content-Disposition"] == 'inline; filename="holiday.png"'
+        assert await b.storage.db.fetchval("SELECT COUNT(*) FROM remote_media") == 1
+
+        status, body, _ = await _get(
+            bob,
+            f"/_matrix/client/v1/media/thumbnail/{server}/{media_id}",
+            width="32",
+            height="32",
+            method="crop",
+        )
+        assert status == 200, body
+        assert Image.open(io.BytesIO(body)).size == (32, 32)
+
+        # A's federation thumbnail endpoint, as another server would call it (multipart/mixed).
+        path = f"/_matrix/federation/v1/media/thumbnail/{media_id}"
+        async with b.federation_client.stream(
+            a.server_name, path, {"width": 96, "height": 96, "method": "crop"}, timeout=10
+        ) as resp:
+            assert resp.status == 200
+            reader = aiohttp.MultipartReader(resp.headers, resp.content)
+            meta = await reader.next()
+            assert isinstance(meta, aiohttp.BodyPartReader) and await meta.json() == {}
+            part = await reader.next()
+            assert isinstance(part, aiohttp.BodyPartReader)
+            assert part.headers["Content-Type"] == "image/png"
+            assert part.headers["Content-Disposition"].startswith("inline")
+            assert Image.open(io.BytesIO(await part.read())).size == (96, 96)
+
+        # Cached: served by B with A gone, and still one row, one file.
+        await a.stop()
+        status, body, _ = await _get(bob, f"/_matrix/client/v1/media/download/{server}/{media_id}")
+        assert status == 200 and body == data
+        assert await b.storage.db.fetchval("SELECT COUNT(*) FROM remote_media") == 1
+
+
+async def test_remote_errors(pair: tuple[Homeserver, Homeserver]) -> None:
+    a, b = pair
+    async with aiohttp.ClientSession() as session:
+        alice = await register(a, session, "alice")
+        bob = await register(b, session, "bob")
+        big = await alice.upload(b"x" * 300_000, "application/octet-stream")  # over B's 200 kB remote limit
+        server, media_id = _ids(big)
+        status, body, _ = await _get(bob, f"/_matrix/client/v1/media/download/{server}/{media_id}")
+        assert status == 502 and b"M_TOO_LARGE" in body
+        assert await b.storage.db.fetchval("SELECT COUNT(*) FROM remote_media") == 0
+        assert not [p for p in (Path(b.config.data_dir) / "media").rglob("*") if p.is_file()]
+
+        status, body, _ = await _get(bob, f"/_matrix/client/v1/media/download/{server}/noSuchMedia")
+        assert status == 404 and b"M_NOT_FOUND" in body
+
+        dead = f"127.0.0.1:{free_port()}"
+        status, body, _ = await _get(bob, f"/_matrix/client/v1/media/download/{dead}/abc")
+        assert status == 502 and b"M_UNKNOWN" in body
+
+
+@pytest.fixture
+async def legacy_peer(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
+    """A TLS server that, like a server predating Matrix 1.11, answers the federation media endpoint with
+    404 M_UNRECOGNIZED and serves the legacy download endpoint."""
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path_qs)
+        if (
+            request.path.startswith("/_matrix/media/v3/download/")
+            and request.query.get("allow_remote") == "false"
+        ):
+            return web.Response(
+                body=b"legacy bytes",
+                headers={
+                    "Content-Type": "text/plain",
+                    "Content-Disposition": "inline; filename*=utf-8''na%C3%AFve.txt",
+                },
+            )
+        return web.json_response({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    cert, key = tmp_path / "peer.crt", tmp_path / "peer.key"
+    generate_self_signed_cert(cert, key)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx)
+    await site.start()
+    try:
+        yield f"127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_fallback_to_the_legacy_endpoint(tmp_path: Path, legacy_peer: tuple[str, list[str]]) -> None:
+    peer, seen = legacy_peer
+    b = await start_media_server(tmp_path / "b", tls=True)
+    try:
+        async with aiohttp.ClientSession() as session:
+            bob = await register(b, session, "bob")
+            status, body, headers = await _get(bob, f"/_matrix/client/v1/media/download/{peer}/oldMedia")
+            assert status == 200, body
+            assert body == b"legacy bytes"
+            assert headers["Content-Disposition"] == "inline; filename*=utf-8''na%C3%AFve.txt"
+        assert seen == [
+            "/_matrix/federation/v1/media/download/oldMedia",
+            f"/_matrix/media/v3/download/{peer}/oldMedia?allow_remote=false",
+        ]
+    finally:
+        await b.stop()
