@@ -27,7 +27,7 @@ from ..media.repository import MediaRepository, ServedFile
 from ..protocol.identifiers import is_valid_server_name
 from ..ratelimit import RateLimiter, limit_exceeded_body
 from .auth import Authenticator
-from .errors import MatrixError, invalid_param, missing_param
+from .errors import MatrixError, error_response, invalid_param, missing_param
 from .http_util import query_int
 
 LEGACY = ("/_matrix/media/v3", "/_matrix/media/r0")
@@ -161,14 +161,22 @@ class MediaHandlers:
             resp = web.json_response({"errcode": "M_UNKNOWN", "error": f"Upload failed: {e}"}, status=400)
             return _close_after(request, resp)
 
-    async def upload(self, request: web.Request) -> web.StreamResponse:
+    async def _before_body(self, request: web.Request) -> tuple[str, str | None]:
+        """Authenticate and rate-limit an upload before its body is read: the user and the file name."""
         requester = await self._auth.require_user(request)
         self._rate_limit(requester.user_id)
-        name = _upload_name(request)
+        return requester.user_id, _upload_name(request)
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        try:
+            user_id, name = await self._before_body(request)
+        except MatrixError as e:
+            # Refused before the body is read: close rather than read (and drop) what is still coming.
+            return _close_after(request, error_response(e))
         content_type = request.headers.get("Content-Type")
 
         async def store(chunks: AsyncIterator[bytes]) -> web.StreamResponse:
-            uri = await self._repo.upload(requester.user_id, chunks, content_type, name)
+            uri = await self._repo.upload(user_id, chunks, content_type, name)
             return web.json_response({"content_uri": uri})
 
         return await self._stream_into(request, store)
@@ -183,19 +191,19 @@ class MediaHandlers:
         return web.json_response({"content_uri": uri, "unused_expires_at": expires})
 
     async def upload_to(self, request: web.Request) -> web.StreamResponse:
-        requester = await self._auth.require_user(request)
-        server_name, media_id = _ids(request)
-        self._rate_limit(requester.user_id)
-        name = _upload_name(request)
         content_type = request.headers.get("Content-Type")
         try:
+            user_id, name = await self._before_body(request)
+            server_name, media_id = _ids(request)
             # Refused before a byte of the body is read when the id is unknown, someone else's or used.
-            await self._repo.check_upload_to(requester.user_id, server_name, media_id)
+            await self._repo.check_upload_to(user_id, server_name, media_id)
         except MediaError as e:
-            return _close_after(request, web.json_response(_matrix(e).to_json(), status=e.status))
+            return _close_after(request, error_response(_matrix(e)))
+        except MatrixError as e:
+            return _close_after(request, error_response(e))
 
         async def store(chunks: AsyncIterator[bytes]) -> web.StreamResponse:
-            await self._repo.upload_to(requester.user_id, server_name, media_id, chunks, content_type, name)
+            await self._repo.upload_to(user_id, server_name, media_id, chunks, content_type, name)
             return web.json_response({})
 
         return await self._stream_into(request, store)

@@ -27,6 +27,7 @@ from .thumbnailer import CannotThumbnail, ImageTooLarge, Thumbnailer, choose_siz
 
 logger = logging.getLogger(__name__)
 
+EXPIRY_SWEEP_INTERVAL_MS = 3600 * 1000
 MEDIA_ID_BYTES = 18  # 24 characters of URL-safe base64: A-Z a-z 0-9 - _ only, as the spec requires
 
 
@@ -72,6 +73,7 @@ class MediaRepository:
         self._clock_ms = clock_ms
         self._uploaded: dict[str, asyncio.Event] = {}  # created media ids someone waits for
         self._thumbnail_locks: dict[tuple[str, int, int, str], asyncio.Lock] = {}
+        self._last_expiry_sweep = 0
 
     @staticmethod
     def new_media_id() -> str:
@@ -115,6 +117,10 @@ class MediaRepository:
                 f"At most {self.limits.max_pending_uploads} created media ids may wait for their upload",
                 retry_after_ms=60_000,
             )
+        if now - self._last_expiry_sweep > EXPIRY_SWEEP_INTERVAL_MS:
+            # Created ids never uploaded are forgotten once they lapse (checked at most once an hour).
+            self._last_expiry_sweep = now
+            await self.store.delete_expired_pending(now)
         media_id = self.new_media_id()
         expires = now + self.limits.unused_expiry_ms
         await self.store.create_pending(media_id, user_id, now, expires)

@@ -273,3 +273,20 @@ async def test_versions_claim_authenticated_media_and_it_answers(alice: MediaCli
         alice.url(f"/_matrix/client/v1/media/download/{server}/{media_id}"), headers=alice.auth
     ) as resp:
         assert resp.status == 200 and await resp.read() == b"v1.11"
+
+
+async def test_unauthenticated_upload_refused_before_the_body(alice: MediaClient) -> None:
+    async with alice.session.post(
+        alice.url("/_matrix/media/v3/upload"), data=b"q" * 500_000, headers={"Content-Type": "text/plain"}
+    ) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["errcode"] == "M_MISSING_TOKEN"
+    async with alice.session.put(
+        alice.url(f"/_matrix/media/v3/upload/{alice.hs.server_name}/someId"),
+        data=b"q" * 1000,
+        headers={"Authorization": "Bearer wrong"},
+    ) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["errcode"] == "M_UNKNOWN_TOKEN"
+    assert await _local_rows(alice.hs) == 0
+    assert _files(alice.hs) == []
