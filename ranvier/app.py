@@ -8,6 +8,7 @@ in-flight requests finish, and closes storage (all accepted writes are already c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import signal
@@ -18,8 +19,14 @@ from typing import Any
 from aiohttp import web
 
 from .admin.federation import FederationAdminHandlers
+from .appservice.client import AppServiceClient
+from .appservice.metrics import AppServiceCollector
+from .appservice.pusher import AppServicePusher
+from .appservice.queries import AppServiceQueries
+from .appservice.registration import load_registrations
 from .client_api.account import AccountHandlers
 from .client_api.account_data import AccountDataHandlers
+from .client_api.appservice import AppServiceHandlers
 from .client_api.auth import Authenticator
 from .client_api.capabilities import CapabilitiesHandlers
 from .client_api.cors import cors_middleware
@@ -87,6 +94,8 @@ from .rooms.resident import ResidentMembership
 from .rooms.state import StateService
 from .rooms.visibility import HistoryVisibilityFilter
 from .storage import open_storage
+from .storage.interfaces_aux import UserExists
+from .storage.sql.appservice import AppServiceStore
 from .storage.sql.filters import FilterStore
 from .storage.sql.media import MediaStore
 
@@ -156,14 +165,17 @@ class Homeserver:
             storage, self.state, self.persister, self.server_name, self.signing_key
         )
         self.membership = MembershipService(storage, self.creator, self.server_name)
-        self.authenticator = Authenticator(storage)
+        self._wire_appservices()
+        self.authenticator = Authenticator(storage, appservices=self.appservices)
         # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
         self.sync_notifier = SyncNotifier()
         self._wire_federation()
         self._wire_e2ee()
         self._wire_media()
 
+        await self._register_appservice_senders()
         await self._start_client_listener()
+        await self.appservice_pusher.start()
         if config.federation.enabled:
             await self._start_federation_listener()
             await self.federation_sender.start()
@@ -269,6 +281,28 @@ class Homeserver:
             lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
         )
 
+    def _wire_appservices(self) -> None:
+        """Application services (ranvier.appservice): registrations, the durable pusher (queued in the
+        persist transaction, woken after the commit), queries and metrics."""
+        self.appservices = load_registrations(self.config.app_service_config_files, self.server_name)
+        self.appservice_client = AppServiceClient()
+        self.appservice_pusher = AppServicePusher(
+            self.appservices, AppServiceStore(self.storage.db), self.storage.events, self.appservice_client
+        )
+        self.appservice_queries = AppServiceQueries(self.appservices, self.appservice_client)
+        if self.appservices:
+            self.persister.add_txn_hook(self.appservice_pusher.enqueue_in_txn)
+            self.persister.add_listener(self.appservice_pusher.on_persisted)
+            self.metrics.registry.register(AppServiceCollector(self.appservice_pusher))
+
+    async def _register_appservice_senders(self) -> None:
+        """Each appservice's sender_localpart user exists from the start (as in Synapse)."""
+        for service in self.appservices.all:
+            if not await self.storage.users.user_exists(service.sender):
+                with contextlib.suppress(UserExists):
+                    await self.storage.users.create_user(service.sender, None)
+                    logger.info("registered %s for appservice %s", service.sender, service.id)
+
     def _wire_media(self) -> None:
         """The content repository (ranvier.media): files under the data directory, metadata in storage."""
         media = self.config.media
@@ -361,7 +395,10 @@ class Homeserver:
                 cors_middleware,  # outermost, so that error responses carry the headers too
                 metrics_middleware(self.metrics, "client"),
                 matrix_error_middleware,
-                rate_limit_middleware(config.rate_limits),
+                rate_limit_middleware(
+                    config.rate_limits,
+                    unlimited_tokens={s.as_token for s in self.appservices.all if not s.rate_limited},
+                ),
                 body_limits_middleware(guard),
             ],
             client_max_size=max_body,
@@ -413,6 +450,9 @@ class Homeserver:
             AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
             PushRuleHandlers(self.authenticator),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
+            AppServiceHandlers(
+                self.authenticator, self.appservice_client, self.appservice_pusher.mark_reachable
+            ),
         ]
         if config.federation.enabled:
             # Admin API: per-destination federation state (back-off, queue), Synapse's shape.
@@ -436,6 +476,11 @@ class Homeserver:
                 freeze_after_ms=config.media.freeze_unauthenticated_after_ms,
             ),
         ]
+        if self.appservices:
+            directory = next(h for h in handlers if isinstance(h, DirectoryHandlers))
+            directory.alias_query = self.appservice_queries.query_alias
+            directory.aliases_changed = self.appservice_pusher.forget_room_interest
+            account.user_query = self.appservice_queries.query_user
         for h in handlers:
             app.add_routes(h.routes())
         return app
@@ -505,6 +550,9 @@ class Homeserver:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if hasattr(self, "appservice_pusher"):
+            await self.appservice_pusher.stop()
+            await self.appservice_client.close()
         if hasattr(self, "federation_sender"):
             await self.federation_sender.stop()
         gap_filler: GapFiller | None = getattr(self, "gap_filler", None)

@@ -197,6 +197,8 @@ class HomeserverConfig(_Strict):
     request_limits: RequestLimits = RequestLimits()
     key_fetch: KeyFetch = KeyFetch()
     media: Media = Media()
+    # Application services (bridges): Synapse-format registration files (ranvier.appservice).
+    app_service_config_files: list[str] = []
 
     @field_validator("server_name")
     @classmethod
@@ -235,6 +237,10 @@ def load_config(path: str | Path) -> HomeserverConfig:
         value = getattr(config, attr)
         if value and not Path(value).is_absolute():
             setattr(config, attr, str(base / value))
+    config.app_service_config_files = [
+        p if Path(p).is_absolute() else str(base / p) for p in config.app_service_config_files
+    ]
+    _check_app_services(config)
     if config.media.store_path and not Path(config.media.store_path).is_absolute():
         config.media.store_path = str(base / config.media.store_path)
     fed = config.listeners.federation
@@ -247,6 +253,16 @@ def load_config(path: str | Path) -> HomeserverConfig:
         if rel != ":memory:":
             config.database.url = "sqlite:///" + str(base / rel)
     return config
+
+
+def _check_app_services(config: HomeserverConfig) -> None:
+    """Refuse bad appservice registration files before anything starts (the message names file and field)."""
+    from .appservice.registration import RegistrationError, load_registrations
+
+    try:
+        load_registrations(config.app_service_config_files, config.server_name, warn=False)
+    except RegistrationError as e:
+        raise ConfigError(f"app_service_config_files: {e}") from None
 
 
 TEMPLATE = """\
@@ -368,6 +384,12 @@ media:
   # Matrix 1.12 "freeze": the deprecated unauthenticated download/thumbnail endpoints serve only media
   # stored before this time (ms since the epoch); 0 freezes all, null never.
   freeze_unauthenticated_after_ms: 0
+
+# Application services (bridges): their registration files, in Synapse's format (id, url, as_token,
+# hs_token, sender_localpart, namespaces, rate_limited, protocols, receive_ephemeral). Checked at start:
+# an invalid file, a bad regex, a missing or repeated token or id stops the server with a message naming
+# the file and field. Relative paths are relative to this file.
+app_service_config_files: []
 
 rooms:
   default_room_version: "{default_room_version}"

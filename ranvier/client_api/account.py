@@ -30,6 +30,7 @@ CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 ADMIN_REGISTER_PATH = "/_synapse/admin/v1/register"
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
+APPSERVICE = "m.login.application_service"
 # Synapse's limits, so that a profile accepted there is accepted here and vice versa.
 MAX_DISPLAYNAME_LEN = 256
 MAX_AVATAR_URL_LEN = 1000
@@ -79,6 +80,8 @@ class AccountHandlers:
         self._clock_ms = clock_ms
         self._uia = UserInteractiveAuth(clock_ms)
         self._nonces: dict[str, int] = {}
+        # Appservices (ranvier.appservice): asked about unknown local users in their namespaces.
+        self.user_query: Callable[[str], Awaitable[bool]] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         client: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
@@ -170,9 +173,17 @@ class AccountHandlers:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not supported")
         if kind != "user":
             raise invalid_param(f"Unknown account kind {kind!r}")
+        body: dict[str, Any] | None = None
+        if self._auth.appservices:
+            body = await read_json_body(request)
+            auth = body.get("auth")
+            login_type = body.get("type") or (auth.get("type") if isinstance(auth, dict) else None)
+            if login_type == APPSERVICE or self._auth.appservice_of(request) is not None:
+                return await self._register_for_appservice(request, body, login_type)
         if not self._registration_enabled:
             raise forbidden("Registration is disabled")
-        body = await read_json_body(request)
+        if body is None:
+            body = await read_json_body(request)
         username = optional_str(body, "username")
         password = optional_str(body, "password")
         device_id = optional_str(body, "device_id")
@@ -186,6 +197,7 @@ class AccountHandlers:
             user_id = self._user_id_for_new_localpart(username)
             if await self._storage.users.user_exists(user_id):
                 raise user_error("M_USER_IN_USE", "User ID already taken")
+            self._check_not_exclusive(user_id)
         else:
             user_id = await self._generate_user_id()
 
@@ -214,6 +226,43 @@ class AccountHandlers:
             response.update(access_token=token, device_id=device_id)
         return web.json_response(response)
 
+    def _check_not_exclusive(self, user_id: str) -> None:
+        """AS "Server admin style permissions": names in an appservice's exclusive user namespace are
+        only the appservice's to register."""
+        owner = self._auth.appservices.exclusive_owner_of_user(user_id)
+        if owner is not None:
+            raise user_error("M_EXCLUSIVE", f"{user_id} is reserved by an application service")
+
+    async def _register_for_appservice(
+        self, request: web.Request, body: dict[str, Any], login_type: Any
+    ) -> web.Response:
+        """``/register`` with the as_token and ``type: m.login.application_service`` (AS "Server admin
+        style permissions"): a user in the appservice's namespace, no UIA, ``inhibit_login`` honoured."""
+        service = self._auth.require_appservice(request)
+        if login_type != APPSERVICE:
+            raise MatrixError(
+                400, "M_MISSING_PARAM", f"An appservice registers users with type {APPSERVICE!r}"
+            )
+        username = require_str(body, "username")
+        device_id = optional_str(body, "device_id")
+        display_name = optional_str(body, "initial_device_display_name")
+        inhibit_login = body.get("inhibit_login", False)
+        if not isinstance(inhibit_login, bool):
+            raise invalid_param("'inhibit_login' must be a boolean")
+        user_id = self._user_id_for_new_localpart(username)
+        if not service.is_interested_in_user(user_id):
+            raise user_error("M_EXCLUSIVE", f"{user_id} is not in the application service's namespace")
+        try:
+            await self._storage.users.create_user(user_id, None)
+        except UserExists:
+            raise user_error("M_USER_IN_USE", "User ID already taken") from None
+        logger.info("registered %s for appservice %s", user_id, service.id)
+        response: dict[str, Any] = {"user_id": user_id, "home_server": self._server_name}
+        if not inhibit_login:
+            device_id, token = await self._issue_token(user_id, device_id, display_name)
+            response.update(access_token=token, device_id=device_id)
+        return web.json_response(response)
+
     async def _generate_user_id(self) -> str:
         for _ in range(10):
             user_id = f"@{secrets.randbelow(10**12):012d}:{self._server_name}"
@@ -228,6 +277,7 @@ class AccountHandlers:
         user_id = self._user_id_for_new_localpart(username)
         if await self._storage.users.user_exists(user_id):
             raise user_error("M_USER_IN_USE", "User ID already taken")
+        self._check_not_exclusive(user_id)
         return web.json_response({"available": True})
 
     # -- shared-secret registration (Synapse's admin API, for register_new_matrix_user and our CLI) ----
@@ -288,18 +338,29 @@ class AccountHandlers:
     # -- login / logout ------------------------------------------------------------------------------
 
     async def login_flows(self, request: web.Request) -> web.Response:
-        return web.json_response({"flows": [{"type": PASSWORD}]})
+        flows = [{"type": PASSWORD}]
+        if self._auth.appservices:
+            flows.append({"type": APPSERVICE})
+        return web.json_response({"flows": flows})
 
     async def login(self, request: web.Request) -> web.Response:
         body = await read_json_body(request)
         login_type = require_str(body, "type")
-        if login_type != PASSWORD:
+        known = (PASSWORD, APPSERVICE) if self._auth.appservices else (PASSWORD,)
+        if login_type not in known:
             raise MatrixError(400, "M_UNKNOWN", f"Unknown login type {login_type!r}")
         user_id = self._resolve_login_user(body)
-        password = require_str(body, "password")
         device_id = optional_str(body, "device_id")
         display_name = optional_str(body, "initial_device_display_name")
-        if not await self._storage.users.check_password(user_id, password):
+        if login_type == APPSERVICE:
+            # AS "Using /login": the as_token authenticates, for a registered user in the namespace.
+            service = self._auth.require_appservice(request)
+            if not service.is_interested_in_user(user_id):
+                raise MatrixError(403, "M_EXCLUSIVE", f"{user_id} is outside the appservice's namespace")
+            user = await self._storage.users.get_user(user_id)
+            if user is None or user.deactivated:
+                raise forbidden(f"{user_id} is not registered")
+        elif not await self._storage.users.check_password(user_id, require_str(body, "password")):
             user = await self._storage.users.get_user(user_id)
             if user is not None and user.deactivated:
                 raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
@@ -328,9 +389,10 @@ class AccountHandlers:
 
     async def whoami(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
-        return web.json_response(
-            {"user_id": requester.user_id, "device_id": requester.device_id, "is_guest": False}
-        )
+        body: dict[str, Any] = {"user_id": requester.user_id, "is_guest": False}
+        if requester.device_id:  # an appservice acting without ?device_id= has none
+            body["device_id"] = requester.device_id
+        return web.json_response(body)
 
     # -- devices -------------------------------------------------------------------------------------
 
@@ -437,6 +499,9 @@ class AccountHandlers:
                 raise not_found("Profile not found")
             return {k: v for k, v in remote.items() if k in ("displayname", "avatar_url") and v is not None}
         profile = await self._storage.users.get_profile(user_id)
+        if profile is None and self.user_query is not None and await self.user_query(user_id):
+            # AS "Query User": the appservice owning the name registered it just now.
+            profile = await self._storage.users.get_profile(user_id)
         if profile is None:
             raise not_found("Profile not found")
         out: dict[str, Any] = {}

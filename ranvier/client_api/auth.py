@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from ..appservice.registration import AppService, AppServices
 from ..clock import now_ms
 from ..storage.interfaces_aux import DeviceStorage, UserStorage
 from .errors import MatrixError, missing_token, unknown_token
@@ -38,21 +39,62 @@ class Requester:
     device_id: str
     is_admin: bool
     access_token: str
+    # Set when an appservice makes the request (as_token), acting as ``user_id`` (AS "Identity assertion").
+    appservice: AppService | None = None
 
 
 class Authenticator:
     """Resolves the request's access token to a ``Requester``."""
 
-    def __init__(self, storage: UserAndDeviceStorage, clock_ms: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        storage: UserAndDeviceStorage,
+        clock_ms: Callable[[], int] = now_ms,
+        appservices: AppServices | None = None,
+    ) -> None:
         self._storage = storage
         self._clock_ms = clock_ms
         self._last_seen: dict[tuple[str, str], int] = {}
+        self.appservices = appservices or AppServices()
+
+    def appservice_of(self, request: web.Request) -> AppService | None:
+        """The appservice whose as_token the request carries, if any."""
+        token = access_token_from(request)
+        return None if token is None else self.appservices.by_as_token(token)
+
+    def require_appservice(self, request: web.Request) -> AppService:
+        """The appservice making the request; 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise."""
+        token = access_token_from(request)
+        if token is None:
+            raise missing_token()
+        service = self.appservices.by_as_token(token)
+        if service is None:
+            raise unknown_token()
+        return service
+
+    async def _as_requester(self, request: web.Request, service: AppService, token: str) -> Requester:
+        """AS "Identity assertion": ``?user_id=`` in the appservice's user namespace (default: its sender),
+        registered here; ``?device_id=`` one of that user's devices (MSC3202, Matrix 1.17)."""
+        query = request.query
+        user_id = query.get("user_id") or query.get("org.matrix.msc3202.user_id") or service.sender
+        if not service.is_interested_in_user(user_id):
+            raise MatrixError(403, "M_FORBIDDEN", f"Application service cannot masquerade as {user_id}")
+        user = await self._storage.users.get_user(user_id)
+        if user is None or user.deactivated:
+            raise MatrixError(403, "M_FORBIDDEN", f"Application service has not registered {user_id}")
+        device_id = query.get("device_id") or query.get("org.matrix.msc3202.device_id") or ""
+        if device_id and await self._storage.devices.get_device(user_id, device_id) is None:
+            raise MatrixError(400, "M_UNKNOWN_DEVICE", f"{user_id} has no device {device_id}")
+        return Requester(user_id, device_id, user.is_admin, token, appservice=service)
 
     async def require_user(self, request: web.Request) -> Requester:
         """The requester; 401 M_MISSING_TOKEN without a token, 401 M_UNKNOWN_TOKEN for a bad one."""
         token = access_token_from(request)
         if token is None:
             raise missing_token()
+        service = self.appservices.by_as_token(token) if self.appservices else None
+        if service is not None:
+            return await self._as_requester(request, service, token)
         owner = await self._storage.devices.get_user_by_token(token)
         if owner is None:
             raise unknown_token()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,10 @@ class DirectoryHandlers:
         self._auth = authenticator
         self.server_name = server_name
         self._membership = membership
+        # Appservices (ranvier.appservice): asked about unknown aliases in their namespaces, told when a
+        # room's aliases change (their interest in the room may change with them).
+        self.alias_query: Callable[[str], Awaitable[bool]] | None = None
+        self.aliases_changed: Callable[[str], None] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -53,7 +58,13 @@ class DirectoryHandlers:
         try:
             room_id, servers = await self._membership.resolve_room(alias)
         except MembershipError as e:
-            raise MatrixError(e.status, e.errcode, e.message) from None
+            # AS "Query Room Alias": an appservice may create it now; then the look-up is tried again.
+            if e.errcode != "M_NOT_FOUND" or self.alias_query is None or not await self.alias_query(alias):
+                raise MatrixError(e.status, e.errcode, e.message) from None
+            try:
+                room_id, servers = await self._membership.resolve_room(alias)
+            except MembershipError as e2:
+                raise MatrixError(e2.status, e2.errcode, e2.message) from None
         if not servers:
             servers = sorted(await self._storage.state.get_joined_servers(room_id)) or [self.server_name]
         return web.json_response({"room_id": room_id, "servers": servers})
@@ -63,12 +74,20 @@ class DirectoryHandlers:
         alias = self._alias(request)
         if server_of(alias) != self.server_name:
             raise invalid_param("Room aliases must be on this server")
+        owner = self._auth.appservices.exclusive_owner_of_alias(alias)
+        service = requester.appservice
+        if (owner is not None and owner is not service) or (
+            service is not None and not service.is_interested_in_alias(alias)
+        ):
+            raise MatrixError(400, "M_EXCLUSIVE", f"{alias} is in an application service's namespace")
         body = await read_json_body(request)
         room_id = require_str(body, "room_id")
         if await self._storage.rooms.get_room_version(room_id) is None:
             raise not_found(f"Unknown room {room_id}")
         if not await self._storage.aliases.create_alias(alias, room_id, requester.user_id):
             raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists")
+        if self.aliases_changed is not None:
+            self.aliases_changed(room_id)
         return web.json_response({})
 
     async def delete_alias(self, request: web.Request) -> web.Response:
@@ -80,6 +99,8 @@ class DirectoryHandlers:
         if record.creator != requester.user_id and not requester.is_admin:
             raise forbidden("Only the alias's creator or an admin may delete it")
         await self._storage.aliases.delete_alias(alias)
+        if self.aliases_changed is not None:
+            self.aliases_changed(record.room_id)
         return web.json_response({})
 
     async def room_aliases(self, request: web.Request) -> web.Response:

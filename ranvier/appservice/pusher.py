@@ -1,0 +1,264 @@
+"""Pushing events to appservices (AS "Pushing events"): a durable queue per appservice, filled in the
+transaction that persists the events, and one worker per appservice sending numbered transactions.
+
+- Interest (AS "Registration" > namespaces): the sender or state key in a user namespace (or the
+  appservice's own sender), the room id in a room namespace, an alias of the room in an alias namespace,
+  or a joined member of the room in a user namespace.
+- Order and no loss: rows are queued in commit order (one stream counter), a transaction is built from the
+  oldest rows and stored with its body before it is sent, and removed only after a 2xx; a failure is
+  retried with the same id and body after a back-off (1 s doubling, capped), so nothing is dropped or
+  reordered, across restarts too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..client_api.event_format import format_client_event
+from ..clock import now_ms
+from ..storage.interfaces import EventToPersist
+from ..storage.sql.appservice import AppServiceStore, QueueStats
+from ..storage.sql.aux_streams import load_json
+from .client import AppServiceClient, AppServiceUnreachable
+from .registration import AppService, AppServices
+
+logger = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_TXN = 100  # as Synapse
+MAX_EPHEMERAL_PER_TXN = 100
+INITIAL_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class _Worker:
+    service: AppService
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the appservice proved it is up (a successful ping): ends a back-off at once.
+    reachable: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    backoff: float = 0.0
+    sent_txns: int = 0
+    sent_events: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    stats: QueueStats = field(default_factory=lambda: QueueStats(0, 0, 0, None))
+    last_error: str | None = None
+
+
+class AppServicePusher:
+    def __init__(
+        self,
+        services: AppServices,
+        store: AppServiceStore,
+        events: Any,
+        client: AppServiceClient,
+        *,
+        initial_backoff: float = INITIAL_BACKOFF,
+        max_backoff: float = MAX_BACKOFF,
+    ) -> None:
+        self._services = services
+        self._store = store
+        self._events = events
+        self._client = client
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._pushed = [s for s in services.all if s.url is not None]
+        self.workers: dict[str, _Worker] = {s.id: _Worker(s) for s in self._pushed}
+        self._wake_after_commit: dict[str, set[str]] = {}
+        # room id -> ids of appservices interested through the room's joined members or aliases; filled only
+        # from batches without state events (whose transaction cannot change membership), cleared otherwise.
+        self._room_interest: dict[str, frozenset[str]] = {}
+        self._running = False
+
+    # -- queueing (inside the persist transaction) -------------------------------------------------------
+
+    async def enqueue_in_txn(
+        self, txn: Any, room_id: str, written: Sequence[tuple[EventToPersist, int]]
+    ) -> None:
+        """The persister's in-transaction hook: queue each live event for the appservices interested in it."""
+        if not self._pushed:
+            return
+        live = [
+            item.pdu
+            for item, _ in written
+            if not item.outlier
+            and item.rejected_reason is None
+            and not item.soft_failed
+            and not item.backfilled
+        ]
+        if not live:
+            return
+        has_state = any(p.state_key is not None for p in live) or any(
+            item.pdu.state_key is not None for item, _ in written
+        )
+        room_wide = self._room_interest.get(room_id)
+        if room_wide is None or has_state:
+            room_wide = await self._room_interest_txn(txn, room_id)
+            if has_state:
+                self._room_interest.pop(room_id, None)
+            else:
+                if len(self._room_interest) > 50_000:
+                    self._room_interest.clear()
+                self._room_interest[room_id] = room_wide
+        rows: list[tuple[str, str]] = []
+        for pdu in live:
+            woken = self._wake_after_commit.setdefault(pdu.event_id, set())
+            for service in self._pushed:
+                if (
+                    service.id in room_wide
+                    or service.is_interested_in_user(pdu.sender)
+                    or (
+                        pdu.type == "m.room.member"
+                        and pdu.state_key
+                        and service.is_interested_in_user(pdu.state_key)
+                    )
+                ):
+                    rows.append((service.id, pdu.event_id))
+                    woken.add(service.id)
+            if not woken:
+                del self._wake_after_commit[pdu.event_id]
+        await self._store.enqueue_events_txn(txn, rows, now_ms())
+
+    async def _room_interest_txn(self, txn: Any, room_id: str) -> frozenset[str]:
+        interested = {s.id for s in self._pushed if s.is_interested_in_room(room_id)}
+        rest = [s for s in self._pushed if s.id not in interested]
+        if any(s.aliases for s in rest):
+            aliases = [
+                r[0]
+                for r in await txn.fetchall("SELECT alias FROM room_aliases WHERE room_id = ?", (room_id,))
+            ]
+            interested |= {s.id for s in rest if any(s.is_interested_in_alias(a) for a in aliases)}
+        rest = [s for s in rest if s.id not in interested]
+        if rest:
+            members = [
+                r[0]
+                for r in await txn.fetchall(
+                    "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'",
+                    (room_id,),
+                )
+            ]
+            interested |= {s.id for s in rest if any(s.is_interested_in_user(m) for m in members)}
+        return frozenset(interested)
+
+    def forget_room_interest(self, room_id: str) -> None:
+        """An alias of the room was created or removed: its interest is computed again."""
+        self._room_interest.pop(room_id, None)
+
+    async def on_persisted(self, room_id: str, batch: Sequence[EventToPersist]) -> None:
+        """After the commit: wake the workers of the appservices the batch was queued for."""
+        woken: set[str] = set()
+        for item in batch:
+            woken |= self._wake_after_commit.pop(item.pdu.event_id, set())
+        for as_id in woken:
+            self.wake(as_id)
+
+    async def enqueue_ephemeral(self, as_ids: Sequence[str], edu: dict[str, Any]) -> None:
+        ids = [i for i in as_ids if i in self.workers and self.workers[i].service.receive_ephemeral]
+        if ids:
+            await self._store.enqueue_ephemeral(ids, edu, now_ms())
+            for as_id in ids:
+                self.wake(as_id)
+
+    # -- workers -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker: each sends what a previous run left queued or unsent first."""
+        self._running = True
+        for as_id in self.workers:
+            self.wake(as_id)
+
+    async def stop(self) -> None:
+        self._running = False
+        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def mark_reachable(self, as_id: str) -> None:
+        """The appservice answered a ping: retry its unsent transactions now, not after the back-off."""
+        worker = self.workers.get(as_id)
+        if worker is not None:
+            worker.backoff = 0.0
+            worker.reachable.set()
+            self.wake(as_id)
+
+    def wake(self, as_id: str) -> None:
+        worker = self.workers.get(as_id)
+        if worker is None or not self._running:
+            return
+        worker.wakeup.set()
+        if worker.task is None or worker.task.done():
+            worker.task = asyncio.create_task(self._run(worker), name=f"appservice push {as_id}")
+
+    async def _run(self, worker: _Worker) -> None:
+        as_id = worker.service.id
+        while self._running:
+            try:
+                worker.wakeup.clear()
+                progressed = await self._step(worker)
+                worker.stats = await self._store.stats(as_id)
+                if not progressed:
+                    await worker.wakeup.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("appservice %s: push worker failed; retrying", as_id)
+                await asyncio.sleep(self._max_backoff)
+
+    async def _step(self, worker: _Worker) -> bool:
+        """Send the oldest unsent transaction, or build one from the queue. False: nothing to do."""
+        service = worker.service
+        pending = await self._store.pending_txns(service.id, limit=1)
+        if pending:
+            txn = pending[0]
+            try:
+                await self._client.push(service, txn.txn_id, txn.body)
+            except AppServiceUnreachable as e:
+                worker.failures += 1
+                worker.consecutive_failures += 1
+                worker.last_error = str(e)
+                worker.backoff = min(self._max_backoff, max(self._initial_backoff, worker.backoff * 2))
+                logger.warning(
+                    "appservice %s: transaction %d not accepted (%s); retrying in %.1f s",
+                    service.id,
+                    txn.txn_id,
+                    e,
+                    worker.backoff,
+                )
+                worker.stats = await self._store.stats(service.id)
+                worker.reachable.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker.reachable.wait(), worker.backoff)
+                return True
+            await self._store.complete_txn(service.id, txn.txn_id)
+            worker.backoff = 0.0
+            worker.consecutive_failures = 0
+            worker.last_error = None
+            worker.sent_txns += 1
+            worker.sent_events += txn.event_count
+            return True
+        events, ephemeral = await self._store.peek(service.id, MAX_EVENTS_PER_TXN, MAX_EPHEMERAL_PER_TXN)
+        if not events and not ephemeral:
+            return False
+        pdus = await self._events.get_events([e.value for e in events])
+        now = now_ms()
+        body: dict[str, Any] = {
+            "events": [format_client_event(pdus[e.value], now) for e in events if e.value in pdus]
+        }
+        if ephemeral:
+            edus = [load_json(e.value) for e in ephemeral]
+            body["ephemeral"] = edus
+            body["de.sorunome.msc2409.ephemeral"] = edus
+        oldest = min(item.queued_ts for item in (*events, *ephemeral))
+        await self._store.create_txn(
+            service.id, [e.seq for e in events], [e.seq for e in ephemeral], body, oldest
+        )
+        return True

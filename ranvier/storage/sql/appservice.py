@@ -1,0 +1,160 @@
+"""The durable per-appservice queue (events, ephemeral data) and the transactions built from it.
+
+Events are queued by ``enqueue_events_txn`` inside the transaction that persists them (the persister's
+in-transaction hook), so a committed event is always queued or delivered. ``create_txn`` turns the oldest
+queued rows into one numbered transaction whose body is stored as sent; ``complete_txn`` drops it once the
+appservice accepted it. After a restart, ``pending_txns`` gives back the unsent ones, same ids and bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .aux_streams import dump_json, load_json, next_stream_pos
+from .engine import Database, Txn, chunks, in_list
+
+STREAM = "appservice"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedItem:
+    seq: int
+    value: str  # an event id, or the JSON of an ephemeral EDU
+    queued_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTxn:
+    txn_id: int
+    body: dict[str, Any]
+    event_count: int
+    oldest_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queued_events: int
+    queued_ephemeral: int
+    unsent_txns: int
+    oldest_ts: int | None
+
+
+class AppServiceStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def enqueue_events_txn(self, txn: Txn, rows: Iterable[tuple[str, str]], now_ms: int) -> None:
+        """Queue (appservice id, event id) pairs in the given order, inside the caller's transaction.
+        Queueing an event twice for one appservice is a no-op (a retried persist)."""
+        items = list(rows)
+        if not items:
+            return
+        last = await next_stream_pos(txn, STREAM, len(items))
+        first = last - len(items) + 1
+        await txn.executemany(
+            "INSERT INTO appservice_queue (as_id, seq, event_id, queued_ts) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(as_id, first + i, event_id, now_ms) for i, (as_id, event_id) in enumerate(items)],
+        )
+
+    async def enqueue_ephemeral(self, as_ids: Iterable[str], edu: dict[str, Any], now_ms: int) -> None:
+        ids = sorted(set(as_ids))
+        if not ids:
+            return
+        text = dump_json(edu)
+        async with self._db.transaction() as txn:
+            last = await next_stream_pos(txn, STREAM, len(ids))
+            first = last - len(ids) + 1
+            await txn.executemany(
+                "INSERT INTO appservice_ephemeral (as_id, seq, content, queued_ts) VALUES (?, ?, ?, ?)",
+                [(as_id, first + i, text, now_ms) for i, as_id in enumerate(ids)],
+            )
+
+    async def peek(
+        self, as_id: str, max_events: int, max_ephemeral: int
+    ) -> tuple[list[QueuedItem], list[QueuedItem]]:
+        """The oldest queued events and ephemeral EDUs of one appservice, in queue order."""
+        async with self._db.snapshot() as txn:
+            events = await txn.fetchall(
+                "SELECT seq, event_id, queued_ts FROM appservice_queue WHERE as_id = ? ORDER BY seq LIMIT ?",
+                (as_id, max_events),
+            )
+            ephemeral = await txn.fetchall(
+                "SELECT seq, content, queued_ts FROM appservice_ephemeral WHERE as_id = ?"
+                " ORDER BY seq LIMIT ?",
+                (as_id, max_ephemeral),
+            )
+        return (
+            [QueuedItem(int(r[0]), r[1], int(r[2])) for r in events],
+            [QueuedItem(int(r[0]), r[1], int(r[2])) for r in ephemeral],
+        )
+
+    async def create_txn(
+        self,
+        as_id: str,
+        event_seqs: Collection[int],
+        ephemeral_seqs: Collection[int],
+        body: dict[str, Any],
+        oldest_ts: int,
+    ) -> int:
+        """Move the given queue rows into a new transaction with ``body``; returns its id (never reused)."""
+        async with self._db.transaction() as txn:
+            for table, seqs in (("appservice_queue", event_seqs), ("appservice_ephemeral", ephemeral_seqs)):
+                for chunk in chunks(sorted(seqs)):
+                    await txn.execute(
+                        f"DELETE FROM {table} WHERE as_id = ? AND seq IN ({in_list(len(chunk))})",
+                        (as_id, *chunk),
+                    )
+            txn_id = await txn.fetchval(
+                "UPDATE appservice_txn_ids SET last_txn_id = last_txn_id + 1 WHERE as_id = ?"
+                " RETURNING last_txn_id",
+                (as_id,),
+            )
+            if txn_id is None:
+                txn_id = 1
+                await txn.execute(
+                    "INSERT INTO appservice_txn_ids (as_id, last_txn_id) VALUES (?, ?)", (as_id, txn_id)
+                )
+            await txn.execute(
+                "INSERT INTO appservice_txns (as_id, txn_id, body, event_count, oldest_ts)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (as_id, int(txn_id), dump_json(body), len(body.get("events", ())), oldest_ts),
+            )
+        return int(txn_id)
+
+    async def pending_txns(self, as_id: str, limit: int = 10) -> list[StoredTxn]:
+        """Transactions built but not yet accepted, oldest first."""
+        rows = await self._db.fetchall(
+            "SELECT txn_id, body, event_count, oldest_ts FROM appservice_txns WHERE as_id = ?"
+            " ORDER BY txn_id LIMIT ?",
+            (as_id, limit),
+        )
+        return [StoredTxn(int(r[0]), load_json(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    async def complete_txn(self, as_id: str, txn_id: int) -> None:
+        async with self._db.transaction() as txn:
+            await txn.execute("DELETE FROM appservice_txns WHERE as_id = ? AND txn_id = ?", (as_id, txn_id))
+
+    async def stats(self, as_id: str) -> QueueStats:
+        async with self._db.snapshot() as txn:
+            events = await txn.fetchone(
+                "SELECT COUNT(*), MIN(queued_ts) FROM appservice_queue WHERE as_id = ?", (as_id,)
+            )
+            ephemeral = await txn.fetchone(
+                "SELECT COUNT(*), MIN(queued_ts) FROM appservice_ephemeral WHERE as_id = ?", (as_id,)
+            )
+            txns = await txn.fetchone(
+                "SELECT COUNT(*), COALESCE(SUM(event_count), 0), MIN(oldest_ts) FROM appservice_txns"
+                " WHERE as_id = ?",
+                (as_id,),
+            )
+        assert events is not None and ephemeral is not None and txns is not None
+        oldest = [int(v) for v in (events[1], ephemeral[1], txns[2]) if v is not None]
+        return QueueStats(
+            queued_events=int(events[0]) + int(txns[1]),
+            queued_ephemeral=int(ephemeral[0]),
+            unsent_txns=int(txns[0]),
+            oldest_ts=min(oldest) if oldest else None,
+        )

@@ -1,0 +1,161 @@
+"""A Ranvier with one appservice registered, and mautrix-python's appservice module as that appservice
+(its own HTTP listener on loopback), for the appservice tests and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from mautrix.appservice import AppService
+from mautrix.appservice.state_store.file import FileASStateStore
+from mautrix.types import Event
+
+from ranvier.app import Homeserver
+from ranvier.config import load_config
+from tests.ports import free_port
+
+AS_ID = "bridge"
+AS_TOKEN = "as_token_for_tests_0123456789"
+HS_TOKEN = "hs_token_for_tests_9876543210"
+
+
+def write_config(tmp_path: Path, *, rate_limited: bool = False, ephemeral: bool = True) -> tuple[Path, int]:
+    """homeserver.yaml and bridge.yaml in ``tmp_path``; returns the config path and the appservice's port."""
+    as_port = free_port()
+    fed_port = free_port()
+    server_name = f"127.0.0.1:{fed_port}"
+    esc = server_name.replace(".", "\\.")
+    registration = {
+        "id": AS_ID,
+        "url": f"http://127.0.0.1:{as_port}",
+        "as_token": AS_TOKEN,
+        "hs_token": HS_TOKEN,
+        "sender_localpart": "bridgebot",
+        "namespaces": {
+            "users": [{"exclusive": True, "regex": f"@bridge_.*:{esc}"}],
+            "aliases": [{"exclusive": True, "regex": f"#bridge_.*:{esc}"}],
+            "rooms": [],
+        },
+        "rate_limited": rate_limited,
+        "receive_ephemeral": ephemeral,
+    }
+    (tmp_path / "bridge.yaml").write_text(yaml.safe_dump(registration))
+    config = {
+        "server_name": server_name,
+        "data_dir": ".",
+        "signing_key_path": "signing.key",
+        "database": {"url": "sqlite:///homeserver.db"},
+        "listeners": {
+            "client": {"bind": "127.0.0.1", "port": free_port()},
+            "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": False},
+        },
+        "registration": {"enabled": True},
+        "federation": {"verify_tls": False, "allow_loopback": True},
+        "app_service_config_files": ["bridge.yaml"],
+    }
+    path = tmp_path / "homeserver.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, as_port
+
+
+async def start_homeserver(config_path: Path) -> Homeserver:
+    hs = Homeserver(load_config(config_path))
+    await hs.start()
+    return hs
+
+
+class Bridge:
+    """mautrix's AppService on its port, recording every pushed event (and ephemeral one)."""
+
+    def __init__(self, hs_url: str, server_name: str, port: int, state_path: Path) -> None:
+        self.port = port
+        self.received: list[Event] = []
+        self.user_queries: list[str] = []
+        self.alias_queries: list[str] = []
+        self.on_alias: Callable[[str], Any] | None = None
+        self.appservice = AppService(
+            server=hs_url,
+            domain=server_name,
+            as_token=AS_TOKEN,
+            hs_token=HS_TOKEN,
+            bot_localpart="bridgebot",
+            id=AS_ID,
+            state_store=FileASStateStore(path=str(state_path), binary=False),
+            query_user=self._query_user,
+            query_alias=self._query_alias,
+            ephemeral_events=True,
+        )
+        self.appservice.matrix_event_handler(self._on_event)
+
+    async def _on_event(self, event: Event) -> None:
+        self.received.append(event)
+
+    async def _query_user(self, user_id: str) -> dict[str, Any] | None:
+        self.user_queries.append(user_id)
+        if not user_id.startswith("@bridge_known"):
+            return None
+        await self.appservice.intent.user(user_id).ensure_registered()  # type: ignore[arg-type]
+        return {"registered": True}  # (mautrix answers 404 for a falsy value, {} included)
+
+    async def _query_alias(self, alias: str) -> dict[str, Any] | None:
+        self.alias_queries.append(alias)
+        if self.on_alias is None:
+            return None
+        await self.on_alias(alias)
+        return {"created": True}
+
+    async def start(self) -> None:
+        await self.appservice.start(host="127.0.0.1", port=self.port)
+
+    async def stop(self) -> None:
+        await self.appservice.stop()
+
+    def event_ids(self, event_type: str = "m.room.message") -> list[str]:
+        return [str(e.event_id) for e in self.received if str(e.type) == event_type]
+
+
+class Client:
+    """A plain client-API user over HTTP (a person, not the bridge)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str = "", user_id: str = "") -> None:
+        self.session, self.base, self.token, self.user_id = session, base, token, user_id
+
+    async def call(self, method: str, path: str, body: Any = None, **params: str) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.request(
+            method, self.base + path, json=body, headers=headers, params=params
+        ) as resp:
+            return resp.status, await resp.json()
+
+    async def register(self, name: str) -> Client:
+        status, body = await self.call(
+            "POST",
+            "/_matrix/client/v3/register",
+            {"username": name, "password": "pw-" + name, "auth": {"type": "m.login.dummy"}},
+        )
+        assert status == 200, body
+        return Client(self.session, self.base, body["access_token"], body["user_id"])
+
+    async def send_text(self, room_id: str, text: str, txn: str, **params: str) -> str:
+        status, body = await self.call(
+            "PUT",
+            f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}",
+            {"msgtype": "m.text", "body": text},
+            **params,
+        )
+        assert status == 200, body
+        return str(body["event_id"])
+
+
+async def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` (a hang guard, not a figure)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

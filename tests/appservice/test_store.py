@@ -1,0 +1,53 @@
+"""The appservice queue and transactions on both engines: commit order, ids never reused, bodies fixed."""
+
+from __future__ import annotations
+
+from ranvier.storage.sql.appservice import AppServiceStore
+from ranvier.storage.sql.engine import Database
+
+# The storage suite's database fixtures (db_spec -> raw_db -> db), parametrized over both engines.
+from tests.storage.conftest import db, db_spec, raw_db  # noqa: F401
+
+
+async def test_queue_txns_and_ids(db: Database) -> None:  # noqa: F811
+    store = AppServiceStore(db)
+    async with db.transaction() as txn:
+        await store.enqueue_events_txn(txn, [("a", "$1"), ("b", "$1"), ("a", "$2")], 1000)
+    async with db.transaction() as txn:
+        # A retried persist queues nothing twice.
+        await store.enqueue_events_txn(txn, [("a", "$2"), ("a", "$3")], 2000)
+    await store.enqueue_ephemeral(["a", "b"], {"type": "m.typing", "room_id": "!r", "content": {}}, 1500)
+
+    events, ephemeral = await store.peek("a", 2, 10)
+    assert [e.value for e in events] == ["$1", "$2"]
+    assert [e.queued_ts for e in ephemeral] == [1500]
+    stats = await store.stats("a")
+    assert (stats.queued_events, stats.queued_ephemeral, stats.oldest_ts) == (3, 1, 1000)
+
+    body = {"events": [{"event_id": "$1"}, {"event_id": "$2"}], "ephemeral": [{"type": "m.typing"}]}
+    first = await store.create_txn("a", [e.seq for e in events], [e.seq for e in ephemeral], body, 1000)
+    events, ephemeral = await store.peek("a", 100, 100)
+    assert [e.value for e in events] == ["$3"] and ephemeral == []
+    second = await store.create_txn("a", [e.seq for e in events], [], {"events": [{"event_id": "$3"}]}, 2000)
+    assert second == first + 1
+    pending = await store.pending_txns("a")
+    assert [(t.txn_id, t.body, t.event_count) for t in pending] == [
+        (first, body, 2),
+        (second, {"events": [{"event_id": "$3"}]}, 1),
+    ]
+    assert (await store.stats("a")).queued_events == 3  # still undelivered, in transactions
+    await store.complete_txn("a", first)
+    await store.complete_txn("a", second)
+    assert await store.pending_txns("a") == []
+    # Ids keep growing after every transaction is gone: a new one never reuses an old id.
+    async with db.transaction() as txn:
+        await store.enqueue_events_txn(txn, [("a", "$4")], 3000)
+    events, _ = await store.peek("a", 100, 100)
+    third = await store.create_txn("a", [e.seq for e in events], [], {"events": []}, 3000)
+    assert third == second + 1
+    # The other appservice's queue is its own, numbered from 1.
+    events, ephemeral = await store.peek("b", 100, 100)
+    assert [e.value for e in events] == ["$1"] and len(ephemeral) == 1
+    assert await store.create_txn("b", [events[0].seq], [ephemeral[0].seq], {"events": []}, 1000) == 1
+    stats = await store.stats("b")
+    assert (stats.queued_events, stats.queued_ephemeral, stats.unsent_txns) == (0, 0, 1)
