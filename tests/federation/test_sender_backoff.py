@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ranvier.federation import sender as sender_module
+from ranvier.metrics import Metrics
 from ranvier.storage.sql.outbox import RetryState
 from tests.federation.test_sender import Node, Remote, cert_pair, eventually, node, remotes, shared_room
 
@@ -25,7 +26,8 @@ async def test_the_back_off_is_bounded_and_a_reachability_proof_resets_it(
     node: Node, remotes: Callable[[], Remote]
 ) -> None:
     remote = remotes()  # not listening: connections are refused
-    sender = await node.open(initial_backoff=0.05, max_backoff=0.4)
+    metrics = Metrics()
+    sender = await node.open(initial_backoff=0.05, max_backoff=0.4, metrics=metrics)
     await sender.start()
     assert node.persister is not None
     room = await shared_room(node.storage, node.persister, "backoff", remote)
@@ -38,6 +40,10 @@ async def test_the_back_off_is_bounded_and_a_reachability_proof_resets_it(
     await eventually(at_the_bound, "six failures in a row")
     retry = await _retry(node, remote.server_name)
     assert retry.retry_interval == 400  # 50, 100, 200, 400, 400, ...: doubled up to the bound only
+    labels = {"destination": remote.server_name}
+    assert metrics.registry.get_sample_value("ranvier_federation_retry_interval_seconds", labels) == 0.4
+    failures = metrics.registry.get_sample_value("ranvier_federation_consecutive_failures", labels)
+    assert failures is not None and failures >= 6
 
     # The peer talks to us (still unreachable): the back-off starts from zero, not from 400 ms doubled.
     before = retry.failure_count
@@ -60,6 +66,7 @@ async def test_the_back_off_is_bounded_and_a_reachability_proof_resets_it(
     sender.mark_reachable(remote.server_name)
     await eventually(lambda: set(ids) <= set(remote.delivered), "the queue once the link works")
     assert await _retry(node, remote.server_name) is None
+    assert metrics.registry.get_sample_value("ranvier_federation_retry_interval_seconds", labels) == 0
 
 
 async def _failed_since(node: Node, destination: str) -> bool:
