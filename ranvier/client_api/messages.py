@@ -126,6 +126,10 @@ class MessageHandlers:
         events, next_token = await self._storage.stream.paginate(room_id, from_token, direction, limit, types)
         if direction == "b":
             events, next_token = await self._backfilled(room_id, from_token, limit, types, events, next_token)
+        elif events and self._backfill is not None:
+            events, next_token = await self._forward_filled(
+                room_id, from_token, limit, types, events, next_token
+            )
         if to_token is not None:
             kept = []
             for pdu in events:
@@ -181,6 +185,31 @@ class MessageHandlers:
             if holes is None or not await self._backfill(room_id, limit, holes or None):
                 break
             events, next_token = await self._storage.stream.paginate(room_id, from_token, "b", limit, types)
+        return events, next_token
+
+    async def _forward_filled(
+        self,
+        room_id: str,
+        from_token: TopoToken | None,
+        limit: int,
+        types: list[str] | None,
+        events: list[Pdu],
+        next_token: TopoToken | None,
+    ) -> tuple[list[Pdu], TopoToken | None]:
+        """A page read forwards that passes a hole (the events before one of its events are missing) is
+        completed first, like a backwards one."""
+        assert self._backfill is not None
+        for _ in range(MAX_BACKFILL_ROUNDS):
+            gaps = await self._storage.events.get_timeline_gaps(room_id)
+            top = next_token if len(events) >= limit else None  # a short page reached the newest event
+            inside = [
+                (position, event_id)
+                for event_id, position in gaps.items()
+                if (from_token is None or from_token < position) and (top is None or position <= top)
+            ]
+            if not inside or not await self._backfill(room_id, limit, [e for _, e in sorted(inside)]):
+                break
+            events, next_token = await self._storage.stream.paginate(room_id, from_token, "f", limit, types)
         return events, next_token
 
     async def _holes(

@@ -206,6 +206,33 @@ async def test_a_hole_in_the_middle_of_the_timeline_is_filled_by_messages(
     assert await b.storage.events.get_timeline_gaps(room_id) == {}
 
 
+async def test_paging_forwards_across_a_hole_fills_it_too(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    _, bob, room_id, sent, port = await outage(tmp_path, servers, session, {"catchup_max_per_room": 50})
+    a = servers[0]
+    b = await start(tmp_path / "b", port, gap_fill_max_events=0)
+    servers.append(b)
+    moved(bob, b)
+    await eventually(lambda: _drained(a, b.server_name), timeout=60)
+    await eventually(lambda: in_timeline(b, sent[-50:]), timeout=20)
+    assert not await in_timeline(b, sent)
+
+    # From the room's first event forwards, page by page, to the end.
+    first = (await bob.ok("GET", f"/rooms/{room_id}/messages", dir="f", limit="1"))["chunk"][0]
+    params = {"dir": "f", "limit": "40"}
+    ids = [first["event_id"]]
+    params["from"] = (await bob.ok("GET", f"/rooms/{room_id}/context/{first['event_id']}", limit="0"))["end"]
+    while True:
+        page = await bob.ok("GET", f"/rooms/{room_id}/messages", **params)
+        ids += [e["event_id"] for e in page["chunk"]]
+        if not page["chunk"] or "end" not in page:
+            break
+        params["from"] = page["end"]
+    assert [e for e in ids if e in set(sent)] == sent
+    assert await in_timeline(b, sent)
+
+
 async def test_a_hole_left_at_shutdown_is_filled_after_restart(
     tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
 ) -> None:
