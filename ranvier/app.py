@@ -74,6 +74,7 @@ from .http_limits import (
 )
 from .media.federation import FederationMedia
 from .media.files import FileStore
+from .media.preview import UrlPreviewer
 from .media.remote import RemoteMediaFetcher
 from .media.repository import MediaLimits, MediaRepository
 from .media.thumbnailer import Thumbnailer
@@ -327,6 +328,19 @@ class Homeserver:
             MediaLimits(max_upload_size=media.max_upload_size, max_pending_uploads=media.max_pending_uploads),
             remote=self.remote_media,
         )
+        self.url_previewer: UrlPreviewer | None = None
+        if media.url_preview.enabled:
+            preview = media.url_preview
+            self.url_previewer = UrlPreviewer(
+                files,
+                self.media.record_file,
+                blocklist=IpBlocklist(
+                    extra_blocked=preview.ip_range_blocklist, allowed=preview.ip_range_allowlist
+                ),
+                max_bytes=preview.max_bytes,
+                timeout=preview.timeout,
+                max_image_bytes=preview.max_image_bytes,
+            )
         federation_media = FederationMedia(self.media)
         self.federation_app_setup.append(
             lambda app: add_media_routes(app, self.keyring, self.server_name, federation_media)
@@ -474,6 +488,7 @@ class Homeserver:
                 else None,
                 body_timeout=config.request_limits.body_timeout,
                 freeze_after_ms=config.media.freeze_unauthenticated_after_ms,
+                previewer=self.url_previewer,
             ),
         ]
         if self.appservices:
@@ -565,6 +580,9 @@ class Homeserver:
         remote_media: RemoteMediaFetcher | None = getattr(self, "remote_media", None)
         if remote_media is not None:
             await remote_media.close()
+        previewer: UrlPreviewer | None = getattr(self, "url_previewer", None)
+        if previewer is not None:
+            await previewer.close()
         if hasattr(self, "federation_client"):
             await self.federation_client.close()
         if self.storage is not None:

@@ -162,6 +162,20 @@ class RateLimits(_Strict):
     federation: RateLimit = RateLimit(per_second=100, burst=200)
 
 
+class UrlPreview(_Strict):
+    """GET /_matrix/client/v1/media/preview_url (ranvier.media.preview): off unless enabled."""
+
+    enabled: bool = False
+    # Loopback, private, link-local and other non-global addresses are never fetched, nor these ranges,
+    # unless a range is allowed back here.
+    ip_range_blocklist: list[str] = []
+    ip_range_allowlist: list[str] = []
+    # Largest page and image read, in bytes, and seconds for one preview.
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    timeout: float = Field(10.0, gt=0, le=120)
+
+
 class Media(_Strict):
     """The content repository (ranvier.media)."""
 
@@ -180,6 +194,7 @@ class Media(_Strict):
     # The deprecated unauthenticated /_matrix/media/*/download and /thumbnail serve only media stored
     # before this time (ms since the epoch), as Matrix 1.12 asks ("freeze"); 0 freezes all, null none.
     freeze_unauthenticated_after_ms: int | None = Field(0, ge=0)
+    url_preview: UrlPreview = UrlPreview()
 
 
 class HomeserverConfig(_Strict):
@@ -384,6 +399,15 @@ media:
   # Matrix 1.12 "freeze": the deprecated unauthenticated download/thumbnail endpoints serve only media
   # stored before this time (ms since the epoch); 0 freezes all, null never.
   freeze_unauthenticated_after_ms: 0
+  # URL previews for clients: off by default. When on, loopback, private and link-local addresses are
+  # never fetched unless a range is allowed back in ip_range_allowlist.
+  url_preview:
+    enabled: false
+    ip_range_blocklist: []
+    ip_range_allowlist: []
+    max_bytes: 10485760
+    max_image_bytes: 10485760
+    timeout: 10
 
 # Application services (bridges): their registration files, in Synapse's format (id, url, as_token,
 # hs_token, sender_localpart, namespaces, rate_limited, protocols, receive_ephemeral). Checked at start:

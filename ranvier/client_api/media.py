@@ -23,6 +23,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from ..http_limits import GuardedRequestHandler
 from ..media.errors import MediaError
 from ..media.headers import served_headers, valid_upload_name
+from ..media.preview import UrlPreviewer
 from ..media.repository import MediaRepository, ServedFile
 from ..protocol.identifiers import is_valid_server_name
 from ..ratelimit import RateLimiter, limit_exceeded_body
@@ -106,8 +107,10 @@ class MediaHandlers:
         upload_limiter: RateLimiter | None,
         body_timeout: float,
         freeze_after_ms: int | None,
+        previewer: UrlPreviewer | None = None,
     ) -> None:
         self._repo = repository
+        self._previewer = previewer
         self._auth = authenticator
         self._limiter = upload_limiter
         self._body_timeout = body_timeout
@@ -122,6 +125,12 @@ class MediaHandlers:
             web.get(f"{AUTHED}/download/{ids}/{{file_name}}", self.download),
             web.get(f"{AUTHED}/thumbnail/{ids}", self.thumbnail),
         ]
+        if self._previewer is not None:
+            # Off by default: unrouted (404 M_UNRECOGNIZED) unless media.url_preview.enabled.
+            routes += [
+                web.get(f"{AUTHED}/preview_url", self.preview_url),
+                *(web.get(f"{prefix}/preview_url", self.preview_url) for prefix in LEGACY),
+            ]
         for prefix in LEGACY:
             routes += [
                 web.post(f"{prefix}/upload", self.upload),
@@ -211,6 +220,18 @@ class MediaHandlers:
     async def config(self, request: web.Request) -> web.Response:
         await self._auth.require_user(request)
         return web.json_response({"m.upload.size": self._repo.limits.max_upload_size})
+
+    async def preview_url(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        assert self._previewer is not None
+        url = request.query.get("url")
+        if not url:
+            raise missing_param("url is required")
+        self._rate_limit(requester.user_id)
+        try:
+            return web.json_response(await self._previewer.preview(requester.user_id, url))
+        except MediaError as e:
+            raise _matrix(e) from None
 
     # -- downloads -----------------------------------------------------------------------------------
 

@@ -107,6 +107,20 @@ class MediaRepository:
         )
         return self.mxc(media_id)
 
+    async def record_file(self, user_id: str, stored: StoredFile, content_type: str | None) -> str:
+        """A file already written to the store (a URL preview's image) as a new local media."""
+        media_id = self.new_media_id()
+        await self.store.store_local(
+            media_id,
+            user_id,
+            self._clock_ms(),
+            normalise_content_type(content_type),
+            None,
+            stored.size,
+            stored.sha256,
+        )
+        return self.mxc(media_id)
+
     async def create(self, user_id: str) -> tuple[str, int]:
         """``POST /create``: a new media id (and when it lapses unused). 429 past the pending limit."""
         now = self._clock_ms()
