@@ -66,6 +66,7 @@ class GapFiller:
         self._concurrency = asyncio.Semaphore(MAX_CONCURRENT_ROOMS)
         # Backward extremities given up on -> when (monotonic), oldest first.
         self._given_up: dict[str, float] = {}
+        self._pausing: set[asyncio.Task[Any]] = set()
         self._running = False
 
     @property
@@ -85,6 +86,8 @@ class GapFiller:
         the middle of a database call is best avoided), then cancel what is still waiting."""
         self._running = False
         tasks = list(self._tasks.values())
+        for task in self._pausing:
+            task.cancel()  # waiting between rounds: nothing to finish
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
             for task in late:
@@ -181,5 +184,11 @@ class GapFiller:
             del self._given_up[next(iter(self._given_up))]
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep between fruitless rounds; ``stop()`` cancels a task waiting here."""
-        await asyncio.sleep(seconds)
+        """Sleep between fruitless rounds; ``stop()`` cancels a task waiting here at once."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._pausing.add(task)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._pausing.discard(task)
