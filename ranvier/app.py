@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .admin.federation import FederationAdminHandlers
 from .appservice.client import AppServiceClient
+from .appservice.ephemeral import EphemeralFeed
 from .appservice.metrics import AppServiceCollector
 from .appservice.pusher import AppServicePusher
 from .appservice.queries import AppServiceQueries
@@ -171,12 +172,17 @@ class Homeserver:
         # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
         self.sync_notifier = SyncNotifier()
         self._wire_federation()
+        # Typing and receipts for appservices with receive_ephemeral, on the same wake-up as /sync.
+        self.appservice_ephemeral = EphemeralFeed(
+            self.appservice_pusher, self.appservice_pusher.store, self.typing, self.sync_notifier
+        )
         self._wire_e2ee()
         self._wire_media()
 
         await self._register_appservice_senders()
         await self._start_client_listener()
         await self.appservice_pusher.start()
+        await self.appservice_ephemeral.start()
         if config.federation.enabled:
             await self._start_federation_listener()
             await self.federation_sender.start()
@@ -565,6 +571,8 @@ class Homeserver:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if hasattr(self, "appservice_ephemeral"):
+            await self.appservice_ephemeral.stop()
         if hasattr(self, "appservice_pusher"):
             await self.appservice_pusher.stop()
             await self.appservice_client.close()

@@ -146,6 +146,18 @@ class AppServicePusher:
             interested |= {s.id for s in rest if any(s.is_interested_in_user(m) for m in members)}
         return frozenset(interested)
 
+    async def room_interest(self, room_id: str) -> frozenset[str]:
+        """Ids of the appservices a room concerns (room id, alias or a joined member in a namespace), from
+        committed data; for ephemeral data, which belongs to no persist transaction."""
+        cached = self._room_interest.get(room_id)
+        if cached is not None:
+            return cached
+        return await self._room_interest_txn(self._store.db, room_id)
+
+    @property
+    def store(self) -> AppServiceStore:
+        return self._store
+
     def forget_room_interest(self, room_id: str) -> None:
         """An alias of the room was created or removed: its interest is computed again."""
         self._room_interest.pop(room_id, None)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from mautrix.appservice import IntentAPI
-from mautrix.types import RoomAlias, UserID
+from mautrix.types import ReceiptType, RoomAlias, UserID
 
 from ranvier.app import Homeserver
 from tests.appservice.harness import AS_TOKEN, Bridge, Client, start_homeserver, wait_until, write_config
@@ -105,6 +106,28 @@ async def test_namespaces_masquerading_pushes_ping_and_queries(env: Env) -> None
     marker = await carol.send_text(room_id, "marker", "t3")
     await wait_until(lambda: marker in env.bridge.event_ids(), "marker pushed")
     assert private not in env.bridge.event_ids()
+
+    # Ephemeral data (receive_ephemeral): carol's typing and read receipt in the room the bridge is in.
+    status, _ = await carol.call(
+        "PUT",
+        f"/_matrix/client/v3/rooms/{room_id}/typing/{carol.user_id}",
+        {"typing": True, "timeout": 30000},
+    )
+    assert status == 200
+    status, _ = await carol.call(
+        "POST", f"/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{puppet_event}", {}
+    )
+    assert status == 200
+
+    def ephemeral(kind: str) -> list[Any]:
+        return [e for e in env.bridge.received if str(e.type) == kind and str(e.room_id) == room_id]
+
+    await wait_until(
+        lambda: bool(ephemeral("m.typing")) and bool(ephemeral("m.receipt")), "typing and receipt"
+    )
+    assert ephemeral("m.typing")[-1].content.user_ids == [carol.user_id]
+    receipt = ephemeral("m.receipt")[-1].content
+    assert carol.user_id in receipt[puppet_event][ReceiptType.READ]
 
     # Ping: Ranvier calls the appservice's /ping with the hs_token and reports the round trip.
     # (mautrix reports a 0 ms round trip as -1; it raises if the ping failed.)

@@ -14,6 +14,8 @@ from typing import Any
 
 from .aux_streams import dump_json, load_json, next_stream_pos
 from .engine import Database, Txn, chunks, in_list
+from .receipts import _COLUMNS as _RECEIPT_COLUMNS
+from .receipts import Receipt, _receipt
 
 STREAM = "appservice"
 
@@ -44,6 +46,20 @@ class QueueStats:
 class AppServiceStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @property
+    def db(self) -> Database:
+        """For reads of room membership and aliases when deciding which appservices a room concerns."""
+        return self._db
+
+    async def receipts_between(self, since: int, upto: int) -> list[Receipt]:
+        """Every room's receipts with since < stream_pos <= upto, oldest first (for receive_ephemeral)."""
+        rows = await self._db.fetchall(
+            f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE stream_pos > ? AND stream_pos <= ?"
+            " ORDER BY stream_pos",
+            (since, upto),
+        )
+        return [_receipt(r) for r in rows]
 
     async def enqueue_events_txn(self, txn: Txn, rows: Iterable[tuple[str, str]], now_ms: int) -> None:
         """Queue (appservice id, event id) pairs in the given order, inside the caller's transaction.
