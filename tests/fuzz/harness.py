@@ -475,7 +475,9 @@ class FuzzHarness:
         content = spec.content if isinstance(spec.content, dict) else {"value": spec.content}
         auth = auth_events_for(rv, state, spec.event_type, sender, content, spec.state_key)
 
-        def build(content: dict[str, Any], depth_override: int | None) -> dict[str, Any]:
+        def build(
+            content: dict[str, Any], depth_override: int | None, state_key: str | None
+        ) -> dict[str, Any]:
             pdu = build_event(
                 room_version=rv,
                 room_id=room_id,
@@ -488,17 +490,20 @@ class FuzzHarness:
                 origin_server_ts=int(time.time() * 1000),
                 server_name=self.driver.server_name,
                 signing_key=self.driver.fed.keyring.signing_key,
-                state_key=spec.state_key,
+                state_key=state_key,
             )
             self.driver.events[pdu.event_id] = pdu
             return dict(pdu.json)
 
         try:
-            event = build(content, spec.depth)
-        except Exception:  # content or depth that canonical JSON refuses: sign something, send this
-            event = {**build({}, None), "content": content}
+            event = build(content, spec.depth, spec.state_key)
+        except Exception:  # what building refuses (floats, huge depth, long state key): sign, then put it in
+            safe_key = None if spec.state_key is None else ""
+            event = {**build({}, None, safe_key), "content": content}
             if spec.depth is not None:
                 event["depth"] = spec.depth
+            if spec.state_key is not None:
+                event["state_key"] = spec.state_key
         return mutate_pdu(event, spec.mutation, self.user_id, self.private_room)
 
     async def _send(self, req: FuzzRequest) -> tuple[Answer, FuzzRequest]:
