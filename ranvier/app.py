@@ -500,7 +500,6 @@ class Homeserver:
         if self.appservices:
             directory = next(h for h in handlers if isinstance(h, DirectoryHandlers))
             directory.alias_query = self.appservice_queries.query_alias
-            directory.aliases_changed = self.appservice_pusher.forget_room_interest
             account.user_query = self.appservice_queries.query_user
         for h in handlers:
             app.add_routes(h.routes())

@@ -71,9 +71,6 @@ class AppServicePusher:
         self._pushed = [s for s in services.all if s.url is not None]
         self.workers: dict[str, _Worker] = {s.id: _Worker(s) for s in self._pushed}
         self._wake_after_commit: dict[str, set[str]] = {}
-        # room id -> ids of appservices interested through the room's joined members or aliases; filled only
-        # from batches without state events (whose transaction cannot change membership), cleared otherwise.
-        self._room_interest: dict[str, frozenset[str]] = {}
         self._running = False
 
     # -- queueing (inside the persist transaction) -------------------------------------------------------
@@ -94,18 +91,9 @@ class AppServicePusher:
         ]
         if not live:
             return
-        has_state = any(p.state_key is not None for p in live) or any(
-            item.pdu.state_key is not None for item, _ in written
-        )
-        room_wide = self._room_interest.get(room_id)
-        if room_wide is None or has_state:
-            room_wide = await self._room_interest_txn(txn, room_id)
-            if has_state:
-                self._room_interest.pop(room_id, None)
-            else:
-                if len(self._room_interest) > 50_000:
-                    self._room_interest.clear()
-                self._room_interest[room_id] = room_wide
+        # Read in this transaction, so the membership is the batch's own (no cache: a batch without state
+        # events can still change the membership, when it merges forks of the room).
+        room_wide = await self._room_interest_txn(txn, room_id)
         rows: list[tuple[str, str]] = []
         for pdu in live:
             woken = self._wake_after_commit.setdefault(pdu.event_id, set())
@@ -149,18 +137,11 @@ class AppServicePusher:
     async def room_interest(self, room_id: str) -> frozenset[str]:
         """Ids of the appservices a room concerns (room id, alias or a joined member in a namespace), from
         committed data; for ephemeral data, which belongs to no persist transaction."""
-        cached = self._room_interest.get(room_id)
-        if cached is not None:
-            return cached
         return await self._room_interest_txn(self._store.db, room_id)
 
     @property
     def store(self) -> AppServiceStore:
         return self._store
-
-    def forget_room_interest(self, room_id: str) -> None:
-        """An alias of the room was created or removed: its interest is computed again."""
-        self._room_interest.pop(room_id, None)
 
     async def on_persisted(self, room_id: str, batch: Sequence[EventToPersist]) -> None:
         """After the commit: wake the workers of the appservices the batch was queued for."""

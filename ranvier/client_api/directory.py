@@ -25,10 +25,8 @@ class DirectoryHandlers:
         self._auth = authenticator
         self.server_name = server_name
         self._membership = membership
-        # Appservices (ranvier.appservice): asked about unknown aliases in their namespaces, told when a
-        # room's aliases change (their interest in the room may change with them).
+        # Appservices (ranvier.appservice): asked about unknown aliases in their namespaces.
         self.alias_query: Callable[[str], Awaitable[bool]] | None = None
-        self.aliases_changed: Callable[[str], None] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -86,8 +84,6 @@ class DirectoryHandlers:
             raise not_found(f"Unknown room {room_id}")
         if not await self._storage.aliases.create_alias(alias, room_id, requester.user_id):
             raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists")
-        if self.aliases_changed is not None:
-            self.aliases_changed(room_id)
         return web.json_response({})
 
     async def delete_alias(self, request: web.Request) -> web.Response:
@@ -99,8 +95,6 @@ class DirectoryHandlers:
         if record.creator != requester.user_id and not requester.is_admin:
             raise forbidden("Only the alias's creator or an admin may delete it")
         await self._storage.aliases.delete_alias(alias)
-        if self.aliases_changed is not None:
-            self.aliases_changed(record.room_id)
         return web.json_response({})
 
     async def room_aliases(self, request: web.Request) -> web.Response:

@@ -107,6 +107,13 @@ async def test_namespaces_masquerading_pushes_ping_and_queries(env: Env) -> None
     await wait_until(lambda: marker in env.bridge.event_ids(), "marker pushed")
     assert private not in env.bridge.event_ids()
 
+    # A room with an alias in the bridge's alias namespace concerns it, with no member of its own there.
+    status, body = await carol.call("POST", "/_matrix/client/v3/createRoom", {})
+    aliased_room = body["room_id"]
+    await bot.add_room_alias(aliased_room, "bridge_aliased")  # type: ignore[arg-type]
+    aliased = await carol.send_text(aliased_room, "in an aliased room", "t4")
+    await wait_until(lambda: aliased in env.bridge.event_ids(), "a message in the aliased room pushed")
+
     # Ephemeral data (receive_ephemeral): carol's typing and read receipt in the room the bridge is in.
     status, _ = await carol.call(
         "PUT",
