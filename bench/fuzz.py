@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
         c = stats.statuses
         line = (
             f"  {op.key:<76} 2xx {c['2xx']:>4} 4xx {c['4xx']:>4} 5xx {c['5xx']:>3}"
-            f" 502 {c['502']:>3} none {c['none']:>3}"
+            f" 502 {c['502']:>3} none {c['none']:>3} failures {stats.failures:>3}"
         )
         print(line, flush=True)
         if args.errcodes and stats.errcodes:

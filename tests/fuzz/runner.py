@@ -40,6 +40,7 @@ class Failure:
 @dataclass
 class OpStats:
     examples: int = 0
+    failures: int = 0
     statuses: Counter[str] = field(default_factory=Counter)  # status_class() of each answer
     errcodes: Counter[str] = field(default_factory=Counter)  # of the 4xx answers
 
@@ -67,6 +68,7 @@ class FuzzReport:
             self.record_failure(req, answer, kind)
 
     def record_failure(self, req: FuzzRequest, answer: Answer, kind: str, note: str = "") -> None:
+        self.stats.setdefault(req.op.key, OpStats()).failures += 1
         key = (req.op.key, kind)
         self.failure_counts[key] += 1
         kept = self.failures.setdefault(key, [])
@@ -161,7 +163,12 @@ def fuzz_operations(
         @given(strategies.for_operation(op))
         def one(req: FuzzRequest) -> None:
             lost = len(harness.lost_token)
-            answer, req = harness.send(req)
+            try:
+                answer, req = harness.send(req)
+            except Exception as e:  # a bug of the harness itself: report it and go on with the run
+                error = f"{type(e).__name__}: {e}"[:500]
+                report.record_failure(req, Answer(0, b"", error), f"harness error: {type(e).__name__}")
+                return
             report.record(req, answer)
             for template, text in harness.errors.take():
                 # A 500 logs its exception too: that one is counted as the 500.
