@@ -72,7 +72,8 @@ class MediaRepository:
         self.remote = remote
         self._clock_ms = clock_ms
         self._uploaded: dict[str, asyncio.Event] = {}  # created media ids someone waits for
-        self._thumbnail_locks: dict[tuple[str, int, int, str], asyncio.Lock] = {}
+        # Per thumbnail being made: its lock and how many requests hold or wait for it.
+        self._thumbnail_locks: dict[tuple[str, int, int, str], tuple[asyncio.Lock, int]] = {}
         self._last_expiry_sweep = 0
 
     @staticmethod
@@ -282,15 +283,19 @@ class MediaRepository:
             raise MediaError(400, "M_UNKNOWN", "Cannot generate thumbnails for SVG images")
         box_w, box_h, box_method = choose_size(width, height, method, self.thumbnailer.sizes)
         key = (source.sha256, box_w, box_h, box_method)
-        lock = self._thumbnail_locks.setdefault(key, asyncio.Lock())
+        lock, users = self._thumbnail_locks.get(key, (asyncio.Lock(), 0))
+        self._thumbnail_locks[key] = (lock, users + 1)
         try:
             async with lock:  # one rendering per thumbnail, however many ask at once
                 thumb = await self.store.get_thumbnail(*key)
                 if thumb is None:
                     thumb = await self._render(source, box_w, box_h, box_method, remote)
         finally:
-            if not lock.locked():
-                self._thumbnail_locks.pop(key, None)
+            lock, users = self._thumbnail_locks[key]
+            if users == 1:
+                del self._thumbnail_locks[key]
+            else:
+                self._thumbnail_locks[key] = (lock, users - 1)
         return ServedFile(
             self.files.path_for(thumb.sha256), thumb.content_type, "thumbnail", thumb.size, thumb.sha256
         )

@@ -149,13 +149,23 @@ def render(path: Path, width: int, height: int, method: str, max_pixels: int) ->
 
 
 class Thumbnailer:
-    def __init__(self, max_pixels: int, sizes: tuple[tuple[int, int, str], ...] = RECOMMENDED_SIZES) -> None:
+    def __init__(
+        self,
+        max_pixels: int,
+        sizes: tuple[tuple[int, int, str], ...] = RECOMMENDED_SIZES,
+        max_concurrent: int = 2,
+    ) -> None:
         self.max_pixels = max_pixels
         self.sizes = sizes
+        # A decoded image takes up to 4 bytes a pixel: at most this many are decoded at once, so memory
+        # stays within max_concurrent * max_pixels * 4 whatever the number of requests.
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     async def probe(self, path: Path) -> ImageInfo:
         return await asyncio.to_thread(probe, path, self.max_pixels)
 
     async def make(self, path: Path, width: int, height: int, method: str) -> MadeThumbnail | None:
-        # Pillow in a worker thread: decoding a big photo takes tens of milliseconds of CPU.
-        return await asyncio.to_thread(render, path, width, height, method, self.max_pixels)
+        # Pillow in a worker thread (asyncio.to_thread): decoding a big photo takes a hundred milliseconds or
+        # more of CPU, which must not stall the event loop.
+        async with self._slots:
+            return await asyncio.to_thread(render, path, width, height, method, self.max_pixels)

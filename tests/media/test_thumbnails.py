@@ -3,6 +3,7 @@ it is already small, SVG never, and a decompression bomb refused without being d
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
@@ -167,3 +168,12 @@ async def test_thumbnails_are_kept_and_reused(alice: MediaClient) -> None:
     assert first[0] == second[0] == 200
     assert first[1] == second[1]
     assert await alice.hs.storage.db.fetchval("SELECT COUNT(*) FROM media_thumbnails") == 1
+
+
+async def test_concurrent_requests_make_one_thumbnail(alice: MediaClient) -> None:
+    uri = await alice.upload(image_bytes("PNG", (900, 900)), "image/png")
+    answers = await asyncio.gather(*(_thumb(alice, uri, 96, 96, "crop") for _ in range(8)))
+    assert {status for status, _, _ in answers} == {200}
+    assert len({data for _, data, _ in answers}) == 1
+    assert await alice.hs.storage.db.fetchval("SELECT COUNT(*) FROM media_thumbnails") == 1
+    assert alice.hs.media._thumbnail_locks == {}
