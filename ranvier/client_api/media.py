@@ -213,7 +213,8 @@ class MediaHandlers:
 
         async def store(chunks: AsyncIterator[bytes]) -> web.StreamResponse:
             await self._repo.upload_to(user_id, server_name, media_id, chunks, content_type, name)
-            return web.json_response({})
+            # The spec's answer is an empty object; mautrix reads content_uri from it, so it is added.
+            return web.json_response({"content_uri": self._repo.mxc(media_id)})
 
         return await self._stream_into(request, store)
 

@@ -121,7 +121,7 @@ async def test_create_then_put_upload(alice: MediaClient, media_server: Homeserv
         headers={**alice.auth, "Content-Type": "text/plain"},
     ) as r:
         assert r.status == 200, await r.text()
-        assert await r.json() == {}
+        assert await r.json() == {"content_uri": created["content_uri"]}
     assert await waiter == b"late bytes"
     async with alice.session.get(download, headers=alice.auth) as resp:
         assert resp.headers["Content-Disposition"] == 'inline; filename="late.txt"'
