@@ -6,7 +6,7 @@ transaction that persists the events, and one worker per appservice sending numb
   or a joined member of the room in a user namespace.
 - Order and no loss: rows are queued in commit order (one stream counter), a transaction is built from the
   oldest rows and stored with its body before it is sent, and removed only after a 2xx; a failure is
-  retried with the same id and body after a back-off (1 s doubling, capped), so nothing is dropped or
+  retried with the same id and body after a back-off (1 s doubling, capped at 4 s), so nothing is dropped or
   reordered, across restarts too.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 from ..client_api.event_format import format_client_event
 from ..clock import now_ms
 from ..storage.interfaces import EventToPersist
-from ..storage.sql.appservice import AppServiceStore, QueueStats
+from ..storage.sql.appservice import AppServiceStore, QueueStats, StoredTxn
 from ..storage.sql.aux_streams import load_json
 from .client import AppServiceClient, AppServiceUnreachable
 from .registration import AppService, AppServices
@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 MAX_EVENTS_PER_TXN = 100  # as Synapse
 MAX_EPHEMERAL_PER_TXN = 100
 INITIAL_BACKOFF = 1.0
-MAX_BACKOFF = 60.0
+# A down appservice is probed this often at most: cheap (one request), and a bridge that returns is
+# served again within seconds even if it does not ping.
+MAX_BACKOFF = 4.0
 
 
 @dataclass
@@ -196,24 +198,51 @@ class AppServicePusher:
         while self._running:
             try:
                 worker.wakeup.clear()
-                progressed = await self._step(worker)
-                worker.stats = await self._store.stats(as_id)
-                if not progressed:
+                txn = await self._next_txn(worker)
+                if txn is None:
+                    worker.stats = await self._store.stats(as_id)
                     await worker.wakeup.wait()
+                    continue
+                await self._deliver(worker, txn)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("appservice %s: push worker failed; retrying", as_id)
                 await asyncio.sleep(self._max_backoff)
 
-    async def _step(self, worker: _Worker) -> bool:
-        """Send the oldest unsent transaction, or build one from the queue. False: nothing to do."""
+    async def _next_txn(self, worker: _Worker) -> StoredTxn | None:
+        """The oldest unsent transaction, or a new one built from the oldest queued items (stored before
+        it is sent, so a retry, even after a restart, has the same id and body). None: nothing queued."""
         service = worker.service
         pending = await self._store.pending_txns(service.id, limit=1)
         if pending:
-            txn = pending[0]
+            return pending[0]
+        events, ephemeral = await self._store.peek(service.id, MAX_EVENTS_PER_TXN, MAX_EPHEMERAL_PER_TXN)
+        if not events and not ephemeral:
+            return None
+        pdus = await self._events.get_events([e.value for e in events])
+        now = now_ms()
+        body: dict[str, Any] = {
+            "events": [format_client_event(pdus[e.value], now) for e in events if e.value in pdus]
+        }
+        if ephemeral:
+            edus = [load_json(e.value) for e in ephemeral]
+            body["ephemeral"] = edus
+            body["de.sorunome.msc2409.ephemeral"] = edus
+        oldest = min(item.queued_ts for item in (*events, *ephemeral))
+        txn_id = await self._store.create_txn(
+            service.id, [e.seq for e in events], [e.seq for e in ephemeral], body, oldest
+        )
+        return StoredTxn(txn_id, body, len(body["events"]), oldest)
+
+    async def _deliver(self, worker: _Worker, txn: StoredTxn) -> None:
+        """Send ``txn`` until the appservice accepts it, backing off between attempts (a ping ends the
+        back-off), then forget it."""
+        service = worker.service
+        while True:
             try:
                 await self._client.push(service, txn.txn_id, txn.body)
+                break
             except AppServiceUnreachable as e:
                 worker.failures += 1
                 worker.consecutive_failures += 1
@@ -230,28 +259,9 @@ class AppServicePusher:
                 worker.reachable.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker.reachable.wait(), worker.backoff)
-                return True
-            await self._store.complete_txn(service.id, txn.txn_id)
-            worker.backoff = 0.0
-            worker.consecutive_failures = 0
-            worker.last_error = None
-            worker.sent_txns += 1
-            worker.sent_events += txn.event_count
-            return True
-        events, ephemeral = await self._store.peek(service.id, MAX_EVENTS_PER_TXN, MAX_EPHEMERAL_PER_TXN)
-        if not events and not ephemeral:
-            return False
-        pdus = await self._events.get_events([e.value for e in events])
-        now = now_ms()
-        body: dict[str, Any] = {
-            "events": [format_client_event(pdus[e.value], now) for e in events if e.value in pdus]
-        }
-        if ephemeral:
-            edus = [load_json(e.value) for e in ephemeral]
-            body["ephemeral"] = edus
-            body["de.sorunome.msc2409.ephemeral"] = edus
-        oldest = min(item.queued_ts for item in (*events, *ephemeral))
-        await self._store.create_txn(
-            service.id, [e.seq for e in events], [e.seq for e in ephemeral], body, oldest
-        )
-        return True
+        await self._store.complete_txn(service.id, txn.txn_id)
+        worker.backoff = 0.0
+        worker.consecutive_failures = 0
+        worker.last_error = None
+        worker.sent_txns += 1
+        worker.sent_events += txn.event_count
