@@ -78,7 +78,7 @@ class RemoteMediaFetcher:
         self.max_size = max_size
         self.timeout = timeout
         self._clock_ms = clock_ms
-        self._in_flight: dict[tuple[str, str], asyncio.Future[RemoteMedia]] = {}
+        self._in_flight: dict[tuple[str, str], asyncio.Task[RemoteMedia]] = {}
         self._session: aiohttp.ClientSession | None = None
 
     def _redirect_session(self) -> aiohttp.ClientSession:
@@ -89,31 +89,30 @@ class RemoteMediaFetcher:
         return self._session
 
     async def close(self) -> None:
+        for task in list(self._in_flight.values()):
+            task.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def fetch(self, server_name: str, media_id: str) -> RemoteMedia:
-        """The media, from the cache or fetched now (one fetch at a time per media)."""
+        """The media, from the cache or fetched now. One fetch per media at a time, in a task of its own:
+        every request for it waits on that task, and a requester that goes away does not cancel it."""
         cached = await self._store.get_remote(server_name, media_id)
         if cached is not None and self._files.exists(cached.sha256):
             return cached
         key = (server_name, media_id)
-        running = self._in_flight.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[RemoteMedia] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        try:
-            media = await self._fetch(server_name, media_id)
-            future.set_result(media)
-            return media
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
-        finally:
-            del self._in_flight[key]
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(server_name, media_id))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda done: self._done(key, done))
+        return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, str], task: asyncio.Task[RemoteMedia]) -> None:
+        self._in_flight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved, so a failure nobody waited for is not reported as lost
 
     async def _fetch(self, server_name: str, media_id: str) -> RemoteMedia:
         try:

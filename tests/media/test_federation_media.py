@@ -3,6 +3,7 @@ has the legacy endpoint: fetched for local users, stored once, bounded in size, 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ssl
 from collections.abc import AsyncIterator
@@ -122,6 +123,7 @@ async def legacy_peer(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
             request.path.startswith("/_matrix/media/v3/download/")
             and request.query.get("allow_remote") == "false"
         ):
+            await asyncio.sleep(0.3)  # slow enough for concurrent requests to overlap
             return web.Response(
                 body=b"legacy bytes",
                 headers={
@@ -162,5 +164,22 @@ async def test_fallback_to_the_legacy_endpoint(tmp_path: Path, legacy_peer: tupl
             "/_matrix/federation/v1/media/download/oldMedia",
             f"/_matrix/media/v3/download/{peer}/oldMedia?allow_remote=false",
         ]
+    finally:
+        await b.stop()
+
+
+async def test_concurrent_requests_fetch_once(tmp_path: Path, legacy_peer: tuple[str, list[str]]) -> None:
+    peer, seen = legacy_peer
+    b = await start_media_server(tmp_path / "b", tls=True)
+    try:
+        async with aiohttp.ClientSession() as session:
+            bob = await register(b, session, "bob")
+            answers = await asyncio.gather(
+                *(_get(bob, f"/_matrix/client/v1/media/download/{peer}/shared") for _ in range(5))
+            )
+            assert [(status, body) for status, body, _ in answers] == [(200, b"legacy bytes")] * 5
+        assert len(seen) == 2  # one fetch (the federation endpoint, then the legacy one) for all five
+        assert await b.storage.db.fetchval("SELECT COUNT(*) FROM remote_media") == 1
+        assert b.remote_media is not None and b.remote_media._in_flight == {}
     finally:
         await b.stop()
