@@ -471,7 +471,7 @@ class Homeserver:
             PushRuleHandlers(self.authenticator),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
             AppServiceHandlers(
-                self.authenticator, self.appservice_client, self.appservice_pusher.mark_reachable
+                self.authenticator, self.appservice_client, self.appservice_pusher, self.storage.rooms
             ),
         ]
         if config.federation.enabled:
@@ -501,6 +501,8 @@ class Homeserver:
             directory = next(h for h in handlers if isinstance(h, DirectoryHandlers))
             directory.alias_query = self.appservice_queries.query_alias
             account.user_query = self.appservice_queries.query_user
+            appservice = next(h for h in handlers if isinstance(h, AppServiceHandlers))
+            directory.network_rooms = appservice.network_rooms
         for h in handlers:
             app.add_routes(h.routes())
         return app

@@ -25,8 +25,10 @@ class DirectoryHandlers:
         self._auth = authenticator
         self.server_name = server_name
         self._membership = membership
-        # Appservices (ranvier.appservice): asked about unknown aliases in their namespaces.
+        # Appservices (ranvier.appservice): asked about unknown aliases in their namespaces; the rooms they
+        # published for their networks (an "appservice id|network id" instance id, or None for all).
         self.alias_query: Callable[[str], Awaitable[bool]] | None = None
+        self.network_rooms: Callable[[str | None], Awaitable[list[str]]] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -143,8 +145,16 @@ class DirectoryHandlers:
             body["filter"].get("generic_search_term"), str
         ):
             search = body["filter"]["generic_search_term"].lower()
+        room_ids = set(await self._storage.directory.public_room_ids())
+        instance = body.get("third_party_instance_id")
+        if self.network_rooms is not None:
+            # CS "POST /publicRooms": one network's rooms, or every network's with the main list.
+            if isinstance(instance, str):
+                room_ids = set(await self.network_rooms(instance))
+            elif body.get("include_all_networks") is True:
+                room_ids |= set(await self.network_rooms(None))
         entries = []
-        for room_id in sorted(await self._storage.directory.public_room_ids()):
+        for room_id in sorted(room_ids):
             entry = await self._room_summary(room_id)
             if entry is None:
                 continue

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from aiohttp import web
 from mautrix.appservice import AppService
 from mautrix.appservice.state_store.file import FileASStateStore
 from mautrix.types import Event
@@ -41,6 +42,7 @@ def write_config(tmp_path: Path, *, rate_limited: bool = False, ephemeral: bool 
             "rooms": [],
         },
         "rate_limited": rate_limited,
+        "protocols": ["irc"],
         "receive_ephemeral": ephemeral,
     }
     (tmp_path / "bridge.yaml").write_text(yaml.safe_dump(registration))
@@ -90,6 +92,32 @@ class Bridge:
             ephemeral_events=True,
         )
         self.appservice.matrix_event_handler(self._on_event)
+        # Third-party look-ups, which mautrix leaves to the bridge: answered from these.
+        self.protocols: dict[str, Any] = {}
+        self.locations: list[dict[str, Any]] = []
+        self.appservice.app.router.add_get("/_matrix/app/v1/thirdparty/protocol/{protocol}", self._protocol)
+        self.appservice.app.router.add_get("/_matrix/app/v1/thirdparty/location/{protocol}", self._location)
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {HS_TOKEN}"
+
+    async def _protocol(self, request: web.Request) -> web.Response:
+        info = self.protocols.get(request.match_info["protocol"])
+        if not self._authorized(request) or info is None:
+            return web.json_response({"errcode": "M_NOT_FOUND"}, status=404 if info is None else 403)
+        return web.json_response(info)
+
+    async def _location(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
+        wanted = dict(request.query)
+        found = [
+            loc
+            for loc in self.locations
+            if loc["protocol"] == request.match_info["protocol"]
+            and all(loc["fields"].get(k) == v for k, v in wanted.items())
+        ]
+        return web.json_response(found)
 
     async def _on_event(self, event: Event) -> None:
         self.received.append(event)

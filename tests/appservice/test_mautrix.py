@@ -4,42 +4,13 @@ appservice outage and a Ranvier restart (every event once, in order)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-import pytest
 from mautrix.appservice import IntentAPI
 from mautrix.types import ReceiptType, RoomAlias, UserID
 
-from ranvier.app import Homeserver
-from tests.appservice.harness import AS_TOKEN, Bridge, Client, start_homeserver, wait_until, write_config
-
-
-class Env:
-    def __init__(self, tmp_path: Path, hs: Homeserver, bridge: Bridge, client: Client, config: Path) -> None:
-        self.tmp_path, self.hs, self.bridge, self.anon, self.config = tmp_path, hs, bridge, client, config
-
-    @property
-    def server_name(self) -> str:
-        return self.hs.server_name
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    config, as_port = write_config(tmp_path)
-    hs = await start_homeserver(config)
-    base = f"http://127.0.0.1:{hs.ports['client']}"
-    bridge = Bridge(base, hs.server_name, as_port, tmp_path / "mx-state.json")
-    await bridge.start()
-    async with aiohttp.ClientSession() as session:
-        e = Env(tmp_path, hs, bridge, Client(session, base), config)
-        try:
-            yield e
-        finally:
-            await e.bridge.stop()
-            await e.hs.stop()
+from tests.appservice.conftest import Env
+from tests.appservice.harness import AS_TOKEN, Client, start_homeserver, wait_until
 
 
 async def test_namespaces_masquerading_pushes_ping_and_queries(env: Env) -> None:

@@ -51,3 +51,15 @@ async def test_queue_txns_and_ids(db: Database) -> None:  # noqa: F811
     assert await store.create_txn("b", [events[0].seq], [ephemeral[0].seq], {"events": []}, 1000) == 1
     stats = await store.stats("b")
     assert (stats.queued_events, stats.queued_ephemeral, stats.unsent_txns) == (0, 0, 1)
+
+
+async def test_network_room_lists(db: Database) -> None:  # noqa: F811
+    store = AppServiceStore(db)
+    await store.set_room_listed("a", "libera", "!r1", True)
+    await store.set_room_listed("a", "libera", "!r1", True)  # twice: once
+    await store.set_room_listed("a", "oftc", "!r2", True)
+    await store.set_room_listed("b", "libera", "!r3", True)
+    assert await store.listed_rooms("a", "libera") == ["!r1"]
+    assert await store.listed_rooms() == ["!r1", "!r2", "!r3"]
+    await store.set_room_listed("a", "libera", "!r1", False)
+    assert await store.listed_rooms("a", "libera") == []

@@ -153,6 +153,32 @@ class AppServiceStore:
         async with self._db.transaction() as txn:
             await txn.execute("DELETE FROM appservice_txns WHERE as_id = ? AND txn_id = ?", (as_id, txn_id))
 
+    async def set_room_listed(self, as_id: str, network_id: str, room_id: str, listed: bool) -> None:
+        """Publish (or withdraw) a room in an appservice's directory for one network."""
+        async with self._db.transaction() as txn:
+            if listed:
+                await txn.execute(
+                    "INSERT INTO appservice_room_list (as_id, network_id, room_id) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    (as_id, network_id, room_id),
+                )
+            else:
+                await txn.execute(
+                    "DELETE FROM appservice_room_list WHERE as_id = ? AND network_id = ? AND room_id = ?",
+                    (as_id, network_id, room_id),
+                )
+
+    async def listed_rooms(self, as_id: str | None = None, network_id: str | None = None) -> list[str]:
+        """Rooms published by one appservice for one network, or by every appservice (None, None)."""
+        if as_id is None:
+            rows = await self._db.fetchall("SELECT DISTINCT room_id FROM appservice_room_list ORDER BY 1")
+        else:
+            rows = await self._db.fetchall(
+                "SELECT room_id FROM appservice_room_list WHERE as_id = ? AND network_id = ? ORDER BY 1",
+                (as_id, network_id or ""),
+            )
+        return [r[0] for r in rows]
+
     async def stats(self, as_id: str) -> QueueStats:
         async with self._db.snapshot() as txn:
             events = await txn.fetchone(

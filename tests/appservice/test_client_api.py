@@ -1,0 +1,141 @@
+"""The client API as an appservice and an operator see it, beyond the mautrix flow: login with
+m.login.application_service, masquerading as a device, the appservice's room directory per network,
+third-party look-ups, the admin listing and the metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from tests.appservice.conftest import Env
+from tests.appservice.harness import AS_TOKEN, Client
+
+
+async def test_login_and_device_masquerading(env: Env) -> None:
+    sn = env.server_name
+    as_client = Client(env.anon.session, env.anon.base, AS_TOKEN)
+    status, body = await as_client.call(
+        "POST",
+        "/_matrix/client/v3/register",
+        {"type": "m.login.application_service", "username": "bridge_eve"},
+    )
+    assert status == 200 and body["user_id"] == f"@bridge_eve:{sn}" and body["access_token"]
+    status, body = await env.anon.call("GET", "/_matrix/client/v3/login")
+    assert {"type": "m.login.application_service"} in body["flows"]
+    login = {"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": "bridge_eve"}}
+    # Without the as_token: 401; with it: a device and token for the user.
+    status, body = await env.anon.call("POST", "/_matrix/client/v3/login", login)
+    assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
+    status, body = await as_client.call("POST", "/_matrix/client/v3/login", login)
+    assert status == 200 and body["user_id"] == f"@bridge_eve:{sn}"
+    device = body["device_id"]
+    eve = Client(env.anon.session, env.anon.base, body["access_token"])
+    status, body = await eve.call("GET", "/_matrix/client/v3/account/whoami")
+    assert body["device_id"] == device
+    # Outside the namespace: refused.
+    await env.anon.register("frank")
+    status, body = await as_client.call(
+        "POST",
+        "/_matrix/client/v3/login",
+        {"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": "frank"}},
+    )
+    assert (status, body["errcode"]) == (403, "M_EXCLUSIVE")
+    # Identity assertion with a device (Matrix 1.17 / MSC3202): the user's device, or 400 M_UNKNOWN_DEVICE.
+    status, body = await as_client.call(
+        "GET", "/_matrix/client/v3/account/whoami", user_id=f"@bridge_eve:{sn}", device_id=device
+    )
+    assert status == 200 and (body["user_id"], body["device_id"]) == (f"@bridge_eve:{sn}", device)
+    status, body = await as_client.call(
+        "GET", "/_matrix/client/v3/account/whoami", user_id=f"@bridge_eve:{sn}", device_id="NOPE"
+    )
+    assert (status, body["errcode"]) == (400, "M_UNKNOWN_DEVICE")
+    # A user in the namespace the appservice never registered cannot be acted as.
+    status, body = await as_client.call(
+        "GET", "/_matrix/client/v3/account/whoami", user_id=f"@bridge_ghost:{sn}"
+    )
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    # The as_token in the query string (older clients) works as well.
+    status, body = await env.anon.call("GET", "/_matrix/client/v3/account/whoami", access_token=AS_TOKEN)
+    assert status == 200 and body["user_id"] == f"@bridgebot:{sn}"
+
+
+async def test_network_directory_and_thirdparty(env: Env) -> None:
+    carol = await env.anon.register("carol")
+    as_client = Client(env.anon.session, env.anon.base, AS_TOKEN)
+    status, body = await carol.call("POST", "/_matrix/client/v3/createRoom", {"name": "IRC #chan"})
+    room_id = body["room_id"]
+    path = f"/_matrix/client/v3/directory/list/appservice/libera/{room_id}"
+    status, body = await carol.call("PUT", path, {"visibility": "public"})
+    assert (status, body["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    status, body = await as_client.call("PUT", path, {"visibility": "sideways"})
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    status, body = await as_client.call("PUT", path, {"visibility": "public"})
+    assert status == 200
+
+    async def listed(query: dict[str, object]) -> list[str]:
+        status, body = await carol.call("POST", "/_matrix/client/v3/publicRooms", query)
+        assert status == 200, body
+        return [r["room_id"] for r in body["chunk"]]
+
+    assert await listed({}) == []  # not in the main list
+    assert await listed({"third_party_instance_id": "bridge|libera"}) == [room_id]
+    assert await listed({"third_party_instance_id": "bridge|oftc"}) == []
+    assert await listed({"include_all_networks": True}) == [room_id]
+    status, body = await carol.call(
+        "POST", "/_matrix/client/v3/publicRooms", {"third_party_instance_id": "nobody|libera"}
+    )
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    status, _ = await as_client.call("PUT", path, {"visibility": "private"})
+    assert await listed({"third_party_instance_id": "bridge|libera"}) == []
+
+    # Third-party protocols come from the appservices that declare them, with the instance ids that
+    # /publicRooms takes; look-ups are passed on with their fields.
+    status, body = await carol.call("GET", "/_matrix/client/v3/thirdparty/protocols")
+    assert (status, body) == (200, {})  # the bridge does not know "irc" yet (404 from it)
+    env.bridge.protocols["irc"] = {
+        "user_fields": ["network", "nickname"],
+        "location_fields": ["network", "channel"],
+        "icon": "mxc://example.org/irc",
+        "field_types": {},
+        "instances": [{"desc": "Libera", "network_id": "libera", "fields": {"network": "libera"}}],
+    }
+    env.bridge.locations = [
+        {
+            "alias": "#bridge_libera_chan:x",
+            "protocol": "irc",
+            "fields": {"network": "libera", "channel": "#chan"},
+        }
+    ]
+    status, body = await carol.call("GET", "/_matrix/client/v3/thirdparty/protocols")
+    assert status == 200 and body["irc"]["instances"][0]["instance_id"] == "bridge|libera"
+    status, body = await carol.call("GET", "/_matrix/client/v3/thirdparty/protocol/irc")
+    assert status == 200 and body["location_fields"] == ["network", "channel"]
+    status, body = await carol.call("GET", "/_matrix/client/v3/thirdparty/protocol/xmpp")
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    status, body = await carol.call("GET", "/_matrix/client/v3/thirdparty/location/irc", channel="#chan")
+    assert status == 200 and [loc["alias"] for loc in body] == ["#bridge_libera_chan:x"]
+    status, body = await carol.call("GET", "/_matrix/client/v3/thirdparty/location/irc", channel="#other")
+    assert (status, body) == (200, [])
+
+
+async def test_admin_listing_and_metrics(env: Env) -> None:
+    carol = await env.anon.register("carol")
+    status, body = await carol.call("GET", "/_ranvier/admin/v1/appservices")
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    await env.hs.storage.users.create_user(f"@root:{env.server_name}", "pw-root", is_admin=True)
+    status, body = await env.anon.call(
+        "POST",
+        "/_matrix/client/v3/login",
+        {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "root"},
+            "password": "pw-root",
+        },
+    )
+    root = Client(env.anon.session, env.anon.base, body["access_token"])
+    status, body = await root.call("GET", "/_ranvier/admin/v1/appservices")
+    assert status == 200 and body["total"] == 1
+    entry = body["appservices"][0]
+    assert entry["id"] == "bridge" and entry["queued_events"] == 0 and entry["failed_attempts"] == 0
+    text = generate_latest(env.hs.metrics.registry).decode()
+    assert 'ranvier_appservice_queued_events{appservice="bridge"} 0.0' in text
+    assert 'ranvier_appservice_failed_attempts_total{appservice="bridge"} 0.0' in text
