@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from .admin.federation import FederationAdminHandlers
+from .admin.media import MediaAdminHandlers
 from .appservice.client import AppServiceClient
 from .appservice.ephemeral import EphemeralFeed
 from .appservice.metrics import AppServiceCollector
@@ -496,6 +497,7 @@ class Homeserver:
                 freeze_after_ms=config.media.freeze_unauthenticated_after_ms,
                 previewer=self.url_previewer,
             ),
+            MediaAdminHandlers(self.media, self.authenticator),
         ]
         if self.appservices:
             directory = next(h for h in handlers if isinstance(h, DirectoryHandlers))

@@ -184,8 +184,14 @@ class MediaRepository:
             event.set()
 
     async def _delete_file_if_unused(self, sha256: str) -> None:
-        if not await self.store.sha256_in_use(sha256):
-            await self.files.delete(sha256)
+        """Once no media is these bytes: forget the thumbnails made from them, then delete every file of
+        those that nothing else uses (a thumbnail may be the source itself, or equal to another file)."""
+        if await self.store.sha256_in_use(sha256, thumbnails=False):
+            return
+        thumbs = await self.store.delete_thumbnails_of(sha256)
+        for sha in {sha256, *thumbs}:
+            if not await self.store.sha256_in_use(sha):
+                await self.files.delete(sha)
 
     async def delete_local(self, media_id: str) -> bool:
         """Remove a local media id, and its file when nothing else uses it (for the admin API)."""

@@ -216,17 +216,27 @@ class MediaStore:
 
     # -- files and thumbnails ------------------------------------------------------------------------
 
-    async def sha256_in_use(self, sha256: str) -> bool:
-        """Whether any media or thumbnail row still names this file."""
-        for sql in (
+    async def sha256_in_use(self, sha256: str, *, thumbnails: bool = True) -> bool:
+        """Whether a media (local or remote), or with ``thumbnails`` a thumbnail's file, is these bytes."""
+        queries = [
             "SELECT 1 FROM local_media WHERE sha256 = ?",
             "SELECT 1 FROM remote_media WHERE sha256 = ?",
-            "SELECT 1 FROM media_thumbnails WHERE sha256 = ? OR source_sha256 = ?",
-        ):
-            params = (sha256, sha256) if sql.count("?") == 2 else (sha256,)
-            if await self._db.fetchval(sql, params):
+        ]
+        if thumbnails:
+            queries.append("SELECT 1 FROM media_thumbnails WHERE sha256 = ?")
+        for sql in queries:
+            if await self._db.fetchval(sql, (sha256,)):
                 return True
         return False
+
+    async def delete_thumbnails_of(self, source_sha256: str) -> list[str]:
+        """Forget the thumbnails made from these bytes; returns their files' sha256s."""
+        async with self._db.transaction() as txn:
+            rows = await txn.fetchall(
+                "SELECT sha256 FROM media_thumbnails WHERE source_sha256 = ?", (source_sha256,)
+            )
+            await txn.execute("DELETE FROM media_thumbnails WHERE source_sha256 = ?", (source_sha256,))
+        return [r[0] for r in rows]
 
     async def get_thumbnail(
         self, source_sha256: str, width: int, height: int, method: str

@@ -1,0 +1,92 @@
+"""Media administration (Synapse's admin API shape): quarantine and its effect on every way of reading the
+media, deleting one media and a user's media (files removed once unused), admins only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ranvier.app import Homeserver
+
+from .conftest import MediaClient, image_bytes, register
+
+ADMIN = "/_synapse/admin/v1"
+
+
+async def _admin(alice: MediaClient) -> MediaClient:
+    admin = await register(alice.hs, alice.session, "root")
+    await alice.hs.storage.db.execute("UPDATE users SET is_admin = 1 WHERE user_id = ?", (admin.user_id,))
+    return admin
+
+
+def _files(hs: Homeserver) -> int:
+    return sum(1 for p in (Path(hs.config.data_dir) / "media" / "content").rglob("*") if p.is_file())
+
+
+async def _status(client: MediaClient, verb: str, path: str, **params: str) -> int:
+    async with client.session.request(verb, client.url(path), params=params, headers=client.auth) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_quarantine_hides_media_everywhere(alice: MediaClient) -> None:
+    admin = await _admin(alice)
+    uri = await alice.upload(image_bytes("PNG", (300, 300)), "image/png")
+    server, _, media_id = uri[len("mxc://") :].partition("/")
+    download = f"/_matrix/client/v1/media/download/{server}/{media_id}"
+    thumb = f"/_matrix/client/v1/media/thumbnail/{server}/{media_id}"
+    assert await _status(alice, "GET", download) == 200
+    assert (
+        await _status(alice, "POST", f"{ADMIN}/media/quarantine/{server}/{media_id}") == 403
+    )  # not an admin
+    assert await _status(admin, "POST", f"{ADMIN}/media/quarantine/{server}/{media_id}") == 200
+    assert await _status(alice, "GET", download) == 404
+    assert await _status(alice, "GET", thumb, width="32", height="32") == 404
+    assert await _status(admin, "POST", f"{ADMIN}/media/unquarantine/{server}/{media_id}") == 200
+    assert await _status(alice, "GET", download) == 200
+    assert await _status(admin, "POST", f"{ADMIN}/media/quarantine/{server}/nosuchmedia") == 404
+
+
+async def test_delete_media_and_a_users_media(alice: MediaClient) -> None:
+    admin = await _admin(alice)
+    a = await alice.upload(b"first file", "text/plain")
+    await alice.upload(b"second file", "text/plain", filename="b.txt")
+    await alice.upload(b"second file", "text/plain")  # the same bytes: one file for both
+    await admin.upload(b"admin's own", "text/plain")
+    assert _files(alice.hs) == 3
+    server, _, a_id = a[len("mxc://") :].partition("/")
+
+    async with admin.session.get(admin.url(f"{ADMIN}/users/{alice.user_id}/media"), headers=admin.auth) as r:
+        listed = await r.json()
+    assert listed["total"] == 3
+    assert {m["media_length"] for m in listed["media"]} == {10, 11}
+    assert any(m["upload_name"] == "b.txt" for m in listed["media"])
+
+    async with admin.session.delete(admin.url(f"{ADMIN}/media/{server}/{a_id}"), headers=admin.auth) as r:
+        assert await r.json() == {"deleted_media": [a_id], "total": 1}
+    assert await _status(alice, "GET", f"/_matrix/client/v1/media/download/{server}/{a_id}") == 404
+    assert _files(alice.hs) == 2
+    assert await _status(admin, "DELETE", f"{ADMIN}/media/other.example/{a_id}") == 400
+
+    async with admin.session.delete(
+        admin.url(f"{ADMIN}/users/{alice.user_id}/media"), headers=admin.auth
+    ) as r:
+        assert (await r.json())["total"] == 2
+    assert _files(alice.hs) == 1  # only the admin's own upload is left
+
+
+async def test_deleting_media_deletes_its_thumbnails(alice: MediaClient) -> None:
+    admin = await _admin(alice)
+    uri = await alice.upload(image_bytes("PNG", (500, 400)), "image/png")
+    small = await alice.upload(image_bytes("PNG", (20, 20)), "image/png")  # its own thumbnail (fits the box)
+    for media in (uri, small):
+        server, _, media_id = media[len("mxc://") :].partition("/")
+        for w, h, method in ((32, 32, "crop"), (320, 240, "scale")):
+            thumb = f"/_matrix/client/v1/media/thumbnail/{server}/{media_id}"
+            assert await _status(alice, "GET", thumb, width=str(w), height=str(h), method=method) == 200
+    assert _files(alice.hs) == 4  # two originals, two thumbnails of the big one
+    async with admin.session.delete(
+        admin.url(f"{ADMIN}/users/{alice.user_id}/media"), headers=admin.auth
+    ) as r:
+        assert (await r.json())["total"] == 2
+    assert _files(alice.hs) == 0
+    assert await alice.hs.storage.db.fetchval("SELECT COUNT(*) FROM media_thumbnails") == 0
