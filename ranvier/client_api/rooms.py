@@ -207,6 +207,10 @@ class RoomHandlers:
             alias = f"#{plan.alias_localpart}:{self.server_name}"
             if await self._storage.aliases.get_alias(alias) is not None:
                 raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} already exists")
+            # AS "Server admin style permissions": aliases in an exclusive namespace are the appservice's.
+            owner = self._auth.appservices.exclusive_owner_of_alias(alias)
+            if owner is not None and owner is not requester.appservice:
+                raise MatrixError(400, "M_EXCLUSIVE", f"{alias} is in an application service's namespace")
         hint = None if rv.room_id_from_create_event else f"!{secrets.token_urlsafe(18)}:{self.server_name}"
         try:
             room_id = await self._creator.create_room_events(

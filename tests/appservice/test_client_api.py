@@ -139,3 +139,19 @@ async def test_admin_listing_and_metrics(env: Env) -> None:
     text = generate_latest(env.hs.metrics.registry).decode()
     assert 'ranvier_appservice_queued_events{appservice="bridge"} 0.0' in text
     assert 'ranvier_appservice_failed_attempts_total{appservice="bridge"} 0.0' in text
+
+
+async def test_create_room_with_an_exclusive_alias(env: Env) -> None:
+    carol = await env.anon.register("carol")
+    status, body = await carol.call(
+        "POST", "/_matrix/client/v3/createRoom", {"room_alias_name": "bridge_taken"}
+    )
+    assert (status, body["errcode"]) == (400, "M_EXCLUSIVE")
+    status, body = await carol.call("POST", "/_matrix/client/v3/createRoom", {"room_alias_name": "carols"})
+    assert status == 200
+    # The appservice itself may.
+    as_client = Client(env.anon.session, env.anon.base, AS_TOKEN)
+    status, body = await as_client.call(
+        "POST", "/_matrix/client/v3/createRoom", {"room_alias_name": "bridge_taken"}
+    )
+    assert status == 200, body
