@@ -6,8 +6,9 @@
 - ``POST /_synapse/admin/v1/federation/destinations/{destination}/reset_connection``: end its back-off
   now, so its queue is sent at once.
 
-Each entry has Synapse's fields (``destination``, ``retry_last_ts``, ``retry_interval``, ``failure_ts``,
-``last_successful_stream_ordering``; values Ranvier does not track are null) and Ranvier's own:
+Each entry has Synapse's fields ``destination``, ``retry_last_ts``, ``retry_interval`` and ``failure_ts``
+(when the current failure streak began; null while the destination is healthy). Synapse's
+``last_successful_stream_ordering`` is left out: Ranvier does not track it. Ranvier's own fields:
 ``failure_count``, ``pending_pdus``, ``pending_edus`` and ``state`` (idle, sending or backing_off). Only
 server admins may call these.
 """
@@ -25,7 +26,7 @@ from ..federation.sender import FederationSender
 from ..storage.sql.outbox import RetryState
 
 PREFIX = "/_synapse/admin/v1/federation/destinations"
-ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts", "last_successful_stream_ordering")
+ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts")
 
 
 class FederationAdminHandlers:
@@ -57,8 +58,7 @@ class FederationAdminHandlers:
                 "destination": destination,
                 "retry_last_ts": retry.retry_last_ts if retry else 0,
                 "retry_interval": retry.retry_interval if retry else 0,
-                "failure_ts": None,
-                "last_successful_stream_ordering": None,
+                "failure_ts": retry.failure_ts if retry else None,
                 "failure_count": retry.failure_count if retry else 0,
                 "pending_pdus": pdus,
                 "pending_edus": edus,

@@ -79,13 +79,17 @@ async def test_retry_state(db: Database) -> None:
     await outbox.set_retry("b.example", RetryState(1000, 5000, 1))
     await outbox.set_retry("b.example", RetryState(7000, 10000, 2))
     await outbox.set_retry("c.example", RetryState(1, 2, 3))
-    assert await outbox.get_retry("b.example") == RetryState(7000, 10000, 2)
+    # failure_ts is when the streak began: the first failure's time, kept by the later ones.
+    assert await outbox.get_retry("b.example") == RetryState(7000, 10000, 2, failure_ts=1000)
     assert await outbox.get_all_retries() == {
-        "b.example": RetryState(7000, 10000, 2),
-        "c.example": RetryState(1, 2, 3),
+        "b.example": RetryState(7000, 10000, 2, failure_ts=1000),
+        "c.example": RetryState(1, 2, 3, failure_ts=1),
     }
     await outbox.reset_retry("b.example")
     assert await outbox.get_retry("b.example") is None
+    # A success ends the streak: the next failure starts a new one.
+    await outbox.set_retry("b.example", RetryState(9000, 5000, 1))
+    assert await outbox.get_retry("b.example") == RetryState(9000, 5000, 1, failure_ts=9000)
 
 
 async def test_queues_survive_reopening_the_database(db_spec: DbSpec, db: Database) -> None:
@@ -101,7 +105,7 @@ async def test_queues_survive_reopening_the_database(db_spec: DbSpec, db: Databa
     try:
         batch = await OutboxStore(reopened).next_batch("b.example")
         assert batch.event_ids == ["$e1"] and [e.content for e in batch.edus] == [{"push": []}]
-        assert await OutboxStore(reopened).get_retry("b.example") == RetryState(5, 6, 7)
+        assert await OutboxStore(reopened).get_retry("b.example") == RetryState(5, 6, 7, failure_ts=5)
         listed = await PendingJoinPduStore(reopened).list_for_room("!r:x")
         assert [p.pdu["content"] for p in listed] == [{"body": "hi"}]
         # Positions continue after the ones already used, so the order stays right after a restart.

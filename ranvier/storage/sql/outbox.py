@@ -61,6 +61,8 @@ class RetryState:
     retry_last_ts: int
     retry_interval: int
     failure_count: int
+    # When the failure streak began (stored on its first failure; what a writer passes here is ignored).
+    failure_ts: int | None = None
 
 
 class OutboxStore:
@@ -201,28 +203,41 @@ class OutboxStore:
     async def get_retry(self, destination: str) -> RetryState | None:
         """None when the destination is healthy (no failure since the last success)."""
         row = await self._db.fetchone(
-            "SELECT retry_last_ts, retry_interval, failure_count FROM destination_retry"
+            "SELECT retry_last_ts, retry_interval, failure_count, failure_ts FROM destination_retry"
             " WHERE destination = ?",
             (destination,),
         )
-        return RetryState(int(row[0]), int(row[1]), int(row[2])) if row is not None else None
+        return _retry_state(row[0:]) if row is not None else None
 
     async def get_all_retries(self) -> dict[str, RetryState]:
         rows = await self._db.fetchall(
-            "SELECT destination, retry_last_ts, retry_interval, failure_count FROM destination_retry"
+            "SELECT destination, retry_last_ts, retry_interval, failure_count, failure_ts"
+            " FROM destination_retry"
         )
-        return {r[0]: RetryState(int(r[1]), int(r[2]), int(r[3])) for r in rows}
+        return {r[0]: _retry_state(r[1:]) for r in rows}
 
     async def set_retry(self, destination: str, state: RetryState) -> None:
         async with self._db.transaction() as txn:
             await txn.execute(
-                "INSERT INTO destination_retry (destination, retry_last_ts, retry_interval, failure_count)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
+                "INSERT INTO destination_retry"
+                " (destination, retry_last_ts, retry_interval, failure_count, failure_ts)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
                 " retry_last_ts = excluded.retry_last_ts, retry_interval = excluded.retry_interval,"
-                " failure_count = excluded.failure_count",
-                (destination, state.retry_last_ts, state.retry_interval, state.failure_count),
+                " failure_count = excluded.failure_count,"
+                " failure_ts = COALESCE(destination_retry.failure_ts, excluded.failure_ts)",
+                (
+                    destination,
+                    state.retry_last_ts,
+                    state.retry_interval,
+                    state.failure_count,
+                    state.retry_last_ts,
+                ),
             )
 
     async def reset_retry(self, destination: str) -> None:
         async with self._db.transaction() as txn:
             await txn.execute("DELETE FROM destination_retry WHERE destination = ?", (destination,))
+
+
+def _retry_state(row: Any) -> RetryState:
+    return RetryState(int(row[0]), int(row[1]), int(row[2]), None if row[3] is None else int(row[3]))
