@@ -63,14 +63,18 @@ class MadeThumbnail:
 def choose_size(
     width: int, height: int, method: str, sizes: tuple[tuple[int, int, str], ...] = RECOMMENDED_SIZES
 ) -> tuple[int, int, str]:
-    """The configured size to serve for a request: the smallest of the same method at least as big as
-    asked (never smaller than asked where one exists), else the biggest of that method."""
-    same = sorted((s for s in sizes if s[2] == method), key=lambda s: s[0] * s[1]) or sorted(
-        sizes, key=lambda s: s[0] * s[1]
-    )
-    for size in same:
-        if size[0] >= width and size[1] >= height:
+    """The configured size to serve for a request (only those are made, so a client cannot make us render
+    and keep arbitrary sizes): the smallest of the same method at least as big as asked; else the smallest
+    of the other method at least as big (the spec forbids answering smaller than asked where possible);
+    else the biggest of the same method."""
+    by_area = sorted(sizes, key=lambda s: s[0] * s[1])
+    covering = [s for s in by_area if s[0] >= width and s[1] >= height]
+    for size in covering:
+        if size[2] == method:
             return size
+    if covering:
+        return covering[0]
+    same = [s for s in by_area if s[2] == method] or by_area
     return same[-1]
 
 

@@ -156,7 +156,8 @@ def test_probe_reads_only_the_header(tmp_path: Path) -> None:
 def test_choose_size() -> None:
     assert choose_size(1, 1, "crop") == (32, 32, "crop")
     assert choose_size(33, 10, "crop") == (96, 96, "crop")
-    assert choose_size(500, 500, "crop") == (96, 96, "crop")
+    assert choose_size(500, 500, "crop") == (800, 600, "scale")  # no crop size is that big
+    assert choose_size(2000, 2000, "crop") == (96, 96, "crop")  # nothing is: the biggest crop
     assert choose_size(320, 240, "scale") == (320, 240, "scale")
     assert choose_size(321, 240, "scale") == (640, 480, "scale")
 
