@@ -383,7 +383,12 @@ class Homeserver:
         sender = self.federation_sender if federating else None
         notify = self.sync_notifier.notify
         self.device_lists = DeviceLists(
-            self.storage, self.server_name, federation_client=client, sender=sender, notify=notify
+            self.storage,
+            self.server_name,
+            federation_client=client,
+            sender=sender,
+            notify=notify,
+            share_device_names=self.config.federation.allow_device_name_lookup_over_federation,
         )
         self.to_device = ToDeviceService(self.storage, self.server_name, sender=sender, notify=notify)
         self.key_service = KeyService(self.storage, self.device_lists, client)

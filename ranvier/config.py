@@ -91,6 +91,10 @@ class Federation(_Strict):
     # background with /backfill, up to this many events per gap-filling episode (0: only when a client
     # pages to it).
     gap_fill_max_events: int = Field(10000, ge=0)
+    # Whether other servers see our users' device display names (in device list updates, /user/devices
+    # and /user/keys/query). Off by default, as Synapse's allow_device_name_lookup_over_federation: a
+    # device name ("Alice's work laptop") tells every server in every shared room more than it needs.
+    allow_device_name_lookup_over_federation: bool = False
     # Test-only: connect to these servers at a fixed "host:port" instead of resolving their names (the chaos
     # harness routes each link through its own TCP proxy this way). The Host header and the X-Matrix
     # destination stay the server name. Leave empty in production.
@@ -343,6 +347,8 @@ federation:
   catchup_max_per_room: 2000
   # Events fetched in the background to close a gap in a room's timeline (0: only when a client pages).
   gap_fill_max_events: 10000
+  # Show our users' device display names to other servers (off: they see device ids only).
+  allow_device_name_lookup_over_federation: false
 
 # Token buckets: requests per second and the burst allowed above that. Limited requests get
 # 429 M_LIMIT_EXCEEDED with retry_after_ms.

@@ -49,8 +49,12 @@ class DeviceLists:
         federation_client: Any = None,
         sender: Any = None,
         notify: Callable[[], None] | None = None,
+        share_device_names: bool = False,
     ) -> None:
         self._storage = storage
+        # Device display names go to other servers only when the operator allows it (config
+        # federation.allow_device_name_lookup_over_federation).
+        self.share_device_names = share_device_names
         self._server_name = server_name
         self._client = federation_client
         self._sender = sender
@@ -181,7 +185,7 @@ class DeviceLists:
         }
         if not deleted:
             device = await self._storage.devices.get_device(user_id, device_id)
-            if device is not None and device.display_name is not None:
+            if device is not None and device.display_name is not None and self.share_device_names:
                 content["device_display_name"] = device.display_name
             keys = await self._keys_with_signatures(user_id, device_id)
             if keys is not None:
@@ -223,7 +227,7 @@ class DeviceLists:
                 for signer, key_id, sig in sigs.get((user_id, device.device_id), []):
                     device_keys.setdefault("signatures", {}).setdefault(signer, {})[key_id] = sig
                 entry["keys"] = device_keys
-            if device.display_name is not None:
+            if device.display_name is not None and self.share_device_names:
                 entry["device_display_name"] = device.display_name
             devices.append(entry)
         answer: dict[str, Any] = {

@@ -114,6 +114,13 @@ class KeyService:
             chosen = {d: k for d, k in keys.items() if not devices or d in devices}
             for device_id, device_keys in chosen.items():
                 _merge_signatures(device_keys, sigs.get((user_id, device_id), []))
+                if requester is None and not self._lists.share_device_names:
+                    # A remote server asking (/user/keys/query): no device names unless allowed.
+                    unsigned = device_keys.get("unsigned")
+                    if isinstance(unsigned, dict):
+                        unsigned.pop("device_display_name", None)
+                        if not unsigned:
+                            device_keys.pop("unsigned")
             out["device_keys"][user_id] = chosen
             await self._add_cross_signing(requester, user_id, sigs, out)
 

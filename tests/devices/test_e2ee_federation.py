@@ -136,7 +136,16 @@ async def test_device_list_updates_and_resync(
     answer = await alice.ok("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
     assert sorted(answer["device_keys"][bob.user_id]) == sorted([bdev.device_id, bdev2.device_id])
 
-    # A new name travels too.
+    # A new name is a device list change, but the name itself stays home by default
+    # (federation.allow_device_name_lookup_over_federation, off as in Synapse)...
+    await bob.ok("PUT", f"/devices/{bdev.device_id}", {"display_name": "Bob's desk"})
+    await _events_until(alice, lambda s: [u for u in s["device_lists"]["changed"] if u == bob.user_id])
+    devices = await a.storage.device_lists.get_remote_devices(bob.user_id)
+    assert [d.display_name for d in devices if d.device_id == bdev.device_id] == [None]
+    answer = await alice.ok("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
+    assert "unsigned" not in answer["device_keys"][bob.user_id][bdev.device_id]
+    # ...and travels when B's operator allows it.
+    b.device_lists.share_device_names = True
     await bob.ok("PUT", f"/devices/{bdev.device_id}", {"display_name": "Bob's laptop"})
 
     async def a_has_the_name() -> bool:
