@@ -53,6 +53,8 @@ class TrialResult:
     missing_after_10s: int | None = None
     missing_at_end: int | None = None
     missing_at_end_by_server: dict[int, int] = field(default_factory=dict)
+    missing_at_heal_by_server: dict[int, int] = field(default_factory=dict)
+    converge_by_server_s: dict[int, float] = field(default_factory=dict)  # when each server had them all
     converge_s: float | None = None  # from the last heal until every acknowledged event was everywhere
     state_divergent_servers: list[int] = field(default_factory=list)
     state_differing_keys: int = 0
@@ -104,6 +106,8 @@ class TrialResult:
             f"  faults {len(self.faults)}, acknowledged {self.acknowledged} (client retries {self.retries})",
             f"  missing without paging: at heal {self.missing_at_heal}, after 10 s {self.missing_after_10s}, "
             f"at end {self.missing_at_end}; converged {conv}",
+            f"  missing at heal by server {_by(self.missing_at_heal_by_server)}; each server complete after "
+            + (", ".join(f"s{i} {t:.1f}s" for i, t in sorted(self.converge_by_server_s.items())) or "-"),
             f"  /state divergent servers {self.state_divergent_servers or 'none'}, order inversions "
             f"{self.order_inversions}, duplicates {self.duplicates}",
             f"  RSS MB: {rss}",
@@ -115,6 +119,10 @@ class TrialResult:
         if self.logs:
             lines.append(f"  logs kept in {self.logs}")
         return "\n".join(lines)
+
+
+def _by(counts: dict[int, int]) -> str:
+    return ", ".join(f"s{i} {n}" for i, n in sorted(counts.items())) or "none"
 
 
 async def run_trial(
@@ -176,17 +184,22 @@ async def _measure(
     result.send_errors = [e for u in users for e in u.errors]
 
     timelines = await check.read_all(cluster.servers, room_id)
-    result.missing_at_heal = check.missing(acked, timelines)
+    result.missing_at_heal_by_server = check.missing_by_server(acked, timelines)
+    result.missing_at_heal = sum(result.missing_at_heal_by_server.values())
     while True:
         now = time.monotonic() - healed
-        current = check.missing(acked, timelines)
+        by_server = check.missing_by_server(acked, timelines)
+        for s in cluster.servers:
+            if s.index not in by_server:
+                result.converge_by_server_s.setdefault(s.index, now)
+        current = sum(by_server.values())
         if current == 0 and result.converge_s is None:
             result.converge_s = now
         if result.missing_after_10s is None and (now >= 10.0 or current == 0):
             result.missing_after_10s = current
         if current == 0 or now > cfg.converge_timeout:
             result.missing_at_end = current
-            result.missing_at_end_by_server = check.missing_by_server(acked, timelines)
+            result.missing_at_end_by_server = by_server
             break
         await asyncio.sleep(POLL)
         timelines = await check.read_all(cluster.servers, room_id)
