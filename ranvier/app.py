@@ -58,7 +58,7 @@ from .federation.discovery import ServerDiscovery
 from .federation.e2ee_routes import add_e2ee_routes
 from .federation.ip_blocklist import IpBlocklist
 from .federation.key_routes import add_key_routes
-from .federation.keys import Keyring
+from .federation.keys import Keyring, Notary
 from .federation.media_routes import add_media_routes
 from .federation.membership_routes import add_membership_routes
 from .federation.request_auth import origin_seen_middleware
@@ -156,6 +156,10 @@ class Homeserver:
             [self.signing_key],
             client=self.federation_client,
             store=storage.keys,
+            notaries=[
+                Notary(t) if isinstance(t, str) else Notary(t.server_name, t.verify_keys)
+                for t in fed.trusted_key_servers
+            ],
             fetch_timeout=config.key_fetch.timeout,
             retry_max=config.key_fetch.retry_max,
         )
@@ -498,7 +502,7 @@ class Homeserver:
                 )
                 if config.rate_limits.enabled
                 else None,
-                body_timeout=config.request_limits.body_timeout,
+                upload_timeout=config.media.upload_timeout,
                 freeze_after_ms=config.media.freeze_unauthenticated_after_ms,
                 previewer=self.url_previewer,
             ),

@@ -69,13 +69,22 @@ class Registration(_Strict):
     shared_secret: str | None = None
 
 
+class TrustedKeyServer(_Strict):
+    # Synapse's shape: the notary's name and, optionally, its verify keys (key id -> unpadded base64);
+    # without them its own keys are fetched from it directly.
+    server_name: str
+    verify_keys: dict[str, str] | None = None
+
+
 class Federation(_Strict):
     enabled: bool = True
     verify_tls: bool = True
     # Outbound requests to private, loopback and link-local addresses are refused unless allowed here.
     allow_loopback: bool = False
     ip_range_blocklist: list[str] | None = None
-    trusted_key_servers: list[str] = []
+    # Notaries (S2S "Querying Keys Through Another Server") asked for a server's keys when that server
+    # cannot be reached directly: server names, or {server_name, verify_keys} as in Synapse.
+    trusted_key_servers: list[str | TrustedKeyServer] = []
     # Outbound back-off towards a server that fails (seconds): doubling from the first value up to the second.
     # Bounded, so a healed link is used again within minutes; a validly signed request from that server
     # resets it to zero at once.
@@ -187,6 +196,9 @@ class Media(_Strict):
     store_path: str | None = None
     # Largest upload, in bytes (413 M_TOO_LARGE beyond, refused before the body is read when declared).
     max_upload_size: int = Field(50 * 1024 * 1024, ge=1024)
+    # Seconds an authenticated upload's body may take to arrive (request_limits.body_timeout applies until
+    # the request is authenticated).
+    upload_timeout: float = Field(600.0, gt=0, le=86400)
     # Images whose header declares more pixels than this are not decoded for thumbnails (413 M_TOO_LARGE).
     max_image_pixels: int = Field(32_000_000, ge=1024)
     # Per user: uploads and /create calls (token bucket), and created media ids waiting for their upload.
@@ -394,6 +406,8 @@ media:
   store_path: null
   # Largest upload in bytes; a larger one is refused with 413 M_TOO_LARGE.
   max_upload_size: 52428800
+  # Seconds an upload's body may take once its request is authenticated (slow links, big files).
+  upload_timeout: 600
   # Images declaring more pixels than this are never decoded for thumbnails (decompression bombs).
   max_image_pixels: 32000000
   # Per user: uploads and /create calls, and created media ids waiting for their upload.

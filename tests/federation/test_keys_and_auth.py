@@ -259,3 +259,47 @@ async def test_notary_query_for_itself_and_for_nobody(servers) -> None:
         "POST", a.server_name, "/_matrix/key/v2/query", json_body={"server_keys": {}}, authenticate=False
     )
     assert empty == {"server_keys": []}
+
+
+async def test_trusted_key_servers_from_the_config_are_asked_when_the_origin_is_down(
+    servers, tmp_path: Path
+) -> None:
+    """``federation.trusted_key_servers`` in homeserver.yaml reaches the homeserver's keyring: with the
+    origin offline, a key is still fetched, through the notary named there (both config shapes)."""
+    from ranvier.app import Homeserver
+    from ranvier.config import parse_config
+    from tests.ports import free_port
+
+    origin = await servers()
+    notary = await servers()
+    okey = origin.keyring.signing_key
+    # The notary learns the origin's key while the origin is up, then the origin goes offline.
+    assert await notary.keyring.get_verify_key(origin.server_name, okey.key_id) is not None
+    await origin.stop_listening()
+    nkey = notary.keyring.signing_key
+    for i, trusted in enumerate(
+        [
+            notary.server_name,
+            {"server_name": notary.server_name, "verify_keys": {nkey.key_id: nkey.public_key_base64}},
+        ]
+    ):
+        data_dir = tmp_path / f"hs{i}"
+        fed_port = free_port()
+        config = parse_config(
+            {
+                "server_name": f"127.0.0.1:{fed_port}",
+                "data_dir": str(data_dir),
+                "signing_key_path": str(data_dir / "signing.key"),
+                "database": {"url": f"sqlite:///{data_dir / 'homeserver.db'}"},
+                "listeners": {"client": {"port": 0}, "federation": {"port": fed_port}},
+                "federation": {"verify_tls": False, "allow_loopback": True, "trusted_key_servers": [trusted]},
+            }
+        )
+        data_dir.mkdir(parents=True)
+        hs = Homeserver(config)
+        await hs.start()
+        try:
+            info = await hs.keyring.get_verify_key(origin.server_name, okey.key_id)
+            assert info is not None and info.key == okey.verify_key
+        finally:
+            await hs.stop()
