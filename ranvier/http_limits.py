@@ -250,6 +250,16 @@ class GuardedRequestHandler(RequestHandler):
         )
         self.force_close()
 
+    def extend_body_deadline(self, seconds: float) -> None:
+        """Allow the body being received ``seconds`` from now instead of ``body_timeout`` from its head: for
+        an authenticated upload that its handler streams (a big file over a slow link)."""
+        if self._body is None or self._body.is_eof():
+            return
+        loop = asyncio.get_running_loop()
+        self.body_deadline = loop.time() + seconds
+        self._cancel(self._body_timer)
+        self._body_timer = loop.call_at(self.body_deadline + BACKSTOP_GRACE, self._body_late)
+
     def linger_briefly(self) -> None:
         """Once the current answer is sent, read and drop what is left of the request's body for at most
         ``LINGER_AFTER_REFUSAL`` seconds, then close (aiohttp's default is ten). Not zero: closing a socket

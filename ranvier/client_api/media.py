@@ -105,7 +105,7 @@ class MediaHandlers:
         authenticator: Authenticator,
         *,
         upload_limiter: RateLimiter | None,
-        body_timeout: float,
+        upload_timeout: float,
         freeze_after_ms: int | None,
         previewer: UrlPreviewer | None = None,
     ) -> None:
@@ -113,7 +113,7 @@ class MediaHandlers:
         self._previewer = previewer
         self._auth = authenticator
         self._limiter = upload_limiter
-        self._body_timeout = body_timeout
+        self._upload_timeout = upload_timeout
         self._freeze_after_ms = freeze_after_ms
 
     def routes(self) -> list[web.RouteDef]:
@@ -155,14 +155,14 @@ class MediaHandlers:
     async def _stream_into(self, request: web.Request, store: Any) -> web.StreamResponse:
         """Run ``store(chunks)``; the errors of reading a body become answers that close the connection."""
         try:
-            result: web.StreamResponse = await store(_body_chunks(request, self._body_timeout))
+            result: web.StreamResponse = await store(_body_chunks(request, self._upload_timeout))
             return result
         except MediaError as e:
             resp = web.json_response(_matrix(e).to_json(), status=e.status)
             return _close_after(request, resp) if e.status == 413 else resp
         except TimeoutError:
             resp = web.json_response(
-                {"errcode": "M_UNKNOWN", "error": f"Upload not received within {self._body_timeout}s"},
+                {"errcode": "M_UNKNOWN", "error": f"Upload not received within {self._upload_timeout}s"},
                 status=408,
             )
             return _close_after(request, resp)
@@ -174,7 +174,12 @@ class MediaHandlers:
         """Authenticate and rate-limit an upload before its body is read: the user and the file name."""
         requester = await self._auth.require_user(request)
         self._rate_limit(requester.user_id)
-        return requester.user_id, _upload_name(request)
+        name = _upload_name(request)
+        if isinstance(request.protocol, GuardedRequestHandler):
+            # Authenticated: the body may take upload_timeout (a big file, a slow link), not the listener's
+            # body_timeout meant for JSON bodies.
+            request.protocol.extend_body_deadline(self._upload_timeout)
+        return requester.user_id, name
 
     async def upload(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -19,7 +19,9 @@ from tests.ports import free_port
 from tests.storage.conftest import db, db_spec, raw_db  # noqa: F401
 
 
-async def start_media_server(tmp_path: Path, *, tls: bool = False, **media: Any) -> Homeserver:
+async def start_media_server(
+    tmp_path: Path, *, tls: bool = False, request_limits: dict[str, Any] | None = None, **media: Any
+) -> Homeserver:
     """A server; ``tls`` for one that federates (our federation client speaks only HTTPS)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     fed_port = free_port()
@@ -36,6 +38,7 @@ async def start_media_server(tmp_path: Path, *, tls: bool = False, **media: Any)
             "registration": {"enabled": True},
             "federation": {"verify_tls": False, "allow_loopback": True},
             "media": media,
+            "request_limits": request_limits or {},
         }
     )
     hs = Homeserver(config)

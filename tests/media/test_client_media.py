@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -290,3 +291,46 @@ async def test_unauthenticated_upload_refused_before_the_body(alice: MediaClient
         assert (await resp.json())["errcode"] == "M_UNKNOWN_TOKEN"
     assert await _local_rows(alice.hs) == 0
     assert _files(alice.hs) == []
+
+
+async def _slow_body(parts: int, pause: float) -> AsyncIterator[bytes]:
+    for _ in range(parts):
+        yield b"s" * 1000
+        await asyncio.sleep(pause)
+
+
+async def _slow_upload(hs: Homeserver) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as session:
+        alice = await register(hs, session, "alice")
+        try:
+            async with session.post(
+                alice.url("/_matrix/media/v3/upload"), data=_slow_body(4, 0.6), headers=alice.auth
+            ) as resp:
+                return resp.status, await resp.json()
+        except aiohttp.ClientError as e:
+            return 0, {"error": str(e)}
+
+
+async def test_authenticated_upload_gets_upload_timeout_not_body_timeout(tmp_path: Path) -> None:
+    # The listener's body_timeout (1 s here) is for JSON bodies and requests not yet authenticated; an
+    # authenticated upload gets media.upload_timeout.
+    hs = await start_media_server(tmp_path, request_limits={"body_timeout": 1}, upload_timeout=30)
+    try:
+        status, body = await _slow_upload(hs)
+        assert status == 200, body
+        assert body["content_uri"].startswith("mxc://")
+    finally:
+        await hs.stop()
+
+
+async def test_upload_timeout_ends_a_slow_upload(tmp_path: Path) -> None:
+    hs = await start_media_server(tmp_path, request_limits={"body_timeout": 30}, upload_timeout=1)
+    try:
+        status, body = await _slow_upload(hs)
+        assert status in (408, 0), body  # 408 M_UNKNOWN, or the connection closed while still sending
+        if status == 408:
+            assert body["errcode"] == "M_UNKNOWN"
+        assert await _local_rows(hs) == 0
+        assert _files(hs) == []
+    finally:
+        await hs.stop()
