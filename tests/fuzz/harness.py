@@ -420,7 +420,7 @@ class FuzzHarness:
         else:
             state = await current_state_events(self.hs, room_id)
             prev = sorted(await storage.events.get_forward_extremities(room_id))[:10]
-            depth = await storage.events.get_max_depth_of(prev) + 1
+            depth = min(await storage.events.get_max_depth_of(prev) + 1, 2**53 - 1)
             auth = auth_events_for(rv, state, "m.room.member", sender, content, state_key)
             auth_ids = sorted(p.event_id for p in auth)
         try:
@@ -470,7 +470,8 @@ class FuzzHarness:
         rv = await storage.rooms.get_room_version(room_id)
         state = await current_state_events(self.hs, room_id)
         prev_ids = sorted(await storage.events.get_forward_extremities(room_id))[:10]
-        depth = await storage.events.get_max_depth_of(prev_ids) + 1
+        # One more than the prev events, within canonical JSON (as the spec has senders clamp it).
+        depth = min(await storage.events.get_max_depth_of(prev_ids) + 1, 2**53 - 1)
         sender = self.remote_user
         content = spec.content if isinstance(spec.content, dict) else {"value": spec.content}
         auth = auth_events_for(rv, state, spec.event_type, sender, content, spec.state_key)
