@@ -5,9 +5,10 @@
 - ``DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}``: delete a local media (its file too, once no
   other media or thumbnail uses the same bytes);
 - ``GET /_synapse/admin/v1/users/{userId}/media`` (``from``/``limit``) and ``DELETE`` on the same path: a
-  user's uploads, listed or all deleted.
-
-A room's media (every mxc URI its events cite) is not covered yet.
+  user's uploads, listed or all deleted;
+- ``GET /_synapse/admin/v1/room/{roomId}/media`` and ``POST .../media/quarantine``: the media a room's
+  events cite (every ``mxc://`` URI in their JSON; not inside encrypted events, which we cannot read),
+  listed or all quarantined.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class MediaAdminHandlers:
             web.post(PREFIX + "/media/quarantine/{server_name}/{media_id}", self.quarantine),
             web.post(PREFIX + "/media/unquarantine/{server_name}/{media_id}", self.unquarantine),
             web.delete(PREFIX + "/media/{server_name}/{media_id}", self.delete_media),
+            web.get(PREFIX + "/room/{room_id}/media", self.list_room_media),
+            web.post(PREFIX + "/room/{room_id}/media/quarantine", self.quarantine_room_media),
             web.get(PREFIX + "/users/{user_id}/media", self.list_user_media),
             web.delete(PREFIX + "/users/{user_id}/media", self.delete_user_media),
         ]
@@ -71,6 +74,32 @@ class MediaAdminHandlers:
         if not await self._repo.delete_local(media_id):
             raise not_found("No such local media")
         return web.json_response({"deleted_media": [media_id], "total": 1})
+
+    async def list_room_media(self, request: web.Request) -> web.Response:
+        await self._require_admin(request)
+        cited = await self._repo.store.media_cited_in_room(request.match_info["room_id"])
+        ours = self._repo.server_name
+        return web.json_response(
+            {
+                "local": sorted(f"mxc://{s}/{m}" for s, m in cited if s == ours),
+                "remote": sorted(f"mxc://{s}/{m}" for s, m in cited if s != ours),
+            }
+        )
+
+    async def quarantine_room_media(self, request: web.Request) -> web.Response:
+        """Every media the room's events cite that we hold (uploaded here, or cached from elsewhere)."""
+        await self._require_admin(request)
+        store = self._repo.store
+        count = 0
+        for server_name, media_id in await store.media_cited_in_room(request.match_info["room_id"]):
+            if server_name == self._repo.server_name:
+                if await store.get_local(media_id) is not None:
+                    await store.set_local_quarantined(media_id, True)
+                    count += 1
+            elif await store.get_remote(server_name, media_id) is not None:
+                await store.set_remote_quarantined(server_name, media_id, True)
+                count += 1
+        return web.json_response({"num_quarantined": count})
 
     async def list_user_media(self, request: web.Request) -> web.Response:
         await self._require_admin(request)

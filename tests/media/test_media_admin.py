@@ -90,3 +90,36 @@ async def test_deleting_media_deletes_its_thumbnails(alice: MediaClient) -> None
         assert (await r.json())["total"] == 2
     assert _files(alice.hs) == 0
     assert await alice.hs.storage.db.fetchval("SELECT COUNT(*) FROM media_thumbnails") == 0
+
+
+async def test_room_media_listed_and_quarantined(alice: MediaClient) -> None:
+    admin = await _admin(alice)
+    image = await alice.upload(image_bytes("PNG", (200, 200)), "image/png")
+    thumb = await alice.upload(image_bytes("PNG", (20, 20)), "image/png")
+    other = await alice.upload(b"not in the room", "text/plain")
+    v3 = "/_matrix/client/v3"
+    async with alice.session.post(alice.url(f"{v3}/createRoom"), json={}, headers=alice.auth) as r:
+        room_id = (await r.json())["room_id"]
+    content = {
+        "msgtype": "m.image",
+        "body": "a picture",
+        "url": image,
+        "info": {"thumbnail_url": thumb},
+        "external": "mxc://remote.example/someRemoteMedia",
+    }
+    async with alice.session.put(
+        alice.url(f"{v3}/rooms/{room_id}/send/m.room.message/t1"), json=content, headers=alice.auth
+    ) as r:
+        assert r.status == 200, await r.text()
+
+    async with admin.session.get(admin.url(f"{ADMIN}/room/{room_id}/media"), headers=admin.auth) as r:
+        listed = await r.json()
+    assert listed == {"local": sorted([image, thumb]), "remote": ["mxc://remote.example/someRemoteMedia"]}
+    async with admin.session.post(
+        admin.url(f"{ADMIN}/room/{room_id}/media/quarantine"), headers=admin.auth
+    ) as r:
+        assert await r.json() == {"num_quarantined": 2}  # the remote one is not cached here
+    for uri, status in ((image, 404), (thumb, 404), (other, 200)):
+        server, _, media_id = uri[len("mxc://") :].partition("/")
+        assert await _status(alice, "GET", f"/_matrix/client/v1/media/download/{server}/{media_id}") == status
+    assert await _status(alice, "GET", f"{ADMIN}/room/{room_id}/media") == 403

@@ -5,6 +5,7 @@ their sha256 (ranvier.media.files); these rows say which media id is which file.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .engine import Database, Row
@@ -67,6 +68,10 @@ def _local(row: Row) -> LocalMedia:
 
 def _remote(row: Row) -> RemoteMedia:
     return RemoteMedia(row[0], row[1], int(row[2]), row[3], row[4], int(row[5]), row[6], bool(row[7]))
+
+
+# An mxc URI inside event JSON: a server name (host, IP literal, port) and a media id.
+_MXC = re.compile(r"mxc://([A-Za-z0-9.:\[\]-]{1,255})/([A-Za-z0-9_-]{1,255})")
 
 
 class MediaExists(Exception):
@@ -213,6 +218,25 @@ class MediaStore:
             "UPDATE remote_media SET quarantined = ? WHERE server_name = ? AND media_id = ?",
             (int(quarantined), server_name, media_id),
         )
+
+    # -- rooms ---------------------------------------------------------------------------------------
+
+    async def media_cited_in_room(self, room_id: str, page: int = 1000) -> set[tuple[str, str]]:
+        """(server name, media id) of every ``mxc://`` URI in the room's stored events (their JSON as
+        received, so a redacted event's media counts too), for the admin API. Reads the room in pages."""
+        found: set[tuple[str, str]] = set()
+        after = -(2**62)
+        while True:
+            rows = await self._db.fetchall(
+                "SELECT stream_ordering, json FROM events WHERE room_id = ? AND stream_ordering > ?"
+                " ORDER BY stream_ordering LIMIT ?",
+                (room_id, after, page),
+            )
+            for _, text in rows:
+                found.update(_MXC.findall(text))
+            if len(rows) < page:
+                return found
+            after = int(rows[-1][0])
 
     # -- files and thumbnails ------------------------------------------------------------------------
 
