@@ -14,11 +14,18 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-from .spec import EventSchema, Operation, Param, load_event_schemas, path_param_names
+from .spec import API_DIR, EventSchema, Operation, Param, load_event_schemas, path_param_names, resolve
 from .values import EDGE_INTS, SchemaStrategies, World, any_json, deep_nest_text, from_pool, mostly, text
 
 MAX_ENCODED = 1500  # per path segment or query value: keep request lines under aiohttp's 8190 limit
 MAX_FILTER = 2500  # a filter given inline, before percent-encoding
+
+# A filter given inline in a query (/sync, /messages, /context): a whole filter or a room event filter.
+_DEFINITIONS = API_DIR / "client-server" / "definitions"
+FILTER_SCHEMAS = [
+    resolve({"$ref": name}, _DEFINITIONS / "x.yaml")
+    for name in ("sync_filter.yaml", "room_event_filter.yaml")
+]
 
 # Operations that end sessions or accounts run as a throwaway user, so the fuzzer keeps its own token.
 DESTRUCTIVE = (
@@ -108,6 +115,8 @@ class RequestStrategies:
     def __init__(self, world: World) -> None:
         self.world = world
         self.schemas = SchemaStrategies(world)
+        # Path parameters are less often garbage: most examples should reach a real room, user or event.
+        self.path_schemas = SchemaStrategies(world, hostile_rate=40)
 
     def path_value(self, param: Param | None, name: str) -> st.SearchStrategy[str]:
         lowered = name.lower()
@@ -116,12 +125,14 @@ class RequestStrategies:
         if lowered == "txnid":
             return mostly(st.uuids().map(str), text(), 6)
         schema = param.schema if param is not None else {"type": "string"}
-        return self.schemas.for_schema(schema, name).map(_scalar)
+        return self.path_schemas.for_schema(schema, name).map(_scalar)
 
     def query_values(self, param: Param) -> st.SearchStrategy[list[str]]:
         if param.name == "filter":
             value = st.one_of(
                 from_pool(self.world, "filter_ids"),
+                self.schemas.for_schema(FILTER_SCHEMAS[0]).map(json.dumps),
+                self.schemas.for_schema(FILTER_SCHEMAS[1]).map(json.dumps),
                 any_json(8).map(json.dumps),
                 st.integers(min_value=10, max_value=150).map(deep_nest_text),
                 text(),
