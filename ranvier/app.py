@@ -336,7 +336,11 @@ class Homeserver:
             files,
             Thumbnailer(media.max_image_pixels),
             self.server_name,
-            MediaLimits(max_upload_size=media.max_upload_size, max_pending_uploads=media.max_pending_uploads),
+            MediaLimits(
+                max_upload_size=media.max_upload_size,
+                max_pending_uploads=media.max_pending_uploads,
+                max_remote_cache_bytes=media.max_remote_cache_bytes,
+            ),
             remote=self.remote_media,
         )
         self.url_previewer: UrlPreviewer | None = None

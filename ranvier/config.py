@@ -207,6 +207,8 @@ class Media(_Strict):
     # Other servers' media: largest fetched, and seconds one fetch may take.
     max_remote_size: int = Field(50 * 1024 * 1024, ge=1024)
     remote_timeout: float = Field(30.0, gt=0, le=600)
+    # Bytes of other servers' media kept; past it the earliest fetched are forgotten (null: no bound).
+    max_remote_cache_bytes: int | None = Field(10 * 1024**3, ge=1024)
     # The deprecated unauthenticated /_matrix/media/*/download and /thumbnail serve only media stored
     # before this time (ms since the epoch), as Matrix 1.12 asks ("freeze"); 0 freezes all, null none.
     freeze_unauthenticated_after_ms: int | None = Field(0, ge=0)
@@ -416,6 +418,8 @@ media:
   # Other servers' media: largest fetched (bytes) and seconds per fetch.
   max_remote_size: 52428800
   remote_timeout: 30
+  # Bytes of other servers' media kept here; past it the earliest fetched are forgotten (null: no bound).
+  max_remote_cache_bytes: 10737418240
   # Matrix 1.12 "freeze": the deprecated unauthenticated download/thumbnail endpoints serve only media
   # stored before this time (ms since the epoch); 0 freezes all, null never.
   freeze_unauthenticated_after_ms: 0

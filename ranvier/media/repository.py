@@ -50,6 +50,9 @@ class MediaLimits:
     max_pending_uploads: int = 10
     unused_expiry_ms: int = 24 * 3600 * 1000  # CS "create": the recommended 24 hours
     max_wait_ms: int = 60_000  # the cap on a download's timeout_ms
+    # Other servers' media kept here, in bytes: past it the earliest fetched are forgotten (fetched again
+    # when asked for). None: no bound.
+    max_remote_cache_bytes: int | None = None
 
 
 class MediaRepository:
@@ -193,6 +196,24 @@ class MediaRepository:
             if not await self.store.sha256_in_use(sha):
                 await self.files.delete(sha)
 
+    async def _bound_remote_cache(self, keep: tuple[str, str]) -> None:
+        """Forget the earliest fetched remote media until the cache is within its bound (never ``keep``,
+        the one being served)."""
+        cap = self.limits.max_remote_cache_bytes
+        if cap is None:
+            return
+        total = await self.store.remote_cache_size()
+        while total > cap:
+            victims = [m for m in await self.store.oldest_remote(20) if (m.server_name, m.media_id) != keep]
+            if not victims:
+                return
+            for media in victims:
+                await self.store.delete_remote(media.server_name, media.media_id)
+                await self._delete_file_if_unused(media.sha256)
+                total -= media.size
+                if total <= cap:
+                    return
+
     async def delete_local(self, media_id: str) -> bool:
         """Remove a local media id, and its file when nothing else uses it (for the admin API)."""
         if await self.store.get_local(media_id) is None:
@@ -240,6 +261,7 @@ class MediaRepository:
             if self.remote is None:
                 raise not_found("Remote media is not available: federation is off")
             cached = await self.remote.fetch(server_name, media_id)
+            await self._bound_remote_cache(keep=(server_name, media_id))
         if cached.quarantined:
             raise not_found()
         return ServedFile(

@@ -183,3 +183,31 @@ async def test_concurrent_requests_fetch_once(tmp_path: Path, legacy_peer: tuple
         assert b.remote_media is not None and b.remote_media._in_flight == {}
     finally:
         await b.stop()
+
+
+async def test_remote_cache_is_bounded(tmp_path: Path) -> None:
+    a = await start_media_server(tmp_path / "a", tls=True)
+    b = await start_media_server(tmp_path / "b", tls=True, max_remote_cache_bytes=250_000)
+    try:
+        async with aiohttp.ClientSession() as session:
+            alice = await register(a, session, "alice")
+            bob = await register(b, session, "bob")
+            uris = [await alice.upload(bytes([i]) * 100_000, "application/octet-stream") for i in range(3)]
+            for uri in uris:
+                server, media_id = _ids(uri)
+                status, _, _ = await _get(bob, f"/_matrix/client/v1/media/download/{server}/{media_id}")
+                assert status == 200
+            # 300 kB fetched, 250 kB allowed: the first fetched is forgotten, file and all.
+            rows = await b.storage.db.fetchall("SELECT media_id FROM remote_media ORDER BY fetched_ts")
+            assert [r[0] for r in rows] == [_ids(u)[1] for u in uris[1:]]
+            assert (
+                len([p for p in (Path(b.config.data_dir) / "media" / "content").rglob("*") if p.is_file()])
+                == 2
+            )
+            # Asked for again, it is fetched again.
+            server, media_id = _ids(uris[0])
+            status, body, _ = await _get(bob, f"/_matrix/client/v1/media/download/{server}/{media_id}")
+            assert status == 200 and body == bytes([0]) * 100_000
+    finally:
+        await b.stop()
+        await a.stop()

@@ -213,6 +213,21 @@ class MediaStore:
             )
         return media
 
+    async def remote_cache_size(self) -> int:
+        return int(await self._db.fetchval("SELECT COALESCE(SUM(size), 0) FROM remote_media"))
+
+    async def oldest_remote(self, limit: int) -> list[RemoteMedia]:
+        rows = await self._db.fetchall(
+            f"SELECT {_REMOTE_COLUMNS} FROM remote_media ORDER BY fetched_ts, server_name, media_id LIMIT ?",
+            (limit,),
+        )
+        return [_remote(r) for r in rows]
+
+    async def delete_remote(self, server_name: str, media_id: str) -> None:
+        await self._db.execute(
+            "DELETE FROM remote_media WHERE server_name = ? AND media_id = ?", (server_name, media_id)
+        )
+
     async def set_remote_quarantined(self, server_name: str, media_id: str, quarantined: bool) -> None:
         await self._db.execute(
             "UPDATE remote_media SET quarantined = ? WHERE server_name = ? AND media_id = ?",
