@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -152,11 +152,12 @@ class MediaHandlers:
             body: dict[str, Any] = limit_exceeded_body(wait)
             raise MatrixError(429, body.pop("errcode"), body.pop("error"), **body)
 
-    async def _stream_into(self, request: web.Request, store: Any) -> web.StreamResponse:
+    async def _stream_into(
+        self, request: web.Request, store: Callable[[AsyncIterator[bytes]], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         """Run ``store(chunks)``; the errors of reading a body become answers that close the connection."""
         try:
-            result: web.StreamResponse = await store(_body_chunks(request, self._upload_timeout))
-            return result
+            return await store(_body_chunks(request, self._upload_timeout))
         except MediaError as e:
             resp = web.json_response(_matrix(e).to_json(), status=e.status)
             return _close_after(request, resp) if e.status == 413 else resp
