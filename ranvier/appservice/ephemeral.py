@@ -1,10 +1,12 @@
 """Ephemeral data for appservices with ``receive_ephemeral`` (AS "Pushing ephemeral data", MSC2409):
-typing and read receipts of the rooms an appservice is interested in, queued like events.
+typing and read receipts of the rooms an appservice is interested in, and to-device messages for the
+devices of users in its namespaces (MSC2409's ``de.sorunome.msc2409.to_device``), queued like events.
 
 The feed follows the same wake-up as long-polling /sync (``SyncNotifier.ticket``), then reads what
-changed since it last looked: the typing stream's change counter and the receipts stream position.
-Ephemeral data is not kept across a restart of Ranvier (typing is in memory; receipts after the last
-position seen are picked up from the position current at start).
+changed since it last looked: the typing stream's change counter (in memory, like typing itself), and
+the receipts and to-device streams, whose read positions are stored with what was queued from them (one
+transaction), so nothing is skipped or queued twice across a restart. On the very first start the feed
+begins at the streams' current positions.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import contextlib
 import logging
 from typing import Any
 
-from ..storage.sql.appservice import AppServiceStore
+from ..clock import now_ms
+from ..storage.sql.appservice import AppServiceStore, FeedItem
 from ..storage.sql.receipts import client_receipt_contents
 from .pusher import AppServicePusher
 
 logger = logging.getLogger(__name__)
+
+MAX_ROWS_PER_POLL = 1000
 
 
 class EphemeralFeed:
@@ -29,18 +34,21 @@ class EphemeralFeed:
         self._store = store
         self._typing = typing
         self._notifier = notifier
+        self._services = [w.service for w in pusher.workers.values() if w.service.receive_ephemeral]
         self._task: asyncio.Task[None] | None = None
         self._typing_serial = 0
-        self._receipt_pos = 0
-
-    def wanted(self) -> bool:
-        return any(w.service.receive_ephemeral for w in self._pusher.workers.values())
+        self._positions: dict[str, int] = {}
 
     async def start(self) -> None:
-        if not self.wanted():
+        if not self._services:
             return
         self._typing_serial = self._typing.serial
-        self._receipt_pos = await self._receipt_max()
+        for stream in ("receipts", "to_device"):
+            stored = await self._store.feed_position(stream)
+            if stored is None:
+                stored = await self._store.stream_position(stream)
+                await self._store.enqueue_feed([], now_ms(), stream, stored)
+            self._positions[stream] = stored
         self._task = asyncio.create_task(self._run(), name="appservice ephemeral")
 
     async def stop(self) -> None:
@@ -48,10 +56,6 @@ class EphemeralFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-    async def _receipt_max(self) -> int:
-        value = await self._store.db.fetchval("SELECT pos FROM aux_stream_positions WHERE name = 'receipts'")
-        return int(value or 0)
 
     async def _run(self) -> None:
         while True:
@@ -66,22 +70,68 @@ class EphemeralFeed:
 
     async def poll(self) -> None:
         """Queue what changed since the last poll."""
+        await self._poll_typing()
+        await self._poll_receipts()
+        await self._poll_to_device()
+
+    async def _interested(self, room_id: str) -> list[str]:
+        return sorted(await self._pusher.room_interest(room_id))
+
+    async def _poll_typing(self) -> None:
         serial = self._typing.serial
-        rooms = (
-            self._typing.rooms_changed_since(self._typing_serial) if serial != self._typing_serial else set()
-        )
+        if serial == self._typing_serial:
+            return
+        rooms = self._typing.rooms_changed_since(self._typing_serial)
         self._typing_serial = serial
+        items = []
         for room_id in sorted(rooms):
-            edu = {
-                "type": "m.typing",
-                "room_id": room_id,
-                "content": {"user_ids": self._typing.typing_users(room_id)},
-            }
-            await self._pusher.enqueue_ephemeral(sorted(await self._pusher.room_interest(room_id)), edu)
-        upto = await self._receipt_max()
-        if upto > self._receipt_pos:
-            receipts = await self._store.receipts_between(self._receipt_pos, upto)
-            self._receipt_pos = upto
-            for room_id, content in client_receipt_contents(receipts).items():
-                edu = {"type": "m.receipt", "room_id": room_id, "content": content}
-                await self._pusher.enqueue_ephemeral(sorted(await self._pusher.room_interest(room_id)), edu)
+            content = {"user_ids": self._typing.typing_users(room_id)}
+            items.append(
+                FeedItem(await self._interested(room_id), "ephemeral", _edu("m.typing", room_id, content))
+            )
+        await self._queue(items)
+
+    async def _poll_receipts(self) -> None:
+        since = self._positions["receipts"]
+        upto = await self._store.stream_position("receipts")
+        if upto <= since:
+            return
+        receipts = await self._store.receipts_between(since, upto, MAX_ROWS_PER_POLL)
+        if len(receipts) == MAX_ROWS_PER_POLL:
+            upto = receipts[-1].stream_pos  # the rest on the next poll
+            self._notifier.notify()
+        items = [
+            FeedItem(await self._interested(room_id), "ephemeral", _edu("m.receipt", room_id, content))
+            for room_id, content in client_receipt_contents(receipts).items()
+        ]
+        await self._queue(items, "receipts", upto)
+
+    async def _poll_to_device(self) -> None:
+        since = self._positions["to_device"]
+        upto = await self._store.stream_position("to_device")
+        if upto <= since:
+            return
+        rows = await self._store.to_device_between(since, upto, MAX_ROWS_PER_POLL)
+        if len(rows) == MAX_ROWS_PER_POLL:
+            upto = rows[-1][0]  # the rest on the next poll
+            self._notifier.notify()
+        items = []
+        for _, user_id, device_id, message in rows:
+            as_ids = [s.id for s in self._services if s.is_interested_in_user(user_id)]
+            if as_ids:
+                item = {**message, "to_user_id": user_id, "to_device_id": device_id}
+                items.append(FeedItem(as_ids, "to_device", item))
+        await self._queue(items, "to_device", upto)
+
+    async def _queue(self, items: list[FeedItem], stream: str | None = None, pos: int | None = None) -> None:
+        wanted = {s.id for s in self._services}
+        items = [FeedItem([i for i in item.as_ids if i in wanted], item.kind, item.content) for item in items]
+        await self._store.enqueue_feed([item for item in items if item.as_ids], now_ms(), stream, pos)
+        if stream is not None and pos is not None:
+            self._positions[stream] = pos
+        for as_id in {i for item in items for i in item.as_ids}:
+            self._pusher.wake(as_id)
+
+
+def _edu(edu_type: str, room_id: str, content: dict[str, Any]) -> dict[str, Any]:
+    return {"type": edu_type, "room_id": room_id, "content": content}

@@ -153,13 +153,6 @@ class AppServicePusher:
         for as_id in woken:
             self.wake(as_id)
 
-    async def enqueue_ephemeral(self, as_ids: Sequence[str], edu: dict[str, Any]) -> None:
-        ids = [i for i in as_ids if i in self.workers and self.workers[i].service.receive_ephemeral]
-        if ids:
-            await self._store.enqueue_ephemeral(ids, edu, now_ms())
-            for as_id in ids:
-                self.wake(as_id)
-
     # -- workers -----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -225,10 +218,13 @@ class AppServicePusher:
         body: dict[str, Any] = {
             "events": [format_client_event(pdus[e.value], now) for e in events if e.value in pdus]
         }
-        if ephemeral:
-            edus = [load_json(e.value) for e in ephemeral]
+        edus = [load_json(e.value) for e in ephemeral if e.kind == "ephemeral"]
+        if edus:
             body["ephemeral"] = edus
             body["de.sorunome.msc2409.ephemeral"] = edus
+        to_device = [load_json(e.value) for e in ephemeral if e.kind == "to_device"]
+        if to_device:
+            body["de.sorunome.msc2409.to_device"] = to_device
         oldest = min(item.queued_ts for item in (*events, *ephemeral))
         txn_id = await self._store.create_txn(
             service.id, [e.seq for e in events], [e.seq for e in ephemeral], body, oldest

@@ -90,7 +90,10 @@ class Bridge:
             query_user=self._query_user,
             query_alias=self._query_alias,
             ephemeral_events=True,
+            encryption_events=True,
         )
+        self.to_device: list[Any] = []
+        self.appservice.to_device_handler = self._on_to_device
         self.appservice.matrix_event_handler(self._on_event)
         # Third-party look-ups, which mautrix leaves to the bridge: answered from these.
         self.protocols: dict[str, Any] = {}
@@ -118,6 +121,9 @@ class Bridge:
             and all(loc["fields"].get(k) == v for k, v in wanted.items())
         ]
         return web.json_response(found)
+
+    async def _on_to_device(self, event: Any) -> None:
+        self.to_device.append(event)
 
     async def _on_event(self, event: Event) -> None:
         self.received.append(event)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from tests.appservice.conftest import Env
-from tests.appservice.harness import AS_TOKEN, Client
+from tests.appservice.harness import AS_TOKEN, Client, wait_until
 
 
 async def test_login_and_device_masquerading(env: Env) -> None:
@@ -155,3 +155,34 @@ async def test_create_room_with_an_exclusive_alias(env: Env) -> None:
         "POST", "/_matrix/client/v3/createRoom", {"room_alias_name": "bridge_taken"}
     )
     assert status == 200, body
+
+
+async def test_to_device_messages_for_namespace_devices_are_pushed(env: Env) -> None:
+    sn = env.server_name
+    as_client = Client(env.anon.session, env.anon.base, AS_TOKEN)
+    status, body = await as_client.call(
+        "POST",
+        "/_matrix/client/v3/register",
+        {"type": "m.login.application_service", "username": "bridge_dev"},
+    )
+    assert status == 200
+    device = body["device_id"]
+    carol = await env.anon.register("carol")
+    status, carols = await carol.call("GET", "/_matrix/client/v3/account/whoami")
+    messages = {
+        "messages": {
+            f"@bridge_dev:{sn}": {device: {"secret": "for the bridge"}},
+            carol.user_id: {carols["device_id"]: {"secret": "not for the bridge"}},
+        }
+    }
+    status, _ = await carol.call("PUT", "/_matrix/client/v3/sendToDevice/m.test.secret/td1", messages)
+    assert status == 200
+    await wait_until(lambda: bool(env.bridge.to_device), "the to-device message pushed")
+    assert len(env.bridge.to_device) == 1
+    td = env.bridge.to_device[0]
+    assert (str(td.to_user_id), str(td.to_device_id), str(td.sender)) == (
+        f"@bridge_dev:{sn}",
+        device,
+        carol.user_id,
+    )
+    assert str(td.type) == "m.test.secret" and td.content["secret"] == "for the bridge"

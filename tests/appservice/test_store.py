@@ -63,3 +63,23 @@ async def test_network_room_lists(db: Database) -> None:  # noqa: F811
     assert await store.listed_rooms() == ["!r1", "!r2", "!r3"]
     await store.set_room_listed("a", "libera", "!r1", False)
     assert await store.listed_rooms("a", "libera") == []
+
+
+async def test_feed_items_and_positions(db: Database) -> None:  # noqa: F811
+    from ranvier.storage.sql.appservice import FeedItem
+
+    store = AppServiceStore(db)
+    assert await store.feed_position("to_device") is None
+    items = [
+        FeedItem(["a"], "to_device", {"type": "m.x", "to_device_id": "D1"}),
+        FeedItem(["a", "b"], "ephemeral", {"type": "m.typing"}),
+    ]
+    await store.enqueue_feed(items, 1000, "to_device", 7)
+    assert await store.feed_position("to_device") == 7
+    await store.enqueue_feed([], 1000, "to_device", 9)  # the position moves on alone
+    assert await store.feed_position("to_device") == 9
+    _, ephemeral = await store.peek("a", 10, 10)
+    assert [(e.kind, e.value) for e in ephemeral] == [
+        ("to_device", '{"type":"m.x","to_device_id":"D1"}'),
+        ("ephemeral", '{"type":"m.typing"}'),
+    ]

@@ -23,8 +23,18 @@ STREAM = "appservice"
 @dataclass(frozen=True, slots=True)
 class QueuedItem:
     seq: int
-    value: str  # an event id, or the JSON of an ephemeral EDU
+    value: str  # an event id, or the JSON of an ephemeral item
     queued_ts: int
+    kind: str = "event"  # or 'ephemeral' (typing, receipts), 'to_device'
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    """One ephemeral item for some appservices."""
+
+    as_ids: list[str]
+    kind: str
+    content: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +62,12 @@ class AppServiceStore:
         """For reads of room membership and aliases when deciding which appservices a room concerns."""
         return self._db
 
-    async def receipts_between(self, since: int, upto: int) -> list[Receipt]:
-        """Every room's receipts with since < stream_pos <= upto, oldest first (for receive_ephemeral)."""
+    async def receipts_between(self, since: int, upto: int, limit: int) -> list[Receipt]:
+        """Every room's receipts with since < stream_pos <= upto, oldest first, at most ``limit``."""
         rows = await self._db.fetchall(
             f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE stream_pos > ? AND stream_pos <= ?"
-            " ORDER BY stream_pos",
-            (since, upto),
+            " ORDER BY stream_pos LIMIT ?",
+            (since, upto, limit),
         )
         return [_receipt(r) for r in rows]
 
@@ -76,17 +86,56 @@ class AppServiceStore:
         )
 
     async def enqueue_ephemeral(self, as_ids: Iterable[str], edu: dict[str, Any], now_ms: int) -> None:
-        ids = sorted(set(as_ids))
-        if not ids:
-            return
-        text = dump_json(edu)
+        await self.enqueue_feed([FeedItem(sorted(set(as_ids)), "ephemeral", edu)], now_ms)
+
+    async def enqueue_feed(
+        self, items: Iterable[FeedItem], now_ms: int, stream: str | None = None, pos: int | None = None
+    ) -> None:
+        """Queue ephemeral items in order and, in the same transaction, record how far the feed read
+        ``stream`` (``pos``)."""
+        rows = [
+            (as_id, item.kind, dump_json(item.content))
+            for item in items
+            for as_id in sorted(set(item.as_ids))
+        ]
         async with self._db.transaction() as txn:
-            last = await next_stream_pos(txn, STREAM, len(ids))
-            first = last - len(ids) + 1
-            await txn.executemany(
-                "INSERT INTO appservice_ephemeral (as_id, seq, content, queued_ts) VALUES (?, ?, ?, ?)",
-                [(as_id, first + i, text, now_ms) for i, as_id in enumerate(ids)],
-            )
+            if rows:
+                last = await next_stream_pos(txn, STREAM, len(rows))
+                first = last - len(rows) + 1
+                await txn.executemany(
+                    "INSERT INTO appservice_ephemeral (as_id, seq, kind, content, queued_ts)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(as_id, first + i, kind, text, now_ms) for i, (as_id, kind, text) in enumerate(rows)],
+                )
+            if stream is not None and pos is not None:
+                await txn.execute(
+                    "INSERT INTO appservice_feed_positions (stream, pos) VALUES (?, ?)"
+                    " ON CONFLICT (stream) DO UPDATE SET pos = excluded.pos",
+                    (stream, pos),
+                )
+
+    async def feed_position(self, stream: str) -> int | None:
+        value = await self._db.fetchval(
+            "SELECT pos FROM appservice_feed_positions WHERE stream = ?", (stream,)
+        )
+        return None if value is None else int(value)
+
+    async def stream_position(self, stream: str) -> int:
+        """The current position of one of the server's aux streams ('receipts', 'to_device')."""
+        value = await self._db.fetchval("SELECT pos FROM aux_stream_positions WHERE name = ?", (stream,))
+        return int(value or 0)
+
+    async def to_device_between(
+        self, since: int, upto: int, limit: int
+    ) -> list[tuple[int, str, str, dict[str, Any]]]:
+        """(position, user id, device id, message) of local devices' to-device messages in (since, upto],
+        oldest first, at most ``limit``."""
+        rows = await self._db.fetchall(
+            "SELECT stream_pos, user_id, device_id, message_json FROM to_device_inbox"
+            " WHERE stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos LIMIT ?",
+            (since, upto, limit),
+        )
+        return [(int(r[0]), r[1], r[2], load_json(r[3])) for r in rows]
 
     async def peek(
         self, as_id: str, max_events: int, max_ephemeral: int
@@ -98,13 +147,13 @@ class AppServiceStore:
                 (as_id, max_events),
             )
             ephemeral = await txn.fetchall(
-                "SELECT seq, content, queued_ts FROM appservice_ephemeral WHERE as_id = ?"
+                "SELECT seq, content, queued_ts, kind FROM appservice_ephemeral WHERE as_id = ?"
                 " ORDER BY seq LIMIT ?",
                 (as_id, max_ephemeral),
             )
         return (
             [QueuedItem(int(r[0]), r[1], int(r[2])) for r in events],
-            [QueuedItem(int(r[0]), r[1], int(r[2])) for r in ephemeral],
+            [QueuedItem(int(r[0]), r[1], int(r[2]), r[3]) for r in ephemeral],
         )
 
     async def create_txn(
