@@ -211,3 +211,25 @@ async def test_remote_cache_is_bounded(tmp_path: Path) -> None:
     finally:
         await b.stop()
         await a.stop()
+
+
+async def test_federation_media_endpoint_needs_a_signature(pair: tuple[Homeserver, Homeserver]) -> None:
+    a, b = pair
+    async with aiohttp.ClientSession() as session:
+        alice = await register(a, session, "alice")
+        uri = await alice.upload(b"for servers only", "text/plain")
+        _, media_id = _ids(uri)
+        fed = f"https://127.0.0.1:{a.ports['federation']}/_matrix/federation/v1/media/download/{media_id}"
+        async with session.get(fed, ssl=False) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["errcode"] == "M_UNAUTHORIZED"
+    # Signed (by B): the media; an unknown id or a quarantined one: 404; a bad id: 400.
+    for wanted, status in ((media_id, 200), ("unknownMedia", 404), ("bad.id", 400)):
+        path = f"/_matrix/federation/v1/media/download/{wanted}"
+        async with b.federation_client.stream(a.server_name, path, timeout=10) as resp:
+            assert resp.status == status, wanted
+    await a.media.store.set_local_quarantined(media_id, True)
+    async with b.federation_client.stream(
+        a.server_name, f"/_matrix/federation/v1/media/download/{media_id}", timeout=10
+    ) as resp:
+        assert resp.status == 404
