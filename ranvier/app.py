@@ -516,6 +516,8 @@ class Homeserver:
             directory = next(h for h in handlers if isinstance(h, DirectoryHandlers))
             directory.alias_query = self.appservice_queries.query_alias
             account.user_query = self.appservice_queries.query_user
+            rooms = next(h for h in handlers if isinstance(h, RoomHandlers))
+            rooms.user_query = self.appservice_queries.query_user
             appservice = next(h for h in handlers if isinstance(h, AppServiceHandlers))
             directory.network_rooms = appservice.network_rooms
         for h in handlers:

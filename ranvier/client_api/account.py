@@ -425,7 +425,13 @@ class AccountHandlers:
         device_id = request.match_info["device_id"]
         device = await self._storage.devices.get_device(requester.user_id, device_id)
         if device is None:
-            raise not_found("No such device")
+            if requester.appservice is None:
+                raise not_found("No such device")
+            # AS "Device management" (Matrix 1.17): an appservice creates its users' devices this way.
+            await self._storage.devices.create_device(
+                requester.user_id, device_id, optional_str(body, "display_name")
+            )
+            return web.json_response({}, status=201)
         if "display_name" in body:
             name = optional_str(body, "display_name")
             await self._storage.devices.rename_device(requester.user_id, device_id, name)
@@ -434,7 +440,8 @@ class AccountHandlers:
     async def delete_device(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
         body = await read_json_body(request, allow_empty=True)
-        await self._require_password_uia(requester, body, "delete_devices")
+        if requester.appservice is None:  # AS "Device management": appservices skip UIA
+            await self._require_password_uia(requester, body, "delete_devices")
         await self._storage.devices.delete_device(requester.user_id, request.match_info["device_id"])
         return web.json_response({})
 
@@ -446,7 +453,8 @@ class AccountHandlers:
             raise missing_param("Missing 'devices'")
         if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
             raise invalid_param("'devices' must be a list of strings")
-        await self._require_password_uia(requester, body, "delete_devices")
+        if requester.appservice is None:
+            await self._require_password_uia(requester, body, "delete_devices")
         for device_id in devices:
             await self._storage.devices.delete_device(requester.user_id, device_id)
         return web.json_response({})

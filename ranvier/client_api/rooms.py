@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -90,6 +91,9 @@ class RoomHandlers:
         self.server_name = server_name
         self.default_room_version = default_room_version
         self._txn_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # Appservices (ranvier.appservice): asked about an unknown local user in their namespaces
+        # before an invite names it (AS "Query User"), so the bridge can create it first.
+        self.user_query: Callable[[str], Awaitable[bool]] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -273,6 +277,12 @@ class RoomHandlers:
             raise invalid_param(f"invalid user id {target!r}")
         room_id = request.match_info["room"]
         await self._require_joined(room_id, requester.user_id)
+        if (
+            self.user_query is not None
+            and server_of(target) == self.server_name
+            and not await self._storage.users.user_exists(target)
+        ):
+            await self.user_query(target)
         try:
             await self._membership.invite(requester.user_id, room_id, target, optional_str(body, "reason"))
         except (RoomNotFound, MembershipError, AuthRejected) as e:

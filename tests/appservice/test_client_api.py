@@ -186,3 +186,46 @@ async def test_to_device_messages_for_namespace_devices_are_pushed(env: Env) -> 
         carol.user_id,
     )
     assert str(td.type) == "m.test.secret" and td.content["secret"] == "for the bridge"
+
+
+async def test_devices_without_uia_and_invite_queries(env: Env) -> None:
+    sn = env.server_name
+    as_client = Client(env.anon.session, env.anon.base, AS_TOKEN)
+    status, _ = await as_client.call(
+        "POST",
+        "/_matrix/client/v3/register",
+        {"type": "m.login.application_service", "username": "bridge_gus", "inhibit_login": True},
+    )
+    assert status == 200
+    gus = f"@bridge_gus:{sn}"
+    # AS "Device management": PUT creates a device for the appservice's user, DELETE needs no UIA.
+    status, _ = await as_client.call(
+        "PUT", "/_matrix/client/v3/devices/BRIDGEDEV", {"display_name": "b"}, user_id=gus
+    )
+    assert status == 201
+    status, body = await as_client.call("GET", "/_matrix/client/v3/devices/BRIDGEDEV", user_id=gus)
+    assert status == 200 and body["display_name"] == "b"
+    status, _ = await as_client.call("DELETE", "/_matrix/client/v3/devices/BRIDGEDEV", {}, user_id=gus)
+    assert status == 200
+    status, body = await as_client.call("GET", "/_matrix/client/v3/devices/BRIDGEDEV", user_id=gus)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    # Anyone else still needs the device to exist, and UIA to delete one.
+    carol = await env.anon.register("carol")
+    status, body = await carol.call("PUT", "/_matrix/client/v3/devices/NEWDEV", {})
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    status, carols = await carol.call("GET", "/_matrix/client/v3/account/whoami")
+    status, _ = await carol.call("DELETE", f"/_matrix/client/v3/devices/{carols['device_id']}", {})
+    assert status == 401
+
+    # An invite naming an unknown user of the namespace asks the bridge first (it registers the user).
+    status, body = await carol.call("POST", "/_matrix/client/v3/createRoom", {})
+    room_id = body["room_id"]
+    status, _ = await carol.call(
+        "POST", f"/_matrix/client/v3/rooms/{room_id}/invite", {"user_id": f"@bridge_known2:{sn}"}
+    )
+    assert status == 200
+    assert env.bridge.user_queries == [f"@bridge_known2:{sn}"]
+    assert await env.hs.storage.users.user_exists(f"@bridge_known2:{sn}")
+    # A known user is not asked about.
+    status, _ = await carol.call("POST", f"/_matrix/client/v3/rooms/{room_id}/invite", {"user_id": gus})
+    assert status == 200 and env.bridge.user_queries == [f"@bridge_known2:{sn}"]
