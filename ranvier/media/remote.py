@@ -189,7 +189,7 @@ class RemoteMediaFetcher:
                 self._check_length(int(declared) if declared and declared.isdigit() else None)
                 content_type = normalise_content_type(part.headers.get("Content-Type"))
                 name = filename_from_disposition(part.headers.get("Content-Disposition"))
-                stored = await self._files.write_stream(_part_chunks(part), self.max_size)
+                stored = await self._files.write_stream(_part_chunks(part, reader), self.max_size)
                 return stored, content_type, name
 
     async def _fetch_location(self, location: str) -> tuple[StoredFile, str, str | None]:
@@ -237,12 +237,16 @@ class RemoteMediaFetcher:
                 )
 
 
-async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
+async def _part_chunks(part: aiohttp.BodyPartReader, reader: aiohttp.MultipartReader) -> AsyncIterator[bytes]:
+    """The media part's bytes; then the answer must end with its closing boundary (exactly two parts):
+    a truncated answer raises before the file is kept."""
     while True:
         chunk = await part.read_chunk(CHUNK)
         if not chunk:
-            return
+            break
         yield chunk
+    if await reader.next() is not None:  # a truncated answer raises ValueError here
+        raise ValueError("more than two parts in the media answer")
 
 
 async def _response_chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -233,3 +233,75 @@ async def test_federation_media_endpoint_needs_a_signature(pair: tuple[Homeserve
         a.server_name, f"/_matrix/federation/v1/media/download/{media_id}", timeout=10
     ) as resp:
         assert resp.status == 404
+
+
+@pytest.fixture
+async def garbage_peer(tmp_path: Path) -> AsyncIterator[str]:
+    """A TLS server whose federation media answers are malformed in a different way per media id."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["media_id"]
+        if kind == "notMultipart":
+            return web.Response(body=b"just bytes", content_type="image/png")
+        if kind == "noBoundary":
+            return web.Response(body=b"--x\r\n\r\n{}\r\n--x--", headers={"Content-Type": "multipart/mixed"})
+        if kind == "wrongBoundary":
+            return web.Response(
+                body=b"--other\r\nContent-Type: application/json\r\n\r\n{}\r\n--other--\r\n",
+                headers={"Content-Type": "multipart/mixed; boundary=expected"},
+            )
+        if kind == "onePart":
+            return web.Response(
+                body=b"--b\r\nContent-Type: application/json\r\n\r\n{}\r\n--b--\r\n",
+                headers={"Content-Type": "multipart/mixed; boundary=b"},
+            )
+        if kind == "truncated":
+            return web.Response(
+                body=b"--b\r\nContent-Type: application/json\r\n\r\n{}\r\n--b\r\n"
+                b"Content-Type: image/png\r\n\r\nabc",
+                headers={"Content-Type": "multipart/mixed; boundary=b"},
+            )
+        if kind == "badLocation":
+            return web.Response(
+                body=b"--b\r\nContent-Type: application/json\r\n\r\n{}\r\n--b\r\nLocation: file:///etc/passwd\r\n\r\n\r\n--b--\r\n",
+                headers={"Content-Type": "multipart/mixed; boundary=b"},
+            )
+        if kind == "loopbackLocation":
+            return web.Response(
+                body=b"--b\r\nContent-Type: application/json\r\n\r\n{}\r\n--b\r\nLocation: http://127.0.0.1:9/x\r\n\r\n\r\n--b--\r\n",
+                headers={"Content-Type": "multipart/mixed; boundary=b"},
+            )
+        return web.json_response({"errcode": "M_UNKNOWN", "error": "boom"}, status=500)
+
+    app = web.Application()
+    app.router.add_get("/_matrix/federation/v1/media/download/{media_id}", handler)
+    cert, key = tmp_path / "g.crt", tmp_path / "g.key"
+    generate_self_signed_cert(cert, key)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_malformed_remote_answers_are_502_and_nothing_kept(tmp_path: Path, garbage_peer: str) -> None:
+    b = await start_media_server(tmp_path / "b", tls=True)
+    try:
+        async with aiohttp.ClientSession() as session:
+            bob = await register(b, session, "bob")
+            for kind in (
+                "notMultipart", "noBoundary", "wrongBoundary", "onePart", "truncated", "badLocation",
+                "loopbackLocation", "serverError",
+            ):  # fmt: skip
+                status, body, _ = await _get(bob, f"/_matrix/client/v1/media/download/{garbage_peer}/{kind}")
+                assert status == 502, (kind, body)
+                assert b"M_UNKNOWN" in body, kind
+        assert await b.storage.db.fetchval("SELECT COUNT(*) FROM remote_media") == 0
+        assert not [p for p in (Path(b.config.data_dir) / "media").rglob("*") if p.is_file()]
+    finally:
+        await b.stop()
