@@ -4,7 +4,7 @@ Synapse (``tests/interop/synapse.py``'s version) is installed from PyPI into ``.
 runs in a subprocess of its venv (see ``synapse_diff.py``). If it cannot be installed the test is skipped
 with the reason printed; under ``CI=true`` that is a failure, as for the other interop tests.
 
-The CI-sized run covers 2,500 rooms of versions 1, 2, 10, 11 and 12, about 10,000 resolutions (the final
+The CI-sized run covers 3,000 rooms of versions 1, 2, 10, 11 and 12, about 12,000 resolutions (the final
 one, the state before each merge, and states after random pairs of events);
 ``python3 -m bench state_res_diff --rooms 100000`` is the long run. The fixtures of ``interop_fixtures.py``
 are run through Synapse too.
@@ -31,7 +31,7 @@ from .synapse_diff import (
     synapse_state,
 )
 
-ROOMS = int(os.environ.get("RANVIER_STATE_RES_DIFF_ROOMS", "2500"))
+ROOMS = int(os.environ.get("RANVIER_STATE_RES_DIFF_ROOMS", "3000"))
 # A fixed seed range: a failure names its seed and reproduces with ``--seed``.
 FIRST_SEED = 1_000_000
 
