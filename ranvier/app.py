@@ -340,6 +340,7 @@ class Homeserver:
                 max_upload_size=media.max_upload_size,
                 max_pending_uploads=media.max_pending_uploads,
                 max_remote_cache_bytes=media.max_remote_cache_bytes,
+                max_user_storage_bytes=media.max_user_storage_bytes,
             ),
             remote=self.remote_media,
         )

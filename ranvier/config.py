@@ -204,6 +204,8 @@ class Media(_Strict):
     # Per user: uploads and /create calls (token bucket), and created media ids waiting for their upload.
     upload_rate: RateLimit = RateLimit(per_second=2, burst=20)
     max_pending_uploads: int = Field(10, ge=1)
+    # Bytes each user may upload in all (403 M_FORBIDDEN beyond); null: no quota.
+    max_user_storage_bytes: int | None = Field(None, ge=0)
     # Other servers' media: largest fetched, and seconds one fetch may take.
     max_remote_size: int = Field(50 * 1024 * 1024, ge=1024)
     remote_timeout: float = Field(30.0, gt=0, le=600)
@@ -415,6 +417,8 @@ media:
   # Per user: uploads and /create calls, and created media ids waiting for their upload.
   upload_rate: {{per_second: 2, burst: 20}}
   max_pending_uploads: 10
+  # Bytes each user may upload in all (403 M_FORBIDDEN beyond); null: no quota.
+  max_user_storage_bytes: null
   # Other servers' media: largest fetched (bytes) and seconds per fetch.
   max_remote_size: 52428800
   remote_timeout: 30

@@ -172,10 +172,15 @@ class MediaHandlers:
             return _close_after(request, resp)
 
     async def _before_body(self, request: web.Request) -> tuple[str, str | None]:
-        """Authenticate and rate-limit an upload before its body is read: the user and the file name."""
+        """Authenticate, rate-limit and check the quota of an upload before its body is read: the user and
+        the file name."""
         requester = await self._auth.require_user(request)
         self._rate_limit(requester.user_id)
         name = _upload_name(request)
+        try:
+            await self._repo.check_quota(requester.user_id, request.content_length)
+        except MediaError as e:
+            raise _matrix(e) from None
         if isinstance(request.protocol, GuardedRequestHandler):
             # Authenticated: the body may take upload_timeout (a big file, a slow link), not the listener's
             # body_timeout meant for JSON bodies.

@@ -53,6 +53,9 @@ class MediaLimits:
     # Other servers' media kept here, in bytes: past it the earliest fetched are forgotten (fetched again
     # when asked for). None: no bound.
     max_remote_cache_bytes: int | None = None
+    # Bytes each user may have uploaded in all (CS "Security considerations": 403 M_FORBIDDEN past it).
+    # None: no quota.
+    max_user_storage_bytes: int | None = None
 
 
 class MediaRepository:
@@ -88,6 +91,27 @@ class MediaRepository:
 
     # -- uploads -------------------------------------------------------------------------------------
 
+    async def check_quota(self, user_id: str, incoming: int | None) -> None:
+        """403 M_FORBIDDEN when ``incoming`` more bytes would take the user past the storage quota."""
+        quota = self.limits.max_user_storage_bytes
+        if quota is None:
+            return
+        used = await self.store.user_storage(user_id)
+        if used + (incoming or 0) > quota:
+            raise MediaError(
+                403,
+                "M_FORBIDDEN",
+                f"Upload quota exceeded: {used} of {quota} bytes used, {incoming or 0} more",
+            )
+
+    async def _within_quota(self, user_id: str, stored: StoredFile) -> None:
+        """After the body: the real size against the quota (a chunked body declares none)."""
+        try:
+            await self.check_quota(user_id, stored.size)
+        except MediaError:
+            await self._delete_file_if_unused(stored.sha256)
+            raise
+
     async def _write(self, chunks: AsyncIterator[bytes]) -> StoredFile:
         try:
             return await self.files.write_stream(chunks, self.limits.max_upload_size)
@@ -99,6 +123,7 @@ class MediaRepository:
     ) -> str:
         """``POST /upload``: store the bytes and return the new ``mxc://`` URI."""
         stored = await self._write(chunks)
+        await self._within_quota(user_id, stored)
         media_id = self.new_media_id()
         await self.store.store_local(
             media_id,
@@ -171,6 +196,7 @@ class MediaRepository:
     ) -> None:
         await self.check_upload_to(user_id, server_name, media_id)
         stored = await self._write(chunks)
+        await self._within_quota(user_id, stored)
         done = await self.store.complete_pending(
             media_id,
             self._clock_ms(),

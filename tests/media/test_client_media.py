@@ -334,3 +334,35 @@ async def test_upload_timeout_ends_a_slow_upload(tmp_path: Path) -> None:
         assert _files(hs) == []
     finally:
         await hs.stop()
+
+
+async def test_user_storage_quota(tmp_path: Path) -> None:
+    hs = await start_media_server(tmp_path, max_user_storage_bytes=1000)
+    try:
+        async with aiohttp.ClientSession() as session:
+            alice = await register(hs, session, "alice")
+            bob = await register(hs, session, "bob")
+            await alice.upload(b"a" * 600)
+            # Declared: refused before the body.
+            async with session.post(
+                alice.url("/_matrix/media/v3/upload"), data=b"b" * 600, headers=alice.auth
+            ) as r:
+                assert r.status == 403
+                assert (await r.json())["errcode"] == "M_FORBIDDEN"
+
+            # Chunked (no length): refused once the body is in, and not kept.
+            async def chunks() -> AsyncIterator[bytes]:
+                yield b"c" * 300
+                yield b"c" * 300
+
+            async with session.post(
+                alice.url("/_matrix/media/v3/upload"), data=chunks(), headers=alice.auth
+            ) as r:
+                assert r.status == 403
+                assert (await r.json())["errcode"] == "M_FORBIDDEN"
+            assert await _local_rows(hs) == 1
+            assert len(_files(hs)) == 1
+            await alice.upload(b"d" * 400)  # exactly up to the quota
+            await bob.upload(b"e" * 1000)  # per user
+    finally:
+        await hs.stop()

@@ -152,6 +152,14 @@ class MediaStore:
         )
         return None if row is None else _local(row)
 
+    async def user_storage(self, user_id: str) -> int:
+        """Bytes of the user's uploads (identical files counted each time: a quota counts what was sent)."""
+        return int(
+            await self._db.fetchval(
+                "SELECT COALESCE(SUM(size), 0) FROM local_media WHERE user_id = ?", (user_id,)
+            )
+        )
+
     async def local_media_of_user(self, user_id: str) -> list[LocalMedia]:
         rows = await self._db.fetchall(
             f"SELECT {_LOCAL_COLUMNS} FROM local_media WHERE user_id = ? ORDER BY created_ts", (user_id,)
