@@ -42,11 +42,12 @@ class AuthChainIndex:
     Not thread-safe: give each worker thread its own index, or guard it.
     """
 
-    __slots__ = ("_auth", "_chains", "_create_ids")
+    __slots__ = ("_auth", "_chains", "_implied")
 
     def __init__(self) -> None:
         self._auth: dict[str, tuple[str, ...]] = {}
-        self._create_ids: dict[str, str] = {}
+        # v12: (room id, auth_events as cited) -> the same plus the implied create event.
+        self._implied: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         self._chains: dict[str, frozenset[str]] = {}
 
     def __len__(self) -> int:
@@ -66,13 +67,16 @@ class AuthChainIndex:
     def _derive(self, event: Pdu) -> tuple[str, ...]:
         ids: tuple[str, ...] = event.auth_event_ids
         if event.room_version.room_id_from_create_event and event.type != "m.room.create":
-            # Since v12 the create event is implied by the room id: derived once per room, not per event.
-            create_id = self._create_ids.get(event.room_id)
-            if create_id is None:
-                create_id = self._create_ids[event.room_id] = "$" + event.room_id[1:]
-            if create_id not in ids:
-                ids = (*ids, create_id)
-        elif event.type == "m.room.create" and event.state_key != "":
+            # Since v12 the create event is implied by the room id: derived once per room, and the
+            # completed tuple shared by every event of the room citing the same auth events (most joins
+            # and messages of a room cite the same few), not rebuilt per event.
+            key = (event.room_id, ids)
+            got = self._implied.get(key)
+            if got is None:
+                create_id = "$" + event.room_id[1:]
+                got = self._implied[key] = ids if create_id in ids else (*ids, create_id)
+            return got
+        if event.type == "m.room.create" and event.state_key != "":
             ids = auth_event_ids(event)  # an m.room.create with a state key is an ordinary event
         return ids
 
