@@ -305,6 +305,9 @@ class Homeserver:
         if self.appservices:
             self.persister.add_txn_hook(self.appservice_pusher.enqueue_in_txn)
             self.persister.add_listener(self.appservice_pusher.on_persisted)
+            self.persister.add_out_of_band_hook(
+                self.appservice_pusher.enqueue_in_txn, self.appservice_pusher.on_persisted
+            )
             self.metrics.registry.register(AppServiceCollector(self.appservice_pusher))
 
     async def _register_appservice_senders(self) -> None:

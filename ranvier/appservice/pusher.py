@@ -83,10 +83,12 @@ class AppServicePusher:
         """The persister's in-transaction hook: queue each live event for the appservices interested in it."""
         if not self._pushed:
             return
+        # Live events, and the out-of-band membership events that arrive as outliers (an invite or knock
+        # from another server for one of the bridge's users: AS "Pushing events" covers them too).
         live = [
             item.pdu
             for item, _ in written
-            if not item.outlier
+            if (not item.outlier or (item.pdu.type == "m.room.member" and item.pdu.state_key))
             and item.rejected_reason is None
             and not item.soft_failed
             and not item.backfilled

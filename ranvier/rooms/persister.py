@@ -33,6 +33,7 @@ class EventPersister:
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[PersistedListener] = []
         self._txn_hooks: list[TxnHook] = []
+        self._out_of_band_hooks: list[tuple[TxnHook, PersistedListener]] = []
         self._placement: Placement | None = None
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
@@ -49,6 +50,32 @@ class EventPersister:
     def add_txn_hook(self, hook: TxnHook) -> None:
         """Run ``hook`` inside every persist transaction; if it raises, the batch is not persisted."""
         self._txn_hooks.append(hook)
+
+    def add_out_of_band_hook(self, hook: TxnHook, listener: PersistedListener) -> None:
+        """Run ``hook`` in the transaction of ``persist_out_of_band`` too, and ``listener`` after it (the
+        appservice queue: a bridge hears of an invite to a room the server is not in)."""
+        self._out_of_band_hooks.append((hook, listener))
+
+    async def persist_out_of_band(
+        self, room_id: str, batch: Sequence[EventToPersist], new_current_state: Any
+    ) -> None:
+        """Persist out-of-band membership events (outliers of a room we are not in: an invite from another
+        server, our rejection of one) with their current-state delta. The caller holds room_lock. Only
+        the out-of-band hooks run: the others are about rooms we are in."""
+        hooks = list(self._out_of_band_hooks)
+
+        async def in_txn(txn: Any, written: list[tuple[EventToPersist, int]]) -> None:
+            for hook, _ in hooks:
+                await hook(txn, room_id, written)
+
+        await self._storage.events.persist_events(
+            room_id, list(batch), new_current_state=new_current_state, on_txn=in_txn if hooks else None
+        )
+        for _, listener in hooks:
+            try:
+                await listener(room_id, batch)
+            except Exception:
+                logger.exception("listener failed after persisting out-of-band events in %s", room_id)
 
     async def persist(
         self,

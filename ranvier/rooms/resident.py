@@ -352,9 +352,7 @@ class ResidentMembership:
             if await self._we_are_joined(room_id):
                 return  # the event will arrive through the room itself
             delta = StateDelta(changed={("m.room.member", pdu.state_key): pdu.event_id})
-            await self._storage.events.persist_events(
-                room_id, [EventToPersist(pdu=pdu, outlier=True)], new_current_state=delta
-            )
+            await self._persister.persist_out_of_band(room_id, [EventToPersist(pdu=pdu, outlier=True)], delta)
 
     # -- healing forward extremities ----------------------------------------------------------------
 

@@ -24,7 +24,9 @@ AS_TOKEN = "as_token_for_tests_0123456789"
 HS_TOKEN = "hs_token_for_tests_9876543210"
 
 
-def write_config(tmp_path: Path, *, rate_limited: bool = False, ephemeral: bool = True) -> tuple[Path, int]:
+def write_config(
+    tmp_path: Path, *, rate_limited: bool = False, ephemeral: bool = True, tls: bool = False
+) -> tuple[Path, int]:
     """homeserver.yaml and bridge.yaml in ``tmp_path``; returns the config path and the appservice's port."""
     as_port = free_port()
     fed_port = free_port()
@@ -53,7 +55,7 @@ def write_config(tmp_path: Path, *, rate_limited: bool = False, ephemeral: bool 
         "database": {"url": "sqlite:///homeserver.db"},
         "listeners": {
             "client": {"bind": "127.0.0.1", "port": free_port()},
-            "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": False},
+            "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": tls},
         },
         "registration": {"enabled": True},
         "federation": {"verify_tls": False, "allow_loopback": True},
