@@ -299,7 +299,11 @@ class Homeserver:
         self.appservices = load_registrations(self.config.app_service_config_files, self.server_name)
         self.appservice_client = AppServiceClient()
         self.appservice_pusher = AppServicePusher(
-            self.appservices, AppServiceStore(self.storage.db), self.storage.events, self.appservice_client
+            self.appservices,
+            AppServiceStore(self.storage.db),
+            self.storage.events,
+            self.appservice_client,
+            keys=self.storage.e2e_keys,
         )
         self.appservice_queries = AppServiceQueries(self.appservices, self.appservice_client)
         if self.appservices:

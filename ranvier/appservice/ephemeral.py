@@ -1,6 +1,8 @@
 """Ephemeral data for appservices with ``receive_ephemeral`` (AS "Pushing ephemeral data", MSC2409):
 typing and read receipts of the rooms an appservice is interested in, and to-device messages for the
-devices of users in its namespaces (MSC2409's ``de.sorunome.msc2409.to_device``), queued like events.
+devices of users in its namespaces (MSC2409's ``de.sorunome.msc2409.to_device``), queued like events;
+for appservices with ``org.matrix.msc3202``, device list changes of users who share a room with a user of
+their namespaces (``org.matrix.msc3202.device_lists``).
 
 The feed follows the same wake-up as long-polling /sync (``SyncNotifier.ticket``), then reads what
 changed since it last looked: the typing stream's change counter (in memory, like typing itself), and
@@ -35,15 +37,16 @@ class EphemeralFeed:
         self._typing = typing
         self._notifier = notifier
         self._services = [w.service for w in pusher.workers.values() if w.service.receive_ephemeral]
+        self._msc3202 = [w.service for w in pusher.workers.values() if w.service.msc3202]
         self._task: asyncio.Task[None] | None = None
         self._typing_serial = 0
         self._positions: dict[str, int] = {}
 
     async def start(self) -> None:
-        if not self._services:
+        if not self._services and not self._msc3202:
             return
         self._typing_serial = self._typing.serial
-        for stream in ("receipts", "to_device"):
+        for stream in ("receipts", "to_device", "device_lists"):
             stored = await self._store.feed_position(stream)
             if stored is None:
                 stored = await self._store.stream_position(stream)
@@ -73,6 +76,7 @@ class EphemeralFeed:
         await self._poll_typing()
         await self._poll_receipts()
         await self._poll_to_device()
+        await self._poll_device_lists()
 
     async def _interested(self, room_id: str) -> list[str]:
         return sorted(await self._pusher.room_interest(room_id))
@@ -123,8 +127,31 @@ class EphemeralFeed:
                 items.append(FeedItem(as_ids, "to_device", item))
         await self._queue(items, "to_device", upto)
 
+    async def _poll_device_lists(self) -> None:
+        since = self._positions["device_lists"]
+        upto = await self._store.stream_position("device_lists")
+        if upto <= since:
+            return
+        rows = await self._store.device_list_changes_between(since, upto, MAX_ROWS_PER_POLL)
+        if len(rows) == MAX_ROWS_PER_POLL:
+            upto = rows[-1][0]  # the rest on the next poll
+            self._notifier.notify()
+        items = []
+        for user_id in dict.fromkeys(u for _, u in rows):
+            if not self._msc3202:
+                break
+            sharing = await self._store.users_sharing_a_room(user_id)
+            as_ids = [
+                s.id
+                for s in self._msc3202
+                if s.is_interested_in_user(user_id) or any(s.is_interested_in_user(u) for u in sharing)
+            ]
+            if as_ids:
+                items.append(FeedItem(as_ids, "device_list", {"user_id": user_id}))
+        await self._queue(items, "device_lists", upto)
+
     async def _queue(self, items: list[FeedItem], stream: str | None = None, pos: int | None = None) -> None:
-        wanted = {s.id for s in self._services}
+        wanted = {s.id for s in self._services} | {s.id for s in self._msc3202}
         items = [FeedItem([i for i in item.as_ids if i in wanted], item.kind, item.content) for item in items]
         await self._store.enqueue_feed([item for item in items if item.as_ids], now_ms(), stream, pos)
         if stream is not None and pos is not None:

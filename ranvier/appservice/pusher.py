@@ -63,13 +63,16 @@ class AppServicePusher:
         *,
         initial_backoff: float = INITIAL_BACKOFF,
         max_backoff: float = MAX_BACKOFF,
+        keys: Any = None,
     ) -> None:
+        """``keys``: the end-to-end key store, for MSC3202's key counts (None: not sent)."""
         self._services = services
         self._store = store
         self._events = events
         self._client = client
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
+        self._keys = keys
         self._pushed = [s for s in services.all if s.url is not None]
         self.workers: dict[str, _Worker] = {s.id: _Worker(s) for s in self._pushed}
         self._wake_after_commit: dict[str, set[str]] = {}
@@ -227,11 +230,31 @@ class AppServicePusher:
         to_device = [load_json(e.value) for e in ephemeral if e.kind == "to_device"]
         if to_device:
             body["de.sorunome.msc2409.to_device"] = to_device
+        changed = [load_json(e.value)["user_id"] for e in ephemeral if e.kind == "device_list"]
+        if changed:
+            body["org.matrix.msc3202.device_lists"] = {"changed": list(dict.fromkeys(changed)), "left": []}
+        if service.msc3202 and to_device and self._keys is not None:
+            await self._add_key_counts(body, to_device)
         oldest = min(item.queued_ts for item in (*events, *ephemeral))
         txn_id = await self._store.create_txn(
             service.id, [e.seq for e in events], [e.seq for e in ephemeral], body, oldest
         )
         return StoredTxn(txn_id, body, len(body["events"]), oldest)
+
+    async def _add_key_counts(self, body: dict[str, Any], to_device: list[dict[str, Any]]) -> None:
+        """MSC3202: one-time key counts and unused fallback key types of the devices the transaction's
+        to-device messages are for (a message usually follows a claim of one of their keys)."""
+        counts: dict[str, dict[str, Any]] = {}
+        fallback: dict[str, dict[str, Any]] = {}
+        assert self._keys is not None
+        for user_id, device_id in dict.fromkeys((m["to_user_id"], m["to_device_id"]) for m in to_device):
+            device_counts = await self._keys.count_one_time_keys(user_id, device_id)
+            device_counts.setdefault("signed_curve25519", 0)
+            counts.setdefault(user_id, {})[device_id] = device_counts
+            types = await self._keys.unused_fallback_key_types(user_id, device_id)
+            fallback.setdefault(user_id, {})[device_id] = types
+        body["org.matrix.msc3202.device_one_time_keys_count"] = counts
+        body["org.matrix.msc3202.device_unused_fallback_key_types"] = fallback
 
     async def _deliver(self, worker: _Worker, txn: StoredTxn) -> None:
         """Send ``txn`` until the appservice accepts it, backing off between attempts (a ping ends the

@@ -46,6 +46,7 @@ def write_config(
         "rate_limited": rate_limited,
         "protocols": ["irc"],
         "receive_ephemeral": ephemeral,
+        "org.matrix.msc3202": True,
     }
     (tmp_path / "bridge.yaml").write_text(yaml.safe_dump(registration))
     config = {
@@ -96,6 +97,10 @@ class Bridge:
         )
         self.to_device: list[Any] = []
         self.appservice.to_device_handler = self._on_to_device
+        self.device_lists: list[Any] = []
+        self.otk_counts: list[Any] = []
+        self.appservice.device_list_handler = self._on_device_lists
+        self.appservice.otk_handler = self._on_otk_counts
         self.appservice.matrix_event_handler(self._on_event)
         # Third-party look-ups, which mautrix leaves to the bridge: answered from these.
         self.protocols: dict[str, Any] = {}
@@ -123,6 +128,12 @@ class Bridge:
             and all(loc["fields"].get(k) == v for k, v in wanted.items())
         ]
         return web.json_response(found)
+
+    async def _on_device_lists(self, lists: Any) -> None:
+        self.device_lists.append(lists)
+
+    async def _on_otk_counts(self, counts: Any) -> None:
+        self.otk_counts.append(counts)
 
     async def _on_to_device(self, event: Any) -> None:
         self.to_device.append(event)

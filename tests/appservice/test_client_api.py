@@ -229,3 +229,48 @@ async def test_devices_without_uia_and_invite_queries(env: Env) -> None:
     # A known user is not asked about.
     status, _ = await carol.call("POST", f"/_matrix/client/v3/rooms/{room_id}/invite", {"user_id": gus})
     assert status == 200 and env.bridge.user_queries == [f"@bridge_known2:{sn}"]
+
+
+async def test_msc3202_device_lists_and_key_counts(env: Env) -> None:
+    as_client = Client(env.anon.session, env.anon.base, AS_TOKEN)
+    status, body = await as_client.call(
+        "POST",
+        "/_matrix/client/v3/register",
+        {"type": "m.login.application_service", "username": "bridge_e2ee"},
+    )
+    puppet, device = body["user_id"], body["device_id"]
+    # The puppet's device publishes one-time keys (masquerading as that device).
+    otks = {f"signed_curve25519:AAAA{i}": {"key": f"k{i}", "signatures": {}} for i in range(3)}
+    status, body = await as_client.call(
+        "POST", "/_matrix/client/v3/keys/upload", {"one_time_keys": otks}, user_id=puppet, device_id=device
+    )
+    assert status == 200 and body["one_time_key_counts"]["signed_curve25519"] == 3
+    carol = await env.anon.register("carol")
+    status, body = await carol.call("POST", "/_matrix/client/v3/createRoom", {"invite": [puppet]})
+    room_id = body["room_id"]
+    status, _ = await as_client.call("POST", f"/_matrix/client/v3/join/{room_id}", {}, user_id=puppet)
+    assert status == 200
+    # Carol's device list changes (a device renamed): the bridge shares a room with her, so it hears.
+    status, me = await carol.call("GET", "/_matrix/client/v3/account/whoami")
+    status, _ = await carol.call(
+        "PUT", f"/_matrix/client/v3/devices/{me['device_id']}", {"display_name": "phone"}
+    )
+    assert status == 200
+    await wait_until(
+        lambda: any(carol.user_id in lists.changed for lists in env.bridge.device_lists),
+        "carol's device list change",
+    )
+    # Carol claims one of the puppet's keys and writes to its device: the count comes with the message.
+    status, body = await carol.call(
+        "POST", "/_matrix/client/v3/keys/claim", {"one_time_keys": {puppet: {device: "signed_curve25519"}}}
+    )
+    assert status == 200 and body["one_time_keys"][puppet][device]
+    status, _ = await carol.call(
+        "PUT",
+        "/_matrix/client/v3/sendToDevice/m.room.encrypted/e1",
+        {"messages": {puppet: {device: {"x": 1}}}},
+    )
+    assert status == 200
+    await wait_until(lambda: bool(env.bridge.otk_counts), "the key count")
+    count = env.bridge.otk_counts[-1][puppet][device]
+    assert count.signed_curve25519 == 2

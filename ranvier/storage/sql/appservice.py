@@ -125,6 +125,25 @@ class AppServiceStore:
         value = await self._db.fetchval("SELECT pos FROM aux_stream_positions WHERE name = ?", (stream,))
         return int(value or 0)
 
+    async def device_list_changes_between(self, since: int, upto: int, limit: int) -> list[tuple[int, str]]:
+        """(position, user id) of device list changes in (since, upto], oldest first, at most ``limit``."""
+        rows = await self._db.fetchall(
+            "SELECT stream_pos, user_id FROM device_list_changes WHERE stream_pos > ? AND stream_pos <= ?"
+            " ORDER BY stream_pos LIMIT ?",
+            (since, upto, limit),
+        )
+        return [(int(r[0]), r[1]) for r in rows]
+
+    async def users_sharing_a_room(self, user_id: str) -> list[str]:
+        """Users joined to a room that ``user_id`` is joined to (``user_id`` included)."""
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT b.user_id FROM room_memberships a"
+            " JOIN room_memberships b ON a.room_id = b.room_id"
+            " WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join'",
+            (user_id,),
+        )
+        return [r[0] for r in rows]
+
     async def to_device_between(
         self, since: int, upto: int, limit: int
     ) -> list[tuple[int, str, str, dict[str, Any]]]:
