@@ -25,7 +25,12 @@ HS_TOKEN = "hs_token_for_tests_9876543210"
 
 
 def write_config(
-    tmp_path: Path, *, rate_limited: bool = False, ephemeral: bool = True, tls: bool = False
+    tmp_path: Path,
+    *,
+    rate_limited: bool = False,
+    ephemeral: bool = True,
+    tls: bool = False,
+    database_url: str = "sqlite:///homeserver.db",
 ) -> tuple[Path, int]:
     """homeserver.yaml and bridge.yaml in ``tmp_path``; returns the config path and the appservice's port."""
     as_port = free_port()
@@ -53,7 +58,7 @@ def write_config(
         "server_name": server_name,
         "data_dir": ".",
         "signing_key_path": "signing.key",
-        "database": {"url": "sqlite:///homeserver.db"},
+        "database": {"url": database_url},
         "listeners": {
             "client": {"bind": "127.0.0.1", "port": free_port()},
             "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": tls},

@@ -147,7 +147,8 @@ async def _room_with_puppet(env: Env) -> tuple[Client, str, IntentAPI]:
     return carol, room_id, puppet
 
 
-async def test_appservice_down_then_back_gets_every_event_once_in_order(env: Env) -> None:
+async def test_appservice_down_then_back_gets_every_event_once_in_order(env_any_engine: Env) -> None:
+    env = env_any_engine
     carol, room_id, puppet = await _room_with_puppet(env)
     first = await carol.send_text(room_id, "before", "b0")
     await wait_until(lambda: first in env.bridge.event_ids(), "first message pushed")
@@ -171,7 +172,8 @@ async def test_appservice_down_then_back_gets_every_event_once_in_order(env: Env
     assert pushed == [first, *sent]
 
 
-async def test_ranvier_restart_delivers_undelivered_transactions(env: Env) -> None:
+async def test_ranvier_restart_delivers_undelivered_transactions(env_any_engine: Env) -> None:
+    env = env_any_engine
     carol, room_id, _ = await _room_with_puppet(env)
     await env.bridge.stop()
     sent = [await carol.send_text(room_id, f"queued {i}", f"q{i}") for i in range(20)]
