@@ -339,11 +339,12 @@ class RoomHandlers:
         event_type = request.match_info["type"]
         content = await read_json_body(request, allow_empty=True)
         await self._require_joined(room_id, requester.user_id)
+        ts = _massaged_ts(request, requester)
 
         async def create(txn_hook: Any) -> Pdu:
             try:
                 return await self._creator.send(
-                    room_id, requester.user_id, event_type, content, txn_hook=txn_hook
+                    room_id, requester.user_id, event_type, content, txn_hook=txn_hook, origin_server_ts=ts
                 )
             except (RoomNotFound, AuthRejected) as e:
                 raise _room_error(e) from None
@@ -414,9 +415,10 @@ class RoomHandlers:
         current = await self._storage.state.get_current_state_event(room_id, event_type, state_key)
         if current is not None and current.content == content and current.sender == requester.user_id:
             return web.json_response({"event_id": current.event_id})  # CS: identical state is not re-sent
+        ts = _massaged_ts(request, requester)
         try:
             pdu = await self._creator.send(
-                room_id, requester.user_id, event_type, content, state_key=state_key
+                room_id, requester.user_id, event_type, content, state_key=state_key, origin_server_ts=ts
             )
         except (RoomNotFound, AuthRejected) as e:
             raise _room_error(e) from None
@@ -471,3 +473,14 @@ class RoomHandlers:
                 "avatar_url": pdu.content.get("avatar_url"),
             }
         return web.json_response({"joined": result})
+
+
+def _massaged_ts(request: web.Request, requester: Requester) -> int | None:
+    """AS "Timestamp massaging": an appservice's ``?ts=`` (ms since the epoch) on send and state; others'
+    is ignored. A value ``origin_server_ts`` cannot hold is a bad request."""
+    raw = request.query.get("ts")
+    if raw is None or requester.appservice is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**53 - 1:
+        raise invalid_param("'ts' must be a non-negative integer of milliseconds")
+    return int(raw)

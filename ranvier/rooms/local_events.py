@@ -74,14 +74,26 @@ class LocalEventCreator:
         redacts: str | None = None,
         unsigned: dict[str, Any] | None = None,
         txn_hook: TxnHook | None = None,
+        origin_server_ts: int | None = None,
     ) -> Pdu:
         """Create, authorise and persist one event; raises AuthRejected if the sender may not send it.
-        ``txn_hook`` runs inside the persist transaction (e.g. recording the client's transaction id)."""
+        ``txn_hook`` runs inside the persist transaction (e.g. recording the client's transaction id);
+        ``origin_server_ts`` replaces "now" (an appservice's ``?ts=``, AS "Timestamp massaging")."""
         rv = await self.room_version(room_id)
         async with self._persister.room_lock(room_id):
             prev_ids, state_before = await self.tips_and_state(room_id, rv)
             pdu = await self._build(
-                rv, room_id, sender, event_type, content, state_key, redacts, prev_ids, state_before, unsigned
+                rv,
+                room_id,
+                sender,
+                event_type,
+                content,
+                state_key,
+                redacts,
+                prev_ids,
+                state_before,
+                unsigned,
+                origin_server_ts,
             )
             if pdu.type == "m.room.redaction":
                 await self._check_local_redaction(pdu, state_before)
@@ -202,6 +214,7 @@ class LocalEventCreator:
         prev_ids: list[str],
         state_before: StateIds,
         unsigned: dict[str, Any] | None,
+        origin_server_ts: int | None = None,
     ) -> Pdu:
         auth_ids, auth_state = await self._auth_events_for(
             rv, event_type, state_key, sender, content, state_before
@@ -218,7 +231,7 @@ class LocalEventCreator:
             prev_events=prev_ids,
             auth_events=auth_ids,
             depth=depth,
-            origin_server_ts=self._clock(),
+            origin_server_ts=self._clock() if origin_server_ts is None else origin_server_ts,
             server_name=self.server_name,
             signing_key=self.signing_key,
             unsigned=unsigned,

@@ -274,3 +274,29 @@ async def test_msc3202_device_lists_and_key_counts(env: Env) -> None:
     await wait_until(lambda: bool(env.bridge.otk_counts), "the key count")
     count = env.bridge.otk_counts[-1][puppet][device]
     assert count.signed_curve25519 == 2
+
+
+async def test_timestamp_massaging(env: Env) -> None:
+    carol = await env.anon.register("carol")
+    as_client = Client(env.anon.session, env.anon.base, AS_TOKEN)
+    status, body = await as_client.call("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+    room_id = body["room_id"]
+    status, _ = await carol.call("POST", f"/_matrix/client/v3/join/{room_id}", {})
+    assert status == 200
+    path = f"/_matrix/client/v3/rooms/{room_id}"
+    status, body = await as_client.call(
+        "PUT", f"{path}/send/m.room.message/ts1", {"msgtype": "m.text", "body": "old"}, ts="1234567890123"
+    )
+    assert status == 200
+    status, event = await carol.call("GET", f"{path}/event/{body['event_id']}")
+    assert event["origin_server_ts"] == 1234567890123
+    status, body = await as_client.call("PUT", f"{path}/state/m.room.topic", {"topic": "t"}, ts="1000")
+    assert status == 200
+    status, event = await carol.call("GET", f"{path}/event/{body['event_id']}")
+    assert event["origin_server_ts"] == 1000
+    status, body = await as_client.call("PUT", f"{path}/send/m.room.message/ts2", {"body": "x"}, ts="-5")
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    # Anyone else's ts is ignored.
+    status, body = await carol.call("PUT", f"{path}/send/m.room.message/ts3", {"body": "now"}, ts="1000")
+    status, event = await carol.call("GET", f"{path}/event/{body['event_id']}")
+    assert event["origin_server_ts"] > 1_000_000_000_000
