@@ -4,10 +4,14 @@ third-party look-ups, the admin listing and the metrics."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import aiohttp
+import yaml
 from prometheus_client import generate_latest
 
 from tests.appservice.conftest import Env
-from tests.appservice.harness import AS_TOKEN, Client, wait_until
+from tests.appservice.harness import AS_TOKEN, Client, start_homeserver, wait_until, write_config
 
 
 async def test_login_and_device_masquerading(env: Env) -> None:
@@ -300,3 +304,37 @@ async def test_timestamp_massaging(env: Env) -> None:
     status, body = await carol.call("PUT", f"{path}/send/m.room.message/ts3", {"body": "now"}, ts="1000")
     status, event = await carol.call("GET", f"{path}/event/{body['event_id']}")
     assert event["origin_server_ts"] > 1_000_000_000_000
+
+
+async def test_ping_errors(tmp_path: Path) -> None:
+    """M_CONNECTION_FAILED for an appservice that is down, M_URL_NOT_SET for one without a url; a
+    url-less appservice is never pushed to but still acts through the client API."""
+    config, _ = write_config(tmp_path)
+    silent = {
+        "id": "silent",
+        "url": None,
+        "as_token": "silent_as_token",
+        "hs_token": "silent_hs_token",
+        "sender_localpart": "silentbot",
+        "namespaces": {"users": [{"exclusive": True, "regex": "@silent_.*"}]},
+    }
+    (tmp_path / "silent.yaml").write_text(yaml.safe_dump(silent))
+    data = yaml.safe_load(config.read_text())
+    data["app_service_config_files"].append("silent.yaml")
+    config.write_text(yaml.safe_dump(data))
+    hs = await start_homeserver(config)
+    try:
+        base = f"http://127.0.0.1:{hs.ports['client']}"
+        async with aiohttp.ClientSession() as session:
+            status, body = await Client(session, base, AS_TOKEN).call(
+                "POST", "/_matrix/client/v1/appservice/bridge/ping", {}
+            )
+            assert (status, body["errcode"]) == (502, "M_CONNECTION_FAILED")
+            silent_client = Client(session, base, "silent_as_token")
+            status, body = await silent_client.call("POST", "/_matrix/client/v1/appservice/silent/ping", {})
+            assert (status, body["errcode"]) == (400, "M_URL_NOT_SET")
+            status, body = await silent_client.call("GET", "/_matrix/client/v3/account/whoami")
+            assert status == 200 and body["user_id"] == f"@silentbot:{hs.server_name}"
+            assert "silent" not in hs.appservice_pusher.workers
+    finally:
+        await hs.stop()
