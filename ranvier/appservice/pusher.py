@@ -162,6 +162,13 @@ class AppServicePusher:
 
     async def start(self) -> None:
         """Start every worker: each sends what a previous run left queued or unsent first."""
+        for as_id in await self._store.appservices_with_queue():
+            if as_id not in self.workers:
+                logger.warning(
+                    "appservice %r has undelivered events queued but is no longer registered (or has no url):"
+                    " they are kept, and sent if it is registered again",
+                    as_id,
+                )
         self._running = True
         for as_id in self.workers:
             self.wake(as_id)

@@ -83,3 +83,14 @@ async def test_feed_items_and_positions(db: Database) -> None:  # noqa: F811
         ("to_device", '{"type":"m.x","to_device_id":"D1"}'),
         ("ephemeral", '{"type":"m.typing"}'),
     ]
+
+
+async def test_appservices_with_queue(db: Database) -> None:  # noqa: F811
+    store = AppServiceStore(db)
+    assert await store.appservices_with_queue() == []
+    async with db.transaction() as txn:
+        await store.enqueue_events_txn(txn, [("gone", "$1")], 1)
+    await store.enqueue_ephemeral(["eph"], {"type": "m.typing"}, 1)
+    events, _ = await store.peek("gone", 10, 10)
+    await store.create_txn("gone", [events[0].seq], [], {"events": []}, 1)
+    assert await store.appservices_with_queue() == ["eph", "gone"]

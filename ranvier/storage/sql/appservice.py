@@ -247,6 +247,14 @@ class AppServiceStore:
             )
         return [r[0] for r in rows]
 
+    async def appservices_with_queue(self) -> list[str]:
+        """Ids of every appservice that has something queued or unsent."""
+        rows = await self._db.fetchall(
+            "SELECT as_id FROM appservice_queue UNION SELECT as_id FROM appservice_ephemeral"
+            " UNION SELECT as_id FROM appservice_txns ORDER BY 1"
+        )
+        return [r[0] for r in rows]
+
     async def stats(self, as_id: str) -> QueueStats:
         async with self._db.snapshot() as txn:
             events = await txn.fetchone(
