@@ -440,6 +440,7 @@ class Homeserver:
                 rate_limit_middleware(
                     config.rate_limits,
                     unlimited_tokens={s.as_token for s in self.appservices.all if not s.rate_limited},
+                    appservice_tokens={s.as_token for s in self.appservices.all if s.rate_limited},
                 ),
                 body_limits_middleware(guard),
             ],

@@ -34,8 +34,10 @@ def _kind(request: web.Request) -> str | None:
 def rate_limit_middleware(
     config: RateLimits,
     unlimited_tokens: Collection[str] = (),
+    appservice_tokens: Collection[str] = (),
 ) -> Middleware:
-    """``unlimited_tokens``: tokens never limited (appservices registered with ``rate_limited: false``)."""
+    """``unlimited_tokens``: tokens never limited (appservices registered with ``rate_limited: false``);
+    ``appservice_tokens``: the other appservices' tokens, limited per user they act as (``?user_id=``)."""
     limiters = {
         "login": RateLimiter(_spec(config.login)),
         "registration": RateLimiter(_spec(config.registration)),
@@ -51,6 +53,8 @@ def rate_limit_middleware(
             if kind == "message":
                 # Keyed by the token's hash (the user's device); an unauthenticated request fails anyway.
                 token = access_token_from(request) or ""
+                if token in appservice_tokens:
+                    token += "\0" + request.query.get("user_id", "")
                 key = hashlib.sha256(token.encode()).hexdigest()
             else:
                 key = request.remote or "unknown"

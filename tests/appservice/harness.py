@@ -31,6 +31,7 @@ def write_config(
     ephemeral: bool = True,
     tls: bool = False,
     database_url: str = "sqlite:///homeserver.db",
+    message_burst: int | None = None,
 ) -> tuple[Path, int]:
     """homeserver.yaml and bridge.yaml in ``tmp_path``; returns the config path and the appservice's port."""
     as_port = free_port()
@@ -67,6 +68,8 @@ def write_config(
         "federation": {"verify_tls": False, "allow_loopback": True},
         "app_service_config_files": ["bridge.yaml"],
     }
+    if message_burst is not None:
+        config["rate_limits"] = {"message": {"per_second": 0.01, "burst": message_burst}}
     path = tmp_path / "homeserver.yaml"
     path.write_text(yaml.safe_dump(config))
     return path, as_port

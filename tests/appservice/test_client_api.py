@@ -338,3 +338,39 @@ async def test_ping_errors(tmp_path: Path) -> None:
             assert "silent" not in hs.appservice_pusher.workers
     finally:
         await hs.stop()
+
+
+async def test_rate_limited_appservice_is_limited_per_user(tmp_path: Path) -> None:
+    config, _ = write_config(tmp_path, rate_limited=True, message_burst=3)
+    hs = await start_homeserver(config)
+    try:
+        base = f"http://127.0.0.1:{hs.ports['client']}"
+        async with aiohttp.ClientSession() as session:
+            as_client = Client(session, base, AS_TOKEN)
+            puppets = []
+            for name in ("bridge_p1", "bridge_p2"):
+                status, body = await as_client.call(
+                    "POST",
+                    "/_matrix/client/v3/register",
+                    {"type": "m.login.application_service", "username": name, "inhibit_login": True},
+                )
+                puppets.append(body["user_id"])
+            status, body = await as_client.call(
+                "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}
+            )
+            room_id = body["room_id"]
+            for puppet in puppets:
+                status, _ = await as_client.call(
+                    "POST", f"/_matrix/client/v3/join/{room_id}", {}, user_id=puppet
+                )
+            path = f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/"
+            for i in range(3):
+                status, _ = await as_client.call("PUT", f"{path}a{i}", {"body": "x"}, user_id=puppets[0])
+                assert status == 200
+            status, body = await as_client.call("PUT", f"{path}a3", {"body": "x"}, user_id=puppets[0])
+            assert (status, body["errcode"]) == (429, "M_LIMIT_EXCEEDED")
+            # Another puppet of the same appservice has its own bucket.
+            status, _ = await as_client.call("PUT", f"{path}b0", {"body": "x"}, user_id=puppets[1])
+            assert status == 200
+    finally:
+        await hs.stop()
