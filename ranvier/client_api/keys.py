@@ -63,6 +63,9 @@ class KeyHandlers:
 
     async def upload(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
+        if not requester.device_id:
+            # An appservice acting without ?device_id= has no device to hold keys (AS "Identity assertion").
+            raise MatrixError(400, "M_MISSING_PARAM", "Uploading keys needs a device: pass device_id")
         body = await read_json_body(request, allow_empty=True)
         try:
             answer = await self._keys.upload(requester.user_id, requester.device_id, body)

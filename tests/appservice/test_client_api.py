@@ -249,6 +249,11 @@ async def test_msc3202_device_lists_and_key_counts(env: Env) -> None:
         "POST", "/_matrix/client/v3/keys/upload", {"one_time_keys": otks}, user_id=puppet, device_id=device
     )
     assert status == 200 and body["one_time_key_counts"]["signed_curve25519"] == 3
+    # Without ?device_id= the appservice has no device to upload keys for.
+    status, body = await as_client.call(
+        "POST", "/_matrix/client/v3/keys/upload", {"one_time_keys": {}}, user_id=puppet
+    )
+    assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
     carol = await env.anon.register("carol")
     status, body = await carol.call("POST", "/_matrix/client/v3/createRoom", {"invite": [puppet]})
     room_id = body["room_id"]
