@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -33,12 +34,29 @@ def state_after(item: EventToPersist) -> StateIds:
     return after
 
 
+# Rooms whose AuthChainIndex is kept (the most recently resolved ones): an index holds the auth chain of
+# every event a resolution touched, so one per room ever resolved would grow without bound.
+MAX_ROOM_INDEXES = 256
+
+
 class StateService:
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Any, max_room_indexes: int = MAX_ROOM_INDEXES) -> None:
         self._storage = storage
-        self._indexes: dict[str, AuthChainIndex] = {}
-        # AuthChainIndex is not thread-safe: one resolution per room at a time.
-        self._index_locks: dict[str, asyncio.Lock] = {}
+        # room id -> (its index, the lock that keeps it to one resolution at a time: AuthChainIndex is not
+        # thread-safe), least recently used first. Evicting a pair while it is in use is safe: the holder
+        # keeps its objects, and a later resolution of that room starts a fresh pair.
+        self._indexes: OrderedDict[str, tuple[AuthChainIndex, asyncio.Lock]] = OrderedDict()
+        self._max_room_indexes = max(1, max_room_indexes)
+
+    def _index_for(self, room_id: str) -> tuple[AuthChainIndex, asyncio.Lock]:
+        pair = self._indexes.get(room_id)
+        if pair is None:
+            pair = self._indexes[room_id] = (AuthChainIndex(), asyncio.Lock())
+            while len(self._indexes) > self._max_room_indexes:
+                self._indexes.popitem(last=False)
+        else:
+            self._indexes.move_to_end(room_id)
+        return pair
 
     async def state_after(self, event_id: str) -> StateIds:
         return await self._storage.state.get_state_ids_after(event_id)  # type: ignore[no-any-return]
@@ -68,9 +86,8 @@ class StateService:
         if len(unique) == 1:
             return dict(unique[0])
         source = await self._load_for_resolution(unique, list(unpersisted))
-        lock = self._index_locks.setdefault(room_id, asyncio.Lock())
+        index, lock = self._index_for(room_id)
         async with lock:
-            index = self._indexes.setdefault(room_id, AuthChainIndex())
             # CPU work in a worker thread: pure Python holds the GIL, but the interpreter switches threads
             # every few ms, so requests keep being served while a big room resolves.
             return await asyncio.to_thread(resolve_state, room_version, unique, source, index=index)
