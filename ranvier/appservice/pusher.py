@@ -130,15 +130,23 @@ class AppServicePusher:
             ]
             interested |= {s.id for s in rest if any(s.is_interested_in_alias(a) for a in aliases)}
         rest = [s for s in rest if s.id not in interested]
-        if rest:
-            members = [
-                r[0]
-                for r in await txn.fetchall(
-                    "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'",
-                    (room_id,),
-                )
-            ]
-            interested |= {s.id for s in rest if any(s.is_interested_in_user(m) for m in members)}
+        everyone: list[str] | None = None  # all joined members, read only if a namespace needs them
+        for service in rest:
+            if await _joined(txn, room_id, [service.sender]):
+                interested.add(service.id)
+                continue
+            for ns in service.users:
+                prefix = ns.prefix
+                if len(prefix) >= 2:
+                    # Only members whose id starts with the namespace's literal prefix can match.
+                    candidates = await _joined_with_prefix(txn, room_id, prefix)
+                else:
+                    if everyone is None:
+                        everyone = await _joined_with_prefix(txn, room_id, "")
+                    candidates = everyone
+                if any(ns.matches(m) for m in candidates):
+                    interested.add(service.id)
+                    break
         return frozenset(interested)
 
     async def room_interest(self, room_id: str) -> frozenset[str]:
@@ -293,3 +301,24 @@ class AppServicePusher:
         worker.last_error = None
         worker.sent_txns += 1
         worker.sent_events += txn.event_count
+
+
+async def _joined(txn: Any, room_id: str, user_ids: Sequence[str]) -> bool:
+    for user_id in user_ids:
+        row = await txn.fetchone(
+            "SELECT 1 FROM room_memberships WHERE room_id = ? AND user_id = ? AND membership = 'join'",
+            (room_id, user_id),
+        )
+        if row is not None:
+            return True
+    return False
+
+
+async def _joined_with_prefix(txn: Any, room_id: str, prefix: str) -> list[str]:
+    """Joined members of the room whose user id starts with ``prefix`` (all of them for "")."""
+    sql = "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'"
+    params: tuple[Any, ...] = (room_id,)
+    if prefix:
+        sql += " AND substr(user_id, 1, ?) = ?"
+        params = (room_id, len(prefix), prefix)
+    return [r[0] for r in await txn.fetchall(sql, params)]

@@ -35,6 +35,41 @@ class Namespace:
     def matches(self, value: str) -> bool:
         return self.regex.fullmatch(value) is not None
 
+    @property
+    def prefix(self) -> str:
+        """A literal prefix every match starts with ("" if none can be told): lets storage narrow a room's
+        members before the regex is applied."""
+        return literal_prefix(self.regex.pattern)
+
+
+_LITERAL = re.compile(r"[A-Za-z0-9@:#!_\-=/,;%&'\"<>~` ]")
+_ESCAPED_LITERAL = set(".-_@:#!+=/$^*?()[]{}|\\")
+_QUANTIFIERS = set("*?{")
+
+
+def literal_prefix(pattern: str) -> str:
+    """The literal characters a regex's every (full) match begins with, conservatively: it stops at the
+    first metacharacter, drops a character made optional by a following ``*``, ``?`` or ``{``, and gives
+    "" for any pattern with an alternation or inline flags (``(?i)``)."""
+    if "|" in pattern.replace("\\|", "") or pattern.startswith("(?"):
+        return ""
+    out: list[str] = []
+    i = 1 if pattern.startswith("^") else 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern) and pattern[i + 1] in _ESCAPED_LITERAL:
+            char, i = pattern[i + 1], i + 2
+        elif _LITERAL.fullmatch(c):
+            char, i = c, i + 1
+        else:
+            break
+        if i < len(pattern) and pattern[i] in _QUANTIFIERS:
+            break  # this character may be absent
+        out.append(char)
+        if i < len(pattern) and pattern[i] == "+":
+            break  # present, but repeated: what follows is not fixed
+    return "".join(out)
+
 
 @dataclass(frozen=True, slots=True)
 class AppService:

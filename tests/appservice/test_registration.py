@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import yaml
 
 from ranvier.appservice.registration import (
     RegistrationError,
+    literal_prefix,
     load_registrations,
     overlapping_exclusive_namespaces,
     parse_registration,
@@ -123,3 +125,39 @@ def test_homeserver_yaml_refuses_a_bad_registration(tmp_path: Path) -> None:
     assert "app_service_config_files" in str(e.value) and reg in str(e.value) and "hs_token" in str(e.value)
     Path(reg).write_text(yaml.safe_dump(SYNAPSE_STYLE))
     assert load_config(hs).app_service_config_files == [reg]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        ("@irc_.*", "@irc_"),
+        ("@irc_.*:example\\.org", "@irc_"),
+        ("^@_discord_[0-9]+:example\\.org", "@_discord_"),
+        ("@tele\\.gram_.*", "@tele.gram_"),
+        ("@a?b", "@"),  # "a" may be absent
+        ("@b{2}", "@"),
+        ("@x+y", "@x"),
+        ("(?i)@irc_.*", ""),  # case-insensitive: no literal prefix
+        ("@a_.*|@b_.*", ""),  # alternation
+        (".*", ""),
+    ],
+)
+def test_literal_prefix_is_conservative(pattern: str, prefix: str) -> None:
+    assert literal_prefix(pattern) == prefix
+    # Every sample the regex matches starts with the prefix.
+    for sample in (
+        "@irc_bob",
+        "@irc_bob:example.org",
+        "@_discord_12:example.org",
+        "@tele.gram_x",
+        "@b",
+        "@ab",
+        "@bb",
+        "@xxy",
+        "@IRC_bob",
+        "@a_1",
+        "@b_1",
+        "anything",
+    ):
+        if re.fullmatch(pattern, sample):
+            assert sample.startswith(prefix), (pattern, sample)
