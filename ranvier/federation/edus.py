@@ -5,6 +5,7 @@ user in a room, and only the latest receipt of one type per user, room and threa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ def typing_edu(room_id: str, user_id: str, typing: bool) -> OutboundEdu:
     return OutboundEdu(
         "m.typing",
         {"room_id": room_id, "user_id": user_id, "typing": typing},
-        coalesce_key=f"{room_id}\x00{user_id}",
+        coalesce_key=_key(room_id, user_id),
     )
 
 
@@ -40,5 +41,12 @@ def receipt_edu(
     if thread_id is not None:
         data["thread_id"] = thread_id
     content = {room_id: {receipt_type: {user_id: {"event_ids": [event_id], "data": data}}}}
-    key = f"{room_id}\x00{receipt_type}\x00{user_id}\x00{thread_id or ''}"
-    return OutboundEdu("m.receipt", content, coalesce_key=key)
+    return OutboundEdu(
+        "m.receipt", content, coalesce_key=_key(room_id, receipt_type, user_id, thread_id or "")
+    )
+
+
+def _key(*parts: str) -> str:
+    """An unambiguous coalesce key without NUL characters, which PostgreSQL text cannot hold (a key joined
+    with NUL made every typing notification and receipt in a room with remote servers a 500 there)."""
+    return json.dumps(parts)
