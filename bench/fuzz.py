@@ -9,15 +9,17 @@ counted in its own column and is not a failure.
 
     python3 -m bench fuzz --examples 200
     python3 -m bench fuzz --api ss --only send_join --examples 1000 --seed 7
+    python3 -m bench fuzz --postgres --examples 100     # the server on a fresh PostgreSQL database
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 
-from tests.fuzz.harness import FuzzHarness
+from tests.fuzz.harness import PG_ADMIN_DSN, FuzzHarness, create_database, drop_database
 from tests.fuzz.runner import OpStats, fuzz_operations, select
 from tests.fuzz.spec import Operation
 
@@ -29,6 +31,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--api", default="cs,ss", help="cs, ss or cs,ss (default)")
     parser.add_argument("--only", default=None, help="a regex over 'METHOD /path' to pick operations")
     parser.add_argument("--errcodes", action="store_true", help="also print the 4xx errcodes per operation")
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const=PG_ADMIN_DSN,
+        default=None,
+        metavar="ADMIN_DSN",
+        help=f"run the server on a fresh PostgreSQL database made there (default {PG_ADMIN_DSN}), not SQLite",
+    )
     args = parser.parse_args(argv)
 
     ops = select(args.api.split(","), args.only)
@@ -47,14 +57,17 @@ def main(argv: list[str]) -> None:
         if args.errcodes and stats.errcodes:
             print("      " + ", ".join(f"{k}: {v}" for k, v in stats.errcodes.most_common()), flush=True)
 
-    harness = FuzzHarness()
-    harness.start()
+    database = asyncio.run(create_database(args.postgres)) if args.postgres else None
+    harness = FuzzHarness(database_url=database)
     start = time.monotonic()
     try:
+        harness.start()
         report = fuzz_operations(harness, ops, args.examples, base_seed=args.seed, progress=progress)
         room_ok = harness.room_still_works()
     finally:
         harness.stop()
+        if args.postgres and database:
+            asyncio.run(drop_database(args.postgres, database))
     elapsed = time.monotonic() - start
     print()
     print(report.summary())

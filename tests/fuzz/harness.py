@@ -19,9 +19,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +32,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import asyncpg
 import yarl
 
 from ranvier.app import Homeserver
@@ -47,6 +51,7 @@ from .values import World
 
 T = TypeVar("T")
 REQUEST_TIMEOUT = 30.0
+PG_ADMIN_DSN = os.environ.get("RANVIER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 # State the harness puts back after the fuzzer changed it, so that later examples still reach the room.
 RESTORED_STATE = (
     "m.room.power_levels",
@@ -83,7 +88,11 @@ class ErrorLog(logging.Handler):
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
-            text += f" ({type(error).__name__}: {str(error)[:300]})"
+            # Where in Ranvier it happened: the deepest frame of ours (not asyncpg's or aiohttp's).
+            frames = [f for f in traceback.extract_tb(error.__traceback__) if "/ranvier/" in f.filename]
+            calls = [f"{f.filename.rsplit('/ranvier/', 1)[1]}:{f.lineno}" for f in frames[-4:]]
+            where = f" in ranvier/ {' < '.join(reversed(calls))}" if calls else ""
+            text += f" ({type(error).__name__}: {str(error)[:300]}{where})"
         self.records.append((f"{record.name}: {record.msg}", text))
 
     def attach(self) -> None:
@@ -100,7 +109,9 @@ class ErrorLog(logging.Handler):
 
 
 class FuzzHarness:
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, database_url: str | None = None) -> None:
+        """``database_url``: where the server keeps its data (SQLite in ``data_dir`` by default)."""
+        self.database_url = database_url
         self._tmp = None if data_dir is not None else tempfile.TemporaryDirectory(prefix="ranvier-fuzz-")
         self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.world = World()
@@ -151,7 +162,7 @@ class FuzzHarness:
                 "server_name": f"127.0.0.1:{fed_port}",
                 "data_dir": str(hs_dir),
                 "signing_key_path": str(hs_dir / "signing.key"),
-                "database": {"url": f"sqlite:///{hs_dir / 'homeserver.db'}"},
+                "database": {"url": self.database_url or f"sqlite:///{hs_dir / 'homeserver.db'}"},
                 "log_level": "WARNING",
                 "listeners": {
                     "client": {"bind": "127.0.0.1", "port": 0},
@@ -573,10 +584,33 @@ class FuzzHarness:
             return Answer(resp.status, await resp.read())
 
     def client_request(self, method: str, path: str, body: Any = None) -> Answer:
-        """One client-server request as the fuzz user; ``{room}`` and ``{user}`` in ``path`` are its room
-        and its user id (for replaying what the fuzzer found)."""
-        path = path.format(room=quote(self.room_id, safe=""), user=quote(self.user_id, safe=""))
+        """One client-server request as the fuzz user; ``{room}``, ``{user}`` and ``{event}`` in ``path`` are
+        its room, its user id and a message in the room (for replaying what the fuzzer found)."""
+        path = path.format(
+            room=quote(self.room_id, safe=""),
+            user=quote(self.user_id, safe=""),
+            event=quote(self.world.event_ids[0], safe=""),
+        )
         return self.run(self._raw(method, path, body))
+
+
+async def create_database(admin_dsn: str = PG_ADMIN_DSN) -> str:
+    """A fresh PostgreSQL database next to ``admin_dsn``'s; its URL."""
+    name = f"ranvier_fuzz_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    return f"{admin_dsn.rsplit('/', 1)[0]}/{name}"
+
+
+async def drop_database(admin_dsn: str, url: str) -> None:
+    admin = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 def lenient_sign_request(

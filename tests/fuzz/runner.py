@@ -55,7 +55,7 @@ class FuzzReport:
     def examples(self) -> int:
         return sum(s.examples for s in self.stats.values())
 
-    def record(self, req: FuzzRequest, answer: Answer) -> None:
+    def record(self, req: FuzzRequest, answer: Answer, note: str = "") -> None:
         stats = self.stats.setdefault(req.op.key, OpStats())
         stats.examples += 1
         stats.statuses[status_class(answer)] += 1
@@ -65,7 +65,7 @@ class FuzzReport:
             stats.errcodes[f"{answer.status} {errcode}"] += 1
         kind = failure_kind(answer)
         if kind is not None:
-            self.record_failure(req, answer, kind)
+            self.record_failure(req, answer, kind, note)
 
     def record_failure(self, req: FuzzRequest, answer: Answer, kind: str, note: str = "") -> None:
         self.stats.setdefault(req.op.key, OpStats()).failures += 1
@@ -169,10 +169,12 @@ def fuzz_operations(
                 error = f"{type(e).__name__}: {e}"[:500]
                 report.record_failure(req, Answer(0, b"", error), f"harness error: {type(e).__name__}")
                 return
-            report.record(req, answer)
-            for template, text in harness.errors.take():
-                # A 500 logs its exception too: that one is counted as the 500.
-                if not (answer.status >= 500 and "unhandled error serving" in template):
+            logged = harness.errors.take()
+            # A 500 logs its exception: that one is reported with the 500, not as a failure of its own.
+            unhandled = [text for template, text in logged if "unhandled error serving" in template]
+            report.record(req, answer, "; ".join(unhandled))
+            for template, text in logged:
+                if "unhandled error serving" not in template:
                     report.record_failure(req, answer, f"server logged an error: {template}", text)
             if len(harness.lost_token) > lost:
                 # Only the throwaway user's requests may end a session; the harness logged in again.
