@@ -360,10 +360,22 @@ class Keyring:
             return
         cached = self._cache.setdefault(server, _Cached())
         now = self._clock_ms()
-        if now < cached.retry_at_ms and not (
-            on_demand and now - cached.last_fetch_ms >= ON_DEMAND_MIN_INTERVAL_MS
-        ):
-            return
+        if now < cached.retry_at_ms:
+            if not on_demand:
+                return
+            wait_ms = ON_DEMAND_MIN_INTERVAL_MS - (now - cached.last_fetch_ms)
+            if wait_ms > 0:
+                # The server itself needs us to have its key (it signed what we hold), so it is evidently
+                # up: wait out the floor rather than fail the request, then fetch, unless a fetch made
+                # meanwhile (by another request waiting like this one) already settled it.
+                last = cached.last_fetch_ms
+                await asyncio.sleep(wait_ms / 1000)
+                running = self._inflight.get(server)
+                if running is not None:
+                    await asyncio.shield(running)
+                    return
+                if cached.last_fetch_ms != last:
+                    return
         task = asyncio.ensure_future(self._fetch_all_sources(server, key_id, min_valid_until_ts))
         self._inflight[server] = task
         try:
