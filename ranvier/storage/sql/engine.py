@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 import aiosqlite
 import asyncpg
 
+from ranvier.protocol.errors import FormatError
+
 Dialect = Literal["sqlite", "postgres"]
 Row = tuple[Any, ...]
 Params = Sequence[Any]
@@ -230,6 +232,18 @@ def to_numbered_params(sql: str) -> str:
     return _PLACEHOLDER.sub(repl, sql)
 
 
+class UnstorableText(FormatError):
+    """A text value holds U+0000, which PostgreSQL text cannot store (nor may any Matrix identifier, event
+    type or key contain it). Refused before the query runs, as a typed error the HTTP edges answer with 400,
+    instead of asyncpg's CharacterNotInRepertoireError becoming a 500."""
+
+
+def _refuse_nul(params: Iterable[Any]) -> None:
+    for value in params:
+        if isinstance(value, str) and "\x00" in value:
+            raise UnstorableText("text with a NUL character (U+0000) cannot be stored")
+
+
 class _PgTxn(Txn):
     def __init__(self, conn: asyncpg.Connection, rewrite: dict[str, str]) -> None:
         self._conn = conn
@@ -242,14 +256,18 @@ class _PgTxn(Txn):
         return out
 
     async def execute(self, sql: str, params: Params = ()) -> None:
+        _refuse_nul(params)
         await self._conn.execute(self._sql(sql), *params)
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         rows = [tuple(r) for r in rows]
+        for row in rows:
+            _refuse_nul(row)
         if rows:
             await self._conn.executemany(self._sql(sql), rows)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        _refuse_nul(params)
         return [tuple(r) for r in await self._conn.fetch(self._sql(sql), *params)]
 
 
