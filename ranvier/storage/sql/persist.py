@@ -188,16 +188,48 @@ async def _existing(txn: Txn, event_ids: list[str]) -> dict[str, tuple[int, bool
     return out
 
 
-def _topo_position(p: _Pending) -> tuple[int, int]:
+def _topo_position(p: _Pending, floors: dict[str, int]) -> tuple[int, int]:
     """(ordering depth, order) in the room's topological order: the room layer's placement if it gave one,
-    else (depth, stream ordering * TOPO_SCALE)."""
+    else (depth, stream ordering * TOPO_SCALE), the depth raised to just after the event's parents.
+
+    The raise is why the ordering depth is not the PDU's depth: a sender chooses ``depth`` freely (the
+    auth rules do not check it), and one event of depth 1 citing the room's newest events would otherwise
+    sort, with everything /messages pages past it, at the start of history."""
     if p.item.topo_position is not None:
         return p.item.topo_position
-    return p.pdu.depth, p.stream * TOPO_SCALE
+    return max(p.pdu.depth, floors.get(p.pdu.event_id, 0)), p.stream * TOPO_SCALE
+
+
+MAX_TOPO_DEPTH = 2**63 - 1  # BIGINT
+
+
+async def _ordering_floors(txn: Txn, pending: list[_Pending]) -> dict[str, int]:
+    """For each non-outlier of the batch, one more than the largest ordering depth of its parents (those
+    of the batch, which come parents first, and those already stored)."""
+    in_batch = {p.pdu.event_id for p in pending}
+    outside = list(
+        {prev for p in pending if not p.item.outlier for prev in p.pdu.prev_event_ids if prev not in in_batch}
+    )
+    known: dict[str, int] = {}
+    for part in chunks(outside):
+        rows = await txn.fetchall(
+            f"SELECT event_id, topo_depth FROM events WHERE event_id IN ({in_list(len(part))})", tuple(part)
+        )
+        known.update({e: int(d) for e, d in rows if d is not None})
+    floors: dict[str, int] = {}
+    for p in pending:
+        if p.item.outlier:
+            continue
+        parents = [known[e] for e in p.pdu.prev_event_ids if e in known]
+        if parents:
+            floors[p.pdu.event_id] = min(max(parents) + 1, MAX_TOPO_DEPTH)
+        known[p.pdu.event_id] = _topo_position(p, floors)[0]
+    return floors
 
 
 async def _write_events(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
     new = [p for p in pending if not p.deoutlier]
+    floors = await _ordering_floors(txn, pending)
     await txn.executemany(
         "INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender, membership,"
         " origin_server_ts, outlier, rejected_reason, soft_failed, room_version,"
@@ -221,7 +253,7 @@ async def _write_events(txn: Txn, room_id: str, pending: list[_Pending]) -> None
                 p.before,
                 p.after,
                 json.dumps(p.pdu.json, separators=(",", ":"), ensure_ascii=False),
-                *_topo_position(p),
+                *_topo_position(p, floors),
             )
             for p in new
         ],
@@ -236,7 +268,7 @@ async def _write_events(txn: Txn, room_id: str, pending: list[_Pending]) -> None
                 p.item.soft_failed,
                 p.before,
                 p.after,
-                *_topo_position(p),
+                *_topo_position(p, floors),
                 p.pdu.event_id,
             )
             for p in pending
