@@ -467,6 +467,7 @@ class Homeserver:
                 self.server_name,
                 config.rooms.default_room_version,
                 self.history_visibility,
+                config.rooms.encryption_enabled_by_default_for_room_type,
             ),
             MessageHandlers(
                 self.storage,

@@ -149,6 +149,10 @@ class Rooms(_Strict):
     max_forward_extremities: int = Field(10, ge=2)
     # Resident side of the join-gap fix; switch off only to test the joiner-side detection.
     join_gap_dummy_event: bool = True
+    # Rooms created here that start end-to-end encrypted (m.room.encryption, Megolm) unless createRoom's
+    # initial_state says otherwise: "all", "invite" (the private_chat and trusted_private_chat presets)
+    # or "off". Synapse's key of the same name; clients that ask for encryption still get it when "off".
+    encryption_enabled_by_default_for_room_type: Literal["all", "invite", "off"] = "off"
 
     @field_validator("default_room_version")
     @classmethod
@@ -449,6 +453,8 @@ rooms:
   max_forward_extremities: 10
   # After a remote join, heal the make_join/send_join gap with a dummy event (keep this on).
   join_gap_dummy_event: true
+  # Rooms that start end-to-end encrypted: all, invite (private presets) or off (clients choose).
+  encryption_enabled_by_default_for_room_type: "off"
 """
 
 

@@ -82,7 +82,9 @@ class RoomHandlers:
         server_name: str,
         default_room_version: str,
         visibility: HistoryVisibilityFilter | None = None,
+        encrypt_by_default: str = "off",
     ) -> None:
+        self._encrypt_by_default = encrypt_by_default
         self._storage = storage
         self._visibility = visibility or HistoryVisibilityFilter(storage)
         self._creator = creator
@@ -200,7 +202,7 @@ class RoomHandlers:
         except UnsupportedRoomVersion as e:
             raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", e.message) from None
         try:
-            plan = plan_room(body, requester.user_id, rv, self.server_name)
+            plan = plan_room(body, requester.user_id, rv, self.server_name, self._encrypt_by_default)
         except CreateRoomError as e:
             raise MatrixError(400, e.errcode, e.message) from None
         for invitee in plan.invites:

@@ -76,7 +76,19 @@ def default_power_levels(
     }
 
 
-def plan_room(body: dict[str, Any], creator: str, room_version: RoomVersion, server_name: str) -> RoomPlan:
+MEGOLM = "m.megolm.v1.aes-sha2"
+
+
+def plan_room(
+    body: dict[str, Any],
+    creator: str,
+    room_version: RoomVersion,
+    server_name: str,
+    encrypt_by_default: str = "off",
+) -> RoomPlan:
+    """``encrypt_by_default``: "all" (every new room), "invite" (rooms of the private presets) or "off":
+    the operator's choice of rooms that start encrypted unless the request's ``initial_state`` says how
+    (Synapse's ``encryption_enabled_by_default_for_room_type``; the spec leaves it to the server)."""
     visibility = body.get("visibility", "private")
     if not isinstance(visibility, str) or visibility not in ("public", "private"):
         raise CreateRoomError("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
@@ -135,6 +147,15 @@ def plan_room(body: dict[str, Any], creator: str, room_version: RoomVersion, ser
         ("m.room.history_visibility", "", {"history_visibility": preset_values["history_visibility"]})
     )
     state.append(("m.room.guest_access", "", {"guest_access": preset_values["guest_access"]}))
+    if encrypt_by_default == "all" or (
+        encrypt_by_default == "invite" and preset in ("private_chat", "trusted_private_chat")
+    ):
+        asked = body.get("initial_state")
+        if not (
+            isinstance(asked, list)
+            and any(isinstance(i, dict) and i.get("type") == "m.room.encryption" for i in asked)
+        ):
+            state.append(("m.room.encryption", "", {"algorithm": MEGOLM}))
 
     initial_state = body.get("initial_state", [])
     if not isinstance(initial_state, list):
