@@ -492,7 +492,7 @@ class Homeserver:
                 self.federation_sender if config.federation.enabled else None,
             ),
             AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
-            PushRuleHandlers(self.authenticator),
+            PushRuleHandlers(self.authenticator, self.storage, self.sync_notifier.notify),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
             AppServiceHandlers(
                 self.authenticator, self.appservice_client, self.appservice_pusher, self.storage.rooms

@@ -1,187 +1,152 @@
-"""Push rules, read only: ``GET /pushrules/`` and ``GET /pushrules/global/`` answer the server-default
-rules of CS "Push Notifications" > "Predefined Rules" (as of v1.17, without the legacy body-matching content
-rules), with the user's id filled in. Clients (matrix-js-sdk refuses to finish starting without them) get
-a valid rule set; changing rules is not supported yet (those endpoints answer M_UNRECOGNIZED).
+"""``/pushrules/`` (CS "Push Rules: API"): the whole set, one kind, one rule, and per-rule edits (PUT with
+``before``/``after``, DELETE, ``enabled``, ``actions``). The rules themselves and the edits are pure
+(ranvier/push/rules.py); this module reads and writes the user's ``m.push_rules`` account data and turns
+``PushRuleError`` into the spec's errors. Only the ``global`` scope exists.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from ..push.rules import (
+    ACCOUNT_DATA_TYPE,
+    KINDS,
+    PushRuleError,
+    delete_rule,
+    find_rule,
+    merged_ruleset,
+    put_rule,
+    set_attribute,
+    stored_form,
+)
 from .auth import Authenticator
+from .errors import MatrixError
+from .http_util import read_json_body
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
-USER_PLACEHOLDER = "[the user's Matrix ID]"
-
-# Copied from the spec's rule definitions (same order: it is the evaluation order within each kind).
-DEFAULT_RULES: dict[str, list[dict[str, Any]]] = {
-    "override": [
-        {"rule_id": ".m.rule.master", "default": True, "enabled": False, "conditions": [], "actions": []},
-        {
-            "rule_id": ".m.rule.suppress_notices",
-            "default": True,
-            "enabled": True,
-            "conditions": [{"kind": "event_match", "key": "content.msgtype", "pattern": "m.notice"}],
-            "actions": [],
-        },
-        {
-            "rule_id": ".m.rule.invite_for_me",
-            "default": True,
-            "enabled": True,
-            "conditions": [
-                {"key": "type", "kind": "event_match", "pattern": "m.room.member"},
-                {"key": "content.membership", "kind": "event_match", "pattern": "invite"},
-                {"key": "state_key", "kind": "event_match", "pattern": "[the user's Matrix ID]"},
-            ],
-            "actions": ["notify", {"set_tweak": "sound", "value": "default"}],
-        },
-        {
-            "rule_id": ".m.rule.member_event",
-            "default": True,
-            "enabled": True,
-            "conditions": [{"key": "type", "kind": "event_match", "pattern": "m.room.member"}],
-            "actions": [],
-        },
-        {
-            "rule_id": ".m.rule.is_user_mention",
-            "default": True,
-            "enabled": True,
-            "conditions": [
-                {
-                    "kind": "event_property_contains",
-                    "key": "content.m\\.mentions.user_ids",
-                    "value": "[the user's Matrix ID]",
-                }
-            ],
-            "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}],
-        },
-        {
-            "rule_id": ".m.rule.is_room_mention",
-            "default": True,
-            "enabled": True,
-            "conditions": [
-                {"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": True},
-                {"kind": "sender_notification_permission", "key": "room"},
-            ],
-            "actions": ["notify", {"set_tweak": "highlight"}],
-        },
-        {
-            "rule_id": ".m.rule.tombstone",
-            "default": True,
-            "enabled": True,
-            "conditions": [
-                {"kind": "event_match", "key": "type", "pattern": "m.room.tombstone"},
-                {"kind": "event_match", "key": "state_key", "pattern": ""},
-            ],
-            "actions": ["notify", {"set_tweak": "highlight"}],
-        },
-        {
-            "rule_id": ".m.rule.reaction",
-            "default": True,
-            "enabled": True,
-            "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.reaction"}],
-            "actions": [],
-        },
-        {
-            "rule_id": ".m.rule.room.server_acl",
-            "default": True,
-            "enabled": True,
-            "conditions": [
-                {"kind": "event_match", "key": "type", "pattern": "m.room.server_acl"},
-                {"kind": "event_match", "key": "state_key", "pattern": ""},
-            ],
-            "actions": [],
-        },
-        {
-            "rule_id": ".m.rule.suppress_edits",
-            "default": True,
-            "enabled": True,
-            "conditions": [
-                {"kind": "event_property_is", "key": "content.m\\.relates_to.rel_type", "value": "m.replace"}
-            ],
-            "actions": [],
-        },
-    ],
-    "underride": [
-        {
-            "rule_id": ".m.rule.call",
-            "default": True,
-            "enabled": True,
-            "conditions": [{"key": "type", "kind": "event_match", "pattern": "m.call.invite"}],
-            "actions": ["notify", {"set_tweak": "sound", "value": "ring"}],
-        },
-        {
-            "rule_id": ".m.rule.encrypted_room_one_to_one",
-            "default": True,
-            "enabled": True,
-            "conditions": [
-                {"kind": "room_member_count", "is": "2"},
-                {"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"},
-            ],
-            "actions": ["notify", {"set_tweak": "sound", "value": "default"}],
-        },
-        {
-            "rule_id": ".m.rule.room_one_to_one",
-            "default": True,
-            "enabled": True,
-            "conditions": [
-                {"kind": "room_member_count", "is": "2"},
-                {"kind": "event_match", "key": "type", "pattern": "m.room.message"},
-            ],
-            "actions": ["notify", {"set_tweak": "sound", "value": "default"}],
-        },
-        {
-            "rule_id": ".m.rule.message",
-            "default": True,
-            "enabled": True,
-            "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.message"}],
-            "actions": ["notify"],
-        },
-        {
-            "rule_id": ".m.rule.encrypted",
-            "default": True,
-            "enabled": True,
-            "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"}],
-            "actions": ["notify"],
-        },
-    ],
-}
 
 
-def default_ruleset(user_id: str) -> dict[str, Any]:
-    text = json.dumps(DEFAULT_RULES).replace(json.dumps(USER_PLACEHOLDER)[1:-1], user_id)
-    rules = json.loads(text)
-    return {
-        "override": rules["override"],
-        "content": [],
-        "room": [],
-        "sender": [],
-        "underride": rules["underride"],
-    }
+def _error(exc: PushRuleError) -> MatrixError:
+    return MatrixError(exc.status, exc.errcode, exc.message)
+
+
+def _scope(request: web.Request) -> None:
+    if request.match_info.get("scope", "global") != "global":
+        raise MatrixError(400, "M_INVALID_PARAM", "The only push rule scope is 'global'")
 
 
 class PushRuleHandlers:
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, storage: Any, on_change: Callable[[], None]) -> None:
         self._auth = authenticator
+        self._storage = storage
+        self._on_change = on_change  # wakes long-polling /sync: m.push_rules is account data
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
         for p in PREFIXES:
+            rule = p + "/pushrules/{scope}/{kind}/{rule_id}"
             r += [
                 web.get(p + "/pushrules/", self.all_rules),
                 web.get(p + "/pushrules", self.all_rules),
-                web.get(p + "/pushrules/global/", self.global_rules),
-                web.get(p + "/pushrules/global", self.global_rules),
+                web.get(p + "/pushrules/{scope}/", self.scope_rules),
+                web.get(p + "/pushrules/{scope}", self.scope_rules),
+                web.get(p + "/pushrules/{scope}/{kind}/", self.kind_rules),
+                web.get(p + "/pushrules/{scope}/{kind}", self.kind_rules),
+                web.get(rule, self.get_rule),
+                web.put(rule, self.put_rule),
+                web.delete(rule, self.delete_rule),
+                web.get(rule + "/{attr:enabled|actions}", self.get_attribute),
+                web.put(rule + "/{attr:enabled|actions}", self.put_attribute),
             ]
         return r
 
+    async def _ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        stored = await self._storage.account_data.get_global(user_id, ACCOUNT_DATA_TYPE)
+        return merged_ruleset(user_id, stored)
+
+    async def _edit(self, user_id: str, edit: Callable[[dict[str, list[dict[str, Any]]]], Any]) -> None:
+        # One edit at a time per user: each is a read-modify-write of the stored set.
+        async with self._locks.setdefault(user_id, asyncio.Lock()):
+            try:
+                new = edit(await self._ruleset(user_id))
+            except PushRuleError as exc:
+                raise _error(exc) from None
+            await self._storage.account_data.put_global(user_id, ACCOUNT_DATA_TYPE, stored_form(new))
+        self._on_change()
+
     async def all_rules(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
-        return web.json_response({"global": default_ruleset(requester.user_id)})
+        return web.json_response({"global": await self._ruleset(requester.user_id)})
 
-    async def global_rules(self, request: web.Request) -> web.Response:
+    async def scope_rules(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
-        return web.json_response(default_ruleset(requester.user_id))
+        _scope(request)
+        return web.json_response(await self._ruleset(requester.user_id))
+
+    async def kind_rules(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        _scope(request)
+        kind = request.match_info["kind"]
+        if kind not in KINDS:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Unknown push rule kind {kind!r}")
+        return web.json_response({kind: (await self._ruleset(requester.user_id))[kind]})
+
+    async def get_rule(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        _scope(request)
+        try:
+            rule = find_rule(
+                await self._ruleset(requester.user_id),
+                request.match_info["kind"],
+                request.match_info["rule_id"],
+            )
+        except PushRuleError as exc:
+            raise _error(exc) from None
+        return web.json_response(rule)
+
+    async def put_rule(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        _scope(request)
+        body = await read_json_body(request)
+        kind, rule_id = request.match_info["kind"], request.match_info["rule_id"]
+        before, after = request.query.get("before"), request.query.get("after")
+        await self._edit(requester.user_id, lambda rs: put_rule(rs, kind, rule_id, body, before, after))
+        return web.json_response({})
+
+    async def delete_rule(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        _scope(request)
+        kind, rule_id = request.match_info["kind"], request.match_info["rule_id"]
+        await self._edit(requester.user_id, lambda rs: delete_rule(rs, kind, rule_id))
+        return web.json_response({})
+
+    async def get_attribute(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        _scope(request)
+        attr = request.match_info["attr"]
+        try:
+            rule = find_rule(
+                await self._ruleset(requester.user_id),
+                request.match_info["kind"],
+                request.match_info["rule_id"],
+            )
+        except PushRuleError as exc:
+            raise _error(exc) from None
+        return web.json_response({attr: rule.get(attr, True if attr == "enabled" else [])})
+
+    async def put_attribute(self, request: web.Request) -> web.Response:
+        requester = await self._auth.require_user(request)
+        _scope(request)
+        attr = request.match_info["attr"]
+        body = await read_json_body(request)
+        if attr not in body:
+            raise MatrixError(400, "M_MISSING_PARAM", f"Missing '{attr}'")
+        kind, rule_id = request.match_info["kind"], request.match_info["rule_id"]
+        value = body[attr]
+        await self._edit(requester.user_id, lambda rs: set_attribute(rs, kind, rule_id, attr, value))
+        return web.json_response({})

@@ -1,0 +1,1 @@
+"""Push: rule sets and their pure evaluation (rules.py, evaluator.py), and notification counts."""

@@ -1,0 +1,216 @@
+"""Push rule evaluation (CS "Push Notifications" > "Push Rules"): pure, data in, actions out.
+
+The caller gathers what the conditions look at (the event, the room's member count, the sender's power
+level and the room's notification levels, the user's display name) and passes it in; nothing here does
+I/O. ``EventFacts`` is built once per event and shared by every user the event is evaluated for, so the
+per-user cost is walking that user's rules over precomputed flattened properties.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from .rules import KINDS, Ruleset
+
+# CS "Push Rules": "A word boundary is ... any character not in [A-Z], [a-z], [0-9] or _".
+_WORD = "A-Za-z0-9_"
+_MAX_SAFE_INT = 2**53 - 1
+_MEMBER_COUNT = re.compile(r"(==|<=|>=|<|>)?([0-9]+)")
+
+
+def split_path(key: str) -> tuple[str, ...]:
+    """Appendix "Dot-separated property paths": ``.`` separates, ``\\.`` is a literal dot, ``\\\\`` a
+    literal backslash (any other backslash stands for itself)."""
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(key):
+        c = key[i]
+        if c == "\\" and i + 1 < len(key) and key[i + 1] in ".\\":
+            current.append(key[i + 1])
+            i += 2
+            continue
+        if c == ".":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    parts.append("".join(current))
+    return tuple(parts)
+
+
+def _is_simple(value: Any) -> bool:
+    """Non-compound canonical JSON values: strings, safe integers, booleans, null."""
+    if value is None or isinstance(value, (str, bool)):
+        return True
+    return isinstance(value, int) and -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+
+
+def lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
+    """(found, value) for a property path of the event."""
+    value: Any = event
+    for part in path:
+        if not isinstance(value, Mapping) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+@lru_cache(maxsize=4096)
+def _glob(pattern: str, word_boundary: bool) -> re.Pattern[str]:
+    """Appendix "Glob-style matching": ``*`` any run of characters, ``?`` exactly one; case-insensitive."""
+    body = "".join(".*?" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    if word_boundary:
+        # A substring that starts and ends at a word boundary (the value's ends or a non-word character).
+        return re.compile(rf"(?:^|(?<=[^{_WORD}])){body}(?:$|(?=[^{_WORD}]))", re.IGNORECASE | re.DOTALL)
+    return re.compile(rf"\A{body}\Z", re.IGNORECASE | re.DOTALL)
+
+
+def glob_matches(pattern: str, value: str, word_boundary: bool = False) -> bool:
+    return _glob(pattern, word_boundary).search(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What the conditions of every user's rules may look at for one event."""
+
+    event: Mapping[str, Any]  # the event as a client sees it (type, sender, state_key, content, room_id)
+    member_count: int  # joined members of the room, the event included if it is a join
+    sender_power_level: float  # since v12 a creator's level is infinite
+    notification_levels: Mapping[str, int] = field(default_factory=dict)  # key -> level (default 50)
+    _paths: dict[str, tuple[bool, Any]] = field(default_factory=dict, compare=False, repr=False)
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        hit = self._paths.get(key)
+        if hit is None:
+            hit = lookup(self.event, split_path(key))
+            self._paths[key] = hit
+        return hit
+
+    @property
+    def body(self) -> str | None:
+        found, value = self.get("content.body")
+        return value if found and isinstance(value, str) else None
+
+
+def _member_count_matches(spec: Any, count: int) -> bool:
+    if not isinstance(spec, str):
+        return False
+    m = _MEMBER_COUNT.fullmatch(spec)
+    if m is None:
+        return False
+    op, n = m.group(1) or "==", int(m.group(2))
+    return {
+        "==": count == n,
+        "<": count < n,
+        ">": count > n,
+        "<=": count <= n,
+        ">=": count >= n,
+    }[op]
+
+
+def condition_matches(
+    cond: Mapping[str, Any], facts: EventFacts, user_id: str, display_name: str | None
+) -> bool:
+    """One condition of an override or underride rule. Unknown kinds never match (the spec: "effectively
+    making the push rule disabled")."""
+    kind = cond.get("kind")
+    if kind == "event_match":
+        key, pattern = cond.get("key"), cond.get("pattern")
+        if not isinstance(key, str) or not isinstance(pattern, str):
+            return False
+        found, value = facts.get(key)
+        if not found or not isinstance(value, str):
+            return False
+        return glob_matches(pattern, value, word_boundary=key == "content.body")
+    if kind == "event_property_is":
+        key, expected = cond.get("key"), cond.get("value")
+        if not isinstance(key, str) or "value" not in cond or not _is_simple(expected):
+            return False
+        found, value = facts.get(key)
+        return found and _is_simple(value) and _same(value, expected)
+    if kind == "event_property_contains":
+        key, expected = cond.get("key"), cond.get("value")
+        if not isinstance(key, str) or "value" not in cond or not _is_simple(expected):
+            return False
+        found, value = facts.get(key)
+        if not found or not isinstance(value, list):
+            return False
+        return any(_is_simple(v) and _same(v, expected) for v in value)
+    if kind == "contains_display_name":
+        body = facts.body
+        if not display_name or body is None:
+            return False
+        return (
+            re.search(
+                rf"(?:^|(?<=[^{_WORD}])){re.escape(display_name)}(?:$|(?=[^{_WORD}]))", body, re.IGNORECASE
+            )
+            is not None
+        )
+    if kind == "room_member_count":
+        return _member_count_matches(cond.get("is"), facts.member_count)
+    if kind == "sender_notification_permission":
+        key = cond.get("key")
+        if not isinstance(key, str):
+            return False
+        return facts.sender_power_level >= facts.notification_levels.get(key, 50)
+    return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    # "do not cast types": True is not 1 and 1 is not True (Python would say they are equal).
+    return type(a) is type(b) and bool(a == b)
+
+
+def rule_matches(
+    kind: str, rule: Mapping[str, Any], facts: EventFacts, user_id: str, display_name: str | None
+) -> bool:
+    if kind == "content":
+        pattern = rule.get("pattern")
+        body = facts.body
+        return isinstance(pattern, str) and body is not None and glob_matches(pattern, body, True)
+    if kind == "room":
+        return facts.event.get("room_id") == rule.get("rule_id")
+    if kind == "sender":
+        return facts.event.get("sender") == rule.get("rule_id")
+    conditions = rule.get("conditions", [])
+    if not isinstance(conditions, list):
+        return False
+    return all(
+        isinstance(c, Mapping) and condition_matches(c, facts, user_id, display_name) for c in conditions
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    rule_id: str
+    actions: Sequence[Any]
+
+    @property
+    def notify(self) -> bool:
+        return "notify" in self.actions
+
+    @property
+    def highlight(self) -> bool:
+        for action in self.actions:
+            if isinstance(action, Mapping) and action.get("set_tweak") == "highlight":
+                return action.get("value", True) is True
+        return False
+
+
+def evaluate(ruleset: Ruleset, facts: EventFacts, user_id: str, display_name: str | None) -> Outcome | None:
+    """The first enabled rule that matches, in the spec's order of kinds (override, content, room,
+    sender, underride) and each kind's own order; None when no rule matches."""
+    for kind in KINDS:
+        for rule in ruleset.get(kind, ()):
+            if not rule.get("enabled", True):
+                continue
+            if rule_matches(kind, rule, facts, user_id, display_name):
+                actions = rule.get("actions", [])
+                return Outcome(str(rule.get("rule_id")), actions if isinstance(actions, list) else [])
+    return None
