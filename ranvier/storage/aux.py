@@ -16,6 +16,7 @@ from .sql.engine import Database
 from .sql.inbound_txns import InboundTxnStore
 from .sql.outbox import OutboxStore
 from .sql.pending_join_pdus import PendingJoinPduStore
+from .sql.push_counts import PushActionStore
 from .sql.receipts import ReceiptStore
 from .sql.server_keys import ServerKeyStore
 from .sql.users import UserStore
@@ -36,6 +37,7 @@ AUX_ATTRIBUTES = (
     "device_lists",
     "to_device",
     "key_backup",
+    "push_actions",
 )
 
 
@@ -58,3 +60,4 @@ def attach_aux(storage: Any, db: Database | None = None) -> None:
     storage.device_lists = DeviceListStore(database)
     storage.to_device = ToDeviceStore(database, storage.outbox)
     storage.key_backup = KeyBackupStore(database)
+    storage.push_actions = PushActionStore(database)

@@ -1,0 +1,161 @@
+"""Push actions per (user, event) and the notification counts derived from them and the read receipts.
+
+Rows are written inside the persist transaction (the push hook, ranvier/push/actions.py), so an event and
+what it means for each user's counts commit together. A read receipt "clears" counts by moving the point
+after which rows are counted: for a thread, the newest of the user's unthreaded ``m.read``/``m.read.private``
+receipts and their receipts in that thread (CS "Receipts" > "Threaded read receipts").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .aux_streams import dump_json, load_json
+from .engine import Database, chunks, in_list
+
+MAIN_THREAD = "main"
+_READ_TYPES = "('m.read', 'm.read.private')"
+# The receipt position covering a row: its thread's or an unthreaded receipt, whichever is newest.
+_READ_UPTO = (
+    "COALESCE((SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id"
+    f" WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN {_READ_TYPES}"
+    " AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PushActionRow:
+    user_id: str
+    room_id: str
+    stream_ordering: int
+    event_id: str
+    thread_id: str
+    notify: bool
+    highlight: bool
+    actions: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    notification_count: int = 0
+    highlight_count: int = 0
+
+
+@dataclass
+class RoomCounts:
+    """One room's unread counts for a user: per thread ('main' for the main timeline)."""
+
+    threads: dict[str, Counts]
+
+    def total(self) -> Counts:
+        return Counts(
+            sum(c.notification_count for c in self.threads.values()),
+            sum(c.highlight_count for c in self.threads.values()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    room_id: str
+    event_id: str
+    stream_ordering: int
+    actions: list[Any]
+    highlight: bool
+    read: bool
+
+
+class PushActionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert_txn(self, txn: Any, rows: Iterable[PushActionRow]) -> None:
+        await txn.executemany(
+            "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, event_id, thread_id, notify,"
+            " highlight, actions) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                (
+                    r.user_id,
+                    r.room_id,
+                    r.stream_ordering,
+                    r.event_id,
+                    r.thread_id,
+                    int(r.notify),
+                    int(r.highlight),
+                    dump_json(r.actions),
+                )
+                for r in rows
+            ],
+        )
+
+    async def unread_counts(self, user_id: str, room_ids: Collection[str]) -> dict[str, RoomCounts]:
+        """Per room (only rooms with something unread), per thread: the notifying and highlighting events
+        after the receipts covering them."""
+        out: dict[str, RoomCounts] = {}
+        for part in chunks(sorted(room_ids)):
+            rows = await self._db.fetchall(
+                "SELECT a.room_id, a.thread_id, SUM(a.notify), SUM(a.highlight) FROM event_push_actions a"
+                f" WHERE a.user_id = ? AND a.room_id IN ({in_list(len(part))})"
+                f" AND a.stream_ordering > {_READ_UPTO} GROUP BY a.room_id, a.thread_id",
+                (user_id, *part),
+            )
+            for room_id, thread_id, notify, highlight in rows:
+                room = out.setdefault(room_id, RoomCounts({}))
+                room.threads[thread_id] = Counts(int(notify or 0), int(highlight or 0))
+        return out
+
+    async def notifications(
+        self, user_id: str, before: int | None, limit: int, only_highlight: bool
+    ) -> list[Notification]:
+        """``GET /notifications``: the user's notifying events, newest first, before ``before``."""
+        sql = (
+            f"SELECT a.room_id, a.event_id, a.stream_ordering, a.actions, a.highlight,"
+            f" CASE WHEN a.stream_ordering > {_READ_UPTO} THEN 0 ELSE 1 END"
+            " FROM event_push_actions a WHERE a.user_id = ? AND a.notify = 1"
+        )
+        params: list[Any] = [user_id]
+        if before is not None:
+            sql += " AND a.stream_ordering < ?"
+            params.append(before)
+        if only_highlight:
+            sql += " AND a.highlight = 1"
+        sql += " ORDER BY a.stream_ordering DESC LIMIT ?"
+        params.append(limit)
+        rows = await self._db.fetchall(sql, tuple(params))
+        return [Notification(r[0], r[1], int(r[2]), load_json(r[3]), bool(r[4]), bool(r[5])) for r in rows]
+
+    # -- what the push hook reads inside the persist transaction --------------------------------------
+
+    @staticmethod
+    async def joined_users_txn(txn: Any, room_id: str) -> list[tuple[str, str]]:
+        """(user id, server name) of the room's joined members, as of this transaction."""
+        rows = await txn.fetchall(
+            "SELECT user_id, server_name FROM room_memberships WHERE room_id = ? AND membership = 'join'",
+            (room_id,),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    @staticmethod
+    async def push_rules_txn(txn: Any, user_ids: Collection[str], data_type: str) -> dict[str, str]:
+        """The stored JSON text of each user's rules (users without stored rules are left out)."""
+        out: dict[str, str] = {}
+        for part in chunks(sorted(user_ids)):
+            rows = await txn.fetchall(
+                "SELECT user_id, content FROM account_data WHERE room_id = '' AND data_type = ?"
+                f" AND user_id IN ({in_list(len(part))})",
+                (data_type, *part),
+            )
+            for user_id, content in rows:
+                out[user_id] = str(content)
+        return out
+
+    @staticmethod
+    async def state_event_txn(txn: Any, room_id: str, event_type: str, state_key: str) -> str | None:
+        """The JSON of a current state event, as of this transaction."""
+        row = await txn.fetchone(
+            "SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id"
+            " WHERE c.room_id = ? AND c.type = ? AND c.state_key = ?",
+            (room_id, event_type, state_key),
+        )
+        return str(row[0]) if row is not None else None
