@@ -17,6 +17,7 @@ from aiohttp import web
 from ..clock import now_ms
 from ..protocol.events import Pdu
 from ..rooms.remote_join import STRIPPED_STATE_TYPES
+from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
 from .account_data import forgotten_event
 from .auth import Authenticator, Requester
 from .ephemeral import SyncNotifier, TypingStream
@@ -82,22 +83,27 @@ class SyncHandlers:
             raise MatrixError(404, "M_NOT_FOUND", "No such filter")
         return web.json_response(stored)
 
-    async def _timeline_limit(self, requester: Requester, raw_filter: str | None) -> int:
+    async def _timeline_options(self, requester: Requester, raw_filter: str | None) -> tuple[int, bool]:
+        """The timeline limit and whether thread counts are asked for (``unread_thread_notifications``)."""
         if not raw_filter:
-            return DEFAULT_TIMELINE_LIMIT
+            return DEFAULT_TIMELINE_LIMIT, False
         parsed: Any
         if valid_filter_id(raw_filter):
             # An unknown id leaves the defaults in force.
             parsed = await self._storage.filters.get_filter(requester.user_id, raw_filter)
         else:
             parsed = parse_filter(raw_filter)  # CS "/sync": "the filter ID, or a JSON-encoded filter"
+        limit = DEFAULT_TIMELINE_LIMIT
+        threads = False
         try:
-            limit = parsed["room"]["timeline"]["limit"]
-            if isinstance(limit, int) and limit > 0:
-                return min(limit, 1000)
-        except (KeyError, TypeError):
+            timeline = parsed["room"]["timeline"]
+            threads = timeline.get("unread_thread_notifications") is True
+            value = timeline["limit"]
+            if isinstance(value, int) and value > 0:
+                limit = min(value, 1000)
+        except (KeyError, TypeError, AttributeError):
             pass
-        return DEFAULT_TIMELINE_LIMIT
+        return limit, threads
 
     async def sync(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
@@ -110,14 +116,14 @@ class SyncHandlers:
                 raise MatrixError(400, "M_INVALID_PARAM", f"invalid since token {since_raw!r}") from None
         timeout_ms = query_int(request, "timeout", 0, 0, MAX_TIMEOUT_MS)
         full_state = request.query.get("full_state") == "true"
-        limit = await self._timeline_limit(requester, request.query.get("filter"))
+        limit, thread_counts = await self._timeline_options(requester, request.query.get("filter"))
         stream = self._storage.stream
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
         while True:
             ticket = self._notifier.ticket()  # before reading positions: see SyncNotifier
             upto = await self._extras.position(stream.current_position())
-            body = await self._build(requester, since, upto, limit, full_state)
+            body = await self._build(requester, since, upto, limit, full_state, thread_counts)
             remaining = deadline - loop.time()
             if since is None or full_state or remaining <= 0 or _has_news(body):
                 return web.json_response(body)
@@ -135,6 +141,7 @@ class SyncHandlers:
         upto: SyncToken,
         limit: int,
         full_state: bool,
+        thread_counts: bool = False,
     ) -> dict[str, Any]:
         since = since_token.events if since_token is not None else None
         position = upto.events
@@ -151,6 +158,8 @@ class SyncHandlers:
             section = await self._e2ee.collect(user_id, requester.device_id, since_token, upto)
             e2ee = section.body
             upto = replace(upto, to_device=section.to_device_position)
+        # CS "Receiving notifications": the push actions after the user's read receipts.
+        counts = await self._storage.push_actions.unread_counts(user_id, joined_rooms)
         new_events: dict[str, list[Pdu]] = {}
         if since is not None and joined_rooms:
             new_events = await self._storage.stream.get_room_events_between(
@@ -169,6 +178,7 @@ class SyncHandlers:
                 room = await self._joined_room(room_id, user_id, timeline, limit, since, full_state, now)
                 room["ephemeral"]["events"] = extras.ephemeral.get(room_id, [])
                 room["account_data"]["events"] = extras.room_account_data.get(room_id, [])
+                room.update(unread_counts(counts.get(room_id), thread_counts))
                 join[room_id] = room
             elif membership == "invite":
                 member = await self._storage.state.get_membership(room_id, user_id)
@@ -270,7 +280,6 @@ class SyncHandlers:
             "ephemeral": {"events": []},
             "account_data": {"events": []},
             "summary": {"m.joined_member_count": len(joined)},
-            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
         }
 
     async def _invite_state(self, room_id: str, invite_event_id: str) -> list[dict[str, Any]]:
@@ -288,6 +297,22 @@ class SyncHandlers:
         if invite is not None:
             events.append(stripped_state_event(invite))
         return events
+
+
+def unread_counts(room: RoomCounts | None, by_thread: bool) -> dict[str, Any]:
+    """``unread_notifications`` (every thread together, or the main timeline alone when the filter asks
+    for ``unread_thread_notifications``, which then holds each thread's counts by root event id)."""
+    threads = room.threads if room is not None else {}
+
+    def counts(c: Counts) -> dict[str, int]:
+        return {"notification_count": c.notification_count, "highlight_count": c.highlight_count}
+
+    if not by_thread:
+        return {"unread_notifications": counts(room.total() if room is not None else Counts())}
+    return {
+        "unread_notifications": counts(threads.get(MAIN_THREAD, Counts())),
+        "unread_thread_notifications": {t: counts(c) for t, c in threads.items() if t != MAIN_THREAD},
+    }
 
 
 def _has_news(body: dict[str, Any]) -> bool:
