@@ -17,11 +17,17 @@ from .engine import Database, chunks, in_list
 
 MAIN_THREAD = "main"
 _READ_TYPES = "('m.read', 'm.read.private')"
-# The receipt position covering a row: its thread's or an unthreaded receipt, whichever is newest.
+# Where counting starts for a row: after the newest of its thread's and the unthreaded read receipts, and
+# after the user's current membership event (a user with no receipt yet counts from their join, not from
+# their invite: the invite notified while they were not in the room).
 _READ_UPTO = (
-    "COALESCE((SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id"
+    "COALESCE((SELECT MAX(x.pos) FROM ("
+    " SELECT e.stream_ordering AS pos FROM receipts r JOIN events e ON e.event_id = r.event_id"
     f" WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN {_READ_TYPES}"
-    " AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0)"
+    " AND (r.thread_id = '' OR r.thread_id = a.thread_id)"
+    " UNION ALL SELECT e.stream_ordering AS pos FROM room_memberships m"
+    " JOIN events e ON e.event_id = m.event_id"
+    " WHERE m.room_id = a.room_id AND m.user_id = a.user_id) x), 0)"
 )
 
 
