@@ -178,10 +178,10 @@ async def _measure(
         result.faults, result.fault_kinds = [f.describe() for f in done], [f.kind for f in done]
         stop.set()
         await asyncio.gather(*senders, return_exceptions=True)
+        result.acknowledged = sum(len(u.acks) for u in users)  # reported even if a fault broke the trial
+        result.retries = sum(u.retries for u in users)
+        result.send_errors = [e for u in users for e in u.errors]
     acked = [a.event_id for u in users for a in u.acks]
-    result.acknowledged = len(acked)
-    result.retries = sum(u.retries for u in users)
-    result.send_errors = [e for u in users for e in u.errors]
 
     timelines = await check.read_all(cluster.servers, room_id)
     result.missing_at_heal_by_server = check.missing_by_server(acked, timelines)
