@@ -82,6 +82,7 @@ from .media.repository import MediaLimits, MediaRepository
 from .media.thumbnailer import Thumbnailer
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
+from .push.actions import PushActionsHook
 from .ratelimit import RateLimiter, RateSpec
 from .rooms.backfill import Backfiller
 from .rooms.gap_filler import GapFiller
@@ -168,6 +169,9 @@ class Homeserver:
         # History visibility, applied to what our users read and what other servers fetch.
         self.history_visibility = HistoryVisibilityFilter(storage)
         self.persister = EventPersister(storage, self.state)
+        # Push rules evaluated for every local member on every live event, in the persist transaction.
+        self.push_actions = PushActionsHook(self.server_name, storage.push_actions)
+        self.persister.add_txn_hook(self.push_actions.in_txn)
         self.creator = LocalEventCreator(
             storage, self.state, self.persister, self.server_name, self.signing_key
         )
