@@ -74,6 +74,8 @@ from .http_limits import (
     body_limits_middleware,
     connection_cap,
 )
+from .logs import configure as log_configure
+from .logs.access import access_log_middleware
 from .media.federation import FederationMedia
 from .media.files import FileStore
 from .media.preview import UrlPreviewer
@@ -438,7 +440,9 @@ class Homeserver:
         guard = self._guard("client", max(max_body, max_upload), body_limit, streamed=is_upload)
         app = web.Application(
             middlewares=[
-                cors_middleware,  # outermost, so that error responses carry the headers too
+                # Outermost: the request id and database time cover everything, and it writes the answer.
+                access_log_middleware("client", x_forwarded=config.listeners.client.x_forwarded),
+                cors_middleware,  # so that error responses carry the headers too
                 metrics_middleware(self.metrics, "client"),
                 matrix_error_middleware,
                 rate_limit_middleware(
@@ -564,6 +568,7 @@ class Homeserver:
         guard = self._guard("federation", max(send_max, other_max), body_limit)
         app = web.Application(
             middlewares=[
+                access_log_middleware("federation", x_forwarded=listener.x_forwarded),
                 metrics_middleware(self.metrics, "federation"),
                 # A validly signed request from a server ends our back-off towards it (federation sender).
                 origin_seen_middleware(self.federation_sender.mark_reachable),
@@ -593,7 +598,9 @@ class Homeserver:
 
     async def _start_metrics_listener(self) -> None:
         listener = self.config.listeners.metrics
-        app = web.Application()
+        app = web.Application(
+            middlewares=[access_log_middleware("metrics", x_forwarded=listener.x_forwarded)]
+        )
         app.router.add_get("/metrics", self.metrics.handler)
         await self._start_site("metrics", app, listener.bind, listener.port, None)
 
@@ -637,6 +644,10 @@ async def run_homeserver(config: HomeserverConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    log_config = config.log_config
+    if log_config is not None:
+        # SIGHUP re-reads the logging configuration (a broken file is reported, the current one kept).
+        loop.add_signal_handler(signal.SIGHUP, log_configure.reload, log_config)
     await stop.wait()
     logger.info("shutting down")
     await hs.stop()

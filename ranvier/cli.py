@@ -12,13 +12,13 @@ import getpass
 import hashlib
 import hmac
 import json
-import logging
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from .config import ConfigError, HomeserverConfig, load_config, render_config
+from .logs.configure import LogConfigError, apply_log_config, apply_log_level, render_default_log_config
 
 
 def _cmd_generate_config(args: argparse.Namespace) -> int:
@@ -27,6 +27,8 @@ def _cmd_generate_config(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         print(f"{path} exists; pass --force to overwrite", file=sys.stderr)
         return 2
+    # The logging config goes beside homeserver.yaml, named as Synapse names it.
+    log_config = path.parent / f"{args.server_name.replace(':', '_')}.log.config"
     try:
         text = render_config(
             args.server_name,
@@ -36,6 +38,7 @@ def _cmd_generate_config(args: argparse.Namespace) -> int:
             registration_enabled=args.enable_registration,
             verify_tls=not args.no_verify_tls,
             allow_loopback=args.allow_loopback,
+            log_config=log_config.name,
         )
     except ConfigError as e:
         print(str(e), file=sys.stderr)
@@ -43,6 +46,9 @@ def _cmd_generate_config(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path}")
+    if not log_config.exists() or args.force:
+        log_config.write_text(render_default_log_config(path.parent.resolve() / "homeserver.log"))
+        print(f"wrote {log_config}")
     return 0
 
 
@@ -54,18 +60,24 @@ def _load(path: str) -> HomeserverConfig | None:
         return None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(config: HomeserverConfig) -> bool:
+    """log_config when set (a file that cannot be applied is reported, naming it), else log_level."""
+    if config.log_config is None:
+        apply_log_level(config.log_level)
+        return True
+    try:
+        apply_log_config(config.log_config)
+    except LogConfigError as e:
+        print(str(e), file=sys.stderr)
+        return False
+    return True
 
 
 def _run(config: HomeserverConfig) -> int:
+    if not _setup_logging(config):
+        return 2
     from .app import run_homeserver
 
-    _setup_logging(config.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_homeserver(config))
     return 0

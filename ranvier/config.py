@@ -28,6 +28,9 @@ class _Strict(BaseModel):
 class ClientListener(_Strict):
     bind: str = "127.0.0.1"
     port: int = Field(8008, ge=0, le=65535)
+    # Synapse's x_forwarded: a reverse proxy in front sets X-Forwarded-For, which the request log then
+    # reports as the client's address. Leave off unless every request comes through such a proxy.
+    x_forwarded: bool = False
 
 
 class FederationListener(_Strict):
@@ -37,12 +40,14 @@ class FederationListener(_Strict):
     tls: bool = True
     tls_certificate_path: str | None = None
     tls_private_key_path: str | None = None
+    x_forwarded: bool = False
 
 
 class MetricsListener(_Strict):
     enabled: bool = False
     bind: str = "127.0.0.1"
     port: int = Field(9090, ge=0, le=65535)
+    x_forwarded: bool = False
 
 
 class Listeners(_Strict):
@@ -226,6 +231,9 @@ class HomeserverConfig(_Strict):
     data_dir: str = "."
     signing_key_path: str
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Synapse's log_config: a Python logging dictConfig YAML (ranvier.logs.configure); when set, it replaces
+    # log_level. Re-read on SIGHUP.
+    log_config: str | None = None
     public_baseurl: str | None = None
     listeners: Listeners = Listeners()
     database: Database
@@ -272,7 +280,7 @@ def load_config(path: str | Path) -> HomeserverConfig:
     config = parse_config(data)
     base = Path(path).resolve().parent
     # Relative paths in the file are relative to the file, so a data dir can be moved as a whole.
-    for attr in ("data_dir", "signing_key_path"):
+    for attr in ("data_dir", "signing_key_path", "log_config"):
         value = getattr(config, attr)
         if value and not Path(value).is_absolute():
             setattr(config, attr, str(base / value))
@@ -318,12 +326,17 @@ data_dir: "."
 signing_key_path: "signing.key"
 
 log_level: INFO
+# A Python logging dictConfig YAML (console, a rotating file, the request lines of ranvier.access.*);
+# replaces log_level when set. SIGHUP re-reads it.
+{log_config_line}
 
 listeners:
   # The client-server API, plain HTTP: put a TLS reverse proxy in front of it in production.
   client:
     bind: "127.0.0.1"
     port: {client_port}
+    # Behind a reverse proxy: take the client's address from X-Forwarded-For (request log).
+    x_forwarded: false
   # The federation API. With tls: true the certificate below is used (a self-signed one is created on
   # first start if the files are missing, good for tests and local federation only).
   federation:
@@ -467,8 +480,11 @@ def render_config(
     registration_enabled: bool = False,
     verify_tls: bool = True,
     allow_loopback: bool = False,
+    log_config: str | None = None,
 ) -> str:
+    log_config_line = f'log_config: "{log_config}"' if log_config else "# log_config: homeserver.log.config"
     text = TEMPLATE.format(
+        log_config_line=log_config_line,
         server_name=server_name,
         client_port=client_port,
         federation_port=federation_port,

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ..appservice.registration import AppService, AppServices
 from ..clock import now_ms
+from ..logs.context import AUTHENTICATED_USER
 from ..storage.interfaces_aux import DeviceStorage, UserStorage
 from .errors import MatrixError, missing_token, unknown_token
 from .http_util import access_token_from
@@ -85,6 +86,7 @@ class Authenticator:
         device_id = query.get("device_id") or query.get("org.matrix.msc3202.device_id") or ""
         if device_id and await self._storage.devices.get_device(user_id, device_id) is None:
             raise MatrixError(400, "M_UNKNOWN_DEVICE", f"{user_id} has no device {device_id}")
+        request[AUTHENTICATED_USER] = (user_id, device_id)  # for the request log
         return Requester(user_id, device_id, user.is_admin, token, appservice=service)
 
     async def require_user(self, request: web.Request) -> Requester:
@@ -102,6 +104,7 @@ class Authenticator:
         user = await self._storage.users.get_user(user_id)
         if user is None or user.deactivated:
             raise unknown_token()
+        request[AUTHENTICATED_USER] = (user_id, device_id)  # for the request log
         await self._note_seen(user_id, device_id, request.remote)
         return Requester(user_id, device_id, user.is_admin, token)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ import aiohttp
 import yarl
 
 import ranvier
+from ranvier.logs.redact import redact_path
 from ranvier.protocol.canonical_json import encode_canonical_json, parse_json
 from ranvier.protocol.errors import CanonicalJsonError
 from ranvier.protocol.signing import SigningKey
@@ -29,6 +31,8 @@ from .tls import client_ssl_context
 from .x_matrix import sign_request
 
 log = logging.getLogger(__name__)
+# One line per request we send (the request log's outbound half; ranvier.logs.access is the inbound one).
+access_log = logging.getLogger("ranvier.access.outbound_federation")
 
 DEFAULT_TIMEOUT = 60.0
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # send_join answers for big rooms are large
@@ -122,6 +126,49 @@ class FederationClient:
         self._default_timeout = default_timeout
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        # Consecutive failed attempts of each (destination, method, uri) that has not been answered yet:
+        # the request log's retry count (callers retry a transaction under the same id, so the same uri).
+        self._failed_attempts: dict[tuple[str, str, str], int] = {}
+
+    def _log_outbound(
+        self, destination: str, method: str, uri: str, status: int | None, start: float, error: str = ""
+    ) -> None:
+        """The request line of one outbound request; ``status`` None when no answer came."""
+        key = (destination, method, uri)
+        retries = self._failed_attempts.get(key, 0)
+        if status is None:
+            if len(self._failed_attempts) > 10_000:
+                self._failed_attempts.clear()  # a bound on memory: retry counts restart from zero
+            self._failed_attempts[key] = retries + 1
+        else:
+            self._failed_attempts.pop(key, None)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        duration_ms = (time.perf_counter() - start) * 1000
+        # Outbound paths carry no secrets (the X-Matrix signature is a header, never logged), but query
+        # strings go through the same redaction as inbound ones.
+        path = redact_path(uri)
+        access_log.info(
+            '%s "%s %s" %s %.1fms retry=%d%s',
+            destination,
+            method,
+            path,
+            "-" if status is None else status,
+            duration_ms,
+            retries,
+            f" ({error})" if error else "",
+            extra={
+                "access": {
+                    "destination": destination,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(duration_ms, 3),
+                    "retry": retries,
+                    "error": error or None,
+                }
+            },
+        )
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created lazily so that the client can be constructed outside the event loop (in app wiring).
@@ -190,6 +237,7 @@ class FederationClient:
         # No rounding up to the next whole second (aiohttp's default above 5 s): a key fetch given 5 s
         # gets 5 s, not up to 6.
         client_timeout = aiohttp.ClientTimeout(total=total, ceil_threshold=total + 1)
+        start = time.perf_counter()
         try:
             async with session.request(
                 method,
@@ -203,7 +251,10 @@ class FederationClient:
                 body = await read_capped(resp, self._max_response_bytes)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise unreachable(e, destination, total) from e
+            failure = unreachable(e, destination, total)
+            self._log_outbound(destination, method, uri, None, start, failure.reason)
+            raise failure from e
+        self._log_outbound(destination, method, uri, status, start)
         if len(body) > self._max_response_bytes:
             raise FederationError(status, None, "response too large", destination)
         return _interpret(status, body, destination, strict_json)
@@ -238,6 +289,8 @@ class FederationClient:
             )
         url = yarl.URL(f"https://{target.url_host}:{target.port}{uri}", encoded=True)
         client_timeout = aiohttp.ClientTimeout(total=timeout, ceil_threshold=timeout + 1)
+        start = time.perf_counter()
+        status: int | None = None
         try:
             async with session.get(
                 url,
@@ -246,9 +299,13 @@ class FederationClient:
                 allow_redirects=False,
                 server_hostname=target.tls_server_name,
             ) as resp:
+                status = resp.status
                 yield resp
         except (aiohttp.ClientConnectionError, TimeoutError, OSError) as e:
-            raise unreachable(e, destination, timeout) from e
+            failure = unreachable(e, destination, timeout)
+            self._log_outbound(destination, "GET", uri, status, start, failure.reason)
+            raise failure from e
+        self._log_outbound(destination, "GET", uri, status, start)
 
     # -- typed helpers for the endpoints the room layer reads from ------------------------------------
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
@@ -36,6 +38,30 @@ Params = Sequence[Any]
 # SQLite's default limit on bound variables is 32766 since 3.32; PostgreSQL's is 32767. Lists of ids are
 # split well below both so that one statement stays cheap to plan.
 MAX_IN_LIST = 500
+
+
+class QueryTimer:
+    """Time spent in database statements on behalf of one request (the access log's ``db`` field).
+
+    Set in ``query_timer`` for the duration of a request; every statement run in that context (and in tasks
+    created from it, which copy the context) adds its wall time from submission to result. Waiting for the
+    SQLite write lock or a pool connection is not counted, only the statements themselves."""
+
+    __slots__ = ("queries", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.queries = 0
+
+
+query_timer: ContextVar[QueryTimer | None] = ContextVar("ranvier_query_timer", default=None)
+
+
+def _count(start: float) -> None:
+    timer = query_timer.get()
+    if timer is not None:
+        timer.seconds += time.perf_counter() - start
+        timer.queries += 1
 
 
 def chunks(items: Sequence[Any], size: int = MAX_IN_LIST) -> Iterator[Sequence[Any]]:
@@ -117,15 +143,27 @@ class _SqliteTxn(Txn):
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> None:
-        await self._conn.execute(sql, tuple(params))
+        start = time.perf_counter()
+        try:
+            await self._conn.execute(sql, tuple(params))
+        finally:
+            _count(start)
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         rows = [tuple(r) for r in rows]
         if rows:
-            await self._conn.executemany(sql, rows)
+            start = time.perf_counter()
+            try:
+                await self._conn.executemany(sql, rows)
+            finally:
+                _count(start)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        return list(await self._conn.execute_fetchall(sql, tuple(params)))  # type: ignore[arg-type]
+        start = time.perf_counter()
+        try:
+            return list(await self._conn.execute_fetchall(sql, tuple(params)))  # type: ignore[arg-type]
+        finally:
+            _count(start)
 
 
 class SqliteDatabase(Database):
@@ -180,7 +218,9 @@ class SqliteDatabase(Database):
             except BaseException:
                 await self._writer.execute("ROLLBACK")
                 raise
+            start = time.perf_counter()  # the commit (an fsync under synchronous=FULL) is database time too
             await self._writer.execute("COMMIT")
+            _count(start)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Txn]:
@@ -203,9 +243,11 @@ class SqliteDatabase(Database):
             return await super().fetchall(sql, params)
         # One statement is atomic by itself: no BEGIN/COMMIT round trips to the reader's thread.
         conn = await self._readers.get()
+        start = time.perf_counter()
         try:
             return list(await conn.execute_fetchall(sql, tuple(params)))  # type: ignore[arg-type]
         finally:
+            _count(start)
             self._readers.put_nowait(conn)
 
     async def close(self) -> None:
@@ -257,18 +299,30 @@ class _PgTxn(Txn):
 
     async def execute(self, sql: str, params: Params = ()) -> None:
         _refuse_nul(params)
-        await self._conn.execute(self._sql(sql), *params)
+        start = time.perf_counter()
+        try:
+            await self._conn.execute(self._sql(sql), *params)
+        finally:
+            _count(start)
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         rows = [tuple(r) for r in rows]
         for row in rows:
             _refuse_nul(row)
         if rows:
-            await self._conn.executemany(self._sql(sql), rows)
+            start = time.perf_counter()
+            try:
+                await self._conn.executemany(self._sql(sql), rows)
+            finally:
+                _count(start)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         _refuse_nul(params)
-        return [tuple(r) for r in await self._conn.fetch(self._sql(sql), *params)]
+        start = time.perf_counter()
+        try:
+            return [tuple(r) for r in await self._conn.fetch(self._sql(sql), *params)]
+        finally:
+            _count(start)
 
 
 class PostgresDatabase(Database):
