@@ -21,8 +21,8 @@ from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
 from ..storage.sql.push_counts import MAIN_THREAD, PushActionRow, PushActionStore
-from .evaluator import EventFacts, evaluate
-from .rules import ACCOUNT_DATA_TYPE, KINDS, Ruleset, merged_ruleset
+from .evaluator import CompiledRuleset, EventFacts, compile_ruleset, evaluate
+from .rules import ACCOUNT_DATA_TYPE, merged_ruleset
 
 _CACHE_LIMIT = 100_000
 
@@ -35,16 +35,6 @@ def thread_of(content: Mapping[str, Any]) -> str:
         if isinstance(root, str) and root:
             return root
     return MAIN_THREAD
-
-
-def uses_display_name(ruleset: Ruleset) -> bool:
-    return any(
-        isinstance(c, Mapping) and c.get("kind") == "contains_display_name"
-        for kind in KINDS
-        for rule in ruleset.get(kind, [])
-        if rule.get("enabled", True)
-        for c in rule.get("conditions", []) or []
-    )
 
 
 def notification_levels(state: Mapping[tuple[str, str], Pdu]) -> dict[str, int]:
@@ -80,19 +70,18 @@ class PushActionsHook:
     def __init__(self, server_name: str, store: PushActionStore) -> None:
         self._server_name = server_name
         self._store = store
-        # user id -> (the stored rules' JSON text or None, the merged set, whether it needs display names)
-        self._rulesets: dict[str, tuple[str | None, Ruleset, bool]] = {}
+        # user id -> (the stored rules' JSON text or None, the merged and compiled set)
+        self._rulesets: dict[str, tuple[str | None, CompiledRuleset]] = {}
 
-    def _ruleset(self, user_id: str, stored: str | None) -> tuple[Ruleset, bool]:
+    def _ruleset(self, user_id: str, stored: str | None) -> CompiledRuleset:
         cached = self._rulesets.get(user_id)
         if cached is not None and cached[0] == stored:
-            return cached[1], cached[2]
-        ruleset = merged_ruleset(user_id, json.loads(stored) if stored is not None else None)
+            return cached[1]
+        ruleset = compile_ruleset(merged_ruleset(user_id, json.loads(stored) if stored is not None else None))
         if len(self._rulesets) >= _CACHE_LIMIT:
             self._rulesets.clear()
-        needs_name = uses_display_name(ruleset)
-        self._rulesets[user_id] = (stored, ruleset, needs_name)
-        return ruleset, needs_name
+        self._rulesets[user_id] = (stored, ruleset)
+        return ruleset
 
     async def in_txn(self, txn: Any, room_id: str, written: list[tuple[EventToPersist, int]]) -> None:
         live = [
@@ -134,8 +123,8 @@ class PushActionsHook:
                     continue  # one's own events never notify one
                 if user_id in invited and user_id not in local and pdu.state_key != user_id:
                     continue  # an invitee sees the invite, not the room's other events
-                ruleset, needs_name = self._ruleset(user_id, stored.get(user_id))
-                name = await self._display_name(txn, room_id, user_id) if needs_name else None
+                ruleset = self._ruleset(user_id, stored.get(user_id))
+                name = await self._display_name(txn, room_id, user_id) if ruleset.uses_display_name else None
                 outcome = evaluate(ruleset, facts, user_id, name)
                 if outcome is None or not (outcome.notify or outcome.highlight):
                     continue

@@ -8,6 +8,7 @@ per-user cost is walking that user's rules over precomputed flattened properties
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class EventFacts:
     sender_power_level: float  # since v12 a creator's level is infinite
     notification_levels: Mapping[str, int] = field(default_factory=dict)  # key -> level (default 50)
     _paths: dict[str, tuple[bool, Any]] = field(default_factory=dict, compare=False, repr=False)
+    # interned condition (hashed by identity, kept alive by this dict) -> whether it holds for the event
+    _memo: dict[Condition, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, key: str) -> tuple[bool, Any]:
         hit = self._paths.get(key)
@@ -167,23 +170,31 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and bool(a == b)
 
 
-def rule_matches(
-    kind: str, rule: Mapping[str, Any], facts: EventFacts, user_id: str, display_name: str | None
-) -> bool:
-    if kind == "content":
-        pattern = rule.get("pattern")
-        body = facts.body
-        return isinstance(pattern, str) and body is not None and glob_matches(pattern, body, True)
-    if kind == "room":
-        return facts.event.get("room_id") == rule.get("rule_id")
-    if kind == "sender":
-        return facts.event.get("sender") == rule.get("rule_id")
-    conditions = rule.get("conditions", [])
-    if not isinstance(conditions, list):
-        return False
-    return all(
-        isinstance(c, Mapping) and condition_matches(c, facts, user_id, display_name) for c in conditions
-    )
+@dataclass(frozen=True, eq=False, slots=True)
+class Condition:
+    """One condition, interned: every user's copy of a default rule shares the same objects, so an event
+    evaluates each distinct condition once (``EventFacts`` memoises by identity)."""
+
+    spec: Mapping[str, Any]
+    per_user: bool  # contains_display_name depends on the user's display name: never memoised
+
+
+_NEVER = Condition({"kind": None}, False)  # an unknown kind: never matches
+
+
+@lru_cache(maxsize=65536)
+def _interned(text: str) -> Condition:
+    spec = json.loads(text)
+    return Condition(spec, spec.get("kind") == "contains_display_name")
+
+
+def intern_condition(spec: Any) -> Condition:
+    if not isinstance(spec, Mapping):
+        return _NEVER
+    try:
+        return _interned(json.dumps(spec, sort_keys=True))
+    except (TypeError, ValueError):
+        return _NEVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,14 +214,76 @@ class Outcome:
         return False
 
 
-def evaluate(ruleset: Ruleset, facts: EventFacts, user_id: str, display_name: str | None) -> Outcome | None:
-    """The first enabled rule that matches, in the spec's order of kinds (override, content, room,
-    sender, underride) and each kind's own order; None when no rule matches."""
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    outcome: Outcome
+    conditions: tuple[Condition, ...] = ()
+    room_id: str | None = None  # a room rule
+    sender: str | None = None  # a sender rule
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRuleset:
+    """A user's enabled rules in evaluation order (override, content, room, sender, underride)."""
+
+    rules: tuple[CompiledRule, ...]
+    uses_display_name: bool
+
+
+def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
+    compiled: list[CompiledRule] = []
     for kind in KINDS:
         for rule in ruleset.get(kind, ()):
             if not rule.get("enabled", True):
                 continue
-            if rule_matches(kind, rule, facts, user_id, display_name):
-                actions = rule.get("actions", [])
-                return Outcome(str(rule.get("rule_id")), actions if isinstance(actions, list) else [])
+            actions = rule.get("actions", [])
+            outcome = Outcome(str(rule.get("rule_id")), actions if isinstance(actions, list) else [])
+            if kind == "content":
+                # A content rule is an event_match on content.body (word-boundary matching).
+                cond = {"kind": "event_match", "key": "content.body", "pattern": rule.get("pattern")}
+                compiled.append(CompiledRule(outcome, (intern_condition(cond),)))
+            elif kind == "room":
+                compiled.append(CompiledRule(outcome, room_id=outcome.rule_id))
+            elif kind == "sender":
+                compiled.append(CompiledRule(outcome, sender=outcome.rule_id))
+            else:
+                conditions = rule.get("conditions", [])
+                if not isinstance(conditions, list):
+                    compiled.append(CompiledRule(outcome, (_NEVER,)))
+                else:
+                    compiled.append(CompiledRule(outcome, tuple(intern_condition(c) for c in conditions)))
+    uses_name = any(c.per_user for r in compiled for c in r.conditions)
+    return CompiledRuleset(tuple(compiled), uses_name)
+
+
+def evaluate(
+    ruleset: CompiledRuleset | Ruleset, facts: EventFacts, user_id: str, display_name: str | None
+) -> Outcome | None:
+    """The first enabled rule that matches, in the spec's order of kinds (override, content, room,
+    sender, underride) and each kind's own order; None when no rule matches."""
+    if not isinstance(ruleset, CompiledRuleset):
+        ruleset = compile_ruleset(ruleset)
+    memo = facts._memo
+    room_id, sender = facts.event.get("room_id"), facts.event.get("sender")
+    for rule in ruleset.rules:
+        if rule.room_id is not None:
+            if rule.room_id == room_id:
+                return rule.outcome
+            continue
+        if rule.sender is not None:
+            if rule.sender == sender:
+                return rule.outcome
+            continue
+        for cond in rule.conditions:
+            if cond.per_user:
+                hit = condition_matches(cond.spec, facts, user_id, display_name)
+            else:
+                known = memo.get(cond)
+                if known is None:
+                    known = memo[cond] = condition_matches(cond.spec, facts, user_id, display_name)
+                hit = known
+            if not hit:
+                break
+        else:
+            return rule.outcome
     return None
