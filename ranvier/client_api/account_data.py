@@ -16,6 +16,8 @@ from aiohttp import web
 
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_room_id
+from ..push.rules import ACCOUNT_DATA_TYPE as PUSH_RULES
+from ..push.rules import merged_ruleset, stored_form
 from .auth import Authenticator, Requester
 from .ephemeral import FULLY_READ, SyncNotifier
 from .errors import MatrixError, forbidden, invalid_param, not_found
@@ -89,6 +91,10 @@ class AccountDataHandlers:
         # CS "PUT /user/{userId}/account_data/{type}": m.fully_read is set through /read_markers only.
         if data_type == FULLY_READ:
             raise MatrixError(405, "M_BAD_JSON", "Cannot set m.fully_read through this API.")
+        # CS "Client Config": "Servers MUST reject clients from setting account data for event types that
+        # the server manages": m.push_rules is edited through /pushrules.
+        if data_type == PUSH_RULES:
+            raise MatrixError(405, "M_BAD_JSON", "Cannot set m.push_rules through this API; use /pushrules.")
         if is_internal_type(data_type):
             raise forbidden("This account data type is reserved by the server")
         return body
@@ -98,6 +104,9 @@ class AccountDataHandlers:
         content = None
         if not is_internal_type(data_type):
             content = await self._storage.account_data.get_global(requester.user_id, data_type)
+        if data_type == PUSH_RULES:
+            # The user's effective rules, the server's defaults included, whether edited yet or not.
+            content = stored_form(merged_ruleset(requester.user_id, content))
         if content is None:
             raise not_found("Account data not found")
         return web.json_response(content)

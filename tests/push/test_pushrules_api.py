@@ -80,3 +80,16 @@ async def test_per_rule_crud_ordering_and_errors(
     assert status == 400
     # Nothing of the failed edits was stored.
     assert [r["rule_id"] for r in (await me.ok("GET", f"{BASE}/content"))["content"]] == ["c", "a"]
+
+
+async def test_push_rules_account_data_is_managed_by_the_server(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    hs = await start_server(tmp_path / "a")
+    servers.append(hs)
+    me = await Client.register(session, hs, "me")
+    path = f"/user/{me.user_id}/account_data/m.push_rules"
+    status, err = await me.call("PUT", path, {"global": {}})
+    assert (status, err["errcode"]) == (405, "M_BAD_JSON")
+    rules = await me.ok("GET", path)
+    assert any(r["rule_id"] == ".m.rule.master" for r in rules["global"]["override"])
