@@ -76,6 +76,7 @@ from .http_limits import (
 )
 from .logs import configure as log_configure
 from .logs.access import access_log_middleware
+from .logs.context import install_record_factory
 from .media.federation import FederationMedia
 from .media.files import FileStore
 from .media.preview import UrlPreviewer
@@ -127,6 +128,8 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
 
 class Homeserver:
     def __init__(self, config: HomeserverConfig) -> None:
+        # Every log record carries the request id (``%(request)s``); statement traces are kept out.
+        install_record_factory()
         self.config = config
         self.server_name = config.server_name
         self._runners: list[web.AppRunner] = []

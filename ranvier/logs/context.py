@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .redact import install_secret_guards
+
 NO_REQUEST = "-"
 
 current_request_id: ContextVar[str] = ContextVar("ranvier_request_id", default=NO_REQUEST)
@@ -34,8 +36,10 @@ _installed = False
 
 def install_record_factory() -> None:
     """Make every LogRecord carry ``record.request`` (the current request id), whatever logger or handler
-    writes it, so that format strings and the JSON formatter can always use ``%(request)s``. Idempotent."""
+    writes it, so that format strings and the JSON formatter can always use ``%(request)s``; and guard the
+    loggers that would write secrets (``redact.install_secret_guards``). Idempotent."""
     global _installed
+    install_secret_guards()
     if _installed:
         return
     previous = logging.getLogRecordFactory()

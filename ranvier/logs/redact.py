@@ -1,11 +1,12 @@
 """Secrets out of paths before they are logged: the values of secret query parameters are replaced.
 
 Pure (stdlib only), so that every layer that logs a path (the inbound request log, the federation client's
-outbound lines) can use it.
+outbound lines) can use it. Also the guards on third-party loggers that would write secrets at DEBUG.
 """
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import unquote_plus
 
 REDACTED = "<redacted>"
@@ -49,3 +50,24 @@ def redact_path(raw_path: str) -> str:
         else:
             parts.append(item)
     return f"{path}?{'&'.join(parts)}"
+
+
+class DropStatementTraces(logging.Filter):
+    """aiosqlite logs every statement with its parameters at DEBUG ("executing functools.partial(...)"):
+    access tokens being looked up, password hashes, whole events. Those records are dropped at the logger,
+    whatever level an operator's log_config gives it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_THIRD_PARTY_STATEMENT_LOGGERS = ("aiosqlite",)
+
+
+def install_secret_guards() -> None:
+    """Attach the filters above to the loggers they guard. Idempotent; filters on a logger survive a later
+    ``dictConfig`` (which replaces handlers, not filters)."""
+    for name in _THIRD_PARTY_STATEMENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropStatementTraces) for f in logger.filters):
+            logger.addFilter(DropStatementTraces())

@@ -15,9 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ranvier.app import Homeserver
-from ranvier.config import parse_config
 from ranvier.logs.access import REDACTED, access_log_middleware, redact_path
-from tests.ports import free_port
+from tests.logs.servers import start
 from tests.scenarios.servers import Client
 
 
@@ -32,26 +31,6 @@ async def wait_records(caplog: pytest.LogCaptureFixture, listener: str, n: int) 
             break
         await asyncio.sleep(0.01)
     return access_records(caplog, listener)
-
-
-async def start(data_dir: Path, *, x_forwarded: bool = False) -> Homeserver:
-    port = free_port()
-    config = parse_config(
-        {
-            "server_name": f"127.0.0.1:{port}",
-            "data_dir": str(data_dir),
-            "signing_key_path": str(data_dir / "signing.key"),
-            "database": {"url": f"sqlite:///{data_dir / 'homeserver.db'}"},
-            "listeners": {
-                "client": {"bind": "127.0.0.1", "port": 0, "x_forwarded": x_forwarded},
-                "federation": {"bind": "127.0.0.1", "port": port, "tls": False},
-            },
-            "registration": {"enabled": True},
-        }
-    )
-    hs = Homeserver(config)
-    await hs.start()
-    return hs
 
 
 def test_redact_path() -> None:
