@@ -38,6 +38,7 @@ from .client_api.errors import matrix_error_middleware
 from .client_api.keys import KeyHandlers
 from .client_api.media import MediaHandlers, is_upload
 from .client_api.messages import MessageHandlers
+from .client_api.notifications import NotificationHandlers
 from .client_api.profile_sync import ProfilePropagator
 from .client_api.push_rules import PushRuleHandlers
 from .client_api.ratelimits import rate_limit_middleware
@@ -504,6 +505,7 @@ class Homeserver:
             ),
             AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
             PushRuleHandlers(self.authenticator, self.storage, self.sync_notifier.notify),
+            NotificationHandlers(self.storage, self.authenticator),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
             AppServiceHandlers(
                 self.authenticator, self.appservice_client, self.appservice_pusher, self.storage.rooms

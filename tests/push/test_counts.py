@@ -153,3 +153,32 @@ async def test_event_from_another_server_is_counted(
     assert [x.event_id for x in await b.storage.push_actions.notifications(bob.user_id, None, 10, True)] == [
         event_id
     ]
+
+
+async def test_notifications_list_highlights_and_pages(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    hs = await start_server(tmp_path / "a")
+    servers.append(hs)
+    alice = await Client.register(session, hs, "alice")
+    bob = await Client.register(session, hs, "bob")
+    room = await alice.create_room(name="Listed")
+    await bob.ok("POST", f"/join/{room}", {})
+    await bob.ok("POST", f"/join/{await alice.create_room(name='Other')}", {})
+    plain = [await alice.send_text(room, f"message {i}") for i in range(3)]
+    mention = {"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}}
+    loud = await send(alice, room, mention)
+    await bob.ok("POST", f"/rooms/{room}/receipt/m.read/{plain[0]}", {})
+
+    first = await bob.ok("GET", "/notifications", limit="2")
+    assert [n["event"]["event_id"] for n in first["notifications"]] == [loud, plain[2]]
+    assert first["notifications"][0]["event"]["room_id"] == room
+    assert {"set_tweak": "highlight"} in first["notifications"][0]["actions"]
+    second = await bob.ok("GET", "/notifications", limit="2", **{"from": first["next_token"]})
+    assert [n["event"]["event_id"] for n in second["notifications"]] == [plain[1], plain[0]]
+    assert [n["read"] for n in second["notifications"]] == [False, True]
+    highlights = await bob.ok("GET", "/notifications", only="highlight")
+    assert [n["event"]["event_id"] for n in highlights["notifications"]] == [loud]
+    assert "next_token" not in highlights
+    status, _ = await bob.call("GET", "/notifications", **{"from": "x"})
+    assert status == 400
