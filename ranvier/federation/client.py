@@ -126,8 +126,8 @@ class FederationClient:
         self._default_timeout = default_timeout
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
-        # Consecutive failed attempts of each (destination, method, uri) that has not been answered yet:
-        # the request log's retry count (callers retry a transaction under the same id, so the same uri).
+        # Consecutive failed attempts (no answer, or a 5xx) of each (destination, method, uri): the request
+        # log's retry count (callers retry a transaction under the same id, so the same uri).
         self._failed_attempts: dict[tuple[str, str, str], int] = {}
 
     def _log_outbound(
@@ -136,7 +136,7 @@ class FederationClient:
         """The request line of one outbound request; ``status`` None when no answer came."""
         key = (destination, method, uri)
         retries = self._failed_attempts.get(key, 0)
-        if status is None:
+        if status is None or status >= 500:
             if len(self._failed_attempts) > 10_000:
                 self._failed_attempts.clear()  # a bound on memory: retry counts restart from zero
             self._failed_attempts[key] = retries + 1
