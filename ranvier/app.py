@@ -178,6 +178,7 @@ class Homeserver:
         # Push rules evaluated for every local member on every live event, in the persist transaction.
         self.push_actions = PushActionsHook(self.server_name, storage.push_actions)
         self.persister.add_txn_hook(self.push_actions.in_txn)
+        self.persister.add_out_of_band_hook(self.push_actions.out_of_band_in_txn)
         self.creator = LocalEventCreator(
             storage, self.state, self.persister, self.server_name, self.signing_key
         )

@@ -143,6 +143,44 @@ class PushActionsHook:
         if rows:
             await self._store.insert_txn(txn, rows)
 
+    async def out_of_band_in_txn(
+        self, txn: Any, room_id: str, written: list[tuple[EventToPersist, int]]
+    ) -> None:
+        """For ``persist_out_of_band``: an invite from another server to a room we are not in notifies
+        the local invitee (``.m.rule.invite_for_me``); the room's other events never reach us."""
+        rows: list[PushActionRow] = []
+        for item, ordering in written:
+            pdu = item.pdu
+            invitee = pdu.state_key
+            if (
+                pdu.type != "m.room.member"
+                or invitee is None
+                or pdu.content.get("membership") != "invite"
+                or not invitee.endswith(":" + self._server_name)
+                or item.rejected_reason is not None
+            ):
+                continue
+            stored = await self._store.push_rules_txn(txn, [invitee], ACCOUNT_DATA_TYPE)
+            ruleset = self._ruleset(invitee, stored.get(invitee))
+            # What the invitee knows of the room: nothing but the invite (count and levels unknown).
+            facts = event_facts(pdu, 0, {}, pdu.room_version)
+            outcome = evaluate(ruleset, facts, invitee, None)
+            if outcome is not None and (outcome.notify or outcome.highlight):
+                rows.append(
+                    PushActionRow(
+                        invitee,
+                        room_id,
+                        ordering,
+                        pdu.event_id,
+                        MAIN_THREAD,
+                        outcome.notify,
+                        outcome.highlight,
+                        list(outcome.actions),
+                    )
+                )
+        if rows:
+            await self._store.insert_txn(txn, rows)
+
     async def _display_name(self, txn: Any, room_id: str, user_id: str) -> str | None:
         text = await self._store.state_event_txn(txn, room_id, "m.room.member", user_id)
         if text is None:

@@ -33,7 +33,7 @@ class EventPersister:
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[PersistedListener] = []
         self._txn_hooks: list[TxnHook] = []
-        self._out_of_band_hooks: list[tuple[TxnHook, PersistedListener]] = []
+        self._out_of_band_hooks: list[tuple[TxnHook, PersistedListener | None]] = []
         self._placement: Placement | None = None
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
@@ -51,9 +51,10 @@ class EventPersister:
         """Run ``hook`` inside every persist transaction; if it raises, the batch is not persisted."""
         self._txn_hooks.append(hook)
 
-    def add_out_of_band_hook(self, hook: TxnHook, listener: PersistedListener) -> None:
-        """Run ``hook`` in the transaction of ``persist_out_of_band`` too, and ``listener`` after it (the
-        appservice queue: a bridge hears of an invite to a room the server is not in)."""
+    def add_out_of_band_hook(self, hook: TxnHook, listener: PersistedListener | None = None) -> None:
+        """Run ``hook`` in the transaction of ``persist_out_of_band`` too, and ``listener`` (if any) after
+        it (the appservice queue: a bridge hears of an invite to a room the server is not in; push
+        actions: the invitee is notified)."""
         self._out_of_band_hooks.append((hook, listener))
 
     async def persist_out_of_band(
@@ -72,6 +73,8 @@ class EventPersister:
             room_id, list(batch), new_current_state=new_current_state, on_txn=in_txn if hooks else None
         )
         for _, listener in hooks:
+            if listener is None:
+                continue
             try:
                 await listener(room_id, batch)
             except Exception:
