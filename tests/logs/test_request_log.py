@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from ranvier.app import Homeserver
 from ranvier.logs.access import REDACTED, access_log_middleware, redact_path
+from ranvier.logs.context import install_record_factory
 from tests.logs.servers import start
 from tests.scenarios.servers import Client
 
@@ -205,3 +206,22 @@ async def test_abandoned_request_is_logged_as_such(caplog: pytest.LogCaptureFixt
     assert fields["bytes"] is None
     assert fields["path"] == f"/slow?access_token={REDACTED}"
     assert record.getMessage().endswith(" abandoned")
+
+
+def test_aiosqlite_statement_traces_are_dropped_whatever_its_level() -> None:
+    """aiosqlite writes each statement with its parameters (tokens, password hashes) at DEBUG."""
+    install_record_factory()
+    logger = logging.getLogger("aiosqlite")
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)  # as an operator's log_config might
+    try:
+        logger.debug("executing %s", ("SELECT ... WHERE token = ?", ("syt_secret",)))
+        logger.warning("a real problem")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert [r.getMessage() for r in seen] == ["a real problem"]
