@@ -17,6 +17,7 @@ from .sql.inbound_txns import InboundTxnStore
 from .sql.outbox import OutboxStore
 from .sql.pending_join_pdus import PendingJoinPduStore
 from .sql.push_counts import PushActionStore
+from .sql.pushers import PusherStore
 from .sql.receipts import ReceiptStore
 from .sql.server_keys import ServerKeyStore
 from .sql.users import UserStore
@@ -38,6 +39,7 @@ AUX_ATTRIBUTES = (
     "to_device",
     "key_backup",
     "push_actions",
+    "pushers",
 )
 
 
@@ -61,3 +63,4 @@ def attach_aux(storage: Any, db: Database | None = None) -> None:
     storage.to_device = ToDeviceStore(database, storage.outbox)
     storage.key_backup = KeyBackupStore(database)
     storage.push_actions = PushActionStore(database)
+    storage.pushers = PusherStore(database)

@@ -131,6 +131,16 @@ class PushActionStore:
         rows = await self._db.fetchall(sql, tuple(params))
         return [Notification(r[0], r[1], int(r[2]), load_json(r[3]), bool(r[4]), bool(r[5])) for r in rows]
 
+    async def pending_for_pusher(self, user_id: str, after: int, limit: int) -> list[Notification]:
+        """The user's notifying events after ``after`` (a pusher's position), oldest first."""
+        rows = await self._db.fetchall(
+            "SELECT a.room_id, a.event_id, a.stream_ordering, a.actions, a.highlight, 0"
+            " FROM event_push_actions a WHERE a.user_id = ? AND a.notify = 1 AND a.stream_ordering > ?"
+            " ORDER BY a.stream_ordering LIMIT ?",
+            (user_id, after, limit),
+        )
+        return [Notification(r[0], r[1], int(r[2]), load_json(r[3]), bool(r[4]), False) for r in rows]
+
     # -- what the push hook reads inside the persist transaction --------------------------------------
 
     @staticmethod
