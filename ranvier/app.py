@@ -41,6 +41,7 @@ from .client_api.messages import MessageHandlers
 from .client_api.notifications import NotificationHandlers
 from .client_api.profile_sync import ProfilePropagator
 from .client_api.push_rules import PushRuleHandlers
+from .client_api.pushers import PusherHandlers
 from .client_api.ratelimits import rate_limit_middleware
 from .client_api.room_keys import RoomKeyHandlers
 from .client_api.rooms import RoomHandlers
@@ -87,6 +88,7 @@ from .media.thumbnailer import Thumbnailer
 from .metrics import Metrics, metrics_middleware
 from .protocol.signing import SigningKey
 from .push.actions import PushActionsHook
+from .push.delivery import PushDelivery
 from .ratelimit import RateLimiter, RateSpec
 from .rooms.backfill import Backfiller
 from .rooms.gap_filler import GapFiller
@@ -179,6 +181,9 @@ class Homeserver:
         self.push_actions = PushActionsHook(self.server_name, storage.push_actions)
         self.persister.add_txn_hook(self.push_actions.in_txn)
         self.persister.add_out_of_band_hook(self.push_actions.out_of_band_in_txn)
+        # Deliveries to push gateways, woken after each commit and by /pushers/set.
+        self.push_delivery = PushDelivery(storage)
+        self.persister.add_listener(self.push_delivery.on_persisted)
         self.creator = LocalEventCreator(
             storage, self.state, self.persister, self.server_name, self.signing_key
         )
@@ -198,6 +203,7 @@ class Homeserver:
         await self._register_appservice_senders()
         await self._start_client_listener()
         await self.appservice_pusher.start()
+        await self.push_delivery.start()
         await self.appservice_ephemeral.start()
         if config.federation.enabled:
             await self._start_federation_listener()
@@ -507,6 +513,7 @@ class Homeserver:
             AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
             PushRuleHandlers(self.authenticator, self.storage, self.sync_notifier.notify),
             NotificationHandlers(self.storage, self.authenticator),
+            PusherHandlers(self.storage, self.authenticator, self.push_delivery.wake),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
             AppServiceHandlers(
                 self.authenticator, self.appservice_client, self.appservice_pusher, self.storage.rooms
@@ -618,6 +625,8 @@ class Homeserver:
         self._runners.clear()
         if hasattr(self, "appservice_ephemeral"):
             await self.appservice_ephemeral.stop()
+        if hasattr(self, "push_delivery"):
+            await self.push_delivery.stop()
         if hasattr(self, "appservice_pusher"):
             await self.appservice_pusher.stop()
             await self.appservice_client.close()
