@@ -79,6 +79,7 @@ from .http_limits import (
 from .logs import configure as log_configure
 from .logs.access import access_log_middleware
 from .logs.context import install_record_factory
+from .logs.tracing import Tracing
 from .media.federation import FederationMedia
 from .media.files import FileStore
 from .media.preview import UrlPreviewer
@@ -151,6 +152,8 @@ class Homeserver:
         self.metrics = Metrics()
         self.metrics.registry.register(GuardCollector(self.guards))
 
+        # OpenTelemetry, when the OTEL_* environment asks for it (else the SDK is not imported).
+        self.tracing = Tracing(self.server_name, config.tracing.federation_peers)
         fed = config.federation
         blocklist = IpBlocklist(extra_blocked=fed.ip_range_blocklist or (), allow_loopback=fed.allow_loopback)
         self.federation_client = FederationClient(
@@ -159,6 +162,7 @@ class Homeserver:
             discovery=ServerDiscovery(host_overrides=fed.host_overrides),
             verify_tls=fed.verify_tls,
             blocklist=blocklist,
+            tracing=self.tracing,
         )
         self.keyring = Keyring(
             self.server_name,
@@ -452,7 +456,9 @@ class Homeserver:
         app = web.Application(
             middlewares=[
                 # Outermost: the request id and database time cover everything, and it writes the answer.
-                access_log_middleware("client", x_forwarded=config.listeners.client.x_forwarded),
+                access_log_middleware(
+                    "client", x_forwarded=config.listeners.client.x_forwarded, tracing=self.tracing
+                ),
                 cors_middleware,  # so that error responses carry the headers too
                 metrics_middleware(self.metrics, "client"),
                 matrix_error_middleware,
@@ -581,7 +587,7 @@ class Homeserver:
         guard = self._guard("federation", max(send_max, other_max), body_limit)
         app = web.Application(
             middlewares=[
-                access_log_middleware("federation", x_forwarded=listener.x_forwarded),
+                access_log_middleware("federation", x_forwarded=listener.x_forwarded, tracing=self.tracing),
                 metrics_middleware(self.metrics, "federation"),
                 # A validly signed request from a server ends our back-off towards it (federation sender).
                 origin_seen_middleware(self.federation_sender.mark_reachable),
@@ -650,6 +656,11 @@ class Homeserver:
         if self.storage is not None:
             await self.storage.db.close()
             self.storage = None
+        tracing: Tracing | None = getattr(self, "tracing", None)
+        if tracing is not None:
+            # Flushes the spans still buffered: blocking, so in a worker thread (the exporter may be talking
+            # to a collector served by this very event loop, as in the tests).
+            await asyncio.to_thread(tracing.shutdown)
 
 
 async def run_homeserver(config: HomeserverConfig) -> None:

@@ -226,6 +226,14 @@ class Media(_Strict):
     url_preview: UrlPreview = UrlPreview()
 
 
+class Tracing(_Strict):
+    """OpenTelemetry (ranvier.logs.tracing): on when the OTEL_* environment asks for it."""
+
+    # Servers (globs over server names) with which W3C trace context is exchanged: sent to them, honoured
+    # from them. From any other server an incoming traceparent only becomes a span link.
+    federation_peers: list[str] = []
+
+
 class HomeserverConfig(_Strict):
     server_name: str
     data_dir: str = "."
@@ -244,6 +252,7 @@ class HomeserverConfig(_Strict):
     request_limits: RequestLimits = RequestLimits()
     key_fetch: KeyFetch = KeyFetch()
     media: Media = Media()
+    tracing: Tracing = Tracing()
     # Application services (bridges): Synapse-format registration files (ranvier.appservice).
     app_service_config_files: list[str] = []
 
@@ -459,6 +468,12 @@ media:
 # an invalid file, a bad regex, a missing or repeated token or id stops the server with a message naming
 # the file and field. Relative paths are relative to this file.
 app_service_config_files: []
+
+# OpenTelemetry traces: on when the standard OTEL_* environment variables ask for them (OTEL_TRACES_EXPORTER,
+# OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...).
+tracing:
+  # Servers (globs, e.g. "*.example.org") trace context is exchanged with; none by default.
+  federation_peers: []
 
 rooms:
   default_room_version: "{default_room_version}"

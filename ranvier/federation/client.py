@@ -20,6 +20,7 @@ import yarl
 
 import ranvier
 from ranvier.logs.redact import redact_path
+from ranvier.logs.tracing import Tracing, set_status
 from ranvier.protocol.canonical_json import encode_canonical_json, parse_json
 from ranvier.protocol.errors import CanonicalJsonError
 from ranvier.protocol.signing import SigningKey
@@ -117,6 +118,7 @@ class FederationClient:
         blocklist: IpBlocklist | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        tracing: Tracing | None = None,
     ) -> None:
         self.server_name = server_name
         self.signing_key = signing_key
@@ -126,6 +128,7 @@ class FederationClient:
         self._default_timeout = default_timeout
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        self.tracing = tracing if tracing is not None else Tracing(server_name, [], env={})
         # Consecutive failed attempts (no answer, or a 5xx) of each (destination, method, uri): the request
         # log's retry count (callers retry a transaction under the same id, so the same uri).
         self._failed_attempts: dict[tuple[str, str, str], int] = {}
@@ -238,23 +241,26 @@ class FederationClient:
         # gets 5 s, not up to 6.
         client_timeout = aiohttp.ClientTimeout(total=total, ceil_threshold=total + 1)
         start = time.perf_counter()
-        try:
-            async with session.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                timeout=client_timeout,
-                allow_redirects=False,
-                server_hostname=target.tls_server_name,
-            ) as resp:
-                body = await read_capped(resp, self._max_response_bytes)
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            failure = unreachable(e, destination, total)
-            self._log_outbound(destination, method, uri, None, start, failure.reason)
-            raise failure from e
-        self._log_outbound(destination, method, uri, status, start)
+        with self.tracing.client_span(method, destination, redact_path(uri), headers) as span:
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=client_timeout,
+                    allow_redirects=False,
+                    server_hostname=target.tls_server_name,
+                ) as resp:
+                    body = await read_capped(resp, self._max_response_bytes)
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                failure = unreachable(e, destination, total)
+                self._log_outbound(destination, method, uri, None, start, failure.reason)
+                set_status(span, None)
+                raise failure from e
+            set_status(span, status)
+            self._log_outbound(destination, method, uri, status, start)
         if len(body) > self._max_response_bytes:
             raise FederationError(status, None, "response too large", destination)
         return _interpret(status, body, destination, strict_json)

@@ -33,6 +33,7 @@ from ..federation.request_auth import AUTHENTICATED_ORIGIN
 from ..storage.sql.engine import QueryTimer, query_timer
 from .context import AUTHENTICATED_USER, current_request_id, install_record_factory, new_request_id
 from .redact import REDACTED, redact_path
+from .tracing import Tracing, claimed_origin, set_status
 
 __all__ = ["REDACTED", "access_log_middleware", "client_ip", "redact_path"]
 
@@ -59,8 +60,11 @@ def _who(request: web.Request) -> str:
     return origin if origin is not None else "-"
 
 
-def access_log_middleware(listener: str, *, x_forwarded: bool = False) -> Middleware:
-    """The request log of one listener; put it first in the listener's middleware list."""
+def access_log_middleware(
+    listener: str, *, x_forwarded: bool = False, tracing: Tracing | None = None
+) -> Middleware:
+    """The request log of one listener; put it first in the listener's middleware list. With ``tracing``
+    on, each request is also a server span (``ranvier.logs.tracing``)."""
     install_record_factory()
     log = logging.getLogger(f"ranvier.access.{listener}")
 
@@ -71,32 +75,62 @@ def access_log_middleware(listener: str, *, x_forwarded: bool = False) -> Middle
         timer = QueryTimer()
         timer_token = query_timer.set(timer)
         start = time.perf_counter()
-        status: int | None = None
-        response: web.StreamResponse | None = None
-        outcome = "error"
+        state = _Served()
         try:
-            try:
-                response = await handler(request)
-            except web.HTTPException as e:
-                response = e  # an aiohttp HTTPException is a response too: written here, then re-raised
-                status = e.status
-                outcome = await _deliver(request, e)
-                raise
-            status = response.status
-            outcome = await _deliver(request, response)
-            return response
-        except asyncio.CancelledError:
-            # aiohttp cancels a handler whose client left when the server is so configured; otherwise a
-            # cancellation is the server stopping.
-            gone = request.transport is None or request.transport.is_closing()
-            outcome = "abandoned" if gone else "cancelled"
-            raise
+            if tracing is None or not tracing.enabled:
+                return await _serve(request, handler, state)
+            resource = request.match_info.route.resource
+            with tracing.server_span(
+                request.method,
+                resource.canonical if resource is not None else "unmatched",
+                request.path,
+                request.headers,
+                claimed_origin(request.headers.getall("Authorization", [])),
+                listener,
+            ) as span:
+                span.set_attribute("ranvier.request_id", request_id)
+                try:
+                    return await _serve(request, handler, state)
+                finally:
+                    set_status(span, state.status)
         finally:
-            _log(log, request, x_forwarded, request_id, status, response, outcome, start, timer)
+            _log(log, request, x_forwarded, request_id, state, start, timer)
             current_request_id.reset(id_token)
             query_timer.reset(timer_token)
 
     return middleware
+
+
+class _Served:
+    """What became of one request, for its line."""
+
+    __slots__ = ("outcome", "response", "status")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.response: web.StreamResponse | None = None
+        self.outcome = "error"
+
+
+async def _serve(request: web.Request, handler: Handler, state: _Served) -> web.StreamResponse:
+    try:
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            state.response = e  # an aiohttp HTTPException is a response too: written here, then re-raised
+            state.status = e.status
+            state.outcome = await _deliver(request, e)
+            raise
+        state.response = response
+        state.status = response.status
+        state.outcome = await _deliver(request, response)
+        return response
+    except asyncio.CancelledError:
+        # aiohttp cancels a handler whose client left when the server is so configured; otherwise a
+        # cancellation is the server stopping.
+        gone = request.transport is None or request.transport.is_closing()
+        state.outcome = "abandoned" if gone else "cancelled"
+        raise
 
 
 async def _deliver(request: web.Request, response: web.StreamResponse) -> str:
@@ -123,15 +157,14 @@ def _log(
     request: web.Request,
     x_forwarded: bool,
     request_id: str,
-    status: int | None,
-    response: web.StreamResponse | None,
-    outcome: str,
+    state: _Served,
     start: float,
     timer: QueryTimer,
 ) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     total_ms = (time.perf_counter() - start) * 1000
+    status, response, outcome = state.status, state.response, state.outcome
     sent = response.body_length if response is not None and outcome == "sent" else None
     if outcome == "file":
         outcome = "sent"  # by aiohttp, after this line

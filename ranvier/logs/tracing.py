@@ -1,0 +1,226 @@
+"""OpenTelemetry traces, configured by the standard ``OTEL_*`` environment variables.
+
+Tracing is on when the environment asks for it: ``OTEL_TRACES_EXPORTER`` set to an exporter (``otlp``,
+``console``), or an OTLP endpoint set (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``..._TRACES_ENDPOINT``), and not
+``OTEL_SDK_DISABLED=true``. Otherwise the SDK is never imported and every hook here is a no-op. The SDK reads
+the rest itself: ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` (and
+``_ARG``), the OTLP endpoint, headers and timeout; ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``http/protobuf``
+(the default here) or ``grpc`` (needs opentelemetry-exporter-otlp-proto-grpc).
+
+Each homeserver has its own tracer provider (several servers can run in one process, as in the tests).
+
+W3C trace context crosses federation only with the servers listed in ``tracing.federation_peers`` (globs
+over server names; none by default): ``traceparent`` is sent on requests to them and honoured on requests
+claiming to come from them. From anyone else an incoming ``traceparent`` starts no trace of ours: the
+request gets a new root span with the remote context kept as a span link. A malformed ``traceparent`` is
+ignored. The peer check on incoming requests uses the origin the X-Matrix header claims, before the handler
+verifies its signature (the span starts first); a forged claim is refused by the handler (401), and at worst
+parents that one span.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+
+import ranvier
+
+TRACEPARENT = "traceparent"
+
+
+class TracingError(Exception):
+    """The environment asks for an exporter that cannot be set up (named in the message)."""
+
+
+def tracing_requested(env: Mapping[str, str] = os.environ) -> bool:
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER")
+    if exporter is not None:
+        return exporter.strip().lower() not in ("", "none")
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def _exporters(env: Mapping[str, str]) -> list[Any]:
+    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
+    out: list[Any] = []
+    for name in names:
+        if name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            out.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            protocol = (
+                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/protobuf"
+            )
+            if protocol == "http/protobuf":
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+                out.append(OTLPSpanExporter())
+            elif protocol == "grpc":
+                try:
+                    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
+                        OTLPSpanExporter as GrpcExporter,
+                    )
+                except ImportError as e:
+                    raise TracingError(
+                        "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc"
+                    ) from e
+                out.append(GrpcExporter())
+            else:
+                raise TracingError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use http/protobuf or grpc")
+        elif name != "none":
+            raise TracingError(f"OTEL_TRACES_EXPORTER={name!r}: use otlp, console or none")
+    return out
+
+
+def claimed_origin(authorization_headers: list[str]) -> str | None:
+    """The ``origin`` an X-Matrix Authorization header claims (unverified), for the peer check."""
+    for header in authorization_headers:
+        if header[:8].lower() != "x-matrix":
+            continue
+        for part in header[8:].split(","):
+            key, _, value = part.strip().partition("=")
+            if key.strip().lower() == "origin":
+                return value.strip().strip('"') or None
+    return None
+
+
+class Tracing:
+    def __init__(
+        self, server_name: str, federation_peers: list[str], env: Mapping[str, str] = os.environ
+    ) -> None:
+        self.server_name = server_name
+        self.federation_peers = list(federation_peers)
+        self._tracer: Any = None
+        self._provider: Any = None
+        if tracing_requested(env):
+            self._setup(env)
+
+    @property
+    def enabled(self) -> bool:
+        return self._tracer is not None
+
+    def _setup(self, env: Mapping[str, str]) -> None:
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        attributes: dict[str, Any] = {"ranvier.server_name": self.server_name}
+        if not env.get("OTEL_SERVICE_NAME"):
+            attributes[SERVICE_NAME] = "ranvier"
+        provider = TracerProvider(
+            resource=Resource.create(attributes)
+        )  # the sampler from OTEL_TRACES_SAMPLER
+        for exporter in _exporters(env):
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        self._provider = provider
+        self._tracer = provider.get_tracer("ranvier", ranvier.__version__)
+
+    def is_peer(self, server_name: str | None) -> bool:
+        return server_name is not None and any(
+            fnmatch.fnmatchcase(server_name, glob) for glob in self.federation_peers
+        )
+
+    @contextmanager
+    def server_span(
+        self,
+        method: str,
+        route: str,
+        path: str,
+        headers: Mapping[str, str],
+        origin_claim: str | None,
+        listener: str,
+    ) -> Iterator[Any]:
+        """The span of one incoming request (HTTP semantic conventions). Yields None when tracing is off."""
+        if self._tracer is None:
+            yield None
+            return
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        parent = otel_context.Context()  # a new root unless a peer's context is honoured
+        links: list[Any] = []
+        if TRACEPARENT in headers:
+            carrier = {TRACEPARENT: headers[TRACEPARENT]}
+            if "tracestate" in headers:
+                carrier["tracestate"] = headers["tracestate"]
+            remote = TraceContextTextMapPropagator().extract(carrier)  # malformed: an empty context
+            remote_span = trace.get_current_span(remote).get_span_context()
+            if remote_span.is_valid:
+                if listener == "federation" and self.is_peer(origin_claim):
+                    parent = remote
+                else:
+                    links.append(trace.Link(remote_span, {"ranvier.untrusted_remote_parent": True}))
+        with self._tracer.start_as_current_span(
+            f"{method} {route}",
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            links=links,
+            attributes={
+                "http.request.method": method,
+                "http.route": route,
+                "url.path": path,
+                "ranvier.listener": listener,
+            },
+        ) as span:
+            yield span
+
+    @contextmanager
+    def client_span(
+        self, method: str, destination: str, path: str, headers: MutableMapping[str, str]
+    ) -> Iterator[Any]:
+        """The span of one outgoing federation request; ``traceparent`` goes into ``headers`` (peers only)."""
+        if self._tracer is None:
+            yield None
+            return
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        with self._tracer.start_as_current_span(
+            f"{method} {path.partition('?')[0]}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"http.request.method": method, "server.address": destination, "url.path": path},
+        ) as span:
+            if self.is_peer(destination):
+                TraceContextTextMapPropagator().inject(headers)
+            yield span
+
+    @contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[Any]:
+        """An internal span (persisting, state resolution...), a child of the current one."""
+        if self._tracer is None:
+            yield None
+            return
+        with self._tracer.start_as_current_span(name, attributes=attributes) as span:
+            yield span
+
+    def force_flush(self) -> None:
+        """Export what is buffered (blocking: call it in a worker thread from the event loop)."""
+        if self._provider is not None:
+            self._provider.force_flush()
+
+    def shutdown(self) -> None:
+        """Flush and stop (blocking: call it in a worker thread)."""
+        if self._provider is not None:
+            self._provider.shutdown()
+            self._provider = None
+            self._tracer = None
+
+
+def set_status(span: Any, status: int | None) -> None:
+    """The response status on a server or client span (5xx, or no answer, marks it as an error)."""
+    if span is None:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+    if status is None or status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
