@@ -25,6 +25,7 @@ from .evaluator import CompiledRuleset, EventFacts, compile_ruleset, evaluate
 from .rules import ACCOUNT_DATA_TYPE, merged_ruleset
 
 _CACHE_LIMIT = 100_000
+IGNORED_USERS = "m.ignored_user_list"
 
 
 def thread_of(content: Mapping[str, Any]) -> str:
@@ -113,7 +114,12 @@ class PushActionsHook:
             text = await self._store.state_event_txn(txn, room_id, *key)
             if text is not None:
                 state[key] = Pdu(_loads(text), room_version)
-        stored = await self._store.push_rules_txn(txn, users, ACCOUNT_DATA_TYPE)
+        stored = await self._store.global_account_data_txn(txn, users, ACCOUNT_DATA_TYPE)
+        # CS "Ignoring Users": an ignored user's events never notify the user ignoring them.
+        ignoring = {
+            user: _ignored(text)
+            for user, text in (await self._store.global_account_data_txn(txn, users, IGNORED_USERS)).items()
+        }
         rows: list[PushActionRow] = []
         for pdu, ordering in live:
             facts = event_facts(pdu, len(members), state, room_version)
@@ -121,6 +127,8 @@ class PushActionsHook:
             for user_id in users:
                 if user_id == pdu.sender:
                     continue  # one's own events never notify one
+                if pdu.sender in ignoring.get(user_id, ()):
+                    continue
                 if user_id in invited and user_id not in local and pdu.state_key != user_id:
                     continue  # an invitee sees the invite, not the room's other events
                 ruleset = self._ruleset(user_id, stored.get(user_id))
@@ -160,7 +168,7 @@ class PushActionsHook:
                 or item.rejected_reason is not None
             ):
                 continue
-            stored = await self._store.push_rules_txn(txn, [invitee], ACCOUNT_DATA_TYPE)
+            stored = await self._store.global_account_data_txn(txn, [invitee], ACCOUNT_DATA_TYPE)
             ruleset = self._ruleset(invitee, stored.get(invitee))
             # What the invitee knows of the room: nothing but the invite (count and levels unknown).
             facts = event_facts(pdu, 0, {}, pdu.room_version)
@@ -187,6 +195,11 @@ class PushActionsHook:
             return None
         name = _loads(text).get("content", {}).get("displayname")
         return name if isinstance(name, str) else None
+
+
+def _ignored(text: str) -> frozenset[str]:
+    users = _loads(text).get("ignored_users")
+    return frozenset(u for u in users if isinstance(u, str)) if isinstance(users, dict) else frozenset()
 
 
 def _loads(text: str) -> dict[str, Any]:

@@ -125,6 +125,14 @@ async def _counts_scenario(hs: Homeserver, session: aiohttp.ClientSession) -> No
     assert len(in_dm) == 2 and in_dm[0] == first and edit_id not in in_dm
     assert {"set_tweak": "sound", "value": "default"} in actions[0].actions
 
+    # An ignored user's messages do not notify.
+    await bob.ok(
+        "PUT", f"/user/{bob.user_id}/account_data/m.ignored_user_list", {"ignored_users": {alice.user_id: {}}}
+    )
+    await alice.send_text(dm, "ignored?")
+    assert (await unread(bob, dm))["room"] == n(1, 0)
+    await bob.ok("PUT", f"/user/{bob.user_id}/account_data/m.ignored_user_list", {"ignored_users": {}})
+
     # The master rule enabled: nothing notifies any more.
     await bob.ok("PUT", "/pushrules/global/override/.m.rule.master/enabled", {"enabled": True})
     await alice.send_text(dm, "anyone?")

@@ -153,8 +153,9 @@ class PushActionStore:
         return [(r[0], r[1]) for r in rows]
 
     @staticmethod
-    async def push_rules_txn(txn: Any, user_ids: Collection[str], data_type: str) -> dict[str, str]:
-        """The stored JSON text of each user's rules (users without stored rules are left out)."""
+    async def global_account_data_txn(txn: Any, user_ids: Collection[str], data_type: str) -> dict[str, str]:
+        """The stored JSON text of each user's global account data of ``data_type`` (their push rules,
+        their ignored users; users without it are left out)."""
         out: dict[str, str] = {}
         for part in chunks(sorted(user_ids)):
             rows = await txn.fetchall(
