@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .config import ConfigError, HomeserverConfig, load_config, render_config
 from .logs.configure import LogConfigError, apply_log_config, apply_log_level, render_default_log_config
+from .logs.tracing import TracingError
+from .logs.tracing import check_environment as check_tracing_environment
 
 
 def _cmd_generate_config(args: argparse.Namespace) -> int:
@@ -75,6 +77,11 @@ def _setup_logging(config: HomeserverConfig) -> bool:
 
 def _run(config: HomeserverConfig) -> int:
     if not _setup_logging(config):
+        return 2
+    try:
+        check_tracing_environment()
+    except TracingError as e:
+        print(str(e), file=sys.stderr)
         return 2
     from .app import run_homeserver
 

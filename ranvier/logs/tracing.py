@@ -79,6 +79,24 @@ def _exporters(env: Mapping[str, str]) -> list[Any]:
     return out
 
 
+def check_environment(env: Mapping[str, str] = os.environ) -> None:
+    """Refuse (``TracingError``, naming the variable or the missing package) an environment that asks for
+    traces this installation cannot produce; the CLI checks it before starting (exit code 2)."""
+    if not tracing_requested(env):
+        return
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError as e:
+        raise TracingError(
+            "the OTEL_* environment asks for traces but the OpenTelemetry SDK is not installed "
+            "(pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http)"
+        ) from e
+    try:
+        _exporters(env)
+    except ImportError as e:
+        raise TracingError(f"OTEL_TRACES_EXPORTER: the exporter is not installed ({e.name})") from e
+
+
 def claimed_origin(authorization_headers: list[str]) -> str | None:
     """The ``origin`` an X-Matrix Authorization header claims (unverified), for the peer check."""
     for header in authorization_headers:
@@ -107,6 +125,7 @@ class Tracing:
         return self._tracer is not None
 
     def _setup(self, env: Mapping[str, str]) -> None:
+        check_environment(env)
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor

@@ -5,6 +5,7 @@ named)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -141,3 +142,17 @@ def test_a_log_config_that_cannot_load_stops_the_start(tmp_path: Path) -> None:
     done = run(tmp_path / "homeserver.yaml")
     assert done.returncode == 2
     assert str(log_config) in done.stderr and "cannot read" in done.stderr
+
+
+def test_an_otel_environment_that_cannot_be_served_stops_the_start(tmp_path: Path) -> None:
+    RanvierProcess.create(tmp_path)
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "zipkin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ranvier", "run", "-c", str(tmp_path / "homeserver.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "OTEL_TRACES_EXPORTER='zipkin'" in done.stderr
