@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from ranvier.app import Homeserver
 from ranvier.logs.access import REDACTED, access_log_middleware, redact_path
-from ranvier.logs.context import install_record_factory
+from ranvier.logs.context import RequestIdFilter, current_request_id, install_record_factory
 from tests.logs.servers import start
 from tests.scenarios.servers import Client
 
@@ -225,3 +225,15 @@ def test_aiosqlite_statement_traces_are_dropped_whatever_its_level() -> None:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
     assert [r.getMessage() for r in seen] == ["a real problem"]
+
+
+async def test_request_id_filter_for_records_made_without_the_factory() -> None:
+    """RequestIdFilter (for a dictConfig that names it) fills in ``request`` on records that lack it."""
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "m", (), None)  # bypasses the factory
+    assert not hasattr(record, "request")
+    token = current_request_id.set("GET-99")
+    try:
+        assert RequestIdFilter().filter(record)
+    finally:
+        current_request_id.reset(token)
+    assert record.request == "GET-99"  # type: ignore[attr-defined]
