@@ -145,7 +145,7 @@ class PushActionsHook:
                         thread,
                         outcome.notify,
                         outcome.highlight,
-                        list(outcome.actions),
+                        outcome.actions,
                     )
                 )
         if rows:
@@ -183,7 +183,7 @@ class PushActionsHook:
                         MAIN_THREAD,
                         outcome.notify,
                         outcome.highlight,
-                        list(outcome.actions),
+                        outcome.actions,
                     )
                 )
         if rows:

@@ -197,6 +197,21 @@ def intern_condition(spec: Any) -> Condition:
         return _NEVER
 
 
+@lru_cache(maxsize=4096)
+def _interned_actions(text: str) -> tuple[Any, ...]:
+    return tuple(json.loads(text))
+
+
+def intern_actions(actions: Any) -> tuple[Any, ...]:
+    """A rule's actions as one shared tuple per distinct list (every user's default rules share them)."""
+    if not isinstance(actions, list):
+        return ()
+    try:
+        return _interned_actions(json.dumps(actions, sort_keys=True))
+    except (TypeError, ValueError):
+        return ()
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     rule_id: str
@@ -236,8 +251,7 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         for rule in ruleset.get(kind, ()):
             if not rule.get("enabled", True):
                 continue
-            actions = rule.get("actions", [])
-            outcome = Outcome(str(rule.get("rule_id")), actions if isinstance(actions, list) else [])
+            outcome = Outcome(str(rule.get("rule_id")), intern_actions(rule.get("actions", [])))
             if kind == "content":
                 # A content rule is an event_match on content.body (word-boundary matching).
                 cond = {"kind": "event_match", "key": "content.body", "pattern": rule.get("pattern")}

@@ -8,7 +8,7 @@ receipts and their receipts in that thread (CS "Receipts" > "Threaded read recei
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ class PushActionRow:
     thread_id: str
     notify: bool
     highlight: bool
-    actions: list[Any]
+    actions: Sequence[Any]  # often one object shared by many rows (a rule's actions): encoded once
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,15 @@ class PushActionStore:
         self._db = db
 
     async def insert_txn(self, txn: Any, rows: Iterable[PushActionRow]) -> None:
+        rows = list(rows)  # keeps every actions object alive, so an id stays one object's
+        encoded: dict[int, str] = {}  # id of an actions object -> its JSON
+
+        def encode(actions: Sequence[Any]) -> str:
+            text = encoded.get(id(actions))
+            if text is None:
+                text = encoded[id(actions)] = dump_json(actions)
+            return text
+
         await txn.executemany(
             "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, event_id, thread_id, notify,"
             " highlight, actions) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -89,7 +98,7 @@ class PushActionStore:
                     r.thread_id,
                     int(r.notify),
                     int(r.highlight),
-                    dump_json(r.actions),
+                    encode(r.actions),
                 )
                 for r in rows
             ],
