@@ -106,18 +106,51 @@ class PushActionStore:
 
     async def unread_counts(self, user_id: str, room_ids: Collection[str]) -> dict[str, RoomCounts]:
         """Per room (only rooms with something unread), per thread: the notifying and highlighting events
-        after the receipts covering them."""
+        after the receipts covering them.
+
+        In two steps so that only unread rows are read, whatever history the user has: first where each
+        room's unread part starts (its unthreaded read receipt or the user's membership event, whichever
+        is newer) and each thread's receipt, then the rows after each room's start (a range of the
+        primary key per room), which the thread receipts filter further."""
         out: dict[str, RoomCounts] = {}
-        for part in chunks(sorted(room_ids)):
-            rows = await self._db.fetchall(
-                "SELECT a.room_id, a.thread_id, SUM(a.notify), SUM(a.highlight) FROM event_push_actions a"
-                f" WHERE a.user_id = ? AND a.room_id IN ({in_list(len(part))})"
-                f" AND a.stream_ordering > {_READ_UPTO} GROUP BY a.room_id, a.thread_id",
+        for part in chunks(sorted(room_ids), 200):
+            marks = in_list(len(part))
+            starts: dict[str, int] = {}
+            for room_id, pos in await self._db.fetchall(
+                "SELECT m.room_id, MAX(e.stream_ordering) FROM ("
+                " SELECT room_id, event_id FROM receipts WHERE user_id = ?"
+                f" AND receipt_type IN {_READ_TYPES} AND thread_id = '' AND room_id IN ({marks})"
+                " UNION ALL SELECT room_id, event_id FROM room_memberships WHERE user_id = ?"
+                f" AND room_id IN ({marks})"
+                ") m JOIN events e ON e.event_id = m.event_id GROUP BY m.room_id",
+                (user_id, *part, user_id, *part),
+            ):
+                starts[room_id] = int(pos)
+            threads: dict[tuple[str, str], int] = {}
+            for room_id, thread_id, pos in await self._db.fetchall(
+                "SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) FROM receipts r"
+                " JOIN events e ON e.event_id = r.event_id WHERE r.user_id = ?"
+                f" AND r.receipt_type IN {_READ_TYPES} AND r.thread_id != '' AND r.room_id IN ({marks})"
+                " GROUP BY r.room_id, r.thread_id",
                 (user_id, *part),
-            )
-            for room_id, thread_id, notify, highlight in rows:
+            ):
+                threads[(room_id, thread_id)] = int(pos)
+            ranges = " OR ".join(["(room_id = ? AND stream_ordering > ?)"] * len(part))
+            params: list[Any] = [user_id]
+            for room_id in part:
+                params += [room_id, starts.get(room_id, 0)]
+            for room_id, thread_id, ordering, notify, highlight in await self._db.fetchall(
+                "SELECT room_id, thread_id, stream_ordering, notify, highlight FROM event_push_actions"
+                f" WHERE user_id = ? AND ({ranges})",
+                tuple(params),
+            ):
+                if ordering <= threads.get((room_id, thread_id), 0):
+                    continue
                 room = out.setdefault(room_id, RoomCounts({}))
-                room.threads[thread_id] = Counts(int(notify or 0), int(highlight or 0))
+                c = room.threads.get(thread_id, Counts())
+                room.threads[thread_id] = Counts(
+                    c.notification_count + int(notify), c.highlight_count + int(highlight)
+                )
         return out
 
     async def notifications(
