@@ -211,15 +211,6 @@ class Tracing:
                 TraceContextTextMapPropagator().inject(headers)
             yield span
 
-    @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[Any]:
-        """An internal span (persisting, state resolution...), a child of the current one."""
-        if self._tracer is None:
-            yield None
-            return
-        with self._tracer.start_as_current_span(name, attributes=attributes) as span:
-            yield span
-
     def force_flush(self) -> None:
         """Export what is buffered (blocking: call it in a worker thread from the event loop)."""
         if self._provider is not None:
