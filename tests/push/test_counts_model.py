@@ -66,9 +66,11 @@ async def test_counts_match_the_model(db: Database, seed: int) -> None:  # noqa:
         else:
             at, _, _ = rng.choice(events[room_id])
             receipt_type = rng.choice(["m.read", "m.read.private"])
-            thread = rng.choice([None, *THREADS])
-            await receipts.put_receipt(room_id, receipt_type, ME, f"$e{at}", {"ts": 1}, thread_id=thread)
-            read[(room_id, receipt_type, thread or "")] = at
+            receipt_thread = rng.choice([None, *THREADS])
+            await receipts.put_receipt(
+                room_id, receipt_type, ME, f"$e{at}", {"ts": 1}, thread_id=receipt_thread
+            )
+            read[(room_id, receipt_type, receipt_thread or "")] = at
 
         got = await store.unread_counts(ME, ROOMS)
         for room_id in ROOMS:

@@ -145,7 +145,7 @@ async def test_event_id_only_and_rejected_pushkeys(
     await alice.send_text(room, "again")
 
     async def removed() -> bool:
-        return (await bob.ok("GET", "/pushers"))["pushers"] == []
+        return bool((await bob.ok("GET", "/pushers"))["pushers"] == [])
 
     await eventually(removed, timeout=20)
 
