@@ -13,6 +13,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..push.rules import ACCOUNT_DATA_TYPE as PUSH_RULES
+from ..push.rules import merged_ruleset, stored_form
 from ..storage.sql.receipts import client_receipt_contents
 from .account_data import client_account_data
 from .ephemeral import TypingStream
@@ -78,7 +80,12 @@ class SyncExtras:
 
         changes = await self._storage.account_data.changes_since(user_id, since.account_data if since else 0)
         # Bounded by the token's position: a write after it is delivered by the next sync instead.
-        out.account_data = client_account_data(changes.global_data)
+        global_data = dict(changes.global_data)
+        if since is None or PUSH_RULES in global_data:
+            # m.push_rules is the user's effective rule set, the server's defaults included, and is in
+            # every initial sync whether the user edited it or not (clients read their rules from it).
+            global_data[PUSH_RULES] = stored_form(merged_ruleset(user_id, global_data.get(PUSH_RULES)))
+        out.account_data = client_account_data(global_data)
         for room_id, data in changes.room_data.items():
             events = client_account_data(data)
             if events and room_id in joined_set:

@@ -93,3 +93,7 @@ async def test_push_rules_account_data_is_managed_by_the_server(
     assert (status, err["errcode"]) == (405, "M_BAD_JSON")
     rules = await me.ok("GET", path)
     assert any(r["rule_id"] == ".m.rule.master" for r in rules["global"]["override"])
+    # The initial sync carries the rules too, before any edit.
+    sync = await me.ok("GET", "/sync", timeout="0")
+    in_sync = next(e["content"] for e in sync["account_data"]["events"] if e["type"] == "m.push_rules")
+    assert in_sync == rules
