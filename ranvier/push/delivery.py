@@ -6,7 +6,8 @@ once the gateway answered 200, so after a crash or restart the loop sends what i
 (at least once; the gateway may see a notification twice if we stopped between its answer and the
 write). A failing gateway is retried with exponential back-off (1 s doubling to ``max_backoff``); a pushkey
 the gateway lists in ``rejected`` has its pusher removed (Push Gateway API: "the homeserver should
-remove the pusher").
+remove the pusher"). Gateways are reached through the federation's outbound IP blocklist: a user's
+pusher URL must not make the server call into its own network.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import yarl
 
+from ..federation.ip_blocklist import BlocklistingResolver, IpBlocklist, is_ip_literal
 from ..storage.sql.push_counts import Notification
 from ..storage.sql.pushers import Pusher
 
@@ -38,8 +41,9 @@ def tweaks_of(actions: list[Any]) -> dict[str, Any]:
 
 
 class PushDelivery:
-    def __init__(self, storage: Any, max_backoff: float = 300.0) -> None:
+    def __init__(self, storage: Any, blocklist: IpBlocklist, max_backoff: float = 300.0) -> None:
         self._storage = storage
+        self._blocklist = blocklist
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -55,7 +59,10 @@ class PushDelivery:
         self._wake.set()
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=BlocklistingResolver(self._blocklist)),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+        )
         self._task = asyncio.create_task(self._run(), name="push-delivery")
         self._wake.set()  # what a previous run left undelivered
 
@@ -131,12 +138,15 @@ class PushDelivery:
             return "rejected"
         body = {"notification": await self._payload(pusher, item)}
         try:
+            host = yarl.URL(url).host or ""
+            if is_ip_literal(host):
+                self._blocklist.check(host)  # the resolver is not asked about IP literals
             async with self._session.post(url, json=body) as resp:
                 if resp.status != 200:
                     logger.warning("push gateway %s answered %s", url, resp.status)
                     return "failed"
                 answer = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
             logger.warning("push gateway %s unreachable: %s", url, e)
             return "failed"
         rejected = answer.get("rejected") if isinstance(answer, dict) else None

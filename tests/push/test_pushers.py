@@ -14,6 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ranvier.app import Homeserver
+from ranvier.federation.ip_blocklist import IpBlocklist
+from ranvier.push.delivery import PushDelivery
 from tests.scenarios.servers import Client, eventually, fed_port_of, start_server
 
 NOTIFY = "/_matrix/push/v1/notify"
@@ -188,3 +190,27 @@ async def test_pushers_set_validation_append_and_delete(
     await bob.ok("POST", "/pushers/set", {"kind": None, "app_id": "org.example.app.ios", "pushkey": "key-1"})
     assert (await bob.ok("GET", "/pushers"))["pushers"] == []
     assert len((await alice.ok("GET", "/pushers"))["pushers"]) == 1
+
+
+async def test_gateways_on_blocked_networks_are_not_called(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    hs = await start_server(tmp_path / "a")  # its own blocklist allows loopback (test federation)
+    servers.append(hs)
+    alice = await Client.register(session, hs, "alice")
+    bob = await Client.register(session, hs, "bob")
+    room = await alice.create_room(name="Blocked")
+    await bob.ok("POST", f"/join/{room}", {})
+    await hs.push_delivery.stop()
+    await bob.ok("POST", "/pushers/set", pusher_body(gateway.url))
+    await alice.send_text(room, "to a gateway on loopback")
+    strict = PushDelivery(hs.storage, IpBlocklist())  # the default: loopback and private ranges blocked
+    await strict.start()
+    try:
+        [pusher] = await hs.storage.pushers.all_pushers()
+        assert await strict._deliver(pusher) is False
+    finally:
+        await strict.stop()
+    assert gateway.received == []
+    [after] = await hs.storage.pushers.all_pushers()
+    assert after.last_stream_ordering == pusher.last_stream_ordering  # still owed, not skipped
