@@ -186,7 +186,7 @@ class Homeserver:
         self.persister.add_txn_hook(self.push_actions.in_txn)
         self.persister.add_out_of_band_hook(self.push_actions.out_of_band_in_txn)
         # Deliveries to push gateways, woken after each commit and by /pushers/set.
-        self.push_delivery = PushDelivery(storage, blocklist)
+        self.push_delivery = PushDelivery(storage, blocklist, self.push_actions.take_notified)
         self.persister.add_listener(self.push_delivery.on_persisted)
         self.creator = LocalEventCreator(
             storage, self.state, self.persister, self.server_name, self.signing_key

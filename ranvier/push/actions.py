@@ -118,6 +118,10 @@ class PushActionsHook:
         self._server_name = server_name
         self._store = store
         self._thread_threshold = thread_threshold
+        # event id -> users it notified, from the transaction until the persister's listener takes them
+        # (rolled-back batches leave theirs: bounded, and an overflow asks for a full look instead)
+        self._notified: dict[str, set[str]] = {}
+        self._overflowed = False
         # user id -> (the stored rules' JSON text or None, the merged and compiled set)
         self._rulesets: dict[str, tuple[str | None, CompiledRuleset]] = {}
 
@@ -187,6 +191,7 @@ class PushActionsHook:
             rows = evaluate_for_recipients(room_id, jobs, recipients)
         if rows:
             await self._store.insert_txn(txn, rows)
+            self._remember(rows)
 
     async def out_of_band_in_txn(
         self, txn: Any, room_id: str, written: list[tuple[EventToPersist, int]]
@@ -225,6 +230,25 @@ class PushActionsHook:
                 )
         if rows:
             await self._store.insert_txn(txn, rows)
+            self._remember(rows)
+
+    def _remember(self, rows: Sequence[PushActionRow]) -> None:
+        if len(self._notified) >= _CACHE_LIMIT:
+            self._notified.clear()
+            self._overflowed = True
+        for row in rows:
+            self._notified.setdefault(row.event_id, set()).add(row.user_id)
+
+    def take_notified(self, batch: Sequence[EventToPersist]) -> set[str] | None:
+        """After a commit: the users the batch's events notified; None when that is no longer known
+        (look at every pusher)."""
+        users: set[str] = set()
+        for item in batch:
+            users |= self._notified.pop(item.pdu.event_id, set())
+        if self._overflowed:
+            self._overflowed = False
+            return None
+        return users
 
     async def _display_name(self, txn: Any, room_id: str, user_id: str) -> str | None:
         text = await self._store.state_event_txn(txn, room_id, "m.room.member", user_id)

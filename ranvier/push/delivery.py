@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ import aiohttp
 import yarl
 
 from ..federation.ip_blocklist import BlocklistingResolver, IpBlocklist, is_ip_literal
+from ..storage.interfaces import EventToPersist
 from ..storage.sql.push_counts import Notification
 from ..storage.sql.pushers import Pusher
 
@@ -41,9 +43,19 @@ def tweaks_of(actions: list[Any]) -> dict[str, Any]:
 
 
 class PushDelivery:
-    def __init__(self, storage: Any, blocklist: IpBlocklist, max_backoff: float = 300.0) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        blocklist: IpBlocklist,
+        notified_users: Callable[[Sequence[EventToPersist]], set[str] | None],
+        max_backoff: float = 300.0,
+    ) -> None:
         self._storage = storage
         self._blocklist = blocklist
+        # After a commit: whose notifications the batch made (PushActionsHook.take_notified), so a pass
+        # looks only at those users' pushers; None: every pusher.
+        self._notified_users = notified_users
+        self._dirty: set[str] | None = None  # None: look at every pusher (start, pushers changed, errors)
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -52,11 +64,31 @@ class PushDelivery:
         self._backoff: dict[PusherKey, tuple[float, float]] = {}
 
     def wake(self) -> None:
+        """Pushers changed: look at all of them."""
+        self._dirty = None
         self._wake.set()
 
-    async def on_persisted(self, room_id: str, batch: Any) -> None:
-        """The persister's listener: new push actions may be waiting."""
+    async def on_persisted(self, room_id: str, batch: Sequence[EventToPersist]) -> None:
+        """The persister's listener: the users the batch notified have something to send."""
+        users = self._notified_users(batch)
+        if users is None:
+            self._dirty = None
+        elif not users:
+            return
+        elif self._dirty is not None:
+            self._dirty |= users
         self._wake.set()
+
+    async def _pushers_to_try(self, now: float) -> list[Pusher]:
+        dirty, self._dirty = self._dirty, set()
+        if dirty is None:
+            pushers: list[Pusher] = await self._storage.pushers.all_pushers()
+            return pushers
+        due = {key[0] for key, (not_before, _) in self._backoff.items() if not_before <= now}
+        out: list[Pusher] = []
+        for user_id in sorted(dirty | due):
+            out += await self._storage.pushers.pushers_for_user(user_id)
+        return out
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -80,29 +112,26 @@ class PushDelivery:
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
-            next_retry: float | None = None
+            error = False
             try:
-                for pusher in await self._storage.pushers.all_pushers():
+                for pusher in await self._pushers_to_try(loop.time()):
                     key = (pusher.user_id, pusher.app_id, pusher.pushkey)
-                    not_before, _ = self._backoff.get(key, (0.0, 0.0))
+                    not_before, delay = self._backoff.get(key, (0.0, 0.0))
                     if not_before > loop.time():
-                        next_retry = not_before if next_retry is None else min(next_retry, not_before)
-                        continue
-                    if not await self._deliver(pusher):
-                        _, delay = self._backoff.get(key, (0.0, 0.0))
+                        continue  # its retry comes when the back-off ends
+                    if await self._deliver(pusher):
+                        self._backoff.pop(key, None)
+                    else:
                         delay = min(self._max_backoff, max(1.0, delay * 2))
                         self._backoff[key] = (loop.time() + delay, delay)
-                        next_retry = (
-                            loop.time() + delay
-                            if next_retry is None
-                            else min(next_retry, loop.time() + delay)
-                        )
-                    else:
-                        self._backoff.pop(key, None)
             except Exception:
                 logger.exception("push delivery pass failed")
-                next_retry = loop.time() + 1.0
-            timeout = None if next_retry is None else max(0.0, next_retry - loop.time())
+                self._dirty = None
+                error = True
+            retries = [not_before for not_before, _ in self._backoff.values()]
+            if error:
+                retries.append(loop.time() + 1.0)
+            timeout = max(0.0, min(retries) - loop.time()) if retries else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

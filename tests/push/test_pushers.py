@@ -26,11 +26,13 @@ class Gateway:
         self.received: list[dict[str, Any]] = []
         self.status = 200
         self.rejected: list[str] = []
+        self.failed_attempts = 0
         self.server: TestServer | None = None
 
     async def notify(self, request: web.Request) -> web.Response:
         body = await request.json()
         if self.status != 200:
+            self.failed_attempts += 1
             return web.json_response({"error": "down"}, status=self.status)
         self.received.append(body["notification"])
         return web.json_response({"rejected": self.rejected})
@@ -142,6 +144,17 @@ async def test_event_id_only_and_rejected_pushkeys(
     assert note["devices"][0]["tweaks"] == {"sound": "default", "highlight": True}
     assert note["devices"][0]["data"] == {"custom": "kept", "format": "event_id_only"}
 
+    # The gateway fails for a while: the same notification is retried after a back-off, and arrives once.
+    gateway.status = 500
+    later = await alice.send_text(room, "after the outage")
+
+    async def attempted() -> bool:
+        return gateway.failed_attempts >= 1
+
+    await eventually(attempted, timeout=20)
+    gateway.status = 200
+    await eventually(lambda: _has(gateway, [loud, later]), timeout=20)
+
     # The gateway rejects the pushkey: the pusher is removed.
     gateway.rejected = ["key-1"]
     await alice.send_text(room, "again")
@@ -204,7 +217,9 @@ async def test_gateways_on_blocked_networks_are_not_called(
     await hs.push_delivery.stop()
     await bob.ok("POST", "/pushers/set", pusher_body(gateway.url))
     await alice.send_text(room, "to a gateway on loopback")
-    strict = PushDelivery(hs.storage, IpBlocklist())  # the default: loopback and private ranges blocked
+    strict = PushDelivery(
+        hs.storage, IpBlocklist(), hs.push_actions.take_notified
+    )  # the default: loopback and private ranges blocked
     await strict.start()
     try:
         [pusher] = await hs.storage.pushers.all_pushers()
