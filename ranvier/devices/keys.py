@@ -154,22 +154,8 @@ class KeyService:
             ask[user_id] = devices
         if not ask:
             return
-        if self._client is None:
-            out["failures"][server] = {"status": 503, "message": "federation is disabled"}
-            return
-        try:
-            answer = await self._client.request(
-                "POST",
-                server,
-                "/_matrix/federation/v1/user/keys/query",
-                json_body={"device_keys": ask},
-                timeout=timeout_s,
-            )
-        except FederationError as e:
-            out["failures"][server] = {"status": e.status or 503, "message": str(e)}
-            return
-        if not isinstance(answer, dict):
-            out["failures"][server] = {"status": 502, "message": "invalid answer"}
+        answer = await self._ask_server(server, "query", {"device_keys": ask}, out, timeout_s)
+        if answer is None:
             return
         for field in ("device_keys", "master_keys", "self_signing_keys"):
             got = answer.get(field)
@@ -233,27 +219,34 @@ class KeyService:
     async def _claim_server(
         self, server: str, wanted: dict[str, dict[str, str]], out: dict[str, Any], timeout_s: float
     ) -> None:
+        answer = await self._ask_server(server, "claim", {"one_time_keys": wanted}, out, timeout_s)
+        got = answer.get("one_time_keys") if answer is not None else None
+        if answer is not None and not isinstance(got, dict):
+            out["failures"][server] = {"status": 502, "message": "invalid answer"}
+            return
+        for user_id, devices in (got or {}).items():
+            if user_id in wanted and isinstance(devices, dict):
+                out["one_time_keys"][user_id] = devices
+
+    async def _ask_server(
+        self, server: str, what: str, body: dict[str, Any], out: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any] | None:
+        """``POST /user/keys/{what}`` to ``server``; None (with the reason in ``out["failures"]``, as
+        /keys/query and /keys/claim report servers that failed) when there is no usable answer."""
         if self._client is None:
             out["failures"][server] = {"status": 503, "message": "federation is disabled"}
-            return
+            return None
         try:
             answer = await self._client.request(
-                "POST",
-                server,
-                "/_matrix/federation/v1/user/keys/claim",
-                json_body={"one_time_keys": wanted},
-                timeout=timeout_s,
+                "POST", server, f"/_matrix/federation/v1/user/keys/{what}", json_body=body, timeout=timeout_s
             )
         except FederationError as e:
             out["failures"][server] = {"status": e.status or 503, "message": str(e)}
-            return
-        got = answer.get("one_time_keys") if isinstance(answer, dict) else None
-        if not isinstance(got, dict):
+            return None
+        if not isinstance(answer, dict):
             out["failures"][server] = {"status": 502, "message": "invalid answer"}
-            return
-        for user_id, devices in got.items():
-            if user_id in wanted and isinstance(devices, dict):
-                out["one_time_keys"][user_id] = devices
+            return None
+        return answer
 
     # -- cross-signing --------------------------------------------------------------------------------
 
