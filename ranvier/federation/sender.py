@@ -20,6 +20,10 @@ Rules per destination:
   (a one-way partition: it reaches us, we cannot reach it) the back-off starts again from
   ``initial_backoff`` instead of doubling further, so a chatty peer cannot push it up. A transaction in
   flight for over ``STALE_ATTEMPT_SECONDS`` is then sent again (same id) rather than left to time out.
+- A destination that could not be reached at all (no connection, no answer) is probed during its
+  back-off (``GET /version`` every ``PROBE_INTERVAL_SECONDS``): once it answers, the queue is tried at
+  once, so a healed link is used within seconds even if nothing else proves it. The probe does not reset
+  the back-off, and a destination that answers but refuses transactions is not probed.
 - After a start, the servers we share rooms with are told we are up (``_announce``: one empty transaction
   each), so those that backed off towards us while we were down send their queues now.
 - Nothing is dropped for being old or for repeated failures. After an outage (``_catch_up``) every queued
@@ -53,7 +57,7 @@ from ranvier.protocol.identifiers import server_of
 from ranvier.storage.interfaces import EventToPersist
 from ranvier.storage.sql.outbox import OutboxBatch, RetryState
 
-from .client import FederationClient, FederationError
+from .client import DestinationUnreachable, FederationClient, FederationError
 from .edus import OutboundEdu
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,12 @@ ANNOUNCE_LIMIT = 1000
 ANNOUNCE_CONCURRENCY = 8
 # A transaction in flight this long is sent again at once when its destination proves reachable.
 STALE_ATTEMPT_SECONDS = 2.0
+# While backing off from a destination that could not be reached at all (no connection, no answer), ask it
+# for its version this often: a link that heals ends the back-off within seconds even when nothing else
+# proves it (a quiet room, a one-way partition that healed after the other side stopped sending). A
+# destination that answers but refuses the transaction is not probed: its back-off runs its course.
+PROBE_INTERVAL_SECONDS = 2.0
+PROBE_TIMEOUT_SECONDS = 2.0
 DEFAULT_TRANSACTION_TIMEOUT = 30.0
 # Defaults of the homeserver.yaml settings (``federation.sender``).
 DEFAULT_INITIAL_BACKOFF = 5.0
@@ -98,6 +108,8 @@ class _Destination:
     sending: bool = False  # a transaction is in flight
     attempt: asyncio.Task[bool] | None = None  # the transaction in flight
     attempt_started: float = 0.0  # monotonic
+    # The last attempt got no HTTP answer at all (so the back-off probes for the link to come back).
+    unreachable: bool = False
 
 
 class _Stopped(Exception):
@@ -381,7 +393,8 @@ class FederationSender:
                 await self._outbox.set_retry(destination, retry)
                 self._backing_off.add(destination)
                 self._publish_retry(destination, retry)
-                await self._interruptible(state, self._sleep(state, retry.retry_interval / 1000))
+                probe = destination if state.unreachable else None
+                await self._interruptible(state, self._sleep(state, retry.retry_interval / 1000, probe))
                 retry = await self._take_reset(destination, state, retry)
 
     async def _attempt_once(self, destination: str, state: _Destination, txn: _Transaction) -> bool:
@@ -403,6 +416,9 @@ class FederationSender:
         return attempt.result()
 
     async def _attempt(self, destination: str, txn: _Transaction) -> bool:
+        state = self._destinations.get(destination)
+        if state is not None:
+            state.unreachable = False
         try:
             response = await asyncio.wait_for(
                 self._client.send_transaction(
@@ -412,6 +428,8 @@ class FederationSender:
             )
         except TimeoutError:
             # A link that drops packets silently, or a receiver still busy with it: sent again (same id).
+            if state is not None:
+                state.unreachable = True
             log.warning(
                 "transaction %s to %s: no answer within %gs",
                 txn.txn_id,
@@ -423,6 +441,8 @@ class FederationSender:
             # Every failure, 4xx included, backs off and retries: dropping would lose events, and a 4xx on
             # /send is more often a passing problem (keys, a proxy, rate limits) than a permanent one.
             log.warning("transaction %s to %s failed: %s", txn.txn_id, destination, e)
+            if state is not None and isinstance(e, DestinationUnreachable):
+                state.unreachable = True
             return False
         results = response.get("pdus")
         if isinstance(results, dict):
@@ -480,14 +500,45 @@ class FederationSender:
         finally:
             state.interruptible = False
 
-    async def _sleep(self, state: _Destination, seconds: float) -> None:
+    async def _sleep(self, state: _Destination, seconds: float, probe: str | None = None) -> None:
         """Back off for ``seconds``, or until ``reset_backoff``. A mark made while the failing attempt was
         still in flight counts too (the flag is consumed after the wait, not cleared before it): the
-        destination's request that made it may well have come in between."""
+        destination's request that made it may well have come in between. With ``probe`` (a destination
+        that could not be reached at all), the wait also ends once it answers a probe; unlike a
+        reachability proof this does not reset the back-off, so a link that answers probes but keeps
+        failing transactions still backs off further."""
         if seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.reachable.wait(), timeout=seconds)
+            waits: list[asyncio.Task[Any]] = [asyncio.ensure_future(state.reachable.wait())]
+            if probe is not None and seconds > PROBE_INTERVAL_SECONDS:
+                waits.append(asyncio.ensure_future(self._probe_until_up(probe)))
+            try:
+                await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
         state.reachable.clear()
+
+    async def _probe_until_up(self, destination: str) -> None:
+        """Return once ``destination`` gives any HTTP answer to ``GET /version`` (unauthenticated, cheap)."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+            try:
+                await self._client.request(
+                    "GET",
+                    destination,
+                    "/_matrix/federation/v1/version",
+                    authenticate=False,
+                    timeout=PROBE_TIMEOUT_SECONDS,
+                )
+                return
+            except DestinationUnreachable:
+                continue
+            except FederationError:
+                return  # an HTTP error is an answer: the link is up
+            except Exception:
+                # Not an answer either (a bug in the probe must not end the back-off early).
+                log.debug("probing %s failed", destination, exc_info=True)
 
     async def _announce(self) -> None:
         """Tell the servers we share rooms with that we are up again, with an empty transaction: a server

@@ -113,3 +113,27 @@ async def test_a_transaction_stuck_in_flight_is_sent_again_when_the_destination_
     await eventually(lambda: set(ids) <= set(remote.delivered), "delivery")
     await eventually(lambda: sender.is_idle(remote.server_name), "the worker to finish")
     assert await _retry(node, remote.server_name) is None
+
+
+async def test_a_destination_that_comes_back_is_found_by_probing_before_its_back_off_ends(
+    node: Node, remotes: Callable[[], Remote]
+) -> None:
+    """Nobody proves the destination reachable (it never talks to us) and its back-off is a minute; the
+    sender probes it (GET /version, every PROBE_INTERVAL_SECONDS) because it could not be reached at all,
+    and sends the queue as soon as it answers: well within the back-off."""
+    remote = remotes()  # not listening yet: connections are refused
+    sender = await node.open(initial_backoff=60, max_backoff=60)
+    await sender.start()
+    assert node.persister is not None
+    room = await shared_room(node.storage, node.persister, "probe", remote)
+    ids = await room.messages(3)
+
+    async def backing_off() -> bool:
+        retry = await _retry(node, remote.server_name)
+        return retry is not None and retry.retry_interval == 60_000
+
+    await eventually(backing_off, "a failure and a minute's back-off")
+    await remote.start()
+    # 20 s (eventually's deadline) is a third of the back-off: only the probe can have ended it.
+    await eventually(lambda: remote.delivered == ids, "the queue, after the destination came back")
+    assert await _retry(node, remote.server_name) is None
