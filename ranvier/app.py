@@ -641,6 +641,8 @@ class Homeserver:
         gap_filler: GapFiller | None = getattr(self, "gap_filler", None)
         if gap_filler is not None:
             await gap_filler.stop()
+        if hasattr(self, "incoming_pdus"):
+            await self.incoming_pdus.close()
         if hasattr(self, "resident"):
             await self.resident.wait_for_healing()
         if hasattr(self, "device_lists"):

@@ -50,6 +50,11 @@ logger = logging.getLogger(__name__)
 
 # How long a PDU waits for a prev event another transaction is handling before fetching it itself.
 INFLIGHT_WAIT_SECONDS = 30.0
+# A PDU that could not be judged because the state at its gap could not be fetched (a partition, a server
+# restarting) is tried again after these delays, in memory and bounded: its sender has its answer already
+# (a per-PDU error) and will not send it again, and nothing later may cite it.
+DEFERRED_RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
+MAX_DEFERRED = 1000
 MAX_OUTLIER_ROUNDS = 3
 
 
@@ -105,6 +110,8 @@ class IncomingPdus:
         self.joins: Any = None
         # Told of a room whose timeline now has a hole (persisted already): the app wires the gap filler.
         self.on_gap: Callable[[str], None] | None = None
+        # PDUs waiting to be tried again (DEFERRED_RETRY_DELAYS), by event id.
+        self._deferred: dict[str, asyncio.Task[None]] = {}
 
     # -- the transaction -------------------------------------------------------------------------
 
@@ -182,6 +189,37 @@ class IncomingPdus:
             self._release_inflight(mine)
         return results
 
+    def _defer(self, origin: str, pdu: Pdu) -> None:
+        """Try ``pdu`` again later (DEFERRED_RETRY_DELAYS) through the whole intake, until it is judged or
+        the delays run out. Not durable: a restart forgets it (the gap filler and later events citing it
+        are what remain then)."""
+        if pdu.event_id in self._deferred or len(self._deferred) >= MAX_DEFERRED:
+            return
+        raw = pdu.to_federation()
+
+        async def retry() -> None:
+            try:
+                for delay in DEFERRED_RETRY_DELAYS:
+                    await asyncio.sleep(delay)
+                    answer = await self.receive_pdus(origin, [raw])
+                    if not answer.get(pdu.event_id, {}).get("error"):
+                        logger.info("deferred %s from %s handled on retry", pdu.event_id, origin)
+                        return
+                logger.warning("gave up on deferred %s from %s", pdu.event_id, origin)
+            except Exception:
+                logger.exception("retrying deferred %s from %s failed", pdu.event_id, origin)
+            finally:
+                self._deferred.pop(pdu.event_id, None)
+
+        self._deferred[pdu.event_id] = asyncio.create_task(retry(), name=f"deferred {pdu.event_id}")
+
+    async def close(self) -> None:
+        """Cancel the deferred retries (the server is stopping)."""
+        tasks = list(self._deferred.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def server_allowed(self, room_id: str, server: str) -> bool:
         acl = await self._storage.state.get_current_state_event(room_id, *ACL_KEY)
         return server_allowed_by_acl(server, acl.content if acl is not None else None)
@@ -235,6 +273,7 @@ class IncomingPdus:
                         results[pdu.event_id] = await self._handle(view, origin, pdu)
                     except CannotProcess as e:
                         results[pdu.event_id] = {"error": str(e)}
+                        self._defer(origin, pdu)
                     except Exception:
                         # A bug or a hostile corner must not fail the other PDUs of the transaction.
                         logger.exception("failed to handle %s from %s", pdu.event_id, origin)
