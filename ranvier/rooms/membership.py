@@ -19,13 +19,13 @@ logger = logging.getLogger(__name__)
 
 
 class MembershipError(Exception):
-    def __init__(self, errcode: str, message: str, status: int = 400) -> None:
+    def __init__(self, errcode: str, message: str, status: int = 400, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.errcode = errcode
         self.message = message
         self.status = status
         # The other server could not be reached at all (as opposed to one that answered with a refusal).
-        self.unreachable = False
+        self.unreachable = unreachable
 
 
 class RemoteMembership(Protocol):

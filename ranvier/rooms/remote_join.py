@@ -91,11 +91,12 @@ UNREACHABLE = 404
 def remote_failure(server: str, action: str, e: FederationError) -> MembershipError:
     """The client's error for a federation request to ``server`` (for ``action``) that failed."""
     if isinstance(e, DestinationUnreachable):
-        error = MembershipError(
-            "M_NOT_FOUND", f"could not {action}: {server} could not be reached ({e.reason})", UNREACHABLE
+        return MembershipError(
+            "M_NOT_FOUND",
+            f"could not {action}: {server} could not be reached ({e.reason})",
+            UNREACHABLE,
+            unreachable=True,
         )
-        error.unreachable = True
-        return error
     if e.status in PASSED_ON_STATUSES and e.errcode and e.errcode.startswith("M_"):
         return MembershipError(e.errcode, f"{server} refused to {action}: {e.message[:300]}", e.status)
     return MembershipError(
