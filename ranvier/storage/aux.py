@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .sql.account_data import AccountDataStore
+from .sql.account_tokens import AccountTokenStore
 from .sql.aliases import AliasStore
 from .sql.client_txns import ClientTxnStore
 from .sql.devices import DeviceStore
@@ -40,6 +41,7 @@ AUX_ATTRIBUTES = (
     "key_backup",
     "push_actions",
     "pushers",
+    "account_tokens",
 )
 
 
@@ -64,3 +66,4 @@ def attach_aux(storage: Any, db: Database | None = None) -> None:
     storage.key_backup = KeyBackupStore(database)
     storage.push_actions = PushActionStore(database)
     storage.pushers = PusherStore(database)
+    storage.account_tokens = AccountTokenStore(database)

@@ -105,9 +105,10 @@ class DeviceStore:
         """Delete the device, every access token issued to it, its E2EE keys and its to-device inbox.
         False if there was no such device."""
         async with self._db.transaction() as txn:
-            await txn.execute(
-                "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
-            )
+            for table in ("access_tokens", "refresh_tokens"):
+                await txn.execute(
+                    f"DELETE FROM {table} WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+                )
             deleted = await txn.fetchval(
                 "DELETE FROM devices WHERE user_id = ? AND device_id = ? RETURNING device_id",
                 (user_id, device_id),
@@ -126,20 +127,35 @@ class DeviceStore:
                 "DELETE FROM devices WHERE user_id = ? AND device_id <> ? RETURNING device_id",
                 (user_id, keep),
             )
-            await txn.execute(
-                "DELETE FROM access_tokens WHERE user_id = ? AND device_id <> ?", (user_id, keep)
-            )
+            for table in ("access_tokens", "refresh_tokens"):
+                await txn.execute(
+                    f"DELETE FROM {table} WHERE user_id = ? AND device_id <> ?", (user_id, keep)
+                )
             deleted = sorted(r[0] for r in rows)
             await delete_device_e2ee_txn(txn, user_id, deleted)
         await self._deleted(user_id, deleted)
         return deleted
 
-    async def create_access_token(self, user_id: str, device_id: str, token: str) -> None:
+    async def create_access_token(
+        self, user_id: str, device_id: str, token: str, expires_ts: int | None = None
+    ) -> None:
+        """``expires_ts``: when the token stops working (tokens issued with a refresh token), else never."""
         await write(
             self._db,
-            "INSERT INTO access_tokens (token_sha256, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
-            (token_digest(token), user_id, device_id, now_ms()),
+            "INSERT INTO access_tokens (token_sha256, user_id, device_id, created_ts, expires_ts)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (token_digest(token), user_id, device_id, now_ms(), expires_ts),
         )
+
+    async def lookup_access_token(self, token: str) -> tuple[str, str, int | None] | None:
+        """(user_id, device_id, expires_ts) for a known token, expired or not, else None."""
+        row = await self._db.fetchone(
+            "SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token_sha256 = ?",
+            (token_digest(token),),
+        )
+        if row is None:
+            return None
+        return row[0], row[1], None if row[2] is None else int(row[2])
 
     async def get_user_by_token(self, token: str) -> tuple[str, str] | None:
         """(user_id, device_id) for a live token, else None."""
@@ -157,6 +173,8 @@ class DeviceStore:
         return deleted is not None
 
     async def delete_tokens_for_device(self, user_id: str, device_id: str) -> None:
-        await write(
-            self._db, "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
-        )
+        async with self._db.transaction() as txn:
+            for table in ("access_tokens", "refresh_tokens"):
+                await txn.execute(
+                    f"DELETE FROM {table} WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+                )

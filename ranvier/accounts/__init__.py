@@ -1,0 +1,1 @@
+"""The account lifecycle beyond registration and login: deactivation and erasure."""
