@@ -36,6 +36,7 @@ from .client_api.directory import DirectoryHandlers
 from .client_api.ephemeral import EphemeralHandlers, SyncNotifier, TypingStream
 from .client_api.errors import matrix_error_middleware
 from .client_api.keys import KeyHandlers
+from .client_api.knock import KnockHandlers
 from .client_api.media import MediaHandlers, is_upload
 from .client_api.messages import MessageHandlers
 from .client_api.notifications import NotificationHandlers
@@ -97,6 +98,7 @@ from .rooms.incoming import IncomingPdus
 from .rooms.incoming_edus import IncomingEdus
 from .rooms.incoming_reads import FederationReads
 from .rooms.incoming_txn import InboundTransactions
+from .rooms.knock import KnockService
 from .rooms.local_events import LocalEventCreator
 from .rooms.membership import MembershipService
 from .rooms.persister import EventPersister
@@ -147,7 +149,13 @@ class Homeserver:
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.signing_key = load_or_create_signing_key(Path(config.signing_key_path))
-        self.storage = storage = await open_storage(config.database.url)
+        caches = config.caches
+        self.storage = storage = await open_storage(
+            config.database.url,
+            sqlite_page_cache_kib=caches.sqlite_page_cache_kib,
+            cached_events=caches.events,
+            cached_state_entries=caches.state_entries,
+        )
         storage.filters = FilterStore(storage.db)
         self.metrics = Metrics()
         self.metrics.registry.register(GuardCollector(self.guards))
@@ -177,7 +185,7 @@ class Homeserver:
             retry_max=config.key_fetch.retry_max,
         )
 
-        self.state = StateService(storage)
+        self.state = StateService(storage, max_room_indexes=caches.state_res_rooms)
         # History visibility, applied to what our users read and what other servers fetch.
         self.history_visibility = HistoryVisibilityFilter(storage)
         self.persister = EventPersister(storage, self.state)
@@ -521,6 +529,18 @@ class Homeserver:
             NotificationHandlers(self.storage, self.authenticator),
             PusherHandlers(self.storage, self.authenticator, self.push_delivery.wake),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
+            KnockHandlers(
+                KnockService(
+                    self.storage,
+                    self.creator,
+                    self.membership,
+                    self.server_name,
+                    self.signing_key,
+                    resident=self.resident,
+                    client=self.federation_client if config.federation.enabled else None,
+                ),
+                self.authenticator,
+            ),
             AppServiceHandlers(
                 self.authenticator, self.appservice_client, self.appservice_pusher, self.storage.rooms
             ),

@@ -234,6 +234,19 @@ class Tracing(_Strict):
     federation_peers: list[str] = []
 
 
+class Caches(_Strict):
+    """The in-memory caches' bounds (each is an LRU: the least recently used entries go first)."""
+
+    # Events kept decoded in memory, counted (about 2 KB of Python objects each).
+    events: int = Field(10_000, ge=100)
+    # State map entries kept for state groups and rooms' current state (a map of N keys counts N).
+    state_entries: int = Field(1_000_000, ge=1000)
+    # Rooms whose auth-chain index state resolution keeps between resolutions.
+    state_res_rooms: int = Field(256, ge=1)
+    # SQLite's page cache, KiB per connection (the writer and each of two readers); unused on PostgreSQL.
+    sqlite_page_cache_kib: int = Field(8192, ge=128)
+
+
 class HomeserverConfig(_Strict):
     server_name: str
     data_dir: str = "."
@@ -253,8 +266,14 @@ class HomeserverConfig(_Strict):
     key_fetch: KeyFetch = KeyFetch()
     media: Media = Media()
     tracing: Tracing = Tracing()
+    caches: Caches = Caches()
     # Application services (bridges): Synapse-format registration files (ranvier.appservice).
     app_service_config_files: list[str] = []
+    # Synapse's top-level names for the shared registration secret, read by its register_new_matrix_user
+    # -c: accepted beside registration.shared_secret (which they fill in). The path's file is created with a
+    # new random secret when missing, as Synapse does.
+    registration_shared_secret: str | None = None
+    registration_shared_secret_path: str | None = None
 
     @field_validator("server_name")
     @classmethod
@@ -268,13 +287,42 @@ def parse_config(data: Any) -> HomeserverConfig:
     if not isinstance(data, dict):
         raise ConfigError("configuration must be a YAML mapping")
     try:
-        return HomeserverConfig.model_validate(data)
+        config = HomeserverConfig.model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             lines.append(f"{key}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    _apply_registration_secret(config)
+    return config
+
+
+def _apply_registration_secret(config: HomeserverConfig) -> None:
+    """Fold Synapse's ``registration_shared_secret`` / ``registration_shared_secret_path`` into
+    ``registration.shared_secret``; two different secrets are refused rather than one silently chosen."""
+    found: dict[str, str] = {}
+    if config.registration.shared_secret:
+        found["registration.shared_secret"] = config.registration.shared_secret
+    if config.registration_shared_secret:
+        found["registration_shared_secret"] = config.registration_shared_secret
+    if config.registration_shared_secret_path:
+        path = Path(config.registration_shared_secret_path)
+        try:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(secrets.token_urlsafe(32) + "\n")
+                path.chmod(0o600)
+            secret = path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"registration_shared_secret_path: cannot use {path}: {e.strerror}") from None
+        if not secret:
+            raise ConfigError(f"registration_shared_secret_path: {path} is empty")
+        found["registration_shared_secret_path"] = secret
+    if len(set(found.values())) > 1:
+        raise ConfigError(f"{' and '.join(found)} give different shared secrets: set only one")
+    if found:
+        config.registration.shared_secret = next(iter(found.values()))
 
 
 def load_config(path: str | Path) -> HomeserverConfig:
@@ -286,8 +334,11 @@ def load_config(path: str | Path) -> HomeserverConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    config = parse_config(data)
     base = Path(path).resolve().parent
+    secret_path = data.get("registration_shared_secret_path") if isinstance(data, dict) else None
+    if isinstance(secret_path, str) and not Path(secret_path).is_absolute():
+        data["registration_shared_secret_path"] = str(base / secret_path)
+    config = parse_config(data)
     # Relative paths in the file are relative to the file, so a data dir can be moved as a whole.
     for attr in ("data_dir", "signing_key_path", "log_config"):
         value = getattr(config, attr)
@@ -474,6 +525,17 @@ app_service_config_files: []
 tracing:
   # Servers (globs, e.g. "*.example.org") trace context is exchanged with; none by default.
   federation_peers: []
+
+# Bounds of the in-memory caches: memory levels off once they are full (LRU, least recently used first).
+caches:
+  # Events kept decoded in memory (about 2 KB each).
+  events: 10000
+  # State map entries of state groups and rooms' current state (a room with N state events counts N).
+  state_entries: 1000000
+  # Rooms whose auth-chain index state resolution keeps.
+  state_res_rooms: 256
+  # SQLite page cache in KiB per connection (writer and two readers); not used on PostgreSQL.
+  sqlite_page_cache_kib: 8192
 
 rooms:
   default_room_version: "{default_room_version}"

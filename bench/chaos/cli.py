@@ -64,8 +64,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--soak-interval", type=float, default=60.0, help="seconds between RSS samples")
     p.add_argument("--memstats", action="store_true", help="soak: RSS split into malloc, SQLite, Python")
     p.add_argument("--traced", action="store_true", help="soak: --memstats and tracemalloc's top growth")
-    p.add_argument("--cached-events", type=int, help="soak diagnostic: the servers' event cache size")
-    p.add_argument("--sqlite-cache-kib", type=int, help="soak diagnostic: SQLite page cache per connection")
+    p.add_argument("--cached-events", type=int, help="the servers' caches.events")
+    p.add_argument("--sqlite-cache-kib", type=int, help="the servers' caches.sqlite_page_cache_kib")
     return p.parse_args(argv)
 
 
@@ -93,12 +93,11 @@ def main(argv: list[str]) -> None:
         from .soak import run_soak
 
         probe = "tracemalloc" if args.traced else "stats" if args.memstats else None
-        if args.cached_events or args.sqlite_cache_kib:
-            probe = probe or "stats"  # the knobs live in bench.chaos.traced
-            if args.cached_events:
-                os.environ["CHAOS_CACHED_EVENTS"] = str(args.cached_events)
-            if args.sqlite_cache_kib:
-                os.environ["CHAOS_SQLITE_CACHE_KIB"] = str(args.sqlite_cache_kib)
+        # The servers' `caches` config (bench.chaos.cluster writes it), instead of the defaults.
+        if args.cached_events:
+            os.environ["CHAOS_CACHED_EVENTS"] = str(args.cached_events)
+        if args.sqlite_cache_kib:
+            os.environ["CHAOS_SQLITE_CACHE_KIB"] = str(args.sqlite_cache_kib)
         asyncio.run(run_soak(cfg, args.soak, args.soak_interval, backends[0], memory_probe=probe))
         return
     results = asyncio.run(run_trials(cfg, args.trials, backends))

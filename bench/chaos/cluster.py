@@ -102,6 +102,12 @@ class ChaosServer:
         data["log_level"] = "INFO"
         data["rate_limits"] = {"enabled": False}
         data["federation"]["host_overrides"] = overrides
+        # The soak's --cached-events / --sqlite-cache-kib: the servers' cache bounds (config `caches`).
+        caches = data.setdefault("caches", {})
+        if os.environ.get("CHAOS_CACHED_EVENTS"):
+            caches["events"] = int(os.environ["CHAOS_CACHED_EVENTS"])
+        if os.environ.get("CHAOS_SQLITE_CACHE_KIB"):
+            caches["sqlite_page_cache_kib"] = int(os.environ["CHAOS_SQLITE_CACHE_KIB"])
         if self.postgres:
             self.database = create_database(f"chaos{self.index}")
             DATABASES.add(self.database)

@@ -27,7 +27,6 @@ import time
 import tracemalloc
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 
 class _MallInfo2(ctypes.Structure):
@@ -65,32 +64,6 @@ def memstats() -> dict[str, float]:
     return out
 
 
-def shrink_caches() -> None:
-    events = os.environ.get("CHAOS_CACHED_EVENTS")
-    if events:
-        from ranvier.storage.sql import RoomStorage
-
-        original_open = RoomStorage.open.__func__  # type: ignore[attr-defined]
-
-        async def open_(cls: type[RoomStorage], /, db: Any, **kwargs: Any) -> RoomStorage:
-            kwargs.setdefault("cached_events", int(events))
-            return await original_open(cls, db, **kwargs)  # type: ignore[no-any-return]
-
-        RoomStorage.open = classmethod(open_)  # type: ignore[method-assign,assignment]
-    kib = os.environ.get("CHAOS_SQLITE_CACHE_KIB")
-    if kib:
-        import aiosqlite
-
-        original_execute = aiosqlite.Connection.execute
-
-        def execute(self: aiosqlite.Connection, sql: str, parameters: Any = None) -> Any:
-            if sql.startswith("PRAGMA cache_size"):
-                sql = f"PRAGMA cache_size = -{int(kib)}"
-            return original_execute(self, sql, parameters)
-
-        aiosqlite.Connection.execute = execute  # type: ignore[method-assign]
-
-
 def main(argv: list[str]) -> int:
     config, outdir = argv[0], Path(argv[1])
     outdir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +83,6 @@ def main(argv: list[str]) -> int:
             taken += 1
 
     signal.signal(signal.SIGUSR2, dump)
-    shrink_caches()
     from ranvier.cli import main as ranvier_main
 
     return ranvier_main(["run", "-c", config])

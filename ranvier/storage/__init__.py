@@ -13,8 +13,11 @@ from .aux import attach_aux
 from .sql import RoomStorage, migrate, open_database
 
 
-async def open_storage(url: str, **kwargs: Any) -> Any:
-    db = await open_database(url)
+async def open_storage(url: str, *, sqlite_page_cache_kib: int | None = None, **kwargs: Any) -> Any:
+    """``kwargs`` are RoomStorage.open's cache bounds; ``sqlite_page_cache_kib`` is per SQLite connection."""
+    db = await open_database(
+        url, **({} if sqlite_page_cache_kib is None else {"cache_kib": sqlite_page_cache_kib})
+    )
     try:
         await migrate(db)
         storage = await RoomStorage.open(db, **kwargs)

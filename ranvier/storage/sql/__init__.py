@@ -44,7 +44,7 @@ class RoomStorage:
 
     @classmethod
     async def open(
-        cls, db: Database, *, cached_events: int = 50_000, cached_state_entries: int = 1_000_000
+        cls, db: Database, *, cached_events: int = 10_000, cached_state_entries: int = 1_000_000
     ) -> RoomStorage:
         """Wire the stores over a migrated database and load the counters kept in memory."""
         groups = StateGroups(cached_state_entries)

@@ -179,7 +179,9 @@ class SqliteDatabase(Database):
             self._readers.put_nowait(r)
 
     @classmethod
-    async def open(cls, path: str | Path, *, readers: int = 2, synchronous: str = "FULL") -> SqliteDatabase:
+    async def open(
+        cls, path: str | Path, *, readers: int = 2, synchronous: str = "FULL", cache_kib: int = 8192
+    ) -> SqliteDatabase:
         """Open (creating if needed) the database file at ``path``.
 
         ``synchronous=FULL`` makes a commit survive power loss, which the rule "committed before it is
@@ -195,7 +197,8 @@ class SqliteDatabase(Database):
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute(f"PRAGMA synchronous = {synchronous}")
             await conn.execute("PRAGMA foreign_keys = ON")
-            await conn.execute("PRAGMA cache_size = -65536")  # 64 MiB per connection
+            # The page cache, per connection (caches.sqlite_page_cache_kib); a negative size is in KiB.
+            await conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
             return conn
 
         async def _connect_reader() -> aiosqlite.Connection:
@@ -368,5 +371,6 @@ async def open_database(url: str, **kwargs: Any) -> Database:
             raise ValueError("an sqlite url is sqlite:///relative/path or sqlite:////absolute/path")
         return await SqliteDatabase.open(url[len("sqlite:///") :], **kwargs)
     if parsed.scheme in ("postgresql", "postgres"):
+        kwargs.pop("cache_kib", None)  # SQLite's page cache; PostgreSQL has its own shared buffers
         return await PostgresDatabase.open(url, **kwargs)
     raise ValueError(f"unsupported database url scheme {parsed.scheme!r}")

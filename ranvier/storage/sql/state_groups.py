@@ -42,7 +42,7 @@ class StateGroups:
         self.cache: LruCache[int, StateDict] = LruCache(max_cached_entries, len)
         # Per-group stored entries and (prev_group, depth): what writing a new delta needs to read.
         self.entries: LruCache[int, Delta] = LruCache(max(max_cached_entries // 4, 1), lambda d: len(d) + 1)
-        self.meta: LruCache[int, tuple[int | None, int]] = LruCache(200_000)
+        self.meta: LruCache[int, tuple[int | None, int]] = LruCache(max(max_cached_entries // 5, 1))
         self._next_id = 1
         # Entries read from the database since start, for the benchmark's "rows read".
         self.rows_read = 0
