@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..clock import now_ms
 from ..protocol.events import Pdu
-from ..rooms.remote_join import STRIPPED_STATE_TYPES
+from ..rooms.stripped_state import STRIPPED_STATE_TYPES
 from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
 from .account_data import forgotten_event
 from .auth import Authenticator, Requester
@@ -151,6 +151,7 @@ class SyncHandlers:
         join: dict[str, Any] = {}
         invite: dict[str, Any] = {}
         leave: dict[str, Any] = {}
+        knock: dict[str, Any] = {}
         joined_rooms = [r for r, m in memberships.items() if m == "join"]
         extras = await self._extras.collect(user_id, joined_rooms, since_token, upto)
         e2ee: dict[str, Any] = {}
@@ -188,6 +189,16 @@ class SyncHandlers:
                 if since is not None and meta is not None and meta.stream_ordering <= since:
                     continue
                 invite[room_id] = {"invite_state": {"events": await self._invite_state(room_id, member[1])}}
+            elif membership == "knock":
+                # CS "Knocking on rooms": the room as the knocker saw it (the send_knock answer's state).
+                member = await self._storage.state.get_membership(room_id, user_id)
+                if member is None:
+                    continue
+                meta = await self._storage.events.get_event_meta(member[1])
+                if since is not None and meta is not None and meta.stream_ordering <= since:
+                    continue
+                events = await self._invite_state(room_id, member[1], "knock_room_state")
+                knock[room_id] = {"knock_state": {"events": events}}
             elif membership in ("leave", "ban") and since is not None:
                 member = await self._storage.state.get_membership(room_id, user_id)
                 if member is None:
@@ -208,7 +219,7 @@ class SyncHandlers:
                 }
         return {
             "next_batch": str(upto),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "presence": {"events": []},
             "account_data": {"events": extras.account_data},
             "to_device": {"events": []},
@@ -282,11 +293,13 @@ class SyncHandlers:
             "summary": {"m.joined_member_count": len(joined)},
         }
 
-    async def _invite_state(self, room_id: str, invite_event_id: str) -> list[dict[str, Any]]:
+    async def _invite_state(
+        self, room_id: str, invite_event_id: str, carried_key: str = "invite_room_state"
+    ) -> list[dict[str, Any]]:
         invite = await self._storage.events.get_event(invite_event_id)
         events: list[dict[str, Any]] = []
         if invite is not None:
-            carried = invite.unsigned.get("invite_room_state")
+            carried = invite.unsigned.get(carried_key)
             if isinstance(carried, list):
                 events.extend(e for e in carried if isinstance(e, dict))
         if not events:
@@ -322,6 +335,7 @@ def _has_news(body: dict[str, Any]) -> bool:
         rooms["join"]
         or rooms["invite"]
         or rooms["leave"]
+        or rooms["knock"]
         or body["account_data"]["events"]
         or body["to_device"]["events"]
         or lists["changed"]

@@ -431,6 +431,32 @@ class FederationClient:
             body=dict(event),
         )
 
+    async def make_knock(
+        self, destination: str, room_id: str, user_id: str, supported_versions: Sequence[str]
+    ) -> dict[str, Any]:
+        return await self._get_object(
+            destination,
+            f"/_matrix/federation/v1/make_knock/{path_segment(room_id)}/{path_segment(user_id)}",
+            {"ver": list(supported_versions)},
+        )
+
+    async def send_knock(
+        self, destination: str, room_id: str, event_id: str, event: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._object(
+            "PUT",
+            destination,
+            f"/_matrix/federation/v1/send_knock/{path_segment(room_id)}/{path_segment(event_id)}",
+            body=dict(event),
+        )
+
+    async def hierarchy(self, destination: str, room_id: str, suggested_only: bool) -> dict[str, Any]:
+        return await self._get_object(
+            destination,
+            f"/_matrix/federation/v1/hierarchy/{path_segment(room_id)}",
+            {"suggested_only": "true" if suggested_only else "false"},
+        )
+
     async def invite_v2(
         self,
         destination: str,

@@ -1,7 +1,7 @@
 """Federation routes for membership: make_join/send_join (v2; v1 send_join was removed in v1.18),
-make_leave/send_leave v2 and invite v2. Authentication and (de)serialisation only: the decisions are the
-room layer's, reached through ``handler`` (rooms.resident.ResidentMembership), which is passed in so this
-transport module never imports the room layer."""
+make_leave/send_leave v2, make_knock/send_knock v1 and invite v2. Authentication and (de)serialisation
+only: the decisions are the room layer's, reached through ``handler`` (rooms.resident.ResidentMembership),
+which is passed in so this transport module never imports the room layer."""
 
 from __future__ import annotations
 
@@ -58,6 +58,20 @@ def add_membership_routes(
             return _error(e)
         return web.json_response(result)
 
+    async def make_knock(request: web.Request) -> web.Response:
+        origin = await authenticate_request(request, keyring, server_name)
+        # S2S "Knocking upon a room": ``ver`` is required (knocking exists since v7, so "1" alone is useless).
+        versions = request.query.getall("ver", [])
+        try:
+            if not versions:
+                raise FederationRequestError(400, "M_MISSING_PARAM", "the 'ver' query parameter is required")
+            result = await handler.make_membership(
+                origin, request.match_info["room"], request.match_info["user"], "knock", versions
+            )
+        except FederationRequestError as e:
+            return _error(e)
+        return web.json_response(result)
+
     async def make_leave(request: web.Request) -> web.Response:
         origin = await authenticate_request(request, keyring, server_name)
         try:
@@ -108,3 +122,5 @@ def add_membership_routes(
     app.router.add_get(PREFIX + "/v1/make_leave/{room}/{user}", make_leave)
     app.router.add_put(PREFIX + "/v2/send_leave/{room}/{event}", send("leave"))
     app.router.add_put(PREFIX + "/v2/invite/{room}/{event}", invite)
+    app.router.add_get(PREFIX + "/v1/make_knock/{room}/{user}", make_knock)
+    app.router.add_put(PREFIX + "/v1/send_knock/{room}/{event}", send("knock"))

@@ -51,7 +51,7 @@ class MembershipService:
         self.server_name = server_name
         self.remote = remote
 
-    async def _profile_content(self, user_id: str) -> dict[str, Any]:
+    async def profile_content(self, user_id: str) -> dict[str, Any]:
         content: dict[str, Any] = {}
         profile = await self._storage.users.get_profile(user_id)
         if profile is not None:
@@ -76,7 +76,7 @@ class MembershipService:
             raise MembershipError("M_NOT_FOUND", f"room alias {room_id_or_alias} not found", 404)
         return await self.remote.resolve_alias(room_id_or_alias)
 
-    async def _we_are_in_room(self, room_id: str) -> bool:
+    async def we_are_in_room(self, room_id: str) -> bool:
         if await self._storage.rooms.get_room_version(room_id) is None:
             return False
         joined = await self._storage.state.get_joined_users(room_id)
@@ -86,10 +86,10 @@ class MembershipService:
         self, user_id: str, room_id_or_alias: str, via: list[str] | None = None, reason: str | None = None
     ) -> str:
         room_id, alias_servers = await self.resolve_room(room_id_or_alias)
-        content: dict[str, Any] = {"membership": "join", **await self._profile_content(user_id)}
+        content: dict[str, Any] = {"membership": "join", **await self.profile_content(user_id)}
         if reason:
             content["reason"] = reason
-        if await self._we_are_in_room(room_id):
+        if await self.we_are_in_room(room_id):
             await self._local_join(room_id, user_id, content)
             return room_id
         servers = [s for s in [*(via or []), *alias_servers] if s != self.server_name]
@@ -159,7 +159,8 @@ class MembershipService:
         current = await self._storage.state.get_membership(room_id, user_id)
         if current is None:
             raise MembershipError("M_NOT_FOUND", f"{user_id} is not in room {room_id}", 404)
-        if current[0] == "invite" and not await self._we_are_in_room(room_id):
+        if current[0] in ("invite", "knock") and not await self.we_are_in_room(room_id):
+            # Rejecting an invite, or rescinding a knock (CS "Knocking on rooms"), of a room we are not in.
             if self.remote is None:
                 raise MembershipError("M_FORBIDDEN", "federation is disabled on this server", 403)
             await self.remote.reject_invite(user_id, room_id, content)

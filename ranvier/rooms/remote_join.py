@@ -37,6 +37,7 @@ from .membership import MembershipError
 from .persister import EventPersister
 from .resident import ResidentMembership
 from .state import StateService
+from .stripped_state import room_state_for_remote
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +64,6 @@ class _GapAnchor:
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 ProcessPdus = Callable[[str, Sequence[Any]], Awaitable[Any]]
-# CS "Stripped state": the state events an invitee (or knocker) is shown of a room it is not in.
-STRIPPED_STATE_TYPES = (
-    "m.room.create",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-)
 
 
 # Errors of the joining side, as the client sees them. A server that cannot be reached at all (no such
@@ -473,11 +464,7 @@ class RemoteMembershipService:
         # S2S "Inviting to a room" (v1.16): invite_room_state MUST hold the m.room.create event and every
         # entry formatted per the room version, i.e. full PDUs (the receiver validates them and strips
         # them for its clients itself). Synapse 1.163 warns about and drops bare stripped events.
-        stripped = []
-        for event_type in STRIPPED_STATE_TYPES:
-            ev = await self._storage.state.get_current_state_event(room_id, event_type, "")
-            if ev is not None:
-                stripped.append({k: v for k, v in ev.to_federation().items() if k != "unsigned"})
+        stripped = await room_state_for_remote(self._storage, room_id)
         destination = server_of(target)
         try:
             answer = await self._client.invite_v2(
@@ -524,10 +511,17 @@ class RemoteMembershipService:
             invite = await self._storage.events.get_event(member[1], allow_rejected=True)
             if invite is not None:
                 servers.append(server_of(invite.sender))
+                # A knock (ours) is rescinded through the servers whose events the room's state showed us.
+                for key in ("invite_room_state", "knock_room_state"):
+                    shown = invite.unsigned.get(key)
+                    for entry in shown if isinstance(shown, list) else []:
+                        sender = entry.get("sender") if isinstance(entry, dict) else None
+                        if isinstance(sender, str) and ":" in sender:
+                            servers.append(server_of(sender))
         if ":" in room_id[1:]:
             servers.append(server_of(room_id))
         errors = []
-        for server in dict.fromkeys(servers):
+        for server in dict.fromkeys(s for s in servers if s != self.server_name):
             try:
                 answer = await self._client.make_leave(server, room_id, user_id)
                 rv = get_room_version(answer.get("room_version", "1"))
@@ -542,7 +536,7 @@ class RemoteMembershipService:
             except (ProtocolError, ValueError) as e:
                 errors.append(f"{server}: {e}")
         raise MembershipError(
-            "M_UNKNOWN", f"could not reject the invite to {room_id}: {'; '.join(errors)}", 502
+            "M_UNKNOWN", f"could not leave {room_id} (invite or knock): {'; '.join(errors)}", 502
         )
 
     def _sign_template_leave(self, rv: RoomVersion, template: dict[str, Any], user_id: str) -> Pdu:

@@ -28,6 +28,7 @@ from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .local_events import LocalEventCreator, RoomNotFound
 from .persister import EventPersister
 from .state import StateService
+from .stripped_state import room_state_for_remote
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,10 @@ class ResidentMembership:
         if self._sender is not None:
             for destination in destinations:
                 self._sender.wake(destination)
+        if membership == "knock":
+            # S2S "Knocking upon a room": the knocker is shown the room as an invitee is (v1.16: full PDUs,
+            # the create event among them).
+            return {"knock_room_state": await room_state_for_remote(self._storage, room_id)}
         if membership != "join":
             return {}
         if self.join_gap_dummy_event:
@@ -335,7 +340,7 @@ class ResidentMembership:
             pdu.check_content_hash()
         except (SignatureError, HashMismatch) as e:
             raise _forbidden(f"invite failed verification: {e.message}") from None
-        stripped = _invite_room_state(body.get("invite_room_state"), rv, room_id)
+        stripped = stripped_room_state(body.get("invite_room_state"), rv, room_id)
         signed = add_signature(pdu, self.server_name, self._signing_key)
         if stripped:
             signed = signed.with_unsigned({**signed.unsigned, "invite_room_state": stripped})
@@ -470,8 +475,9 @@ def _ref_id(ref: Any) -> str:
     return str(ref[0] if isinstance(ref, list) else ref)
 
 
-def _invite_room_state(raw: Any, rv: RoomVersion, room_id: str) -> list[dict[str, Any]]:
-    """The invite's ``invite_room_state``, reduced to stripped state for our clients (CS "Stripped
+def stripped_room_state(raw: Any, rv: RoomVersion, room_id: str) -> list[dict[str, Any]]:
+    """The invite's ``invite_room_state`` (or a send_knock answer's ``knock_room_state``, with the same
+    rules since v1.16), reduced to stripped state for our clients (CS "Stripped
     state": sender, type, state_key and content only).
 
     S2S "Inviting to a room" (v1.16): the entries are full PDUs of the room, the m.room.create event
