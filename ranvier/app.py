@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .admin.dag import RoomDagHandlers
 from .admin.federation import FederationAdminHandlers
 from .admin.media import MediaAdminHandlers
 from .appservice.client import AppServiceClient
@@ -568,6 +569,8 @@ class Homeserver:
                 previewer=self.url_previewer,
             ),
             MediaAdminHandlers(self.media, self.authenticator),
+            # The room-DAG page and its JSON (admins only).
+            RoomDagHandlers(self.storage, self.storage.db, self.authenticator),
         ]
         if self.appservices:
             directory = next(h for h in handlers if isinstance(h, DirectoryHandlers))
