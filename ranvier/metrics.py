@@ -59,6 +59,11 @@ class Metrics:
             "Events fetched in the background to close gaps in room timelines",
             registry=self.registry,
         )
+        self.gaps_given_up = Counter(
+            "ranvier_timeline_gaps_given_up",
+            "Timeline gaps (backward extremities) left unfilled in the background after every try failed",
+            registry=self.registry,
+        )
 
     async def handler(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

@@ -164,6 +164,8 @@ class GapFiller:
                     failures,
                 )
                 self._give_up(newest)
+                if self._metrics is not None:
+                    self._metrics.gaps_given_up.inc(len(newest))
                 failures, delay = 0, self._first_retry_delay
                 continue
             await self._pause(delay)
