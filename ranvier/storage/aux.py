@@ -20,6 +20,7 @@ from .sql.pending_join_pdus import PendingJoinPduStore
 from .sql.push_counts import PushActionStore
 from .sql.pushers import PusherStore
 from .sql.receipts import ReceiptStore
+from .sql.relations import RelationStore
 from .sql.server_keys import ServerKeyStore
 from .sql.users import UserStore
 
@@ -42,6 +43,7 @@ AUX_ATTRIBUTES = (
     "push_actions",
     "pushers",
     "account_tokens",
+    "relations",
 )
 
 
@@ -67,3 +69,4 @@ def attach_aux(storage: Any, db: Database | None = None) -> None:
     storage.push_actions = PushActionStore(database)
     storage.pushers = PusherStore(database)
     storage.account_tokens = AccountTokenStore(database)
+    storage.relations = RelationStore(database)

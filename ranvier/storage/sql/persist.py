@@ -21,6 +21,7 @@ from ..interfaces import TOPO_SCALE, EventToPersist, InTxnHook, StateDelta, Stat
 from .caches import LruCache
 from .engine import Database, Txn, chunks, in_list
 from .events import EventCache, live
+from .relations import RelationStore
 from .state import write_current_state
 from .state_groups import StateDict, StateGroups, StateGroupWriter
 from .stream import StreamPositions
@@ -118,6 +119,7 @@ class EventPersister:
                 await writer.flush()
                 await writer.finish()
                 await _write_events(txn, room_id, list(pending.values()))
+                await RelationStore.insert_txn(txn, room_id, [p.pdu for p in pending.values()])
                 await _update_forward_extremities(txn, room_id, list(pending.values()))
                 await _update_backward_extremities(txn, room_id, list(pending.values()))
                 redacted = await _apply_redactions(txn, list(pending.values()))
