@@ -32,6 +32,8 @@ from ..protocol.errors import AuthRejected
 from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist, UnknownEvent
+from ..storage.sql.deferred_pdus import DeferredPduStore
+from .deferred_pdus import DeferredPdus
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .incoming_fetch import RemoteEvents
 from .incoming_verify import Dropped, key_requests, parse_pdu, raw_room_id, verify_in_thread
@@ -50,11 +52,6 @@ logger = logging.getLogger(__name__)
 
 # How long a PDU waits for a prev event another transaction is handling before fetching it itself.
 INFLIGHT_WAIT_SECONDS = 30.0
-# A PDU that could not be judged because the state at its gap could not be fetched (a partition, a server
-# restarting) is tried again after these delays, in memory and bounded: its sender has its answer already
-# (a per-PDU error) and will not send it again, and nothing later may cite it.
-DEFERRED_RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
-MAX_DEFERRED = 1000
 MAX_OUTLIER_ROUNDS = 3
 
 
@@ -110,16 +107,40 @@ class IncomingPdus:
         self.joins: Any = None
         # Told of a room whose timeline now has a hole (persisted already): the app wires the gap filler.
         self.on_gap: Callable[[str], None] | None = None
-        # PDUs waiting to be tried again (DEFERRED_RETRY_DELAYS), by event id.
-        self._deferred: dict[str, asyncio.Task[None]] = {}
+        # PDUs that could not be judged (CannotProcess), tried again durably (rooms.deferred_pdus).
+        self.deferred = DeferredPdus(DeferredPduStore(storage.db), self._retry_deferred)
 
     # -- the transaction -------------------------------------------------------------------------
 
     async def receive_pdus(self, origin: str, raw_pdus: Sequence[Any]) -> dict[str, dict[str, str]]:
         """Handle the PDUs of one ``/send`` transaction; returns the per-PDU results of the response.
 
-        Returns after everything accepted is committed. One bad PDU never fails the others.
+        Returns after everything accepted is committed, and every PDU that could not be judged yet is kept
+        to be tried again (``self.deferred``). One bad PDU never fails the others.
         """
+        deferrals: list[Pdu] = []
+        results = await self._receive(origin, raw_pdus, deferrals)
+        for pdu in deferrals:
+            await self.deferred.add(origin, pdu.room_id, pdu.event_id, pdu.to_federation())
+        return results
+
+    async def _retry_deferred(self, origin: str, raw: dict[str, Any]) -> bool:
+        """One more try of a deferred PDU: whether it is judged now (stored with a verdict, or taken)."""
+        deferrals: list[Pdu] = []
+        results = await self._receive(origin, [raw], deferrals)
+        if deferrals:
+            return False
+        if results and not any(a.get("error") for a in results.values()):
+            return True
+        for event_id in results:  # rejected is judged too; held only as an outlier is not
+            meta = await self._storage.events.get_event_meta(event_id)
+            if meta is None or meta.outlier:
+                return False
+        return bool(results)
+
+    async def _receive(
+        self, origin: str, raw_pdus: Sequence[Any], deferrals: list[Pdu]
+    ) -> dict[str, dict[str, str]]:
         results: dict[str, dict[str, str]] = {}
         by_room: dict[str, list[Any]] = {}
         for raw in raw_pdus:
@@ -181,7 +202,7 @@ class IncomingPdus:
         try:
             await asyncio.gather(
                 *(
-                    self._receive_room(origin, room_id, rv, pdus, results, mine)
+                    self._receive_room(origin, room_id, rv, pdus, results, mine, deferrals)
                     for room_id, (rv, pdus) in per_room.items()
                 )
             )
@@ -189,36 +210,9 @@ class IncomingPdus:
             self._release_inflight(mine)
         return results
 
-    def _defer(self, origin: str, pdu: Pdu) -> None:
-        """Try ``pdu`` again later (DEFERRED_RETRY_DELAYS) through the whole intake, until it is judged or
-        the delays run out. Not durable: a restart forgets it (the gap filler and later events citing it
-        are what remain then)."""
-        if pdu.event_id in self._deferred or len(self._deferred) >= MAX_DEFERRED:
-            return
-        raw = pdu.to_federation()
-
-        async def retry() -> None:
-            try:
-                for delay in DEFERRED_RETRY_DELAYS:
-                    await asyncio.sleep(delay)
-                    answer = await self.receive_pdus(origin, [raw])
-                    if not answer.get(pdu.event_id, {}).get("error"):
-                        logger.info("deferred %s from %s handled on retry", pdu.event_id, origin)
-                        return
-                logger.warning("gave up on deferred %s from %s", pdu.event_id, origin)
-            except Exception:
-                logger.exception("retrying deferred %s from %s failed", pdu.event_id, origin)
-            finally:
-                self._deferred.pop(pdu.event_id, None)
-
-        self._deferred[pdu.event_id] = asyncio.create_task(retry(), name=f"deferred {pdu.event_id}")
-
     async def close(self) -> None:
-        """Cancel the deferred retries (the server is stopping)."""
-        tasks = list(self._deferred.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop trying deferred PDUs (the server is stopping; they stay in the database)."""
+        await self.deferred.close()
 
     async def server_allowed(self, room_id: str, server: str) -> bool:
         acl = await self._storage.state.get_current_state_event(room_id, *ACL_KEY)
@@ -247,6 +241,7 @@ class IncomingPdus:
         pdus: list[Pdu],
         results: dict[str, dict[str, str]],
         mine: set[str],
+        deferrals: list[Pdu],
     ) -> None:
         pending = dag_order(pdus)
         waited: set[str] = set()
@@ -273,7 +268,7 @@ class IncomingPdus:
                         results[pdu.event_id] = await self._handle(view, origin, pdu)
                     except CannotProcess as e:
                         results[pdu.event_id] = {"error": str(e)}
-                        self._defer(origin, pdu)
+                        deferrals.append(pdu)
                     except Exception:
                         # A bug or a hostile corner must not fail the other PDUs of the transaction.
                         logger.exception("failed to handle %s from %s", pdu.event_id, origin)

@@ -1,6 +1,6 @@
 """A PDU that could not be judged because its sender could not serve what we needed at that moment (the
 state at a gap: every fetch answered 500, as during a partition or a restart) is answered with a per-PDU
-error and then tried again in the background (rooms.incoming DEFERRED_RETRY_DELAYS): once the sender
+error and then tried again in the background (rooms.deferred_pdus RETRY_DELAYS): once the sender
 serves again, the event joins the timeline without being sent again. Found by the chaos harness: a message
 refused this way during a partition was never delivered."""
 
