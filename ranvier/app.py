@@ -224,6 +224,7 @@ class Homeserver:
             await self.device_lists.resend_unsent()
             if self.gap_filler is not None:
                 await self.gap_filler.start()
+            self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
             await self.remote_membership.process_all_queued()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
