@@ -1,14 +1,15 @@
 """Ephemeral data for appservices with ``receive_ephemeral`` (AS "Pushing ephemeral data", MSC2409):
-typing and read receipts of the rooms an appservice is interested in, and to-device messages for the
-devices of users in its namespaces (MSC2409's ``de.sorunome.msc2409.to_device``), queued like events;
+typing and read receipts of the rooms an appservice is interested in, presence of the users in its
+namespaces and of those sharing a room with one (as Synapse's interest in presence), to-device messages
+for the devices of users in its namespaces (MSC2409's ``de.sorunome.msc2409.to_device``), queued like events;
 for appservices with ``org.matrix.msc3202``, device list changes of users who share a room with a user of
 their namespaces (``org.matrix.msc3202.device_lists``).
 
 The feed follows the same wake-up as long-polling /sync (``SyncNotifier.ticket``), then reads what
 changed since it last looked: the typing stream's change counter (in memory, like typing itself), and
-the receipts and to-device streams, whose read positions are stored with what was queued from them (one
-transaction), so nothing is skipped or queued twice across a restart. On the very first start the feed
-begins at the streams' current positions.
+the receipts, presence and to-device streams, whose read positions are stored with what was queued from
+them (one transaction), so nothing is skipped or queued twice across a restart. On the very first start
+the feed begins at the streams' current positions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import logging
 from typing import Any
 
 from ..clock import now_ms
+from ..presence.state import client_event
 from ..storage.sql.appservice import AppServiceStore, FeedItem
+from ..storage.sql.presence import PresenceStore
 from ..storage.sql.receipts import client_receipt_contents
 from .pusher import AppServicePusher
 
@@ -29,9 +32,18 @@ MAX_ROWS_PER_POLL = 1000
 
 
 class EphemeralFeed:
-    def __init__(self, pusher: AppServicePusher, store: AppServiceStore, typing: Any, notifier: Any) -> None:
+    def __init__(
+        self,
+        pusher: AppServicePusher,
+        store: AppServiceStore,
+        typing: Any,
+        notifier: Any,
+        presence: PresenceStore | None = None,
+    ) -> None:
         """``typing``: the TypingStream (``serial``, ``rooms_changed_since``, ``typing_users``);
-        ``notifier``: the SyncNotifier (``ticket()``)."""
+        ``notifier``: the SyncNotifier (``ticket()``); ``presence``: the presence states (None when
+        presence is off)."""
+        self._presence = presence
         self._pusher = pusher
         self._store = store
         self._typing = typing
@@ -46,7 +58,10 @@ class EphemeralFeed:
         if not self._services and not self._msc3202:
             return
         self._typing_serial = self._typing.serial
-        for stream in ("receipts", "to_device", "device_lists"):
+        streams = ["receipts", "to_device", "device_lists"]
+        if self._presence is not None:
+            streams.append("presence")
+        for stream in streams:
             stored = await self._store.feed_position(stream)
             if stored is None:
                 stored = await self._store.stream_position(stream)
@@ -75,6 +90,7 @@ class EphemeralFeed:
         """Queue what changed since the last poll."""
         await self._poll_typing()
         await self._poll_receipts()
+        await self._poll_presence()
         await self._poll_to_device()
         await self._poll_device_lists()
 
@@ -109,6 +125,37 @@ class EphemeralFeed:
             for room_id, content in client_receipt_contents(receipts).items()
         ]
         await self._queue(items, "receipts", upto)
+
+    async def _poll_presence(self) -> None:
+        """``m.presence`` of users an appservice is interested in: in one of its user namespaces, or
+        sharing a room with a user who is."""
+        if self._presence is None or not self._services:
+            return
+        since = self._positions["presence"]
+        upto = await self._store.stream_position("presence")
+        if upto <= since:
+            return
+        rows = await self._presence.between(since, upto, MAX_ROWS_PER_POLL)
+        if len(rows) == MAX_ROWS_PER_POLL:
+            upto = rows[-1][0]  # the rest on the next poll
+            self._notifier.notify()
+        now = now_ms()
+        items = []
+        for _, state in rows:
+            user_id = state.user_id
+            sharing: list[str] | None = None
+            as_ids = []
+            for service in self._services:
+                if service.is_interested_in_user(user_id):
+                    as_ids.append(service.id)
+                    continue
+                if sharing is None:
+                    sharing = await self._store.users_sharing_a_room(user_id)
+                if any(service.is_interested_in_user(u) for u in sharing):
+                    as_ids.append(service.id)
+            if as_ids:
+                items.append(FeedItem(as_ids, "ephemeral", client_event(state, now)))
+        await self._queue(items, "presence", upto)
 
     async def _poll_to_device(self) -> None:
         since = self._positions["to_device"]

@@ -1,8 +1,9 @@
 """What /sync carries besides room timelines: account data (global and per room), receipts and typing,
 and the token that records how far a client has seen each of those streams.
 
-The token is ``s<events>_<account data>_<receipts>_<typing>_<to-device>_<device lists>``
-(the last two are the E2EE streams: ranvier/devices/sync_section.py); the older ``s<events>`` form is still
+The token is ``s<events>_<account data>_<receipts>_<typing>_<to-device>_<device lists>_<presence>``
+(to-device and device lists are the E2EE streams: ranvier/devices/sync_section.py; presence is
+ranvier/presence/sync_section.py); the shorter forms, down to ``s<events>``, are still
 accepted and read as having seen none of the other streams, so such a client gets them all once.
 """
 
@@ -19,7 +20,7 @@ from ..storage.sql.receipts import client_receipt_contents
 from .account_data import client_account_data
 from .ephemeral import TypingStream
 
-_TOKEN = re.compile(r"s[0-9]{1,18}(?:_[0-9]{1,18}){0,5}")
+_TOKEN = re.compile(r"s[0-9]{1,18}(?:_[0-9]{1,18}){0,6}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class SyncToken:
     typing: int = 0
     to_device: int = 0
     device_lists: int = 0
+    presence: int = 0
 
     @classmethod
     def parse(cls, raw: str) -> SyncToken:
@@ -42,7 +44,7 @@ class SyncToken:
     def __str__(self) -> str:
         return (
             f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}"
-            f"_{self.to_device}_{self.device_lists}"
+            f"_{self.to_device}_{self.device_lists}_{self.presence}"
         )
 
 

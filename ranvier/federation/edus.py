@@ -50,3 +50,9 @@ def _key(*parts: str) -> str:
     """An unambiguous coalesce key without NUL characters, which PostgreSQL text cannot hold (a key joined
     with NUL made every typing notification and receipt in a room with remote servers a 500 there)."""
     return json.dumps(parts)
+
+
+def presence_edu(item: dict[str, Any]) -> OutboundEdu:
+    """S2S "Presence": ``m.presence`` with one ``push`` entry (``user_id``, ``presence``,
+    ``last_active_ago``, ...); a newer state of the same user replaces one still queued."""
+    return OutboundEdu("m.presence", {"push": [item]}, coalesce_key=_key(str(item["user_id"])))

@@ -36,13 +36,14 @@ def test_sync_token_forms() -> None:
     assert SyncToken.parse("s12") == SyncToken(12, 0, 0, 0)
     assert SyncToken.parse("s12_3_4_5") == SyncToken(12, 3, 4, 5)
     assert SyncToken.parse("s12_3_4_5_6_7") == SyncToken(12, 3, 4, 5, 6, 7)  # with the E2EE streams
-    assert str(SyncToken(12, 3, 4, 5)) == "s12_3_4_5_0_0"
+    assert SyncToken.parse("s12_3_4_5_6_7_8") == SyncToken(12, 3, 4, 5, 6, 7, 8)  # and presence
+    assert str(SyncToken(12, 3, 4, 5)) == "s12_3_4_5_0_0_0"
     # Only ASCII digits, within the 64-bit integers storage holds (these were 500s or silently read).
     for bad in (
         "12",
         "s",
         "sx",
-        "s1_2_3_4_5_6_7",
+        "s1_2_3_4_5_6_7_8",
         "s1_-2",
         "t1_2",
         "s9999999999999999999",
