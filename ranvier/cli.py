@@ -1,4 +1,4 @@
-"""The ``ranvier`` command: generate-config, run, register-user, quickstart.
+"""The ``ranvier`` command: generate-config, run, register-user, quickstart, room-check.
 
 Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration (nothing started).
 """
@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .cli_room_check import add_parser as add_room_check_parser
+from .cli_room_check import cmd_room_check
 from .config import ConfigError, HomeserverConfig, load_config, render_config
 from .logs.configure import LogConfigError, apply_log_config, apply_log_level, render_default_log_config
 from .logs.tracing import TracingError
@@ -191,6 +193,16 @@ async def _register_in_database(config: HomeserverConfig, localpart: str, passwo
         await storage.db.close()
 
 
+def _cmd_room_check(args: argparse.Namespace) -> int:
+    base = None
+    if args.config:
+        config = _load(args.config)
+        if config is None:
+            return 2
+        base = f"http://{config.listeners.client.bind}:{config.listeners.client.port}"
+    return cmd_room_check(args, base)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ranvier", description="Ranvier Matrix homeserver")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         "--database", action="store_true", help="write to the database directly (server stopped)"
     )
     reg.set_defaults(func=_cmd_register_user)
+
+    add_room_check_parser(sub).set_defaults(func=_cmd_room_check)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

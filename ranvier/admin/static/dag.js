@@ -148,6 +148,18 @@ $("older").addEventListener("click", () => {
   load();
 });
 $("newest").addEventListener("click", () => { $("around").value = ""; load(); });
+$("check").addEventListener("click", async () => {
+  $("check-report").textContent = "checking…";
+  const resp = await fetch(`/_ranvier/admin/v1/rooms/${encodeURIComponent(roomId)}/check`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ heal: false }),
+  });
+  const body = await resp.json();
+  $("check-report").textContent = resp.ok
+    ? `${body.agrees ? "agrees" : "DIFFERS"}\n` + JSON.stringify(body.servers, null, 2)
+    : `${resp.status} ${body.errcode}: ${body.error}`;
+});
 $("forget-token").addEventListener("click", () => { localStorage.removeItem(TOKEN_KEY); showTokenForm(); });
 
 if (token()) load(); else showTokenForm();
