@@ -45,20 +45,27 @@ class E2eeSync:
         inbox = await self._to_device.for_sync(
             user_id, device_id, since.to_device if since is not None else None, upto.to_device
         )
+        body: dict[str, Any] = {"to_device": {"events": inbox.events}}
+        body.update(await self.keys_and_lists(user_id, device_id, since, upto))
+        # CS "GET /sync": device_lists is only for incremental syncs.
+        body.setdefault("device_lists", {"changed": [], "left": []})
+        return E2eeSection(body, inbox.position)
+
+    async def keys_and_lists(
+        self, user_id: str, device_id: str, since: Token | None, upto: Token
+    ) -> dict[str, Any]:
+        """The key counts, and on an incremental sync the device list changes; the to-device inbox is
+        left alone (simplified sliding sync has it in an extension of its own)."""
         keys = self._storage.e2e_keys
         counts = await keys.count_one_time_keys(user_id, device_id)
         counts.setdefault("signed_curve25519", 0)
         body: dict[str, Any] = {
-            "to_device": {"events": inbox.events},
             "device_one_time_keys_count": counts,
             "device_unused_fallback_key_types": await keys.unused_fallback_key_types(user_id, device_id),
         }
-        # CS "GET /sync": device_lists is only for incremental syncs.
         if since is not None:
             delta = await self._lists.delta(
                 user_id, since.device_lists, upto.device_lists, since.events, upto.events
             )
             body["device_lists"] = {"changed": sorted(delta.changed), "left": sorted(delta.left)}
-        else:
-            body["device_lists"] = {"changed": [], "left": []}
-        return E2eeSection(body, inbox.position)
+        return body

@@ -136,14 +136,17 @@ class ToDeviceService:
         ):
             self._notify()
 
-    async def for_sync(self, user_id: str, device_id: str, since: int | None, upto: int) -> InboxBatch:
-        """The device's inbox after ``since`` (deleting what ``since`` acknowledges), at most
-        ``MAX_PER_SYNC`` messages; the position covers only what was delivered."""
+    async def for_sync(
+        self, user_id: str, device_id: str, since: int | None, upto: int, limit: int = MAX_PER_SYNC
+    ) -> InboxBatch:
+        """The device's inbox after ``since`` (deleting what ``since`` acknowledges), at most ``limit``
+        messages (never more than ``MAX_PER_SYNC``); the position covers only what was delivered."""
         store = self._storage.to_device
         if since is not None and since > 0:
             await store.acknowledge(user_id, device_id, since)
-        rows = await store.inbox(user_id, device_id, since or 0, upto, MAX_PER_SYNC)
-        position = rows[-1][0] if len(rows) == MAX_PER_SYNC else upto
+        limit = max(1, min(limit, MAX_PER_SYNC))
+        rows = await store.inbox(user_id, device_id, since or 0, upto, limit)
+        position = rows[-1][0] if len(rows) == limit else upto
         return InboxBatch([message for _, message in rows], position)
 
 
