@@ -23,6 +23,9 @@ from ..storage.interfaces_aux import Device, UserExists
 from .auth import Authenticator, Requester, UserAndDeviceStorage, UserInteractiveAuth
 from .errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from .http_util import optional_str, read_json_body, require_str
+from .token_issuer import TokenIssuer, new_access_token, new_device_id
+
+__all__ = ["AccountHandlers", "new_access_token", "new_device_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 ADMIN_REGISTER_PATH = "/_synapse/admin/v1/register"
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
+TOKEN = "m.login.token"
 APPSERVICE = "m.login.application_service"
 # Synapse's limits, so that a profile accepted there is accepted here and vice versa.
 MAX_DISPLAYNAME_LEN = 256
@@ -39,15 +43,6 @@ NONCE_LIFETIME_MS = 60 * 1000
 
 ProfileHook = Callable[[str], Awaitable[None]]
 RemoteProfileLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
-
-
-def new_access_token() -> str:
-    # 32 random bytes; the prefix lets secret scanners and logs recognise a Ranvier token.
-    return "rvt_" + secrets.token_urlsafe(32)
-
-
-def new_device_id() -> str:
-    return "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(10))
 
 
 def user_error(errcode: str, message: str) -> MatrixError:
@@ -66,6 +61,10 @@ class AccountHandlers:
         *,
         remote_profile: RemoteProfileLookup | None = None,
         clock_ms: Callable[[], int] = now_ms,
+        issuer: TokenIssuer | None = None,
+        login_get_token: bool = False,
+        set_displayname: bool = True,
+        set_avatar_url: bool = True,
     ) -> None:
         """``on_profile_changed(user_id)`` runs after a displayname/avatar change so the room layer can
         send new membership events; ``remote_profile(user_id)`` answers profile queries for other servers'
@@ -78,6 +77,10 @@ class AccountHandlers:
         self._on_profile_changed = on_profile_changed
         self._remote_profile = remote_profile
         self._clock_ms = clock_ms
+        # Tokens (access, refresh, m.login.token); by default plain non-expiring access tokens.
+        self.issuer = issuer or TokenIssuer(storage.devices, clock_ms=clock_ms)
+        self._login_get_token = login_get_token
+        self._may_set = {"displayname": set_displayname, "avatar_url": set_avatar_url}
         self._uia = UserInteractiveAuth(clock_ms)
         self._nonces: dict[str, int] = {}
         # Appservices (ranvier.appservice): asked about unknown local users in their namespaces.
@@ -92,6 +95,7 @@ class AccountHandlers:
             ("POST", "/logout", self.logout),
             ("POST", "/logout/all", self.logout_all),
             ("GET", "/account/whoami", self.whoami),
+            ("POST", "/refresh", self.refresh),
             ("GET", "/devices", self.list_devices),
             ("GET", "/devices/{device_id}", self.get_device),
             ("PUT", "/devices/{device_id}", self.update_device),
@@ -107,6 +111,7 @@ class AccountHandlers:
             ]
         routes = [web.route(m, prefix + path, h) for prefix in CLIENT_PREFIXES for m, path, h in client]
         routes += [
+            web.post("/_matrix/client/v1/login/get_token", self.get_login_token),
             web.get(ADMIN_REGISTER_PATH, self.admin_register_nonce),
             web.post(ADMIN_REGISTER_PATH, self.admin_register),
         ]
@@ -157,13 +162,20 @@ class AccountHandlers:
         return f"@{localpart.lower()}:{self._server_name}"
 
     async def _issue_token(
-        self, user_id: str, device_id: str | None, display_name: str | None
-    ) -> tuple[str, str]:
-        device_id = device_id or new_device_id()
-        await self._storage.devices.create_device(user_id, device_id, display_name)
-        token = new_access_token()
-        await self._storage.devices.create_access_token(user_id, device_id, token)
-        return device_id, token
+        self,
+        user_id: str,
+        device_id: str | None,
+        display_name: str | None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``access_token``, ``device_id`` and, if the body asked with ``refresh_token: true`` and the
+        server lets tokens expire, ``refresh_token`` and ``expires_in_ms``."""
+        want_refresh = False
+        if body is not None:
+            want_refresh = body.get("refresh_token", False)
+            if not isinstance(want_refresh, bool):
+                raise invalid_param("'refresh_token' must be a boolean")
+        return await self.issuer.issue(user_id, device_id, display_name, want_refresh=want_refresh)
 
     # -- registration --------------------------------------------------------------------------------
 
@@ -222,8 +234,7 @@ class AccountHandlers:
         logger.info("registered %s", user_id)
         response: dict[str, Any] = {"user_id": user_id, "home_server": self._server_name}
         if not inhibit_login:
-            device_id, token = await self._issue_token(user_id, device_id, display_name)
-            response.update(access_token=token, device_id=device_id)
+            response.update(await self._issue_token(user_id, device_id, display_name, body))
         return web.json_response(response)
 
     def _check_not_exclusive(self, user_id: str) -> None:
@@ -259,8 +270,7 @@ class AccountHandlers:
         logger.info("registered %s for appservice %s", user_id, service.id)
         response: dict[str, Any] = {"user_id": user_id, "home_server": self._server_name}
         if not inhibit_login:
-            device_id, token = await self._issue_token(user_id, device_id, display_name)
-            response.update(access_token=token, device_id=device_id)
+            response.update(await self._issue_token(user_id, device_id, display_name, body))
         return web.json_response(response)
 
     async def _generate_user_id(self) -> str:
@@ -325,20 +335,16 @@ class AccountHandlers:
         except UserExists:
             raise user_error("M_USER_IN_USE", "User ID already taken") from None
         logger.info("registered %s via the shared secret (admin=%s)", user_id, admin)
-        device_id, token = await self._issue_token(user_id, None, None)
-        return web.json_response(
-            {
-                "user_id": user_id,
-                "access_token": token,
-                "device_id": device_id,
-                "home_server": self._server_name,
-            }
-        )
+        tokens = await self._issue_token(user_id, None, None)
+        return web.json_response({"user_id": user_id, "home_server": self._server_name, **tokens})
 
     # -- login / logout ------------------------------------------------------------------------------
 
     async def login_flows(self, request: web.Request) -> web.Response:
-        flows = [{"type": PASSWORD}]
+        flows: list[dict[str, Any]] = [{"type": PASSWORD}]
+        if self._login_get_token:
+            # CS "Login token": clients look for get_login_token to offer signing in another device.
+            flows.append({"type": TOKEN, "get_login_token": True})
         if self._auth.appservices:
             flows.append({"type": APPSERVICE})
         return web.json_response({"flows": flows})
@@ -346,12 +352,20 @@ class AccountHandlers:
     async def login(self, request: web.Request) -> web.Response:
         body = await read_json_body(request)
         login_type = require_str(body, "type")
-        known = (PASSWORD, APPSERVICE) if self._auth.appservices else (PASSWORD,)
+        known = [PASSWORD] + [APPSERVICE] * bool(self._auth.appservices) + [TOKEN] * self._login_get_token
         if login_type not in known:
             raise MatrixError(400, "M_UNKNOWN", f"Unknown login type {login_type!r}")
-        user_id = self._resolve_login_user(body)
         device_id = optional_str(body, "device_id")
         display_name = optional_str(body, "initial_device_display_name")
+        if login_type == TOKEN:
+            # CS "Token-based": single use; an unknown, used or expired token is 403 M_FORBIDDEN.
+            owner = self.issuer.take_login_token(require_str(body, "token"))
+            user = await self._storage.users.get_user(owner) if owner is not None else None
+            if owner is None or user is None or user.deactivated:
+                raise forbidden("Invalid or expired login token")
+            issued = await self._issue_token(owner, device_id, display_name, body)
+            return web.json_response({"user_id": owner, "home_server": self._server_name, **issued})
+        user_id = self._resolve_login_user(body)
         if login_type == APPSERVICE:
             # AS "Using /login": the as_token authenticates, for a registered user in the namespace.
             service = self._auth.require_appservice(request)
@@ -365,15 +379,25 @@ class AccountHandlers:
             if user is not None and user.deactivated:
                 raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
             raise forbidden("Invalid username or password")
-        device_id, token = await self._issue_token(user_id, device_id, display_name)
-        return web.json_response(
-            {
-                "user_id": user_id,
-                "access_token": token,
-                "device_id": device_id,
-                "home_server": self._server_name,
-            }
-        )
+        issued = await self._issue_token(user_id, device_id, display_name, body)
+        return web.json_response({"user_id": user_id, "home_server": self._server_name, **issued})
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        """``POST /refresh`` (CS "Refreshing access tokens"): no access token needed, it may have expired."""
+        body = await read_json_body(request)
+        return web.json_response(await self.issuer.refresh(require_str(body, "refresh_token")))
+
+    async def get_login_token(self, request: web.Request) -> web.Response:
+        """``POST /login/get_token`` (CS "Login token", MSC3882): password UIA every time, as the spec
+        requires explicit consent for each new client."""
+        requester = await self._auth.require_user(request)
+        if not self._login_get_token:
+            # An optional endpoint; m.get_login_token says it is off.
+            raise MatrixError(400, "M_FORBIDDEN", "Login tokens are not enabled on this server")
+        body = await read_json_body(request, allow_empty=True)
+        await self._require_password_uia(requester, body, "login_token")
+        token, lifetime_ms = self.issuer.new_login_token(requester.user_id)
+        return web.json_response({"login_token": token, "expires_in_ms": lifetime_ms})
 
     async def logout(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
@@ -534,6 +558,8 @@ class AccountHandlers:
     def _profile_field_setter(self, field_name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             requester = await self._own_profile(request)
+            if not self._may_set[field_name] and requester.appservice is None:
+                raise forbidden(f"Changing {field_name} is disabled on this server")
             body = await read_json_body(request)
             if field_name not in body:
                 raise missing_param(f"Missing '{field_name}'")
@@ -549,6 +575,8 @@ class AccountHandlers:
     def _profile_field_deleter(self, field_name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             requester = await self._own_profile(request)
+            if not self._may_set[field_name] and requester.appservice is None:
+                raise forbidden(f"Changing {field_name} is disabled on this server")
             await self._set_profile_field(requester.user_id, field_name, None)
             return web.json_response({})
 

@@ -97,10 +97,13 @@ class Authenticator:
         service = self.appservices.by_as_token(token) if self.appservices else None
         if service is not None:
             return await self._as_requester(request, service, token)
-        owner = await self._storage.devices.get_user_by_token(token)
+        owner = await self._storage.devices.lookup_access_token(token)
         if owner is None:
             raise unknown_token()
-        user_id, device_id = owner
+        user_id, device_id, expires_ts = owner
+        if expires_ts is not None and expires_ts <= self._clock_ms():
+            # CS "Soft logout": an expired token (issued with a refresh token) is refreshed, not re-logged.
+            raise unknown_token("Access token has expired", soft_logout=True)
         user = await self._storage.users.get_user(user_id)
         if user is None or user.deactivated:
             raise unknown_token()

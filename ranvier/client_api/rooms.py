@@ -220,7 +220,12 @@ class RoomHandlers:
         hint = None if rv.room_id_from_create_event else f"!{secrets.token_urlsafe(18)}:{self.server_name}"
         try:
             room_id = await self._creator.create_room_events(
-                hint, rv, requester.user_id, plan.create_content, plan.state
+                hint,
+                rv,
+                requester.user_id,
+                plan.create_content,
+                plan.state,
+                creator_profile=await self._membership.profile_content(requester.user_id),
             )
         except AuthRejected as e:
             raise bad_json(f"initial state is not allowed: {e.message}") from None

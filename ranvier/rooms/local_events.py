@@ -248,8 +248,10 @@ class LocalEventCreator:
         creator: str,
         create_content: dict[str, Any],
         state: list[tuple[str, str, dict[str, Any]]],
+        creator_profile: dict[str, Any] | None = None,
     ) -> str:
-        """Create a room: the create event, the creator's join, then ``state`` in order. Returns the room id.
+        """Create a room: the create event, the creator's join (with ``creator_profile``: displayname and
+        avatar_url), then ``state`` in order. Returns the room id.
 
         Before v12 the room id is ours to mint (``room_id_hint``); since v12 it is derived from the create
         event, so the whole creation happens before anyone else can know the id. Every event is built and
@@ -258,7 +260,7 @@ class LocalEventCreator:
         """
         specs = [
             ("m.room.create", "", create_content),
-            ("m.room.member", creator, {"membership": "join"}),
+            ("m.room.member", creator, {"membership": "join", **(creator_profile or {})}),
             *state,
         ]
         room_id = room_id_hint

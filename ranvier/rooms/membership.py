@@ -146,6 +146,8 @@ class MembershipService:
         if current is not None and current[0] in ("join", "ban"):
             raise MembershipError("M_FORBIDDEN", f"{target} is already {current[0]} in the room", 403)
         if server_of(target) == self.server_name:
+            # The invitee's profile, so clients show who was invited by name (as Synapse does).
+            content.update(await self.profile_content(target))
             await self._creator.send(room_id, sender, "m.room.member", content, state_key=target)
             return
         if self.remote is None:

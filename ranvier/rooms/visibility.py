@@ -51,6 +51,7 @@ class HistoryVisibilityFilter:
             return []
         states = await self._states_before(events, [HV_KEY, (MEMBER, user_id)])
         joined_later = await self._joined_later(room_id, [user_id], states.values())
+        erased = await self._erased_senders(events)
         kept = []
         for pdu in events:
             state = states.get(pdu.event_id)
@@ -59,8 +60,20 @@ class HistoryVisibilityFilter:
             visibility = visibility_from_content(state.get(HV_KEY))
             membership = membership_from_content(state.get((MEMBER, user_id)))
             if user_may_see(facts(pdu), user_id, membership, visibility, joined_later[user_id](pdu)):
+                # CS "/account/deactivate" erase: only those who could see it before (joined when it was
+                # sent) still see an erased user's event whole.
+                if pdu.sender in erased and membership != "join" and pdu.sender != user_id:
+                    pdu = pdu.redacted()
                 kept.append(pdu)
         return await self._without_pending_redactions(kept)
+
+    async def _erased_senders(self, events: Sequence[Pdu]) -> set[str]:
+        """The senders of ``events`` whose accounts were erased (``accounts.deactivation``)."""
+        tokens = getattr(self._storage, "account_tokens", None)
+        if tokens is None:
+            return set()
+        found: set[str] = await tokens.erased_among({p.sender for p in events})
+        return found
 
     async def _without_pending_redactions(self, events: list[Pdu]) -> list[Pdu]:
         """Leave out redactions that were not applied: v3+ "Handling redactions" sends a redaction to
@@ -106,6 +119,7 @@ class HistoryVisibilityFilter:
         users = sorted(u for u in members if _server(u) == server_name)
         states = await self._states_before(events, [HV_KEY, *((MEMBER, u) for u in users)])
         joined_later = await self._joined_later(room_id, users, states.values())
+        erased = await self._erased_senders(events)
         out = []
         for pdu in events:
             state = states.get(pdu.event_id)
@@ -117,7 +131,11 @@ class HistoryVisibilityFilter:
                 UserAtEvent(u, membership_from_content(state.get((MEMBER, u))), joined_later[u](pdu))
                 for u in users
             ]
-            out.append(pdu if server_may_see(facts(pdu), visibility, at_event) else pdu.redacted())
+            whole = server_may_see(facts(pdu), visibility, at_event)
+            if whole and pdu.sender in erased:
+                # Erasure: a server none of whose users was joined at the event gets it redacted.
+                whole = any(u.membership == "join" for u in at_event)
+            out.append(pdu if whole else pdu.redacted())
         return out
 
     # -- loading -----------------------------------------------------------------------------------

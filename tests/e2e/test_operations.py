@@ -255,5 +255,5 @@ async def test_capabilities(pair: Pair) -> None:
     caps = body["capabilities"]
     assert caps["m.room_versions"]["default"] == "12"
     assert caps["m.room_versions"]["available"] == {str(v): "stable" for v in range(1, 13)}
-    assert caps["m.change_password"] == {"enabled": False}
+    assert caps["m.change_password"] == {"enabled": True}  # POST /account/password exists
     assert caps["m.set_displayname"] == {"enabled": True} and caps["m.set_avatar_url"] == {"enabled": True}

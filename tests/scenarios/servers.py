@@ -23,10 +23,11 @@ async def start_server(
     fed_port: int | None = None,
     database_url: str | None = None,
     rate_limits: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
     **rooms: Any,
 ) -> Homeserver:
     """A server over ``data_dir`` (SQLite there unless ``database_url`` says otherwise); pass the old
-    ``fed_port`` (its name) to restart one over the same data."""
+    ``fed_port`` (its name) to restart one over the same data. ``extra``: more top-level config sections."""
     data_dir.mkdir(parents=True, exist_ok=True)
     fed_port = fed_port or free_port()
     config = parse_config(
@@ -49,6 +50,7 @@ async def start_server(
             "federation": {"verify_tls": False, "allow_loopback": True},
             "rooms": rooms,
             "rate_limits": rate_limits or {},
+            **(extra or {}),
         }
     )
     hs = Homeserver(config)
