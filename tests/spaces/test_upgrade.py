@@ -60,9 +60,10 @@ async def test_upgrade_copies_state_moves_aliases_and_tombstones(
     assert state[("m.room.name", "")]["content"] == {"name": "Old"}
     assert state[("m.room.topic", "")]["content"]["topic"] == "the topic"
     assert state[("m.room.join_rules", "")]["content"]["join_rule"] == "invite"
-    assert state[("m.room.history_visibility", "")]["content"] == old_state[
-        ("m.room.history_visibility", "")
-    ]["content"]
+    assert (
+        state[("m.room.history_visibility", "")]["content"]
+        == old_state[("m.room.history_visibility", "")]["content"]
+    )
     assert ("org.example.custom", "") not in state
     ban = state[("m.room.member", spammer)]["content"]
     assert ban == {"membership": "ban", "reason": "spam"}
