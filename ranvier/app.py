@@ -22,6 +22,7 @@ from .accounts.deactivation import AccountDeactivator
 from .admin.dag import RoomDagHandlers
 from .admin.federation import FederationAdminHandlers
 from .admin.media import MediaAdminHandlers
+from .admin.room_check import RoomCheckHandlers
 from .appservice.client import AppServiceClient
 from .appservice.ephemeral import EphemeralFeed
 from .appservice.metrics import AppServiceCollector
@@ -109,6 +110,7 @@ from .rooms.membership import MembershipService
 from .rooms.persister import EventPersister
 from .rooms.remote_join import RemoteMembershipService
 from .rooms.resident import ResidentMembership
+from .rooms.room_check import RoomChecker
 from .rooms.state import StateService
 from .rooms.visibility import HistoryVisibilityFilter
 from .storage import open_storage
@@ -230,6 +232,7 @@ class Homeserver:
             await self.device_lists.resend_unsent()
             if self.gap_filler is not None:
                 await self.gap_filler.start()
+            self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
             await self.remote_membership.process_all_queued()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
@@ -567,6 +570,15 @@ class Homeserver:
         if config.federation.enabled:
             # Admin API: per-destination federation state (back-off, queue), Synapse's shape.
             handlers.append(FederationAdminHandlers(self.storage, self.authenticator, self.federation_sender))
+            # Room check: compare a room with every server in it (ranvier room-check, the DAG page).
+            checker = RoomChecker(
+                self.storage,
+                self.federation_client,
+                self.server_name,
+                self.incoming_pdus.receive_pdus,
+                self.federation_sender.send_pdu_to,
+            )
+            handlers.append(RoomCheckHandlers(checker, self.authenticator))
         account = next(h for h in handlers if isinstance(h, AccountHandlers))
         account_manage = AccountManagementHandlers(
             self.storage,
