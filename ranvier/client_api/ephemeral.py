@@ -16,6 +16,7 @@ from aiohttp import web
 from ..clock import now_ms
 from ..federation.edus import OutboundEdu, receipt_edu, typing_edu
 from ..rooms.incoming_edus import TypingState
+from ..storage.sql.push_counts import MAIN_THREAD
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, not_found
 from .http_util import read_json_body
@@ -187,6 +188,16 @@ class EphemeralHandlers:
         if receipt_type == "m.read":
             await self._broadcast(room_id, receipt_edu(room_id, user_id, event_id, ts, thread_id=thread_id))
 
+    async def _check_thread(self, room_id: str, event_id: str, thread_id: str) -> None:
+        """400 when "the event_id is not related to the thread_id" (CS "POST /receipt"): the event's thread
+        (CS "Threaded read receipts": its m.thread root, following up to 3 relationships) or 'main'."""
+        await self._event_position(room_id, event_id)  # an unknown event is a 404 first
+        in_thread = await self._storage.relations.thread_of(event_id)
+        # A thread root is in the main timeline, but clients showing a thread also mark its root read in
+        # that thread (Synapse accepts it): the root under its own id is accepted too.
+        if thread_id not in (in_thread or MAIN_THREAD, event_id):
+            raise invalid_param(f"{event_id} is not in thread {thread_id}")
+
     async def _put_fully_read(self, room_id: str, user_id: str, event_id: str) -> None:
         await self._event_position(room_id, event_id)
         await self._storage.account_data.put_room(user_id, room_id, FULLY_READ, {"event_id": event_id})
@@ -205,6 +216,8 @@ class EphemeralHandlers:
         if thread_id is not None and receipt_type == FULLY_READ:
             raise invalid_param("thread_id is not allowed for m.fully_read")
         await self._require_joined(room_id, requester.user_id)
+        if thread_id is not None:
+            await self._check_thread(room_id, event_id, thread_id)
         if receipt_type == FULLY_READ:
             await self._put_fully_read(room_id, requester.user_id, event_id)
         else:

@@ -13,7 +13,9 @@ def format_client_event(
     *,
     include_room_id: bool = True,
     transaction_id: str | None = None,
+    relations: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``relations``: the event's bundled aggregations (``unsigned.m.relations``, client_api.bundled)."""
     event: dict[str, Any] = {
         "event_id": pdu.event_id,
         "type": pdu.type,
@@ -41,6 +43,8 @@ def format_client_event(
             unsigned[key] = source_unsigned[key]
     if transaction_id is not None:
         unsigned["transaction_id"] = transaction_id
+    if relations:
+        unsigned["m.relations"] = relations
     event["unsigned"] = unsigned
     return event
 

@@ -20,10 +20,12 @@ from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import TopoToken
 from .account_data import forgotten_event
 from .auth import Authenticator
+from .bundled import BundledAggregations
 from .errors import forbidden, invalid_param, not_found
 from .event_format import format_client_event
 from .filters import parse_filter, room_event_filter
 from .http_util import query_int
+from .relations import RelationHandlers
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 MAX_LIMIT = 1000
@@ -64,6 +66,10 @@ class MessageHandlers:
         self._auth = authenticator
         self._backfill = backfill
         self._visibility = visibility or HistoryVisibilityFilter(storage)
+        # CS "Aggregations of child events": /messages and /context bundle them.
+        self.bundled = BundledAggregations(storage, self._visibility)
+        # /relations and /threads read history the same way (membership, tokens): served alongside.
+        self.relations = RelationHandlers(storage, authenticator, self, self.bundled, self._visibility)
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -72,7 +78,7 @@ class MessageHandlers:
                 web.get(p + "/rooms/{room}/messages", self.messages),
                 web.get(p + "/rooms/{room}/context/{event}", self.context),
             ]
-        return r
+        return r + self.relations.routes()
 
     async def _check_member(self, room_id: str, user_id: str) -> None:
         if await self._storage.rooms.get_room_version(room_id) is None:
@@ -151,7 +157,8 @@ class MessageHandlers:
         if start is None:
             position = self._storage.stream.current_position()
             start = f"s{position}"
-        body: dict[str, Any] = {"chunk": [format_client_event(e, now) for e in events], "start": start}
+        chunk = await self.bundled.serialize(room_id, requester.user_id, events, now)
+        body: dict[str, Any] = {"chunk": chunk, "start": start}
         if next_token is not None:
             body["end"] = str(next_token)
         state_ids = set()
@@ -298,11 +305,12 @@ class MessageHandlers:
         now = now_ms()
         state_ids = await self._storage.state.get_state_ids_after(event_id)
         state_events = await self._storage.events.get_events(list(state_ids.values()))
+        served = await self.bundled.serialize(room_id, requester.user_id, [pdu, *before, *after], now)
         return web.json_response(
             {
-                "event": format_client_event(pdu, now),
-                "events_before": [format_client_event(e, now) for e in before],
-                "events_after": [format_client_event(e, now) for e in after],
+                "event": served[0],
+                "events_before": served[1 : 1 + len(before)],
+                "events_after": served[1 + len(before) :],
                 "start": str(before_token or just_before),
                 "end": str(after_token or meta.topo),
                 "state": [format_client_event(e, now) for e in state_events.values()],

@@ -25,9 +25,11 @@ from ..rooms.membership import MembershipError, MembershipService
 from ..rooms.visibility import HistoryVisibilityFilter
 from .account_data import forget_room, forgotten_event
 from .auth import Authenticator, Requester
+from .bundled import BundledAggregations
 from .errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from .event_format import format_client_event
 from .http_util import optional_str, read_json_body, require_str
+from .relations import check_new_relation
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
@@ -87,6 +89,7 @@ class RoomHandlers:
         self._encrypt_by_default = encrypt_by_default
         self._storage = storage
         self._visibility = visibility or HistoryVisibilityFilter(storage)
+        self._bundled = BundledAggregations(storage, self._visibility)
         self._creator = creator
         self._membership = membership
         self._auth = authenticator
@@ -349,6 +352,7 @@ class RoomHandlers:
         ts = _massaged_ts(request, requester)
 
         async def create(txn_hook: Any) -> Pdu:
+            await check_new_relation(self._storage, room_id, requester.user_id, event_type, content)
             try:
                 return await self._creator.send(
                     room_id, requester.user_id, event_type, content, txn_hook=txn_hook, origin_server_ts=ts
@@ -446,7 +450,9 @@ class RoomHandlers:
         # event", decided by history visibility (former members and world_readable readers included).
         if not await self._visibility.user_may_see(room_id, requester.user_id, pdu):
             raise not_found("Event not found")
-        return web.json_response(format_client_event(pdu, now_ms()))
+        # With its bundled aggregations (CS "Aggregations of child events").
+        served = await self._bundled.serialize(room_id, requester.user_id, [pdu], now_ms())
+        return web.json_response(served[0])
 
     async def members(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)

@@ -20,6 +20,7 @@ from ..rooms.stripped_state import STRIPPED_STATE_TYPES
 from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
 from .account_data import forgotten_event
 from .auth import Authenticator, Requester
+from .bundled import BundledAggregations
 from .ephemeral import SyncNotifier, TypingStream
 from .errors import MatrixError
 from .event_format import format_client_event, stripped_state_event
@@ -49,6 +50,9 @@ class SyncHandlers:
         # rooms.visibility.HistoryVisibilityFilter: a timeline may reach back before the user's join
         # (CS "History visibility"), e.g. the first sync after joining a room with "joined" visibility.
         self._visibility = visibility
+        # Bundled aggregations on limited timelines (CS "Aggregations of child events": "GET /sync when the
+        # relevant section has a limited value of true"); a client aggregates what it sees arrive itself.
+        self._bundled = BundledAggregations(storage, visibility) if visibility is not None else None
         self._typing = typing if typing is not None else TypingStream()
         self._notifier = notifier if notifier is not None else SyncNotifier()
         self._extras = SyncExtras(storage, self._typing)
@@ -280,7 +284,9 @@ class SyncHandlers:
             timeline = await self._visibility.filter_for_user(room_id, user_id, timeline)
         joined = await self._storage.state.get_joined_users(room_id)
         timeline_json: dict[str, Any] = {
-            "events": [format_client_event(e, now, include_room_id=False) for e in timeline],
+            "events": await self._bundled.serialize(room_id, user_id, timeline, now, include_room_id=False)
+            if limited and self._bundled is not None
+            else [format_client_event(e, now, include_room_id=False) for e in timeline],
             "limited": limited,
         }
         if prev_batch is not None:

@@ -261,6 +261,13 @@ class RelationStore:
             current = str(row[0])
         return None
 
+    async def rel_type_of(self, event_id: str) -> str | None:
+        """The ``rel_type`` of the relationship an event declares, if it declares one."""
+        value = await self._db.fetchval(
+            "SELECT rel_type FROM event_relations WHERE event_id = ?", (event_id,)
+        )
+        return None if value is None else str(value)
+
     async def annotation_exists(
         self, room_id: str, parent_id: str, sender: str, event_type: str, key: str
     ) -> bool:
