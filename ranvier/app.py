@@ -18,7 +18,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .accounts.deactivation import AccountDeactivator
 from .admin.dag import RoomDagHandlers
 from .admin.federation import FederationAdminHandlers
 from .admin.media import MediaAdminHandlers
@@ -31,7 +30,6 @@ from .appservice.queries import AppServiceQueries
 from .appservice.registration import load_registrations
 from .client_api.account import AccountHandlers
 from .client_api.account_data import AccountDataHandlers
-from .client_api.account_manage import AccountManagementHandlers
 from .client_api.appservice import AppServiceHandlers
 from .client_api.auth import Authenticator
 from .client_api.capabilities import CapabilitiesHandlers
@@ -50,11 +48,10 @@ from .client_api.pushers import PusherHandlers
 from .client_api.ratelimits import rate_limit_middleware
 from .client_api.room_keys import RoomKeyHandlers
 from .client_api.rooms import RoomHandlers
+from .client_api.sliding_sync import SlidingSyncHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.to_device import ToDeviceHandlers
-from .client_api.token_issuer import TokenIssuer
 from .client_api.versions import VersionsHandlers
-from .client_api.voip import VoipHandlers
 from .config import HomeserverConfig
 from .devices.device_lists import DeviceLists
 from .devices.federation import E2eeFederation
@@ -207,8 +204,6 @@ class Homeserver:
             storage, self.state, self.persister, self.server_name, self.signing_key
         )
         self.membership = MembershipService(storage, self.creator, self.server_name)
-        # Deactivation (client /account/deactivate and the admin API): leaves rooms through membership.
-        self.deactivator = AccountDeactivator(storage, self.membership)
         self._wire_appservices()
         self.authenticator = Authenticator(storage, appservices=self.appservices)
         # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
@@ -501,17 +496,6 @@ class Homeserver:
                 shared_secret=config.registration.shared_secret,
                 authenticator=self.authenticator,
                 on_profile_changed=ProfilePropagator(self.storage, self.creator).on_profile_changed,
-                issuer=TokenIssuer(
-                    self.storage.devices,
-                    self.storage.account_tokens,
-                    access_token_lifetime_ms=None
-                    if config.accounts.access_token_lifetime is None
-                    else int(config.accounts.access_token_lifetime * 1000),
-                    login_token_lifetime_ms=int(config.accounts.login_token_lifetime * 1000),
-                ),
-                login_get_token=config.accounts.login_get_token,
-                set_displayname=config.accounts.set_displayname,
-                set_avatar_url=config.accounts.set_avatar_url,
             ),
             RoomHandlers(
                 self.storage,
@@ -537,8 +521,16 @@ class Homeserver:
                 self.history_visibility,
                 e2ee=self.e2ee_sync,
             ),
-            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version, config.accounts),
-            VoipHandlers(self.authenticator, config.voip, config.accounts),
+            SlidingSyncHandlers.create(
+                self.storage,
+                self.authenticator,
+                self.typing,
+                self.sync_notifier,
+                self.history_visibility,
+                self.e2ee_sync,
+                self.to_device,
+            ),
+            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
             EphemeralHandlers(
                 self.storage,
                 self.authenticator,
@@ -580,19 +572,7 @@ class Homeserver:
             )
             handlers.append(RoomCheckHandlers(checker, self.authenticator))
         account = next(h for h in handlers if isinstance(h, AccountHandlers))
-        account_manage = AccountManagementHandlers(
-            self.storage,
-            self.authenticator,
-            account.require_password_uia,
-            self.deactivator,
-            self.server_name,
-            password_change=config.accounts.password_change,
-            openid_token_lifetime_ms=int(config.accounts.openid_token_lifetime * 1000),
-        )
-        # S2S "OpenID": third parties check our users' OpenID tokens on the federation listener.
-        self.federation_app_setup.append(account_manage.add_federation_routes)
         handlers += [
-            account_manage,
             KeyHandlers(
                 self.key_service, self.device_lists, self.authenticator, account.require_password_uia
             ),

@@ -23,6 +23,12 @@ SUPPORTED_VERSIONS: tuple[str, ...] = (
     *(f"v1.{minor}" for minor in range(1, 13)),
 )
 
+# Unstable features the server implements, advertised so clients use them.
+UNSTABLE_FEATURES: dict[str, bool] = {
+    # Simplified sliding sync (MSC4186): ranvier.client_api.sliding_sync, ranvier/sync/.
+    "org.matrix.simplified_msc3575": True,
+}
+
 
 class VersionsHandlers:
     def __init__(
@@ -35,7 +41,7 @@ class VersionsHandlers:
         ``https://matrix.example.org``); without it ``/.well-known/matrix/client`` answers 404."""
         self._base_url = public_base_url.rstrip("/") if public_base_url else None
         self._versions = list(versions)
-        self._unstable = dict(unstable_features or {})
+        self._unstable = dict(UNSTABLE_FEATURES if unstable_features is None else unstable_features)
 
     def routes(self) -> list[web.RouteDef]:
         return [
