@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .accounts.deactivation import AccountDeactivator
 from .admin.dag import RoomDagHandlers
 from .admin.federation import FederationAdminHandlers
 from .admin.media import MediaAdminHandlers
-from .admin.room_check import RoomCheckHandlers
 from .appservice.client import AppServiceClient
 from .appservice.ephemeral import EphemeralFeed
 from .appservice.metrics import AppServiceCollector
@@ -30,6 +30,7 @@ from .appservice.queries import AppServiceQueries
 from .appservice.registration import load_registrations
 from .client_api.account import AccountHandlers
 from .client_api.account_data import AccountDataHandlers
+from .client_api.account_manage import AccountManagementHandlers
 from .client_api.appservice import AppServiceHandlers
 from .client_api.auth import Authenticator
 from .client_api.capabilities import CapabilitiesHandlers
@@ -47,11 +48,14 @@ from .client_api.push_rules import PushRuleHandlers
 from .client_api.pushers import PusherHandlers
 from .client_api.ratelimits import rate_limit_middleware
 from .client_api.room_keys import RoomKeyHandlers
+from .client_api.room_upgrades import RoomUpgradeHandlers
 from .client_api.rooms import RoomHandlers
-from .client_api.sliding_sync import SlidingSyncHandlers
+from .client_api.spaces import SpaceHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.to_device import ToDeviceHandlers
+from .client_api.token_issuer import TokenIssuer
 from .client_api.versions import VersionsHandlers
+from .client_api.voip import VoipHandlers
 from .config import HomeserverConfig
 from .devices.device_lists import DeviceLists
 from .devices.federation import E2eeFederation
@@ -70,6 +74,7 @@ from .federation.membership_routes import add_membership_routes
 from .federation.request_auth import origin_seen_middleware
 from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
+from .federation.space_routes import add_space_routes
 from .federation.tls import generate_self_signed_cert, server_ssl_context
 from .http_limits import (
     BodyLimit,
@@ -107,8 +112,9 @@ from .rooms.membership import MembershipService
 from .rooms.persister import EventPersister
 from .rooms.remote_join import RemoteMembershipService
 from .rooms.resident import ResidentMembership
-from .rooms.room_check import RoomChecker
+from .rooms.spaces import SpaceHierarchy
 from .rooms.state import StateService
+from .rooms.upgrade import RoomUpgrader
 from .rooms.visibility import HistoryVisibilityFilter
 from .storage import open_storage
 from .storage.interfaces_aux import UserExists
@@ -204,6 +210,8 @@ class Homeserver:
             storage, self.state, self.persister, self.server_name, self.signing_key
         )
         self.membership = MembershipService(storage, self.creator, self.server_name)
+        # Deactivation (client /account/deactivate and the admin API): leaves rooms through membership.
+        self.deactivator = AccountDeactivator(storage, self.membership)
         self._wire_appservices()
         self.authenticator = Authenticator(storage, appservices=self.appservices)
         # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
@@ -227,7 +235,6 @@ class Homeserver:
             await self.device_lists.resend_unsent()
             if self.gap_filler is not None:
                 await self.gap_filler.start()
-            self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
             await self.remote_membership.process_all_queued()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
@@ -325,6 +332,13 @@ class Homeserver:
         self.membership.remote = self.remote_membership
         self.federation_app_setup.append(
             lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
+        )
+        # Spaces: the hierarchy served to other servers and asked of them for rooms we are not in.
+        self.spaces = SpaceHierarchy(
+            self.storage, self.server_name, self.federation_client if self.config.federation.enabled else None
+        )
+        self.federation_app_setup.append(
+            lambda app: add_space_routes(app, self.keyring, self.server_name, self.spaces)
         )
 
     def _wire_appservices(self) -> None:
@@ -496,6 +510,17 @@ class Homeserver:
                 shared_secret=config.registration.shared_secret,
                 authenticator=self.authenticator,
                 on_profile_changed=ProfilePropagator(self.storage, self.creator).on_profile_changed,
+                issuer=TokenIssuer(
+                    self.storage.devices,
+                    self.storage.account_tokens,
+                    access_token_lifetime_ms=None
+                    if config.accounts.access_token_lifetime is None
+                    else int(config.accounts.access_token_lifetime * 1000),
+                    login_token_lifetime_ms=int(config.accounts.login_token_lifetime * 1000),
+                ),
+                login_get_token=config.accounts.login_get_token,
+                set_displayname=config.accounts.set_displayname,
+                set_avatar_url=config.accounts.set_avatar_url,
             ),
             RoomHandlers(
                 self.storage,
@@ -521,16 +546,8 @@ class Homeserver:
                 self.history_visibility,
                 e2ee=self.e2ee_sync,
             ),
-            SlidingSyncHandlers.create(
-                self.storage,
-                self.authenticator,
-                self.typing,
-                self.sync_notifier,
-                self.history_visibility,
-                self.e2ee_sync,
-                self.to_device,
-            ),
-            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
+            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version, config.accounts),
+            VoipHandlers(self.authenticator, config.voip, config.accounts),
             EphemeralHandlers(
                 self.storage,
                 self.authenticator,
@@ -555,6 +572,11 @@ class Homeserver:
                 ),
                 self.authenticator,
             ),
+            SpaceHandlers(self.spaces, self.membership, self.authenticator),
+            RoomUpgradeHandlers(
+                RoomUpgrader(self.storage, self.creator, self.persister, self.membership, self.server_name),
+                self.authenticator,
+            ),
             AppServiceHandlers(
                 self.authenticator, self.appservice_client, self.appservice_pusher, self.storage.rooms
             ),
@@ -562,17 +584,20 @@ class Homeserver:
         if config.federation.enabled:
             # Admin API: per-destination federation state (back-off, queue), Synapse's shape.
             handlers.append(FederationAdminHandlers(self.storage, self.authenticator, self.federation_sender))
-            # Room check: compare a room with every server in it (ranvier room-check, the DAG page).
-            checker = RoomChecker(
-                self.storage,
-                self.federation_client,
-                self.server_name,
-                self.incoming_pdus.receive_pdus,
-                self.federation_sender.send_pdu_to,
-            )
-            handlers.append(RoomCheckHandlers(checker, self.authenticator))
         account = next(h for h in handlers if isinstance(h, AccountHandlers))
+        account_manage = AccountManagementHandlers(
+            self.storage,
+            self.authenticator,
+            account.require_password_uia,
+            self.deactivator,
+            self.server_name,
+            password_change=config.accounts.password_change,
+            openid_token_lifetime_ms=int(config.accounts.openid_token_lifetime * 1000),
+        )
+        # S2S "OpenID": third parties check our users' OpenID tokens on the federation listener.
+        self.federation_app_setup.append(account_manage.add_federation_routes)
         handlers += [
+            account_manage,
             KeyHandlers(
                 self.key_service, self.device_lists, self.authenticator, account.require_password_uia
             ),
