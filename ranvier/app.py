@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from .accounts.deactivation import AccountDeactivator
+from .admin.api import AdminApi
 from .admin.dag import RoomDagHandlers
 from .admin.federation import FederationAdminHandlers
 from .admin.media import MediaAdminHandlers
@@ -30,7 +31,6 @@ from .appservice.queries import AppServiceQueries
 from .appservice.registration import load_registrations
 from .client_api.account import AccountHandlers
 from .client_api.account_data import AccountDataHandlers
-from .client_api.account_manage import AccountManagementHandlers
 from .client_api.appservice import AppServiceHandlers
 from .client_api.auth import Authenticator
 from .client_api.capabilities import CapabilitiesHandlers
@@ -48,14 +48,10 @@ from .client_api.push_rules import PushRuleHandlers
 from .client_api.pushers import PusherHandlers
 from .client_api.ratelimits import rate_limit_middleware
 from .client_api.room_keys import RoomKeyHandlers
-from .client_api.room_upgrades import RoomUpgradeHandlers
 from .client_api.rooms import RoomHandlers
-from .client_api.spaces import SpaceHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.to_device import ToDeviceHandlers
-from .client_api.token_issuer import TokenIssuer
 from .client_api.versions import VersionsHandlers
-from .client_api.voip import VoipHandlers
 from .config import HomeserverConfig
 from .devices.device_lists import DeviceLists
 from .devices.federation import E2eeFederation
@@ -74,7 +70,6 @@ from .federation.membership_routes import add_membership_routes
 from .federation.request_auth import origin_seen_middleware
 from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
-from .federation.space_routes import add_space_routes
 from .federation.tls import generate_self_signed_cert, server_ssl_context
 from .http_limits import (
     BodyLimit,
@@ -112,9 +107,7 @@ from .rooms.membership import MembershipService
 from .rooms.persister import EventPersister
 from .rooms.remote_join import RemoteMembershipService
 from .rooms.resident import ResidentMembership
-from .rooms.spaces import SpaceHierarchy
 from .rooms.state import StateService
-from .rooms.upgrade import RoomUpgrader
 from .rooms.visibility import HistoryVisibilityFilter
 from .storage import open_storage
 from .storage.interfaces_aux import UserExists
@@ -223,6 +216,19 @@ class Homeserver:
         )
         self._wire_e2ee()
         self._wire_media()
+        # The Synapse-compatible admin API (ranvier.admin): users, rooms, reports, notices, tokens.
+        self.admin_api = AdminApi(
+            config=config,
+            storage=storage,
+            authenticator=self.authenticator,
+            persister=self.persister,
+            creator=self.creator,
+            membership=self.membership,
+            deactivator=self.deactivator,
+            on_profile_changed=ProfilePropagator(storage, self.creator).on_profile_changed,
+            gap_filler=self.gap_filler,
+        )
+        await self.admin_api.start()
 
         await self._register_appservice_senders()
         await self._start_client_listener()
@@ -235,6 +241,7 @@ class Homeserver:
             await self.device_lists.resend_unsent()
             if self.gap_filler is not None:
                 await self.gap_filler.start()
+            self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
             await self.remote_membership.process_all_queued()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
@@ -332,13 +339,6 @@ class Homeserver:
         self.membership.remote = self.remote_membership
         self.federation_app_setup.append(
             lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
-        )
-        # Spaces: the hierarchy served to other servers and asked of them for rooms we are not in.
-        self.spaces = SpaceHierarchy(
-            self.storage, self.server_name, self.federation_client if self.config.federation.enabled else None
-        )
-        self.federation_app_setup.append(
-            lambda app: add_space_routes(app, self.keyring, self.server_name, self.spaces)
         )
 
     def _wire_appservices(self) -> None:
@@ -493,7 +493,10 @@ class Homeserver:
                     config.rate_limits,
                     unlimited_tokens={s.as_token for s in self.appservices.all if not s.rate_limited},
                     appservice_tokens={s.as_token for s in self.appservices.all if s.rate_limited},
+                    override_for=self.admin_api.policy.override_for,
                 ),
+                # Shadow bans and blocked rooms (ranvier.admin.policy).
+                self.admin_api.policy.middleware(),
                 body_limits_middleware(guard),
             ],
             client_max_size=max_body,
@@ -510,17 +513,6 @@ class Homeserver:
                 shared_secret=config.registration.shared_secret,
                 authenticator=self.authenticator,
                 on_profile_changed=ProfilePropagator(self.storage, self.creator).on_profile_changed,
-                issuer=TokenIssuer(
-                    self.storage.devices,
-                    self.storage.account_tokens,
-                    access_token_lifetime_ms=None
-                    if config.accounts.access_token_lifetime is None
-                    else int(config.accounts.access_token_lifetime * 1000),
-                    login_token_lifetime_ms=int(config.accounts.login_token_lifetime * 1000),
-                ),
-                login_get_token=config.accounts.login_get_token,
-                set_displayname=config.accounts.set_displayname,
-                set_avatar_url=config.accounts.set_avatar_url,
             ),
             RoomHandlers(
                 self.storage,
@@ -546,8 +538,7 @@ class Homeserver:
                 self.history_visibility,
                 e2ee=self.e2ee_sync,
             ),
-            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version, config.accounts),
-            VoipHandlers(self.authenticator, config.voip, config.accounts),
+            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
             EphemeralHandlers(
                 self.storage,
                 self.authenticator,
@@ -572,11 +563,6 @@ class Homeserver:
                 ),
                 self.authenticator,
             ),
-            SpaceHandlers(self.spaces, self.membership, self.authenticator),
-            RoomUpgradeHandlers(
-                RoomUpgrader(self.storage, self.creator, self.persister, self.membership, self.server_name),
-                self.authenticator,
-            ),
             AppServiceHandlers(
                 self.authenticator, self.appservice_client, self.appservice_pusher, self.storage.rooms
             ),
@@ -585,19 +571,7 @@ class Homeserver:
             # Admin API: per-destination federation state (back-off, queue), Synapse's shape.
             handlers.append(FederationAdminHandlers(self.storage, self.authenticator, self.federation_sender))
         account = next(h for h in handlers if isinstance(h, AccountHandlers))
-        account_manage = AccountManagementHandlers(
-            self.storage,
-            self.authenticator,
-            account.require_password_uia,
-            self.deactivator,
-            self.server_name,
-            password_change=config.accounts.password_change,
-            openid_token_lifetime_ms=int(config.accounts.openid_token_lifetime * 1000),
-        )
-        # S2S "OpenID": third parties check our users' OpenID tokens on the federation listener.
-        self.federation_app_setup.append(account_manage.add_federation_routes)
         handlers += [
-            account_manage,
             KeyHandlers(
                 self.key_service, self.device_lists, self.authenticator, account.require_password_uia
             ),
@@ -616,6 +590,7 @@ class Homeserver:
                 previewer=self.url_previewer,
             ),
             MediaAdminHandlers(self.media, self.authenticator),
+            *self.admin_api.handlers(),
             # The room-DAG page and its JSON (admins only).
             RoomDagHandlers(self.storage, self.storage.db, self.authenticator),
         ]

@@ -14,6 +14,8 @@ from ..ratelimit import RateLimiter, RateSpec, limit_exceeded_body
 from .http_util import access_token_from
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The requesting user's message limit override as (per_second, burst), if an admin set one (admin.policy).
+OverrideLookup = Callable[[web.Request], Awaitable[tuple[int, int] | None]]
 
 
 def _spec(limit: object) -> RateSpec:
@@ -35,14 +37,18 @@ def rate_limit_middleware(
     config: RateLimits,
     unlimited_tokens: Collection[str] = (),
     appservice_tokens: Collection[str] = (),
+    override_for: OverrideLookup | None = None,
 ) -> Middleware:
     """``unlimited_tokens``: tokens never limited (appservices registered with ``rate_limited: false``);
-    ``appservice_tokens``: the other appservices' tokens, limited per user they act as (``?user_id=``)."""
+    ``appservice_tokens``: the other appservices' tokens, limited per user they act as (``?user_id=``);
+    ``override_for``: a user's own message limit set by an admin (Synapse's override_ratelimit; a rate of
+    0 means not limited)."""
     limiters = {
         "login": RateLimiter(_spec(config.login)),
         "registration": RateLimiter(_spec(config.registration)),
         "message": RateLimiter(_spec(config.message)),
     }
+    overridden: dict[tuple[int, int], RateLimiter] = {}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -58,7 +64,16 @@ def rate_limit_middleware(
                 key = hashlib.sha256(token.encode()).hexdigest()
             else:
                 key = request.remote or "unknown"
-            wait = limiters[kind].try_acquire(key)
+            limiter: RateLimiter | None = limiters[kind]
+            override = await override_for(request) if kind == "message" and override_for else None
+            if override is not None:
+                per_second, burst = override
+                limiter = None
+                if per_second > 0:
+                    limiter = overridden.get(override)
+                    if limiter is None:
+                        limiter = overridden[override] = RateLimiter(RateSpec(per_second, max(1, burst)))
+            wait = limiter.try_acquire(key) if limiter is not None else None
             if wait is not None:
                 return web.json_response(
                     limit_exceeded_body(wait), status=429, headers={"Retry-After": str(int(wait) + 1)}
