@@ -49,6 +49,7 @@ from .client_api.pushers import PusherHandlers
 from .client_api.ratelimits import rate_limit_middleware
 from .client_api.room_keys import RoomKeyHandlers
 from .client_api.rooms import RoomHandlers
+from .client_api.sliding_sync import SlidingSyncHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.to_device import ToDeviceHandlers
 from .client_api.versions import VersionsHandlers
@@ -537,6 +538,15 @@ class Homeserver:
                 self.sync_notifier,
                 self.history_visibility,
                 e2ee=self.e2ee_sync,
+            ),
+            SlidingSyncHandlers.create(
+                self.storage,
+                self.authenticator,
+                self.typing,
+                self.sync_notifier,
+                self.history_visibility,
+                self.e2ee_sync,
+                self.to_device,
             ),
             CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
             EphemeralHandlers(
