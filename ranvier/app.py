@@ -48,8 +48,10 @@ from .client_api.push_rules import PushRuleHandlers
 from .client_api.pushers import PusherHandlers
 from .client_api.ratelimits import rate_limit_middleware
 from .client_api.room_keys import RoomKeyHandlers
+from .client_api.room_upgrades import RoomUpgradeHandlers
 from .client_api.rooms import RoomHandlers
 from .client_api.sliding_sync import SlidingSyncHandlers
+from .client_api.spaces import SpaceHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.to_device import ToDeviceHandlers
 from .client_api.versions import VersionsHandlers
@@ -71,6 +73,7 @@ from .federation.membership_routes import add_membership_routes
 from .federation.request_auth import origin_seen_middleware
 from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
+from .federation.space_routes import add_space_routes
 from .federation.tls import generate_self_signed_cert, server_ssl_context
 from .http_limits import (
     BodyLimit,
@@ -108,7 +111,9 @@ from .rooms.membership import MembershipService
 from .rooms.persister import EventPersister
 from .rooms.remote_join import RemoteMembershipService
 from .rooms.resident import ResidentMembership
+from .rooms.spaces import SpaceHierarchy
 from .rooms.state import StateService
+from .rooms.upgrade import RoomUpgrader
 from .rooms.visibility import HistoryVisibilityFilter
 from .storage import open_storage
 from .storage.interfaces_aux import UserExists
@@ -341,6 +346,13 @@ class Homeserver:
         self.federation_app_setup.append(
             lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
         )
+        # Spaces: the hierarchy served to other servers and asked of them for rooms we are not in.
+        self.spaces = SpaceHierarchy(
+            self.storage, self.server_name, self.federation_client if self.config.federation.enabled else None
+        )
+        self.federation_app_setup.append(
+            lambda app: add_space_routes(app, self.keyring, self.server_name, self.spaces)
+        )
 
     def _wire_appservices(self) -> None:
         """Application services (ranvier.appservice): registrations, the durable pusher (queued in the
@@ -571,6 +583,11 @@ class Homeserver:
                     resident=self.resident,
                     client=self.federation_client if config.federation.enabled else None,
                 ),
+                self.authenticator,
+            ),
+            SpaceHandlers(self.spaces, self.membership, self.authenticator),
+            RoomUpgradeHandlers(
+                RoomUpgrader(self.storage, self.creator, self.persister, self.membership, self.server_name),
                 self.authenticator,
             ),
             AppServiceHandlers(
