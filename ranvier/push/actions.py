@@ -20,9 +20,11 @@ from typing import Any
 
 from ..protocol.auth.power_levels import get_notification_level, get_user_power_level
 from ..protocol.events import Pdu
+from ..protocol.relations import relation_of
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
 from ..storage.sql.push_counts import MAIN_THREAD, PushActionRow, PushActionStore
+from ..storage.sql.relations import thread_root_of
 from .evaluator import CompiledRuleset, EventFacts, compile_ruleset, evaluate
 from .rules import ACCOUNT_DATA_TYPE, merged_ruleset
 
@@ -40,6 +42,16 @@ def thread_of(content: Mapping[str, Any]) -> str:
         if isinstance(root, str) and root:
             return root
     return MAIN_THREAD
+
+
+async def _thread(txn: Any, pdu: Pdu) -> str:
+    """``thread_of``, and for an event related to a thread's event (a reaction to a reply, an edit of one)
+    that thread too (CS "Threaded read receipts": "following the event relationships"), read from the
+    relations this transaction has written."""
+    thread = thread_of(pdu.content)
+    if thread == MAIN_THREAD and relation_of(pdu.content) is not None:
+        return await thread_root_of(txn, pdu.event_id) or MAIN_THREAD
+    return thread
 
 
 def notification_levels(state: Mapping[tuple[str, str], Pdu]) -> dict[str, int]:
@@ -180,7 +192,7 @@ class PushActionsHook:
                 Recipient(user_id, ruleset, name, ignoring.get(user_id, frozenset()), invite_only)
             )
         jobs = [
-            (pdu, ordering, event_facts(pdu, len(members), state, room_version), thread_of(pdu.content))
+            (pdu, ordering, event_facts(pdu, len(members), state, room_version), await _thread(txn, pdu))
             for pdu, ordering in live
         ]
         if len(jobs) * len(recipients) >= self._thread_threshold:

@@ -323,3 +323,28 @@ async def test_send_time_validation(world: World) -> None:
     await send(alice, room, reaction, "m.reaction")  # another user may
     await bob.ok("PUT", f"/rooms/{room}/redact/{first}/dupred", {})
     await send(bob, room, reaction, "m.reaction")  # once the first is redacted, again
+
+
+async def test_thread_notification_counts_follow_relations(world: World) -> None:
+    """An event related to a thread's reply (here an m.reference message) counts in that thread, and a
+    threaded receipt on it clears that thread only (CS "Threaded read receipts")."""
+    alice, bob, carol = world.alice, world.bob, world.carol
+    room = await alice.create_room(name="Counts")
+    for c in (bob, carol):
+        await c.ok("POST", f"/join/{room}", {})
+    root = await send(alice, room, text("count root"))
+    reply = await send(bob, room, text("count reply", thread(root)))
+    ref = await send(alice, room, text("about that reply", {"rel_type": "m.reference", "event_id": reply}))
+    sync_filter = json.dumps({"room": {"timeline": {"unread_thread_notifications": True}}})
+
+    async def counts() -> tuple[int, dict[str, int]]:
+        body = await carol.ok("GET", "/sync", timeout="0", filter=sync_filter)
+        joined = body["rooms"]["join"][room]
+        threads = joined.get("unread_thread_notifications", {})
+        per_thread = {t: c["notification_count"] for t, c in threads.items()}
+        return joined["unread_notifications"]["notification_count"], per_thread
+
+    assert await counts() == (1, {root: 2})
+    await carol.ok("POST", f"/rooms/{room}/receipt/m.read/{ref}", {"thread_id": root})
+    main, threads = await counts()
+    assert main == 1 and threads.get(root, 0) == 0

@@ -59,6 +59,23 @@ def _not_ignored(ignored: Collection[str]) -> tuple[str, list[str]]:
     return f" AND e.sender NOT IN ({in_list(len(users))})", users
 
 
+async def thread_root_of(reader: Reader, event_id: str) -> str | None:
+    """The thread root an event is in (CS "Threaded read receipts": an ``m.thread`` child, or an event whose
+    parents lead to one within ``THREAD_HOPS`` relationships), or None for the main timeline. ``reader``
+    may be the persist transaction, which already holds the batch's relations."""
+    current = event_id
+    for _ in range(THREAD_HOPS):
+        row = await reader.fetchone(
+            "SELECT relates_to_id, rel_type FROM event_relations WHERE event_id = ?", (current,)
+        )
+        if row is None:
+            return None
+        if row[1] == THREAD:
+            return str(row[0])
+        current = str(row[0])
+    return None
+
+
 class RelationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -245,21 +262,9 @@ class RelationStore:
         last = roots[-1].latest
         return roots, TopoToken(last.depth, last.stream - 1)
 
-    async def thread_of(self, event_id: str, reader: Reader | None = None) -> str | None:
-        """The thread root an event is in (CS "Threaded read receipts": an ``m.thread`` child, or an event
-        whose parents lead to one within ``THREAD_HOPS`` relationships), or None for the main timeline."""
-        db: Reader = reader if reader is not None else self._db
-        current = event_id
-        for _ in range(THREAD_HOPS):
-            row = await db.fetchone(
-                "SELECT relates_to_id, rel_type FROM event_relations WHERE event_id = ?", (current,)
-            )
-            if row is None:
-                return None
-            if row[1] == THREAD:
-                return str(row[0])
-            current = str(row[0])
-        return None
+    async def thread_of(self, event_id: str) -> str | None:
+        """The thread root an event is in, or None for the main timeline (see ``thread_root_of``)."""
+        return await thread_root_of(self._db, event_id)
 
     async def rel_type_of(self, event_id: str) -> str | None:
         """The ``rel_type`` of the relationship an event declares, if it declares one."""
