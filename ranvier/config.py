@@ -226,6 +226,46 @@ class Media(_Strict):
     url_preview: UrlPreview = UrlPreview()
 
 
+class SupportContact(_Strict):
+    # /.well-known/matrix/support (CS "GET /.well-known/matrix/support"): at least one of the two.
+    role: str
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
+class Accounts(_Strict):
+    """Account lifecycle and what clients may change (issue 16; reported by GET /capabilities)."""
+
+    # Seconds an access token lives when the client asked for a refresh token (CS "Refreshing access
+    # tokens"). None (the default, as Synapse by default issues no expiring tokens): no refresh tokens,
+    # tokens never expire.
+    access_token_lifetime: float | None = Field(None, gt=0)
+    # POST /account/password; m.change_password.
+    password_change: bool = True
+    # PUT /profile/{userId}/displayname and avatar_url (Synapse's enable_set_displayname/_avatar_url).
+    set_displayname: bool = True
+    set_avatar_url: bool = True
+    # POST /_matrix/client/v1/login/get_token (MSC3882, Synapse's login_via_existing_session): off.
+    login_get_token: bool = False
+    login_token_lifetime: float = Field(120.0, gt=0, le=3600)
+    # OpenID tokens for third parties (CS "OpenID"): seconds they stay valid.
+    openid_token_lifetime: float = Field(3600.0, gt=0)
+    # /.well-known/matrix/support: without contacts or page it answers 404, as the spec allows.
+    support_contacts: list[SupportContact] = []
+    support_page: str | None = None
+
+
+class Voip(_Strict):
+    """GET /voip/turnServer, with Synapse's settings (turn_uris, turn_shared_secret or a fixed
+    turn_username/turn_password, turn_user_lifetime). No turn_uris: an empty answer, as Synapse."""
+
+    turn_uris: list[str] = []
+    turn_shared_secret: str | None = None
+    turn_username: str | None = None
+    turn_password: str | None = None
+    turn_user_lifetime: float = Field(86400.0, gt=0)
+
+
 class Tracing(_Strict):
     """OpenTelemetry (ranvier.logs.tracing): on when the OTEL_* environment asks for it."""
 
@@ -282,6 +322,8 @@ class HomeserverConfig(_Strict):
     key_fetch: KeyFetch = KeyFetch()
     media: Media = Media()
     tracing: Tracing = Tracing()
+    accounts: Accounts = Accounts()
+    voip: Voip = Voip()
     caches: Caches = Caches()
     # Application services (bridges): Synapse-format registration files (ranvier.appservice).
     app_service_config_files: list[str] = []
