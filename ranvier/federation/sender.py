@@ -24,6 +24,9 @@ Rules per destination:
   back-off (``GET /version`` every ``PROBE_INTERVAL_SECONDS``): once it answers, the queue is tried at
   once, so a healed link is used within seconds even if nothing else proves it. The probe does not reset
   the back-off, and a destination that answers but refuses transactions is not probed.
+- A transaction without an answer for ``HEDGE_AFTER_SECONDS`` is sent once more (same id) on another
+  connection as soon as the destination answers a probe, and the first answer counts: a connection whose
+  bytes a partition swallowed never answers, even after the link healed.
 - After a start, the servers we share rooms with are told we are up (``_announce``: one empty transaction
   each), so those that backed off towards us while we were down send their queues now.
 - Nothing is dropped for being old or for repeated failures. After an outage (``_catch_up``) every queued
@@ -80,6 +83,9 @@ STALE_ATTEMPT_SECONDS = 2.0
 # destination that answers but refuses the transaction is not probed: its back-off runs its course.
 PROBE_INTERVAL_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 2.0
+# A transaction without an answer this long is sent once more on another connection as soon as the
+# destination answers a probe (``_send_hedged``).
+HEDGE_AFTER_SECONDS = 3.0
 DEFAULT_TRANSACTION_TIMEOUT = 30.0
 # Defaults of the homeserver.yaml settings (``federation.sender``).
 DEFAULT_INITIAL_BACKOFF = 5.0
@@ -420,12 +426,7 @@ class FederationSender:
         if state is not None:
             state.unreachable = False
         try:
-            response = await asyncio.wait_for(
-                self._client.send_transaction(
-                    destination, txn.txn_id, origin_server_ts=self._now_ms(), pdus=txn.pdus, edus=txn.edus
-                ),
-                self._transaction_timeout,
-            )
+            response = await asyncio.wait_for(self._send_hedged(destination, txn), self._transaction_timeout)
         except TimeoutError:
             # A link that drops packets silently, or a receiver still busy with it: sent again (same id).
             if state is not None:
@@ -450,6 +451,45 @@ class FederationSender:
                 if isinstance(result, dict) and result.get("error"):
                     log.info("%s did not accept %s: %s", destination, event_id, result["error"])
         return True
+
+    async def _send_hedged(self, destination: str, txn: _Transaction) -> dict[str, Any]:
+        """Send ``txn``; if it has no answer after ``HEDGE_AFTER_SECONDS`` and the destination answers a
+        probe meanwhile, send it once more on another connection and take whichever answer comes first.
+        A connection that lost bytes on a link that swallowed them (a partition that has since healed, a
+        dead NAT entry) never answers, and without this the transaction waits out the whole timeout; the
+        chaos harness saw two servers each wait 30 s on the other after a healed partition. The receiver
+        answers a repeated transaction id without handling it twice (a repeat racing the original waits
+        for its answer), so a merely slow transaction costs a second request and nothing more."""
+
+        def send() -> Coroutine[Any, Any, dict[str, Any]]:
+            return self._client.send_transaction(
+                destination, txn.txn_id, origin_server_ts=self._now_ms(), pdus=txn.pdus, edus=txn.edus
+            )
+
+        first: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(send())
+        hedge: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(self._hedge(destination, send))
+        pending: set[asyncio.Future[dict[str, Any]]] = {first, hedge}
+        try:
+            while True:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if first in done:
+                    return first.result()  # its failure is the attempt's failure
+                if hedge.exception() is None:
+                    log.info("transaction %s to %s answered on a second connection", txn.txn_id, destination)
+                    return hedge.result()
+                # The second try failed: the first may still be answered (until the timeout).
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _hedge(
+        self, destination: str, send: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
+    ) -> dict[str, Any]:
+        await asyncio.sleep(HEDGE_AFTER_SECONDS)
+        while not await self._answers_probe(destination):
+            await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+        return await send()
 
     async def _build(self, batch: OutboxBatch) -> _Transaction | None:
         events: dict[str, Pdu] = await self._storage.events.get_events(batch.event_ids) if batch.pdus else {}
@@ -523,22 +563,28 @@ class FederationSender:
         """Return once ``destination`` gives any HTTP answer to ``GET /version`` (unauthenticated, cheap)."""
         while True:
             await asyncio.sleep(PROBE_INTERVAL_SECONDS)
-            try:
-                await self._client.request(
-                    "GET",
-                    destination,
-                    "/_matrix/federation/v1/version",
-                    authenticate=False,
-                    timeout=PROBE_TIMEOUT_SECONDS,
-                )
+            if await self._answers_probe(destination):
                 return
-            except DestinationUnreachable:
-                continue
-            except FederationError:
-                return  # an HTTP error is an answer: the link is up
-            except Exception:
-                # Not an answer either (a bug in the probe must not end the back-off early).
-                log.debug("probing %s failed", destination, exc_info=True)
+
+    async def _answers_probe(self, destination: str) -> bool:
+        """Whether ``destination`` gives any HTTP answer to ``GET /version`` within PROBE_TIMEOUT_SECONDS."""
+        try:
+            await self._client.request(
+                "GET",
+                destination,
+                "/_matrix/federation/v1/version",
+                authenticate=False,
+                timeout=PROBE_TIMEOUT_SECONDS,
+            )
+            return True
+        except DestinationUnreachable:
+            return False
+        except FederationError:
+            return True  # an HTTP error is an answer: the link is up
+        except Exception:
+            # Not an answer either (a bug in the probe must not end a wait early).
+            log.debug("probing %s failed", destination, exc_info=True)
+            return False
 
     async def _announce(self) -> None:
         """Tell the servers we share rooms with that we are up again, with an empty transaction: a server

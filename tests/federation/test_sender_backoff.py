@@ -137,3 +137,28 @@ async def test_a_destination_that_comes_back_is_found_by_probing_before_its_back
     # 20 s (eventually's deadline) is a third of the back-off: only the probe can have ended it.
     await eventually(lambda: remote.delivered == ids, "the queue, after the destination came back")
     assert await _retry(node, remote.server_name) is None
+
+
+async def test_a_transaction_never_answered_is_repeated_on_another_connection_once_the_destination_answers(
+    node: Node, remotes: Callable[[], Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A healed partition leaves the connection that carried a transaction dead (its bytes were
+    swallowed) and nothing proves the destination up (it cannot reach us either, or is quiet). Once the
+    transaction has waited HEDGE_AFTER_SECONDS and the destination answers a probe, the same transaction
+    goes out again on another connection; the first answer delivers it, long before the request timeout
+    (a minute here; eventually gives up after 20 s), and no failure is recorded."""
+    monkeypatch.setattr(sender_module, "HEDGE_AFTER_SECONDS", 0.3)
+    remote = remotes()
+    remote.swallow = 1
+    await remote.start()
+    sender = await node.open(transaction_timeout=60)
+    await sender.start()
+    assert node.persister is not None
+    room = await shared_room(node.storage, node.persister, "hedge", remote)
+    ids = await room.messages(3)
+    await eventually(lambda: remote.delivered == ids, "delivery on the second connection")
+    # The swallowed transaction was sent twice with the same id; every other one once.
+    assert remote.requests[0] == remote.requests[1] and len(remote.requests) == len(remote.accepted) + 1
+    assert remote.in_flight == 1  # the first request is still unanswered
+    await eventually(lambda: sender.is_idle(remote.server_name), "the worker to finish")
+    assert await _retry(node, remote.server_name) is None
