@@ -21,7 +21,9 @@ from .sql.push_counts import PushActionStore
 from .sql.pushers import PusherStore
 from .sql.receipts import ReceiptStore
 from .sql.relations import RelationStore
+from .sql.search import SearchStore
 from .sql.server_keys import ServerKeyStore
+from .sql.user_directory import UserDirectoryStore
 from .sql.users import UserStore
 
 AUX_ATTRIBUTES = (
@@ -43,6 +45,8 @@ AUX_ATTRIBUTES = (
     "push_actions",
     "pushers",
     "account_tokens",
+    "search",
+    "user_directory",
     "relations",
 )
 
@@ -69,4 +73,6 @@ def attach_aux(storage: Any, db: Database | None = None) -> None:
     storage.push_actions = PushActionStore(database)
     storage.pushers = PusherStore(database)
     storage.account_tokens = AccountTokenStore(database)
+    storage.search = SearchStore(database)
+    storage.user_directory = UserDirectoryStore(database)
     storage.relations = RelationStore(database)

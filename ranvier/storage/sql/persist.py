@@ -21,6 +21,7 @@ from ..interfaces import TOPO_SCALE, EventToPersist, InTxnHook, StateDelta, Stat
 from .caches import LruCache
 from .engine import Database, Txn, chunks, in_list
 from .events import EventCache, live
+from .indexes import update_indexes
 from .relations import RelationStore
 from .state import write_current_state
 from .state_groups import StateDict, StateGroups, StateGroupWriter
@@ -129,6 +130,9 @@ class EventPersister:
                     new_current = await write_current_state(
                         txn, self._current, room_id, new_current_state, pdus
                     )
+                # The search index and the user directory commit with the events they cover.
+                live_events = [(p.pdu, p.stream) for p in pending.values() if p.live]
+                await update_indexes(txn, self._db.dialect, room_id, live_events, redacted)
                 if on_txn is not None and pending:
                     # Last, so the hook reads the batch's rows and the new membership; what it writes
                     # commits (or rolls back) with the events (e.g. the federation outbox).
