@@ -26,11 +26,11 @@ from ..protocol.events import Pdu
 from ..protocol.identifiers import parse_room_alias, parse_user_id, server_of
 from ..storage.interfaces import UnknownEvent
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
+from .timestamps import closest_local_event
 from .visibility import HistoryVisibilityFilter
 
 MAX_BACKFILL = 100
 MAX_MISSING_EVENTS = 20
-MAX_TIMESTAMP_PAGES = 50
 
 
 class FederationReads:
@@ -186,22 +186,15 @@ class FederationReads:
         return found
 
     async def timestamp_to_event(self, origin: str, room_id: str, ts: int, direction: str) -> dict[str, Any]:
-        """``GET /timestamp_to_event``: the first event at or after ``ts`` ('f'), or at or before it ('b').
-
-        Storage has no index on origin_server_ts yet, so this walks the timeline in pages (bounded).
-        """
+        """``GET /timestamp_to_event``: the first event at or after ``ts`` ('f'), or at or before it ('b')
+        (the walk is rooms.timestamps', shared with the client endpoint)."""
         await self.check_room_access(origin, room_id)
         if direction not in ("f", "b"):
             raise InvalidParam("dir must be 'f' or 'b'")
-        token = None
-        for _ in range(MAX_TIMESTAMP_PAGES):
-            page, token = await self._storage.stream.paginate(room_id, token, direction, 100)
-            for pdu in page:
-                if (pdu.origin_server_ts >= ts) if direction == "f" else (pdu.origin_server_ts <= ts):
-                    return {"event_id": pdu.event_id, "origin_server_ts": pdu.origin_server_ts}
-            if token is None:
-                break
-        raise NotFound(f"no event found {'after' if direction == 'f' else 'before'} {ts}")
+        pdu = await closest_local_event(self._storage, room_id, ts, direction)
+        if pdu is None:
+            raise NotFound(f"no event found {'after' if direction == 'f' else 'before'} {ts}")
+        return {"event_id": pdu.event_id, "origin_server_ts": pdu.origin_server_ts}
 
     # -- queries ---------------------------------------------------------------------------------
 
