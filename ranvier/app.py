@@ -95,6 +95,8 @@ from .media.remote import RemoteMediaFetcher
 from .media.repository import MediaLimits, MediaRepository
 from .media.thumbnailer import Thumbnailer
 from .metrics import Metrics, metrics_middleware
+from .metrics_collectors import LoopLagMonitor
+from .metrics_wiring import health_handler, wire_metrics
 from .protocol.signing import SigningKey
 from .push.actions import PushActionsHook
 from .push.delivery import PushDelivery
@@ -237,6 +239,8 @@ class Homeserver:
         await self.admin_api.start()
 
         await self._register_appservice_senders()
+        # Metrics: the hooks that count as things happen, the scrape-time collector, event-loop lag.
+        self.loop_lag = wire_metrics(self)
         await self._start_client_listener()
         await self.appservice_pusher.start()
         await self.push_delivery.start()
@@ -646,7 +650,9 @@ class Homeserver:
 
     async def _start_client_listener(self) -> None:
         listener = self.config.listeners.client
-        await self._start_site("client", self._client_app(), listener.bind, listener.port, None)
+        app = self._client_app()
+        app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
+        await self._start_site("client", app, listener.bind, listener.port, None)
 
     async def _start_federation_listener(self) -> None:
         listener = self.config.listeners.federation
@@ -668,6 +674,7 @@ class Homeserver:
             client_max_size=max(send_max, other_max),
         )
         add_key_routes(app, self.keyring, self.server_name)
+        app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
         for setup in self.federation_app_setup:
             setup(app)
         ssl_ctx = None
@@ -693,9 +700,13 @@ class Homeserver:
             middlewares=[access_log_middleware("metrics", x_forwarded=listener.x_forwarded)]
         )
         app.router.add_get("/metrics", self.metrics.handler)
+        app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
         await self._start_site("metrics", app, listener.bind, listener.port, None)
 
     async def stop(self) -> None:
+        loop_lag: LoopLagMonitor | None = getattr(self, "loop_lag", None)
+        if loop_lag is not None:
+            await loop_lag.stop()
         # Stop accepting and let in-flight requests finish (runner.cleanup waits for them), then close
         # storage: every acknowledged write was committed before its response, so nothing is flushed here.
         for runner in reversed(self._runners):

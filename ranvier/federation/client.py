@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -132,11 +132,15 @@ class FederationClient:
         # Consecutive failed attempts (no answer, or a 5xx) of each (destination, method, uri): the request
         # log's retry count (callers retry a transaction under the same id, so the same uri).
         self._failed_attempts: dict[tuple[str, str, str], int] = {}
+        # Told of every finished request: (destination, uri, status or None when unreachable, seconds).
+        self.on_request: Callable[[str, str, int | None, float], None] | None = None
 
     def _log_outbound(
         self, destination: str, method: str, uri: str, status: int | None, start: float, error: str = ""
     ) -> None:
         """The request line of one outbound request; ``status`` None when no answer came."""
+        if self.on_request is not None:
+            self.on_request(destination, uri, status, time.perf_counter() - start)
         key = (destination, method, uri)
         retries = self._failed_attempts.get(key, 0)
         if status is None or status >= 500:

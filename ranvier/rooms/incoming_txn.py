@@ -31,6 +31,8 @@ class InboundTransactions:
         # Told of every origin that sends us a transaction (the app wires the sender's mark_reachable: a
         # server that talks to us is up, so a back-off towards it can end now).
         self.origin_seen: Callable[[str], None] | None = None
+        # Told of each transaction's per-PDU results (the metrics count them by outcome and reason).
+        self.on_results: Callable[[dict[str, dict[str, str]]], None] | None = None
 
     async def on_send(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
         if self.origin_seen is not None:
@@ -50,6 +52,8 @@ class InboundTransactions:
                 if stored is not None:
                     return stored  # type: ignore[no-any-return]
                 results = await self.pdus.receive_pdus(origin, pdus)
+                if self.on_results is not None:
+                    self.on_results(results)
                 await self.edus.receive_edus(origin, edus)
                 response = {"pdus": results}
                 await self._storage.inbound_txns.store_response(origin, txn_id, response)

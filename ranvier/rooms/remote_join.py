@@ -136,6 +136,10 @@ class RemoteMembershipService:
         # between send_join's answer and persisting the join (a slow join, while PDUs keep arriving).
         self.before_send_join: Callable[[str], Awaitable[None]] | None = None
         self.after_send_join: Callable[[str], Awaitable[None]] | None = None
+        # Told each join phase's duration (make_join, send_join, persist) and how many of a resident's
+        # newest events a join missed (the join gap); set by the app for the metrics.
+        self.on_join_phase: Callable[[str, float], None] | None = None
+        self.on_gap_events: Callable[[int], None] | None = None
 
     # -- the queue of PDUs that arrive during a join ---------------------------------------------------
 
@@ -222,8 +226,16 @@ class RemoteMembershipService:
             UNREACHABLE if unreachable else 502,
         )
 
+    def _phase(self, phase: str, start: float) -> float:
+        now = time.perf_counter()
+        if self.on_join_phase is not None:
+            self.on_join_phase(phase, now - start)
+        return now
+
     async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> None:
+        start = time.perf_counter()
         answer = await self._client.make_join(server, room_id, user_id, list(KNOWN_ROOM_VERSIONS))
+        start = self._phase("make_join", start)
         rv = get_room_version(answer.get("room_version", "1"))
         template = answer.get("event")
         if not isinstance(template, dict):
@@ -231,7 +243,9 @@ class RemoteMembershipService:
         join = self._sign_template(rv, template, user_id, content)
         if self.before_send_join is not None:
             await self.before_send_join(room_id)
+        start = time.perf_counter()
         response = await self._client.send_join_v2(server, room_id, join.event_id, join.json)
+        start = self._phase("send_join", start)
         if self.after_send_join is not None:
             await self.after_send_join(room_id)
         returned = response.get("event")
@@ -243,7 +257,9 @@ class RemoteMembershipService:
                     join = signed
             except ProtocolError:
                 pass
+        start = time.perf_counter()
         await self._persist_join(server, room_id, rv, join, response)
+        self._phase("persist", start)
 
     def _sign_template(
         self, rv: RoomVersion, template: dict[str, Any], user_id: str, content: dict[str, Any]
@@ -385,6 +401,8 @@ class RemoteMembershipService:
                 logger.info("could not fetch gap event %s from %s: %s", event_id, server, e)
                 continue
             raws.extend(p for p in got.get("pdus", []) if isinstance(p, dict))
+        if self.on_gap_events is not None:
+            self.on_gap_events(len(missing))
         if raws:
             logger.info(
                 "join gap in %s: %d of the newest events of %s were unknown here; pulled %d events",

@@ -80,6 +80,8 @@ class ResidentMembership:
         self._heal_requests: dict[str, tuple[int, str]] = {}
         self._heal_joiners: dict[str, set[str]] = {}
         self._resends: set[asyncio.Task[None]] = set()
+        # Told of every dummy event sent to tie extremities together (the metrics count them).
+        self.on_dummy_sent: Callable[[], None] | None = None
         persister.add_listener(self._after_persist)
 
     # -- make_join / send_join ---------------------------------------------------------------------
@@ -404,6 +406,8 @@ class ResidentMembership:
                 )
                 return
             pdu = await self._creator.send(room_id, sender, DUMMY_EVENT_TYPE, {})
+            if self.on_dummy_sent is not None:
+                self.on_dummy_sent()
             logger.info(
                 "tied %d forward extremities of %s together with %s (%s)",
                 len(extremities),

@@ -117,6 +117,10 @@ class Database(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    def connections_in_use(self) -> tuple[int, int] | None:
+        """(connections in use, connections open) for the metrics; None where not known."""
+        return None
+
     async def execute(self, sql: str, params: Params = ()) -> None:
         """One write statement in a transaction of its own."""
         async with self.transaction() as txn:
@@ -257,6 +261,11 @@ class SqliteDatabase(Database):
         for conn in self._all:
             await conn.close()
 
+    def connections_in_use(self) -> tuple[int, int] | None:
+        readers = len(self._all) - 1
+        busy_readers = readers - self._readers.qsize() if self._has_readers else 0
+        return busy_readers + (1 if self._write_lock.locked() else 0), len(self._all)
+
 
 # -- PostgreSQL -------------------------------------------------------------------------------------------
 
@@ -360,6 +369,10 @@ class PostgresDatabase(Database):
 
     async def close(self) -> None:
         await self._pool.close()
+
+    def connections_in_use(self) -> tuple[int, int] | None:
+        size = self._pool.get_size()
+        return size - self._pool.get_idle_size(), size
 
 
 async def open_database(url: str, **kwargs: Any) -> Database:
