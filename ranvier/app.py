@@ -53,6 +53,7 @@ from .client_api.rooms import RoomHandlers
 from .client_api.sliding_sync import SlidingSyncHandlers
 from .client_api.spaces import SpaceHandlers
 from .client_api.sync import SyncHandlers
+from .client_api.timestamps import TimestampHandlers
 from .client_api.to_device import ToDeviceHandlers
 from .client_api.versions import VersionsHandlers
 from .config import HomeserverConfig
@@ -115,6 +116,7 @@ from .rooms.remote_join import RemoteMembershipService
 from .rooms.resident import ResidentMembership
 from .rooms.spaces import SpaceHierarchy
 from .rooms.state import StateService
+from .rooms.timestamps import TimestampLookup
 from .rooms.upgrade import RoomUpgrader
 from .rooms.visibility import HistoryVisibilityFilter
 from .storage import open_storage
@@ -590,6 +592,17 @@ class Homeserver:
                 self.authenticator,
             ),
             SpaceHandlers(self.spaces, self.membership, self.authenticator),
+            TimestampHandlers(
+                self.storage,
+                TimestampLookup(
+                    self.storage,
+                    self.server_name,
+                    self.federation_client if config.federation.enabled else None,
+                    self.backfiller.backfill if self.backfiller else None,
+                ),
+                self.history_visibility,
+                self.authenticator,
+            ),
             RoomUpgradeHandlers(
                 RoomUpgrader(self.storage, self.creator, self.persister, self.membership, self.server_name),
                 self.authenticator,
