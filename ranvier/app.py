@@ -23,6 +23,7 @@ from .admin.api import AdminApi
 from .admin.dag import RoomDagHandlers
 from .admin.federation import FederationAdminHandlers
 from .admin.media import MediaAdminHandlers
+from .admin.room_check import RoomCheckHandlers
 from .appservice.client import AppServiceClient
 from .appservice.ephemeral import EphemeralFeed
 from .appservice.metrics import AppServiceCollector
@@ -114,6 +115,7 @@ from .rooms.membership import MembershipService
 from .rooms.persister import EventPersister
 from .rooms.remote_join import RemoteMembershipService
 from .rooms.resident import ResidentMembership
+from .rooms.room_check import RoomChecker
 from .rooms.spaces import SpaceHierarchy
 from .rooms.state import StateService
 from .rooms.timestamps import TimestampLookup
@@ -614,6 +616,15 @@ class Homeserver:
         if config.federation.enabled:
             # Admin API: per-destination federation state (back-off, queue), Synapse's shape.
             handlers.append(FederationAdminHandlers(self.storage, self.authenticator, self.federation_sender))
+            # Room check: compare a room with every server in it (ranvier room-check, the DAG page).
+            checker = RoomChecker(
+                self.storage,
+                self.federation_client,
+                self.server_name,
+                self.incoming_pdus.receive_pdus,
+                self.federation_sender.send_pdu_to,
+            )
+            handlers.append(RoomCheckHandlers(checker, self.authenticator))
         account = next(h for h in handlers if isinstance(h, AccountHandlers))
         handlers += [
             KeyHandlers(
