@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from .accounts.deactivation import AccountDeactivator
+from .accounts.remote_profile import RemoteProfiles
 from .admin.api import AdminApi
 from .admin.dag import RoomDagHandlers
 from .admin.federation import FederationAdminHandlers
@@ -32,6 +33,7 @@ from .appservice.queries import AppServiceQueries
 from .appservice.registration import load_registrations
 from .client_api.account import AccountHandlers
 from .client_api.account_data import AccountDataHandlers
+from .client_api.account_manage import AccountManagementHandlers
 from .client_api.appservice import AppServiceHandlers
 from .client_api.auth import Authenticator
 from .client_api.capabilities import CapabilitiesHandlers
@@ -56,7 +58,9 @@ from .client_api.spaces import SpaceHandlers
 from .client_api.sync import SyncHandlers
 from .client_api.timestamps import TimestampHandlers
 from .client_api.to_device import ToDeviceHandlers
+from .client_api.token_issuer import TokenIssuer
 from .client_api.versions import VersionsHandlers
+from .client_api.voip import VoipHandlers
 from .config import HomeserverConfig
 from .devices.device_lists import DeviceLists
 from .devices.federation import E2eeFederation
@@ -351,6 +355,10 @@ class Homeserver:
         self.persister.set_placement(self.remote_membership.place)
         self.incoming_pdus.joins = self.remote_membership
         self.membership.remote = self.remote_membership
+        # Other servers' users' profiles: for GET /profile and for the invites of them.
+        self.remote_profiles = RemoteProfiles(self.federation_client)
+        if self.config.federation.enabled:
+            self.membership.remote_profile = self.remote_profiles.lookup
         self.federation_app_setup.append(
             lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
         )
@@ -534,6 +542,18 @@ class Homeserver:
                 shared_secret=config.registration.shared_secret,
                 authenticator=self.authenticator,
                 on_profile_changed=ProfilePropagator(self.storage, self.creator).on_profile_changed,
+                issuer=TokenIssuer(
+                    self.storage.devices,
+                    self.storage.account_tokens,
+                    access_token_lifetime_ms=None
+                    if config.accounts.access_token_lifetime is None
+                    else int(config.accounts.access_token_lifetime * 1000),
+                    login_token_lifetime_ms=int(config.accounts.login_token_lifetime * 1000),
+                ),
+                login_get_token=config.accounts.login_get_token,
+                set_displayname=config.accounts.set_displayname,
+                set_avatar_url=config.accounts.set_avatar_url,
+                remote_profile=self.remote_profiles.lookup if config.federation.enabled else None,
             ),
             RoomHandlers(
                 self.storage,
@@ -568,7 +588,8 @@ class Homeserver:
                 self.e2ee_sync,
                 self.to_device,
             ),
-            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version),
+            CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version, config.accounts),
+            VoipHandlers(self.authenticator, config.voip, config.accounts),
             EphemeralHandlers(
                 self.storage,
                 self.authenticator,
@@ -626,7 +647,19 @@ class Homeserver:
             )
             handlers.append(RoomCheckHandlers(checker, self.authenticator))
         account = next(h for h in handlers if isinstance(h, AccountHandlers))
+        account_manage = AccountManagementHandlers(
+            self.storage,
+            self.authenticator,
+            account.require_password_uia,
+            self.deactivator,
+            self.server_name,
+            password_change=config.accounts.password_change,
+            openid_token_lifetime_ms=int(config.accounts.openid_token_lifetime * 1000),
+        )
+        # S2S "OpenID": third parties check our users' OpenID tokens on the federation listener.
+        self.federation_app_setup.append(account_manage.add_federation_routes)
         handlers += [
+            account_manage,
             KeyHandlers(
                 self.key_service, self.device_lists, self.authenticator, account.require_password_uia
             ),

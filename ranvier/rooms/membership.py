@@ -8,6 +8,7 @@ invite of a remote user and the rejection of a remote invite go over federation:
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..protocol.errors import AuthRejected
@@ -50,6 +51,8 @@ class MembershipService:
         self._creator = creator
         self.server_name = server_name
         self.remote = remote
+        # user id -> displayname/avatar_url of another server's user, or None (set by app.py).
+        self.remote_profile: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
 
     async def profile_content(self, user_id: str) -> dict[str, Any]:
         content: dict[str, Any] = {}
@@ -152,6 +155,9 @@ class MembershipService:
             return
         if self.remote is None:
             raise MembershipError("M_FORBIDDEN", "federation is disabled on this server", 403)
+        if self.remote_profile is not None:
+            # The invitee's profile from their server, when it answers (accounts.remote_profile).
+            content.update(await self.remote_profile(target) or {})
         await self.remote.invite(sender, room_id, target, content)
 
     async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> None:
