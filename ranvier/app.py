@@ -46,6 +46,7 @@ from .client_api.knock import KnockHandlers
 from .client_api.media import MediaHandlers, is_upload
 from .client_api.messages import MessageHandlers
 from .client_api.notifications import NotificationHandlers
+from .client_api.presence import PresenceHandlers
 from .client_api.profile_sync import ProfilePropagator
 from .client_api.push_rules import PushRuleHandlers
 from .client_api.pushers import PusherHandlers
@@ -103,6 +104,8 @@ from .media.thumbnailer import Thumbnailer
 from .metrics import Metrics, metrics_middleware
 from .metrics_collectors import LoopLagMonitor
 from .metrics_wiring import health_handler, wire_metrics
+from .presence.service import PresenceService
+from .presence.sync_section import PresenceSync
 from .protocol.signing import SigningKey
 from .push.actions import PushActionsHook
 from .push.delivery import PushDelivery
@@ -130,6 +133,7 @@ from .storage.interfaces_aux import UserExists
 from .storage.sql.appservice import AppServiceStore
 from .storage.sql.filters import FilterStore
 from .storage.sql.media import MediaStore
+from .storage.sql.presence import PresenceStore
 
 logger = logging.getLogger(__name__)
 
@@ -226,9 +230,14 @@ class Homeserver:
         # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
         self.sync_notifier = SyncNotifier()
         self._wire_federation()
-        # Typing and receipts for appservices with receive_ephemeral, on the same wake-up as /sync.
+        self._wire_presence()
+        # Typing, receipts and presence for appservices with receive_ephemeral, on the same wake-up as /sync.
         self.appservice_ephemeral = EphemeralFeed(
-            self.appservice_pusher, self.appservice_pusher.store, self.typing, self.sync_notifier
+            self.appservice_pusher,
+            self.appservice_pusher.store,
+            self.typing,
+            self.sync_notifier,
+            presence=self.presence_store if self.presence.enabled else None,
         )
         self._wire_e2ee()
         self._wire_media()
@@ -253,6 +262,7 @@ class Homeserver:
         await self.appservice_pusher.start()
         await self.push_delivery.start()
         await self.appservice_ephemeral.start()
+        await self.presence.start()
         if config.federation.enabled:
             await self._start_federation_listener()
             await self.federation_sender.start()
@@ -468,6 +478,21 @@ class Homeserver:
         self.guards[name] = guard
         return guard
 
+    def _wire_presence(self) -> None:
+        """Presence (ranvier.presence): the service and its timeouts, m.presence EDUs both ways (the
+        presence of local users sent when a server joins their rooms), /sync's section."""
+        self.presence_store = PresenceStore(self.storage.db)
+        self.presence = PresenceService(
+            self.presence_store,
+            self.server_name,
+            enabled=self.config.presence.enabled,
+            sender=self.federation_sender if self.config.federation.enabled else None,
+            state_store=self.storage.state,
+            notify=self.sync_notifier.notify,
+        )
+        self.inbound_transactions.edus.handlers["m.presence"] = self.presence.on_edu
+        self.persister.add_listener(self.presence.on_persisted)
+
     def _wire_e2ee(self) -> None:
         """End-to-end encryption (ranvier.devices): keys, device lists and to-device messages, with their
         EDUs and federation routes."""
@@ -578,6 +603,7 @@ class Homeserver:
                 self.sync_notifier,
                 self.history_visibility,
                 e2ee=self.e2ee_sync,
+                presence=PresenceSync(self.presence_store, self.presence),
             ),
             SlidingSyncHandlers.create(
                 self.storage,
@@ -598,6 +624,7 @@ class Homeserver:
                 self.federation_sender if config.federation.enabled else None,
             ),
             AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
+            PresenceHandlers(self.presence, self.authenticator),
             PushRuleHandlers(self.authenticator, self.storage, self.sync_notifier.notify),
             NotificationHandlers(self.storage, self.authenticator),
             PusherHandlers(self.storage, self.authenticator, self.push_delivery.wake),
@@ -769,6 +796,8 @@ class Homeserver:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if hasattr(self, "presence"):
+            await self.presence.stop()
         if hasattr(self, "appservice_ephemeral"):
             await self.appservice_ephemeral.stop()
         if hasattr(self, "push_delivery"):

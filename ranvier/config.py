@@ -266,6 +266,13 @@ class Voip(_Strict):
     turn_user_lifetime: float = Field(86400.0, gt=0)
 
 
+class Presence(_Strict):
+    """Presence (ranvier.presence), Synapse's ``presence: enabled:``. Off: the endpoints still answer
+    (GET says offline, PUT is accepted) but nothing is tracked, stored, sent or taken from other servers."""
+
+    enabled: bool = True
+
+
 class Tracing(_Strict):
     """OpenTelemetry (ranvier.logs.tracing): on when the OTEL_* environment asks for it."""
 
@@ -322,6 +329,7 @@ class HomeserverConfig(_Strict):
     key_fetch: KeyFetch = KeyFetch()
     media: Media = Media()
     tracing: Tracing = Tracing()
+    presence: Presence = Presence()
     accounts: Accounts = Accounts()
     voip: Voip = Voip()
     caches: Caches = Caches()

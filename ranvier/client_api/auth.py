@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..appservice.registration import AppService, AppServices
 from ..clock import now_ms
-from ..logs.context import AUTHENTICATED_USER
+from ..logs.context import AUTHENTICATED_APPSERVICE, AUTHENTICATED_USER
 from ..storage.interfaces_aux import DeviceStorage, UserStorage
 from .errors import MatrixError, missing_token, unknown_token
 from .http_util import access_token_from
@@ -71,6 +71,9 @@ class Authenticator:
         service = self.appservices.by_as_token(token)
         if service is None:
             raise unknown_token()
+        if AUTHENTICATED_USER not in request:  # for the request log: its sender, and which appservice
+            request[AUTHENTICATED_USER] = (service.sender, "")
+            request[AUTHENTICATED_APPSERVICE] = service.id
         return service
 
     async def _as_requester(self, request: web.Request, service: AppService, token: str) -> Requester:
@@ -87,6 +90,7 @@ class Authenticator:
         if device_id and await self._storage.devices.get_device(user_id, device_id) is None:
             raise MatrixError(400, "M_UNKNOWN_DEVICE", f"{user_id} has no device {device_id}")
         request[AUTHENTICATED_USER] = (user_id, device_id)  # for the request log
+        request[AUTHENTICATED_APPSERVICE] = service.id
         return Requester(user_id, device_id, user.is_admin, token, appservice=service)
 
     async def require_user(self, request: web.Request) -> Requester:

@@ -9,12 +9,16 @@ spec's "state is up to the start of timeline".
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from ..clock import now_ms
+from ..logs.tracing import EventOrigins, Tracing
+from ..presence.state import STATES as PRESENCE_STATES
+from ..presence.sync_section import PresenceSync
 from ..protocol.events import Pdu
 from ..rooms.stripped_state import STRIPPED_STATE_TYPES
 from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
@@ -26,6 +30,7 @@ from .errors import MatrixError
 from .event_format import format_client_event, stripped_state_event
 from .filters import parse_filter, valid_filter_id
 from .http_util import query_int
+from .presence import sync_presence_filter
 from .sync_extras import SyncExtras, SyncToken
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
@@ -42,8 +47,11 @@ class SyncHandlers:
         notifier: SyncNotifier | None = None,
         visibility: Any = None,
         e2ee: Any = None,
+        presence: PresenceSync | None = None,
     ) -> None:
         self._storage = storage
+        # ranvier.presence.sync_section.PresenceSync: the presence section and set_presence.
+        self._presence = presence
         # ranvier.devices.sync_section.E2eeSync: to_device, device_lists and the key counts.
         self._e2ee = e2ee
         self._auth = authenticator
@@ -56,6 +64,10 @@ class SyncHandlers:
         self._typing = typing if typing is not None else TypingStream()
         self._notifier = notifier if notifier is not None else SyncNotifier()
         self._extras = SyncExtras(storage, self._typing)
+        # Set by the app when tracing: the long-poll wait is a span, and each timeline event this /sync
+        # delivers gets a span in its own trace (logs.tracing.EventOrigins).
+        self.tracing: Tracing | None = None
+        self.origins: EventOrigins | None = None
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -121,22 +133,53 @@ class SyncHandlers:
         timeout_ms = query_int(request, "timeout", 0, 0, MAX_TIMEOUT_MS)
         full_state = request.query.get("full_state") == "true"
         limit, thread_counts = await self._timeline_options(requester, request.query.get("filter"))
+        set_presence = request.query.get("set_presence")
+        if set_presence is not None and set_presence not in PRESENCE_STATES:
+            raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
+        if self._presence is None:
+            return await self._poll(requester, request, since, timeout_ms, full_state, limit, thread_counts)
+        async with self._presence.syncing(requester.user_id, requester.device_id, set_presence):
+            return await self._poll(requester, request, since, timeout_ms, full_state, limit, thread_counts)
+
+    async def _poll(
+        self,
+        requester: Requester,
+        request: web.Request,
+        since: SyncToken | None,
+        timeout_ms: int,
+        full_state: bool,
+        limit: int,
+        thread_counts: bool,
+    ) -> web.Response:
+        presence_filter = await sync_presence_filter(
+            self._storage, requester.user_id, request.query.get("filter")
+        )
         stream = self._storage.stream
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
         while True:
             ticket = self._notifier.ticket()  # before reading positions: see SyncNotifier
             upto = await self._extras.position(stream.current_position())
+            presence_events: list[dict[str, Any]] = []
+            if self._presence is not None:
+                upto = replace(upto, presence=await self._presence.position())
+                presence_events = await self._presence.collect(
+                    requester.user_id, since.presence if since else None, upto.presence, presence_filter
+                )
             body = await self._build(requester, since, upto, limit, full_state, thread_counts)
+            body["presence"] = {"events": presence_events}
             remaining = deadline - loop.time()
-            if since is None or full_state or remaining <= 0 or _has_news(body):
+            if since is None or full_state or remaining <= 0 or _has_news(body) or presence_events:
+                if self.origins is not None:
+                    self.origins.mark_delivered(_timeline_event_ids(body), requester.user_id)
                 return web.json_response(body)
             # Long-poll: nothing for this user yet. Wait for the event stream, account data, receipts or
             # typing to move (or for a typist to time out), then look again.
             expiry = self._typing.seconds_to_next_expiry()
             if expiry is not None:
                 remaining = min(remaining, expiry + 0.01)
-            await _wait_any(stream.wait_for_new(upto.events, remaining), ticket.wait(), remaining)
+            with self.tracing.internal_span("sync wait") if self.tracing else nullcontext():
+                await _wait_any(stream.wait_for_new(upto.events, remaining), ticket.wait(), remaining)
 
     async def _build(
         self,
@@ -358,3 +401,13 @@ async def _wait_any(first: Any, second: Any, timeout: float) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _timeline_event_ids(body: dict[str, Any]) -> list[str]:
+    rooms = body.get("rooms", {}).get("join", {})
+    return [
+        e["event_id"]
+        for room in rooms.values()
+        for e in room.get("timeline", {}).get("events", [])
+        if isinstance(e, dict) and isinstance(e.get("event_id"), str)
+    ]

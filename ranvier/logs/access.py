@@ -31,7 +31,13 @@ from aiohttp.typedefs import Middleware
 
 from ..federation.request_auth import AUTHENTICATED_ORIGIN
 from ..storage.sql.engine import QueryTimer, query_timer
-from .context import AUTHENTICATED_USER, current_request_id, install_record_factory, new_request_id
+from .context import (
+    AUTHENTICATED_APPSERVICE,
+    AUTHENTICATED_USER,
+    current_request_id,
+    install_record_factory,
+    new_request_id,
+)
 from .redact import REDACTED, redact_path
 from .tracing import Tracing, claimed_origin, set_status
 
@@ -55,7 +61,10 @@ def _who(request: web.Request) -> str:
     user = request.get(AUTHENTICATED_USER)
     if user is not None:
         user_id, device_id = user
-        return f"{user_id}/{device_id}" if device_id else user_id
+        who = f"{user_id}/{device_id}" if device_id else user_id
+        appservice = request.get(AUTHENTICATED_APPSERVICE)
+        # An appservice's as_token: the user it acts as, and which appservice (one field, no spaces).
+        return f"{who}[as:{appservice}]" if appservice is not None else who
     origin = request.get(AUTHENTICATED_ORIGIN)
     return origin if origin is not None else "-"
 

@@ -24,6 +24,8 @@ _counter = itertools.count(1)
 
 # Set by the client API's authenticator: (user id, device id) of the requester.
 AUTHENTICATED_USER: web.RequestKey[tuple[str, str]] = web.RequestKey("ranvier.authenticated_user", tuple)
+# Set with it when the request carries an appservice's as_token: the appservice's id.
+AUTHENTICATED_APPSERVICE: web.RequestKey[str] = web.RequestKey("ranvier.authenticated_appservice", str)
 
 
 def new_request_id(method: str) -> str:

@@ -227,8 +227,10 @@ class PresenceService:
     # -- over federation ------------------------------------------------------------------------------
 
     async def on_edu(self, origin: str, content: dict[str, Any]) -> None:
-        """An incoming ``m.presence`` EDU: updates of users of the sending server that share a room with
-        us (S2S "Presence": servers send what the receiver is interested in; others are dropped)."""
+        """An incoming ``m.presence`` EDU: updates of users of the sending server (S2S "Presence"). Not
+        limited to users already in a room with us, as Synapse: a server announces its users' presence
+        when we join their room, often before our join has stored the room's members. Who may read a
+        state is decided when it is read (shared rooms)."""
         if not self.enabled:
             return
         push = content.get("push")
@@ -245,8 +247,6 @@ class PresenceService:
                     if server_of(new.user_id) != origin:
                         continue
                 except InvalidIdentifier:
-                    continue
-                if not await self._store.is_joined_anywhere(new.user_id):
                     continue
                 changes.append((await self.get_state(new.user_id), new))
             await self._apply(changes, now, force=True)

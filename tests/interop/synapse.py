@@ -194,6 +194,8 @@ class SynapseServer:
                 "concurrent": 100,
             },
             "federation_rr_transactions_per_room_per_second": 1000,
+            # Synapse's default, spelled out: tests/interop/test_synapse_presence.py depends on it.
+            "presence": {"enabled": True},
         }
         # Later config files win (SYNAPSE.md), so the generated file stays untouched.
         (self.workdir / "extra.yaml").write_text(yaml.safe_dump(extra))

@@ -125,12 +125,6 @@ class PresenceStore:
         )
         return value is not None
 
-    async def is_joined_anywhere(self, user_id: str) -> bool:
-        value = await self._db.fetchval(
-            "SELECT 1 FROM room_memberships WHERE user_id = ? AND membership = 'join' LIMIT 1", (user_id,)
-        )
-        return value is not None
-
     async def servers_sharing_a_room(self, user_id: str) -> set[str]:
         """The servers of users joined to a room ``user_id`` is joined to."""
         rows = await self._db.fetchall(

@@ -1,0 +1,194 @@
+"""Presence through the client API of one in-process server (CS "Presence", "/sync"): GET/PUT
+/presence/{userId}/status and who may read it, the ``presence`` section of /sync (initial, incremental,
+long-polling, filters, ``set_presence``), the idle and offline timeouts run by the service's timer (on a
+clock the test moves), activity bringing an idle user back, and ``presence.enabled: false``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ranvier.app import Homeserver
+from ranvier.clock import now_ms
+from tests.scenarios.servers import Client, start_server
+
+
+def presence_of(body: dict[str, Any], user_id: str) -> list[dict[str, Any]]:
+    return [e["content"] for e in body["presence"]["events"] if e["sender"] == user_id]
+
+
+async def sync(client: Client, **params: str) -> dict[str, Any]:
+    """A sync that does not change the syncing user's own presence, continuing from ``client.since``."""
+    query = {"timeout": "0", "set_presence": "offline", **params}
+    if client.since and "since" not in params:
+        query["since"] = client.since
+    body = await client.ok("GET", "/sync", **query)
+    client.since = body["next_batch"]
+    return dict(body)
+
+
+async def test_status_endpoints_and_who_may_read(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    hs = await start_server(tmp_path / "a")
+    servers.append(hs)
+    alice = await Client.register(session, hs, "alice")
+    bob = await Client.register(session, hs, "bob")
+    carol = await Client.register(session, hs, "carol")  # shares no room with alice
+    room = await alice.create_room()
+    await bob.ok("POST", f"/join/{room}", {})
+
+    status = f"/presence/{alice.user_id}/status"
+    assert await alice.ok("PUT", status, {"presence": "online", "status_msg": "at lunch"}) == {}
+    seen = await bob.ok("GET", status)
+    assert seen["presence"] == "online" and seen["status_msg"] == "at lunch"
+    assert seen["currently_active"] is True and seen["last_active_ago"] >= 0
+    assert (await alice.ok("GET", status))["presence"] == "online"
+    code, err = await carol.call("GET", status)
+    assert code == 403 and err["errcode"] == "M_FORBIDDEN"
+    # A user who never set anything reads as offline (to those who may see them).
+    assert await alice.ok("GET", f"/presence/{bob.user_id}/status") == {"presence": "offline"}
+
+    # Only one's own; the spec's states only; a string status.
+    code, err = await alice.call("PUT", f"/presence/{bob.user_id}/status", {"presence": "online"})
+    assert code == 403 and err["errcode"] == "M_FORBIDDEN"
+    for body, errcode in (
+        ({}, "M_MISSING_PARAM"),
+        ({"presence": "away"}, "M_INVALID_PARAM"),
+        ({"presence": 1}, "M_INVALID_PARAM"),
+        ({"presence": "online", "status_msg": 5}, "M_BAD_JSON"),
+        ({"presence": "online", "status_msg": "x" * 5000}, "M_INVALID_PARAM"),
+    ):
+        code, err = await alice.call("PUT", status, body)
+        assert (code, err["errcode"]) == (400, errcode), body
+    code, err = await alice.call("GET", "/presence/not-a-user/status")
+    assert (code, err["errcode"]) == (400, "M_INVALID_PARAM")
+    code, _ = await alice.call("PUT", status, None)
+    assert code == 400
+
+    # Clearing the status message: a PUT without one replaces it.
+    await alice.ok("PUT", status, {"presence": "unavailable"})
+    seen = await bob.ok("GET", status)
+    assert seen["presence"] == "unavailable" and "status_msg" not in seen and "currently_active" not in seen
+
+
+async def test_sync_presence_section(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    hs = await start_server(tmp_path / "a")
+    servers.append(hs)
+    alice = await Client.register(session, hs, "alice")
+    bob = await Client.register(session, hs, "bob")
+    carol = await Client.register(session, hs, "carol")
+    room = await alice.create_room()
+    await bob.ok("POST", f"/join/{room}", {})
+    await alice.ok("PUT", f"/presence/{alice.user_id}/status", {"presence": "online", "status_msg": "hi"})
+    await carol.ok("PUT", f"/presence/{carol.user_id}/status", {"presence": "online"})
+
+    # Initial sync: those sharing a room (not carol); offline users are left out.
+    first = await sync(bob)
+    assert [c["presence"] for c in presence_of(first, alice.user_id)] == ["online"]
+    assert presence_of(first, alice.user_id)[0]["status_msg"] == "hi"
+    assert presence_of(first, carol.user_id) == [] and presence_of(first, bob.user_id) == []
+
+    # Incremental: only what changed since the token.
+    assert (await sync(bob))["presence"]["events"] == []
+    await carol.ok("PUT", f"/presence/{carol.user_id}/status", {"presence": "unavailable"})
+    await alice.ok("PUT", f"/presence/{alice.user_id}/status", {"presence": "unavailable"})
+    changed = await sync(bob)
+    assert [c["presence"] for c in presence_of(changed, alice.user_id)] == ["unavailable"]
+    assert presence_of(changed, carol.user_id) == []
+
+    # A long-poll wakes for a presence change.
+    waiting = asyncio.create_task(sync(bob, timeout="20000"))
+    await asyncio.sleep(0.2)
+    await alice.ok("PUT", f"/presence/{alice.user_id}/status", {"presence": "online"})
+    woken = await asyncio.wait_for(waiting, 15)
+    assert [c["presence"] for c in presence_of(woken, alice.user_id)] == ["online"]
+
+    # The filter's presence part (inline, or uploaded and named by id).
+    hidden = await sync(bob, since="", filter=json.dumps({"presence": {"not_types": ["m.presence"]}}))
+    assert hidden["presence"]["events"] == []
+    uploaded = await bob.ok("POST", f"/user/{bob.user_id}/filter", {"presence": {"senders": [carol.user_id]}})
+    assert (await sync(bob, since="", filter=uploaded["filter_id"]))["presence"]["events"] == []
+    kept = await sync(bob, since="", filter=json.dumps({"presence": {"senders": [alice.user_id]}}))
+    assert len(presence_of(kept, alice.user_id)) == 1
+
+    # set_presence on /sync: the syncing user's own state, in their own sync too.
+    dave = await Client.register(session, hs, "dave")
+    await dave.ok("POST", f"/join/{room}", {})
+    own = await dave.ok("GET", "/sync", timeout="0", set_presence="unavailable")
+    assert [c["presence"] for c in presence_of(own, dave.user_id)] == ["unavailable"]
+    assert (await bob.ok("GET", f"/presence/{dave.user_id}/status"))["presence"] == "unavailable"
+    await dave.ok("GET", "/sync", timeout="0")  # the default is online
+    assert (await bob.ok("GET", f"/presence/{dave.user_id}/status"))["presence"] == "online"
+    code, err = await dave.call("GET", "/sync", timeout="0", set_presence="away")
+    assert (code, err["errcode"]) == (400, "M_INVALID_PARAM")
+
+
+async def test_idle_and_offline_timeouts(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    hs = await start_server(tmp_path / "a")
+    servers.append(hs)
+    clock = [now_ms()]
+    hs.presence._clock_ms = lambda: clock[0]
+    alice = await Client.register(session, hs, "alice")
+    bob = await Client.register(session, hs, "bob")
+    room = await alice.create_room()
+    await bob.ok("POST", f"/join/{room}", {})
+    await sync(bob)
+
+    async def state_of(user: str) -> str:
+        return str((await bob.ok("GET", f"/presence/{user}/status"))["presence"])
+
+    # Alice's client long-polls (which makes her online) while she does nothing for five minutes.
+    await alice.sync()
+    polling = asyncio.create_task(alice.ok("GET", "/sync", timeout="30000", since=alice.since))
+    for _ in range(100):
+        if await state_of(alice.user_id) == "online":
+            break
+        await asyncio.sleep(0.05)
+    assert await state_of(alice.user_id) == "online"
+    clock[0] += 4 * 60_000
+    await hs.presence.handle_timeouts()
+    assert await state_of(alice.user_id) == "online"  # still syncing, not yet idle
+    clock[0] += 60_001
+    await hs.presence.handle_timeouts()
+    assert await state_of(alice.user_id) == "unavailable"  # CS "Idle timeout"
+    # Sending a message is activity: online again (her long-poll returns with it).
+    await alice.send_text(room, "back")
+    assert await state_of(alice.user_id) == "online"
+    await asyncio.wait_for(polling, 15)
+
+    # Her sync has ended; thirty seconds later she is offline.
+    clock[0] += 30_000
+    await hs.presence.handle_timeouts()
+    assert await state_of(alice.user_id) == "online"
+    clock[0] += 1
+    await hs.presence.handle_timeouts()
+    assert await state_of(alice.user_id) == "offline"
+    seen = [c["presence"] for c in presence_of(await sync(bob), alice.user_id)]
+    assert seen == ["offline"]  # the latest state of each user since the token
+
+
+async def test_presence_disabled(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    hs = await start_server(tmp_path / "a", extra={"presence": {"enabled": False}})
+    servers.append(hs)
+    alice = await Client.register(session, hs, "alice")
+    bob = await Client.register(session, hs, "bob")
+    room = await alice.create_room()
+    await bob.ok("POST", f"/join/{room}", {})
+    assert await alice.ok("PUT", f"/presence/{alice.user_id}/status", {"presence": "online"}) == {}
+    code, _ = await alice.call("PUT", f"/presence/{alice.user_id}/status", {"presence": "away"})
+    assert code == 400  # still checked
+    assert await bob.ok("GET", f"/presence/{alice.user_id}/status") == {"presence": "offline"}
+    await alice.ok("GET", "/sync", timeout="0", set_presence="online")
+    assert (await sync(bob))["presence"]["events"] == []
+    assert await hs.presence_store.max_position() == 0  # nothing was stored
