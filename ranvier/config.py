@@ -487,8 +487,11 @@ database:
 registration:
   # Open registration with m.login.dummy. Leave off on a public server.
   enabled: {registration_enabled}
-  # Secret for shared-secret admin registration (ranvier register-user uses it).
-  shared_secret: "{shared_secret}"
+
+# Secret for shared-secret admin registration (/_synapse/admin/v1/register), under Synapse's name so that
+# both `ranvier register-user` and Synapse's `register_new_matrix_user -c homeserver.yaml` find it
+# (registration.shared_secret, or registration_shared_secret_path naming a file, work as well).
+registration_shared_secret: "{shared_secret}"
 
 federation:
   enabled: true
