@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from ..federation.client import FederationClient
 from ..federation.keys import Keyring
+from ..logs.tracing import Tracing
 from ..protocol.auth import check_auth_rules
 from ..protocol.errors import AuthRejected
 from ..protocol.events import Pdu
@@ -105,10 +106,15 @@ class IncomingPdus:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         # The joining side of remote joins (rooms.remote_join), set by the app: queues PDUs during joins.
         self.joins: Any = None
+        # Set by the app (rooms.resident): takes a PDU of a room we are not in that ends a local user's
+        # invite or knock there (withdrawn, refused); True when taken.
+        self.out_of_room: Callable[[str, Pdu], Awaitable[bool]] | None = None
         # Told of a room whose timeline now has a hole (persisted already): the app wires the gap filler.
         self.on_gap: Callable[[str], None] | None = None
         # PDUs that could not be judged (CannotProcess), tried again durably (rooms.deferred_pdus).
         self.deferred = DeferredPdus(DeferredPduStore(storage.db), self._retry_deferred)
+        # Set by the app: a span per PDU's checks when tracing is on.
+        self.tracing: Tracing | None = None
 
     # -- the transaction -------------------------------------------------------------------------
 
@@ -190,6 +196,12 @@ class IncomingPdus:
                     results[p.event_id or ""] = {"error": p.reason}
                 else:
                     kept.append(p)
+            if kept and self.out_of_room is not None:
+                # A room we are not in, known from an invite or knock: only the end of it is taken.
+                taken = {p.event_id for p in kept if await self.out_of_room(origin, p)}
+                for event_id in taken:
+                    results[event_id] = {}
+                kept = [p for p in kept if p.event_id not in taken]
             if kept and not await self.server_allowed(room_id, origin):
                 # S2S "Server Access Control Lists": ACLs apply to PDUs one by one.
                 for p in kept:
@@ -386,6 +398,20 @@ class IncomingPdus:
     # -- steps 4-6 and persisting ----------------------------------------------------------------
 
     async def _handle(self, view: _View, origin: str, pdu: Pdu) -> dict[str, str]:
+        if self.tracing is None or not self.tracing.enabled:
+            return await self._check(view, origin, pdu)
+        attributes = {
+            "ranvier.event_id": pdu.event_id,
+            "ranvier.event_type": pdu.type,
+            "ranvier.origin": origin,
+        }
+        with self.tracing.internal_span("check PDU", attributes) as span:
+            result = await self._check(view, origin, pdu)
+            if span is not None and "error" in result:
+                span.set_attribute("ranvier.refused", result["error"])
+            return result
+
+    async def _check(self, view: _View, origin: str, pdu: Pdu) -> dict[str, str]:
         """Steps 4-6 for one PDU whose prev events all have a known state after them; queues it."""
         # Auth events already read in this run are known to be held: ask storage about the others only.
         unknown = [a for a in pdu.auth_event_ids if a not in view.events and a not in view.loaded]

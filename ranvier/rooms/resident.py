@@ -361,6 +361,31 @@ class ResidentMembership:
             delta = StateDelta(changed={("m.room.member", pdu.state_key): pdu.event_id})
             await self._persister.persist_out_of_band(room_id, [EventToPersist(pdu=pdu, outlier=True)], delta)
 
+    async def accept_out_of_room_membership(self, origin: str, pdu: Pdu) -> bool:
+        """A PDU of a room we are not in that ends one of our users' invite or knock there: the invite
+        withdrawn or the knock refused (a kick or ban by the room), or the user's own leave made through
+        another server. Kept like the invite or knock itself (out of band, an outlier that becomes the
+        user's membership, so /sync moves the room to ``leave``); True when it was taken.
+
+        Such an event cannot be authorised here, as we hold none of the room's state; its signatures and
+        hashes were checked by the intake (S2S steps 1-3), and only a server of the sender may send it,
+        which is the trust Synapse gives its out-of-band memberships too."""
+        if pdu.type != "m.room.member" or pdu.state_key is None or pdu.membership not in ("leave", "ban"):
+            return False
+        if server_of(pdu.state_key) != self.server_name or server_of(pdu.sender) != origin:
+            return False
+        room_id = pdu.room_id
+        if await self._we_are_joined(room_id):
+            return False
+        current = await self._storage.state.get_membership(room_id, pdu.state_key)
+        if current is None or current[0] not in ("invite", "knock"):
+            return False
+        await self.remember_out_of_room_membership(pdu)
+        logger.info(
+            "%s's %s in %s ended by %s (%s)", pdu.state_key, current[0], room_id, pdu.sender, pdu.event_id
+        )
+        return True
+
     # -- healing forward extremities ----------------------------------------------------------------
 
     async def _after_persist(self, room_id: str, batch: Sequence[EventToPersist]) -> None:

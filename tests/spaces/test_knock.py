@@ -99,6 +99,17 @@ async def test_knock_locally_rescind_and_unsupported_version(
 
     await eventually(rescinded)
 
+    # A refused knock: the resident's kick reaches bob's server, which is not in the room, and ends it.
+    await bob.ok("POST", f"/knock/{quote(alias)}", {})
+    assert room_id in (await bob.sync())["rooms"]["knock"]
+    await alice.ok("POST", f"/rooms/{room_id}/kick", {"user_id": bob.user_id, "reason": "no thanks"})
+
+    async def refused() -> bool:
+        return room_id in (await bob.sync())["rooms"]["leave"]
+
+    await eventually(refused)
+    assert (await b.storage.state.get_membership(room_id, bob.user_id))[0] == "leave"
+
     # Room versions before 7 have no knocking.
     old = await alice.create_room(room_version="6")
     status, body = await carol.call("POST", f"/knock/{old}", {})
