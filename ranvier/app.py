@@ -54,12 +54,15 @@ from .client_api.ratelimits import rate_limit_middleware
 from .client_api.room_keys import RoomKeyHandlers
 from .client_api.room_upgrades import RoomUpgradeHandlers
 from .client_api.rooms import RoomHandlers
+from .client_api.search import SearchHandlers
 from .client_api.sliding_sync import SlidingSyncHandlers
 from .client_api.spaces import SpaceHandlers
 from .client_api.sync import SyncHandlers
+from .client_api.tags import TagHandlers
 from .client_api.timestamps import TimestampHandlers
 from .client_api.to_device import ToDeviceHandlers
 from .client_api.token_issuer import TokenIssuer
+from .client_api.user_directory import UserDirectoryHandlers
 from .client_api.versions import VersionsHandlers
 from .client_api.voip import VoipHandlers
 from .config import HomeserverConfig
@@ -128,6 +131,7 @@ from .rooms.state import StateService
 from .rooms.timestamps import TimestampLookup
 from .rooms.upgrade import RoomUpgrader
 from .rooms.visibility import HistoryVisibilityFilter
+from .search.room_events import RoomEventSearch
 from .storage import open_storage
 from .storage.interfaces_aux import UserExists
 from .storage.sql.appservice import AppServiceStore
@@ -624,6 +628,13 @@ class Homeserver:
                 self.federation_sender if config.federation.enabled else None,
             ),
             AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
+            TagHandlers(self.storage, self.authenticator, self.sync_notifier),
+            SearchHandlers(
+                self.storage, self.authenticator, RoomEventSearch(self.storage, self.history_visibility)
+            ),
+            UserDirectoryHandlers(
+                self.storage, self.authenticator, search_all_users=config.user_directory.search_all_users
+            ),
             PresenceHandlers(self.presence, self.authenticator),
             PushRuleHandlers(self.authenticator, self.storage, self.sync_notifier.notify),
             NotificationHandlers(self.storage, self.authenticator),

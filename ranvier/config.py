@@ -273,6 +273,13 @@ class Presence(_Strict):
     enabled: bool = True
 
 
+class UserDirectory(_Strict):
+    """POST /user_directory/search, Synapse's ``user_directory: search_all_users:``: off, a user finds
+    those sharing a room with them and those in public rooms; on, every local user as well."""
+
+    search_all_users: bool = False
+
+
 class Tracing(_Strict):
     """OpenTelemetry (ranvier.logs.tracing): on when the OTEL_* environment asks for it."""
 
@@ -332,6 +339,7 @@ class HomeserverConfig(_Strict):
     presence: Presence = Presence()
     accounts: Accounts = Accounts()
     voip: Voip = Voip()
+    user_directory: UserDirectory = UserDirectory()
     caches: Caches = Caches()
     # Application services (bridges): Synapse-format registration files (ranvier.appservice).
     app_service_config_files: list[str] = []
