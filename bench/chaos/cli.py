@@ -29,10 +29,11 @@ async def postgres_problem() -> str | None:
     return None
 
 
-async def run_trials(cfg: TrialConfig, trials: int, backends: list[str]) -> list[TrialResult]:
-    """``trials`` trials, cycling through ``backends``; prints each report as it ends, then the summary."""
+async def run_trials(cfg: TrialConfig, trials: int, backends: list[str], first: int = 0) -> list[TrialResult]:
+    """``trials`` trials (indexes from ``first``: the seed is ``--seed`` x 1000 + index), cycling through
+    ``backends``; prints each report as it ends, then the summary."""
     results = []
-    for i in range(trials):
+    for i in range(first, first + trials):
         result = await run_trial(cfg, i, backends[i % len(backends)])
         print(result.report(), flush=True)
         results.append(result)
@@ -50,6 +51,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=6)
     p.add_argument("--faults", type=int, default=8, help="faults per trial")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--first-trial", type=int, default=0, help="index of the first trial (reruns one)")
     p.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     p.add_argument("--interval", type=float, default=0.25, help="seconds between one user's messages")
     p.add_argument("--converge-timeout", type=float, default=120.0)
@@ -100,6 +102,6 @@ def main(argv: list[str]) -> None:
             os.environ["CHAOS_SQLITE_CACHE_KIB"] = str(args.sqlite_cache_kib)
         asyncio.run(run_soak(cfg, args.soak, args.soak_interval, backends[0], memory_probe=probe))
         return
-    results = asyncio.run(run_trials(cfg, args.trials, backends))
+    results = asyncio.run(run_trials(cfg, args.trials, backends, args.first_trial))
     if any(r.failed for r in results):
         raise SystemExit(1)
