@@ -98,6 +98,7 @@ from .logs import configure as log_configure
 from .logs.access import access_log_middleware
 from .logs.context import install_record_factory
 from .logs.tracing import Tracing
+from .logs.wiring import wire_tracing
 from .media.federation import FederationMedia
 from .media.files import FileStore
 from .media.preview import UrlPreviewer
@@ -262,6 +263,8 @@ class Homeserver:
         await self._register_appservice_senders()
         # Metrics: the hooks that count as things happen, the scrape-time collector, event-loop lag.
         self.loop_lag = wire_metrics(self)
+        # Request ids and traces followed into the sender and /sync; spans for persist, PDUs, state res.
+        self.event_origins = wire_tracing(self)
         await self._start_client_listener()
         await self.appservice_pusher.start()
         await self.push_delivery.start()
@@ -728,6 +731,8 @@ class Homeserver:
             rooms.user_query = self.appservice_queries.query_user
             appservice = next(h for h in handlers if isinstance(h, AppServiceHandlers))
             directory.network_rooms = appservice.network_rooms
+        sync_handlers = next(h for h in handlers if isinstance(h, SyncHandlers))
+        sync_handlers.tracing, sync_handlers.origins = self.tracing, self.event_origins
         for h in handlers:
             app.add_routes(h.routes())
         return app

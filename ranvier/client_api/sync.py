@@ -9,12 +9,14 @@ spec's "state is up to the start of timeline".
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from ..clock import now_ms
+from ..logs.tracing import EventOrigins, Tracing
 from ..presence.state import STATES as PRESENCE_STATES
 from ..presence.sync_section import PresenceSync
 from ..protocol.events import Pdu
@@ -62,6 +64,10 @@ class SyncHandlers:
         self._typing = typing if typing is not None else TypingStream()
         self._notifier = notifier if notifier is not None else SyncNotifier()
         self._extras = SyncExtras(storage, self._typing)
+        # Set by the app when tracing: the long-poll wait is a span, and each timeline event this /sync
+        # delivers gets a span in its own trace (logs.tracing.EventOrigins).
+        self.tracing: Tracing | None = None
+        self.origins: EventOrigins | None = None
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -164,13 +170,16 @@ class SyncHandlers:
             body["presence"] = {"events": presence_events}
             remaining = deadline - loop.time()
             if since is None or full_state or remaining <= 0 or _has_news(body) or presence_events:
+                if self.origins is not None:
+                    self.origins.mark_delivered(_timeline_event_ids(body), requester.user_id)
                 return web.json_response(body)
             # Long-poll: nothing for this user yet. Wait for the event stream, account data, receipts or
             # typing to move (or for a typist to time out), then look again.
             expiry = self._typing.seconds_to_next_expiry()
             if expiry is not None:
                 remaining = min(remaining, expiry + 0.01)
-            await _wait_any(stream.wait_for_new(upto.events, remaining), ticket.wait(), remaining)
+            with self.tracing.internal_span("sync wait") if self.tracing else nullcontext():
+                await _wait_any(stream.wait_for_new(upto.events, remaining), ticket.wait(), remaining)
 
     async def _build(
         self,
@@ -392,3 +401,13 @@ async def _wait_any(first: Any, second: Any, timeout: float) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _timeline_event_ids(body: dict[str, Any]) -> list[str]:
+    rooms = body.get("rooms", {}).get("join", {})
+    return [
+        e["event_id"]
+        for room in rooms.values()
+        for e in room.get("timeline", {}).get("events", [])
+        if isinstance(e, dict) and isinstance(e.get("event_id"), str)
+    ]

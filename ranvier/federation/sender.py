@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -60,6 +61,7 @@ from ranvier.protocol.identifiers import server_of
 from ranvier.storage.interfaces import EventToPersist
 from ranvier.storage.sql.outbox import OutboxBatch, RetryState
 
+from ..logs.tracing import EventOrigins
 from .client import DestinationUnreachable, FederationClient, FederationError
 from .edus import OutboundEdu
 
@@ -163,6 +165,9 @@ class FederationSender:
         self._transaction_timeout = transaction_timeout
         self._announce_task: asyncio.Task[None] | None = None
         self._running = False
+        # Where queued events came from (set by the app): each transaction runs as the request that
+        # created its first event, so its log lines carry that request id and its span joins that trace.
+        self.origins: EventOrigins | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -296,7 +301,11 @@ class FederationSender:
         state = self._destinations.setdefault(destination, _Destination())
         state.wakeup.set()
         if state.task is None or state.task.done():
-            state.task = asyncio.create_task(self._worker(destination, state), name=f"fedsend {destination}")
+            # A context of its own: created while some request is being served, the worker would otherwise
+            # carry that request's id and trace into every later transaction.
+            state.task = asyncio.create_task(
+                self._worker(destination, state), name=f"fedsend {destination}", context=contextvars.Context()
+            )
 
     def mark_reachable(self, destination: str) -> None:
         """``destination`` has just shown it is up (it sent us a validly signed request): reset its
@@ -406,7 +415,11 @@ class FederationSender:
     async def _attempt_once(self, destination: str, state: _Destination, txn: _Transaction) -> bool:
         """``_attempt`` as a task of its own, which ``reset_backoff`` may cancel when it is stale (then it
         failed); cancelling the worker (``stop()``) cancels it too."""
-        attempt = asyncio.create_task(self._attempt(destination, txn), name=f"fedsend {destination} attempt")
+        attempt = asyncio.create_task(
+            self._attempt_as_origin(destination, txn),
+            name=f"fedsend {destination} attempt",
+            context=contextvars.Context(),
+        )
         state.attempt, state.attempt_started, state.sending = attempt, time.monotonic(), True
         try:
             await asyncio.wait({attempt})
@@ -420,6 +433,14 @@ class FederationSender:
             )
             return False
         return attempt.result()
+
+    async def _attempt_as_origin(self, destination: str, txn: _Transaction) -> bool:
+        origins = self.origins
+        origin = origins.first_of(txn.batch.event_ids) if origins is not None else None
+        if origins is None or origin is None:
+            return await self._attempt(destination, txn)
+        with origins.running_as(origin):
+            return await self._attempt(destination, txn)
 
     async def _attempt(self, destination: str, txn: _Transaction) -> bool:
         state = self._destinations.get(destination)

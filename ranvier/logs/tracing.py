@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import ranvier
+
+from .context import current_request_id
 
 TRACEPARENT = "traceparent"
 
@@ -211,6 +215,46 @@ class Tracing:
                 TraceContextTextMapPropagator().inject(headers)
             yield span
 
+    @contextmanager
+    def internal_span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        parent: Any = None,
+        links: list[Any] | None = None,
+    ) -> Iterator[Any]:
+        """A span for work inside the server (persisting, a PDU's checks, state resolution, a /sync wait),
+        child of the current span, or of ``parent`` (a context from ``capture``). None when tracing is off."""
+        if self._tracer is None:
+            yield None
+            return
+        with self._tracer.start_as_current_span(
+            name, context=parent, attributes=dict(attributes or {}), links=links or ()
+        ) as span:
+            yield span
+
+    def capture(self) -> Any:
+        """The current trace context, to carry work on in another task (None when tracing is off)."""
+        if self._tracer is None:
+            return None
+        from opentelemetry import context as otel_context
+
+        return otel_context.get_current()
+
+    @contextmanager
+    def resumed(self, captured: Any) -> Iterator[None]:
+        """Run the block in a context from ``capture`` (a no-op for None)."""
+        if captured is None or self._tracer is None:
+            yield
+            return
+        from opentelemetry import context as otel_context
+
+        token = otel_context.attach(captured)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
     def force_flush(self) -> None:
         """Export what is buffered (blocking: call it in a worker thread from the event loop)."""
         if self._provider is not None:
@@ -234,3 +278,79 @@ def set_status(span: Any, status: int | None) -> None:
         span.set_attribute("http.response.status_code", status)
     if status is None or status >= 500:
         span.set_status(Status(StatusCode.ERROR))
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an event entered this server: the request id and trace context of the request that persisted
+    it (a client's send, a federation /send), for work on it later in other tasks."""
+
+    request_id: str
+    trace_context: Any
+
+
+class EventOrigins:
+    """Event id -> its ``Origin``, for the newest ``capacity`` events persisted (a bound on memory).
+
+    The federation sender runs each transaction as the request that created its first event (its log lines
+    carry that request id, its client span joins that trace), and /sync marks the delivery of an event in
+    the event's trace. An event persisted outside any request has no entry."""
+
+    def __init__(self, tracing: Tracing, capacity: int = 10_000) -> None:
+        self._tracing = tracing
+        self._capacity = capacity
+        self._origins: OrderedDict[str, Origin] = OrderedDict()
+
+    def remember(self, event_ids: Iterable[str]) -> None:
+        request_id = current_request_id.get()
+        captured = self._tracing.capture()
+        if captured is None and request_id == "-":
+            return
+        origin = Origin(request_id, captured)
+        for event_id in event_ids:
+            self._origins[event_id] = origin
+            self._origins.move_to_end(event_id)
+        while len(self._origins) > self._capacity:
+            self._origins.popitem(last=False)
+
+    def get(self, event_id: str) -> Origin | None:
+        return self._origins.get(event_id)
+
+    def first_of(self, event_ids: Iterable[str]) -> Origin | None:
+        for event_id in event_ids:
+            origin = self._origins.get(event_id)
+            if origin is not None:
+                return origin
+        return None
+
+    @contextmanager
+    def running_as(self, origin: Origin | None) -> Iterator[None]:
+        """Run the block as the request ``origin`` came from: its request id on every log record, its
+        trace as the parent of spans. Meant for a task of its own (the context is changed, then restored)."""
+        if origin is None:
+            yield
+            return
+        token = current_request_id.set(origin.request_id)
+        try:
+            with self._tracing.resumed(origin.trace_context):
+                yield
+        finally:
+            current_request_id.reset(token)
+
+    def mark_delivered(self, event_ids: Iterable[str], user_id: str) -> None:
+        """A short span in each event's own trace: this /sync delivered it (linked to the /sync's span)."""
+        if not self._tracing.enabled:
+            return
+        from opentelemetry import trace
+
+        here = trace.get_current_span().get_span_context()
+        for event_id in event_ids:
+            origin = self._origins.get(event_id)
+            if origin is None or origin.trace_context is None:
+                continue
+            links = [trace.Link(here)] if here.is_valid else []
+            attributes = {"ranvier.event_id": event_id, "ranvier.user_id": user_id}
+            with self._tracing.internal_span(
+                "sync delivered event", attributes, parent=origin.trace_context, links=links
+            ):
+                pass

@@ -13,8 +13,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
+from ..logs.tracing import Tracing
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
 from .state import StateIds, StateService, state_after
@@ -38,6 +40,8 @@ class EventPersister:
         self._placement: Placement | None = None
         # Told how long each batch took to write (the metrics' persist histogram).
         self.on_batch_seconds: Callable[[float], None] | None = None
+        # Set by the app: a span per persisted batch when tracing is on.
+        self.tracing: Tracing | None = None
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
@@ -106,9 +110,11 @@ class EventPersister:
                 await hook(txn, room_id, written)
 
         start = time.perf_counter()
-        await self._storage.events.persist_events(
-            room_id, list(batch), new_current_state=new_current, on_txn=in_txn if hooks else None
-        )
+        attributes = {"ranvier.room_id": room_id, "ranvier.events": len(batch)}
+        with self.tracing.internal_span("persist events", attributes) if self.tracing else nullcontext():
+            await self._storage.events.persist_events(
+                room_id, list(batch), new_current_state=new_current, on_txn=in_txn if hooks else None
+            )
         if self.on_batch_seconds is not None:
             self.on_batch_seconds(time.perf_counter() - start)
         for listener in self._listeners:

@@ -12,8 +12,10 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
+from ..logs.tracing import Tracing
 from ..protocol.events import Pdu, StateKey
 from ..protocol.room_versions import RoomVersion
 from ..protocol.state_res import AuthChainIndex, DictEventSource, resolve_state
@@ -50,6 +52,8 @@ class StateService:
         self._max_room_indexes = max(1, max_room_indexes)
         # Told how long each resolution of several state sets took (the metrics' histogram).
         self.on_resolved: Callable[[float], None] | None = None
+        # Set by the app: a span per resolution (with the conflicted-set size) when tracing is on.
+        self.tracing: Tracing | None = None
 
     def _index_for(self, room_id: str) -> tuple[AuthChainIndex, asyncio.Lock]:
         pair = self._indexes.get(room_id)
@@ -94,7 +98,15 @@ class StateService:
             # CPU work in a worker thread: pure Python holds the GIL, but the interpreter switches threads
             # every few ms, so requests keep being served while a big room resolves.
             start = time.perf_counter()
-            resolved = await asyncio.to_thread(resolve_state, room_version, unique, source, index=index)
+            span: Any = nullcontext()
+            if self.tracing is not None and self.tracing.enabled:
+                keys = set().union(*unique)
+                conflicted = sum(1 for k in keys if len({s.get(k) for s in unique}) > 1)
+                attributes = {"ranvier.room_id": room_id, "ranvier.state_sets": len(unique)}
+                attributes["ranvier.conflicted_keys"] = conflicted
+                span = self.tracing.internal_span("resolve state", attributes)
+            with span:
+                resolved = await asyncio.to_thread(resolve_state, room_version, unique, source, index=index)
             if self.on_resolved is not None:
                 self.on_resolved(time.perf_counter() - start)
             return resolved
