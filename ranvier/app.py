@@ -371,6 +371,7 @@ class Homeserver:
         self.remote_membership.process_pdus = self.incoming_pdus.receive_pdus
         self.persister.set_placement(self.remote_membership.place)
         self.incoming_pdus.joins = self.remote_membership
+        self.incoming_pdus.out_of_room = self.resident.accept_out_of_room_membership
         self.membership.remote = self.remote_membership
         # Other servers' users' profiles: for GET /profile and for the invites of them.
         self.remote_profiles = RemoteProfiles(self.federation_client)
