@@ -27,6 +27,7 @@ from typing import Any
 
 from ..federation.client import FederationClient
 from ..federation.keys import Keyring
+from ..logs.tracing import Tracing
 from ..protocol.auth import check_auth_rules
 from ..protocol.errors import AuthRejected
 from ..protocol.events import Pdu
@@ -112,6 +113,8 @@ class IncomingPdus:
         self.on_gap: Callable[[str], None] | None = None
         # PDUs that could not be judged (CannotProcess), tried again durably (rooms.deferred_pdus).
         self.deferred = DeferredPdus(DeferredPduStore(storage.db), self._retry_deferred)
+        # Set by the app: a span per PDU's checks when tracing is on.
+        self.tracing: Tracing | None = None
 
     # -- the transaction -------------------------------------------------------------------------
 
@@ -395,6 +398,20 @@ class IncomingPdus:
     # -- steps 4-6 and persisting ----------------------------------------------------------------
 
     async def _handle(self, view: _View, origin: str, pdu: Pdu) -> dict[str, str]:
+        if self.tracing is None or not self.tracing.enabled:
+            return await self._check(view, origin, pdu)
+        attributes = {
+            "ranvier.event_id": pdu.event_id,
+            "ranvier.event_type": pdu.type,
+            "ranvier.origin": origin,
+        }
+        with self.tracing.internal_span("check PDU", attributes) as span:
+            result = await self._check(view, origin, pdu)
+            if span is not None and "error" in result:
+                span.set_attribute("ranvier.refused", result["error"])
+            return result
+
+    async def _check(self, view: _View, origin: str, pdu: Pdu) -> dict[str, str]:
         """Steps 4-6 for one PDU whose prev events all have a known state after them; queues it."""
         # Auth events already read in this run are known to be held: ask storage about the others only.
         unknown = [a for a in pdu.auth_event_ids if a not in view.events and a not in view.loaded]
