@@ -3,7 +3,7 @@ as Synapse 1.163 serves it. The response itself is computed in ranvier/sync/; th
 the body and query, the connection's ``pos``, and long-polling with ``timeout``.
 
 Errors, as Synapse's: a body that does not fit the request model is 400 ``M_BAD_JSON``; a malformed
-``pos`` 400 ``M_INVALID_PARAM``; a ``pos`` the server does not hold (expired, from before a restart) 400
+``pos`` 400 ``M_UNKNOWN``; a ``pos`` the server does not hold (expired, from before a restart) 400
 ``M_UNKNOWN_POS``, on which clients start the connection again.
 """
 
@@ -96,7 +96,8 @@ class SlidingSyncHandlers:
             try:
                 previous_id, _ = parse_pos(pos_raw)
             except ValueError:
-                raise MatrixError(400, "M_INVALID_PARAM", f"Invalid stream token {pos_raw!r}") from None
+                # Synapse's answer to a malformed pos: 400 M_UNKNOWN "Invalid stream token".
+                raise MatrixError(400, "M_UNKNOWN", "Invalid stream token") from None
             try:
                 since = self._connections.get(key, previous_id)
             except UnknownPosition:

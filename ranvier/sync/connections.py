@@ -44,6 +44,7 @@ class RoomSent:
     required_state: RequiredState
     timeline_limit: int
     lazy_members: frozenset[str] = frozenset()
+    membership: str = "join"
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,8 @@ class RoomDataBuilder:
         """The room's response (None when nothing changed since ``prev``) and what is now sent."""
         if entry.membership in ("invite", "knock"):
             return await self._invite(ctx, entry, config, prev, counts, is_dm)
+        if prev is not None and prev.membership in ("invite", "knock") and entry.membership == "join":
+            prev = None  # joined since the invite was sent: the room is new to the client (as Synapse)
         room_id = entry.room_id
         # People shouldn't see past their leave or ban.
         bound = ctx.upto_events if entry.membership == "join" else min(entry.position, ctx.upto_events)
@@ -109,7 +111,12 @@ class RoomDataBuilder:
                 prev_batch = str(meta.topo_before)
             positions = await self._store.event_positions([e.event_id for e in timeline])
         if self._visibility is not None:
-            timeline = await self._visibility.filter_for_user(room_id, ctx.user_id, timeline)
+            visible = {
+                e.event_id for e in await self._visibility.filter_for_user(room_id, ctx.user_id, timeline)
+            }
+            # The user's own membership events are always theirs to see: a rejected invite shows its
+            # leave, or the client would never see the room go (Synapse makes the same exception).
+            timeline = [e for e in timeline if e.event_id in visible or _own_membership(e, ctx.user_id)]
 
         state_ids = await self._state_ids(entry)
         lazy_sent = prev.lazy_members if prev is not None else frozenset()
@@ -133,9 +140,11 @@ class RoomDataBuilder:
 
         room: dict[str, Any] = {}
         membership_changed = any(t == MEMBER for t, _ in changed)
-        # CS "m.room.name": an absent or empty name is no name.
-        name = await self._content_field(state_ids.get(NAME), "name")
-        if name and (initial or NAME in changed):
+        # CS "m.room.name": an absent or empty name is no name. As in Synapse, the name is only looked at
+        # when the room is new to the connection or its name changed, and heroes go with a membership
+        # change whenever no name was looked at.
+        name = await self._content_field(state_ids.get(NAME), "name") if initial or NAME in changed else None
+        if name:
             room["name"] = name
         if initial or AVATAR in changed:
             avatar = await self._content_field(state_ids.get(AVATAR), "url")
@@ -161,7 +170,11 @@ class RoomDataBuilder:
         if is_dm:
             room["is_dm"] = True
         bump = _bump_stamp(timeline, positions)
-        if bump is None and (initial or limited):
+        if entry.membership != "join":
+            # A room the user left or was banned from: their membership is its last news for them
+            # (as for invites, and as Synapse answers).
+            bump = entry.position if entry.position > 0 else None
+        elif bump is None and (initial or limited):
             bump = entry.bump_stamp
         if bump is not None:
             room["bump_stamp"] = bump
@@ -174,6 +187,7 @@ class RoomDataBuilder:
             config.required_state,
             config.timeline_limit,
             lazy_sent | {u for u in lazy_users if (MEMBER, u) in state_ids},
+            entry.membership,
         )
         return room, sent
 
@@ -186,14 +200,18 @@ class RoomDataBuilder:
         counts: Counts,
         is_dm: bool,
     ) -> tuple[dict[str, Any] | None, RoomSent]:
-        sent = RoomSent(entry.position, config.required_state, config.timeline_limit)
+        sent = RoomSent(
+            entry.position, config.required_state, config.timeline_limit, membership=entry.membership
+        )
         if prev is not None and prev.events_position >= entry.position:
             return None, prev
         room: dict[str, Any] = {"initial": True, "invite_state": await invite_state(self._storage, entry)}
         if is_dm:
             room["is_dm"] = True
-        if entry.bump_stamp is not None:
-            room["bump_stamp"] = entry.bump_stamp
+        # The invite (or knock) is the user's latest activity in a room they are not in; an invite from
+        # another server is an outlier with a position all the same (as Synapse answers).
+        if entry.position > 0:
+            room["bump_stamp"] = entry.position
         room["notification_count"] = counts.notification_count
         room["highlight_count"] = counts.highlight_count
         return room, sent
@@ -262,6 +280,10 @@ async def invite_state(storage: Any, entry: RoomEntry) -> list[dict[str, Any]]:
                 out.append(stripped_state_event(pdu))
     out.append(stripped_state_event(event))
     return out
+
+
+def _own_membership(event: Pdu, user_id: str) -> bool:
+    return event.type == MEMBER and event.state_key == user_id
 
 
 def _num_live(timeline: list[Pdu], positions: dict[str, int], since: int | None) -> int:

@@ -280,7 +280,7 @@ async def test_positions_and_errors(hs: Homeserver, session: aiohttp.ClientSessi
     status, body = await alice.raw_sync(one_list(), "99/s1_0_0_0_0_0")
     assert (status, body["errcode"]) == (400, "M_UNKNOWN_POS")
     status, body = await alice.raw_sync(one_list(), "not-a-pos")
-    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    assert (status, body["errcode"]) == (400, "M_UNKNOWN")  # Synapse's "Invalid stream token"
     # Another connection id is another connection: the first one's pos is unknown there.
     status, body = await alice.raw_sync({**one_list(), "conn_id": "other"}, alice.pos)
     assert (status, body["errcode"]) == (400, "M_UNKNOWN_POS")
