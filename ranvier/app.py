@@ -43,6 +43,7 @@ from .client_api.ephemeral import EphemeralHandlers, SyncNotifier, TypingStream
 from .client_api.errors import matrix_error_middleware
 from .client_api.keys import KeyHandlers
 from .client_api.knock import KnockHandlers
+from .client_api.legacy import LegacyHandlers, presence_events_of
 from .client_api.media import MediaHandlers, is_upload
 from .client_api.messages import MessageHandlers
 from .client_api.notifications import NotificationHandlers
@@ -632,6 +633,7 @@ class Homeserver:
                 self.federation_sender if config.federation.enabled else None,
             ),
             AccountDataHandlers(self.storage, self.authenticator, self.sync_notifier),
+            LegacyHandlers(self.storage, self.authenticator, self.history_visibility),
             TagHandlers(self.storage, self.authenticator, self.sync_notifier),
             SearchHandlers(
                 self.storage, self.authenticator, RoomEventSearch(self.storage, self.history_visibility)
@@ -734,6 +736,10 @@ class Homeserver:
             directory.network_rooms = appservice.network_rooms
         sync_handlers = next(h for h in handlers if isinstance(h, SyncHandlers))
         sync_handlers.tracing, sync_handlers.origins = self.tracing, self.event_origins
+        presence = getattr(self, "presence", None)  # ranvier.presence, when it is wired
+        if presence is not None:
+            legacy = next(h for h in handlers if isinstance(h, LegacyHandlers))
+            legacy.presence_events = presence_events_of(presence)
         for h in handlers:
             app.add_routes(h.routes())
         return app
