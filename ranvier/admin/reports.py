@@ -22,9 +22,7 @@ from aiohttp import web
 
 from ..client_api.auth import Authenticator
 from ..client_api.errors import invalid_param, not_found
-from ..client_api.event_format import format_client_event
 from ..client_api.http_util import query_int, read_json_body
-from ..clock import now_ms
 from ..storage.sql.admin import AdminStore, ContentReport
 from .access import AdminAccess, note
 
@@ -135,7 +133,8 @@ class ReportHandlers:
         if isinstance(report.content.get("score"), int):
             entry["score"] = report.content["score"]
         if with_event:
-            entry["event_json"] = format_client_event(event, now_ms()) if event is not None else None
+            # The event as stored (its federation form), as Synapse gives it.
+            entry["event_json"] = event.to_federation() if event is not None else None
         return entry
 
     async def list_reports(self, request: web.Request) -> web.Response:

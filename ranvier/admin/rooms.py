@@ -49,11 +49,11 @@ ROOM_ORDERS = (
     "state_events",
 )
 _ORDER_ALIASES = {"alphabetical": "name", "size": "joined_members"}
+# Only in a room's details, as in Synapse.
+_DETAIL_STATE = {("m.room.topic", ""): ("topic", "topic"), ("m.room.avatar", ""): ("avatar", "url")}
 
 _SUMMARY_STATE = {
     ("m.room.name", ""): ("name", "name"),
-    ("m.room.topic", ""): ("topic", "topic"),
-    ("m.room.avatar", ""): ("avatar", "url"),
     ("m.room.canonical_alias", ""): ("canonical_alias", "alias"),
     ("m.room.encryption", ""): ("encryption", "algorithm"),
     ("m.room.join_rules", ""): ("join_rules", "join_rule"),
@@ -96,19 +96,23 @@ class RoomAdminHandlers:
 
     # -- summaries -------------------------------------------------------------------------------
 
-    async def summary(self, room_id: str, public_ids: set[str]) -> dict[str, Any] | None:
-        """The room's entry in the room list (None for a room we do not hold)."""
+    async def summary(
+        self, room_id: str, public_ids: set[str], details: bool = False
+    ) -> dict[str, Any] | None:
+        """The room's entry in the room list, or with ``details`` its details' (None for a room we do not
+        hold)."""
+        fields = {**_SUMMARY_STATE, **_DETAIL_STATE} if details else _SUMMARY_STATE
         record = await self._storage.rooms.get_room(room_id)
         if record is None:
             return None
         state_ids: dict[tuple[str, str], str] = await self._storage.state.get_current_state_ids(room_id)
-        wanted = {key: state_ids[key] for key in _SUMMARY_STATE if key in state_ids}
+        wanted = {key: state_ids[key] for key in fields if key in state_ids}
         create_id = state_ids.get(("m.room.create", ""))
         events: dict[str, Pdu] = await self._storage.events.get_events(
             [*wanted.values(), *([create_id] if create_id else [])]
         )
         entry: dict[str, Any] = {"room_id": room_id}
-        for key, (field, content_key) in _SUMMARY_STATE.items():
+        for key, (field, content_key) in fields.items():
             event = events.get(wanted.get(key, ""))
             entry[field] = _text(event.content.get(content_key)) if event is not None else None
         members: dict[str, str] = await self._storage.state.get_members(room_id)
@@ -193,7 +197,7 @@ class RoomAdminHandlers:
     async def room_details(self, request: web.Request) -> web.Response:
         await self._access.require_admin(request)
         room_id = await self._room(request)
-        entry = await self.summary(room_id, await self._public_ids())
+        entry = await self.summary(room_id, await self._public_ids(), details=True)
         assert entry is not None
         members: dict[str, str] = await self._storage.state.get_members(room_id)
         local = [u for u, m in members.items() if m == "join" and u.split(":", 1)[1] == self._server_name]

@@ -13,9 +13,9 @@
 - ``POST /_synapse/admin/v1/users/{userId}/login``: a token for the user, only where the configuration
   allows it (``admin_api.allow_login_as_user``, off by default).
 
-Ranvier has no guests, user types, third-party ids, SSO, consent tracking, account locking or approval:
-the fields Synapse gives for those are answered as what is true here (``is_guest: false``,
-``threepids: []``, ``user_type: null``, ``locked: false``...), and consent fields are left out.
+Ranvier has no guests, user types, third-party ids, SSO, consent tracking or account locking: the fields
+Synapse gives for those are answered as what is true here (``is_guest: false``, ``threepids: []``,
+``user_type: null``, ``locked: false``...), and consent fields are left out.
 """
 
 from __future__ import annotations
@@ -120,7 +120,6 @@ class UserAdminHandlers:
             "last_seen_ts": await self._last_seen(user.user_id),
             "user_type": None,
             "locked": False,
-            "approved": True,
         }
 
     # -- listing and details ----------------------------------------------------------------------
@@ -154,8 +153,8 @@ class UserAdminHandlers:
                 "displayname": r[4],
                 "avatar_url": r[5],
                 "creation_ts": int(r[3]) // 1000,
+                "last_seen_ts": None if r[7] is None else int(r[7]),
                 "locked": False,
-                "approved": True,
             }
             for r in rows
         ]

@@ -95,8 +95,8 @@ class AdminStore:
         order_by: str,
         backwards: bool,
     ) -> tuple[list[tuple[Any, ...]], int]:
-        """Rows (user_id, is_admin, deactivated, created_ts, displayname, avatar_url, shadow_banned) of
-        one page, and the total matching."""
+        """Rows (user_id, is_admin, deactivated, created_ts, displayname, avatar_url, shadow_banned,
+        last_seen_ts) of one page, and the total matching."""
         where: list[str] = ["1 = 1"]
         params: list[object] = []
         if name:
@@ -114,7 +114,8 @@ class AdminStore:
         direction = "DESC" if backwards else "ASC"
         rows = await self._db.fetchall(
             "SELECT * FROM (SELECT u.user_id, u.is_admin, u.deactivated, u.created_ts, u.displayname,"
-            " u.avatar_url, CASE WHEN s.user_id IS NULL THEN 0 ELSE 1 END AS shadow_banned"
+            " u.avatar_url, CASE WHEN s.user_id IS NULL THEN 0 ELSE 1 END AS shadow_banned,"
+            " (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts"
             " FROM users u LEFT JOIN shadow_banned_users s ON s.user_id = u.user_id"
             f" WHERE {clause}) AS listed"
             f" ORDER BY {column} {direction}, user_id {direction} LIMIT ? OFFSET ?",
