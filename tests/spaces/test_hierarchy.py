@@ -160,3 +160,50 @@ async def test_room_summary_local_remote_and_unauthenticated(
     assert status == 200 and body["name"] == "Cheese" and body["membership"] == "leave", body
     status, body = await _get(bob, f"{V1}/room_summary/{quote(secret)}", via=a.server_name)
     assert status == 404, body
+
+
+async def test_restricted_and_knockable_children(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    a = await start_server(tmp_path / "a")
+    servers.append(a)
+    alice = await Client.register(session, a, "alice")
+    carol = await Client.register(session, a, "carol")
+    dave = await Client.register(session, a, "dave")
+    here = a.server_name
+    space = await alice.create_room(name="Space", creation_content={"type": "m.space"}, room_version="10")
+    allow = [{"type": "m.room_membership", "room_id": space}]
+    restricted = await alice.create_room(
+        preset="private_chat",
+        name="Members only",
+        room_version="10",
+        initial_state=[
+            {
+                "type": "m.room.join_rules",
+                "state_key": "",
+                "content": {"join_rule": "restricted", "allow": allow},
+            }
+        ],
+    )
+    knockable = await alice.create_room(
+        preset="private_chat",
+        name="Knock first",
+        room_version="10",
+        initial_state=[{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}],
+    )
+    for child in (restricted, knockable):
+        await alice.ok("PUT", f"/rooms/{space}/state/m.space.child/{child}", {"via": [here]})
+
+    # Carol is in the space, so she may join the restricted room; dave is not: he sees only what he could
+    # knock on. Everyone may see the knockable room.
+    await carol.ok("POST", f"/join/{space}", {})
+    assert await _walk(carol, space) == [space, restricted, knockable]
+    assert await _walk(dave, space) == [space, knockable]
+    status, body = await _get(carol, f"{V1}/rooms/{space}/hierarchy")
+    chunk = next(r for r in body["rooms"] if r["room_id"] == restricted)
+    assert chunk["join_rule"] == "restricted" and chunk["allowed_room_ids"] == [space]
+    # The same for the room summary.
+    assert (await _get(carol, f"{V1}/room_summary/{quote(restricted)}"))[0] == 200
+    assert (await _get(dave, f"{V1}/room_summary/{quote(restricted)}"))[0] == 404
+    status, body = await _get(dave, f"{V1}/room_summary/{quote(knockable)}")
+    assert status == 200 and body["join_rule"] == "knock" and body["membership"] == "leave", body
