@@ -114,6 +114,7 @@ from .presence.sync_section import PresenceSync
 from .protocol.signing import SigningKey
 from .push.actions import PushActionsHook
 from .push.delivery import PushDelivery
+from .push.housekeeping import PushHousekeeping
 from .ratelimit import RateLimiter, RateSpec
 from .rooms.backfill import Backfiller
 from .rooms.gap_filler import GapFiller
@@ -225,6 +226,14 @@ class Homeserver:
         # Deliveries to push gateways, woken after each commit and by /pushers/set.
         self.push_delivery = PushDelivery(storage, blocklist, self.push_actions.take_notified)
         self.persister.add_listener(self.push_delivery.on_persisted)
+        # Redacted events stop notifying, deleted devices' pushers go, old read notifications are pruned.
+        self.push_housekeeping = PushHousekeeping(
+            storage.db,
+            int(config.push.notification_retention * 1000),
+            on_pushers_deleted=self.push_delivery.wake,
+        )
+        self.persister.add_txn_hook(self.push_housekeeping.in_txn)  # after the push actions' hook
+        storage.devices.deleted_listeners.append(self.push_housekeeping.devices_deleted)
         self.creator = LocalEventCreator(
             storage, self.state, self.persister, self.server_name, self.signing_key
         )
@@ -269,6 +278,7 @@ class Homeserver:
         await self._start_client_listener()
         await self.appservice_pusher.start()
         await self.push_delivery.start()
+        await self.push_housekeeping.start()
         await self.appservice_ephemeral.start()
         await self.presence.start()
         if config.federation.enabled:
@@ -823,6 +833,8 @@ class Homeserver:
             await self.presence.stop()
         if hasattr(self, "appservice_ephemeral"):
             await self.appservice_ephemeral.stop()
+        if hasattr(self, "push_housekeeping"):
+            await self.push_housekeeping.stop()
         if hasattr(self, "push_delivery"):
             await self.push_delivery.stop()
         if hasattr(self, "appservice_pusher"):

@@ -266,6 +266,14 @@ class Voip(_Strict):
     turn_user_lifetime: float = Field(86400.0, gt=0)
 
 
+class Push(_Strict):
+    """Push notifications (ranvier.push)."""
+
+    # Seconds a read notification is kept for GET /notifications (Synapse keeps highlights 30 days);
+    # unread ones stay whatever their age, since the unread counts are read from them.
+    notification_retention: float = Field(30 * 86400.0, gt=0)
+
+
 class Presence(_Strict):
     """Presence (ranvier.presence), Synapse's ``presence: enabled:``. Off: the endpoints still answer
     (GET says offline, PUT is accepted) but nothing is tracked, stored, sent or taken from other servers."""
@@ -337,6 +345,7 @@ class HomeserverConfig(_Strict):
     media: Media = Media()
     tracing: Tracing = Tracing()
     presence: Presence = Presence()
+    push: Push = Push()
     accounts: Accounts = Accounts()
     voip: Voip = Voip()
     user_directory: UserDirectory = UserDirectory()
