@@ -8,7 +8,7 @@
    visibility, join rules, power levels, and (for spaces) the ``m.space.child`` events still in use; bans
    are carried over too, as Synapse does. Memberships are not (the spec: servers cannot impersonate
    other servers' users); local members of the old room are invited when the new room is not public, so
-   that they can follow the tombstone into an invite-only room.
+   that they can follow the tombstone into an invite-only room; their room tags are copied.
 4. Local aliases move to the new room, with the canonical alias event of both rooms updated.
 5. The tombstone is sent to the old room.
 6. The old room's power levels are raised so that ordinary users can no longer speak or invite
@@ -52,6 +52,7 @@ COPIED_STATE = (
     "m.room.server_acl",
 )
 TOMBSTONE_BODY = "This room has been replaced"
+TAG_TYPE = "m.tag"  # CS "Room Tagging": a room's tags are the user's m.tag room account data
 
 
 class UpgradeError(Exception):
@@ -158,6 +159,7 @@ class RoomUpgrader:
             await self._storage.directory.set_visibility(new_room_id, "public")
             await self._storage.directory.set_visibility(room_id, "private")
         await self._invite_local_members(user_id, room_id, new_room_id, state)
+        await self._copy_tags(room_id, new_room_id, state)
         return new_room_id
 
     # -- steps ----------------------------------------------------------------------------------------
@@ -253,6 +255,16 @@ class RoomUpgrader:
                 await self._membership.invite(user_id, new_room, key)
             except (AuthRejected, MembershipError, RoomNotFound) as e:
                 logger.info("could not invite %s to the upgraded room %s: %s", key, new_room, e)
+
+    async def _copy_tags(self, old_room: str, new_room: str, state: dict[tuple[str, str], Pdu]) -> None:
+        """CS "Room Upgrades": the users' "personalized settings such as ... tags" follow them to the new
+        room: every local member's ``m.tag`` room account data is copied (as Synapse does at upgrade)."""
+        for (etype, key), pdu in sorted(state.items()):
+            if etype != "m.room.member" or pdu.membership != "join" or server_of(key) != self.server_name:
+                continue
+            tags = await self._storage.account_data.get_room(key, old_room, TAG_TYPE)
+            if tags:
+                await self._storage.account_data.put_room(key, new_room, TAG_TYPE, tags)
 
     async def _send_quietly(
         self, room_id: str, user_id: str, event_type: str, content: dict[str, Any]

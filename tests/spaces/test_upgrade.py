@@ -40,6 +40,9 @@ async def test_upgrade_copies_state_moves_aliases_and_tombstones(
     await alice.ok("POST", f"/rooms/{old}/ban", {"user_id": spammer, "reason": "spam"})
     await alice.ok("PUT", f"/rooms/{old}/state/org.example.custom", {"not": "copied"})
 
+    tags = {"tags": {"u.work": {}}}
+    await carol.ok("PUT", f"/user/{quote(carol.user_id)}/rooms/{old}/account_data/m.tag", tags)
+
     # Carol (power 0) may not upgrade; unknown versions are refused.
     status, body = await carol.call("POST", f"/rooms/{old}/upgrade", {"new_version": "11"})
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), body
@@ -84,6 +87,8 @@ async def test_upgrade_copies_state_moves_aliases_and_tombstones(
     # Local members are invited to the (invite-only) new room; bob's server sees the tombstone.
     assert state[("m.room.member", carol.user_id)]["content"]["membership"] == "invite"
     await carol.ok("POST", f"/join/{new}", {})
+    # Carol's tags followed her.
+    assert await carol.ok("GET", f"/user/{quote(carol.user_id)}/rooms/{new}/account_data/m.tag") == tags
 
     async def bob_sees_tombstone() -> bool:
         status, event = await bob.call("GET", f"/rooms/{old}/state/m.room.tombstone")
