@@ -1,0 +1,161 @@
+"""Spaces, room summaries and timestamp_to_event latency on a real server process (Ranvier, and Synapse
+with ``--servers ranvier,synapse``).
+
+The world: a space with ``--subspaces`` sub-spaces of ``--children`` rooms each (default 10 x 20: 211
+rooms), and a room with ``--messages`` messages (default 1,000). Measured over ``--runs`` repetitions,
+min / median in milliseconds, as a user who is in none of the rooms (every room's visibility is judged):
+
+- ``/hierarchy`` first page: ``GET /v1/rooms/{space}/hierarchy?limit=50``;
+- ``/hierarchy`` whole: every page at ``limit=50`` (the whole tree, 211 rooms by default);
+- ``/room_summary``: ``GET /v1/room_summary/{roomId}`` of one child;
+- ``/timestamp_to_event``: ``dir=f`` at the middle message's time, as a member of the message room.
+
+Usage: python3 -m bench spaces [--subspaces 10] [--children 20] [--messages 1000] [--runs 20]
+       [--servers ranvier] [--postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.servers import make_server
+from bench.workloads.client import MxClient, q
+from tests.interop.synapse import DEFAULT_VERSION
+
+
+async def _v1(client: MxClient, path: str, **params: str) -> Any:
+    async with client.session.get(
+        client.base.replace("/v3", "/v1") + path,
+        params=params or None,
+        headers={"Authorization": f"Bearer {client.token}"},
+    ) as resp:
+        body = await resp.json(content_type=None)
+        if resp.status != 200:
+            raise RuntimeError(f"GET {path} -> {resp.status} {body}")
+        return body
+
+
+async def _timed(runs: int, call: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+    await call()  # warm
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return min(samples), statistics.median(samples)
+
+
+async def _build(owner: MxClient, server_name: str, subspaces: int, children: int) -> tuple[str, str]:
+    """The space (and one of its leaf rooms), every room public."""
+    space = await owner.create_room(
+        preset="public_chat", name="bench space", creation_content={"type": "m.space"}
+    )
+    leaf = ""
+    for i in range(subspaces):
+        sub = await owner.create_room(
+            preset="public_chat", name=f"sub {i}", creation_content={"type": "m.space"}
+        )
+        await owner.put_state(space, "m.space.child", sub, {"via": [server_name], "order": f"{i:04d}"})
+        for j in range(children):
+            room = await owner.create_room(preset="public_chat", name=f"room {i}.{j}", topic="bench")
+            await owner.put_state(sub, "m.space.child", room, {"via": [server_name]})
+            leaf = leaf or room
+    return space, leaf
+
+
+async def _measure(
+    base_url: str, server_name: str, subspaces: int, children: int, messages: int, runs: int
+) -> dict[str, tuple[float, float]]:
+    async with aiohttp.ClientSession() as session:
+        owner = await MxClient.register(session, base_url, "spaces")
+        viewer = await MxClient.register(session, base_url, "viewer")
+        t0 = time.perf_counter()
+        space, leaf = await _build(owner, server_name, subspaces, children)
+        room = await owner.create_room(preset="public_chat", name="timeline")
+        stamps = []
+        for i in range(messages):
+            event_id = await owner.send_text(room, f"message {i}")
+            if i == messages // 2:
+                stamps.append(
+                    (await owner.ok("GET", f"/rooms/{q(room)}/event/{q(event_id)}"))["origin_server_ts"]
+                )
+        total = 1 + subspaces * (children + 1)
+        print(
+            f"  built {total} rooms and {messages} messages in {time.perf_counter() - t0:.1f} s", flush=True
+        )
+
+        async def first_page() -> None:
+            body = await _v1(viewer, f"/rooms/{q(space)}/hierarchy", limit="50")
+            assert len(body["rooms"]) == min(50, total), len(body["rooms"])
+
+        async def whole_tree() -> None:
+            seen, params = 0, {"limit": "50"}
+            while True:
+                body = await _v1(viewer, f"/rooms/{q(space)}/hierarchy", **params)
+                seen += len(body["rooms"])
+                if "next_batch" not in body:
+                    break
+                params["from"] = body["next_batch"]
+            assert seen == total, seen
+
+        async def summary() -> None:
+            body = await _v1(viewer, f"/room_summary/{q(leaf)}")
+            assert body["room_id"] == leaf
+
+        async def by_time() -> None:
+            body = await _v1(owner, f"/rooms/{q(room)}/timestamp_to_event", ts=str(stamps[0]), dir="f")
+            assert body["origin_server_ts"] >= stamps[0]
+
+        return {
+            "/hierarchy first page (50)": await _timed(runs, first_page),
+            f"/hierarchy whole tree ({total} rooms, pages of 50)": await _timed(runs, whole_tree),
+            "/room_summary": await _timed(runs, summary),
+            f"/timestamp_to_event (middle of {messages})": await _timed(runs, by_time),
+        }
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m bench spaces", description=__doc__.split("\n")[0])
+    parser.add_argument("--subspaces", type=int, default=10)
+    parser.add_argument("--children", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--servers", default="ranvier", help="comma-separated: ranvier, synapse")
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--synapse-version", default=DEFAULT_VERSION)
+    args = parser.parse_args(argv)
+    print(
+        f"spaces bench: {args.subspaces} sub-spaces x {args.children} rooms, {args.messages} messages, "
+        f"{args.runs} runs"
+    )
+    for kind in args.servers.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"bench-spaces-{kind}-") as tmp:
+            server = make_server(
+                kind, Path(tmp), postgres=args.postgres, synapse_version=args.synapse_version
+            )
+            server.start()
+            try:
+                print(f"{kind} ({'PostgreSQL' if args.postgres else 'SQLite'}):", flush=True)
+                figures = asyncio.run(
+                    _measure(
+                        server.client_url,
+                        server.server_name,
+                        args.subspaces,
+                        args.children,
+                        args.messages,
+                        args.runs,
+                    )
+                )
+                for name, (low, median) in figures.items():
+                    print(f"  {name:<50} min {low:8.1f} ms   median {median:8.1f} ms")
+            finally:
+                server.stop()
