@@ -829,6 +829,8 @@ class Homeserver:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if hasattr(self, "admin_api"):
+            await self.admin_api.stop()
         if hasattr(self, "presence"):
             await self.presence.stop()
         if hasattr(self, "appservice_ephemeral"):

@@ -17,6 +17,8 @@ from .access import AdminAccess
 from .devices import DeviceAdminHandlers
 from .policy import AdminPolicy
 from .reports import ReportHandlers
+from .room_admin import MakeRoomAdminHandlers
+from .room_delete import RoomDeleter
 from .rooms import RoomAdminHandlers
 from .server import GapFillerStatus, ServerAdminHandlers
 from .server_notices import ServerNoticeHandlers, ServerNoticeSender
@@ -50,6 +52,15 @@ class AdminApi:
             config.server_notices,
             config.rooms.default_room_version,
         )
+        self.room_deleter = RoomDeleter(
+            storage,
+            self.access,
+            self.policy,
+            creator,
+            membership,
+            server_name,
+            config.rooms.default_room_version,
+        )
         self._handlers: list[Any] = [
             UserAdminHandlers(
                 storage,
@@ -62,6 +73,8 @@ class AdminApi:
             ),
             DeviceAdminHandlers(storage, self.access),
             RoomAdminHandlers(storage, self.access, self.policy, persister, server_name),
+            self.room_deleter,
+            MakeRoomAdminHandlers(storage, self.access, creator, membership, server_name),
             ReportHandlers(storage, self.store, authenticator, self.access),
             ServerAdminHandlers(storage, self.store, self.access, gap_filler),
             ServerNoticeHandlers(self.notices, self.access),
@@ -70,6 +83,10 @@ class AdminApi:
     async def start(self) -> None:
         """Load the admins' decisions (shadow bans, overrides, blocks) that requests are checked against."""
         await self.policy.load()
+
+    async def stop(self) -> None:
+        """Room deletions still running are cancelled (their status is lost with the process anyway)."""
+        await self.room_deleter.stop()
 
     def handlers(self) -> list[Any]:
         return list(self._handlers)
