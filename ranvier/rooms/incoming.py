@@ -3,7 +3,8 @@
     1. parse (format)                 incoming_verify.parse_pdu            whole transaction, no lock
     2. signatures                     incoming_verify.verify_pdu           one worker thread per transaction
     3. content hash (else redact)     incoming_verify.verify_pdu
-    -  fetch missing prev events      _fill_gap (/get_missing_events, then /state_ids at what is left)
+    -  fetch missing prev events      _prefetch (/get_missing_events, before the room lock), _fill_gap
+                                      (the prefetched events, then /state_ids at what is left)
     4. auth against its auth events   pdu_checks.check_against_auth_events (missing ones fetched as outliers)
     5. auth against the state before  _state_before, pdu_checks.check_against_state -> rejected
     6. auth against current state     _soft_fails                                -> soft failed
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 # How long a PDU waits for a prev event another transaction is handling before fetching it itself.
 INFLIGHT_WAIT_SECONDS = 30.0
 MAX_OUTLIER_ROUNDS = 3
+# /get_missing_events requests made before the room lock is taken, per run (each up to 20 events).
+PREFETCH_ROUNDS = 2
 
 
 class CannotProcess(Exception):
@@ -84,6 +87,11 @@ class _View:
     stored_after: dict[str, StateIds] = field(default_factory=dict)
     # A missing prev event was left unfetched (its state taken from the origin): a hole to fill later.
     gapped: bool = False
+    # /get_missing_events asked before the room lock was taken (``_prefetch``), used by the first gap
+    # met under it; ``origin_down``: the origin stopped answering then, so no more is asked of it under
+    # the lock (its PDUs with gaps are deferred).
+    prefetched: list[Pdu] = field(default_factory=list)
+    origin_down: bool = False
 
 
 class IncomingPdus:
@@ -259,8 +267,10 @@ class IncomingPdus:
         waited: set[str] = set()
         while pending:
             wait_for: list[asyncio.Future[None]] = []
+            prefetched, origin_down = await self._prefetch(origin, room_id, rv, pending, mine)
             async with self._persister.room_lock(room_id):
                 view = _View(room_id, rv, set(await self._storage.events.get_forward_extremities(room_id)))
+                view.prefetched, view.origin_down = prefetched, origin_down
                 await self._learn_live(view, [p.event_id for p in pending])
                 while pending:
                     pdu = pending[0]
@@ -313,14 +323,55 @@ class IncomingPdus:
         await self._learn_live(view, prevs)
         return [p for p in prevs if p not in view.live_ids]
 
+    async def _prefetch(
+        self, origin: str, room_id: str, rv: RoomVersion, pending: list[Pdu], mine: set[str]
+    ) -> tuple[list[Pdu], bool]:
+        """``/get_missing_events`` for the prev events of ``pending`` that are not held at all, asked
+        *before* the room lock is taken (up to PREFETCH_ROUNDS requests, each from what the last one still
+        lacked), so that fetching (up to FETCH_TIMEOUT per request, e.g. on a connection a partition broke)
+        holds up only this transaction, not every other server's PDUs for the room: the chaos harness saw
+        one hung fetch under the lock hold a room for 15 s. What comes back is checked again under the
+        lock (``_fill_gap``: events held by then are skipped). Returns the events fetched and whether the
+        origin stopped answering (then nothing more is asked of it under the lock: its PDUs are deferred)."""
+        got: dict[str, Pdu] = {}
+        citing = list(pending)
+        for _ in range(PREFETCH_ROUNDS):
+            known = {p.event_id for p in pending} | set(got)
+            prevs = [e for p in citing for e in p.prev_event_ids if e not in known]
+            prevs = [e for e in dict.fromkeys(prevs) if not (e in self._inflight and e not in mine)]
+            held = await self._storage.events.have_events(prevs) if prevs else set()
+            missing = {e for e in prevs if e not in held}
+            if not missing:
+                break
+            extremities = await self._storage.events.get_forward_extremities(room_id)
+            depths = [await self._depth(e) for e in extremities]
+            min_depth = min((d for d in depths if d is not None), default=0)
+            latest = [p.event_id for p in citing if missing.intersection(p.prev_event_ids)]
+            found = await self._remote.try_missing_events(
+                origin, room_id, rv, sorted(extremities), latest, min_depth
+            )
+            if found is None:
+                return sorted(got.values(), key=lambda e: e.depth), True
+            fresh = [e for e in found if e.event_id not in got and e.event_id not in known]
+            if not fresh:
+                break
+            got.update((e.event_id, e) for e in fresh)
+            citing = fresh
+        return sorted(got.values(), key=lambda e: e.depth), False
+
     async def _fill_gap(self, view: _View, origin: str, pdu: Pdu, missing: list[str]) -> None:
         """Fetch missing prev events from the origin, oldest first, through the same steps; where a gap
         remains, take the state after the missing prev event from the origin (``/state_ids``)."""
-        depths = [await self._depth(e) for e in view.extremities]
-        min_depth = min((d for d in depths if d is not None), default=0)
-        fetched = await self._remote.missing_events(
-            origin, view.room_id, view.rv, sorted(view.extremities), [pdu.event_id], min_depth
-        )
+        if view.prefetched:
+            fetched, view.prefetched = view.prefetched, []
+        elif view.origin_down:
+            raise CannotProcess(f"{origin} did not answer for the missing prev events {missing[:3]}")
+        else:
+            depths = [await self._depth(e) for e in view.extremities]
+            min_depth = min((d for d in depths if d is not None), default=0)
+            fetched = await self._remote.missing_events(
+                origin, view.room_id, view.rv, sorted(view.extremities), [pdu.event_id], min_depth
+            )
         await self._learn_live(view, [e.event_id for e in fetched])
         for event in fetched:
             if (
@@ -347,6 +398,8 @@ class IncomingPdus:
     async def _state_at_gap(self, view: _View, origin: str, prev_ids: list[str]) -> None:
         """The state after each missing prev event: the origin's state before it, plus the event."""
         view.gapped = True
+        if view.origin_down:
+            raise CannotProcess(f"{origin} did not answer for the state at the missing {prev_ids[:3]}")
         for prev_id in prev_ids:
             answer = await self._remote.state_ids(origin, view.room_id, prev_id)
             if answer is None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..federation.client import FederationClient, FederationError
+from ..federation.client import DestinationUnreachable, FederationClient, FederationError
 from ..federation.keys import Keyring
 from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
@@ -66,6 +66,19 @@ class RemoteEvents:
         min_depth: int,
     ) -> list[Pdu]:
         """``/get_missing_events`` from ``origin``, oldest first (by depth, then as sent)."""
+        found = await self.try_missing_events(origin, room_id, rv, earliest, latest, min_depth)
+        return found or []
+
+    async def try_missing_events(
+        self,
+        origin: str,
+        room_id: str,
+        rv: RoomVersion,
+        earliest: Sequence[str],
+        latest: Sequence[str],
+        min_depth: int,
+    ) -> list[Pdu] | None:
+        """``missing_events``, but None when ``origin`` gave no answer at all (no connection, timed out)."""
         try:
             answer = await asyncio.wait_for(
                 self._client.get_missing_events(
@@ -80,7 +93,7 @@ class RemoteEvents:
             )
         except (FederationError, TimeoutError) as e:
             logger.info("get_missing_events from %s in %s failed: %s", origin, room_id, e or "timed out")
-            return []
+            return None if isinstance(e, (DestinationUnreachable, TimeoutError)) else []
         raws = answer.get("events")
         if not isinstance(raws, list):
             return []

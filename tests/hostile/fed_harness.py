@@ -11,6 +11,7 @@ Outcomes are recorded per category (refused / accepted / 5xx) and printed at the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import secrets
@@ -100,6 +101,8 @@ class Peer:
 
     driver: Driver
     overrides: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    # Endpoint name -> an event: requests to it wait until the event is set (a hung connection).
+    stalls: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -382,6 +385,8 @@ async def start_peer(tmp_path: Path) -> Peer:
         peer = holder[0]
         name = request.match_info["endpoint"]
         peer.driver.served[name] += 1
+        if name in peer.stalls:
+            await peer.stalls[name].wait()
         if name in peer.overrides:
             status, answer = peer.overrides[name]
             if isinstance(answer, bytes):
