@@ -615,6 +615,15 @@ tracing:
   # Servers (globs, e.g. "*.example.org") trace context is exchanged with; none by default.
   federation_peers: []
 
+# Presence (online, unavailable, offline and a status message), Synapse's "presence: enabled:". Off:
+# nothing is tracked or shared with other servers; GET /presence answers "offline", PUT is ignored.
+presence:
+  enabled: true
+
+# Push notifications: read notifications older than this many seconds are pruned (unread ones stay).
+push:
+  notification_retention: 2592000
+
 # Bounds of the in-memory caches: memory levels off once they are full (LRU, least recently used first).
 caches:
   # Events kept decoded in memory (about 2 KB each).
