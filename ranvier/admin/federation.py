@@ -4,7 +4,11 @@
   or something queued), paginated with ``from``/``limit``, ordered by ``order_by``/``dir`` like Synapse;
 - ``GET  /_synapse/admin/v1/federation/destinations/{destination}``: one of them (404 if unknown);
 - ``POST /_synapse/admin/v1/federation/destinations/{destination}/reset_connection``: end its back-off
-  now, so its queue is sent at once.
+  now, so its queue is sent at once;
+- ``GET  /_synapse/admin/v1/federation/destinations/{destination}/rooms``: the rooms in which that server
+  has joined members (``from``/``limit``/``dir``), each with Ranvier's ``pending_pdus`` (events of that
+  room queued for it). Synapse's per-room ``stream_ordering`` (last event sent) is not tracked here and is
+  left out.
 
 Each entry has Synapse's fields ``destination``, ``retry_last_ts``, ``retry_interval`` and ``failure_ts``
 (when the current failure streak began; null while the destination is healthy). Synapse's
@@ -40,6 +44,7 @@ class FederationAdminHandlers:
             web.get(PREFIX, self.list_destinations),
             web.get(PREFIX + "/{destination}", self.get_destination),
             web.post(PREFIX + "/{destination}/reset_connection", self.reset_connection),
+            web.get(PREFIX + "/{destination}/rooms", self.destination_rooms),
         ]
 
     async def _require_admin(self, request: web.Request) -> None:
@@ -102,3 +107,31 @@ class FederationAdminHandlers:
             raise not_found("Unknown destination")
         self._sender.reset_backoff(destination)
         return web.json_response({})
+
+    async def destination_rooms(self, request: web.Request) -> web.Response:
+        await self._require_admin(request)
+        destination = request.match_info["destination"]
+        start = query_int(request, "from", 0, 0, 2**31)
+        limit = query_int(request, "limit", 100, 0, 10_000)
+        direction = request.query.get("dir", "f")
+        if direction not in ("f", "b"):
+            raise invalid_param("dir must be 'f' or 'b'")
+        rows = await self._storage.db.fetchall(
+            "SELECT DISTINCT room_id FROM room_memberships WHERE server_name = ? AND membership = 'join'"
+            " ORDER BY room_id",
+            (destination,),
+        )
+        if not rows and destination not in await self._entries():
+            raise not_found("Unknown destination")
+        backlogs: dict[str, int] = await self._storage.outbox.room_backlogs(destination)
+        room_ids = [r[0] for r in rows]
+        if direction == "b":
+            room_ids.reverse()
+        page = room_ids[start : start + limit]
+        body: dict[str, Any] = {
+            "rooms": [{"room_id": r, "pending_pdus": backlogs.get(r, 0)} for r in page],
+            "total": len(room_ids),
+        }
+        if start + limit < len(room_ids):
+            body["next_token"] = str(start + limit)
+        return web.json_response(body)

@@ -1,0 +1,55 @@
+"""The federation admin endpoints on two real Ranvier servers: a destination's rooms, its queue and back-off
+while it is down, and resetting its connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from tests.admin.conftest import SHARED_SECRET, AdminServer
+from tests.scenarios.servers import Client, eventually, start_server
+
+PREFIX = "/_synapse/admin/v1/federation/destinations"
+
+
+async def test_destination_rooms_queue_and_reset(tmp_path: Path) -> None:
+    a = await start_server(tmp_path / "a", extra={"registration_shared_secret": SHARED_SECRET})
+    b = await start_server(tmp_path / "b")
+    b_stopped = False
+    try:
+        async with aiohttp.ClientSession() as session:
+            server = AdminServer(a, session)
+            admin = await server.user("root", admin=True)
+            alice = await Client.register(session, a, "alice")
+            bob = await Client.register(session, b, "bob")
+            room_id = await alice.create_room()
+            await bob.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+            dest = b.server_name
+
+            rooms = await admin.ok("GET", f"{PREFIX}/{dest}/rooms")
+            assert rooms["total"] == 1 and rooms["rooms"][0]["room_id"] == room_id
+            status, body = await admin.call("GET", f"{PREFIX}/unknown.example/rooms")
+            assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+            carol = await server.user("carol")
+            assert (await carol.call("GET", f"{PREFIX}/{dest}/rooms"))[0] == 403
+
+            # B goes away: what A sends it waits in its queue, and A backs off.
+            await b.stop()
+            b_stopped = True
+            await alice.send_text(room_id, "while you were out")
+
+            async def queued() -> bool:
+                status, entry = await admin.call("GET", f"{PREFIX}/{dest}")
+                return status == 200 and entry["pending_pdus"] >= 1 and entry["failure_ts"] is not None
+
+            await eventually(queued, timeout=30)
+            listed = await admin.ok("GET", PREFIX)
+            assert dest in [d["destination"] for d in listed["destinations"]]
+            rooms = await admin.ok("GET", f"{PREFIX}/{dest}/rooms")
+            assert rooms["rooms"][0]["pending_pdus"] >= 1
+            assert await admin.ok("POST", f"{PREFIX}/{dest}/reset_connection", {}) == {}
+    finally:
+        await a.stop()
+        if not b_stopped:
+            await b.stop()
