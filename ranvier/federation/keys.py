@@ -182,6 +182,11 @@ class _Cached:
     last_error: str | None = None  # why the last fetch failed; None after a success
 
 
+# Servers whose keys (and fetch back-off) are kept in memory; beyond it the earliest remembered are forgotten
+# (their keys stay in the database, read again when needed). Each costs a few hundred bytes.
+MAX_CACHED_SERVERS = 10_000
+
+
 class Keyring:
     def __init__(
         self,
@@ -196,6 +201,7 @@ class Keyring:
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
         retry_max: float = DEFAULT_RETRY_MAX,
         rng: random.Random | None = None,
+        max_cached_servers: int = MAX_CACHED_SERVERS,
     ) -> None:
         if not signing_keys:
             raise ValueError("a keyring needs at least one signing key")
@@ -209,7 +215,9 @@ class Keyring:
         self.fetch_timeout = fetch_timeout
         self._retry_max_ms = int(retry_max * 1000)
         self._rng = rng or random.Random()
+        # Insertion-ordered; read without reordering, as ``lookup`` runs in verification worker threads too.
         self._cache: dict[str, _Cached] = {}
+        self._max_cached_servers = max(1, max_cached_servers)
         self._inflight: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -250,6 +258,15 @@ class Keyring:
             return self._own_key(key_id)
         cached = self._cache.get(server)
         return cached.keys.get(key_id) if cached is not None else None
+
+    def _entry(self, server: str) -> _Cached:
+        """``server``'s cache entry, made if needed; the earliest made are forgotten beyond the bound."""
+        cached = self._cache.get(server)
+        if cached is None:
+            cached = self._cache[server] = _Cached()
+            while len(self._cache) > self._max_cached_servers:
+                del self._cache[next(iter(self._cache))]
+        return cached
 
     def fetch_failure(self, server: str) -> str | None:
         """Why the last fetch of ``server``'s keys failed (naming the key server and what went wrong), or
@@ -331,7 +348,7 @@ class Keyring:
             self._remember(server, response, keys)
 
     def _remember(self, server: str, response: StoredKeyResponse, keys: Mapping[str, VerifyKeyInfo]) -> None:
-        cached = self._cache.setdefault(server, _Cached())
+        cached = self._entry(server)
         for key_id, info in keys.items():
             old = cached.keys.get(key_id)
             if (
@@ -358,7 +375,7 @@ class Keyring:
             # A fetch is under way: its outcome is as fresh as any, so wait for it rather than start one.
             await asyncio.shield(running)
             return
-        cached = self._cache.setdefault(server, _Cached())
+        cached = self._entry(server)
         now = self._clock_ms()
         if now < cached.retry_at_ms:
             if not on_demand:
@@ -385,7 +402,7 @@ class Keyring:
                 del self._inflight[server]
 
     async def _fetch_all_sources(self, server: str, key_id: str | None, min_valid_until_ts: int) -> None:
-        cached = self._cache.setdefault(server, _Cached())
+        cached = self._entry(server)
         cached.last_fetch_ms = self._clock_ms()
         errors: list[str] = []
         answered = False
