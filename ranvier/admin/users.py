@@ -114,6 +114,7 @@ class UserAdminHandlers:
             "is_guest": False,
             "admin": user.is_admin,
             "deactivated": user.deactivated,
+            "erased": bool(await self._storage.account_tokens.erased_among([user.user_id])),
             "shadow_banned": user.user_id in self._policy.shadow_banned,
             # Synapse gives the creation time in seconds.
             "creation_ts": user.created_ts // 1000,
@@ -142,6 +143,7 @@ class UserAdminHandlers:
             order_by=order_by,
             backwards=query_dir(request),
         )
+        erased: set[str] = await self._storage.account_tokens.erased_among(r[0] for r in rows)
         users = [
             {
                 "name": r[0],
@@ -149,6 +151,7 @@ class UserAdminHandlers:
                 "admin": bool(r[1]),
                 "user_type": None,
                 "deactivated": bool(r[2]),
+                "erased": r[0] in erased,
                 "shadow_banned": bool(r[6]),
                 "displayname": r[4],
                 "avatar_url": r[5],

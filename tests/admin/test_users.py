@@ -194,7 +194,7 @@ async def test_deactivation_leaves_every_room_and_blocks_login(admin_server: Adm
         ]
         await alice.ok("POST", f"/_matrix/client/v3/rooms/{room_id}/join", {})
         rooms.append(room_id)
-    answer = await admin.ok("POST", f"{V1}/deactivate/{alice.user_id}", {"erase": False})
+    answer = await admin.ok("POST", f"{V1}/deactivate/{alice.user_id}", {"erase": True})
     assert answer == {"id_server_unbind_result": "success"}
     for room_id in rooms:
         members = await admin.ok("GET", f"{V1}/rooms/{room_id}/members")
@@ -204,7 +204,9 @@ async def test_deactivation_leaves_every_room_and_blocks_login(admin_server: Adm
     assert status == 403, body
     status, body = await alice.call("GET", "/_matrix/client/v3/account/whoami")
     assert (status, body["errcode"]) == (401, "M_UNKNOWN_TOKEN")
-    assert (await admin.ok("GET", f"{V2}/users/{alice.user_id}"))["deactivated"] is True
+    details = await admin.ok("GET", f"{V2}/users/{alice.user_id}")
+    assert details["deactivated"] is True and details["erased"] is True
+    assert (await admin.ok("GET", f"{V2}/users/{bob.user_id}"))["erased"] is False
     listed = await admin.ok("GET", V2 + "/users", deactivated="true")
     assert alice.user_id in [u["name"] for u in listed["users"]]
     assert alice.user_id not in [u["name"] for u in (await admin.ok("GET", V2 + "/users"))["users"]]

@@ -31,14 +31,12 @@ LEFT_OUT = {
     ".events_after[].user_id",
     # Deprecated, and removed from the report request in Matrix 1.18: kept only when a client sent one.
     ".score",
-    # Ranvier has no appservice-registered marker, consent tracking, account suspension or erasure flag
-    # in the admin view (erasure is recorded by accounts.deactivation, not shown here yet).
+    # Ranvier has no appservice-registered marker, consent tracking or account suspension.
     ".appservice_id",
     ".consent_server_notice_sent",
     ".consent_version",
     ".consent_ts",
     ".suspended",
-    ".erased",
     # Ranvier does not record user agents.
     ".last_seen_user_agent",
     ".user_agent",
