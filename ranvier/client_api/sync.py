@@ -20,14 +20,15 @@ from ..logs.tracing import EventOrigins, Tracing
 from ..presence.state import STATES as PRESENCE_STATES
 from ..presence.sync_section import PresenceSync
 from ..protocol.events import Pdu
-from ..rooms.stripped_state import STRIPPED_STATE_TYPES
 from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
+from ..sync.stripped import membership_stripped_state
+from ..sync.waiting import wait_any
 from .account_data import forgotten_event
 from .auth import Authenticator, Requester
 from .bundled import BundledAggregations
 from .ephemeral import SyncNotifier, TypingStream
 from .errors import MatrixError
-from .event_format import format_client_event, stripped_state_event
+from .event_format import format_client_event
 from .filters import parse_filter, valid_filter_id
 from .http_util import query_int
 from .presence import sync_presence_filter
@@ -179,7 +180,7 @@ class SyncHandlers:
             if expiry is not None:
                 remaining = min(remaining, expiry + 0.01)
             with self.tracing.internal_span("sync wait") if self.tracing else nullcontext():
-                await _wait_any(stream.wait_for_new(upto.events, remaining), ticket.wait(), remaining)
+                await wait_any(stream.wait_for_new(upto.events, remaining), ticket.wait(), remaining)
 
     async def _build(
         self,
@@ -345,20 +346,7 @@ class SyncHandlers:
     async def _invite_state(
         self, room_id: str, invite_event_id: str, carried_key: str = "invite_room_state"
     ) -> list[dict[str, Any]]:
-        invite = await self._storage.events.get_event(invite_event_id)
-        events: list[dict[str, Any]] = []
-        if invite is not None:
-            carried = invite.unsigned.get(carried_key)
-            if isinstance(carried, list):
-                events.extend(e for e in carried if isinstance(e, dict))
-        if not events:
-            for event_type in STRIPPED_STATE_TYPES:
-                pdu = await self._storage.state.get_current_state_event(room_id, event_type, "")
-                if pdu is not None:
-                    events.append(stripped_state_event(pdu))
-        if invite is not None:
-            events.append(stripped_state_event(invite))
-        return events
+        return await membership_stripped_state(self._storage, room_id, invite_event_id, carried_key)
 
 
 def unread_counts(room: RoomCounts | None, by_thread: bool) -> dict[str, Any]:
@@ -390,17 +378,6 @@ def _has_news(body: dict[str, Any]) -> bool:
         or lists["changed"]
         or lists["left"]
     )
-
-
-async def _wait_any(first: Any, second: Any, timeout: float) -> None:
-    """Wait until either awaitable finishes or ``timeout`` passes; cancel the other."""
-    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _timeline_event_ids(body: dict[str, Any]) -> list[str]:

@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..client_api.event_format import format_client_event, stripped_state_event
+from ..client_api.event_format import format_client_event
 from ..protocol.events import Pdu
-from ..rooms.stripped_state import STRIPPED_STATE_TYPES
 from ..storage.sql.push_counts import Counts
 from ..storage.sql.sliding_sync import SlidingSyncStore
 from .connections import RoomSent
 from .required_state import MEMBER, RequiredState, StateKey, timeline_members
 from .room_list import AVATAR, BUMP_EVENT_TYPES, NAME, RoomEntry
+from .stripped import membership_stripped_state
 
 MAX_HEROES = 5
 
@@ -263,23 +263,8 @@ class RoomDataBuilder:
 
 
 async def invite_state(storage: Any, entry: RoomEntry) -> list[dict[str, Any]]:
-    """CS "Stripped state" of an invite or knock: what the inviting server sent with it (or, for a room
-    this server is in, the room's own), then the membership event itself."""
-    event = await storage.events.get_event(entry.event_id)
-    out: list[dict[str, Any]] = []
-    if event is None:
-        return out
     key = "invite_room_state" if entry.membership == "invite" else "knock_room_state"
-    carried = event.unsigned.get(key)
-    if isinstance(carried, list):
-        out.extend(e for e in carried if isinstance(e, dict))
-    if not out:
-        for event_type in STRIPPED_STATE_TYPES:
-            pdu = await storage.state.get_current_state_event(entry.room_id, event_type, "")
-            if pdu is not None:
-                out.append(stripped_state_event(pdu))
-    out.append(stripped_state_event(event))
-    return out
+    return await membership_stripped_state(storage, entry.room_id, entry.event_id, key)
 
 
 def _own_membership(event: Pdu, user_id: str) -> bool:
