@@ -117,10 +117,13 @@ class SearchStore:
 
     def _from_where(self, user_id: str, query: SearchQuery, scope: SearchScope) -> tuple[str, list[Any]]:
         if self._db.dialect == "sqlite":
+            # CROSS JOIN fixes SQLite's join order: the full-text matches first, then their events. Left to
+            # itself the planner may start from the user's rooms and probe the index once per event of
+            # them (for a COUNT: 250 ms instead of 1 ms over 1,000 messages).
             sql = (
-                " FROM event_search s JOIN events e ON e.stream_ordering = s.rowid"
-                " JOIN room_memberships m ON m.room_id = e.room_id AND m.user_id = ?"
-                " JOIN events me ON me.event_id = m.event_id"
+                " FROM event_search s CROSS JOIN events e ON e.stream_ordering = s.rowid"
+                " CROSS JOIN room_memberships m ON m.room_id = e.room_id AND m.user_id = ?"
+                " CROSS JOIN events me ON me.event_id = m.event_id"
                 " WHERE event_search MATCH ?"
             )
             params: list[Any] = [user_id, query.fts5()]
