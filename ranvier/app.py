@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from .accounts.deactivation import AccountDeactivator
+from .accounts.moderation import SuspensionPolicy
 from .accounts.remote_profile import RemoteProfiles
 from .admin.api import AdminApi
 from .admin.dag import RoomDagHandlers
@@ -34,6 +35,7 @@ from .appservice.registration import load_registrations
 from .client_api.account import AccountHandlers
 from .client_api.account_data import AccountDataHandlers
 from .client_api.account_manage import AccountManagementHandlers
+from .client_api.account_moderation import AccountModerationHandlers
 from .client_api.appservice import AppServiceHandlers
 from .client_api.auth import Authenticator
 from .client_api.capabilities import CapabilitiesHandlers
@@ -52,6 +54,7 @@ from .client_api.profile_sync import ProfilePropagator
 from .client_api.push_rules import PushRuleHandlers
 from .client_api.pushers import PusherHandlers
 from .client_api.ratelimits import rate_limit_middleware
+from .client_api.registration_tokens import RegistrationTokenValidity
 from .client_api.room_keys import RoomKeyHandlers
 from .client_api.room_upgrades import RoomUpgradeHandlers
 from .client_api.rooms import RoomHandlers
@@ -242,6 +245,8 @@ class Homeserver:
         self.deactivator = AccountDeactivator(storage, self.membership)
         self._wire_appservices()
         self.authenticator = Authenticator(storage, appservices=self.appservices)
+        # CS "Account suspension": what a suspended account may not do (locking needs no policy).
+        self.authenticator.suspension = SuspensionPolicy(storage)
         # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
         self.sync_notifier = SyncNotifier()
         self._wire_federation()
@@ -598,6 +603,7 @@ class Homeserver:
                 set_displayname=config.accounts.set_displayname,
                 set_avatar_url=config.accounts.set_avatar_url,
                 remote_profile=self.remote_profiles.lookup if config.federation.enabled else None,
+                registration_tokens=self.admin_api.store if config.registration.requires_token else None,
             ),
             RoomHandlers(
                 self.storage,
@@ -635,6 +641,11 @@ class Homeserver:
             ),
             CapabilitiesHandlers(self.authenticator, config.rooms.default_room_version, config.accounts),
             VoipHandlers(self.authenticator, config.voip, config.accounts),
+            AccountModerationHandlers(self.storage, self.authenticator, self.server_name),
+            RegistrationTokenValidity(
+                self.admin_api.store if config.registration.requires_token else None,
+                config.registration.enabled,
+            ),
             EphemeralHandlers(
                 self.storage,
                 self.authenticator,

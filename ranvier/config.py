@@ -70,6 +70,9 @@ class Database(_Strict):
 
 class Registration(_Strict):
     enabled: bool = False
+    # Synapse's registration_requires_token: registering takes a token from the admin API
+    # (/_synapse/admin/v1/registration_tokens), the m.login.registration_token UIA stage.
+    requires_token: bool = False
     # Shared secret for the admin registration API (/_synapse/admin/v1/register-compatible).
     shared_secret: str | None = None
 

@@ -23,6 +23,7 @@ from ..storage.interfaces_aux import Device, UserExists
 from .auth import Authenticator, Requester, UserAndDeviceStorage, UserInteractiveAuth
 from .errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from .http_util import optional_str, read_json_body, require_str
+from .registration_tokens import REGISTRATION_TOKEN, RegistrationTokenStorage, check_token
 from .token_issuer import TokenIssuer, new_access_token, new_device_id
 
 __all__ = ["AccountHandlers", "new_access_token", "new_device_id"]
@@ -65,6 +66,7 @@ class AccountHandlers:
         login_get_token: bool = False,
         set_displayname: bool = True,
         set_avatar_url: bool = True,
+        registration_tokens: RegistrationTokenStorage | None = None,
     ) -> None:
         """``on_profile_changed(user_id)`` runs after a displayname/avatar change so the room layer can
         send new membership events; ``remote_profile(user_id)`` answers profile queries for other servers'
@@ -81,6 +83,8 @@ class AccountHandlers:
         self.issuer = issuer or TokenIssuer(storage.devices, clock_ms=clock_ms)
         self._login_get_token = login_get_token
         self._may_set = {"displayname": set_displayname, "avatar_url": set_avatar_url}
+        # registration.requires_token: /register's one UIA stage is m.login.registration_token.
+        self._registration_tokens = registration_tokens
         self._uia = UserInteractiveAuth(clock_ms)
         self._nonces: dict[str, int] = {}
         # Appservices (ranvier.appservice): asked about unknown local users in their namespaces.
@@ -216,16 +220,25 @@ class AccountHandlers:
         auth = body.get("auth")
         session = auth.get("session") if isinstance(auth, dict) else None
         session = session if isinstance(session, str) else None
+        stage = DUMMY if self._registration_tokens is None else REGISTRATION_TOKEN
         if not isinstance(auth, dict) or "type" not in auth:
-            raise self._uia.challenge("register", [DUMMY], session=session)
-        if auth["type"] != DUMMY:
+            raise self._uia.challenge("register", [stage], session=session)
+        if auth["type"] != stage:
             raise self._uia.challenge(
                 "register",
-                [DUMMY],
+                [stage],
                 session=session,
                 error=MatrixError(401, "M_UNRECOGNIZED", f"Unsupported authentication type {auth['type']!r}"),
             )
-        self._uia.complete(session, DUMMY)
+        if self._registration_tokens is not None:
+            try:
+                token = await check_token(self._registration_tokens, auth)
+                # Counted before the account exists: a lost race for the name costs the token a use.
+                if not await self._registration_tokens.complete_token_use(token):
+                    raise MatrixError(401, "M_FORBIDDEN", "Invalid registration token")
+            except MatrixError as e:
+                raise self._uia.challenge("register", [stage], session=session, error=e) from None
+        self._uia.complete(session, stage)
 
         try:
             await self._storage.users.create_user(user_id, password)

@@ -25,6 +25,12 @@ LAST_SEEN_INTERVAL_MS = 5 * 60 * 1000
 # UIA sessions are only bookkeeping (every stage is re-checked when submitted), so a short life is fine.
 UIA_SESSION_LIFETIME_MS = 30 * 60 * 1000
 MAX_UIA_SESSIONS = 10_000
+# CS "Account locking": the requests a locked account may still make.
+LOCK_EXEMPT = ("/logout", "/logout/all")
+
+
+class SuspensionCheck(Protocol):
+    async def forbids(self, request: web.Request, user_id: str) -> bool: ...
 
 
 class UserAndDeviceStorage(Protocol):
@@ -42,6 +48,8 @@ class Requester:
     access_token: str
     # Set when an appservice makes the request (as_token), acting as ``user_id`` (AS "Identity assertion").
     appservice: AppService | None = None
+    # CS "Account suspension": the account may read but not act (ranvier.accounts.moderation).
+    suspended: bool = False
 
 
 class Authenticator:
@@ -57,6 +65,8 @@ class Authenticator:
         self._clock_ms = clock_ms
         self._last_seen: dict[tuple[str, str], int] = {}
         self.appservices = appservices or AppServices()
+        # What a suspended user may not do (accounts.moderation.SuspensionPolicy), set by app.py.
+        self.suspension: SuspensionCheck | None = None
 
     def appservice_of(self, request: web.Request) -> AppService | None:
         """The appservice whose as_token the request carries, if any."""
@@ -112,8 +122,13 @@ class Authenticator:
         if user is None or user.deactivated:
             raise unknown_token()
         request[AUTHENTICATED_USER] = (user_id, device_id)  # for the request log
+        if user.locked and not request.path.endswith(LOCK_EXEMPT):
+            # CS "Account locking": everything but logging out, with soft_logout so the session is kept.
+            raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
+        if user.suspended and self.suspension is not None and await self.suspension.forbids(request, user_id):
+            raise MatrixError(403, "M_USER_SUSPENDED", "You cannot perform this action while suspended.")
         await self._note_seen(user_id, device_id, request.remote)
-        return Requester(user_id, device_id, user.is_admin, token)
+        return Requester(user_id, device_id, user.is_admin, token, suspended=user.suspended)
 
     async def optional_user(self, request: web.Request) -> Requester | None:
         """The requester if a token was sent (a bad token is still an error), else None."""

@@ -25,7 +25,7 @@ class CapabilitiesHandlers:
     def routes(self) -> list[web.RouteDef]:
         return [web.get(p + "/capabilities", self.capabilities) for p in PREFIXES]
 
-    def body(self) -> dict[str, Any]:
+    def body(self, is_admin: bool = False) -> dict[str, Any]:
         accounts = self._accounts
         # The profile fields this server stores and lets users set (PUT /profile/{userId}/{keyName}).
         settable = [
@@ -36,7 +36,7 @@ class CapabilitiesHandlers:
             )
             if allowed
         ]
-        return {
+        body: dict[str, Any] = {
             "capabilities": {
                 # "### m.room_versions capability": every version we can create or join, all stable.
                 "m.room_versions": {
@@ -55,7 +55,12 @@ class CapabilitiesHandlers:
                 "m.get_login_token": {"enabled": accounts.login_get_token},
             }
         }
+        if is_admin:
+            # v1.18: admins may lock and suspend accounts (client_api.account_moderation); the spec asks
+            # to leave the capability out for everyone else.
+            body["capabilities"]["m.account_moderation"] = {"lock": True, "suspend": True}
+        return body
 
     async def capabilities(self, request: web.Request) -> web.Response:
-        await self._auth.require_user(request)  # the endpoint requires authentication
-        return web.json_response(self.body())
+        requester = await self._auth.require_user(request)
+        return web.json_response(self.body(requester.is_admin))

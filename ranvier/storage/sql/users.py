@@ -41,6 +41,9 @@ class UserRecord:
     displayname: str | None
     avatar_url: str | None
     has_password: bool
+    # CS "Account locking" / "Account suspension" (ranvier.accounts.moderation).
+    locked: bool = False
+    suspended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,10 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${'A' * 22}==${'A' * 43}="
 
 
-_COLUMNS = "user_id, localpart, is_admin, deactivated, created_ts, displayname, avatar_url, password_hash"
+_COLUMNS = (
+    "user_id, localpart, is_admin, deactivated, created_ts, displayname, avatar_url, password_hash,"
+    " locked, suspended"
+)
 
 
 def _record(row: tuple[Any, ...]) -> UserRecord:
@@ -97,6 +103,8 @@ def _record(row: tuple[Any, ...]) -> UserRecord:
         displayname=row[5],
         avatar_url=row[6],
         has_password=row[7] is not None,
+        locked=bool(row[8]),
+        suspended=bool(row[9]),
     )
 
 
@@ -151,6 +159,12 @@ class UserStore:
     async def set_password(self, user_id: str, password: str | None) -> None:
         pw_hash = await asyncio.to_thread(hash_password, password) if password is not None else None
         await write(self._db, "UPDATE users SET password_hash = ? WHERE user_id = ?", (pw_hash, user_id))
+
+    async def set_locked(self, user_id: str, locked: bool) -> None:
+        await write(self._db, "UPDATE users SET locked = ? WHERE user_id = ?", (int(locked), user_id))
+
+    async def set_suspended(self, user_id: str, suspended: bool) -> None:
+        await write(self._db, "UPDATE users SET suspended = ? WHERE user_id = ?", (int(suspended), user_id))
 
     async def set_admin(self, user_id: str, is_admin: bool) -> None:
         await write(self._db, "UPDATE users SET is_admin = ? WHERE user_id = ?", (int(is_admin), user_id))
