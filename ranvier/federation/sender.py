@@ -436,11 +436,17 @@ class FederationSender:
 
     async def _attempt_as_origin(self, destination: str, txn: _Transaction) -> bool:
         origins = self.origins
-        origin = origins.first_of(txn.batch.event_ids) if origins is not None else None
-        if origins is None or origin is None:
+        found = origins.all_of(txn.batch.event_ids) if origins is not None else []
+        if origins is None or not found:
             return await self._attempt(destination, txn)
-        with origins.running_as(origin):
-            return await self._attempt(destination, txn)
+        # The transaction belongs to the trace of its first event's request; the other requests whose
+        # events it carries get a span in their own trace, linked to it.
+        with origins.running_as(found[0]), origins.span("federation transaction", destination, txn.txn_id):
+            linked = origins.current_link()
+            ok = await self._attempt(destination, txn)
+        for other in found[1:]:
+            origins.mark_carried(other, linked, destination, txn.txn_id)
+        return ok
 
     async def _attempt(self, destination: str, txn: _Transaction) -> bool:
         state = self._destinations.get(destination)

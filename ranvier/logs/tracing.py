@@ -317,11 +317,44 @@ class EventOrigins:
         return self._origins.get(event_id)
 
     def first_of(self, event_ids: Iterable[str]) -> Origin | None:
+        found = self.all_of(event_ids)
+        return found[0] if found else None
+
+    def all_of(self, event_ids: Iterable[str]) -> list[Origin]:
+        """The distinct origins of these events, in the order of the events."""
+        out: list[Origin] = []
         for event_id in event_ids:
             origin = self._origins.get(event_id)
-            if origin is not None:
-                return origin
-        return None
+            if origin is not None and origin not in out:
+                out.append(origin)
+        return out
+
+    @contextmanager
+    def span(self, name: str, destination: str, txn_id: str) -> Iterator[Any]:
+        with self._tracing.internal_span(
+            name, {"server.address": destination, "ranvier.txn_id": txn_id}
+        ) as s:
+            yield s
+
+    def current_link(self) -> Any:
+        """A link to the current span (None when tracing is off or no span is current)."""
+        if not self._tracing.enabled:
+            return None
+        from opentelemetry import trace
+
+        here = trace.get_current_span().get_span_context()
+        return trace.Link(here) if here.is_valid else None
+
+    def mark_carried(self, origin: Origin, link: Any, destination: str, txn_id: str) -> None:
+        """A span in ``origin``'s trace: a transaction of another trace (``link``) carried its event."""
+        if origin.trace_context is None or not self._tracing.enabled:
+            return
+        attributes = {"server.address": destination, "ranvier.txn_id": txn_id}
+        links = [link] if link is not None else []
+        with self._tracing.internal_span(
+            "federation transaction carried event", attributes, parent=origin.trace_context, links=links
+        ):
+            pass
 
     @contextmanager
     def running_as(self, origin: Origin | None) -> Iterator[None]:

@@ -36,6 +36,15 @@ async def test_a_message_is_one_trace_from_send_to_the_remote_sync(
     room = await alice.create_room(preset="public_chat")
     await bob.ok("POST", f"/join/{room}", {}, server_name=a.server_name)
     await bob.sync()
+    # Nothing else queued for B when the message goes: it travels in a transaction of its own. (One that
+    # carries events of several requests belongs to the first one's trace; the others get a span linked
+    # to it: tests/logs/test_trace_message.py::test_a_shared_transaction_is_linked_from_each_trace.)
+    await a.resident.wait_for_healing()
+
+    async def quiet() -> bool:
+        return b.server_name not in await a.storage.outbox.pending_counts()
+
+    await eventually(quiet, timeout=20)
 
     async def bobs_sync_with_message() -> dict[str, object]:
         while True:
@@ -53,7 +62,13 @@ async def test_a_message_is_one_trace_from_send_to_the_remote_sync(
 
     async def exported() -> bool:
         await flush(a, b)
-        return any(s.name == "sync delivered event" for s in receiver.spans)
+        # Spans are exported as they end, each server on its own schedule: wait for the message's whole
+        # trace (A's transaction span ends only after B answered it).
+        puts = [s for s in receiver.spans if s.server == a.server_name and "/send/{type}/{txn}" in s.name]
+        names = {s.name for s in receiver.spans if puts and s.trace_id == puts[0].trace_id}
+        return {"sync delivered event", "federation transaction", "check PDU"} <= names and any(
+            "/federation/v1/send/" in n for n in names
+        )
 
     await eventually(exported, timeout=20)
     (put,) = [
@@ -66,8 +81,9 @@ async def test_a_message_is_one_trace_from_send_to_the_remote_sync(
     trace = [s for s in receiver.spans if s.trace_id == put.trace_id]
     by_id = {s.span_id: s for s in trace}
     names = {(s.server == a.server_name, s.name) for s in trace}
-    # The sending side: the client request, its persist, and the transaction as a client span.
-    assert (True, "persist events") in names
+    # The sending side: the client request, its persist, and the transaction (the sender's background
+    # task, run as this request) with its client span.
+    assert (True, "persist events") in names and (True, "federation transaction") in names
     (txn_out,) = [
         s for s in trace if s.server == a.server_name and s.kind == 3 and "/federation/v1/send/" in s.name
     ]
@@ -99,3 +115,29 @@ async def test_a_message_is_one_trace_from_send_to_the_remote_sync(
         and r.request in put_ids  # type: ignore[attr-defined]
     ]
     assert sent, put_ids
+
+
+async def test_a_shared_transaction_is_linked_from_each_trace(receiver: Receiver) -> None:  # noqa: F811
+    """Events of two requests in one transaction: the transaction's span is in the first request's trace,
+    and the second request's trace gets a span linked to it (what the federation sender does)."""
+    import os
+
+    from ranvier.logs.tracing import EventOrigins, Tracing
+
+    tracing = Tracing("127.0.0.1:1", [], env=os.environ)
+    origins = EventOrigins(tracing)
+    with tracing.internal_span("first request"):
+        origins.remember(["$first"])
+    with tracing.internal_span("second request"):
+        origins.remember(["$second"])
+    first, second = origins.all_of(["$first", "$second"])
+    with origins.running_as(first), origins.span("federation transaction", "peer", "t1"):
+        link = origins.current_link()
+    origins.mark_carried(second, link, "peer", "t1")
+    await asyncio.to_thread(tracing.shutdown)
+
+    by_name = {s.name: s for s in receiver.spans}
+    txn, carried = by_name["federation transaction"], by_name["federation transaction carried event"]
+    assert txn.trace_id == by_name["first request"].trace_id
+    assert carried.trace_id == by_name["second request"].trace_id
+    assert carried.links == [txn.trace_id]
