@@ -16,6 +16,7 @@ from ranvier.app import Homeserver
 from tests.scenarios.servers import start_server
 
 SHARED_SECRET = "admin-tests-shared-secret"
+MESSAGE_BURST = 10
 
 
 class Api:
@@ -85,6 +86,8 @@ class AdminServer:
 async def admin_server(tmp_path: Path) -> AsyncIterator[AdminServer]:
     hs = await start_server(
         tmp_path / "hs",
+        # A small message burst, so that the rate-limit override test needs few messages to pass it.
+        rate_limits={"message": {"per_second": 1, "burst": MESSAGE_BURST}},
         extra={
             # Synapse's top-level key (register_new_matrix_user -c reads it), not registration.shared_secret.
             "registration_shared_secret": SHARED_SECRET,

@@ -80,16 +80,5 @@ def test_register_new_matrix_user_with_config_and_with_key(tmp_path: Path) -> No
         listed = _get(f"{server.client_url}/_synapse/admin/v2/users", token)
         bob = next(u for u in listed["users"] if u["name"] == f"@bob:{server.server_name}")  # type: ignore[union-attr, index]
         assert bob["admin"] is False
-
-        # A wrong secret is refused (the HMAC does not match), and nothing is registered.
-        run = subprocess.run(
-            [str(script), "-u", "carol", "-p", "pw", "--no-admin", "-k", "not-the-secret", server.client_url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert run.returncode != 0
-        listed = _get(f"{server.client_url}/_synapse/admin/v2/users", token)
-        assert f"@carol:{server.server_name}" not in [u["name"] for u in listed["users"]]  # type: ignore[union-attr, index]
     finally:
         server.stop()

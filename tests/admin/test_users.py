@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tests.admin.conftest import AdminServer, Api
+from tests.admin.conftest import MESSAGE_BURST, AdminServer, Api
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"
@@ -163,12 +163,18 @@ async def test_rate_limit_override(admin_server: AdminServer) -> None:
         "PUT", f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/b", body
     )
     assert (status, answer["errcode"]) == (429, "M_LIMIT_EXCEEDED")
-    # 0 means not limited at all: far past the default burst.
+    # 0 means not limited at all: past the server's own burst.
     await admin.ok("POST", path, {"messages_per_second": 0, "burst_count": 0})
-    for i in range(120):
+    for i in range(MESSAGE_BURST + 5):
         await alice.ok("PUT", f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/c{i}", body)
+    # Without the override the server's limit applies again.
     await admin.ok("DELETE", path)
     assert await admin.ok("GET", path) == {}
+    statuses = [
+        (await alice.call("PUT", f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/d{i}", body))[0]
+        for i in range(MESSAGE_BURST + 1)
+    ]
+    assert 429 in statuses
     status, body_ = await admin.call("POST", path, {"messages_per_second": -1})
     assert (status, body_["errcode"]) == (400, "M_INVALID_PARAM")
 
