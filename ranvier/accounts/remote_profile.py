@@ -15,7 +15,7 @@ from ..protocol.identifiers import server_of
 logger = logging.getLogger(__name__)
 
 # A profile is a nicety: an invite does not wait long for a slow server.
-QUERY_TIMEOUT_S = 10.0
+QUERY_TIMEOUT_S = 5.0
 PROFILE_FIELDS = ("displayname", "avatar_url")
 
 
