@@ -507,6 +507,8 @@ database:
 registration:
   # Open registration with m.login.dummy. Leave off on a public server.
   enabled: {registration_enabled}
+  # Registration needs a token made with the admin API (/_synapse/admin/v1/registration_tokens).
+  requires_token: false
 
 # Secret for shared-secret admin registration (/_synapse/admin/v1/register), under Synapse's name so that
 # both `ranvier register-user` and Synapse's `register_new_matrix_user -c homeserver.yaml` find it
@@ -626,6 +628,29 @@ presence:
 # Push notifications: read notifications older than this many seconds are pruned (unread ones stay).
 push:
   notification_retention: 2592000
+
+# Accounts (CS "Account registration and management"): access_token_lifetime (seconds) lets access
+# tokens expire and clients use refresh tokens (unset: tokens never expire, as Synapse by default); what
+# users may change (GET /capabilities follows these); login tokens to sign in another device (MSC3882);
+# how long OpenID tokens for integrations live; /.well-known/matrix/support contacts, e.g.
+#   support_contacts: [{{role: m.role.admin, matrix_id: "@admin:example.org"}}]
+accounts:
+  access_token_lifetime: null
+  password_change: true
+  set_displayname: true
+  set_avatar_url: true
+  login_get_token: false
+  login_token_lifetime: 120
+  openid_token_lifetime: 3600
+  support_contacts: []
+  support_page: null
+
+# TURN for VoIP calls, coturn's use-auth-secret scheme (or a fixed turn_username/turn_password); with no
+# turn_uris /voip/turnServer answers {{}} and clients call without TURN.
+voip:
+  turn_uris: []
+  turn_shared_secret: null
+  turn_user_lifetime: 86400
 
 # Bounds of the in-memory caches: memory levels off once they are full (LRU, least recently used first).
 caches:
