@@ -38,6 +38,7 @@ from .client_api.account_manage import AccountManagementHandlers
 from .client_api.account_moderation import AccountModerationHandlers
 from .client_api.appservice import AppServiceHandlers
 from .client_api.auth import Authenticator
+from .client_api.bundled import BundledAggregations
 from .client_api.capabilities import CapabilitiesHandlers
 from .client_api.cors import cors_middleware
 from .client_api.directory import DirectoryHandlers
@@ -657,7 +658,10 @@ class Homeserver:
             LegacyHandlers(self.storage, self.authenticator, self.history_visibility),
             TagHandlers(self.storage, self.authenticator, self.sync_notifier),
             SearchHandlers(
-                self.storage, self.authenticator, RoomEventSearch(self.storage, self.history_visibility)
+                self.storage,
+                self.authenticator,
+                RoomEventSearch(self.storage, self.history_visibility),
+                BundledAggregations(self.storage, self.history_visibility),
             ),
             UserDirectoryHandlers(
                 self.storage, self.authenticator, search_all_users=config.user_directory.search_all_users

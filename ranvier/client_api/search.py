@@ -25,6 +25,7 @@ from ..search.terms import parse_search_term
 from ..storage.sql.search import KEY_TYPES, MAX_FILTER_LIST, SearchScope
 from .account_data import forgotten_event
 from .auth import Authenticator
+from .bundled import BundledAggregations, Relations
 from .errors import bad_json, invalid_param, missing_param
 from .event_format import format_client_event
 from .filters import room_event_filter
@@ -138,11 +139,12 @@ def parse_room_events(criteria: dict[str, Any]) -> RoomEventsRequest:
     )
 
 
-def format_answer(answer: RoomEventsAnswer) -> dict[str, Any]:
-    now = now_ms()
+def format_answer(answer: RoomEventsAnswer, now: int, relations: Relations | None = None) -> dict[str, Any]:
+    """``relations``: the bundled aggregations of the events served (event id -> m.relations)."""
+    relations = relations or {}
 
     def client(pdu: Pdu) -> dict[str, Any]:
-        return format_client_event(pdu, now)
+        return format_client_event(pdu, now, relations=relations.get(pdu.event_id))
 
     results = []
     for result in answer.results:
@@ -176,10 +178,17 @@ def format_answer(answer: RoomEventsAnswer) -> dict[str, Any]:
 
 
 class SearchHandlers:
-    def __init__(self, storage: Any, authenticator: Authenticator, search: RoomEventSearch) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        authenticator: Authenticator,
+        search: RoomEventSearch,
+        bundled: BundledAggregations,
+    ) -> None:
         self._storage = storage
         self._auth = authenticator
         self._search = search
+        self._bundled = bundled
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(p + "/search", self.search) for p in PREFIXES]
@@ -193,6 +202,20 @@ class SearchHandlers:
             current = await self._storage.state.get_membership(room_id, user_id)
             if current is not None and await forgotten_event(self._storage, user_id, room_id) == current[1]:
                 out.append(room_id)
+        return out
+
+    async def _relations(self, user_id: str, answer: RoomEventsAnswer, now: int) -> Relations:
+        """Bundled aggregations (CS "Aggregations of child events") of the results and their context, one
+        batch per room."""
+        by_room: dict[str, list[Pdu]] = {}
+        for result in answer.results:
+            context = result.context
+            events = [result.pdu, *(context.before if context else ()), *(context.after if context else ())]
+            by_room.setdefault(result.pdu.room_id, []).extend(events)
+        out: Relations = {}
+        for room_id, pdus in by_room.items():
+            unique = list({p.event_id: p for p in pdus}.values())
+            out.update(await self._bundled.relations(room_id, user_id, unique, now))
         return out
 
     async def search(self, request: web.Request) -> web.Response:
@@ -216,5 +239,8 @@ class SearchHandlers:
                 found = await self._search.search(requester.user_id, criteria, token, excluded)
             except BadToken as e:
                 raise invalid_param(f"Invalid next_batch token: {e}") from None
-            answer["room_events"] = format_answer(found)
+            now = now_ms()
+            answer["room_events"] = format_answer(
+                found, now, await self._relations(requester.user_id, found, now)
+            )
         return web.json_response({"search_categories": answer})

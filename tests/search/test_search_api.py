@@ -153,6 +153,18 @@ async def test_search_results_visibility_groups_context_and_pagination(
     assert sent[0] not in [r["result"]["event_id"] for r in after["results"]]
     assert len(after["results"]) == 4
 
+    # Results carry their bundled aggregations: an edit of a result is its m.replace.
+    edited = await alice.send_text(room, "a typo in the zebra message")
+    edit = {
+        "msgtype": "m.text",
+        "body": "* fixed",
+        "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": edited},
+    }
+    edit_id = (await alice.ok("PUT", f"/rooms/{room}/send/m.room.message/e1", edit))["event_id"]
+    (zebra,) = (await search(alice, {"search_term": "zebra"}))["results"]
+    assert zebra["result"]["unsigned"]["m.relations"]["m.replace"]["event_id"] == edit_id
+
     # Bob leaves and forgets the other room: no more results from it.
     await bob.ok("POST", f"/rooms/{other}/leave", {})
     assert "bob saw martians too" in bodies(await search(bob, {"search_term": "martians"}))
