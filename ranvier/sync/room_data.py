@@ -47,6 +47,8 @@ class RoomContext:
     request_since: int | None  # the event position of the request's pos (None: no pos)
     upto_token: str  # the response's stream token, a /messages ``from`` when the timeline is empty
     now: int
+    # Rooms already sent that have no event since (one query for them all, instead of one each).
+    quiet: frozenset[str] = frozenset()
 
 
 class RoomDataBuilder:
@@ -78,7 +80,7 @@ class RoomDataBuilder:
         changed: set[StateKey] = set()
         if prev is None:
             raw = await self._storage.stream.get_recent_events(room_id, limit + 1, before_stream=bound + 1)
-        elif prev.events_position >= bound:
+        elif prev.events_position >= bound or room_id in ctx.quiet:
             raw = []
         else:
             found = await self._storage.stream.get_room_events_between(

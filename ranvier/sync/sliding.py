@@ -120,8 +120,13 @@ class SlidingSync:
         joined = [r for r in configs if listed[r].membership == "join"]
         counts = await self._storage.push_actions.unread_counts(user_id, joined) if joined else {}
         member_counts = await self._store.member_counts(joined)
-        ctx = RoomContext(user_id, upto.events, since_events, str(upto), now_ms())
         sent: dict[str, RoomSent] = dict(since.rooms) if since is not None else {}
+        previously = {r: sent[r].events_position for r in configs if r in sent}
+        quiet: set[str] = set()
+        if previously:
+            busy = await self._store.rooms_with_events(previously, min(previously.values()), upto.events)
+            quiet = set(previously) - busy
+        ctx = RoomContext(user_id, upto.events, since_events, str(upto), now_ms(), frozenset(quiet))
         rooms: dict[str, Any] = {}
         for room_id, config in configs.items():
             entry = listed[room_id]
