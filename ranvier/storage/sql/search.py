@@ -68,8 +68,10 @@ async def index_persisted(
     ]
     if dialect == "sqlite":
         if rows:
+            # OR REPLACE: a row left at this rowid (there should be none) must not fail the events' batch.
             await txn.executemany(
-                "INSERT INTO event_search (rowid, value) VALUES (?, ?)", [(s, t) for _, s, t in rows]
+                "INSERT OR REPLACE INTO event_search (rowid, value) VALUES (?, ?)",
+                [(s, t) for _, s, t in rows],
             )
         for part in chunks(list(gone)):
             await txn.execute(
