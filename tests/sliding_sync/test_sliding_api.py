@@ -376,3 +376,42 @@ async def test_extensions(hs: Homeserver, session: aiohttp.ClientSession) -> Non
     await bob.ok("PUT", f"/rooms/{room}/typing/{bob.user_id}", {"typing": True, "timeout": 30000})
     fresh = await alice.sync({**one_list(timeline_limit=1), "extensions": only}, fresh=True)
     assert fresh["extensions"]["typing"] == {"rooms": {}}
+
+
+async def test_kicks_lazy_members_and_subscriptions_outside_ranges(
+    hs: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice = await user(session, hs, "alice")
+    bob = await user(session, hs, "bob")
+    chat = await bob.create_room(name="Chat", preset="public_chat")
+    await alice.ok("POST", f"/join/{chat}", {})
+    await bob.text(chat, "one")
+    lazy = one_list([[0, 0]], required_state=[["m.room.member", "$LAZY"]], timeline_limit=1)
+    first = await alice.sync(lazy)
+    assert types_of(first["rooms"][chat]["required_state"]) == [("m.room.member", bob.user_id)]
+    # Bob's membership was sent already: his next message comes without it.
+    await bob.text(chat, "two")
+    later = await alice.sync(lazy, timeout_ms=5000)
+    assert "required_state" not in later["rooms"][chat]
+
+    # A subscription reaches a room outside the list's range, with its own required_state.
+    other = await alice.create_room(name="Other")
+    await alice.text(chat, "chat is newest")  # "other" is second, outside [0, 0]
+    body = {
+        **lazy,
+        "room_subscriptions": {other: {"required_state": [["m.room.name", ""]], "timeline_limit": 1}},
+    }
+    both = await alice.sync(body, fresh=True)
+    assert both["lists"]["all"]["ops"][0]["room_ids"] == [chat]
+    assert set(both["rooms"]) == {chat, other}
+    assert types_of(both["rooms"][other]["required_state"]) == [("m.room.name", "")]
+
+    # Kicked: the room stays listed (unlike a room the user left), its timeline ends at the kick.
+    await bob.ok("POST", f"/rooms/{chat}/kick", {"user_id": alice.user_id, "reason": "test"})
+    await bob.text(chat, "after the kick")
+    fresh = await alice.sync(one_list(timeline_limit=2), fresh=True)
+    assert chat in fresh["lists"]["all"]["ops"][0]["room_ids"]
+    kicked = fresh["rooms"][chat]
+    assert kicked["timeline"][-1]["content"]["membership"] == "leave"
+    assert kicked["timeline"][-1]["sender"] == bob.user_id
+    assert "joined_count" not in kicked  # counts are for rooms the user is in
