@@ -7,7 +7,7 @@ and the admin API. In order:
    the rest runs (registration of the same name stays refused: the row is kept);
 2. every device goes, with its access and refresh tokens, E2EE device keys and to-device inbox (the
    device-list change reaches other servers through the devices' deletion listeners);
-3. pushers and server-side key backups are deleted;
+3. pushers, server-side key backups and account data are deleted;
 4. the profile is cleared (displayname and avatar), without sending member events: the leaves below
    carry none;
 5. with ``erase``, the account is marked erased: its events are then served redacted to users and
@@ -70,10 +70,11 @@ class AccountDeactivator:
         await self._storage.users.deactivate(user_id)
         # 2. Devices, their tokens (access and refresh) and E2EE keys.
         result.devices_deleted = await self._storage.devices.delete_all_devices(user_id)
-        # 3. Pushers and key backups.
+        # 3. Pushers, key backups, account data.
         for pusher in await self._storage.pushers.pushers_for_user(user_id):
             await self._storage.pushers.delete_pusher(user_id, pusher.app_id, pusher.pushkey)
         await self._delete_key_backups(user_id)
+        await self._storage.account_tokens.purge_account_data(user_id)
         # 4. The profile.
         await self._storage.users.set_displayname(user_id, None)
         await self._storage.users.set_avatar_url(user_id, None)

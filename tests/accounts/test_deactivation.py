@@ -58,6 +58,7 @@ async def test_deactivation_leaves_every_room_and_rejects_invites(pair: Pair) ->
         assert invite is not None and invite["membership"] == "invite"
         assert invite["displayname"] == "Alice of A"
 
+    await alice.ok("PUT", f"/user/{alice.user_id}/account_data/m.direct", {bob.user_id: [fed_room]})
     answer = await deactivate(alice, "deacalice")
     assert answer == {"id_server_unbind_result": "success"}
 
@@ -84,6 +85,7 @@ async def test_deactivation_leaves_every_room_and_rejects_invites(pair: Pair) ->
     assert status == 400 and error["errcode"] == "M_USER_IN_USE"
     assert await carol.ok("GET", f"/profile/{alice.user_id}") == {}
     assert await pair.a.storage.devices.list_devices(alice.user_id) == []
+    assert await pair.a.storage.account_data.get_all_global(alice.user_id) == {}
 
 
 async def texts_by(client: Client, room_id: str, sender: str) -> list[Any]:

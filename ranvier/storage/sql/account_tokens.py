@@ -61,6 +61,13 @@ class AccountTokenStore:
         )
         return None if value is None else str(value)
 
+    # -- deactivation --------------------------------------------------------------------------------
+
+    async def purge_account_data(self, user_id: str) -> None:
+        """Delete a deactivated user's account data, global and per room (direct chats, ignored users,
+        tags, client settings), as Synapse does on deactivation: nothing will read it again."""
+        await write(self._db, "DELETE FROM account_data WHERE user_id = ?", (user_id,))
+
     # -- erasure -------------------------------------------------------------------------------------
 
     async def mark_erased(self, user_id: str) -> None:
