@@ -24,7 +24,13 @@ class MembershipHandler(Protocol):
     ) -> dict[str, Any]: ...
 
     async def send_membership(
-        self, origin: str, room_id: str, event_id: str, pdu_json: Any, membership: str
+        self,
+        origin: str,
+        room_id: str,
+        event_id: str,
+        pdu_json: Any,
+        membership: str,
+        omit_members: bool = False,
     ) -> dict[str, Any]: ...
 
     async def on_invite(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]: ...
@@ -87,8 +93,10 @@ def add_membership_routes(
             origin = await authenticate_request(request, keyring, server_name)
             try:
                 body = await _body(request)
+                # send_join v2 ?omit_members=true (MSC3706, spec v1.6): the joiner takes partial state.
+                omit = membership == "join" and request.query.get("omit_members", "").lower() == "true"
                 result = await handler.send_membership(
-                    origin, request.match_info["room"], request.match_info["event"], body, membership
+                    origin, request.match_info["room"], request.match_info["event"], body, membership, omit
                 )
             except FederationRequestError as e:
                 return _error(e)

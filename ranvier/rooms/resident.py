@@ -198,7 +198,13 @@ class ResidentMembership:
         return False
 
     async def send_membership(
-        self, origin: str, room_id: str, event_id: str, pdu_json: Any, membership: str
+        self,
+        origin: str,
+        room_id: str,
+        event_id: str,
+        pdu_json: Any,
+        membership: str,
+        omit_members: bool = False,
     ) -> dict[str, Any]:
         """send_join / send_leave (v2): check, persist, forward, answer; then heal the join gap."""
         rv = await self._room_version(room_id, origin)
@@ -232,7 +238,7 @@ class ResidentMembership:
             # Synapse does this while still answering; doing it right after persisting means the dummy
             # may reach the joiner before our response does, which joiners must (and we do) handle.
             self._schedule_healing(room_id, reason=f"remote join {pdu.event_id}", threshold=1, joiner=origin)
-        return await self._send_join_response(room_id, pdu, state_before, others)
+        return await self._send_join_response(room_id, pdu, state_before, others, omit_members)
 
     async def _verified_membership_event(
         self, origin: str, room_id: str, event_id: str, pdu_json: Any, rv: RoomVersion, membership: str
@@ -278,17 +284,32 @@ class ResidentMembership:
         return pdu
 
     async def _send_join_response(
-        self, room_id: str, join: Pdu, state_before: dict[StateKey, str], servers_before: list[str]
+        self,
+        room_id: str,
+        join: Pdu,
+        state_before: dict[StateKey, str],
+        servers_before: list[str],
+        omit_members: bool = False,
     ) -> dict[str, Any]:
-        # Full state always (members_omitted false): simpler for joiners and allowed by the spec.
-        state_ids = list(state_before.values())
+        if omit_members:
+            # Partial state (S2S send_join v2, omit_members; MSC3706 and MSC3943): the non-member state,
+            # plus, in a room with neither a name nor a canonical alias, the heroes' member events so the
+            # joiner can name the room; the auth chain leaves out what ``state`` already carries.
+            state_ids = [e for (t, _), e in state_before.items() if t != "m.room.member"]
+            if ("m.room.name", "") not in state_before and ("m.room.canonical_alias", "") not in state_before:
+                heroes = await self._storage.state.get_hero_members(room_id, exclude=join.sender)
+                state_ids += [e for user, e in heroes if state_before.get(("m.room.member", user)) == e]
+        else:
+            state_ids = list(state_before.values())
         chain_ids = await self._storage.events.get_auth_chain_ids([*state_ids, join.event_id])
+        if omit_members:
+            chain_ids = set(chain_ids) - set(state_ids)
         events = await self._storage.events.get_events([*state_ids, *chain_ids])
         return {
             "state": [events[e].json for e in state_ids if e in events],
             "auth_chain": [events[e].json for e in sorted(chain_ids) if e in events],
             "event": join.json,
-            "members_omitted": False,
+            "members_omitted": omit_members,
             "servers_in_room": sorted(set(servers_before) | {self.server_name}),
             "origin": self.server_name,
         }

@@ -96,6 +96,17 @@ class SqlStateStore:
         )
         return {r[0] for r in rows}
 
+    async def get_hero_members(self, room_id: str, exclude: str, limit: int = 5) -> list[tuple[str, str]]:
+        """(user id, member event id) of up to ``limit`` members, joined or invited, other than
+        ``exclude``, in the order they became members: the room's heroes (CS "Room summary")."""
+        rows = await self._db.fetchall(
+            "SELECT m.user_id, m.event_id FROM room_memberships m JOIN events e ON e.event_id = m.event_id "
+            "WHERE m.room_id = ? AND m.membership IN ('join', 'invite') AND m.user_id <> ? "
+            "ORDER BY e.stream_ordering LIMIT ?",
+            (room_id, exclude, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
     async def get_joined_servers(self, room_id: str) -> set[str]:
         return await self.get_joined_servers_txn(self._db, room_id)
 
