@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from .engine import Database, chunks, in_list
-from .events import LIVE
+from .events import LIVE, live
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +79,17 @@ class SlidingSyncStore:
         out: dict[str, int] = {}
         if not types:
             return out
+        # One newest-first walk of each room's (room_id, stream_ordering) index, stopping at the first
+        # event of a bump type: a room's long history is not read (a GROUP BY over it would be).
+        latest = (
+            "SELECT e.stream_ordering FROM events e WHERE e.room_id = r.room_id"
+            f" AND e.type IN ({in_list(len(types))}) AND e.stream_ordering > 0 AND e.stream_ordering <= ?"
+            f" AND {live('e')} ORDER BY e.stream_ordering DESC LIMIT 1"
+        )
         for part in chunks(sorted(set(room_ids))):
             rows = await self._db.fetchall(
-                "SELECT room_id, MAX(stream_ordering) FROM events"
-                f" WHERE room_id IN ({in_list(len(part))}) AND type IN ({in_list(len(types))})"
-                f" AND stream_ordering > 0 AND stream_ordering <= ? AND {LIVE} GROUP BY room_id",
-                (*part, *types, upto),
+                f"SELECT r.room_id, ({latest}) FROM rooms r WHERE r.room_id IN ({in_list(len(part))})",
+                (*types, upto, *part),
             )
             out.update((str(r[0]), int(r[1])) for r in rows if r[1] is not None)
         return out
