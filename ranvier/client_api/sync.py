@@ -168,6 +168,10 @@ class SyncHandlers:
                     requester.user_id, since.presence if since else None, upto.presence, presence_filter
                 )
             body = await self._build(requester, since, upto, limit, full_state, thread_counts)
+            if self._presence is not None and since is not None:
+                presence_events = await self._presence.with_new_members(
+                    requester.user_id, body, presence_events, presence_filter
+                )
             body["presence"] = {"events": presence_events}
             remaining = deadline - loop.time()
             if since is None or full_state or remaining <= 0 or _has_news(body) or presence_events:

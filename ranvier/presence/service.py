@@ -166,10 +166,10 @@ class PresenceService:
     async def syncing(
         self, user_id: str, device_id: str | None, set_presence: str | None
     ) -> AsyncIterator[None]:
-        """Around a /sync request: the device's state becomes ``set_presence`` (default online; online
-        is activity), as Synapse does; while a sync runs, and for the sync timeout after it ends, the user
-        is not timed out to offline. ``set_presence=offline`` leaves presence alone (CS "/sync": "offline"
-        means the client is not marked as being online when it uses this API)."""
+        """Around a /sync request: the device's stated state is ``set_presence`` (default online), the
+        user's the most available of their devices'; while a sync runs, and for the sync timeout after it
+        ends, the user is not timed out to offline. ``set_presence=offline`` leaves presence alone (CS
+        "/sync": the client is then not marked as being online when it uses this API)."""
         wanted = set_presence or ONLINE
         if not self.enabled or wanted == OFFLINE:
             yield
@@ -179,11 +179,17 @@ class PresenceService:
             async with self._lock:
                 now = self._clock_ms()
                 old = await self.get_state(user_id)
+                stated = self._devices.get(user_id, {}).get(device_id)
                 combined = self._set_device(user_id, device_id, wanted)
-                new = replace(old, state=combined, currently_active=combined == ONLINE)
-                if combined == ONLINE:
-                    new = replace(new, last_active_ts=now)
-                await self._apply([(old, new)], now)
+                if old.state == OFFLINE or stated != wanted:
+                    # The client says something new (or the user was offline): "changing presence
+                    # state to online" is a pro-active event (CS "Last active ago"). Polling on with the
+                    # same set_presence is not: an idle user stays unavailable until they act. (Synapse
+                    # counts every sync as activity, against the spec as its own comment says.)
+                    new = replace(old, state=combined, currently_active=combined == ONLINE)
+                    if combined == ONLINE:
+                        new = replace(new, last_active_ts=now)
+                    await self._apply([(old, new)], now)
             yield
         finally:
             count = self._syncing.get(user_id, 1) - 1
@@ -319,12 +325,6 @@ class PresenceService:
                 self._devices.pop(new.user_id, None)
             else:
                 self._states[new.user_id] = new
-                if new.state == UNAVAILABLE and new.user_id in self._devices:
-                    # Idle: the devices that said online are idle too, until they say otherwise.
-                    devices = self._devices[new.user_id]
-                    for device_id, state in devices.items():
-                        if state == ONLINE:
-                            devices[device_id] = UNAVAILABLE
         if not told:
             return
         await self._store.put(told)

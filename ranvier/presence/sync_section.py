@@ -13,7 +13,7 @@ from typing import Any
 from ..clock import now_ms
 from ..storage.sql.presence import PresenceStore
 from .service import PresenceService
-from .state import client_event, matches_filter
+from .state import UserPresence, client_event, matches_filter
 
 
 class PresenceSync:
@@ -47,3 +47,35 @@ class PresenceSync:
         if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
             events = events[-limit:] if limit else []
         return events
+
+    async def with_new_members(
+        self, user_id: str, body: dict[str, Any], events: list[dict[str, Any]], event_filter: Any = None
+    ) -> list[dict[str, Any]]:
+        """An incremental sync's section plus the states of users the user newly shares a room with:
+        every member of a room they joined, and whoever joined one of their rooms (as Synapse does, so
+        a client knows their presence without waiting for a change). One event per user."""
+        if not self.enabled:
+            return events
+        users: set[str] = set()
+        new_rooms: list[str] = []
+        for room_id, room in body.get("rooms", {}).get("join", {}).items():
+            for event in room.get("timeline", {}).get("events", []):
+                if (
+                    event.get("type") != "m.room.member"
+                    or event.get("content", {}).get("membership") != "join"
+                ):
+                    continue
+                if event.get("state_key") == user_id:
+                    new_rooms.append(room_id)
+                elif isinstance(event.get("state_key"), str):
+                    users.add(event["state_key"])
+        users |= await self._store.joined_members(new_rooms)
+        users.discard(user_id)
+        if not users:
+            return events
+        now = now_ms()
+        known = await self._store.get(users)
+        extra = [client_event(known.get(u) or UserPresence(u), now) for u in sorted(users)]
+        merged = {e["sender"]: e for e in events}
+        merged.update((e["sender"], e) for e in extra if matches_filter(e, event_filter))
+        return list(merged.values())

@@ -118,6 +118,19 @@ async def test_sync_presence_section(
     kept = await sync(bob, since="", filter=json.dumps({"presence": {"senders": [alice.user_id]}}))
     assert len(presence_of(kept, alice.user_id)) == 1
 
+    # Users newly sharing a room: their state comes with the sync that shows the join (as Synapse), even
+    # though it changed before (when the syncing user was not allowed to see it).
+    erin = await Client.register(session, hs, "erin")
+    await erin.ok("PUT", f"/presence/{erin.user_id}/status", {"presence": "online", "status_msg": "new"})
+    assert presence_of(await sync(bob), erin.user_id) == []
+    await erin.ok("POST", f"/join/{room}", {})
+    joined = await sync(bob)
+    assert [c.get("status_msg") for c in presence_of(joined, erin.user_id)] == ["new"]
+    other_room = await erin.create_room()
+    await sync(bob)
+    await bob.ok("POST", f"/join/{other_room}", {})
+    assert [c["presence"] for c in presence_of(await sync(bob), erin.user_id)] == ["online"]
+
     # set_presence on /sync: the syncing user's own state, in their own sync too.
     dave = await Client.register(session, hs, "dave")
     await dave.ok("POST", f"/join/{room}", {})
@@ -146,23 +159,44 @@ async def test_idle_and_offline_timeouts(
     async def state_of(user: str) -> str:
         return str((await bob.ok("GET", f"/presence/{user}/status"))["presence"])
 
-    # Alice's client long-polls (which makes her online) while she does nothing for five minutes.
+    # Alice's client keeps long-polling (which makes her online) while she does nothing for five minutes.
+    # Each poll returns when something changes for her (her own presence too) and the client polls again.
     await alice.sync()
-    polling = asyncio.create_task(alice.ok("GET", "/sync", timeout="30000", since=alice.since))
-    for _ in range(100):
-        if await state_of(alice.user_id) == "online":
-            break
-        await asyncio.sleep(0.05)
+    polling: asyncio.Task[Any] | None = None
+
+    async def keep_polling() -> None:
+        nonlocal polling
+        if polling is not None and polling.done():
+            alice.since = (await polling)["next_batch"]
+            polling = None
+        if polling is None:
+            polling = asyncio.create_task(alice.ok("GET", "/sync", timeout="60000", since=alice.since))
+        for _ in range(200):
+            if alice.user_id in hs.presence._syncing:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("alice's /sync did not start")
+
+    async def tick(ms: int) -> None:
+        await keep_polling()
+        clock[0] += ms
+        await hs.presence.handle_timeouts()
+        await asyncio.sleep(0.1)  # her poll may return with the change; the client polls again
+        await keep_polling()
+
+    await keep_polling()
     assert await state_of(alice.user_id) == "online"
-    clock[0] += 4 * 60_000
-    await hs.presence.handle_timeouts()
-    assert await state_of(alice.user_id) == "online"  # still syncing, not yet idle
-    clock[0] += 60_001
-    await hs.presence.handle_timeouts()
-    assert await state_of(alice.user_id) == "unavailable"  # CS "Idle timeout"
-    # Sending a message is activity: online again (her long-poll returns with it).
+    await tick(4 * 60_000)
+    assert await state_of(alice.user_id) == "online"  # still not idle
+    await tick(60_001)
+    # CS "Idle timeout"; polling on with set_presence=online is not activity (CS "Last active ago").
+    assert await state_of(alice.user_id) == "unavailable"
+    await tick(1000)
+    assert await state_of(alice.user_id) == "unavailable"
+    # Sending a message is activity: online again.
     await alice.send_text(room, "back")
     assert await state_of(alice.user_id) == "online"
+    assert polling is not None
     await asyncio.wait_for(polling, 15)
 
     # Her sync has ended; thirty seconds later she is offline.

@@ -114,6 +114,18 @@ class PresenceStore:
         )
         return [_row(r) for r in rows]
 
+    async def joined_members(self, room_ids: Collection[str]) -> set[str]:
+        """The users joined to any of these rooms."""
+        out: set[str] = set()
+        for part in chunks(sorted(room_ids)):
+            rows = await self._db.fetchall(
+                "SELECT DISTINCT user_id FROM room_memberships"
+                f" WHERE membership = 'join' AND room_id IN ({in_list(len(part))})",
+                tuple(part),
+            )
+            out.update(r[0] for r in rows)
+        return out
+
     async def shares_a_room(self, user_id: str, other: str) -> bool:
         """Whether the two users are joined to a common room (CS "Presence": presence is published to
         users who share a room)."""
