@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..clock import now_ms
 from ..presence.service import PresenceService
-from ..presence.state import STATES, client_content
+from ..presence.state import MAX_STATUS_MSG_BYTES, STATES, client_content
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_user_id
 from .auth import Authenticator
@@ -23,7 +23,6 @@ from .filters import parse_filter, valid_filter_id
 from .http_util import read_json_body
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
-MAX_STATUS_MSG = 4096  # bytes of UTF-8; a status line, not a document
 
 
 class PresenceHandlers:
@@ -72,8 +71,8 @@ class PresenceHandlers:
         status_msg = body.get("status_msg")
         if status_msg is not None and not isinstance(status_msg, str):
             raise bad_json("'status_msg' must be a string")
-        if status_msg is not None and len(status_msg.encode("utf-8", "surrogatepass")) > MAX_STATUS_MSG:
-            raise invalid_param(f"'status_msg' is longer than {MAX_STATUS_MSG} bytes")
+        if status_msg is not None and len(status_msg.encode("utf-8", "surrogatepass")) > MAX_STATUS_MSG_BYTES:
+            raise invalid_param(f"'status_msg' is longer than {MAX_STATUS_MSG_BYTES} bytes")
         await self._presence.set_state(user_id, requester.device_id, str(state), status_msg)
         return web.json_response({})
 

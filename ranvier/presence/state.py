@@ -27,6 +27,8 @@ FEDERATION_PING_MS = 25 * 60_000
 # A user active within this long counts as currently active (CS "Last active ago": servers may send
 # ``currently_active`` instead of a stream of last-active updates).
 ACTIVE_GRANULARITY_MS = 60_000
+# The longest status message kept, in bytes of UTF-8 (set by a client or received from another server).
+MAX_STATUS_MSG_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,8 @@ def from_edu_item(item: Any, origin_server: str, now: int) -> UserPresence | Non
     if isinstance(ago, bool) or not isinstance(ago, int) or ago < 0:
         ago = None
     status = item.get("status_msg")
+    if isinstance(status, str) and len(status.encode("utf-8", "surrogatepass")) > MAX_STATUS_MSG_BYTES:
+        status = None  # a status line, not a document: an oversized one is not kept
     active_flag = item.get("currently_active")
     return UserPresence(
         user_id=user_id,

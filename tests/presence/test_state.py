@@ -114,6 +114,8 @@ def test_malformed_edu_items_are_dropped() -> None:
         NOW,
     )
     assert odd is not None and odd.last_active_ts == 0 and not odd.currently_active
+    long = from_edu_item({"user_id": "@a:hs", "presence": "online", "status_msg": "x" * 5000}, "hs", NOW)
+    assert long is not None and long.status_msg is None
 
 
 def test_event_filter() -> None:
