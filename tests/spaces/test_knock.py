@@ -4,11 +4,15 @@ in-process Ranvier servers, with /sync's ``rooms.knock``, the invite that answer
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from ranvier.app import Homeserver
+from ranvier.federation.client import FederationError
+from ranvier.protocol.events import build_event
+from ranvier.protocol.room_versions import get_room_version
 from tests.scenarios.servers import Client, eventually, start_server
 
 KNOCK_RULES = {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
@@ -117,3 +121,57 @@ async def test_knock_locally_rescind_and_unsupported_version(
     # No server to ask: a v12-style room id we have never heard of, and no via.
     status, body = await carol.call("POST", "/knock/!nowhere", {})
     assert status == 404, body
+
+
+async def test_make_knock_and_send_knock_refuse_bad_requests(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    a = await start_server(tmp_path / "a")
+    b = await start_server(tmp_path / "b")
+    servers += [a, b]
+    alice = await Client.register(session, a, "alice")
+    room_id = await _knock_room(alice, "Strict door")
+    user = f"@mallory:{b.server_name}"
+    base = "/_matrix/federation/v1"
+
+    async def status_of(method: str, path: str, query: Any = None, body: Any = None) -> tuple[int, str]:
+        try:
+            await b.federation_client.request(method, a.server_name, path, query, body)
+        except FederationError as e:
+            return e.status, e.errcode or ""
+        return 200, ""
+
+    # ``ver`` is required; a user of another server; a room we do not know.
+    assert await status_of("GET", f"{base}/make_knock/{quote(room_id)}/{quote(user)}") == (
+        400,
+        "M_MISSING_PARAM",
+    )
+    other = f"@someone:{a.server_name}"
+    assert (await status_of("GET", f"{base}/make_knock/{quote(room_id)}/{quote(other)}", {"ver": ["10"]}))[
+        0
+    ] == 403
+    assert (await status_of("GET", f"{base}/make_knock/{quote('!nope:x')}/{quote(user)}", {"ver": ["10"]}))[
+        0
+    ] == 404
+    # A make_knock template signed as a join is refused by send_knock.
+    template = await b.federation_client.make_knock(a.server_name, room_id, user, ["10"])
+    assert template["room_version"] == "10" and template["event"]["content"] == {"membership": "knock"}
+    event = template["event"]
+    join = build_event(
+        room_version=get_room_version("10"),
+        room_id=room_id,
+        sender=user,
+        event_type="m.room.member",
+        state_key=user,
+        content={"membership": "join"},
+        prev_events=event["prev_events"],
+        auth_events=event["auth_events"],
+        depth=event["depth"],
+        origin_server_ts=event["origin_server_ts"],
+        server_name=b.server_name,
+        signing_key=b.signing_key,
+    )
+    path = f"{base}/send_knock/{quote(room_id)}/{quote(join.event_id)}"
+    assert (await status_of("PUT", path, None, join.json))[0] == 400
+    member = await alice.call("GET", f"/rooms/{room_id}/state/m.room.member/{quote(user)}")
+    assert member[0] == 404
