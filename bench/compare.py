@@ -25,6 +25,7 @@ import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.machine import describe_machine, finish, summary
 from bench.servers import BenchServer, ResourceSampler, make_server
 from bench.workloads import all_workloads
 from bench.workloads.base import Options, Pair, Recorder, Workload
@@ -53,6 +54,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--load-messages", type=int, default=30, help="messages per client per load repeat")
     p.add_argument("--kinds", default="ranvier,synapse", help="servers to compare (ranvier,synapse)")
     p.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database per server")
+    p.add_argument(
+        "--presence",
+        choices=("on", "off"),
+        default="on",
+        help="presence on both kinds alike (default on, each server's default)",
+    )
     p.add_argument("--synapse-version", default=DEFAULT_VERSION)
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--no-charts", action="store_true")
@@ -77,6 +84,7 @@ async def run_one(
             postgres=args.postgres,
             synapse_version=args.synapse_version,
             name_port=proxy.port if proxy is not None and i == 0 else None,
+            presence=args.presence == "on",
         )
         for i in range(wl.servers)
     ]
@@ -156,6 +164,7 @@ def main(argv: list[str]) -> None:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    machine: dict[str, Any] = {}
     if args.render:
         # The earlier run's own settings describe its figures, not this command line's.
         saved = json.loads(args.render.read_text())
@@ -167,24 +176,36 @@ def main(argv: list[str]) -> None:
             earlier["synapse_version"], earlier["repeats"], earlier["sizes"],
         )  # fmt: skip
         args.postgres = earlier["postgres"] in (True, "True")
+        args.presence = earlier.get("presence", "unrecorded")
+        machine = saved.get("machine", {})
     else:
+        machine = describe_machine(args.synapse_version)
         results, titles = asyncio.run(run_all(args))
+        machine = finish(machine)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     table = markdown(results, titles, kinds)
     header = (
         f"Ranvier vs Synapse {args.synapse_version}, {'PostgreSQL' if args.postgres else 'SQLite'}, "
-        f"{args.repeats} repeats, sizes {args.sizes}; {platform.machine()}, "
-        f"Python {platform.python_version()}, "
+        f"presence {args.presence} on both, {args.repeats} repeats, sizes {args.sizes}; "
+        f"{platform.machine()}, "
         f"{time.strftime('%Y-%m-%d')}"
         + ("" if args.render else f"; took {time.monotonic() - started:.0f}s")
         + "\n\n"
+        + (f"Machine: {summary(machine)}\n\n" if machine else "")
     )
     md_path = args.out / f"compare-{stamp}.md"
     md_path.write_text(header + table + "\n")
     saved_args = {"synapse_version": args.synapse_version, "postgres": args.postgres, "repeats": args.repeats,
-                  "sizes": args.sizes}  # fmt: skip
+                  "sizes": args.sizes, "presence": args.presence}  # fmt: skip
     meta = {"args": {k: str(v) for k, v in vars(args).items()}, "python": sys.version, "date": stamp}
-    document = {"meta": meta, "args": saved_args, "kinds": kinds, "titles": titles, "results": results}
+    document = {
+        "meta": meta,
+        "args": saved_args,
+        "machine": machine,
+        "kinds": kinds,
+        "titles": titles,
+        "results": results,
+    }
     (args.out / f"compare-{stamp}.json").write_text(json.dumps(document, indent=1))
     charts = []
     if not args.no_charts:

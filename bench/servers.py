@@ -85,6 +85,7 @@ class RanvierServer:
     client_port: int = field(default_factory=free_port)
     database: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    presence: bool = True
 
     @property
     def server_name(self) -> str:
@@ -112,6 +113,8 @@ class RanvierServer:
         data = yaml.safe_load(config.read_text())
         data["log_level"] = "INFO"  # Synapse's generated log config is INFO as well
         data["rate_limits"] = {"enabled": False}  # as Synapse's rc_* limits are relaxed in its config
+        # Presence the same way on both kinds (bench compare --presence; on by default, as on both servers).
+        data["presence"] = {"enabled": self.presence}
         if self.postgres:
             self.database = create_database("bench_ranvier")
             data["database"]["url"] = (
@@ -174,11 +177,20 @@ class SynapseBenchServer(SynapseServer):
 
     kind = "synapse"
 
-    def __init__(self, workdir: Path, version: str, *, name_port: int | None = None, postgres: bool = False):
+    def __init__(
+        self,
+        workdir: Path,
+        version: str,
+        *,
+        name_port: int | None = None,
+        postgres: bool = False,
+        presence: bool = True,
+    ):
         python = ensure_synapse_postgres(version) if postgres else ensure_synapse(version)
         super().__init__(version=version, workdir=workdir, python=python)
         self.name_port = name_port
         self.postgres = postgres
+        self.presence = presence
         self.database: str | None = None
 
     @property
@@ -198,6 +210,7 @@ class SynapseBenchServer(SynapseServer):
         # Newer limits than the interop harness relaxes; the benchmark joins one room many times.
         extra["rc_joins_per_room"] = relaxed
         extra["rc_presence"] = {"per_user": relaxed}
+        extra["presence"] = {"enabled": self.presence}
         if self.postgres:
             self.database = create_database("bench_synapse")
             extra["database"] = {
@@ -239,12 +252,20 @@ def _wait_ready(server: BenchServer, process: subprocess.Popen[bytes]) -> None:
 
 
 def make_server(
-    kind: str, workdir: Path, *, postgres: bool, synapse_version: str, name_port: int | None = None
+    kind: str,
+    workdir: Path,
+    *,
+    postgres: bool,
+    synapse_version: str,
+    name_port: int | None = None,
+    presence: bool = True,
 ) -> BenchServer:
     if kind == "ranvier":
-        return RanvierServer(workdir, name_port=name_port, postgres=postgres)
+        return RanvierServer(workdir, name_port=name_port, postgres=postgres, presence=presence)
     if kind == "synapse":
-        return SynapseBenchServer(workdir, synapse_version, name_port=name_port, postgres=postgres)
+        return SynapseBenchServer(
+            workdir, synapse_version, name_port=name_port, postgres=postgres, presence=presence
+        )
     raise ValueError(f"unknown server kind {kind!r}")
 
 

@@ -1,7 +1,9 @@
 """The join gap: while a user of server 1 joins a room of server 0, the resident's user sends a message
 between make_join and send_join (the proxy in front of server 0 holds the send_join until that message is
-persisted). Timed from the moment send_join is forwarded to the resident until the joiner's ``/messages``
-serves the message sent in the gap. A joiner that never gets it fails the repeat."""
+persisted). The outcome is reported as what it is (issue 21): in how many repeats the joiner's ``/messages``
+served the gap event within GAP_TIMEOUT (a Synapse joiner often never gets it: the resident's dummy event
+arrives while it is still persisting the join and is dropped as "for unknown room"), and, for the repeats
+where it did, the time from the moment send_join was forwarded to the resident until it was readable."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from .base import Options, Pair, Recorder, describe
 from .client import MxClient
 
 GAP_TIMEOUT = 60.0
+READABLE = "gap event readable (repeats where found)"
 
 
 class JoinGap:
@@ -29,9 +32,10 @@ class JoinGap:
             alice = await MxClient.register(pair.session, resident.client_url, "alice")
         except Exception as e:
             for _ in range(opts.repeats):
-                rec.failure("gap event readable", "s", f"setup: {describe(e)}")
+                rec.failure(READABLE, "s", f"setup: {describe(e)}")
                 rec.tick()
             return
+        found = 0
         for r in range(opts.repeats):
             try:
                 room_id = await alice.create_room(name="gap")
@@ -50,9 +54,16 @@ class JoinGap:
                 deadline = time.monotonic() + GAP_TIMEOUT
                 while gap_text not in await joiner.texts_back(room_id, 20):
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"gap event not readable by the joiner after {GAP_TIMEOUT:.0f}s")
+                        break
                     await asyncio.sleep(0.02)
-                rec.value("gap event readable", "s", time.perf_counter() - forwarded)
+                else:
+                    found += 1
+                    rec.value(
+                        "gap event readable (repeats where found)", "s", time.perf_counter() - forwarded
+                    )
             except Exception as e:
-                rec.failure("gap event readable", "s", describe(e))
+                rec.failure(READABLE, "s", describe(e))
             rec.tick()
+        rec.value(f"gap event found within {GAP_TIMEOUT:.0f} s", "repeats", found, "", "higher")
+        rec.note(f"gap event found within {GAP_TIMEOUT:.0f} s", "repeats", f"{found} of {opts.repeats}", "",
+                 "higher")  # fmt: skip
