@@ -72,7 +72,7 @@ class AdminApi:
                 allow_login_as_user=config.admin_api.allow_login_as_user,
             ),
             DeviceAdminHandlers(storage, self.access),
-            RoomAdminHandlers(storage, self.access, self.policy, persister, server_name),
+            RoomAdminHandlers(storage, self.store, self.access, self.policy, persister, server_name),
             self.room_deleter,
             MakeRoomAdminHandlers(storage, self.access, creator, membership, server_name),
             ReportHandlers(storage, self.store, authenticator, self.access),

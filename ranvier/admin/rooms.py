@@ -26,6 +26,7 @@ from ..client_api.http_util import query_int, read_json_body
 from ..clock import now_ms
 from ..protocol.events import Pdu
 from ..rooms.persister import EventPersister
+from ..storage.sql.admin import AdminStore
 from ..storage.sql.engine import Database
 from .access import AdminAccess, note, query_bool, query_dir
 from .policy import AdminPolicy
@@ -70,12 +71,14 @@ class RoomAdminHandlers:
     def __init__(
         self,
         storage: Any,
+        admin_store: AdminStore,
         access: AdminAccess,
         policy: AdminPolicy,
         persister: EventPersister,
         server_name: str,
     ) -> None:
         self._storage = storage
+        self._store = admin_store
         self._access = access
         self._policy = policy
         self._persister = persister
@@ -133,6 +136,37 @@ class RoomAdminHandlers:
     async def _public_ids(self) -> set[str]:
         return set(await self._storage.directory.public_room_ids())
 
+    async def _all_summaries(self) -> list[dict[str, Any]]:
+        """Every room's list entry, from a handful of queries over all rooms (the list is sorted and
+        filtered on any of its fields, so every room is summarised)."""
+        types = (*(key[0] for key in _SUMMARY_STATE), "m.room.create")
+        rows = await self._store.room_summary_rows(self._server_name, types)
+        rooms, members, state_counts, contents, redacted = rows
+        for room_id, event_type in redacted:
+            event = await self._storage.state.get_current_state_event(room_id, event_type, "")
+            contents[(room_id, event_type)] = dict(event.content) if event is not None else {}
+        public_ids = await self._public_ids()
+        entries = []
+        for room_id, version, creator in rooms:
+            entry: dict[str, Any] = {"room_id": room_id}
+            for (event_type, _), (field, content_key) in _SUMMARY_STATE.items():
+                content = contents.get((room_id, event_type))
+                entry[field] = _text(content.get(content_key)) if content is not None else None
+            create = contents.get((room_id, "m.room.create"))
+            joined, local = members.get(room_id, (0, 0))
+            entry.update(
+                joined_members=joined,
+                joined_local_members=local,
+                version=version,
+                creator=creator,
+                federatable=create is None or create.get("m.federate", True) is not False,
+                public=room_id in public_ids,
+                state_events=state_counts.get(room_id, 0),
+                room_type=_text(create.get("type")) if create is not None else None,
+            )
+            entries.append(entry)
+        return entries
+
     async def list_rooms(self, request: web.Request) -> web.Response:
         await self._access.require_admin(request)
         start = query_int(request, "from", 0)
@@ -143,25 +177,18 @@ class RoomAdminHandlers:
             raise invalid_param(f"'order_by' must be one of {', '.join(ROOM_ORDERS)}")
         backwards = query_dir(request)
         search = (request.query.get("search_term") or "").lower()
-        public_filter = request.query.get("public_rooms")
-        empty_filter = request.query.get("empty_rooms")
-        public_ids = await self._public_ids()
-        rooms = []
-        for record in await self._storage.rooms.get_all_rooms():
-            entry = await self.summary(record.room_id, public_ids)
-            if entry is None:
-                continue
-            if search and not any(
-                search in (entry[f] or "").lower() for f in ("name", "canonical_alias", "room_id")
-            ):
-                continue
-            if public_filter is not None and entry["public"] != query_bool(request, "public_rooms", False):
-                continue
-            if empty_filter is not None and (entry["joined_local_members"] == 0) != query_bool(
-                request, "empty_rooms", False
-            ):
-                continue
-            rooms.append(entry)
+        public = None if "public_rooms" not in request.query else query_bool(request, "public_rooms", False)
+        empty = None if "empty_rooms" not in request.query else query_bool(request, "empty_rooms", False)
+        rooms = [
+            entry
+            for entry in await self._all_summaries()
+            if (
+                not search
+                or any(search in (entry[f] or "").lower() for f in ("name", "canonical_alias", "room_id"))
+            )
+            and (public is None or entry["public"] == public)
+            and (empty is None or (entry["joined_local_members"] == 0) == empty)
+        ]
         # Rooms without a value for the key go last (first when backwards), ties by room id.
         present = [r for r in rooms if r[order_by] is not None]
         absent = sorted((r for r in rooms if r[order_by] is None), key=lambda r: r["room_id"])

@@ -67,6 +67,12 @@ async def test_list_details_members_state(admin_server: AdminServer) -> None:
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     assert (await alice.call("GET", V1 + "/rooms"))[0] == 403
 
+    # A redacted name is no name (the list reads stored events in bulk, redactions applied).
+    name_event = next(e for e in state["state"] if e["type"] == "m.room.name")
+    await alice.ok("PUT", f"{CS}/rooms/{big}/redact/{name_event['event_id']}/x1", {})
+    listed = await admin.ok("GET", V1 + "/rooms")
+    assert {r["room_id"]: r["name"] for r in listed["rooms"]}[big] is None
+
 
 async def test_block_room(admin_server: AdminServer) -> None:
     admin = await admin_server.user("root", admin=True)

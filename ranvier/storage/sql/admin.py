@@ -305,3 +305,53 @@ class AdminStore:
             " ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id",
             (user_id, room_id),
         )
+
+    # -- room summaries ------------------------------------------------------------------------------
+
+    async def room_summary_rows(
+        self, server_name: str, state_types: tuple[str, ...]
+    ) -> tuple[
+        list[tuple[str, str, str]],
+        dict[str, tuple[int, int]],
+        dict[str, int],
+        dict[tuple[str, str], dict[str, Any]],
+        set[tuple[str, str]],
+    ]:
+        """Everything the room list needs, for every room, in four queries: (room_id, version, creator) of
+        each room; joined and joined-local member counts; state entry counts; and the content of the
+        current state events of ``state_types`` (state key "") by (room_id, type), but for the redacted
+        ones, whose (room_id, type) are returned apart."""
+        rooms = [
+            (str(r[0]), str(r[1]), str(r[2]))
+            for r in await self._db.fetchall("SELECT room_id, room_version, creator FROM rooms")
+        ]
+        members = {
+            str(r[0]): (int(r[1]), int(r[2] or 0))
+            for r in await self._db.fetchall(
+                "SELECT room_id, COUNT(*), SUM(CASE WHEN server_name = ? THEN 1 ELSE 0 END)"
+                " FROM room_memberships WHERE membership = 'join' GROUP BY room_id",
+                (server_name,),
+            )
+        }
+        state_counts = {
+            str(r[0]): int(r[1])
+            for r in await self._db.fetchall("SELECT room_id, COUNT(*) FROM current_state GROUP BY room_id")
+        }
+        contents: dict[tuple[str, str], dict[str, Any]] = {}
+        redacted: set[tuple[str, str]] = set()
+        if state_types:
+            marks = ", ".join("?" * len(state_types))
+            rows = await self._db.fetchall(
+                "SELECT cs.room_id, cs.type, e.json, e.redacted_by FROM current_state cs"
+                " JOIN events e ON e.event_id = cs.event_id"
+                f" WHERE cs.state_key = '' AND cs.type IN ({marks})",
+                state_types,
+            )
+            for room_id, event_type, text, redacted_by in rows:
+                if redacted_by is not None:
+                    # Stored as received; the caller reads it through the event store, which redacts.
+                    redacted.add((str(room_id), str(event_type)))
+                    continue
+                content = load_json(text).get("content")
+                contents[(str(room_id), str(event_type))] = content if isinstance(content, dict) else {}
+        return rooms, members, state_counts, contents, redacted

@@ -1,0 +1,164 @@
+"""Admin API latency on a real server process (Ranvier, and Synapse with ``--servers ranvier,synapse``).
+
+The world: ``--rooms`` named public rooms (default 300) made by one user, the first 50 with a second
+member, and ``--users`` users (default 200). Measured over ``--runs`` repetitions, min / median in
+milliseconds, as a server admin registered with the shared secret:
+
+- ``GET /_synapse/admin/v1/rooms?limit=100`` (ordered by name, every room summarised to sort them);
+- the same ordered by ``joined_members``;
+- ``GET /_synapse/admin/v1/rooms/{roomId}`` and ``.../members`` of one room;
+- ``GET /_synapse/admin/v2/users?limit=100``.
+
+Usage: python3 -m bench admin [--rooms 300] [--users 200] [--runs 20] [--servers ranvier] [--postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from bench.servers import make_server
+from bench.workloads.client import MxClient, q
+from tests.interop.synapse import DEFAULT_VERSION
+
+
+async def _admin(session: aiohttp.ClientSession, base_url: str, secret: str) -> MxClient:
+    """An admin registered with the shared-secret API (/_synapse/admin/v1/register)."""
+    async with session.get(base_url + "/_synapse/admin/v1/register") as resp:
+        nonce = (await resp.json())["nonce"]
+    password = "bench-admin-password"
+    mac = hmac.new(
+        secret.encode(),
+        b"\x00".join([nonce.encode(), b"benchadmin", password.encode(), b"admin"]),
+        hashlib.sha1,
+    ).hexdigest()
+    body = {"nonce": nonce, "username": "benchadmin", "password": password, "admin": True, "mac": mac}
+    async with session.post(base_url + "/_synapse/admin/v1/register", json=body) as resp:
+        answer = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"admin registration failed: {resp.status} {answer}")
+    return MxClient(session, base_url, answer["user_id"], answer["access_token"])
+
+
+async def _timed(runs: int, call: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+    await call()  # warm
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return min(samples), statistics.median(samples)
+
+
+async def _ok(client: MxClient, method: str, path: str, body: Any = None) -> Any:
+    """A set-up request, waiting out rate limits (Synapse limits room creation and joins)."""
+    for _ in range(100):
+        status, answer = await client.call(method, path, body)
+        if status == 200:
+            return answer
+        if status != 429:
+            raise RuntimeError(f"{method} {path} -> {status} {answer}")
+        await asyncio.sleep(answer.get("retry_after_ms", 1000) / 1000 if isinstance(answer, dict) else 1)
+    raise RuntimeError(f"{method} {path}: still rate limited")
+
+
+async def _get(client: MxClient, path: str, **params: str) -> Any:
+    async with client.session.get(
+        client.base.split("/_matrix/")[0] + path,
+        params=params or None,
+        headers={"Authorization": f"Bearer {client.token}"},
+    ) as resp:
+        body = await resp.json(content_type=None)
+        if resp.status != 200:
+            raise RuntimeError(f"GET {path} -> {resp.status} {body}")
+        return body
+
+
+async def _measure(
+    base_url: str, secret: str, rooms: int, users: int, runs: int
+) -> dict[str, tuple[float, float]]:
+    async with aiohttp.ClientSession() as session:
+        admin = await _admin(session, base_url, secret)
+        owner = await MxClient.register(session, base_url, "owner")
+        guest = await MxClient.register(session, base_url, "guest")
+        t0 = time.perf_counter()
+        room_ids = []
+        for i in range(rooms):
+            room = await _ok(owner, "POST", "/createRoom", {"preset": "public_chat", "name": f"room {i:04d}"})
+            room_ids.append(room["room_id"])
+            if i < 50:
+                await _ok(guest, "POST", f"/rooms/{q(room['room_id'])}/join", {})
+        for _ in range(users):
+            await MxClient.register(session, base_url, "user")
+        print(f"  built {rooms} rooms and {users + 3} users in {time.perf_counter() - t0:.1f} s", flush=True)
+        one = room_ids[0]
+
+        async def rooms_by_name() -> None:
+            body = await _get(admin, "/_synapse/admin/v1/rooms", limit="100")
+            assert len(body["rooms"]) == min(100, rooms)
+
+        async def rooms_by_size() -> None:
+            body = await _get(admin, "/_synapse/admin/v1/rooms", limit="100", order_by="joined_members")
+            assert body["rooms"][0]["joined_members"] == 2
+
+        async def details() -> None:
+            assert (await _get(admin, f"/_synapse/admin/v1/rooms/{q(one)}"))["joined_members"] == 2
+
+        async def members() -> None:
+            assert (await _get(admin, f"/_synapse/admin/v1/rooms/{q(one)}/members"))["total"] == 2
+
+        async def users_page() -> None:
+            assert len((await _get(admin, "/_synapse/admin/v2/users", limit="100"))["users"]) == 100
+
+        return {
+            f"rooms list by name (100 of {rooms})": await _timed(runs, rooms_by_name),
+            f"rooms list by joined_members (100 of {rooms})": await _timed(runs, rooms_by_size),
+            "room details": await _timed(runs, details),
+            "room members": await _timed(runs, members),
+            f"users list (100 of {users + 3})": await _timed(runs, users_page),
+        }
+
+
+def _secret(server: Any) -> str:
+    secret = getattr(server, "shared_secret", None)
+    if secret:
+        return str(secret)
+    return str(yaml.safe_load((server.workdir / "homeserver.yaml").read_text())["registration_shared_secret"])
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m bench admin", description=__doc__.split("\n")[0])
+    parser.add_argument("--rooms", type=int, default=300)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--servers", default="ranvier", help="comma-separated: ranvier, synapse")
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--synapse-version", default=DEFAULT_VERSION)
+    args = parser.parse_args(argv)
+    print(f"admin bench: {args.rooms} rooms, {args.users} users, {args.runs} runs")
+    for kind in args.servers.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"bench-admin-{kind}-") as tmp:
+            server = make_server(
+                kind, Path(tmp), postgres=args.postgres, synapse_version=args.synapse_version
+            )
+            server.start()
+            try:
+                print(f"{kind} ({'PostgreSQL' if args.postgres else 'SQLite'}):", flush=True)
+                figures = asyncio.run(
+                    _measure(server.client_url, _secret(server), args.rooms, args.users, args.runs)
+                )
+                for name, (low, median) in figures.items():
+                    print(f"  {name:<50} min {low:8.1f} ms   median {median:8.1f} ms")
+            finally:
+                server.stop()
