@@ -297,14 +297,17 @@ class PresenceService:
         for p in states:
             await self._sender.broadcast_edu(destinations, presence_edu(edu_push_item(p, now)))
 
-    async def _send(self, states: Sequence[UserPresence], now: int) -> None:
-        """Send local users' states to the servers sharing a room with each."""
+    async def _send(self, states: Sequence[UserPresence], now: int, *, touch: bool = True) -> None:
+        """Send local users' states to the servers sharing a room with each; with ``touch``, record the
+        time (``_apply`` stores it with the states instead)."""
         if not states:
             return
         if self._sender is not None:
             for p in states:
                 servers = await self._store.servers_sharing_a_room(p.user_id)
                 await self._broadcast(servers, [p], now)
+        if not touch:
+            return
         sent = [p.user_id for p in states]
         await self._store.touch_federation_update(sent, now)
         for user_id in sent:
@@ -318,19 +321,24 @@ class PresenceService:
     ) -> None:
         """Keep the new states; store (and tell /sync, the appservices and other servers) those worth
         telling, or all of them with ``force`` (an explicit PUT, an update from another server)."""
-        told = [new for old, new in changes if force or worth_telling(old, new)]
+        told = {new.user_id for old, new in changes if force or worth_telling(old, new)}
+        kept: list[UserPresence] = []
         for _, new in changes:
+            if new.user_id in told and self.is_local(new.user_id):
+                new = replace(new, last_federation_update_ts=now)  # sent below
+            kept.append(new)
             if new.state == OFFLINE:
                 self._states.pop(new.user_id, None)
                 self._devices.pop(new.user_id, None)
             else:
                 self._states[new.user_id] = new
-        if not told:
+        stored = [p for p in kept if p.user_id in told]
+        if not stored:
             return
-        await self._store.put(told)
+        await self._store.put(stored)
         if self._notify is not None:
             self._notify()
-        await self._send([p for p in told if self.is_local(p.user_id)], now)
+        await self._send([p for p in stored if self.is_local(p.user_id)], now, touch=False)
 
 
 __all__ = ["OFFLINE", "ONLINE", "UNAVAILABLE", "PresenceService"]
