@@ -27,6 +27,7 @@ from ..storage.sql.search import Order, SearchHit, SearchScope
 from .terms import SearchQuery, highlights
 
 GROUP_KEYS = ("room_id", "sender")
+IGNORED_USERS = "m.ignored_user_list"
 MAX_ROUNDS = 8
 MAX_TOKEN_LEN = 2048
 
@@ -144,7 +145,8 @@ class RoomEventSearch:
                 replace(scope, room_id=group[1]) if group[0] == "room_id" else replace(scope, sender=group[1])
             )
         start = token.position if token is not None else None
-        found, consumed, position, exhausted = await self._visible(user_id, request, scope, start)
+        ignored = await self._ignored_users(user_id)
+        found, consumed, position, exhausted = await self._visible(user_id, request, scope, start, ignored)
         count = await self._storage.search.count(user_id, request.query, scope)
         next_batch = None if exhausted else BatchToken(request.order, position, group).encode()
         results = [Result(pdu, hit.rank) for hit, pdu in found]
@@ -165,8 +167,19 @@ class RoomEventSearch:
             answer.state = await self._states(user_id, {pdu.room_id for _, pdu in found})
         return answer
 
+    async def _ignored_users(self, user_id: str) -> frozenset[str]:
+        """CS "Ignoring Users": events of users in ``m.ignored_user_list`` are never served to the user."""
+        content = await self._storage.account_data.get_global(user_id, IGNORED_USERS)
+        users = content.get("ignored_users") if isinstance(content, dict) else None
+        return frozenset(u for u in users if isinstance(u, str)) if isinstance(users, dict) else frozenset()
+
     async def _visible(
-        self, user_id: str, request: RoomEventsRequest, scope: SearchScope, start: int | None
+        self,
+        user_id: str,
+        request: RoomEventsRequest,
+        scope: SearchScope,
+        start: int | None,
+        ignored: frozenset[str],
     ) -> tuple[list[tuple[SearchHit, Pdu]], list[SearchHit], int, bool]:
         """(visible hits with their events, the candidates consumed, the position after them, whether the
         candidates ran out)."""
@@ -180,7 +193,9 @@ class RoomEventSearch:
             hits = await self._storage.search.search(
                 user_id, request.query, scope, request.order, batch_size, offset=offset, before_stream=before
             )
-            shown = await self._shown(user_id, hits, request.contains_url)
+            shown = await self._shown(
+                user_id, [h for h in hits if h.sender not in ignored], request.contains_url
+            )
             for hit in hits:
                 consumed.append(hit)
                 offset += 1

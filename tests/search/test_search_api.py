@@ -24,7 +24,7 @@ async def search(client: Client, criteria: dict[str, Any], next_batch: str | Non
 
 
 def bodies(found: dict[str, Any]) -> list[str]:
-    return [r["result"]["content"]["body"] for r in found["results"]]
+    return [r["result"]["content"].get("body") for r in found["results"]]
 
 
 async def test_search_results_visibility_groups_context_and_pagination(
@@ -164,6 +164,14 @@ async def test_search_results_visibility_groups_context_and_pagination(
     edit_id = (await alice.ok("PUT", f"/rooms/{room}/send/m.room.message/e1", edit))["event_id"]
     (zebra,) = (await search(alice, {"search_term": "zebra"}))["results"]
     assert zebra["result"]["unsigned"]["m.relations"]["m.replace"]["event_id"] == edit_id
+
+    # Nothing from ignored users.
+    await alice.ok(
+        "PUT", f"/user/{alice.user_id}/account_data/m.ignored_user_list", {"ignored_users": {bob.user_id: {}}}
+    )
+    assert "bob saw martians too" not in bodies(await search(alice, {"search_term": "martians"}))
+    await alice.ok("PUT", f"/user/{alice.user_id}/account_data/m.ignored_user_list", {"ignored_users": {}})
+    assert "bob saw martians too" in bodies(await search(alice, {"search_term": "martians"}))
 
     # Bob leaves and forgets the other room: no more results from it.
     await bob.ok("POST", f"/rooms/{other}/leave", {})
