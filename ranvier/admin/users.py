@@ -11,7 +11,9 @@
 - ``POST/DELETE /_synapse/admin/v1/users/{userId}/shadow_ban`` and ``GET/POST/DELETE
   .../override_ratelimit`` (applied by ``admin.policy``);
 - ``POST /_synapse/admin/v1/users/{userId}/login``: a token for the user, only where the configuration
-  allows it (``admin_api.allow_login_as_user``, off by default).
+  allows it (``admin_api.allow_login_as_user``, off by default);
+- ``GET/PUT /_synapse/admin/v1/users/{userId}/admin`` (the admin flag alone) and
+  ``GET /_synapse/admin/v1/username_available``.
 
 Ranvier has no guests, user types, third-party ids, SSO, consent tracking or account locking: the fields
 Synapse gives for those are answered as what is true here (``is_guest: false``, ``threepids: []``,
@@ -91,6 +93,9 @@ class UserAdminHandlers:
             web.post(V1 + "/users/{user_id}/override_ratelimit", self.set_override),
             web.delete(V1 + "/users/{user_id}/override_ratelimit", self.delete_override),
             web.post(V1 + "/users/{user_id}/login", self.login_as_user),
+            web.get(V1 + "/users/{user_id}/admin", self.get_admin_flag),
+            web.put(V1 + "/users/{user_id}/admin", self.put_admin_flag),
+            web.get(V1 + "/username_available", self.username_available),
         ]
 
     async def _existing_user(self, user_id: str) -> UserRecord:
@@ -361,3 +366,35 @@ class UserAdminHandlers:
         await self._storage.devices.create_access_token(user_id, device_id, token)
         note(admin, "logged in as user", user_id=user_id, device_id=device_id)
         return web.json_response({"access_token": token})
+
+    # -- the admin flag alone, and name availability --------------------------------------------------
+
+    async def get_admin_flag(self, request: web.Request) -> web.Response:
+        await self._access.require_admin(request)
+        user = await self._existing_user(request.match_info["user_id"])
+        return web.json_response({"admin": user.is_admin})
+
+    async def put_admin_flag(self, request: web.Request) -> web.Response:
+        admin = await self._access.require_admin(request)
+        user = await self._existing_user(request.match_info["user_id"])
+        body = await read_json_body(request)
+        flag = _bool_field(body, "admin")
+        if flag is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing 'admin'")
+        if user.user_id == admin.user_id and not flag:
+            raise invalid_param("You may not demote yourself.")
+        await self._storage.users.set_admin(user.user_id, flag)
+        note(admin, "set admin flag", user_id=user.user_id, admin=flag)
+        return web.json_response({})
+
+    async def username_available(self, request: web.Request) -> web.Response:
+        await self._access.require_admin(request)
+        username = request.query.get("username")
+        if not username:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing 'username'")
+        localpart = username.lower()
+        if not is_valid_localpart(localpart):
+            raise MatrixError(400, "M_INVALID_USERNAME", "Invalid username")
+        if await self._storage.users.user_exists(f"@{localpart}:{self._access.server_name}"):
+            raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
+        return web.json_response({"available": True})

@@ -43,6 +43,15 @@ async def test_non_admins_are_refused_and_every_action_is_logged(
     assert (await alice.call("GET", V2 + "/users"))[0] == 200
     await admin.ok("PUT", f"{V2}/users/{alice.user_id}", {"admin": False})
     assert (await alice.call("GET", V2 + "/users"))[0] == 403
+    # The flag alone.
+    assert await admin.ok("GET", f"{V1}/users/{alice.user_id}/admin") == {"admin": False}
+    await admin.ok("PUT", f"{V1}/users/{alice.user_id}/admin", {"admin": True})
+    assert await admin.ok("GET", f"{V1}/users/{alice.user_id}/admin") == {"admin": True}
+    status, body = await admin.call("PUT", f"{V1}/users/{admin.user_id}/admin", {"admin": False})
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    assert await admin.ok("GET", V1 + "/username_available", username="newcomer") == {"available": True}
+    status, body = await admin.call("GET", V1 + "/username_available", username="alice")
+    assert (status, body["errcode"]) == (400, "M_USER_IN_USE")
 
 
 async def test_list_users_filters_orders_and_pages(admin_server: AdminServer) -> None:
