@@ -14,7 +14,7 @@ import aiohttp
 
 from ranvier.app import Homeserver
 from ranvier.clock import now_ms
-from tests.scenarios.servers import Client, start_server
+from tests.scenarios.servers import Client, fed_port_of, start_server
 
 
 def presence_of(body: dict[str, Any], user_id: str) -> list[dict[str, Any]]:
@@ -226,3 +226,29 @@ async def test_presence_disabled(
     await alice.ok("GET", "/sync", timeout="0", set_presence="online")
     assert (await sync(bob))["presence"]["events"] == []
     assert await hs.presence_store.max_position() == 0  # nothing was stored
+
+
+async def test_states_survive_a_restart(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    hs = await start_server(tmp_path / "a")
+    alice = await Client.register(session, hs, "alice")
+    bob = await Client.register(session, hs, "bob")
+    room = await alice.create_room()
+    await bob.ok("POST", f"/join/{room}", {})
+    await alice.ok("PUT", f"/presence/{alice.user_id}/status", {"presence": "unavailable", "status_msg": "x"})
+    await bob.ok("PUT", f"/presence/{bob.user_id}/status", {"presence": "online"})
+    await hs.stop()
+    again = await start_server(tmp_path / "a", fed_port=fed_port_of(hs))
+    servers.append(again)
+    alice.hs = bob.hs = again
+    alice.base = bob.base = f"http://127.0.0.1:{again.ports['client']}/_matrix/client/v3"
+    seen = await bob.ok("GET", f"/presence/{alice.user_id}/status")
+    assert seen["presence"] == "unavailable" and seen["status_msg"] == "x"
+    # Loaded for the timer: Bob, online with no client syncing since the restart, goes offline after the
+    # sync timeout (the restart counts as his last sync).
+    assert (await again.presence.get_state(bob.user_id)).state == "online"
+    later = now_ms() + again.presence.timeouts.offline_ms + 1000
+    again.presence._clock_ms = lambda: later
+    await again.presence.handle_timeouts()
+    assert (await alice.ok("GET", f"/presence/{bob.user_id}/status"))["presence"] == "offline"
