@@ -42,37 +42,25 @@ def test_register_new_matrix_user_with_config_and_with_key(tmp_path: Path) -> No
     script = ensure_synapse().parent / "register_new_matrix_user"
     server = RanvierProcess.create(tmp_path / "ranvier", enable_registration=False)
     config_path = server.data_dir / "homeserver.yaml"
+    secret = yaml.safe_load(config_path.read_text())["registration_shared_secret"]
     server.start()
     try:
-        run = subprocess.run(
-            [
-                str(script),
-                "-u",
-                "alice",
-                "-p",
-                "alice-password",
-                "--admin",
-                "-c",
-                str(config_path),
-                server.client_url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
+        # Both at once (each run imports Synapse, which takes seconds): -c reads the secret from Ranvier's
+        # generated homeserver.yaml, -k is given it.
+        with_config = [str(script), "-u", "alice", "-p", "alice-password", "--admin", "-c", str(config_path)]
+        with_key = [str(script), "-u", "bob", "-p", "bob-password", "--no-admin", "-k", secret]
+        runs = [
+            subprocess.Popen(
+                [*args, server.client_url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            for args in (with_config, with_key)
+        ]
+        for run in runs:
+            output, _ = run.communicate(timeout=90)
+            assert run.returncode == 0, output
         token = _login(server, "alice", "alice-password")
         alice = f"@alice:{server.server_name}"
         assert _get(f"{server.client_url}/_synapse/admin/v2/users/{alice}", token)["admin"] is True
-
-        secret = yaml.safe_load(config_path.read_text())["registration_shared_secret"]
-        run = subprocess.run(
-            [str(script), "-u", "bob", "-p", "bob-password", "--no-admin", "-k", secret, server.client_url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
         bob_token = _login(server, "bob", "bob-password")
         assert _get(f"{server.client_url}/_matrix/client/v3/account/whoami", bob_token)["user_id"] == (
             f"@bob:{server.server_name}"
