@@ -141,7 +141,7 @@ class Side:
             admin_token,
             {"messages_per_second": 10, "burst_count": 20},
         )
-        self.ids = {"user": user_id, "room": room_id, "event": sent["event_id"]}
+        self.ids = {"user": user_id, "room": room_id, "event": sent["event_id"], "tag": secrets.token_hex(4)}
 
 
 CALLS = [
@@ -151,6 +151,8 @@ CALLS = [
     ("joined rooms", "GET", "/_synapse/admin/v1/users/{user}/joined_rooms", ()),
     ("devices", "GET", "/_synapse/admin/v2/users/{user}/devices", ()),
     ("override", "GET", "/_synapse/admin/v1/users/{user}/override_ratelimit", ()),
+    ("admin flag", "GET", "/_synapse/admin/v1/users/{user}/admin", ()),
+    ("username available", "GET", "/_synapse/admin/v1/username_available?username=nobody{tag}", ()),
     ("rooms list", "GET", "/_synapse/admin/v1/rooms", ()),
     ("room", "GET", "/_synapse/admin/v1/rooms/{room}", ()),
     ("members", "GET", "/_synapse/admin/v1/rooms/{room}/members", ()),
