@@ -9,6 +9,7 @@ of each room lives in ranvier/sync/connections.py.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,8 @@ from .room_list import (
     with_bump_stamps,
 )
 from .sliding_request import ListFilters, RoomParams, SlidingRequest
+
+ROOMS_AT_ONCE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +130,26 @@ class SlidingSync:
             busy = await self._store.rooms_with_events(previously, min(previously.values()), upto.events)
             quiet = set(previously) - busy
         ctx = RoomContext(user_id, upto.events, since_events, str(upto), now_ms(), frozenset(quiet))
-        rooms: dict[str, Any] = {}
-        for room_id, config in configs.items():
-            entry = listed[room_id]
+        gate = asyncio.Semaphore(ROOMS_AT_ONCE)
+
+        async def build(room_id: str, config: RoomConfig) -> tuple[dict[str, Any] | None, RoomSent]:
             room_counts = counts.get(room_id)
-            room, now_sent = await self._rooms.build(
-                ctx,
-                entry,
-                config,
-                sent.get(room_id),
-                room_counts.total() if room_counts is not None else Counts(),
-                member_counts.get(room_id, (0, 0)),
-                room_id in dm_rooms,
-            )
+            async with gate:
+                return await self._rooms.build(
+                    ctx,
+                    listed[room_id],
+                    config,
+                    sent.get(room_id),
+                    room_counts.total() if room_counts is not None else Counts(),
+                    member_counts.get(room_id, (0, 0)),
+                    room_id in dm_rooms,
+                )
+
+        # The rooms are read-only work, each its own handful of queries: several at once, so one room's
+        # wait on the database overlaps another's (a PostgreSQL pool serves them in parallel).
+        built = await asyncio.gather(*(build(r, c) for r, c in configs.items()))
+        rooms: dict[str, Any] = {}
+        for room_id, (room, now_sent) in zip(configs, built, strict=True):
             sent[room_id] = now_sent
             if room is not None:
                 rooms[room_id] = room
