@@ -61,7 +61,14 @@ async def send(client: Client, room_id: str, content: dict[str, Any]) -> str:
     return str(answer["event_id"])
 
 
-async def test_redaction_removes_the_notification(hs: Homeserver, session: aiohttp.ClientSession) -> None:
+async def test_housekeeping(hs: Homeserver, session: aiohttp.ClientSession) -> None:
+    """One server per engine for the three parts (a server start costs more than each part)."""
+    await _redaction_removes_the_notification(hs, session)
+    await _deleted_devices_lose_their_pushers(hs, session)
+    await _old_read_notifications_are_pruned(hs, session)
+
+
+async def _redaction_removes_the_notification(hs: Homeserver, session: aiohttp.ClientSession) -> None:
     alice = await Client.register(session, hs, "alice")
     bob = await Client.register(session, hs, "bob")
     room = await alice.create_room()
@@ -76,15 +83,15 @@ async def test_redaction_removes_the_notification(hs: Homeserver, session: aioht
     assert len(listed["notifications"]) == 1
 
 
-async def test_deleted_devices_lose_their_pushers(hs: Homeserver, session: aiohttp.ClientSession) -> None:
-    bob = await Client.register(session, hs, "bob")
+async def _deleted_devices_lose_their_pushers(hs: Homeserver, session: aiohttp.ClientSession) -> None:
+    bob = await Client.register(session, hs, "bob2")
     logged = await bob.ok(
         "POST",
         "/login",
         {
             "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": "bob"},
-            "password": "pw-bobbobbob",
+            "identifier": {"type": "m.id.user", "user": "bob2"},
+            "password": "pw-bob2bob2bob2",
         },
     )
     phone = Client(session, hs, bob.user_id, logged["access_token"])
@@ -113,9 +120,9 @@ async def test_deleted_devices_lose_their_pushers(hs: Homeserver, session: aioht
     assert await hs.storage.pushers.pushers_for_user(bob.user_id) == []
 
 
-async def test_old_read_notifications_are_pruned(hs: Homeserver, session: aiohttp.ClientSession) -> None:
-    alice = await Client.register(session, hs, "alice")
-    bob = await Client.register(session, hs, "bob")
+async def _old_read_notifications_are_pruned(hs: Homeserver, session: aiohttp.ClientSession) -> None:
+    alice = await Client.register(session, hs, "alice3")
+    bob = await Client.register(session, hs, "bob3")
     room = await alice.create_room()
     await bob.ok("POST", f"/join/{room}", {})
     ids = [await send(alice, room, mention(bob.user_id, f"bob-{i}")) for i in range(3)]
