@@ -92,6 +92,14 @@ async def test_put_creates_then_modifies_and_reset_password(admin_server: AdminS
     await admin.ok("POST", f"{V1}/reset_password/{user_id}", {"new_password": "third-pw"})
     assert (await login(admin_server, user_id, "second-pw"))[0] == 403
     assert (await login(admin_server, user_id, "third-pw"))[0] == 200
+    # Deactivated through PUT, then brought back with a new password (required to reactivate).
+    await admin.ok("PUT", f"{V2}/users/{user_id}", {"deactivated": True})
+    assert (await login(admin_server, user_id, "third-pw"))[0] == 403
+    status, body = await admin.call("PUT", f"{V2}/users/{user_id}", {"deactivated": False})
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    back = await admin.ok("PUT", f"{V2}/users/{user_id}", {"deactivated": False, "password": "fourth-pw"})
+    assert back["deactivated"] is False
+    assert (await login(admin_server, user_id, "fourth-pw"))[0] == 200
     status, body = await admin.call("GET", f"{V2}/users/@nobody:{admin_server.hs.server_name}")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     status, body = await admin.call("GET", f"{V2}/users/@someone:elsewhere.example")
