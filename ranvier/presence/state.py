@@ -110,13 +110,16 @@ def client_event(p: UserPresence, now: int) -> dict[str, Any]:
 
 
 def edu_push_item(p: UserPresence, now: int) -> dict[str, Any]:
-    """One entry of an ``m.presence`` EDU's ``push`` (S2S "Presence"; ``last_active_ago`` is required)."""
+    """One entry of an ``m.presence`` EDU's ``push`` (S2S "Presence"). ``last_active_ago`` is marked
+    required there, but for a user never seen active there is no such time: it is left out rather than
+    invented, as Synapse does (and Synapse takes such entries)."""
     item: dict[str, Any] = {
         "user_id": p.user_id,
         "presence": p.state,
-        "last_active_ago": max(0, now - p.last_active_ts) if p.last_active_ts else 0,
         "currently_active": p.currently_active,
     }
+    if p.last_active_ts:
+        item["last_active_ago"] = max(0, now - p.last_active_ts)
     if p.status_msg is not None:
         item["status_msg"] = p.status_msg
     return item

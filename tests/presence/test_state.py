@@ -89,6 +89,8 @@ def test_client_and_edu_forms() -> None:
         "currently_active": True,
         "status_msg": "lunch",
     }
+    # Never active: no last_active_ago rather than an invented one.
+    assert "last_active_ago" not in edu_push_item(UserPresence("@a:hs", UNAVAILABLE), NOW)
     back = from_edu_item(item, "hs", NOW + 10)
     assert back is not None
     assert (back.state, back.last_active_ts, back.status_msg, back.last_federation_update_ts) == (
