@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 
 from ranvier.app import Homeserver
-from tests.interop.peers import SynapseClient
-from tests.interop.synapse import SynapseServer
 from tests.scenarios.servers import eventually
+from tests.sliding_sync.helpers import SlidingClient, register
 
-from .helpers import SlidingClient, register
+from .peers import SynapseClient
+from .synapse import SynapseServer
 
 pytestmark = pytest.mark.interop
 FED_TIMEOUT = 30.0
