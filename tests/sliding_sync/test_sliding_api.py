@@ -415,3 +415,36 @@ async def test_kicks_lazy_members_and_subscriptions_outside_ranges(
     assert kicked["timeline"][-1]["content"]["membership"] == "leave"
     assert kicked["timeline"][-1]["sender"] == bob.user_id
     assert "joined_count" not in kicked  # counts are for rooms the user is in
+
+
+async def test_long_poll_woken_by_to_device_and_typing(
+    hs: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice = await user(session, hs, "alice")
+    bob = await user(session, hs, "bob")
+    room = await alice.create_room(name="Wake", preset="public_chat")
+    await bob.ok("POST", f"/join/{room}", {})
+    device = (await alice.ok("GET", "/account/whoami"))["device_id"]
+    body = {
+        **one_list(timeline_limit=1),
+        "extensions": {"to_device": {"enabled": True}, "typing": {"enabled": True}},
+    }
+    await alice.sync(body)
+
+    waiting = asyncio.ensure_future(alice.sync(body, timeout_ms=30_000))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    await bob.ok(
+        "PUT", "/sendToDevice/org.example.wake/w1", {"messages": {alice.user_id: {device: {"w": 1}}}}
+    )
+    woken = await asyncio.wait_for(waiting, 20)
+    assert [e["content"] for e in woken["extensions"]["to_device"]["events"]] == [{"w": 1}]
+
+    body["extensions"]["to_device"]["since"] = woken["extensions"]["to_device"]["next_batch"]
+    waiting = asyncio.ensure_future(alice.sync(body, timeout_ms=30_000))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    await bob.ok("PUT", f"/rooms/{room}/typing/{bob.user_id}", {"typing": True, "timeout": 30000})
+    woken = await asyncio.wait_for(waiting, 20)
+    assert woken["extensions"]["typing"]["rooms"][room]["content"] == {"user_ids": [bob.user_id]}
+    assert woken["rooms"] == {}
