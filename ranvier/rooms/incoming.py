@@ -37,7 +37,7 @@ from ..storage.interfaces import EventToPersist, UnknownEvent
 from ..storage.sql.deferred_pdus import DeferredPduStore
 from .deferred_pdus import DeferredPdus
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
-from .incoming_fetch import RemoteEvents
+from .incoming_fetch import RemoteEvents, prefetch_missing
 from .incoming_verify import Dropped, key_requests, parse_pdu, raw_room_id, verify_in_thread
 from .pdu_checks import (
     auth_order,
@@ -326,52 +326,46 @@ class IncomingPdus:
     async def _prefetch(
         self, origin: str, room_id: str, rv: RoomVersion, pending: list[Pdu], mine: set[str]
     ) -> tuple[list[Pdu], bool]:
-        """``/get_missing_events`` for the prev events of ``pending`` that are not held at all, asked
-        *before* the room lock is taken (up to PREFETCH_ROUNDS requests, each from what the last one still
-        lacked), so that fetching (up to FETCH_TIMEOUT per request, e.g. on a connection a partition broke)
-        holds up only this transaction, not every other server's PDUs for the room: the chaos harness saw
-        one hung fetch under the lock hold a room for 15 s. What comes back is checked again under the
-        lock (``_fill_gap``: events held by then are skipped). Returns the events fetched and whether the
-        origin stopped answering (then nothing more is asked of it under the lock: its PDUs are deferred)."""
-        got: dict[str, Pdu] = {}
-        citing = list(pending)
-        for _ in range(PREFETCH_ROUNDS):
-            known = {p.event_id for p in pending} | set(got)
-            prevs = [e for p in citing for e in p.prev_event_ids if e not in known]
-            prevs = [e for e in dict.fromkeys(prevs) if not (e in self._inflight and e not in mine)]
-            held = await self._storage.events.have_events(prevs) if prevs else set()
-            missing = {e for e in prevs if e not in held}
-            if not missing:
-                break
-            extremities = await self._storage.events.get_forward_extremities(room_id)
-            depths = [await self._depth(e) for e in extremities]
-            min_depth = min((d for d in depths if d is not None), default=0)
-            latest = [p.event_id for p in citing if missing.intersection(p.prev_event_ids)]
-            found = await self._remote.try_missing_events(
-                origin, room_id, rv, sorted(extremities), latest, min_depth
-            )
-            if found is None:
-                return sorted(got.values(), key=lambda e: e.depth), True
-            fresh = [e for e in found if e.event_id not in got and e.event_id not in known]
-            if not fresh:
-                break
-            got.update((e.event_id, e) for e in fresh)
-            citing = fresh
-        return sorted(got.values(), key=lambda e: e.depth), False
+        """incoming_fetch.prefetch_missing for ``pending``, before the room lock is taken (prev events
+        another transaction is handling are left to it)."""
+        return await prefetch_missing(
+            self._remote,
+            self._storage,
+            origin,
+            room_id,
+            rv,
+            pending,
+            skip=lambda e: e in self._inflight and e not in mine,
+            rounds=PREFETCH_ROUNDS,
+        )
 
     async def _fill_gap(self, view: _View, origin: str, pdu: Pdu, missing: list[str]) -> None:
         """Fetch missing prev events from the origin, oldest first, through the same steps; where a gap
         remains, take the state after the missing prev event from the origin (``/state_ids``)."""
         if view.prefetched:
-            fetched, view.prefetched = view.prefetched, []
-        elif view.origin_down:
+            # Opportunistic: only the prefetched events that connect to what is held are taken here; a
+            # fragment that does not is left to the fetch for this PDU below, which walks its own ancestry
+            # (a gap taken from /state_ids is the last resort, never made for a prefetched event).
+            prefetched, view.prefetched = view.prefetched, []
+            await self._learn_live(view, [e.event_id for e in prefetched])
+            for event in prefetched:
+                if event.event_id in view.live_ids or event.event_id in view.after:
+                    continue
+                if not await self._missing_prevs(view, event):
+                    try:
+                        await self._handle(view, origin, event)
+                    except CannotProcess as e:
+                        logger.info("could not handle fetched %s: %s", event.event_id, e)
+            missing = await self._missing_prevs(view, pdu)
+            if not missing:
+                return
+        if view.origin_down:
             raise CannotProcess(f"{origin} did not answer for the missing prev events {missing[:3]}")
-        else:
-            depths = [await self._depth(e) for e in view.extremities]
-            min_depth = min((d for d in depths if d is not None), default=0)
-            fetched = await self._remote.missing_events(
-                origin, view.room_id, view.rv, sorted(view.extremities), [pdu.event_id], min_depth
-            )
+        depths = [await self._depth(e) for e in view.extremities]
+        min_depth = min((d for d in depths if d is not None), default=0)
+        fetched = await self._remote.missing_events(
+            origin, view.room_id, view.rv, sorted(view.extremities), [pdu.event_id], min_depth
+        )
         await self._learn_live(view, [e.event_id for e in fetched])
         for event in fetched:
             if (

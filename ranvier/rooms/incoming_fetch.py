@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..federation.client import DestinationUnreachable, FederationClient, FederationError
@@ -174,3 +174,47 @@ class RemoteEvents:
         if rest:
             got.update(await self.events(origin, room_id, rv, rest[: MAX_SINGLE_FETCHES * 5]))
         return got
+
+
+async def prefetch_missing(
+    remote: RemoteEvents,
+    storage: Any,
+    origin: str,
+    room_id: str,
+    rv: RoomVersion,
+    pending: Sequence[Pdu],
+    *,
+    skip: Callable[[str], bool],
+    rounds: int,
+) -> tuple[list[Pdu], bool]:
+    """``/get_missing_events`` for the prev events of ``pending`` that are not held at all (nor ``skip``-ped),
+    asked by the intake *before* it takes the room lock (up to ``rounds`` requests, each from what the last
+    one still lacked), so that fetching (up to FETCH_TIMEOUT per request, e.g. on a connection a partition
+    broke) holds up only this transaction, not every other server's PDUs for the room: the chaos harness saw
+    one hung fetch under the lock hold a room for 15 s. What comes back is checked again under the lock
+    (events held by then are skipped). Returns the events fetched, oldest first, and whether the origin
+    stopped answering (then nothing more is asked of it under the lock: its PDUs with gaps are deferred)."""
+    got: dict[str, Pdu] = {}
+    citing = list(pending)
+    for _ in range(rounds):
+        known = {p.event_id for p in pending} | set(got)
+        prevs = [e for p in citing for e in p.prev_event_ids if e not in known]
+        prevs = [e for e in dict.fromkeys(prevs) if not skip(e)]
+        held = await storage.events.have_events(prevs) if prevs else set()
+        missing = {e for e in prevs if e not in held}
+        if not missing:
+            break
+        extremities = await storage.events.get_forward_extremities(room_id)
+        depths = [m.depth for m in [await storage.events.get_event_meta(e) for e in extremities] if m]
+        latest = [p.event_id for p in citing if missing.intersection(p.prev_event_ids)]
+        found = await remote.try_missing_events(
+            origin, room_id, rv, sorted(extremities), latest, min(depths, default=0)
+        )
+        if found is None:
+            return sorted(got.values(), key=lambda e: e.depth), True
+        fresh = [e for e in found if e.event_id not in got and e.event_id not in known]
+        if not fresh:
+            break
+        got.update((e.event_id, e) for e in fresh)
+        citing = fresh
+    return sorted(got.values(), key=lambda e: e.depth), False
