@@ -77,21 +77,27 @@ class RoomDataBuilder:
         bound = ctx.upto_events if entry.membership == "join" else min(entry.position, ctx.upto_events)
         limit = config.timeline_limit
         initial = prev is None
+        # A larger timeline_limit than the room was sent with: its timeline is sent again, as far back as
+        # the new limit, flagged unstable_expanded_timeline (Synapse's answer to a client that opens a
+        # room it had only in the room list).
+        expanded = prev is not None and limit > prev.timeline_limit
         changed: set[StateKey] = set()
-        if prev is None:
+        news = prev is not None and prev.events_position < bound and room_id not in ctx.quiet
+        if prev is None or expanded:
             raw = await self._storage.stream.get_recent_events(room_id, limit + 1, before_stream=bound + 1)
-        elif prev.events_position >= bound or room_id in ctx.quiet:
-            raw = []
-        else:
+        elif news:
             found = await self._storage.stream.get_room_events_between(
                 [room_id], prev.events_position, bound, limit + 1
             )
             raw = found.get(room_id, [])
+        else:
+            raw = []
+        if prev is not None and news:
             changed = await self._store.state_keys_changed(room_id, prev.events_position, bound)
         added = (
             config.required_state.added_since(prev.required_state) if prev is not None else RequiredState()
         )
-        if prev is not None and not raw and not changed and not added.entries:
+        if prev is not None and not raw and not changed and not added.entries and not expanded:
             return None, prev
         limited = len(raw) > limit
         timeline = raw[-limit:] if limit > 0 else []
@@ -158,6 +164,8 @@ class RoomDataBuilder:
                 room["heroes"] = heroes
         if initial:
             room["initial"] = True
+        if expanded:
+            room["unstable_expanded_timeline"] = True
         if state_events:
             room["required_state"] = [
                 format_client_event(state_events[e], ctx.now, include_room_id=False)

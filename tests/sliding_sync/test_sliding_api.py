@@ -448,3 +448,24 @@ async def test_long_poll_woken_by_to_device_and_typing(
     woken = await asyncio.wait_for(waiting, 20)
     assert woken["extensions"]["typing"]["rooms"][room]["content"] == {"user_ids": [bob.user_id]}
     assert woken["rooms"] == {}
+
+
+async def test_larger_timeline_limit_expands_a_sent_room(
+    hs: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice = await user(session, hs, "alice")
+    room = await alice.create_room(name="Expand")
+    for i in range(3):
+        await alice.text(room, f"e{i}")
+    first = await alice.sync(one_list(timeline_limit=1))
+    assert [e["content"]["body"] for e in first["rooms"][room]["timeline"]] == ["e2"]
+    # The client opens the room: a subscription with a larger limit gets the longer timeline once.
+    opened = {
+        **one_list(timeline_limit=1),
+        "room_subscriptions": {room: {"required_state": [], "timeline_limit": 3}},
+    }
+    expanded = await alice.sync(opened)
+    entry = expanded["rooms"][room]
+    assert entry["unstable_expanded_timeline"] is True and "initial" not in entry
+    assert [e["content"]["body"] for e in entry["timeline"]] == ["e0", "e1", "e2"]
+    assert (await alice.sync(opened))["rooms"] == {}  # nothing new since
