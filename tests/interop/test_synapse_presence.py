@@ -1,6 +1,6 @@
 """Presence between Ranvier and a real Synapse (1.163.2, presence on by default), both ways (S2S
 "Presence"): a Ranvier user's state and status reach a Synapse user in a shared room through m.presence
-EDUs, and a Synapse user's reach Ranvier's GET /presence and /sync."""
+EDUs, and a Synapse user's reach Ranvier's GET /presence and /sync, also a state set before the join."""
 
 from __future__ import annotations
 
@@ -69,3 +69,17 @@ async def test_presence_both_ways_with_synapse(
     # Synapse leaves last_active_ago out of the EDU for a user never active (it only counts "online"
     # as activity), though S2S "Presence" marks it required; so do we then, rather than invent one.
     assert "currently_active" not in synced[-1]
+
+    # On joining: a Synapse user online before sharing a room with anyone here (Synapse sends the states
+    # of its users in a room to a server that joins it, and to the room's servers when one of them
+    # joins); and Ranvier does the same for Alice (tests/scenarios/test_presence_federation.py covers
+    # that direction between Ranvier servers).
+    carol = await SynapseClient.register_on(session, synapse, "presence_carol")
+    await carol.ok("PUT", f"/presence/{carol.user_id}/status", {"presence": "online", "status_msg": "early"})
+    await carol.ok("POST", f"/join/{room_id}", {}, server_name=ranvier.server_name)
+
+    async def alice_sees_carol() -> bool:
+        seen = await _state(alice, carol.user_id)
+        return seen.get("presence") == "online" and seen.get("status_msg") == "early"
+
+    await eventually(alice_sees_carol, timeout=FED_TIMEOUT)
