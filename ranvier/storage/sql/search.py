@@ -182,10 +182,13 @@ class SearchStore:
             rank = "ts_rank_cd(s.vector, q)"
             text = "s.value"
         if order == "recent":
+            # On SQLite the rowid is the stream ordering: FTS5 then reads its matches newest first and stops
+            # at the limit, instead of sorting all of them.
+            stream = "s.rowid" if self._db.dialect == "sqlite" else "e.stream_ordering"
             if before_stream is not None:
-                sql += " AND e.stream_ordering < ?"
+                sql += f" AND {stream} < ?"
                 params.append(before_stream)
-            sql += " ORDER BY e.stream_ordering DESC LIMIT ?"
+            sql += f" ORDER BY {stream} DESC LIMIT ?"
             params.append(limit)
         else:
             sql += " ORDER BY rank DESC, e.stream_ordering DESC LIMIT ? OFFSET ?"
