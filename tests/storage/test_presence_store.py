@@ -55,6 +55,8 @@ async def test_presence_store(db: Database) -> None:
     assert not await store.shares_a_room("@a:hs", "@c:hs")
     assert not await store.shares_a_room("@a:hs", "@gone:third")
     assert await store.servers_sharing_a_room("@a:hs") == {"hs", "other"}
+    assert await store.joined_members(["!r", "!s", "!none"]) == {"@a:hs", "@b:other", "@c:hs"}
+    assert await store.joined_members([]) == set()
 
     await store.touch_federation_update(["@a:hs"], 5000)
     assert (await store.get(["@a:hs"]))["@a:hs"].last_federation_update_ts == 5000
