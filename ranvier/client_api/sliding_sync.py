@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..storage.sql.sliding_positions import SlidingPositionStore
 from ..storage.sql.sliding_sync import SlidingSyncStore
 from ..sync.connections import ConnectionStore, Position, UnknownPosition, format_pos, parse_pos
 from ..sync.extensions import SlidingExtensions
@@ -74,7 +75,8 @@ class SlidingSyncHandlers:
             RoomDataBuilder(storage, store, visibility),
             SlidingExtensions(extras, e2ee, to_device),
         )
-        return cls(storage, authenticator, sliding, ConnectionStore(), extras, typing, notifier)
+        connections = ConnectionStore(SlidingPositionStore(storage.db))
+        return cls(storage, authenticator, sliding, connections, extras, typing, notifier)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(PATH, self.sync)]
@@ -99,7 +101,7 @@ class SlidingSyncHandlers:
                 # Synapse's answer to a malformed pos: 400 M_UNKNOWN "Invalid stream token".
                 raise MatrixError(400, "M_UNKNOWN", "Invalid stream token") from None
             try:
-                since = self._connections.get(key, previous_id)
+                since = await self._connections.get(key, previous_id)
             except UnknownPosition:
                 raise MatrixError(400, "M_UNKNOWN_POS", "Unknown position") from None
         stream = self._storage.stream
@@ -117,5 +119,5 @@ class SlidingSyncHandlers:
             if expiry is not None:
                 remaining = min(remaining, expiry + 0.01)
             await wait_any(stream.wait_for_new(upto.events, remaining), ticket.wait(), remaining)
-        position_id = self._connections.save(key, previous_id, result.position)
+        position_id = await self._connections.save(key, previous_id, result.position)
         return web.json_response({"pos": format_pos(position_id, result.position.token), **result.body})

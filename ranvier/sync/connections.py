@@ -7,14 +7,15 @@ response sends only what changed. As Synapse does, a request at position N keeps
 request is answered again) and the new position, and forgets the others; a request without ``pos``
 starts the connection afresh.
 
-Held in memory: after a restart every ``pos`` is unknown and clients start again from an initial request
-(they do so on ``M_UNKNOWN_POS``, which is what that answer is for). A connection unused for
-``expiry_ms`` is forgotten, and a user keeps at most ``max_per_user`` connections (the least recently
-used goes first).
+Held in memory and written to the database (migration 640, ranvier/storage/sql/sliding_positions.py),
+so that a ``pos`` survives a restart; an unknown one is answered ``M_UNKNOWN_POS`` and the client starts
+again. A connection unused for ``expiry_ms`` is forgotten, and a user keeps at most ``max_per_user``
+connections in memory (the least recently used goes first; from disk it comes back when asked for).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -22,12 +23,14 @@ from dataclasses import dataclass, field
 
 from ..client_api.sync_extras import SyncToken
 from ..clock import now_ms
+from ..storage.sql.sliding_positions import SlidingPositionStore
 from .required_state import RequiredState
 
 ConnectionKey = tuple[str, str, str]  # user id, device id, conn_id ("" when absent)
 
 DEFAULT_EXPIRY_MS = 7 * 24 * 3600 * 1000
 DEFAULT_MAX_PER_USER = 100
+EXPIRE_EVERY = 1000  # saves between two sweeps of expired positions on disk
 _POS = re.compile(r"([0-9]{1,18})/(s[0-9_]{1,120})")
 
 
@@ -71,30 +74,68 @@ def format_pos(position_id: int, token: SyncToken) -> str:
     return f"{position_id}/{token}"
 
 
+def encode_rooms(rooms: Mapping[str, RoomSent]) -> str:
+    return json.dumps(
+        {
+            room_id: [
+                sent.events_position,
+                sorted(sent.required_state.entries),
+                sent.timeline_limit,
+                sorted(sent.lazy_members),
+                sent.membership,
+            ]
+            for room_id, sent in rooms.items()
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_rooms(raw: str) -> dict[str, RoomSent]:
+    out: dict[str, RoomSent] = {}
+    for room_id, (position, entries, limit, lazy, membership) in json.loads(raw).items():
+        required = RequiredState(frozenset((str(t), str(k)) for t, k in entries))
+        out[room_id] = RoomSent(int(position), required, int(limit), frozenset(lazy), str(membership))
+    return out
+
+
 class ConnectionStore:
     def __init__(
         self,
+        disk: SlidingPositionStore | None = None,
         clock_ms: Callable[[], int] = now_ms,
         expiry_ms: int = DEFAULT_EXPIRY_MS,
         max_per_user: int = DEFAULT_MAX_PER_USER,
     ) -> None:
+        """``disk``: where positions are also written, so they outlive the process (read on a miss)."""
+        self._disk = disk
         self._clock_ms = clock_ms
         self._expiry_ms = expiry_ms
         self._max_per_user = max_per_user
         self._connections: dict[ConnectionKey, _Connection] = {}
         # Ids start at a random point so a pos from before a restart does not name a new position.
         self._next_id = secrets.randbelow(1 << 40) + 1
+        self._saves = 0
 
-    def get(self, key: ConnectionKey, position_id: int) -> Position:
+    async def get(self, key: ConnectionKey, position_id: int) -> Position:
         self._expire()
+        now = self._clock_ms()
         conn = self._connections.get(key)
         position = conn.positions.get(position_id) if conn is not None else None
+        if position is None and self._disk is not None:
+            await self._disk.expire(now - self._expiry_ms)  # a miss is rare: after a restart, mostly
+            stored = await self._disk.load(*key, position_id, now)
+            if stored is not None:
+                position = Position(SyncToken.parse(stored[0]), decode_rooms(stored[1]))
+                if conn is None:
+                    conn = self._connections[key] = _Connection(now)
+                    self._limit_user(key)
+                conn.positions[position_id] = position
         if conn is None or position is None:
             raise UnknownPosition(position_id)
-        conn.last_used = self._clock_ms()
+        conn.last_used = now
         return position
 
-    def save(self, key: ConnectionKey, previous_id: int | None, position: Position) -> int:
+    async def save(self, key: ConnectionKey, previous_id: int | None, position: Position) -> int:
         """Record the position a response ends at; keep only it and ``previous_id``."""
         now = self._clock_ms()
         conn = self._connections.get(key)
@@ -110,10 +151,14 @@ class ConnectionStore:
         kept[position_id] = position
         conn.positions = kept
         conn.last_used = now
+        if self._disk is not None:
+            await self._disk.save(
+                *key, previous_id, position_id, str(position.token), encode_rooms(position.rooms), now
+            )
+            self._saves += 1
+            if self._saves % EXPIRE_EVERY == 0:
+                await self._disk.expire(now - self._expiry_ms)
         return position_id
-
-    def forget(self, key: ConnectionKey) -> None:
-        self._connections.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -124,6 +169,8 @@ class ConnectionStore:
             del self._connections[key]
 
     def _limit_user(self, key: ConnectionKey) -> None:
+        """At most ``max_per_user`` connections of a user in memory (the least recently used goes; on
+        disk it stays until it expires, and is read back if the client comes back to it)."""
         mine = sorted(
             ((c.last_used, k) for k, c in self._connections.items() if k[0] == key[0] and k != key),
         )

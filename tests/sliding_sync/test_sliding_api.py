@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from ranvier.app import Homeserver
 from tests.devices.helpers import TestDevice
-from tests.scenarios.servers import start_server
+from tests.scenarios.servers import fed_port_of, start_server
 
 from .helpers import SlidingClient, one_list, register
 
@@ -469,3 +469,28 @@ async def test_larger_timeline_limit_expands_a_sent_room(
     assert entry["unstable_expanded_timeline"] is True and "initial" not in entry
     assert [e["content"]["body"] for e in entry["timeline"]] == ["e0", "e1", "e2"]
     assert (await alice.sync(opened))["rooms"] == {}  # nothing new since
+
+
+async def test_positions_survive_a_restart(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    server = await start_server(tmp_path / "restart")
+    try:
+        alice = await user(session, server, "alice")
+        room = await alice.create_room(name="Durable")
+        request = one_list(timeline_limit=2, required_state=[["m.room.name", ""]])
+        await alice.sync(request)
+        await alice.text(room, "before the restart")
+        await alice.sync(request)
+    finally:
+        await server.stop()
+    server = await start_server(tmp_path / "restart", fed_port=fed_port_of(server))
+    try:
+        alice.base_url = f"http://127.0.0.1:{server.ports['client']}"
+        await alice.text(room, "after the restart")
+        later = await alice.sync(request)
+        entry = later["rooms"][room]
+        assert "initial" not in entry and "required_state" not in entry
+        assert [e["content"]["body"] for e in entry["timeline"]] == ["after the restart"]
+        status, body = await alice.raw_sync(request, "1/s1_0_0_0_0_0")
+        assert (status, body["errcode"]) == (400, "M_UNKNOWN_POS")
+    finally:
+        await server.stop()

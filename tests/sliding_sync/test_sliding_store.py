@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ranvier.storage.interfaces import EventToPersist, StateDelta
 from ranvier.storage.sql import RoomStorage
+from ranvier.storage.sql.sliding_positions import SlidingPositionStore
 from ranvier.storage.sql.sliding_sync import SlidingSyncStore
 from tests.storage.conftest import ALICE, db, db_spec, raw_db, storage  # noqa: F401
 from tests.storage.test_events import CREATE, new_room
@@ -86,3 +87,18 @@ async def test_sliding_sync_reads(storage: RoomStorage) -> None:  # noqa: F811
         (MEMBER, BOB): invite.event_id,
     }
     assert current[other.room_id] == {(MEMBER, ALICE): other_join.event_id}
+
+
+async def test_connection_positions_on_disk(storage: RoomStorage) -> None:  # noqa: F811
+    disk = SlidingPositionStore(storage.db)
+    conn = ("@a:x", "DEV", "")
+    await disk.save(*conn, None, 1, "s1_0_0_0_0_0", "{}", 1_000)
+    await disk.save(*conn, 1, 2, "s2_0_0_0_0_0", '{"!r:x":[2,[],1,[],"join"]}', 2_000)
+    await disk.save(*conn, 2, 3, "s3_0_0_0_0_0", "{}", 3_000)  # keeps 2 and 3, forgets 1
+    assert await disk.load(*conn, 1, 4_000) is None
+    assert await disk.load(*conn, 2, 4_000) == ("s2_0_0_0_0_0", '{"!r:x":[2,[],1,[],"join"]}')
+    assert await disk.load("@a:x", "DEV", "other", 3, 4_000) is None  # another connection
+    await disk.save(*conn, None, 4, "s4_0_0_0_0_0", "{}", 5_000)  # no pos: the connection starts again
+    assert await disk.load(*conn, 2, 5_000) is None and await disk.load(*conn, 3, 5_000) is None
+    await disk.expire(5_001)
+    assert await disk.load(*conn, 4, 6_000) is None
