@@ -40,6 +40,11 @@ async def test_shared_and_public_rooms(db: Database, storage: RoomStorage) -> No
     assert await _found(store, ALICE, "TAB") == [BOB]
     assert await _found(store, ALICE, "remote.example bobby") == [BOB]
     assert await _found(store, ALICE, "obby") == []  # a word's start only
+    # Rank: a name that starts with the word first, then one where a later word does.
+    # (@aaron sorts before @alice: only the rank puts Alice first.)
+    await _join(private, "@aaron:example.org", "Aaron Alison")
+    assert await _found(store, BOB, "ali") == [ALICE, "@aaron:example.org"]
+    assert await _found(store, BOB, "aaron ali") == ["@aaron:example.org"]
     # Carol's room is not public (yet): nobody outside it finds her.
     assert await _found(store, ALICE, "carol") == []
     await public.add("m.room.join_rules", {"join_rule": "public"}, state_key="")

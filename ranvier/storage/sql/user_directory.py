@@ -136,9 +136,13 @@ class UserDirectoryStore:
                 f" AND {local_match}"
             )
             params += [f"% {w}%" for w in words]
+        # CS: "Ordered by rank and then whether or not profile info is available". Rank: a display name or
+        # localpart that starts with the first word comes before a match further in.
+        first = words[0]
+        rank = "CASE WHEN lower(display_name) LIKE ? OR lower(user_id) LIKE ? THEN 0 ELSE 1 END"
         rows = await self._db.fetchall(
             f"SELECT user_id, display_name, avatar_url FROM ({sql}) AS found"
-            " ORDER BY display_name IS NULL, avatar_url IS NULL, user_id LIMIT ?",
-            (*params, limit),
+            f" ORDER BY {rank}, display_name IS NULL, avatar_url IS NULL, user_id LIMIT ?",
+            (*params, f"{first}%", f"@{first}%", limit),
         )
         return [DirectoryEntry(r[0], r[1], r[2]) for r in rows]
