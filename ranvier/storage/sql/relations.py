@@ -52,6 +52,25 @@ class ThreadRoot:
     latest: TopoToken  # the position of the thread's latest event
 
 
+# The relation's room, compared so that no index on it is used: the lookups go through the parent's index
+# (relates_to_id); planners otherwise liked (room_id, rel_type) and read every relation of the room. The child
+# event's own room_id equals the row's (both come from the persisted batch's room), so events is not asked.
+_IN_ROOM = "r.room_id || '' = ?"
+
+
+def _within(
+    position: tuple[int, int], start: TopoToken | None, end: TopoToken | None, direction: str
+) -> bool:
+    """Whether ``position`` is in a page from ``start`` towards ``end`` (the SQL bounds of ``children``)."""
+    if direction == "b":
+        return (start is None or position <= (start.depth, start.stream)) and (
+            end is None or position > (end.depth, end.stream)
+        )
+    return (start is None or position > (start.depth, start.stream)) and (
+        end is None or position <= (end.depth, end.stream)
+    )
+
+
 def _not_ignored(ignored: Collection[str]) -> tuple[str, list[str]]:
     if not ignored:
         return "", []
@@ -123,47 +142,55 @@ class RelationStore:
         skip, skip_params = _not_ignored(ignored)
         filters += skip
         filter_params += skip_params
-        child = (
-            " JOIN events e ON e.event_id = r.event_id AND e.room_id = ?"
-            f" WHERE r.room_id = ? AND {_CHILD}{filters}"
-        )
-        clauses: list[str] = []
-        params: list[Any] = [
-            room_id,
-            room_id,
-            *filter_params,
-            parent_id,
-            room_id,
-            room_id,
-            *filter_params,
-            depth,
-        ]
-        cmp_from = "<=" if direction == "b" else ">"
+        bounds = ""
+        bound_params: list[Any] = []
         if from_token is not None:
-            clauses.append(f"(e.topo_depth, e.topo_order) {cmp_from} (?, ?)")
-            params += [from_token.depth, from_token.stream]
+            bounds += f" AND (e.topo_depth, e.topo_order) {'<=' if direction == 'b' else '>'} (?, ?)"
+            bound_params += [from_token.depth, from_token.stream]
         if to_token is not None:
-            clauses.append(f"(e.topo_depth, e.topo_order) {'>' if direction == 'b' else '<='} (?, ?)")
-            params += [to_token.depth, to_token.stream]
+            bounds += f" AND (e.topo_depth, e.topo_order) {'>' if direction == 'b' else '<='} (?, ?)"
+            bound_params += [to_token.depth, to_token.stream]
         order = "DESC" if direction == "b" else "ASC"
-        where = "".join(f" AND {c}" for c in clauses)
-        rows = await self._db.fetchall(
-            "WITH RECURSIVE rel(event_id, depth) AS ("
-            f" SELECT r.event_id, 1 FROM event_relations r{child} AND r.relates_to_id = ?"
-            " UNION SELECT r.event_id, c.depth + 1 FROM rel c"
-            f" JOIN event_relations r ON r.relates_to_id = c.event_id{child} AND c.depth < ?"
-            ") SELECT e.event_id, e.topo_depth, e.topo_order FROM events e"
-            f" WHERE e.event_id IN (SELECT event_id FROM rel){where}"
-            f" ORDER BY e.topo_depth {order}, e.topo_order {order} LIMIT ?",
-            (*params, limit + 1),
+        select = (
+            "SELECT r.event_id, e.topo_depth, e.topo_order FROM event_relations r"
+            f" JOIN events e ON e.event_id = r.event_id WHERE {_IN_ROOM} AND {_CHILD}{filters}"
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        if not rows or not more:
-            return [r[0] for r in rows], None
-        _, last_depth, last_order = rows[-1]
-        token = TopoToken(int(last_depth), int(last_order) - 1 if direction == "b" else int(last_order))
-        return [r[0] for r in rows], token
+        if depth <= 1:
+            rows = await self._db.fetchall(
+                f"{select} AND r.relates_to_id = ?{bounds}"
+                f" ORDER BY e.topo_depth {order}, e.topo_order {order} LIMIT ?",
+                (room_id, *filter_params, parent_id, *bound_params, limit + 1),
+            )
+            found = [(str(r[0]), int(r[1]), int(r[2])) for r in rows]
+        else:
+            # Level by level (a recursive CTE joining events at each step planned badly on SQLite), every
+            # level through the children that pass the filters; the page is cut from all of them.
+            seen: dict[str, tuple[int, int]] = {}
+            level = [parent_id]
+            for _ in range(depth):
+                nxt: list[str] = []
+                for part in chunks(level):
+                    for event_id, d, o in await self._db.fetchall(
+                        f"{select} AND r.relates_to_id IN ({in_list(len(part))})",
+                        (room_id, *filter_params, *part),
+                    ):
+                        if event_id not in seen and event_id != parent_id:
+                            seen[event_id] = (int(d), int(o))
+                            nxt.append(event_id)
+                if not nxt:
+                    break
+                level = nxt
+            found = sorted(((e, d, o) for e, (d, o) in seen.items()), key=lambda r: (r[1], r[2]))
+            if direction == "b":
+                found.reverse()
+            found = [r for r in found if _within((r[1], r[2]), from_token, to_token, direction)][: limit + 1]
+        more = len(found) > limit
+        found = found[:limit]
+        if not found or not more:
+            return [r[0] for r in found], None
+        _, last_depth, last_order = found[-1]
+        token = TopoToken(last_depth, last_order - 1 if direction == "b" else last_order)
+        return [r[0] for r in found], token
 
     async def thread_summaries(
         self, room_id: str, root_ids: Sequence[str], user_id: str, ignored: Collection[str] = ()
@@ -182,10 +209,10 @@ class RelationStore:
                 " COUNT(*) OVER (PARTITION BY r.relates_to_id) AS total,"
                 " MAX(CASE WHEN e.sender = ? THEN 1 ELSE 0 END) OVER (PARTITION BY r.relates_to_id) AS mine"
                 " FROM event_relations r JOIN events e ON e.event_id = r.event_id"
-                f" WHERE r.relates_to_id IN ({in_list(len(part))}) AND r.rel_type = ? AND r.room_id = ?"
-                f" AND e.room_id = ? AND {_CHILD}{skip}"
+                f" WHERE r.relates_to_id IN ({in_list(len(part))}) AND r.rel_type = ? AND {_IN_ROOM}"
+                f" AND {_CHILD}{skip}"
                 ") x WHERE n = 1",
-                (user_id, *part, THREAD, room_id, room_id, *skip_params),
+                (user_id, *part, THREAD, room_id, *skip_params),
             )
             for root, event_id, _, total, mine in rows:
                 out[root] = ThreadSummary(int(total), event_id, bool(mine))
@@ -202,9 +229,9 @@ class RelationStore:
                 "SELECT r.relates_to_id, r.rel_type, e.event_id, e.sender, e.type, e.origin_server_ts"
                 " FROM event_relations r JOIN events e ON e.event_id = r.event_id"
                 f" WHERE r.relates_to_id IN ({in_list(len(part))}) AND r.rel_type IN (?, ?)"
-                f" AND r.room_id = ? AND e.room_id = ? AND {_CHILD}{skip}"
+                f" AND {_IN_ROOM} AND {_CHILD}{skip}"
                 " ORDER BY e.topo_depth, e.topo_order",
-                (*part, REPLACE, REFERENCE, room_id, room_id, *skip_params),
+                (*part, REPLACE, REFERENCE, room_id, *skip_params),
             )
             out += [ChildRow(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
         return out
@@ -217,7 +244,7 @@ class RelationStore:
             rows = await self._db.fetchall(
                 "SELECT DISTINCT relates_to_id FROM event_relations"
                 f" WHERE relates_to_id IN ({in_list(len(part))}) AND rel_type IN ({in_list(len(AGGREGATED))})"
-                " AND room_id = ?",
+                " AND room_id || '' = ?",
                 (*part, *AGGREGATED, room_id),
             )
             out.update(r[0] for r in rows)
@@ -242,11 +269,11 @@ class RelationStore:
             " ORDER BY e.topo_depth DESC, e.topo_order DESC) AS n,"
             " MAX(CASE WHEN e.sender = ? THEN 1 ELSE 0 END) OVER (PARTITION BY r.relates_to_id) AS mine"
             " FROM event_relations r JOIN events e ON e.event_id = r.event_id"
-            f" WHERE r.room_id = ? AND r.rel_type = ? AND e.room_id = ? AND {_CHILD}{skip}"
+            f" WHERE r.room_id = ? AND r.rel_type = ? AND {_CHILD}{skip}"
             ") x JOIN events p ON p.event_id = x.root"
             f" WHERE x.n = 1 AND p.room_id = ? AND {live('p')}"
         )
-        params: list[Any] = [participant or "", room_id, THREAD, room_id, *skip_params, room_id]
+        params: list[Any] = [participant or "", room_id, THREAD, *skip_params, room_id]
         if participant is not None:
             sql += " AND (x.mine = 1 OR p.sender = ?)"
             params.append(participant)
@@ -281,7 +308,7 @@ class RelationStore:
         row = await self._db.fetchone(
             "SELECT 1 FROM event_relations r JOIN events e ON e.event_id = r.event_id"
             " WHERE r.relates_to_id = ? AND r.rel_type = 'm.annotation' AND r.aggregation_key = ?"
-            f" AND r.room_id = ? AND e.sender = ? AND e.type = ? AND {_CHILD}",
+            f" AND {_IN_ROOM} AND e.sender = ? AND e.type = ? AND {_CHILD}",
             (parent_id, key, room_id, sender, event_type),
         )
         return row is not None
