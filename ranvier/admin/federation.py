@@ -28,6 +28,7 @@ from ..client_api.errors import MatrixError, invalid_param, not_found
 from ..client_api.http_util import query_int
 from ..federation.sender import FederationSender
 from ..storage.sql.outbox import RetryState
+from .access import audit_log
 
 PREFIX = "/_synapse/admin/v1/federation/destinations"
 ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts")
@@ -50,7 +51,11 @@ class FederationAdminHandlers:
     async def _require_admin(self, request: web.Request) -> None:
         requester = await self._auth.require_user(request)
         if not requester.is_admin:
+            audit_log.warning(
+                "refused admin request %s %s by non-admin %s", request.method, request.path, requester.user_id
+            )
             raise MatrixError(403, "M_FORBIDDEN", "You are not a server admin")
+        audit_log.info("admin %s: %s %s", requester.user_id, request.method, request.path)
 
     async def _entries(self) -> dict[str, dict[str, Any]]:
         retries: dict[str, RetryState] = await self._storage.outbox.get_all_retries()

@@ -21,6 +21,7 @@ from ..client_api.auth import Authenticator
 from ..client_api.errors import MatrixError, invalid_param, not_found
 from ..client_api.http_util import query_int
 from ..media.repository import MediaRepository
+from .access import audit_log
 
 PREFIX = "/_synapse/admin/v1"
 
@@ -44,7 +45,11 @@ class MediaAdminHandlers:
     async def _require_admin(self, request: web.Request) -> None:
         requester = await self._auth.require_user(request)
         if not requester.is_admin:
+            audit_log.warning(
+                "refused admin request %s %s by non-admin %s", request.method, request.path, requester.user_id
+            )
             raise MatrixError(403, "M_FORBIDDEN", "You are not a server admin")
+        audit_log.info("admin %s: %s %s", requester.user_id, request.method, request.path)
 
     async def _set_quarantine(self, request: web.Request, quarantined: bool) -> web.Response:
         await self._require_admin(request)

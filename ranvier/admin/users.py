@@ -138,6 +138,9 @@ class UserAdminHandlers:
         if order_by not in USER_ORDERS:
             raise invalid_param(f"'order_by' must be one of {', '.join(sorted(USER_ORDERS))}")
         admins = request.query.get("admins")
+        query_bool(
+            request, "guests", True
+        )  # validated; Ranvier has no guest accounts to include or leave out
         name = request.query.get("name") or request.query.get("user_id")
         rows, total = await self._store.list_users(
             start=start,

@@ -3,9 +3,11 @@ while it is down, and resetting its connection."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.admin.conftest import SHARED_SECRET, AdminServer
 from tests.scenarios.servers import Client, eventually, start_server
@@ -13,7 +15,7 @@ from tests.scenarios.servers import Client, eventually, start_server
 PREFIX = "/_synapse/admin/v1/federation/destinations"
 
 
-async def test_destination_rooms_queue_and_reset(tmp_path: Path) -> None:
+async def test_destination_rooms_queue_and_reset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a = await start_server(tmp_path / "a", extra={"registration_shared_secret": SHARED_SECRET})
     b = await start_server(tmp_path / "b")
     b_stopped = False
@@ -48,7 +50,10 @@ async def test_destination_rooms_queue_and_reset(tmp_path: Path) -> None:
             assert dest in [d["destination"] for d in listed["destinations"]]
             rooms = await admin.ok("GET", f"{PREFIX}/{dest}/rooms")
             assert rooms["rooms"][0]["pending_pdus"] >= 1
-            assert await admin.ok("POST", f"{PREFIX}/{dest}/reset_connection", {}) == {}
+            with caplog.at_level(logging.INFO, logger="ranvier.admin"):
+                assert await admin.ok("POST", f"{PREFIX}/{dest}/reset_connection", {}) == {}
+            logged = [r.getMessage() for r in caplog.records if r.name == "ranvier.admin"]
+            assert any(admin.user_id in m and "reset_connection" in m for m in logged), logged
     finally:
         await a.stop()
         if not b_stopped:
