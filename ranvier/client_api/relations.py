@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..clock import now_ms
+from ..protocol.events import Pdu
+from ..protocol.redaction import redact_event
 from ..protocol.relations import ANNOTATION, THREAD, relation_of
 from ..storage.interfaces import TopoToken
 from ..storage.sql.relations import RECURSION_DEPTH
@@ -151,6 +153,12 @@ class RelationHandlers:
         found = await self._storage.events.get_events([r.event_id for r in roots])
         page = [found[r.event_id] for r in roots if r.event_id in found]
         page = await self._visibility.filter_for_user(room_id, user_id, page)
+        # "If the thread root event was sent by an ignored user, the event is returned redacted to the
+        # caller", as a client aggregating locally would show it.
+        page = [
+            Pdu(redact_event(p.json, p.room_version), p.room_version) if p.sender in ignored else p
+            for p in page
+        ]
         body: dict[str, Any] = {
             "chunk": await self._bundled.serialize(room_id, user_id, page, now_ms(), ignored=ignored)
         }

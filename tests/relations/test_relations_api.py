@@ -275,6 +275,17 @@ async def test_threads_list_order_participation_and_pages(world: World) -> None:
             break
         params["from"] = page["next_batch"]
     assert seen == [t1, t3, t2]
+    # Carol ignores Bob: the thread he started comes back redacted, and his replies are not counted.
+    ignore = f"/user/{carol.user_id}/account_data/m.ignored_user_list"
+    await carol.ok("PUT", ignore, {"ignored_users": {bob.user_id: {}}})
+    try:
+        ignoring = {e["event_id"]: e for e in (await v1_ok(carol, f"/rooms/{room}/threads"))["chunk"]}
+        assert ignoring[t2]["content"] == {} and ignoring[t2]["sender"] == bob.user_id
+        assert ignoring[t1]["content"]["body"] == "thread one"
+        assert ignoring[t1]["unsigned"]["m.relations"]["m.thread"]["count"] == 1  # Bob's reply left out
+        assert t3 not in ignoring  # its only reply is Bob's
+    finally:
+        await carol.ok("PUT", ignore, {"ignored_users": {}})
     status, err = await v1(carol, f"/rooms/{room}/threads", include="mine")
     assert (status, err["errcode"]) == (400, "M_INVALID_PARAM")
 
