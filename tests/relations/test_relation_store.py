@@ -127,3 +127,23 @@ async def test_children_pages_recurse_threads(storage: RoomStorage) -> None:  # 
     summaries = await store.thread_summaries(dag.room_id, [root], BOB)
     assert (summaries[root].count, summaries[root].latest_event_id) == (1, dag.id("t1"))
     assert dag.id("t2") not in (await page())[0]
+
+
+async def test_bundle_queries_and_send_checks(storage: RoomStorage) -> None:  # noqa: F811
+    """The queries behind bundled aggregations and the send-time checks, on both databases."""
+    dag = await _room_with_relations(storage)
+    store = RelationStore(storage.db)
+    root, t1 = dag.id("root"), dag.id("t1")
+    assert await store.has_aggregated_children(dag.room_id, [root, t1, dag.id("t2")]) == {root}
+    assert await store.has_aggregated_children("!elsewhere:example.org", [root]) == set()
+    rows = await store.edits_and_references(dag.room_id, [root])
+    assert [(r.rel_type, r.event_id, r.sender) for r in rows] == [
+        ("m.replace", dag.id("edit"), ALICE),
+        ("m.reference", dag.id("ref"), ALICE),
+    ]
+    assert await store.edits_and_references(dag.room_id, [root], ignored={ALICE}) == []
+    assert await store.rel_type_of(t1) == "m.thread"
+    assert await store.rel_type_of(root) is None
+    assert await store.annotation_exists(dag.room_id, t1, ALICE, "m.reaction", "👍")
+    assert not await store.annotation_exists(dag.room_id, t1, BOB, "m.reaction", "👍")
+    assert not await store.annotation_exists(dag.room_id, t1, ALICE, "m.reaction", "👎")
