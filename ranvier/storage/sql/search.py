@@ -4,6 +4,9 @@ SQLite: an FTS5 table (Porter stemmer) whose rowid is the event's stream orderin
 an 'english' tsvector under a GIN index, as Synapse does. Both are written by ``index_persisted``, which the
 persister calls inside each batch's transaction (local, federated and backfilled events alike), and lose an
 event's row when it is redacted. The schema and the backfill of existing events: migration 610.
+Encrypted rooms: their messages are ``m.room.encrypted``, which has nothing searchable ("The search will
+*not* include rooms that are end to end encrypted"); plain messages sent before a room turned encryption
+on stay searchable, as in Synapse.
 
 Queries return candidates in the order asked for, restricted by SQL to rooms where the user has a
 membership, and in rooms they are no longer joined to, to events up to their membership change. What
