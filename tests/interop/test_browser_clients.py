@@ -1,0 +1,132 @@
+"""Real browser clients against Ranvier and against Synapse, in the same test: our matrix-js-sdk page
+(tests/browser/jssdk/) and the whole Hydrogen app (tests/browser/hydrogen/), each in headless Chromium.
+
+The browser user logs in, creates a room, invites a second user, sends a message, sees the second user's
+message in the client's UI, replies to it in a thread, reacts to it and edits her own message. The second user
+is driven over HTTP (tests/browser/peer.mjs); afterwards the second user checks through the HTTP API that the
+thread reply, the reaction and the edit arrived as relations (CS "Forming relationships between events",
+/relations, and the bundled aggregations of /event). Screenshots: test-artifacts/browser/<client>-<server>/.
+
+The module lives beside the interop tests so that it shares their one session Synapse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.browser.harness import run_script
+from tests.scenarios.servers import start_server
+
+from .synapse import SynapseServer
+
+
+@dataclass
+class Account:
+    user_id: str
+    localpart: str
+    password: str
+    token: str
+
+
+@dataclass
+class Server:
+    name: str
+    url: str  # the client-server API base, as a browser client is given it
+    accounts: list[Account]
+
+
+async def _register_on_ranvier(session: aiohttp.ClientSession, url: str, localpart: str) -> Account:
+    password = secrets.token_hex(12)
+    body = {"username": localpart, "password": password, "auth": {"type": "m.login.dummy"}}
+    async with session.post(f"{url}/_matrix/client/v3/register", json=body) as resp:
+        answer = await resp.json()
+        assert resp.status == 200, answer
+    return Account(answer["user_id"], localpart, password, answer["access_token"])
+
+
+def _register_on_synapse(synapse: SynapseServer, localpart: str) -> Account:
+    password = secrets.token_hex(12)
+    user_id, token = synapse.register(localpart, password=password)
+    return Account(user_id, localpart, password, token)
+
+
+@pytest.fixture(params=["ranvier", "synapse"])
+async def server(
+    request: pytest.FixtureRequest, tmp_path: Path, session: aiohttp.ClientSession
+) -> AsyncIterator[Server]:
+    names = [f"alice{secrets.token_hex(3)}", f"bob{secrets.token_hex(3)}"]
+    if request.param == "ranvier":
+        hs = await start_server(tmp_path / "ranvier")
+        try:
+            url = f"http://127.0.0.1:{hs.ports['client']}"
+            yield Server("ranvier", url, [await _register_on_ranvier(session, url, n) for n in names])
+        finally:
+            await hs.stop()
+    else:
+        synapse: SynapseServer = request.getfixturevalue("synapse")
+        accounts = [await asyncio.to_thread(_register_on_synapse, synapse, n) for n in names]
+        yield Server("synapse", synapse.client_url, accounts)
+
+
+async def _get(session: aiohttp.ClientSession, server: Server, token: str, path: str) -> Any:
+    """GET a client-server API path (``/v1/...`` or ``/v3/...``) as the given user; it must answer 200."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with session.get(f"{server.url}/_matrix/client{path}", headers=headers) as resp:
+        body = await resp.json()
+        assert resp.status == 200, (path, resp.status, body)
+        return body
+
+
+async def _check_relations_as_second_user(
+    session: aiohttp.ClientSession, server: Server, seen: dict[str, Any]
+) -> None:
+    """What the browser user did arrived as relations, seen by the other user over the HTTP API."""
+    bob = server.accounts[1]
+    room = urllib.parse.quote(seen["room_id"])
+    threads = await _get(session, server, bob.token, f"/v1/rooms/{room}/relations/{seen['bobs']}/m.thread")
+    assert [e["event_id"] for e in threads["chunk"]] == [seen["thread"]]
+    assert threads["chunk"][0]["content"]["body"] == "a reply in the thread"
+    reactions = await _get(
+        session, server, bob.token, f"/v1/rooms/{room}/relations/{seen['bobs']}/m.annotation"
+    )
+    assert [(e["event_id"], e["content"]["m.relates_to"]["key"]) for e in reactions["chunk"]] == [
+        (seen["reaction"], "👍")
+    ]
+    # Bundled aggregations (CS "Aggregations of child events"): the thread summary on the root, the latest
+    # edit on the edited message.
+    root = await _get(session, server, bob.token, f"/v3/rooms/{room}/event/{seen['bobs']}")
+    thread_summary = root["unsigned"]["m.relations"]["m.thread"]
+    assert thread_summary["count"] == 1 and thread_summary["latest_event"]["event_id"] == seen["thread"]
+    edited = await _get(session, server, bob.token, f"/v3/rooms/{room}/event/{seen['mine']}")
+    assert edited["unsigned"]["m.relations"]["m.replace"]["event_id"] == seen["edit"]
+    edit = await _get(session, server, bob.token, f"/v3/rooms/{room}/event/{seen['edit']}")
+    assert edit["content"]["m.new_content"]["body"] == "hello from the browser, edited"
+
+
+def _script_args(server: Server) -> dict[str, Any]:
+    alice, bob = server.accounts
+    return {
+        "hs": server.url,
+        "user": alice.localpart,
+        "user_id": alice.user_id,
+        "password": alice.password,
+        "room_name": f"browser test on {server.name}",
+        "bob": {"user_id": bob.user_id, "token": bob.token},
+    }
+
+
+async def test_matrix_js_sdk_page(server: Server, session: aiohttp.ClientSession) -> None:
+    seen = await asyncio.to_thread(
+        run_script, "jssdk/drive.mjs", f"jssdk-{server.name}", _script_args(server)
+    )
+    assert seen["errors"] == [] and seen["error"] == "", seen
+    await _check_relations_as_second_user(session, server, seen)
