@@ -36,7 +36,8 @@ def chromium_path() -> str:
         _unavailable("Debian's chromium is not installed (apt-get install chromium)")
     if shutil.which("node") is None or shutil.which("npm") is None:
         _unavailable("node/npm are not installed")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+    wanted = json.loads((BROWSER_DIR / "package.json").read_text())["dependencies"]
+    if not all((BROWSER_DIR / "node_modules" / dep).is_dir() for dep in wanted):
         proc = subprocess.run(
             ["npm", "install", "--no-audit", "--no-fund"],
             cwd=BROWSER_DIR,
