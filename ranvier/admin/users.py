@@ -141,11 +141,12 @@ class UserAdminHandlers:
         query_bool(
             request, "guests", True
         )  # validated; Ranvier has no guest accounts to include or leave out
-        name = request.query.get("name") or request.query.get("user_id")
+        name = request.query.get("name")
         rows, total = await self._store.list_users(
             start=start,
             limit=limit,
             name=name,
+            user_id=request.query.get("user_id"),
             deactivated=query_bool(request, "deactivated", False),
             admins=None if admins is None else query_bool(request, "admins", False),
             order_by=order_by,

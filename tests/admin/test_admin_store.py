@@ -33,6 +33,29 @@ async def test_list_users_filters_orders_and_counts(db: Database) -> None:  # no
         start=0, limit=10, name="o%", deactivated=True, admins=None, order_by="name", backwards=False
     )
     assert [r[0] for r in rows] == ["@bob:x"]
+    # user_id looks in user ids only.
+    rows, _ = await store.list_users(
+        start=0,
+        limit=10,
+        name=None,
+        user_id="o%",
+        deactivated=True,
+        admins=None,
+        order_by="name",
+        backwards=False,
+    )
+    assert rows == []
+    rows, _ = await store.list_users(
+        start=0,
+        limit=10,
+        name=None,
+        user_id="AR",
+        deactivated=True,
+        admins=None,
+        order_by="name",
+        backwards=False,
+    )
+    assert [r[0] for r in rows] == ["@carol:x"]
     rows, _ = await store.list_users(
         start=0, limit=10, name=None, deactivated=True, admins=True, order_by="shadow_banned", backwards=False
     )

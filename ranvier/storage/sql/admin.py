@@ -78,6 +78,11 @@ USER_ORDERS = {
 }
 
 
+def _like(text: str) -> str:
+    """A case-insensitive substring pattern for LIKE ... ESCAPE '\\', the text's own wildcards literal."""
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class AdminStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -91,19 +96,26 @@ class AdminStore:
         limit: int,
         name: str | None,
         deactivated: bool,
+        user_id: str | None = None,
         admins: bool | None,
         order_by: str,
         backwards: bool,
     ) -> tuple[list[tuple[Any, ...]], int]:
         """Rows (user_id, is_admin, deactivated, created_ts, displayname, avatar_url, shadow_banned,
-        last_seen_ts) of one page, and the total matching."""
+        last_seen_ts) of one page, and the total matching. ``name`` is looked for in user ids and display
+        names, ``user_id`` in user ids only (both case-insensitive substrings, wildcards literal)."""
         where: list[str] = ["1 = 1"]
         params: list[object] = []
         if name:
-            where.append("(LOWER(u.user_id) LIKE ? OR LOWER(COALESCE(u.displayname, '')) LIKE ?)")
-            pattern = "%" + name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where[-1] = where[-1].replace("LIKE ?", "LIKE ? ESCAPE '\\'")
+            pattern = _like(name)
+            where.append(
+                "(LOWER(u.user_id) LIKE ? ESCAPE '\\'"
+                " OR LOWER(COALESCE(u.displayname, '')) LIKE ? ESCAPE '\\')"
+            )
             params += [pattern, pattern]
+        elif user_id:
+            where.append("LOWER(u.user_id) LIKE ? ESCAPE '\\'")
+            params.append(_like(user_id))
         if not deactivated:
             where.append("u.deactivated = 0")
         if admins is not None:
