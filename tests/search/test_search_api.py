@@ -1,6 +1,7 @@
-"""POST /search over the client API of an in-process server (SQLite): results, history visibility, order,
-pagination (global and per group), groups, context with profiles, state, highlights, count, the filter
-and keys, forgotten rooms, redactions, and a 400 for every malformed request."""
+"""POST /search over the client API of an in-process server (SQLite and PostgreSQL): results, history
+visibility, order, pagination (global and per group), groups, context with profiles, state, highlights,
+count, the filter and keys, bundled aggregations, ignored users, forgotten rooms, redactions, and a 400
+for every malformed request."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def bodies(found: dict[str, Any]) -> list[str]:
 
 
 async def test_search_results_visibility_groups_context_and_pagination(
-    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession, database_url: str | None
 ) -> None:
-    hs = await start_server(tmp_path / "a")
+    hs = await start_server(tmp_path / "a", database_url=database_url)
     servers.append(hs)
     alice = await Client.register(session, hs, "alice")
     bob = await Client.register(session, hs, "bob")
