@@ -31,6 +31,9 @@ from bench.servers import make_server
 from bench.workloads.client import MxClient, q
 from tests.interop.synapse import DEFAULT_VERSION
 
+# Rooms each user creates while building the world: within Synapse's room-creation burst (10).
+ROOMS_PER_OWNER = 8
+
 
 async def _v1(client: MxClient, path: str, **params: str) -> Any:
     async with client.session.get(
@@ -70,18 +73,27 @@ async def _room(client: MxClient, **body: Any) -> str:
     return str((await _ok(client, "POST", "/createRoom", {"preset": "public_chat", **body}))["room_id"])
 
 
-async def _build(owner: MxClient, server_name: str, subspaces: int, children: int) -> tuple[str, str]:
-    """The space (and one of its leaf rooms), every room public."""
-    space = await _room(owner, name="bench space", creation_content={"type": "m.space"})
+async def _build(owners: list[MxClient], server_name: str, subspaces: int, children: int) -> tuple[str, str]:
+    """The space (and one of its leaf rooms), every room public. Rooms are created by the ``owners`` in
+    turn (Synapse limits room creation per user: ``rc_room_creation``, a burst of 10 then about one a
+    minute), and each parent's child events are sent by the parent's creator."""
+    turn = iter(range(1 << 30))
+
+    async def room(**body: Any) -> tuple[MxClient, str]:
+        owner = owners[next(turn) % len(owners)]
+        return owner, await _room(owner, **body)
+
+    space_owner, space = await room(name="bench space", creation_content={"type": "m.space"})
     leaf = ""
     for i in range(subspaces):
-        sub = await _room(owner, name=f"sub {i}", creation_content={"type": "m.space"})
+        sub_owner, sub = await room(name=f"sub {i}", creation_content={"type": "m.space"})
         child = {"via": [server_name], "order": f"{i:04d}"}
-        await _ok(owner, "PUT", f"/rooms/{q(space)}/state/m.space.child/{q(sub)}", child)
+        await _ok(space_owner, "PUT", f"/rooms/{q(space)}/state/m.space.child/{q(sub)}", child)
         for j in range(children):
-            room = await _room(owner, name=f"room {i}.{j}", topic="bench")
-            await _ok(owner, "PUT", f"/rooms/{q(sub)}/state/m.space.child/{q(room)}", {"via": [server_name]})
-            leaf = leaf or room
+            _, leaf_room = await room(name=f"room {i}.{j}", topic="bench")
+            path = f"/rooms/{q(sub)}/state/m.space.child/{q(leaf_room)}"
+            await _ok(sub_owner, "PUT", path, {"via": [server_name]})
+            leaf = leaf or leaf_room
     return space, leaf
 
 
@@ -89,10 +101,14 @@ async def _measure(
     base_url: str, server_name: str, subspaces: int, children: int, messages: int, runs: int
 ) -> dict[str, tuple[float, float]]:
     async with aiohttp.ClientSession() as session:
-        owner = await MxClient.register(session, base_url, "spaces")
+        total = 1 + subspaces * (children + 1)
+        owners = [
+            await MxClient.register(session, base_url, "spaces") for _ in range(total // ROOMS_PER_OWNER + 1)
+        ]
+        owner = owners[0]
         viewer = await MxClient.register(session, base_url, "viewer")
         t0 = time.perf_counter()
-        space, leaf = await _build(owner, server_name, subspaces, children)
+        space, leaf = await _build(owners, server_name, subspaces, children)
         room = await _room(owner, name="timeline")
         stamps = []
         for i in range(messages):
@@ -103,7 +119,6 @@ async def _measure(
                 stamps.append(
                     (await owner.ok("GET", f"/rooms/{q(room)}/event/{q(event_id)}"))["origin_server_ts"]
                 )
-        total = 1 + subspaces * (children + 1)
         print(
             f"  built {total} rooms and {messages} messages in {time.perf_counter() - t0:.1f} s", flush=True
         )
