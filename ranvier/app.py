@@ -580,11 +580,11 @@ class Homeserver:
             ],
             client_max_size=max_body,
         )
-        base_url = (
-            config.public_baseurl or f"http://{config.listeners.client.bind}:{config.listeners.client.port}"
-        )
         handlers: list[Any] = [
-            VersionsHandlers(base_url),
+            # Only a configured public_baseurl is advertised: the listener's bind address and port (0.0.0.0,
+            # or 0 for an ephemeral port) say nothing of how clients reach us, and a wrong base_url sends
+            # them astray, where a 404 tells them to keep the URL they have (CS "Well-known URIs").
+            VersionsHandlers(config.public_baseurl),
             AccountHandlers(
                 self.storage,
                 self.server_name,
@@ -759,12 +759,12 @@ class Homeserver:
             rooms.user_query = self.appservice_queries.query_user
             appservice = next(h for h in handlers if isinstance(h, AppServiceHandlers))
             directory.network_rooms = appservice.network_rooms
-        sync_handlers = next(h for h in handlers if isinstance(h, SyncHandlers))
-        sync_handlers.tracing, sync_handlers.origins = self.tracing, self.event_origins
         presence = getattr(self, "presence", None)  # ranvier.presence, when it is wired
         if presence is not None:
             legacy = next(h for h in handlers if isinstance(h, LegacyHandlers))
             legacy.presence_events = presence_events_of(presence)
+        sync_handlers = next(h for h in handlers if isinstance(h, SyncHandlers))
+        sync_handlers.tracing, sync_handlers.origins = self.tracing, self.event_origins
         for h in handlers:
             app.add_routes(h.routes())
         return app
