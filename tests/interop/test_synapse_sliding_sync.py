@@ -34,6 +34,9 @@ REQUEST: dict[str, Any] = {
         }
     },
     "room_subscriptions": {},
+    "extensions": {
+        name: {"enabled": True} for name in ("to_device", "e2ee", "account_data", "receipts", "typing")
+    },
 }
 
 
@@ -105,7 +108,49 @@ def normalise(body: dict[str, Any], labels: Labels) -> dict[str, Any]:
                 if e["type"] != "m.room.member" or e.get("content", {}).get("membership") != "join"
             )
         rooms[labels(room_id)] = out
-    return {"lists": lists, "rooms": rooms}
+    return {
+        "lists": lists,
+        "rooms": rooms,
+        "extensions": normalise_extensions(body.get("extensions", {}), labels),
+    }
+
+
+def normalise_extensions(ext: dict[str, Any], labels: Labels) -> dict[str, Any]:
+    out: dict[str, Any] = {"keys": sorted(ext)}
+    if "to_device" in ext:
+        out["to_device"] = (sorted(ext["to_device"]), len(ext["to_device"]["events"]))
+    if "e2ee" in ext:
+        e2ee = ext["e2ee"]
+        lists = e2ee.get("device_lists")
+        out["e2ee"] = (
+            sorted(e2ee),
+            sorted(e2ee["device_one_time_keys_count"].items()),
+            e2ee["device_unused_fallback_key_types"],
+            None if lists is None else {k: sorted(labels(u) for u in v) for k, v in lists.items()},
+        )
+    if "account_data" in ext:
+        data = ext["account_data"]
+        out["account_data"] = (
+            # Only the types the scenario sets: each server also has its own (push rules and the like).
+            sorted(e["type"] for e in data["global"] if e["type"].startswith("org.example")),
+            {labels(r): sorted(e["type"] for e in events) for r, events in data["rooms"].items()},
+        )
+    if "receipts" in ext:
+        out["receipts"] = {
+            labels(room): sorted(
+                (receipt_type, labels(user))
+                for by_type in event["content"].values()
+                for receipt_type, users in by_type.items()
+                for user in users
+            )
+            for room, event in ext["receipts"]["rooms"].items()
+        }
+    if "typing" in ext:
+        out["typing"] = {
+            labels(room): sorted(labels(u) for u in event["content"]["user_ids"])
+            for room, event in ext["typing"]["rooms"].items()
+        }
+    return out
 
 
 async def scenario(
@@ -132,6 +177,11 @@ async def scenario(
     labels.add(invite, "local-invite")
     far = await remote_user.create_room(name="Remote", preset="private_chat", invite=[alice.user_id])
     labels.add(far, "remote")
+    await alice.ok("PUT", f"/user/{alice.user_id}/account_data/org.example.global", {"g": 1})
+    await alice.ok("PUT", f"/user/{alice.user_id}/rooms/{named}/account_data/org.example.room", {"r": 1})
+    hello = (await alice.ok("GET", f"/rooms/{named}/messages", dir="b", limit="1"))["chunk"][0]["event_id"]
+    await bob.ok("POST", f"/rooms/{named}/receipt/m.read/{hello}", {})
+    await bob.ok("PUT", f"/rooms/{plain}/typing/{bob.user_id}", {"typing": True, "timeout": 60000})
 
     async def invited() -> bool:
         body = await alice.sync(REQUEST, fresh=True)
@@ -188,6 +238,7 @@ async def test_sliding_sync_matches_synapse(
     for step, (mine, reference) in enumerate(zip(ours[0], theirs[0], strict=True)):
         assert mine["lists"] == reference["lists"], f"step {step}: lists"
         assert set(mine["rooms"]) == set(reference["rooms"]), f"step {step}: rooms"
+        assert mine["extensions"] == reference["extensions"], f"step {step}: extensions"
         for room in reference["rooms"]:
             assert mine["rooms"][room] == reference["rooms"][room], (
                 f"step {step}: room {room}: {mine} {reference}"
