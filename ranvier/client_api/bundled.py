@@ -47,7 +47,10 @@ class BundledAggregations:
         """The users ``user_id`` ignores (CS "Ignoring Users"): their children are not aggregated."""
         content = await self._storage.account_data.get_global(user_id, IGNORED_USERS)
         users = content.get("ignored_users") if isinstance(content, dict) else None
-        return frozenset(u for u in users if isinstance(u, str)) if isinstance(users, dict) else frozenset()
+        if not isinstance(users, dict):
+            return frozenset()
+        # A key with U+0000 names no user, and PostgreSQL could not take it as a query parameter.
+        return frozenset(u for u in users if isinstance(u, str) and "\x00" not in u)
 
     async def serialize(
         self,
