@@ -32,7 +32,9 @@ def new_device_id() -> str:
 
 
 class RefreshTokenStorage(Protocol):
-    async def create_refresh_token(self, user_id: str, device_id: str, token: str) -> None: ...
+    async def create_refresh_token(
+        self, user_id: str, device_id: str, token: str, access_token: str | None = None
+    ) -> None: ...
     async def take_refresh_token(self, token: str) -> tuple[str, str] | None: ...
 
 
@@ -86,14 +88,14 @@ class TokenIssuer:
             user_id, device_id, token, self._clock_ms() + self._lifetime_ms
         )
         refresh = new_refresh_token()
-        await self._refresh_tokens.create_refresh_token(user_id, device_id, refresh)
+        await self._refresh_tokens.create_refresh_token(user_id, device_id, refresh, token)
         out.update(refresh_token=refresh, expires_in_ms=self._lifetime_ms)
         return out
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
-        """``POST /refresh``: the refresh token is used up and replaced, with a new access token (the old
-        ones of the device stop working). Unknown or used: 401 M_UNKNOWN_TOKEN, soft_logout false (the
-        client must log in again)."""
+        """``POST /refresh``: the refresh token is used up and replaced, with a new access token (the one
+        issued with the old refresh token stops working; other sessions of the device are left alone).
+        Unknown or used: 401 M_UNKNOWN_TOKEN, soft_logout false (the client must log in again)."""
         owner = await self._refresh_tokens.take_refresh_token(refresh_token) if self._refresh_tokens else None
         if owner is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown refresh token", soft_logout=False)

@@ -34,11 +34,13 @@ async def test_account_tokens_and_flags(storage: Any) -> None:
     await storage.users.create_user("@a:x", "pw")
     await storage.devices.create_device("@a:x", "D1")
     await storage.devices.create_access_token("@a:x", "D1", "acc-1", expires_ts=1000)
+    await storage.devices.create_access_token("@a:x", "D1", "acc-other")  # a later login of the device
     assert await storage.devices.lookup_access_token("acc-1") == ("@a:x", "D1", 1000)
-    await tokens.create_refresh_token("@a:x", "D1", "ref-1")
+    await tokens.create_refresh_token("@a:x", "D1", "ref-1", "acc-1")
     assert await tokens.take_refresh_token("ref-1") == ("@a:x", "D1")
     assert await tokens.take_refresh_token("ref-1") is None  # single use
     assert await storage.devices.lookup_access_token("acc-1") is None  # the pair went together
+    assert await storage.devices.lookup_access_token("acc-other") == ("@a:x", "D1", None)
     # Deleting the device takes its refresh tokens with it.
     await tokens.create_refresh_token("@a:x", "D1", "ref-2")
     await storage.devices.delete_device("@a:x", "D1")

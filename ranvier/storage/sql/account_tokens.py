@@ -20,28 +20,37 @@ class AccountTokenStore:
 
     # -- refresh tokens ------------------------------------------------------------------------------
 
-    async def create_refresh_token(self, user_id: str, device_id: str, token: str) -> None:
+    async def create_refresh_token(
+        self, user_id: str, device_id: str, token: str, access_token: str | None = None
+    ) -> None:
+        """``access_token``: the one issued with it, which its use replaces."""
         await write(
             self._db,
-            "INSERT INTO refresh_tokens (token_sha256, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
-            (token_digest(token), user_id, device_id, now_ms()),
+            "INSERT INTO refresh_tokens (token_sha256, user_id, device_id, created_ts, access_token_sha256)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                token_digest(token),
+                user_id,
+                device_id,
+                now_ms(),
+                None if access_token is None else token_digest(access_token),
+            ),
         )
 
     async def take_refresh_token(self, token: str) -> tuple[str, str] | None:
         """(user_id, device_id) of a live refresh token, which is used up by this call; None if unknown.
-        The device's access tokens go with it: the caller issues the new pair."""
+        The access token issued with it goes too: the caller issues the new pair."""
         async with self._db.transaction() as txn:
             row = await txn.fetchone(
-                "DELETE FROM refresh_tokens WHERE token_sha256 = ? RETURNING user_id, device_id",
+                "DELETE FROM refresh_tokens WHERE token_sha256 = ?"
+                " RETURNING user_id, device_id, access_token_sha256",
                 (token_digest(token),),
             )
             if row is None:
                 return None
-            user_id, device_id = str(row[0]), str(row[1])
-            await txn.execute(
-                "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
-            )
-        return user_id, device_id
+            if row[2] is not None:
+                await txn.execute("DELETE FROM access_tokens WHERE token_sha256 = ?", (row[2],))
+        return str(row[0]), str(row[1])
 
     # -- OpenID tokens -------------------------------------------------------------------------------
 
