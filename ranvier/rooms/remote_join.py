@@ -57,6 +57,12 @@ class _GapAnchor:
     created: float
     placed: int = 0
     descendants: set[str] = dataclasses.field(default_factory=set)
+    # The frontier our join was made at (its prev events) and the events placed before the join since:
+    # only an event continuing them (every prev event among them) was made in the gap, concurrently with
+    # the join. One whose prev events we do not hold (a hole left by an outage just after the join) keeps
+    # the default position, the depth order every other server uses: the chaos harness saw such events,
+    # 30 depths after the join, put before it.
+    before: set[str] = dataclasses.field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.descendants.add(self.join_event_id)
@@ -338,7 +344,7 @@ class RemoteMembershipService:
             await self._persister.persist(room_id, rv, [EventToPersist(pdu=join, state_before=state)])
             meta = await self._storage.events.get_event_meta(join.event_id)
             if meta is not None:
-                self.anchor_join(room_id, join.event_id, meta.topo_depth, meta.topo_order)
+                self.anchor_join(room_id, join, meta.topo_depth, meta.topo_order)
         logger.info(
             "joined %s via %s: %d state events, %d auth events", room_id, server, len(state), len(accepted)
         )
@@ -434,9 +440,11 @@ class RemoteMembershipService:
 
     # -- where the gap events go in the timeline --------------------------------------------------------
 
-    def anchor_join(self, room_id: str, join_event_id: str, topo_depth: int, topo_order: int) -> None:
+    def anchor_join(self, room_id: str, join: Pdu, topo_depth: int, topo_order: int) -> None:
         """Remember our join so that events concurrent with it, learnt after it, are ordered before it."""
-        self._anchors[room_id] = _GapAnchor(join_event_id, topo_depth, topo_order, time.monotonic())
+        anchor = _GapAnchor(join.event_id, topo_depth, topo_order, time.monotonic())
+        anchor.before.update(join.prev_event_ids)
+        self._anchors[room_id] = anchor
 
     def place(self, room_id: str, batch: Sequence[EventToPersist]) -> Sequence[EventToPersist]:
         """The persister's placement policy: events neither our join nor descended from it, persisted
@@ -465,10 +473,13 @@ class RemoteMembershipService:
             elif after_join:
                 anchor.descendants.add(pdu.event_id)
                 out.append(item)
+            elif not all(p in anchor.before for p in pdu.prev_event_ids):
+                out.append(item)  # its parents are not the join's frontier nor gap events: unknown here
             elif anchor.placed + 1 >= TOPO_SCALE:
                 out.append(item)  # no room left before the join: the default position
             else:
                 anchor.placed += 1
+                anchor.before.add(pdu.event_id)
                 position = (anchor.topo_depth, anchor.topo_order - TOPO_SCALE + anchor.placed)
                 out.append(dataclasses.replace(item, topo_position=position))
         return out
