@@ -599,6 +599,7 @@ class Homeserver:
                     if config.accounts.access_token_lifetime is None
                     else int(config.accounts.access_token_lifetime * 1000),
                     login_token_lifetime_ms=int(config.accounts.login_token_lifetime * 1000),
+                    users=self.storage.users,
                 ),
                 login_get_token=config.accounts.login_get_token,
                 set_displayname=config.accounts.set_displayname,

@@ -46,6 +46,13 @@ ProfileHook = Callable[[str], Awaitable[None]]
 RemoteProfileLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
+def refuse_if_locked(user: Any) -> None:
+    """CS "Soft logout" (v1.12): a locked account "cannot obtain a new access token until the account
+    has been unlocked", neither by logging in nor by refreshing."""
+    if user is not None and user.locked:
+        raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
+
+
 def user_error(errcode: str, message: str) -> MatrixError:
     return MatrixError(400, errcode, message)
 
@@ -376,6 +383,7 @@ class AccountHandlers:
             user = await self._storage.users.get_user(owner) if owner is not None else None
             if owner is None or user is None or user.deactivated:
                 raise forbidden("Invalid or expired login token")
+            refuse_if_locked(user)
             issued = await self._issue_token(owner, device_id, display_name, body)
             return web.json_response({"user_id": owner, "home_server": self._server_name, **issued})
         user_id = self._resolve_login_user(body)
@@ -392,6 +400,7 @@ class AccountHandlers:
             if user is not None and user.deactivated:
                 raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
             raise forbidden("Invalid username or password")
+        refuse_if_locked(await self._storage.users.get_user(user_id))
         issued = await self._issue_token(user_id, device_id, display_name, body)
         return web.json_response({"user_id": user_id, "home_server": self._server_name, **issued})
 

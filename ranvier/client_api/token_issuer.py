@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..clock import now_ms
-from ..storage.interfaces_aux import DeviceStorage
+from ..storage.interfaces_aux import DeviceStorage, UserStorage
 from .errors import MatrixError
 
 # Live m.login.token tokens kept at once (they live two minutes by default); the oldest go first beyond.
@@ -36,6 +36,7 @@ class RefreshTokenStorage(Protocol):
         self, user_id: str, device_id: str, token: str, access_token: str | None = None
     ) -> None: ...
     async def take_refresh_token(self, token: str) -> tuple[str, str] | None: ...
+    async def refresh_token_owner(self, token: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class TokenIssuer:
         access_token_lifetime_ms: int | None = None,
         login_token_lifetime_ms: int = 120_000,
         clock_ms: Callable[[], int] = now_ms,
+        users: UserStorage | None = None,
     ) -> None:
         """Refresh tokens are issued only with both ``refresh_tokens`` and ``access_token_lifetime_ms``:
         without an expiry there is nothing to refresh (the spec lets the server decline)."""
@@ -61,6 +63,8 @@ class TokenIssuer:
         self._lifetime_ms = access_token_lifetime_ms
         self._login_token_lifetime_ms = login_token_lifetime_ms
         self._clock_ms = clock_ms
+        # To refuse refreshing a locked account (its refresh token kept for after the unlock).
+        self._users = users
         # m.login.token tokens: in memory, as they live for minutes (a restart makes clients ask again).
         self._login_tokens: dict[str, _LoginToken] = {}
 
@@ -96,6 +100,11 @@ class TokenIssuer:
         """``POST /refresh``: the refresh token is used up and replaced, with a new access token (the one
         issued with the old refresh token stops working; other sessions of the device are left alone).
         Unknown or used: 401 M_UNKNOWN_TOKEN, soft_logout false (the client must log in again)."""
+        if self._refresh_tokens is not None and self._users is not None:
+            user_id = await self._refresh_tokens.refresh_token_owner(refresh_token)
+            user = await self._users.get_user(user_id) if user_id is not None else None
+            if user is not None and user.locked:
+                raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
         owner = await self._refresh_tokens.take_refresh_token(refresh_token) if self._refresh_tokens else None
         if owner is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown refresh token", soft_logout=False)

@@ -102,3 +102,24 @@ async def test_suspended_account(pair: Pair) -> None:
 
     await moderate(pair, admin, "suspend", user.user_id, {"suspended": False})
     await user.ok("POST", "/createRoom", {})
+
+
+async def test_locked_account_gets_no_new_tokens(pair: Pair) -> None:
+    admin = await pair.register(pair.a, "modadmin4")
+    await pair.a.storage.users.set_admin(admin.user_id, True)
+    user = await pair.register(pair.a, "moduser4")
+    status, issued = await login(pair, pair.a, user.user_id, password_of("moduser4"), refresh_token=True)
+    assert status == 200 and "refresh_token" in issued
+    lock = f"{ADMIN}/lock/{user.user_id}"
+    assert (await pair.request(pair.a, "PUT", lock, {"locked": True}, admin.token))[0] == 200
+
+    status, error = await login(pair, pair.a, user.user_id, password_of("moduser4"))
+    assert status == 401 and error["errcode"] == "M_USER_LOCKED" and error["soft_logout"] is True
+    refresh = {"refresh_token": issued["refresh_token"]}
+    status, error = await pair.request(pair.a, "POST", "/_matrix/client/v3/refresh", refresh)
+    assert status == 401 and error["errcode"] == "M_USER_LOCKED"
+
+    # Unlocked: the refresh token was kept and works.
+    assert (await pair.request(pair.a, "PUT", lock, {"locked": False}, admin.token))[0] == 200
+    status, _ = await pair.request(pair.a, "POST", "/_matrix/client/v3/refresh", refresh)
+    assert status == 200

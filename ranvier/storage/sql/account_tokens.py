@@ -37,6 +37,12 @@ class AccountTokenStore:
             ),
         )
 
+    async def refresh_token_owner(self, token: str) -> str | None:
+        value = await self._db.fetchval(
+            "SELECT user_id FROM refresh_tokens WHERE token_sha256 = ?", (token_digest(token),)
+        )
+        return None if value is None else str(value)
+
     async def take_refresh_token(self, token: str) -> tuple[str, str] | None:
         """(user_id, device_id) of a live refresh token, which is used up by this call; None if unknown.
         The access token issued with it goes too: the caller issues the new pair."""
