@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 PATH = "/_synapse/admin/v1/send_server_notice"
 SERVER_NOTICE_TAG = "m.server_notice"
+MAX_TXNS = 10_000
 
 
 class ServerNoticeSender:
@@ -112,6 +113,9 @@ class ServerNoticeHandlers:
     def __init__(self, sender: ServerNoticeSender, access: AdminAccess) -> None:
         self._sender = sender
         self._access = access
+        # PUT .../send_server_notice/{txnId}: a repeated transaction answers the first one's event id
+        # (in memory, the most recent MAX_TXNS; as the client API's transaction ids, per admin).
+        self._txns: dict[tuple[str, str], str] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -121,6 +125,9 @@ class ServerNoticeHandlers:
 
     async def send(self, request: web.Request) -> web.Response:
         admin = await self._access.require_admin(request)
+        txn_id = request.match_info.get("txn_id")
+        if txn_id is not None and (admin.user_id, txn_id) in self._txns:
+            return web.json_response({"event_id": self._txns[(admin.user_id, txn_id)]})
         body = await read_json_body(request)
         user_id = self._access.require_local_user_id(require_str(body, "user_id"))
         content = body.get("content")
@@ -134,5 +141,9 @@ class ServerNoticeHandlers:
         if user.deactivated:
             raise MatrixError(400, "M_UNKNOWN", "Cannot send a server notice to a deactivated user")
         event_id = await self._sender.send_notice(user_id, event_type, content, state_key)
+        if txn_id is not None:
+            if len(self._txns) >= MAX_TXNS:
+                del self._txns[next(iter(self._txns))]
+            self._txns[(admin.user_id, txn_id)] = event_id
         note(admin, "sent server notice", user_id=user_id, event_id=event_id)
         return web.json_response({"event_id": event_id})

@@ -68,6 +68,13 @@ async def test_server_notice(admin_server: AdminServer) -> None:
     second = await admin.ok(
         "POST", V1 + "/send_server_notice", {"user_id": alice.user_id, "content": {**content, "body": "done"}}
     )
+    # A repeated transaction id sends nothing new.
+    path = V1 + "/send_server_notice/txn-1"
+    third = await admin.ok("PUT", path, {"user_id": alice.user_id, "content": {**content, "body": "once"}})
+    assert (
+        await admin.ok("PUT", path, {"user_id": alice.user_id, "content": {**content, "body": "once"}})
+        == third
+    )
     sync = await alice.ok("GET", CS + "/sync")
     invites = sync["rooms"]["invite"]
     assert len(invites) == 1
@@ -78,6 +85,7 @@ async def test_server_notice(admin_server: AdminServer) -> None:
     messages = await alice.ok("GET", f"{CS}/rooms/{room_id}/messages", dir="b", limit="20")
     bodies = {e["event_id"]: e["content"].get("body") for e in messages["chunk"]}
     assert bodies[first["event_id"]] == "maintenance tonight" and bodies[second["event_id"]] == "done"
+    assert list(bodies.values()).count("once") == 1
     sender = {e["sender"] for e in messages["chunk"] if e["type"] == "m.room.message"}
     assert sender == {f"@notices:{admin_server.hs.server_name}"}
     # Only the notices account may speak there.
