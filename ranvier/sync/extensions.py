@@ -74,12 +74,12 @@ class SlidingExtensions:
         everything = set().union(*wanted.values())
         extras = await self._extras.collect(user_id, everything, since, upto)
         if account_data is not None:
-            by_room = {r: e for r, e in extras.room_account_data.items() if r in wanted["account_data"]}
+            data = {r: e for r, e in extras.room_account_data.items() if r in wanted["account_data"]}
             if since is None:
                 # An initial response lists every room it covers, those without account data too (as
                 # Synapse's does), so the client knows it has them all.
-                by_room = {r: by_room.get(r, []) for r in sorted(rooms.for_extension(account_data))}
-            out["account_data"] = {"global": extras.account_data, "rooms": by_room}
+                data = {r: data.get(r, []) for r in sorted(rooms.for_extension(account_data))}
+            out["account_data"] = {"global": extras.account_data, "rooms": data}
         for name, event_type in (("receipts", "m.receipt"), ("typing", "m.typing")):
             if name not in wanted:
                 continue

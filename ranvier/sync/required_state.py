@@ -56,6 +56,10 @@ class RequiredState:
     def lazy_members(self) -> bool:
         return (MEMBER, LAZY) in self.entries
 
+    def explicit_members(self) -> set[str]:
+        """The users whose membership is asked for by name (``$ME`` included)."""
+        return {k for t, k in self.entries if t == MEMBER and k not in (LAZY, WILDCARD)}
+
     def wants(self, key: StateKey, lazy_users: Collection[str] = ()) -> bool:
         """Whether the state entry ``key`` is asked for (``lazy_users``: whose membership ``$LAZY`` asks
         for in this response)."""

@@ -128,7 +128,12 @@ class RoomDataBuilder:
 
         state_ids = await self._state_ids(entry)
         lazy_sent = prev.lazy_members if prev is not None else frozenset()
-        lazy_users = timeline_members(timeline) - lazy_sent if config.required_state.lazy_members else set()
+        # Members asked for by name are sent when they change; $LAZY adds the timeline's other people
+        # not sent before (as Synapse does).
+        explicit = config.required_state.explicit_members()
+        lazy_users = (
+            timeline_members(timeline) - lazy_sent - explicit if config.required_state.lazy_members else set()
+        )
         wanted: dict[StateKey, str]
         if prev is None:
             wanted = config.required_state.select(state_ids, lazy_users)

@@ -31,7 +31,19 @@ REQUEST: dict[str, Any] = {
             "ranges": [[0, 9]],
             "required_state": [["m.room.topic", ""], ["m.room.member", "$LAZY"], ["m.room.name", ""]],
             "timeline_limit": 2,
-        }
+        },
+        "invites": {
+            "ranges": [[0, 4]],
+            "required_state": [],
+            "timeline_limit": 0,
+            "filters": {"is_invite": True},
+        },
+        "not-invites": {
+            "ranges": [[0, 1]],
+            "required_state": [["m.room.member", "$ME"]],
+            "timeline_limit": 1,
+            "filters": {"is_invite": False, "not_room_types": ["m.space"]},
+        },
     },
     "room_subscriptions": {},
     "extensions": {
