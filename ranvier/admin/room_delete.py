@@ -45,12 +45,17 @@ DEFAULT_MESSAGE = (
 MAX_KEPT_STATUSES = 1000
 
 
+class PurgeRefused(Exception):
+    """Local users are still joined and ``force_purge`` was not given: the caller's to change."""
+
+
 @dataclass
 class Deletion:
     delete_id: str
     room_id: str
     status: str = "shutting_down"
     error: str | None = None
+    refused: bool = False
     shutdown_room: dict[str, Any] = field(
         default_factory=lambda: {
             "kicked_users": [],
@@ -164,7 +169,8 @@ class RoomDeleter:
         note(admin, "deleting room", room_id=room_id, delete_id=deletion.delete_id, purge=parsed.purge)
         await self._run(deletion, admin.user_id, parsed)
         if deletion.status == "failed":
-            raise MatrixError(500, "M_UNKNOWN", deletion.error or "Room deletion failed")
+            status = 400 if deletion.refused else 500
+            raise MatrixError(status, "M_UNKNOWN", deletion.error or "Room deletion failed")
         return web.json_response(deletion.shutdown_room)
 
     async def status_for_room(self, request: web.Request) -> web.Response:
@@ -197,11 +203,13 @@ class RoomDeleter:
                 joined: dict[str, str] = await self._storage.state.get_members(room_id)
                 local = [u for u, m in joined.items() if m == "join" and self._is_local(u)]
                 if local and not parsed.force_purge:
-                    raise RuntimeError(f"Users are still joined to this room: {', '.join(sorted(local))}")
+                    raise PurgeRefused(f"Users are still joined to this room: {', '.join(sorted(local))}")
                 deletion.status = "purging"
                 purged = await purge_room(self._storage.db, self._storage, room_id)
                 logger.info("purged room %s (%d events)", room_id, purged)
             deletion.status = "complete"
+        except PurgeRefused as e:
+            deletion.status, deletion.error, deletion.refused = "failed", str(e), True
         except Exception as e:
             logger.exception("deleting room %s failed", room_id)
             deletion.status = "failed"
