@@ -153,6 +153,14 @@ async def test_shadow_banned_user_sends_into_the_void(admin_server: AdminServer)
     messages = await alice.ok("GET", f"/_matrix/client/v3/rooms/{room_id}/messages", dir="b", limit="50")
     assert "spam" not in [e["content"].get("body") for e in messages["chunk"]]
     assert (await alice.call("GET", f"/_matrix/client/v3/rooms/{room_id}/event/{sent['event_id']}"))[0] == 404
+    # An invite looks sent and is not.
+    carol = await admin_server.user("carol")
+    assert (
+        await mallory.ok("POST", f"/_matrix/client/v3/rooms/{room_id}/invite", {"user_id": carol.user_id})
+        == {}
+    )
+    assert (await carol.ok("GET", "/_matrix/client/v3/sync")).get("rooms", {}).get("invite", {}) == {}
+    assert await admin_server.hs.storage.state.get_membership(room_id, carol.user_id) is None
     await admin.ok("DELETE", f"{V1}/users/{mallory.user_id}/shadow_ban")
     await mallory.ok(
         "PUT",
