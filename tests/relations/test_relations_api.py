@@ -360,3 +360,25 @@ async def test_thread_notification_counts_follow_relations(world: World) -> None
     await carol.ok("POST", f"/rooms/{room}/receipt/m.read/{ref}", {"thread_id": root})
     main, threads = await counts()
     assert main == 1 and threads.get(root, 0) == 0
+
+
+async def test_history_visibility_hides_children(world: World) -> None:
+    """Children from before a user's join, under "joined" visibility, are left out of their /relations page
+    and of the thread's latest_event; the root itself is readable ("shared" when it was sent)."""
+    alice, bob = world.alice, world.bob
+    room = await alice.create_room(name="Visibility", preset="private_chat", invite=[bob.user_id])
+    await alice.ok("PUT", f"/rooms/{room}/state/m.room.history_visibility/", {"history_visibility": "shared"})
+    root = await send(alice, room, text("visible root"))
+    await alice.ok("PUT", f"/rooms/{room}/state/m.room.history_visibility/", {"history_visibility": "joined"})
+    before = await send(alice, room, text("before bob", thread(root)))
+    await bob.ok("POST", f"/join/{room}", {})
+    after_join = await send(alice, room, text("after bob", thread(root)))
+
+    page = await v1_ok(bob, f"/rooms/{room}/relations/{root}")
+    assert ids(page["chunk"]) == [after_join]
+    assert ids((await v1_ok(alice, f"/rooms/{room}/relations/{root}"))["chunk"]) == [after_join, before]
+    event = await bob.ok("GET", f"/rooms/{room}/event/{root}")
+    assert event["unsigned"]["m.relations"]["m.thread"]["latest_event"]["event_id"] == after_join
+    # The hidden reply itself is not Bob's to see, nor its relations.
+    status, err = await v1(bob, f"/rooms/{room}/relations/{before}")
+    assert (status, err["errcode"]) == (404, "M_NOT_FOUND")
