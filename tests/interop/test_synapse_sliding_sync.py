@@ -221,6 +221,13 @@ async def scenario(
     await bob.text(plain, "third")
     await alice.ok("POST", f"/rooms/{invite}/leave", {})
     answers.append(normalise(await alice.sync(REQUEST, timeout_ms=5000), labels))
+    # The client opens a room: a subscription with a larger timeline_limit (the expanded timeline) and
+    # every member's state.
+    opened = {
+        **REQUEST,
+        "room_subscriptions": {plain: {"required_state": [["m.room.member", "*"]], "timeline_limit": 3}},
+    }
+    answers.append(normalise(await alice.sync(opened), labels))
     return answers, labels
 
 
