@@ -91,6 +91,7 @@ class _View:
     # met under it; ``origin_down``: the origin stopped answering then, so no more is asked of it under
     # the lock (its PDUs with gaps are deferred).
     prefetched: list[Pdu] = field(default_factory=list)
+    prefetch_seen: bool = False
     origin_down: bool = False
 
 
@@ -343,19 +344,30 @@ class IncomingPdus:
         """Fetch missing prev events from the origin, oldest first, through the same steps; where a gap
         remains, take the state after the missing prev event from the origin (``/state_ids``)."""
         if view.prefetched:
-            # Opportunistic: only the prefetched events that connect to what is held are taken here; a
-            # fragment that does not is left to the fetch for this PDU below, which walks its own ancestry
-            # (a gap taken from /state_ids is the last resort, never made for a prefetched event).
-            prefetched, view.prefetched = view.prefetched, []
-            await self._learn_live(view, [e.event_id for e in prefetched])
-            for event in prefetched:
+            # Opportunistic: only the prefetched events that connect to what is held are taken here; the
+            # others stay for the next PDU's gap (a fetch made below may connect them meanwhile). A PDU whose
+            # gap they do not close gets its own fetch below, which walks its own ancestry (a gap taken from
+            # /state_ids is the last resort, never made for a prefetched event).
+            first = not view.prefetch_seen
+            if first:
+                await self._learn_live(view, [e.event_id for e in view.prefetched])
+                view.prefetch_seen = True
+            left: list[Pdu] = []
+            for event in view.prefetched:
                 if event.event_id in view.live_ids or event.event_id in view.after:
                     continue
-                if not await self._missing_prevs(view, event):
-                    try:
-                        await self._handle(view, origin, event)
-                    except CannotProcess as e:
-                        logger.info("could not handle fetched %s: %s", event.event_id, e)
+                if first:
+                    connected = not await self._missing_prevs(view, event)
+                else:  # what was held is known by now: only this run's events can have connected it
+                    connected = all(p in view.after or p in view.live_ids for p in event.prev_event_ids)
+                if not connected:
+                    left.append(event)
+                    continue
+                try:
+                    await self._handle(view, origin, event)
+                except CannotProcess as e:
+                    logger.info("could not handle fetched %s: %s", event.event_id, e)
+            view.prefetched = left
             missing = await self._missing_prevs(view, pdu)
             if not missing:
                 return
