@@ -260,6 +260,7 @@ class Homeserver:
             self.sync_notifier,
             presence=self.presence_store if self.presence.enabled else None,
         )
+        self.persister.add_listener(self.appservice_ephemeral.on_persisted)
         self._wire_e2ee()
         self._wire_media()
         # The Synapse-compatible admin API (ranvier.admin): users, rooms, reports, notices, tokens.

@@ -3,7 +3,10 @@ typing and read receipts of the rooms an appservice is interested in, presence o
 namespaces and of those sharing a room with one (as Synapse's interest in presence), to-device messages
 for the devices of users in its namespaces (MSC2409's ``de.sorunome.msc2409.to_device``), queued like events;
 for appservices with ``org.matrix.msc3202``, device list changes of users who share a room with a user of
-their namespaces (``org.matrix.msc3202.device_lists``).
+their namespaces, and the users who stopped sharing any room with them (``org.matrix.msc3202.device_lists``
+``changed`` and ``left``; Synapse leaves ``left`` uncomputed). ``left`` is read from the event stream's
+leaves, kicks and bans: after each, whoever no longer shares a room with a user of the namespaces (the one
+who left, or, when a namespace user left, the room's other members) has left.
 
 The feed follows the same wake-up as long-polling /sync (``SyncNotifier.ticket``), then reads what
 changed since it last looked: the typing stream's change counter (in memory, like typing itself), and
@@ -17,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ..clock import now_ms
 from ..presence.state import client_event
+from ..storage.interfaces import EventToPersist
 from ..storage.sql.appservice import AppServiceStore, FeedItem
 from ..storage.sql.presence import PresenceStore
 from ..storage.sql.receipts import client_receipt_contents
@@ -29,6 +34,8 @@ from .pusher import AppServicePusher
 logger = logging.getLogger(__name__)
 
 MAX_ROWS_PER_POLL = 1000
+# The feed's position in the event stream, for the leaves that end a user's sharing of rooms (MSC3202 left).
+DEPARTURES = "departures"
 
 
 class EphemeralFeed:
@@ -53,6 +60,8 @@ class EphemeralFeed:
         self._task: asyncio.Task[None] | None = None
         self._typing_serial = 0
         self._positions: dict[str, int] = {}
+        # Set by a persisted leave, kick or ban (events do not go through the /sync notifier).
+        self._departed = asyncio.Event()
 
     async def start(self) -> None:
         if not self._services and not self._msc3202:
@@ -61,10 +70,12 @@ class EphemeralFeed:
         streams = ["receipts", "to_device", "device_lists"]
         if self._presence is not None:
             streams.append("presence")
+        if self._msc3202:
+            streams.append(DEPARTURES)
         for stream in streams:
             stored = await self._store.feed_position(stream)
             if stored is None:
-                stored = await self._store.stream_position(stream)
+                stored = await self._current(stream)
                 await self._store.enqueue_feed([], now_ms(), stream, stored)
             self._positions[stream] = stored
         self._task = asyncio.create_task(self._run(), name="appservice ephemeral")
@@ -75,16 +86,29 @@ class EphemeralFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def on_persisted(self, room_id: str, batch: Sequence[EventToPersist]) -> None:
+        """The persister's listener: a leave, kick or ban may end a user's sharing of rooms (MSC3202 left)."""
+        if self._msc3202 and any(
+            item.pdu.type == "m.room.member" and item.pdu.membership in ("leave", "ban") for item in batch
+        ):
+            self._departed.set()
+
     async def _run(self) -> None:
         while True:
             ticket = self._notifier.ticket()
+            self._departed.clear()
             try:
                 await self.poll()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("appservice ephemeral feed failed; continuing")
-            await ticket.wait()
+            waits = [asyncio.ensure_future(ticket.wait()), asyncio.ensure_future(self._departed.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
 
     async def poll(self) -> None:
         """Queue what changed since the last poll."""
@@ -93,6 +117,12 @@ class EphemeralFeed:
         await self._poll_presence()
         await self._poll_to_device()
         await self._poll_device_lists()
+        await self._poll_departures()
+
+    async def _current(self, stream: str) -> int:
+        if stream == DEPARTURES:
+            return await self._store.events_position()
+        return await self._store.stream_position(stream)
 
     async def _interested(self, room_id: str) -> list[str]:
         return sorted(await self._pusher.room_interest(room_id))
@@ -196,6 +226,34 @@ class EphemeralFeed:
             if as_ids:
                 items.append(FeedItem(as_ids, "device_list", {"user_id": user_id}))
         await self._queue(items, "device_lists", upto)
+
+    async def _poll_departures(self) -> None:
+        if not self._msc3202:
+            return
+        since = self._positions[DEPARTURES]
+        upto = await self._store.events_position()
+        if upto <= since:
+            return
+        rows = await self._store.departures_between(since, upto, MAX_ROWS_PER_POLL)
+        if len(rows) == MAX_ROWS_PER_POLL:
+            upto = rows[-1][0]  # the rest on the next poll
+            self._notifier.notify()
+        items: list[FeedItem] = []
+        for _, room_id, user_id in rows:
+            members = await self._store.joined_members(room_id)
+            for service in self._msc3202:
+                if service.is_interested_in_user(user_id):
+                    # A user of the namespace left: the room's other members may share nothing with it now.
+                    candidates = [m for m in members if not service.is_interested_in_user(m)]
+                elif any(service.is_interested_in_user(m) for m in members):
+                    candidates = [user_id]  # shared this room with the namespace until now
+                else:
+                    continue
+                for candidate in candidates:
+                    sharing = await self._store.users_sharing_a_room(candidate)
+                    if not any(service.is_interested_in_user(u) for u in sharing):
+                        items.append(FeedItem([service.id], "device_list_left", {"user_id": candidate}))
+        await self._queue(items, DEPARTURES, upto)
 
     async def _queue(self, items: list[FeedItem], stream: str | None = None, pos: int | None = None) -> None:
         wanted = {s.id for s in self._services} | {s.id for s in self._msc3202}

@@ -246,10 +246,15 @@ class AppServicePusher:
         if to_device:
             body["de.sorunome.msc2409.to_device"] = to_device
         changed = [load_json(e.value)["user_id"] for e in ephemeral if e.kind == "device_list"]
-        if changed:
-            # Only "changed": users who stop sharing a room with the appservice's users are not tracked
-            # here, so "left" is left out rather than sent as an empty list that would claim none left.
-            body["org.matrix.msc3202.device_lists"] = {"changed": list(dict.fromkeys(changed))}
+        left = [load_json(e.value)["user_id"] for e in ephemeral if e.kind == "device_list_left"]
+        if changed or left:
+            # A user both changed and gone in one transaction is reported as gone (the change no longer
+            # concerns the bridge's users).
+            gone = set(left)
+            body["org.matrix.msc3202.device_lists"] = {
+                "changed": [u for u in dict.fromkeys(changed) if u not in gone],
+                "left": list(dict.fromkeys(left)),
+            }
         if service.msc3202 and to_device and self._keys is not None:
             await self._add_key_counts(body, to_device)
         oldest = min(item.queued_ts for item in (*events, *ephemeral))

@@ -379,3 +379,46 @@ async def test_rate_limited_appservice_is_limited_per_user(tmp_path: Path) -> No
             assert status == 200
     finally:
         await hs.stop()
+
+
+async def test_msc3202_device_lists_left(env: Env) -> None:
+    """A user who no longer shares any room with the bridge's users is in ``left`` (beyond Synapse, which
+    leaves it uncomputed); one who still shares another room is not."""
+    as_client = Client(env.anon.session, env.anon.base, AS_TOKEN)
+    status, body = await as_client.call(
+        "POST",
+        "/_matrix/client/v3/register",
+        {"type": "m.login.application_service", "username": "bridge_left"},
+    )
+    puppet = body["user_id"]
+    carol = await env.anon.register("carol")
+    dave = await env.anon.register("dave")
+    rooms = []
+    for _ in range(2):
+        status, body = await carol.call(
+            "POST", "/_matrix/client/v3/createRoom", {"invite": [puppet, dave.user_id]}
+        )
+        rooms.append(body["room_id"])
+        for joiner in (puppet,):
+            status, _ = await as_client.call(
+                "POST", f"/_matrix/client/v3/join/{body['room_id']}", {}, user_id=joiner
+            )
+            assert status == 200
+    status, _ = await dave.call("POST", f"/_matrix/client/v3/join/{rooms[0]}", {})
+    assert status == 200
+    # Carol leaves one of two shared rooms: she still shares the other, so she has not left.
+    status, _ = await carol.call("POST", f"/_matrix/client/v3/rooms/{rooms[1]}/leave", {})
+    assert status == 200
+    # Dave leaves his only shared room: he has.
+    status, _ = await dave.call("POST", f"/_matrix/client/v3/rooms/{rooms[0]}/leave", {})
+    assert status == 200
+    await wait_until(
+        lambda: any(dave.user_id in lists.left for lists in env.bridge.device_lists), "dave in left"
+    )
+    assert not any(carol.user_id in lists.left for lists in env.bridge.device_lists)
+    # The bridge's own user leaving the last room it shared with Carol: now Carol has left too.
+    status, _ = await as_client.call("POST", f"/_matrix/client/v3/rooms/{rooms[0]}/leave", {}, user_id=puppet)
+    assert status == 200
+    await wait_until(
+        lambda: any(carol.user_id in lists.left for lists in env.bridge.device_lists), "carol in left"
+    )

@@ -134,6 +134,29 @@ class AppServiceStore:
         )
         return [(int(r[0]), r[1]) for r in rows]
 
+    async def events_position(self) -> int:
+        """The event stream's current position (the newest stream ordering; backfill goes negative)."""
+        value = await self._db.fetchval("SELECT MAX(stream_ordering) FROM events")
+        return max(0, int(value or 0))
+
+    async def departures_between(self, since: int, upto: int, limit: int) -> list[tuple[int, str, str]]:
+        """(stream ordering, room id, user id) of accepted timeline leaves, kicks and bans in (since, upto],
+        oldest first, at most ``limit``."""
+        rows = await self._db.fetchall(
+            "SELECT stream_ordering, room_id, state_key FROM events WHERE stream_ordering > ?"
+            " AND stream_ordering <= ? AND type = 'm.room.member' AND membership IN ('leave', 'ban')"
+            " AND NOT outlier AND rejected_reason IS NULL AND NOT soft_failed"
+            " ORDER BY stream_ordering LIMIT ?",
+            (since, upto, limit),
+        )
+        return [(int(r[0]), r[1], r[2]) for r in rows]
+
+    async def joined_members(self, room_id: str) -> list[str]:
+        rows = await self._db.fetchall(
+            "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'", (room_id,)
+        )
+        return [r[0] for r in rows]
+
     async def users_sharing_a_room(self, user_id: str) -> list[str]:
         """Users joined to a room that ``user_id`` is joined to (``user_id`` included)."""
         rows = await self._db.fetchall(
