@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ..storage.sql.sliding_positions import SlidingPositionStore
 from ..storage.sql.sliding_sync import SlidingSyncStore
+from ..sync.changes import SyncExtras
 from ..sync.connections import ConnectionStore, Position, UnknownPosition, format_pos, parse_pos
 from ..sync.extensions import SlidingExtensions
 from ..sync.room_data import RoomDataBuilder
@@ -27,7 +28,6 @@ from .auth import Authenticator
 from .ephemeral import SyncNotifier, TypingStream
 from .errors import MatrixError
 from .http_util import query_int
-from .sync_extras import SyncExtras
 
 PATH = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 UNSTABLE_FEATURE = "org.matrix.simplified_msc3575"

@@ -21,9 +21,9 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..client_api.sync_extras import SyncToken
 from ..clock import now_ms
 from ..storage.sql.sliding_positions import SlidingPositionStore
+from .changes import SyncToken
 from .required_state import RequiredState
 
 ConnectionKey = tuple[str, str, str]  # user id, device id, conn_id ("" when absent)

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..client_api.sync_extras import SyncExtras, SyncToken
+from .changes import SyncExtras, SyncToken
 from .sliding_request import ExtensionParams, SlidingRequest
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..client_api.account_data import forgotten_event
-from ..client_api.sync_extras import SyncToken
 from ..clock import now_ms
 from ..storage.sql.push_counts import Counts
 from ..storage.sql.sliding_sync import SlidingSyncStore
+from .changes import SyncToken
 from .connections import Position, RoomSent
 from .extensions import ExtensionRooms, SlidingExtensions, has_news
 from .required_state import RequiredState
