@@ -215,22 +215,51 @@ class LegacyHandlers:
             memberships = await self._storage.state.get_rooms_for_user(requester.user_id)
             room_ids = sorted(r for r, kind in memberships.items() if kind == "join")
         deadline = asyncio.get_running_loop().time() + min(timeout_ms, MAX_TIMEOUT_MS) / 1000
+        origin, position = start, start
         while True:
-            upto = stream.current_position()
-            by_room = (
-                await stream.get_room_events_between(room_ids, start, upto, MAX_LIMIT) if upto > start else {}
-            )
-            chunk: list[Pdu] = []
+            current = stream.current_position()
+            upto, by_room = await self._window(room_ids, position, current)
+            chunk: list[tuple[int, Pdu]] = []
             for room_id, pdus in sorted(by_room.items()):
-                chunk += await self._visibility.filter_for_user(room_id, requester.user_id, pdus)
+                visible = {
+                    p.event_id
+                    for p in await self._visibility.filter_for_user(room_id, requester.user_id, pdus)
+                }
+                for pdu in pdus:
+                    if pdu.event_id in visible:
+                        meta = await self._storage.events.get_event_meta(pdu.event_id)
+                        chunk.append((meta.stream_ordering if meta is not None else 0, pdu))
+            chunk.sort(key=lambda item: item[0])
+            # Nothing the user may see up to ``upto``: go on from there (at once when a narrowed window
+            # left newer events to read, else once something new is stored or the timeout ends).
+            position = max(position, upto)
             remaining = deadline - asyncio.get_running_loop().time()
             if chunk or remaining <= 0:
                 break
-            await stream.wait_for_new(upto, remaining)
+            if position < current:
+                continue
+            await stream.wait_for_new(position, remaining)
         now = now_ms()
         return web.json_response(
-            {"chunk": [format_client_event(p, now) for p in chunk], "start": f"s{start}", "end": f"s{upto}"}
+            {
+                "chunk": [format_client_event(p, now) for _, p in chunk],
+                "start": f"s{origin}",
+                "end": f"s{position}",
+            }
         )
+
+    async def _window(self, room_ids: list[str], start: int, upto: int) -> tuple[int, dict[str, list[Pdu]]]:
+        """Every event of ``room_ids`` after ``start``, up to a stream position chosen so that at most
+        MAX_LIMIT come back: the window is halved until no room had more (the storage read keeps each
+        room's newest MAX_LIMIT, which would otherwise leave a hole). (window end, room id -> events)."""
+        while upto > start:
+            by_room = await self._storage.stream.get_room_events_between(room_ids, start, upto, MAX_LIMIT)
+            total = sum(len(pdus) for pdus in by_room.values())
+            fits = total <= MAX_LIMIT and all(len(pdus) < MAX_LIMIT for pdus in by_room.values())
+            if fits or upto - start == 1:
+                return upto, by_room
+            upto = start + (upto - start) // 2
+        return upto, {}
 
     async def event(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)

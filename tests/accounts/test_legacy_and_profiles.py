@@ -107,3 +107,23 @@ async def test_profile_change_reaches_a_room_on_another_server(pair: Pair) -> No
         "displayname": "Guest, renamed",
         "avatar_url": "mxc://example.org/avatar",
     }
+
+
+async def test_events_stream_pages_a_backlog_in_order(pair: Pair) -> None:
+    # More than one response holds (100 events): the stream answers in order, with no event skipped.
+    owner = await pair.register(pair.b, "backlogowner")
+    room = await owner.create_room()
+    start = (await owner.ok("GET", "/events", timeout="0"))["end"]
+    sent = [f"backlog {i}" for i in range(105)]
+    for text in sent:
+        await owner.send_text(room, text)
+    seen: list[str] = []
+    token = start
+    for _ in range(10):
+        page = await owner.ok("GET", "/events", timeout="0", **{"from": token})
+        assert len(page["chunk"]) <= 100
+        seen += [e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"]
+        if not page["chunk"]:
+            break
+        token = page["end"]
+    assert seen == sent
