@@ -6,7 +6,8 @@ and the admin API. In order:
 1. the account is marked deactivated and its password dropped, so no new login or token can appear while
    the rest runs (registration of the same name stays refused: the row is kept);
 2. every device goes, with its access and refresh tokens, E2EE device keys and to-device inbox (the
-   device-list change reaches other servers through the devices' deletion listeners);
+   device-list change reaches other servers through the devices' deletion listeners), and the OpenID
+   tokens handed to integrations stop working;
 3. pushers, server-side key backups and account data are deleted;
 4. the profile is cleared (displayname and avatar), without sending member events: the leaves below
    carry none;
@@ -70,6 +71,7 @@ class AccountDeactivator:
         await self._storage.users.deactivate(user_id)
         # 2. Devices, their tokens (access and refresh) and E2EE keys.
         result.devices_deleted = await self._storage.devices.delete_all_devices(user_id)
+        await self._storage.account_tokens.delete_openid_tokens(user_id)
         # 3. Pushers, key backups, account data.
         for pusher in await self._storage.pushers.pushers_for_user(user_id):
             await self._storage.pushers.delete_pusher(user_id, pusher.app_id, pusher.pushkey)

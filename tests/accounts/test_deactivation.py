@@ -59,6 +59,7 @@ async def test_deactivation_leaves_every_room_and_rejects_invites(pair: Pair) ->
         assert invite["displayname"] == "Alice of A"
 
     await alice.ok("PUT", f"/user/{alice.user_id}/account_data/m.direct", {bob.user_id: [fed_room]})
+    openid = await alice.ok("POST", f"/user/{alice.user_id}/openid/request_token", {})
     answer = await deactivate(alice, "deacalice")
     assert answer == {"id_server_unbind_result": "success"}
 
@@ -86,6 +87,9 @@ async def test_deactivation_leaves_every_room_and_rejects_invites(pair: Pair) ->
     assert await carol.ok("GET", f"/profile/{alice.user_id}") == {}
     assert await pair.a.storage.devices.list_devices(alice.user_id) == []
     assert await pair.a.storage.account_data.get_all_global(alice.user_id) == {}
+    userinfo = f"https://{pair.a.server_name}/_matrix/federation/v1/openid/userinfo"
+    async with pair.session.get(userinfo, params={"access_token": openid["access_token"]}, ssl=False) as resp:
+        assert resp.status == 401
 
 
 async def texts_by(client: Client, room_id: str, sender: str) -> list[Any]:

@@ -69,6 +69,9 @@ class AccountTokenStore:
         # Expired tokens are of no use to anyone: each new one sweeps them.
         await write(self._db, "DELETE FROM openid_tokens WHERE expires_ts < ?", (now_ms(),))
 
+    async def delete_openid_tokens(self, user_id: str) -> None:
+        await write(self._db, "DELETE FROM openid_tokens WHERE user_id = ?", (user_id,))
+
     async def openid_token_owner(self, token: str, now: int) -> str | None:
         value = await self._db.fetchval(
             "SELECT user_id FROM openid_tokens WHERE token_sha256 = ? AND expires_ts >= ?",
