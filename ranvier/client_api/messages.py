@@ -80,6 +80,14 @@ class MessageHandlers:
             ]
         return r + self.relations.routes()
 
+    async def check_reader(self, room_id: str, user_id: str) -> None:
+        """Raise unless ``user_id`` may read the room's history at all (for /relations and /threads)."""
+        await self._check_member(room_id, user_id)
+
+    async def topological_token(self, room_id: str, token: str) -> TopoToken:
+        """A /messages or /sync token as a topological position (400 for anything else)."""
+        return await self._to_topo(room_id, token)
+
     async def _check_member(self, room_id: str, user_id: str) -> None:
         if await self._storage.rooms.get_room_version(room_id) is None:
             raise forbidden(f"You are not in room {room_id}")

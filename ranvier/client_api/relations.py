@@ -79,7 +79,7 @@ class RelationHandlers:
         ]
 
     async def _token(self, room_id: str, raw: str | None) -> TopoToken | None:
-        return await self._messages._to_topo(room_id, raw) if raw else None
+        return await self._messages.topological_token(room_id, raw) if raw else None
 
     async def relations(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
@@ -93,7 +93,7 @@ class RelationHandlers:
         if recurse_raw not in (None, "true", "false"):
             raise invalid_param("recurse must be 'true' or 'false'")
         depth = RECURSION_DEPTH if recurse_raw == "true" else 1
-        await self._messages._check_member(room_id, user_id)
+        await self._messages.check_reader(room_id, user_id)
         # The parent: 404 if unknown here or hidden from the user (the spec's 404 covers both).
         parent = await self._storage.events.get_event(parent_id)
         meta = await self._storage.events.get_event_meta(parent_id)
@@ -140,7 +140,7 @@ class RelationHandlers:
             raise invalid_param("include must be 'all' or 'participated'")
         # "Must be an integer greater than zero."
         limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        await self._messages._check_member(room_id, user_id)
+        await self._messages.check_reader(room_id, user_id)
         from_token = await self._token(room_id, request.query.get("from"))
         ignored = await self._bundled.ignored_users(user_id)
         roots, next_token = await self._storage.relations.thread_roots(
