@@ -299,6 +299,17 @@ async def test_positions_and_errors(hs: Homeserver, session: aiohttp.ClientSessi
         {"lists": {"a": {"required_state": [], "timeline_limit": True}}},
         {"extensions": {"to_device": {"enabled": True, "since": "abc"}}},
         {"lists": {"x" * 65: {"required_state": [], "timeline_limit": 1}}},
+        {"lists": {"a": {"required_state": [], "timeline_limit": 1, "filters": {"is_dm": "yes"}}}},
+        {"lists": {"a": {"required_state": [], "timeline_limit": 1, "filters": {"spaces": "!s:x"}}}},
+        {"lists": {"a": {"required_state": [], "timeline_limit": 1, "filters": {"room_types": [1]}}}},
+        {"lists": {"a": {"required_state": [], "timeline_limit": 1, "ranges": [[0]]}}},
+        {"lists": {"a": {"required_state": [], "timeline_limit": 1, "slow_get_all_rooms": "no"}}},
+        {"room_subscriptions": {"!r:x": {"required_state": "all", "timeline_limit": 1}}},
+        {"room_subscriptions": []},
+        {"extensions": {"receipts": {"enabled": True, "lists": "all"}}},
+        {"extensions": {"to_device": {"enabled": "true"}}},
+        {"extensions": {"to_device": {"enabled": True, "limit": "5"}}},
+        {"conn_id": 5},
     ]
     for bad in bad_bodies:
         status, body = await alice.raw_sync(bad)
