@@ -17,16 +17,18 @@ import secrets
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from tests.browser.harness import run_script
 from tests.scenarios.servers import start_server
 
 from .synapse import SynapseServer
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Server:
     name: str
     url: str  # the client-server API base, as a browser client is given it
     accounts: list[Account]
+    synapse: SynapseServer | None = None
 
 
 async def _register_on_ranvier(session: aiohttp.ClientSession, url: str, localpart: str) -> Account:
@@ -59,22 +62,39 @@ def _register_on_synapse(synapse: SynapseServer, localpart: str) -> Account:
     return Account(user_id, localpart, password, token)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ranvier_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """One Ranvier for the module (each test registers its own users)."""
+    hs = await start_server(tmp_path_factory.mktemp("ranvier-browser"))
+    try:
+        yield f"http://127.0.0.1:{hs.ports['client']}"
+    finally:
+        await hs.stop()
+
+
 @pytest.fixture(params=["ranvier", "synapse"])
-async def server(
-    request: pytest.FixtureRequest, tmp_path: Path, session: aiohttp.ClientSession
-) -> AsyncIterator[Server]:
-    names = [f"alice{secrets.token_hex(3)}", f"bob{secrets.token_hex(3)}"]
+def server(request: pytest.FixtureRequest) -> Server:
+    """The server under test, with no accounts yet (``_register`` adds them, inside the test's loop: the
+    in-process Ranvier only answers while that loop runs)."""
     if request.param == "ranvier":
-        hs = await start_server(tmp_path / "ranvier")
-        try:
-            url = f"http://127.0.0.1:{hs.ports['client']}"
-            yield Server("ranvier", url, [await _register_on_ranvier(session, url, n) for n in names])
-        finally:
-            await hs.stop()
-    else:
-        synapse: SynapseServer = request.getfixturevalue("synapse")
-        accounts = [await asyncio.to_thread(_register_on_synapse, synapse, n) for n in names]
-        yield Server("synapse", synapse.client_url, accounts)
+        return Server("ranvier", request.getfixturevalue("ranvier_url"), [])
+    synapse: SynapseServer = request.getfixturevalue("synapse")
+    return Server("synapse", synapse.client_url, [], synapse)
+
+
+async def _register(server: Server, http: aiohttp.ClientSession) -> None:
+    """The browser user and the second user, with fresh names."""
+    for name in (f"alice{secrets.token_hex(3)}", f"bob{secrets.token_hex(3)}"):
+        if server.synapse is None:
+            server.accounts.append(await _register_on_ranvier(http, server.url, name))
+        else:
+            server.accounts.append(await asyncio.to_thread(_register_on_synapse, server.synapse, name))
 
 
 async def _get(session: aiohttp.ClientSession, server: Server, token: str, path: str) -> Any:
@@ -128,17 +148,21 @@ def _script_args(server: Server) -> dict[str, Any]:
     }
 
 
-async def test_matrix_js_sdk_page(server: Server, session: aiohttp.ClientSession) -> None:
+async def test_matrix_js_sdk_page(server: Server, http: aiohttp.ClientSession) -> None:
+    await _register(server, http)
     seen = await asyncio.to_thread(
         run_script, "jssdk/drive.mjs", f"jssdk-{server.name}", _script_args(server)
     )
     assert seen["errors"] == [] and seen["error"] == "", seen
-    await _check_relations_as_second_user(session, server, seen)
+    print(f"{server.name}: ms per step {seen['step_ms']}")
+    await _check_relations_as_second_user(http, server, seen)
 
 
-async def test_hydrogen(server: Server, session: aiohttp.ClientSession) -> None:
+async def test_hydrogen(server: Server, http: aiohttp.ClientSession) -> None:
+    await _register(server, http)
     seen = await asyncio.to_thread(
         run_script, "hydrogen/drive.mjs", f"hydrogen-{server.name}", _script_args(server)
     )
     assert seen["errors"] == [], seen
-    await _check_relations_as_second_user(session, server, seen)
+    print(f"{server.name}: ms per step {seen['step_ms']}")
+    await _check_relations_as_second_user(http, server, seen)

@@ -5,6 +5,7 @@
 // spec's m.relates_to content. A screenshot per step; prints ids as the last JSON line.
 import { ensureBundle } from "../build.mjs";
 import { launch, shot } from "../lib.mjs";
+import { steps } from "../steps.mjs";
 import { peer } from "../peer.mjs";
 import { serve } from "../serve.mjs";
 
@@ -13,6 +14,7 @@ const bundle = await ensureBundle();
 const site = await serve(bundle);
 const browser = await launch();
 const errors = [];
+const step = steps();
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
   page.on("pageerror", (e) => {
@@ -42,16 +44,16 @@ try {
   await page.locator("#username").waitFor();
   await page.fill("#username", args.user);
   await page.fill("#password", args.password);
-  await shot(page, "login-form");
+  await step.done(page, "login-form");
   await page.click(".PasswordLoginView button[type=submit]");
   await page.locator(".SessionView .RoomList").waitFor();
-  await shot(page, "logged-in");
+  await step.done(page, "logged-in");
 
   await page.click(".button-utility.create");
   await page.click("button.menu-item:has-text('Create Room')");
   await page.fill("#name", args.room_name);
   await page.uncheck("#isEncrypted"); // the second user talks plain HTTP; encryption has its own tests
-  await shot(page, "create-room-form");
+  await step.done(page, "create-room-form");
   await page.click(".CreateRoomView button[type=submit]");
   // Hydrogen 0.3.1's create-room form does not await the (now async) Session.createRoom, so it navigates to
   // room "true" instead of the room being created (a Hydrogen bug, on every server): open the new room from
@@ -61,23 +63,23 @@ try {
   const roomId = decodeURIComponent(page.url().match(/\/room\/(![^/]+)/)[1]);
   await page.locator(".RoomView .MessageComposer_input textarea").waitFor();
   await page.locator(".RoomHeader, .middle-header", { hasText: args.room_name }).first().waitFor();
-  await shot(page, "room-created");
+  await step.done(page, "room-created");
 
   await compose(`/invite ${bob.userId}`);
   await bob.waitForInvite(roomId);
   await page.locator(".AnnouncementView", { hasText: "invited" }).waitFor();
-  await shot(page, "invited");
+  await step.done(page, "invited");
   await bob.join(roomId);
   await page.locator(".AnnouncementView", { hasText: "joined" }).nth(1).waitFor();
-  await shot(page, "second-user-joined");
+  await step.done(page, "second-user-joined");
 
   await compose("hello from the browser");
   const mine = await sentId("hello from the browser");
-  await shot(page, "message-sent");
+  await step.done(page, "message-sent");
 
   const bobs = await bob.say(roomId, "hello from the second user");
   await message("hello from the second user").waitFor();
-  await shot(page, "second-user-message-seen");
+  await step.done(page, "second-user-message-seen");
 
   const bobsView = message("hello from the second user");
   await bobsView.hover();
@@ -85,7 +87,7 @@ try {
   await page.locator(".quick-reactions button", { hasText: "👍" }).click();
   await bobsView.locator(".Timeline_messageReactions", { hasText: "👍" }).waitFor();
   await page.waitForFunction((el) => !el.querySelector(".Timeline_messageReactions .pending"), await bobsView.elementHandle());
-  await shot(page, "reaction");
+  await step.done(page, "reaction");
 
   await sendThroughHydrogen(roomId, {
     msgtype: "m.text",
@@ -93,7 +95,7 @@ try {
     "m.relates_to": { rel_type: "m.thread", event_id: bobs, is_falling_back: true, "m.in_reply_to": { event_id: bobs } },
   });
   const thread = await sentId("a reply in the thread");
-  await shot(page, "thread-reply");
+  await step.done(page, "thread-reply");
 
   await sendThroughHydrogen(roomId, {
     msgtype: "m.text",
@@ -102,9 +104,9 @@ try {
     "m.relates_to": { rel_type: "m.replace", event_id: mine },
   });
   const edit = await sentId("hello from the browser, edited");
-  await shot(page, "edited");
+  await step.done(page, "edited");
 
-  console.log(JSON.stringify({ room_id: roomId, mine, bobs, thread, edit, error: "", errors }));
+  console.log(JSON.stringify({ room_id: roomId, mine, bobs, thread, edit, error: "", errors, step_ms: step.times }));
 } catch (e) {
   for (const p of browser.contexts().flatMap((c) => c.pages())) await shot(p, "failure").catch(() => {});
   console.error("page errors:", errors);

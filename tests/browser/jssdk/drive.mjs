@@ -3,6 +3,7 @@
 // screenshot per step. Prints the event ids as the last JSON line for the Python side to check.
 import { ensureBundle } from "../build.mjs";
 import { launch, shot } from "../lib.mjs";
+import { steps } from "../steps.mjs";
 import { peer } from "../peer.mjs";
 import { serve } from "../serve.mjs";
 
@@ -11,6 +12,7 @@ const bundle = await ensureBundle();
 const site = await serve(bundle);
 const browser = await launch();
 const errors = [];
+const step = steps();
 try {
   const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
   page.on("pageerror", (e) => errors.push(String(e)));
@@ -30,58 +32,58 @@ try {
   await page.fill("#hs", args.hs);
   await page.fill("#user", args.user);
   await page.fill("#password", args.password);
-  await shot(page, "login-form");
+  await step.done(page, "login-form");
   await page.click("#login");
   await page.locator("#status", { hasText: "synced" }).waitFor();
-  await shot(page, "logged-in");
+  await step.done(page, "logged-in");
 
   await page.fill("#room-name", args.room_name);
   await page.click("#create-room");
   await page.waitForFunction(() => document.getElementById("room-id").textContent.startsWith("!"));
   const roomId = await text("#room-id");
   await li(`${args.user_id} join`).waitFor();
-  await shot(page, "room-created");
+  await step.done(page, "room-created");
 
   await page.fill("#invitee", bob.userId);
   await page.click("#invite");
   await li(`${bob.userId} invite`).waitFor();
-  await shot(page, "invited");
+  await step.done(page, "invited");
   await bob.waitForInvite(roomId);
   await bob.join(roomId);
   await li(`${bob.userId} join`).waitFor();
-  await shot(page, "second-user-joined");
+  await step.done(page, "second-user-joined");
 
   await page.fill("#message", "hello from the browser");
   await page.click("#send");
   const mine = await sent("");
   await li(`${args.user_id}: hello from the browser`).waitFor();
-  await shot(page, "message-sent");
+  await step.done(page, "message-sent");
 
   const bobs = await bob.say(roomId, "hello from the second user");
   await li(`${bob.userId}: hello from the second user`).waitFor();
-  await shot(page, "second-user-message-seen");
+  await step.done(page, "second-user-message-seen");
 
   await li(`${bob.userId}: hello from the second user`).click();
   await page.fill("#thread-text", "a reply in the thread");
   await page.click("#thread-reply");
   const thread = await sent(mine);
   await page.locator(".thread", { hasText: "a reply in the thread" }).waitFor();
-  await shot(page, "thread-reply");
+  await step.done(page, "thread-reply");
 
   await page.click("#react");
   const reaction = await sent(thread);
   await li(`${bob.userId}: hello from the second user`).locator(".reactions", { hasText: "👍" }).waitFor();
-  await shot(page, "reaction");
+  await step.done(page, "reaction");
 
   await li(`${args.user_id}: hello from the browser`).click();
   await page.fill("#edit-text", "hello from the browser, edited");
   await page.click("#edit");
   const edit = await sent(reaction);
   await li("hello from the browser, edited (edited)").waitFor();
-  await shot(page, "edited");
+  await step.done(page, "edited");
 
   const error = await text("#error");
-  console.log(JSON.stringify({ room_id: roomId, mine, bobs, thread, reaction, edit, error, errors }));
+  console.log(JSON.stringify({ room_id: roomId, mine, bobs, thread, reaction, edit, error, errors, step_ms: step.times }));
 } catch (e) {
   for (const p of browser.contexts().flatMap((c) => c.pages())) await shot(p, "failure").catch(() => {});
   console.error("page errors:", errors);
