@@ -7,7 +7,7 @@
 - ``POST /_synapse/admin/v1/deactivate/{userId}`` (``erase``): ``accounts.deactivation``;
 - ``POST /_synapse/admin/v1/reset_password/{userId}`` (``new_password``, ``logout_devices``);
 - ``GET /_synapse/admin/v1/whois/{userId}`` and the spec's ``GET /_matrix/client/v3/admin/whois/{userId}``;
-- ``GET /_synapse/admin/v1/users/{userId}/joined_rooms``;
+- ``GET /_synapse/admin/v1/users/{userId}/joined_rooms`` and ``.../pushers``;
 - ``POST/DELETE /_synapse/admin/v1/users/{userId}/shadow_ban`` and ``GET/POST/DELETE
   .../override_ratelimit`` (applied by ``admin.policy``);
 - ``POST /_synapse/admin/v1/users/{userId}/login``: a token for the user, only where the configuration
@@ -87,6 +87,7 @@ class UserAdminHandlers:
             web.get("/_matrix/client/v3/admin/whois/{user_id}", self.whois),
             web.get("/_matrix/client/r0/admin/whois/{user_id}", self.whois),
             web.get(V1 + "/users/{user_id}/joined_rooms", self.joined_rooms),
+            web.get(V1 + "/users/{user_id}/pushers", self.pushers),
             web.post(V1 + "/users/{user_id}/shadow_ban", self.shadow_ban),
             web.delete(V1 + "/users/{user_id}/shadow_ban", self.unshadow_ban),
             web.get(V1 + "/users/{user_id}/override_ratelimit", self.get_override),
@@ -296,6 +297,13 @@ class UserAdminHandlers:
         rooms: dict[str, str] = await self._storage.state.get_rooms_for_user(user_id)
         joined = sorted(r for r, m in rooms.items() if m == "join")
         return web.json_response({"joined_rooms": joined, "total": len(joined)})
+
+    async def pushers(self, request: web.Request) -> web.Response:
+        await self._access.require_admin(request)
+        user_id = request.match_info["user_id"]
+        await self._existing_user(user_id)
+        pushers = [p.client_json() for p in await self._storage.pushers.pushers_for_user(user_id)]
+        return web.json_response({"pushers": pushers, "total": len(pushers)})
 
     # -- shadow bans and rate-limit overrides -----------------------------------------------------
 

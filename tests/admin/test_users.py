@@ -114,6 +114,19 @@ async def test_whois_joined_rooms_and_devices(admin_server: AdminServer) -> None
     room_id = (await alice.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"]
     joined = await admin.ok("GET", f"{V1}/users/{alice.user_id}/joined_rooms")
     assert joined == {"joined_rooms": [room_id], "total": 1}
+    assert await admin.ok("GET", f"{V1}/users/{alice.user_id}/pushers") == {"pushers": [], "total": 0}
+    pusher = {
+        "kind": "http",
+        "app_id": "org.example.app",
+        "pushkey": "key-1",
+        "app_display_name": "App",
+        "device_display_name": "Phone",
+        "lang": "en",
+        "data": {"url": "https://push.example.org/_matrix/push/v1/notify"},
+    }
+    await alice.ok("POST", "/_matrix/client/v3/pushers/set", pusher)
+    pushers = await admin.ok("GET", f"{V1}/users/{alice.user_id}/pushers")
+    assert pushers["total"] == 1 and pushers["pushers"][0]["pushkey"] == "key-1"
     whois = await admin.ok("GET", f"{V1}/whois/{alice.user_id}")
     assert whois["user_id"] == alice.user_id and len(whois["devices"]) == 1
     # The spec's own endpoint: the user about themselves.

@@ -152,6 +152,7 @@ CALLS = [
     ("devices", "GET", "/_synapse/admin/v2/users/{user}/devices", ()),
     ("override", "GET", "/_synapse/admin/v1/users/{user}/override_ratelimit", ()),
     ("admin flag", "GET", "/_synapse/admin/v1/users/{user}/admin", ()),
+    ("pushers", "GET", "/_synapse/admin/v1/users/{user}/pushers", ()),
     ("username available", "GET", "/_synapse/admin/v1/username_available?username=nobody{tag}", ()),
     ("rooms list", "GET", "/_synapse/admin/v1/rooms", ()),
     ("room", "GET", "/_synapse/admin/v1/rooms/{room}", ()),
