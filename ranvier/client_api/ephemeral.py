@@ -192,10 +192,12 @@ class EphemeralHandlers:
         """400 when "the event_id is not related to the thread_id" (CS "POST /receipt"): the event's thread
         (CS "Threaded read receipts": its m.thread root, following up to 3 relationships) or 'main'."""
         await self._event_position(room_id, event_id)  # an unknown event is a 404 first
-        in_thread = await self._storage.relations.thread_of(event_id)
+        relations = self._storage.relations
+        if thread_id == (await relations.thread_of(event_id) or MAIN_THREAD):
+            return
         # A thread root is in the main timeline, but clients showing a thread also mark its root read in
-        # that thread (Synapse accepts it): the root under its own id is accepted too.
-        if thread_id not in (in_thread or MAIN_THREAD, event_id):
+        # that thread (Synapse accepts it): a root under its own id is accepted too.
+        if thread_id != event_id or not await relations.is_thread_root(event_id):
             raise invalid_param(f"{event_id} is not in thread {thread_id}")
 
     async def _put_fully_read(self, room_id: str, user_id: str, event_id: str) -> None:

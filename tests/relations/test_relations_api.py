@@ -308,7 +308,9 @@ async def test_limited_sync_bundles_and_thread_receipts(world: World) -> None:
     await bob.ok("POST", f"/rooms/{room}/receipt/m.read/{reply}", {"thread_id": root})
     await bob.ok("POST", f"/rooms/{room}/receipt/m.read/{root}", {"thread_id": "main"})
     await bob.ok("POST", f"/rooms/{room}/receipt/m.read.private/{reply}", {"thread_id": root})
-    for event_id, thread_id in ((reply, "main"), (root, "$not-this-thread"), (reply, "$other")):
+    await bob.ok("POST", f"/rooms/{room}/receipt/m.read/{root}", {"thread_id": root})  # a root in its thread
+    bad = ((reply, "main"), (root, "$not-this-thread"), (reply, "$other"), (reply, reply))
+    for event_id, thread_id in bad:
         status, err = await bob.call(
             "POST", f"/rooms/{room}/receipt/m.read/{event_id}", {"thread_id": thread_id}
         )

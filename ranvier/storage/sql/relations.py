@@ -293,6 +293,13 @@ class RelationStore:
         """The thread root an event is in, or None for the main timeline (see ``thread_root_of``)."""
         return await thread_root_of(self._db, event_id)
 
+    async def is_thread_root(self, event_id: str) -> bool:
+        """Whether any event holds an ``m.thread`` relationship to ``event_id``."""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM event_relations WHERE relates_to_id = ? AND rel_type = ?", (event_id, THREAD)
+        )
+        return row is not None
+
     async def rel_type_of(self, event_id: str) -> str | None:
         """The ``rel_type`` of the relationship an event declares, if it declares one."""
         value = await self._db.fetchval(
