@@ -505,3 +505,21 @@ async def test_positions_survive_a_restart(tmp_path: Path, session: aiohttp.Clie
         assert (status, body["errcode"]) == (400, "M_UNKNOWN_POS")
     finally:
         await server.stop()
+
+
+async def test_a_knocked_room_is_listed_with_its_stripped_state(
+    hs: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice = await user(session, hs, "alice")
+    bob = await user(session, hs, "bob")
+    rules = {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+    room = await bob.create_room(name="Knock here", initial_state=[rules])
+    await alice.ok("POST", f"/knock/{room}", {"reason": "let me in"})
+    body = await alice.sync(one_list(timeline_limit=1))
+    entry = body["rooms"][room]
+    assert entry["initial"] is True and "timeline" not in entry
+    state = {(e["type"], e["state_key"]): e["content"] for e in entry["invite_state"]}
+    assert state[("m.room.name", "")] == {"name": "Knock here"}
+    assert state[("m.room.member", alice.user_id)]["membership"] == "knock"
+    invites = await alice.sync(one_list(timeline_limit=1, filters={"is_invite": True}), fresh=True)
+    assert invites["lists"]["all"]["count"] == 0  # a knock is not an invite
