@@ -64,6 +64,7 @@ from ranvier.storage.sql.outbox import OutboxBatch, RetryState
 from ..logs.tracing import EventOrigins
 from .client import DestinationUnreachable, FederationClient, FederationError
 from .edus import OutboundEdu
+from .hedge import answers_probe, hedged
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -481,42 +482,22 @@ class FederationSender:
 
     async def _send_hedged(self, destination: str, txn: _Transaction) -> dict[str, Any]:
         """Send ``txn``; if it has no answer after ``HEDGE_AFTER_SECONDS`` and the destination answers a
-        probe meanwhile, send it once more on another connection and take whichever answer comes first.
-        A connection that lost bytes on a link that swallowed them (a partition that has since healed, a
-        dead NAT entry) never answers, and without this the transaction waits out the whole timeout; the
-        chaos harness saw two servers each wait 30 s on the other after a healed partition. The receiver
-        answers a repeated transaction id without handling it twice (a repeat racing the original waits
-        for its answer), so a merely slow transaction costs a second request and nothing more."""
+        probe meanwhile, send it once more on another connection and take whichever answer comes first
+        (``federation.hedge``). The chaos harness saw two servers each wait 30 s on the other after a healed
+        partition. The receiver answers a repeated transaction id without handling it twice (a repeat
+        racing the original waits for its answer), so a merely slow transaction costs a second request."""
 
         def send() -> Coroutine[Any, Any, dict[str, Any]]:
             return self._client.send_transaction(
                 destination, txn.txn_id, origin_server_ts=self._now_ms(), pdus=txn.pdus, edus=txn.edus
             )
 
-        first: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(send())
-        hedge: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(self._hedge(destination, send))
-        pending: set[asyncio.Future[dict[str, Any]]] = {first, hedge}
-        try:
-            while True:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if first in done:
-                    return first.result()  # its failure is the attempt's failure
-                if hedge.exception() is None:
-                    log.info("transaction %s to %s answered on a second connection", txn.txn_id, destination)
-                    return hedge.result()
-                # The second try failed: the first may still be answered (until the timeout).
-        finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _hedge(
-        self, destination: str, send: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
-    ) -> dict[str, Any]:
-        await asyncio.sleep(HEDGE_AFTER_SECONDS)
-        while not await self._answers_probe(destination):
-            await asyncio.sleep(PROBE_INTERVAL_SECONDS)
-        return await send()
+        return await hedged(
+            send,
+            lambda: self._answers_probe(destination),
+            after=HEDGE_AFTER_SECONDS,
+            interval=PROBE_INTERVAL_SECONDS,
+        )
 
     async def _build(self, batch: OutboxBatch) -> _Transaction | None:
         events: dict[str, Pdu] = await self._storage.events.get_events(batch.event_ids) if batch.pdus else {}
@@ -594,24 +575,7 @@ class FederationSender:
                 return
 
     async def _answers_probe(self, destination: str) -> bool:
-        """Whether ``destination`` gives any HTTP answer to ``GET /version`` within PROBE_TIMEOUT_SECONDS."""
-        try:
-            await self._client.request(
-                "GET",
-                destination,
-                "/_matrix/federation/v1/version",
-                authenticate=False,
-                timeout=PROBE_TIMEOUT_SECONDS,
-            )
-            return True
-        except DestinationUnreachable:
-            return False
-        except FederationError:
-            return True  # an HTTP error is an answer: the link is up
-        except Exception:
-            # Not an answer either (a bug in the probe must not end a wait early).
-            log.debug("probing %s failed", destination, exc_info=True)
-            return False
+        return await answers_probe(self._client, destination, PROBE_TIMEOUT_SECONDS)
 
     async def _announce(self) -> None:
         """Tell the servers we share rooms with that we are up again, with an empty transaction: a server

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from ..federation.client import DestinationUnreachable, FederationClient, FederationError
+from ..federation.hedge import HEDGE_AFTER_SECONDS, PROBE_INTERVAL_SECONDS, answers_probe, hedged
 from ..federation.keys import Keyring
 from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
 from .incoming_verify import Dropped, key_requests, parse_pdu, verify_in_thread
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MISSING_EVENTS_LIMIT = 20
 # How long one fetch made while a room's PDUs are being judged may take (seconds): the room waits for it,
@@ -35,6 +37,20 @@ class RemoteEvents:
     def __init__(self, client: FederationClient, keyring: Keyring) -> None:
         self._client = client
         self._keyring = keyring
+
+    async def _ask(self, origin: str, send: Callable[[], Awaitable[T]]) -> T:
+        """One fetch, repeated on another connection if it has no answer after HEDGE_AFTER_SECONDS while
+        ``origin`` answers a probe (federation.hedge: a connection a healed partition broke never
+        answers), within FETCH_TIMEOUT in all."""
+        return await asyncio.wait_for(
+            hedged(
+                send,
+                lambda: answers_probe(self._client, origin),
+                after=HEDGE_AFTER_SECONDS,
+                interval=PROBE_INTERVAL_SECONDS,
+            ),
+            FETCH_TIMEOUT,
+        )
 
     async def verified(self, raws: Iterable[Any], room_id: str, rv: RoomVersion) -> list[Pdu]:
         """Steps 1-3 over fetched PDUs of one room; the others are dropped."""
@@ -80,8 +96,9 @@ class RemoteEvents:
     ) -> list[Pdu] | None:
         """``missing_events``, but None when ``origin`` gave no answer at all (no connection, timed out)."""
         try:
-            answer = await asyncio.wait_for(
-                self._client.get_missing_events(
+            answer = await self._ask(
+                origin,
+                lambda: self._client.get_missing_events(
                     origin,
                     room_id,
                     earliest_events=list(earliest),
@@ -89,7 +106,6 @@ class RemoteEvents:
                     limit=MISSING_EVENTS_LIMIT,
                     min_depth=min_depth,
                 ),
-                FETCH_TIMEOUT,
             )
         except (FederationError, TimeoutError) as e:
             logger.info("get_missing_events from %s in %s failed: %s", origin, room_id, e or "timed out")
@@ -111,7 +127,7 @@ class RemoteEvents:
         async def one(event_id: str) -> list[Any]:
             async with limit:
                 try:
-                    answer = await asyncio.wait_for(self._client.get_event(origin, event_id), FETCH_TIMEOUT)
+                    answer = await self._ask(origin, lambda: self._client.get_event(origin, event_id))
                 except (FederationError, TimeoutError) as e:
                     logger.info("fetching %s from %s failed: %s", event_id, origin, e or "timed out")
                     return []
@@ -138,9 +154,7 @@ class RemoteEvents:
     async def state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]] | None:
         """``/state_ids``: (state before ``event_id``, its auth chain), or None if the origin won't say."""
         try:
-            answer = await asyncio.wait_for(
-                self._client.get_state_ids(origin, room_id, event_id), FETCH_TIMEOUT
-            )
+            answer = await self._ask(origin, lambda: self._client.get_state_ids(origin, room_id, event_id))
         except (FederationError, TimeoutError) as e:
             logger.info("state_ids at %s from %s failed: %s", event_id, origin, e or "timed out")
             return None

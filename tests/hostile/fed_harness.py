@@ -103,6 +103,10 @@ class Peer:
     overrides: dict[str, tuple[int, Any]] = field(default_factory=dict)
     # Endpoint name -> an event: requests to it wait until the event is set (a hung connection).
     stalls: dict[str, asyncio.Event] = field(default_factory=dict)
+    # Endpoint name -> how many more requests to it get no answer (a connection a partition broke) until
+    # ``unswallow`` is set.
+    swallow: dict[str, int] = field(default_factory=dict)
+    unswallow: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def name(self) -> str:
@@ -387,6 +391,9 @@ async def start_peer(tmp_path: Path) -> Peer:
         peer.driver.served[name] += 1
         if name in peer.stalls:
             await peer.stalls[name].wait()
+        if peer.swallow.get(name, 0) > 0:
+            peer.swallow[name] -= 1
+            await peer.unswallow.wait()
         if name in peer.overrides:
             status, answer = peer.overrides[name]
             if isinstance(answer, bytes):

@@ -58,3 +58,24 @@ async def test_a_hung_fetch_of_missing_events_does_not_hold_the_room(room: Hosti
     assert (await room.stored(hidden.event_id)) == (True, False)  # fetched, not a hole
     assert await room.visible_to_alice(event.event_id)
     await room.assert_works()
+
+
+async def test_a_fetch_never_answered_is_asked_again_on_another_connection(room: HostileRoom) -> None:
+    """The first /get_missing_events is never answered (its connection is dead) while the peer answers a
+    probe: the fetch is repeated on another connection (federation.hedge) and the event is taken with its
+    prev event, instead of waiting out the 15 s fetch timeout and refusing it."""
+    hidden = await room.message("the peer has it, we do not (2)")
+    event = await room.message("after it (2)", prev=[hidden])
+    room.peer.driver.events[hidden.event_id] = hidden
+    room.peer.driver.events[event.event_id] = event
+    before = room.peer.driver.served["get_missing_events"]
+    room.peer.swallow["get_missing_events"] = 1
+    try:
+        reply = await room.send_txn([event])
+    finally:
+        room.peer.swallow.clear()
+        room.peer.unswallow.set()  # the first request's handler ends (its client has long given up)
+    assert reply.status == 200 and reply.body["pdus"] == {event.event_id: {}}, reply
+    assert room.peer.driver.served["get_missing_events"] - before >= 2  # asked again
+    assert (await room.stored(hidden.event_id)) == (True, False)
+    await room.assert_works()
