@@ -31,6 +31,7 @@ ConnectionKey = tuple[str, str, str]  # user id, device id, conn_id ("" when abs
 DEFAULT_EXPIRY_MS = 7 * 24 * 3600 * 1000
 DEFAULT_MAX_PER_USER = 100
 EXPIRE_EVERY = 1000  # saves between two sweeps of expired positions on disk
+SWEEP_EVERY_MS = 60_000  # between two sweeps of expired connections in memory
 _POS = re.compile(r"([0-9]{1,18})/(s[0-9_]{1,120})")
 
 
@@ -112,6 +113,8 @@ class ConnectionStore:
         self._expiry_ms = expiry_ms
         self._max_per_user = max_per_user
         self._connections: dict[ConnectionKey, _Connection] = {}
+        self._by_user: dict[str, set[ConnectionKey]] = {}
+        self._last_sweep = 0
         # Ids start at a random point so a pos from before a restart does not name a new position.
         self._next_id = secrets.randbelow(1 << 40) + 1
         self._saves = 0
@@ -120,6 +123,9 @@ class ConnectionStore:
         self._expire()
         now = self._clock_ms()
         conn = self._connections.get(key)
+        if conn is not None and conn.last_used < now - self._expiry_ms:
+            self._remove(key)
+            conn = None
         position = conn.positions.get(position_id) if conn is not None else None
         if position is None and self._disk is not None:
             await self._disk.expire(now - self._expiry_ms)  # a miss is rare: after a restart, mostly
@@ -127,8 +133,7 @@ class ConnectionStore:
             if stored is not None:
                 position = Position(SyncToken.parse(stored[0]), decode_rooms(stored[1]))
                 if conn is None:
-                    conn = self._connections[key] = _Connection(now)
-                    self._limit_user(key)
+                    conn = self._add(key, now)
                 conn.positions[position_id] = position
         if conn is None or position is None:
             raise UnknownPosition(position_id)
@@ -140,9 +145,7 @@ class ConnectionStore:
         now = self._clock_ms()
         conn = self._connections.get(key)
         if conn is None or previous_id is None:
-            conn = _Connection(now)
-            self._connections[key] = conn
-            self._limit_user(key)
+            conn = self._add(key, now)
         kept: dict[int, Position] = {}
         if previous_id is not None and previous_id in conn.positions:
             kept[previous_id] = conn.positions[previous_id]
@@ -163,17 +166,31 @@ class ConnectionStore:
     def __len__(self) -> int:
         return len(self._connections)
 
-    def _expire(self) -> None:
-        cutoff = self._clock_ms() - self._expiry_ms
-        for key in [k for k, c in self._connections.items() if c.last_used < cutoff]:
-            del self._connections[key]
+    def _add(self, key: ConnectionKey, now: int) -> _Connection:
+        conn = self._connections[key] = _Connection(now)
+        mine = self._by_user.setdefault(key[0], set())
+        mine.add(key)
+        if len(mine) > self._max_per_user:
+            # At most max_per_user connections of a user in memory: the least recently used goes (on
+            # disk it stays until it expires, and is read back if the client comes back to it).
+            oldest = min((k for k in mine if k != key), key=lambda k: self._connections[k].last_used)
+            self._remove(oldest)
+        return conn
 
-    def _limit_user(self, key: ConnectionKey) -> None:
-        """At most ``max_per_user`` connections of a user in memory (the least recently used goes; on
-        disk it stays until it expires, and is read back if the client comes back to it)."""
-        mine = sorted(
-            ((c.last_used, k) for k, c in self._connections.items() if k[0] == key[0] and k != key),
-        )
-        while len(mine) + 1 > self._max_per_user:
-            _, oldest = mine.pop(0)
-            del self._connections[oldest]
+    def _remove(self, key: ConnectionKey) -> None:
+        del self._connections[key]
+        mine = self._by_user.get(key[0])
+        if mine is not None:
+            mine.discard(key)
+            if not mine:
+                del self._by_user[key[0]]
+
+    def _expire(self) -> None:
+        """Forget connections unused for ``expiry_ms``; a sweep at most once a minute."""
+        now = self._clock_ms()
+        if now - self._last_sweep < SWEEP_EVERY_MS:
+            return
+        self._last_sweep = now
+        cutoff = now - self._expiry_ms
+        for key in [k for k, c in self._connections.items() if c.last_used < cutoff]:
+            self._remove(key)
