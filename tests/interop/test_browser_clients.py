@@ -28,7 +28,7 @@ from tests.scenarios.servers import start_server
 
 from .synapse import SynapseServer
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
 
 
 @dataclass
@@ -154,7 +154,7 @@ async def test_matrix_js_sdk_page(server: Server, http: aiohttp.ClientSession) -
         run_script, "jssdk/drive.mjs", f"jssdk-{server.name}", _script_args(server)
     )
     assert seen["errors"] == [] and seen["error"] == "", seen
-    print(f"{server.name}: ms per step {seen['step_ms']}")
+    print(f"{server.name}: ms per step {seen['step_ms']}; error answers {seen['http_errors']}")
     await _check_relations_as_second_user(http, server, seen)
 
 
@@ -164,5 +164,5 @@ async def test_hydrogen(server: Server, http: aiohttp.ClientSession) -> None:
         run_script, "hydrogen/drive.mjs", f"hydrogen-{server.name}", _script_args(server)
     )
     assert seen["errors"] == [], seen
-    print(f"{server.name}: ms per step {seen['step_ms']}")
+    print(f"{server.name}: ms per step {seen['step_ms']}; error answers {seen['http_errors']}")
     await _check_relations_as_second_user(http, server, seen)

@@ -17,6 +17,11 @@ const errors = [];
 const step = steps();
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
+  // the homeserver's error answers, kept for the report (clients probe optional endpoints and expect 404s)
+  const httpErrors = [];
+  page.on("response", (r) => {
+    if (r.status() >= 400 && r.url().startsWith(args.hs)) httpErrors.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
+  });
   page.on("pageerror", (e) => {
     // the consequence of the create-room bug above: looking up a room with id `true`
     if (!String(e).includes("getKey(true) failed")) errors.push(String(e.stack ?? e));
@@ -106,7 +111,7 @@ try {
   const edit = await sentId("hello from the browser, edited");
   await step.done(page, "edited");
 
-  console.log(JSON.stringify({ room_id: roomId, mine, bobs, thread, edit, error: "", errors, step_ms: step.times }));
+  console.log(JSON.stringify({ room_id: roomId, mine, bobs, thread, edit, error: "", errors, step_ms: step.times, http_errors: httpErrors }));
 } catch (e) {
   for (const p of browser.contexts().flatMap((c) => c.pages())) await shot(p, "failure").catch(() => {});
   console.error("page errors:", errors);

@@ -15,6 +15,11 @@ const errors = [];
 const step = steps();
 try {
   const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  // the homeserver's error answers, kept for the report (clients probe optional endpoints and expect 404s)
+  const httpErrors = [];
+  page.on("response", (r) => {
+    if (r.status() >= 400 && r.url().startsWith(args.hs)) httpErrors.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
+  });
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => m.type() === "error" && console.error("console:", m.text()));
   const text = (sel) => page.locator(sel).textContent();
@@ -83,7 +88,7 @@ try {
   await step.done(page, "edited");
 
   const error = await text("#error");
-  console.log(JSON.stringify({ room_id: roomId, mine, bobs, thread, reaction, edit, error, errors, step_ms: step.times }));
+  console.log(JSON.stringify({ room_id: roomId, mine, bobs, thread, reaction, edit, error, errors, step_ms: step.times, http_errors: httpErrors }));
 } catch (e) {
   for (const p of browser.contexts().flatMap((c) => c.pages())) await shot(p, "failure").catch(() => {});
   console.error("page errors:", errors);
