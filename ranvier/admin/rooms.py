@@ -8,7 +8,11 @@
 - ``GET/DELETE /_synapse/admin/v1/rooms/{roomId}/forward_extremities``: list; delete all but the newest
   (so that the next local event cites one parent), under the room's persist lock;
 - ``GET /_synapse/admin/v1/rooms/{roomId}/context/{eventId}``: an event with the events around it and
-  the state after it, whatever the admin's membership.
+  the state after it, whatever the admin's membership;
+- ``GET /_synapse/admin/v1/rooms/{roomId}/messages`` (``from``, ``to``, ``limit``, ``dir``; forwards by
+  default, as in Synapse, unlike the client API's /messages): the room's timeline in topological order,
+  whatever the admin's membership and the room's history visibility, with ``start``/``end`` tokens
+  (``t<depth>_<stream>``, as /messages gives them).
 
 Every figure is computed from the room's current state and memberships. Ranvier does not record when an
 event was received, so a forward extremity's ``received_ts`` is left out.
@@ -26,6 +30,7 @@ from ..client_api.http_util import query_int, read_json_body
 from ..clock import now_ms
 from ..protocol.events import Pdu
 from ..rooms.persister import EventPersister
+from ..storage.interfaces import TopoToken
 from ..storage.sql.admin import AdminStore
 from ..storage.sql.engine import Database
 from .access import AdminAccess, note, query_bool, query_dir
@@ -95,6 +100,7 @@ class RoomAdminHandlers:
             web.get(V1 + "/{room_id}/forward_extremities", self.forward_extremities),
             web.delete(V1 + "/{room_id}/forward_extremities", self.delete_forward_extremities),
             web.get(V1 + "/{room_id}/context/{event_id}", self.context),
+            web.get(V1 + "/{room_id}/messages", self.messages),
         ]
 
     # -- summaries -------------------------------------------------------------------------------
@@ -341,3 +347,45 @@ class RoomAdminHandlers:
                 "state": [format_client_event(e, now) for e in state_events.values()],
             }
         )
+
+    # -- messages --------------------------------------------------------------------------------
+
+    async def messages(self, request: web.Request) -> web.Response:
+        await self._access.require_admin(request)
+        room_id = await self._room(request)
+        direction = request.query.get("dir", "f")
+        if direction not in ("f", "b"):
+            raise invalid_param("'dir' must be 'f' or 'b'")
+        limit = query_int(request, "limit", 10, 0, 1000)
+        tokens: dict[str, TopoToken | None] = {}
+        for name in ("from", "to"):
+            raw = request.query.get(name)
+            try:
+                tokens[name] = TopoToken.parse(raw) if raw else None
+            except ValueError:
+                raise invalid_param(f"invalid '{name}' token {raw!r}") from None
+        events, end = await self._storage.stream.paginate(room_id, tokens["from"], direction, limit)
+        to = tokens["to"]
+        if to is not None:
+            kept = []
+            for event in events:
+                meta = await self._storage.events.get_event_meta(event.event_id)
+                position = meta.topo if meta is not None else None
+                # Backwards stops at events at or before ``to``; forwards at events after it.
+                if position is None or (position <= to if direction == "b" else position > to):
+                    end = None
+                    break
+                kept.append(event)
+            events = kept
+        start = tokens["from"]
+        if start is None:
+            # Without ``from``: the edge the page starts at (after the newest event, or before the oldest).
+            first = await self._storage.events.get_event_meta(events[0].event_id) if events else None
+            start = (
+                TopoToken(0, 0) if first is None else first.topo if direction == "b" else first.topo_before
+            )
+        now = now_ms()
+        body: dict[str, Any] = {"chunk": [format_client_event(e, now) for e in events], "start": str(start)}
+        if end is not None and len(events) == limit:
+            body["end"] = str(end)
+        return web.json_response(body)

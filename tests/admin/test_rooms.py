@@ -127,3 +127,31 @@ async def test_forward_extremities_and_context(admin_server: AdminServer) -> Non
     assert ("m.room.create", "") in {(e["type"], e["state_key"]) for e in context["state"]}
     status, body = await admin.call("GET", f"{V1}/rooms/{room_id}/context/$nope")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+
+
+async def test_messages(admin_server: AdminServer) -> None:
+    admin = await admin_server.user("root", admin=True)
+    alice = await admin_server.user("alice")
+    room_id = (await alice.ok("POST", CS + "/createRoom", {}))["room_id"]
+    for i in range(6):
+        body = {"msgtype": "m.text", "body": f"m{i}"}
+        await alice.ok("PUT", f"{CS}/rooms/{room_id}/send/m.room.message/s{i}", body)
+
+    def texts(page: dict[str, object]) -> list[str]:
+        return [e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"]  # type: ignore[attr-defined, index]
+
+    # Backwards, newest first, whatever the admin's membership; pages joined by their tokens.
+    first = await admin.ok("GET", f"{V1}/rooms/{room_id}/messages", limit="3", dir="b")
+    assert texts(first) == ["m5", "m4", "m3"] and first["start"].startswith("t")
+    second = await admin.ok(
+        "GET", f"{V1}/rooms/{room_id}/messages", limit="3", dir="b", **{"from": first["end"]}
+    )
+    assert texts(second) == ["m2", "m1", "m0"]
+    # Forwards by default (as Synapse): from the start, the room's creation first.
+    forwards = await admin.ok("GET", f"{V1}/rooms/{room_id}/messages", limit="2")
+    assert forwards["chunk"][0]["type"] == "m.room.create"
+    # ``to`` bounds the page: backwards from the newest to the end of the first page.
+    bounded = await admin.ok("GET", f"{V1}/rooms/{room_id}/messages", limit="10", dir="b", to=first["end"])
+    assert texts(bounded) == ["m5", "m4", "m3"] and "end" not in bounded
+    status, body = await admin.call("GET", f"{V1}/rooms/{room_id}/messages", **{"from": "nonsense"})
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")

@@ -27,6 +27,7 @@ LEFT_OUT = {
     ".event.user_id",
     "[].age",
     ".state[].user_id",
+    ".chunk[].user_id",
     ".events_before[].user_id",
     ".events_after[].user_id",
     # Deprecated, and removed from the report request in Matrix 1.18: kept only when a client sent one.
@@ -161,6 +162,7 @@ CALLS = [
     ("block", "GET", "/_synapse/admin/v1/rooms/{room}/block", ()),
     ("extremities", "GET", "/_synapse/admin/v1/rooms/{room}/forward_extremities", ()),
     ("context", "GET", "/_synapse/admin/v1/rooms/{room}/context/{event}", ()),
+    ("messages", "GET", "/_synapse/admin/v1/rooms/{room}/messages?limit=3", ()),
     ("event reports", "GET", "/_synapse/admin/v1/event_reports", ()),
     ("server version", "GET", "/_synapse/admin/v1/server_version", ()),
     ("background updates", "GET", "/_synapse/admin/v1/background_updates/status", (".current_updates",)),
