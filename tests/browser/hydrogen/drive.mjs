@@ -28,10 +28,11 @@ try {
   });
   const bob = peer(args.hs, args.bob.user_id, args.bob.token);
   const message = (fragment) => page.locator(".Timeline_message", { hasText: fragment });
+  // a message of ours once the server has accepted it (Hydrogen swaps the local echo for the remote one)
   const sentId = async (fragment) => {
-    const m = message(fragment).and(page.locator(":not(.unsent)")).last();
-    await page.waitForFunction((el) => el && el.dataset.eventId?.startsWith("$") && !el.classList.contains("unsent"), await m.elementHandle());
-    return m.getAttribute("data-event-id");
+    const sent = page.locator('.Timeline_message:not(.unsent)[data-event-id^="$"]', { hasText: fragment }).last();
+    await sent.waitFor();
+    return sent.getAttribute("data-event-id");
   };
   const compose = async (text) => {
     await page.fill(".MessageComposer_input textarea", text);
