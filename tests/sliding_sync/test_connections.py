@@ -60,8 +60,10 @@ async def test_expiry_and_per_user_bound() -> None:
     clock.now += 10_001
     with pytest.raises(UnknownPosition):
         await store.get(KEY, old)
-    ids = [await store.save(("@a:x", "DEV", f"c{i}"), None, position(i)) for i in range(3)]
-    clock.now += 1
+    ids = []
+    for i in range(3):
+        clock.now += 1  # each connection used later than the one before
+        ids.append(await store.save(("@a:x", "DEV", f"c{i}"), None, position(i)))
     await store.save(("@b:x", "DEV", ""), None, position(9))  # another user's: not counted
     with pytest.raises(UnknownPosition):
         await store.get(("@a:x", "DEV", "c0"), ids[0])  # the least recently used of three went
