@@ -15,9 +15,10 @@
 - ``GET/PUT /_synapse/admin/v1/users/{userId}/admin`` (the admin flag alone) and
   ``GET /_synapse/admin/v1/username_available``.
 
-Ranvier has no guests, user types, third-party ids, SSO, consent tracking or account locking: the fields
-Synapse gives for those are answered as what is true here (``is_guest: false``, ``threepids: []``,
-``user_type: null``, ``locked: false``...), and consent fields are left out.
+Ranvier has no guests, user types, third-party ids, SSO or consent tracking: the fields Synapse gives
+for those are answered as what is true here (``is_guest: false``, ``threepids: []``, ``user_type: null``),
+and consent fields are left out. ``locked`` is the account's lock (CS "Account locking"), which PUT sets
+as Synapse's does.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class UserAdminHandlers:
             "creation_ts": user.created_ts // 1000,
             "last_seen_ts": await self._last_seen(user.user_id),
             "user_type": None,
-            "locked": False,
+            "locked": user.locked,
         }
 
     # -- listing and details ----------------------------------------------------------------------
@@ -167,7 +168,7 @@ class UserAdminHandlers:
                 "avatar_url": r[5],
                 "creation_ts": int(r[3]) // 1000,
                 "last_seen_ts": None if r[7] is None else int(r[7]),
-                "locked": False,
+                "locked": bool(r[8]),
             }
             for r in rows
         ]
@@ -190,6 +191,7 @@ class UserAdminHandlers:
         avatar_url = optional_str(body, "avatar_url")
         make_admin = _bool_field(body, "admin")
         deactivated = _bool_field(body, "deactivated")
+        locked = _bool_field(body, "locked")
         logout_devices = _bool_field(body, "logout_devices")
         if body.get("threepids") or body.get("external_ids"):
             raise invalid_param("This server has no third-party ids or external auth providers")
@@ -231,6 +233,9 @@ class UserAdminHandlers:
                     raise invalid_param("Must provide a password to re-activate an account.")
                 await self._store.reactivate_user(user_id)
                 note(admin, "reactivated user", user_id=user_id)
+        if locked is not None:
+            await self._storage.users.set_locked(user_id, locked)
+            note(admin, "locked user" if locked else "unlocked user", user_id=user_id)
         if avatar_url is not None:
             await self._storage.users.set_avatar_url(user_id, avatar_url)
         if (displayname is not None or avatar_url is not None) and self._on_profile_changed is not None:

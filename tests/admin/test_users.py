@@ -100,6 +100,13 @@ async def test_put_creates_then_modifies_and_reset_password(admin_server: AdminS
     back = await admin.ok("PUT", f"{V2}/users/{user_id}", {"deactivated": False, "password": "fourth-pw"})
     assert back["deactivated"] is False
     assert (await login(admin_server, user_id, "fourth-pw"))[0] == 200
+    # Locked (CS "Account locking"): shown in the details and the list; the user's requests are refused.
+    assert (await admin.ok("PUT", f"{V2}/users/{user_id}", {"locked": True}))["locked"] is True
+    listed = await admin.ok("GET", f"{V2}/users?name=erin")
+    assert [u["locked"] for u in listed["users"]] == [True]
+    assert (await login(admin_server, user_id, "fourth-pw"))[0] == 401
+    assert (await admin.ok("PUT", f"{V2}/users/{user_id}", {"locked": False}))["locked"] is False
+    assert (await login(admin_server, user_id, "fourth-pw"))[0] == 200
     status, body = await admin.call("GET", f"{V2}/users/@nobody:{admin_server.hs.server_name}")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     status, body = await admin.call("GET", f"{V2}/users/@someone:elsewhere.example")

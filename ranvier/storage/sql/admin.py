@@ -127,7 +127,8 @@ class AdminStore:
         rows = await self._db.fetchall(
             "SELECT * FROM (SELECT u.user_id, u.is_admin, u.deactivated, u.created_ts, u.displayname,"
             " u.avatar_url, CASE WHEN s.user_id IS NULL THEN 0 ELSE 1 END AS shadow_banned,"
-            " (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts"
+            " (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts,"
+            " u.locked"
             " FROM users u LEFT JOIN shadow_banned_users s ON s.user_id = u.user_id"
             f" WHERE {clause}) AS listed"
             f" ORDER BY {column} {direction}, user_id {direction} LIMIT ? OFFSET ?",
