@@ -6,13 +6,14 @@
 - ``POST /_synapse/admin/v1/federation/destinations/{destination}/reset_connection``: end its back-off
   now, so its queue is sent at once;
 - ``GET  /_synapse/admin/v1/federation/destinations/{destination}/rooms``: the rooms in which that server
-  has joined members (``from``/``limit``/``dir``), each with Ranvier's ``pending_pdus`` (events of that
-  room queued for it). Synapse's per-room ``stream_ordering`` (last event sent) is not tracked here and is
-  left out.
+  has joined members (``from``/``limit``/``dir``), each with Synapse's ``stream_ordering`` (the newest of
+  our events in the room it acknowledged; null before the first) and Ranvier's ``pending_pdus`` (events of
+  that room queued for it).
 
 Each entry has Synapse's fields ``destination``, ``retry_last_ts``, ``retry_interval`` and ``failure_ts``
 (when the current failure streak began; null while the destination is healthy). Synapse's
-``last_successful_stream_ordering`` is left out: Ranvier does not track it. Ranvier's own fields:
+``last_successful_stream_ordering`` is the stream ordering of the newest of our PDUs the destination
+acknowledged (null before the first). Ranvier's own fields:
 ``failure_count``, ``pending_pdus``, ``pending_edus`` and ``state`` (idle, sending or backing_off). Only
 server admins may call these.
 """
@@ -60,8 +61,9 @@ class FederationAdminHandlers:
     async def _entries(self) -> dict[str, dict[str, Any]]:
         retries: dict[str, RetryState] = await self._storage.outbox.get_all_retries()
         pending: dict[str, tuple[int, int]] = await self._storage.outbox.pending_counts()
+        progress: dict[str, int] = await self._storage.outbox.last_successful()
         out = {}
-        for destination in sorted(set(retries) | set(pending)):
+        for destination in sorted(set(retries) | set(pending) | set(progress)):
             retry = retries.get(destination)
             pdus, edus = pending.get(destination, (0, 0))
             out[destination] = {
@@ -69,6 +71,7 @@ class FederationAdminHandlers:
                 "retry_last_ts": retry.retry_last_ts if retry else 0,
                 "retry_interval": retry.retry_interval if retry else 0,
                 "failure_ts": retry.failure_ts if retry else None,
+                "last_successful_stream_ordering": progress.get(destination),
                 "failure_count": retry.failure_count if retry else 0,
                 "pending_pdus": pdus,
                 "pending_edus": edus,
@@ -129,12 +132,16 @@ class FederationAdminHandlers:
         if not rows and destination not in await self._entries():
             raise not_found("Unknown destination")
         backlogs: dict[str, int] = await self._storage.outbox.room_backlogs(destination)
+        progress: dict[str, int] = await self._storage.outbox.room_progress(destination)
         room_ids = [r[0] for r in rows]
         if direction == "b":
             room_ids.reverse()
         page = room_ids[start : start + limit]
         body: dict[str, Any] = {
-            "rooms": [{"room_id": r, "pending_pdus": backlogs.get(r, 0)} for r in page],
+            "rooms": [
+                {"room_id": r, "stream_ordering": progress.get(r), "pending_pdus": backlogs.get(r, 0)}
+                for r in page
+            ],
             "total": len(room_ids),
         }
         if start + limit < len(room_ids):

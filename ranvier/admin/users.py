@@ -128,6 +128,7 @@ class UserAdminHandlers:
             "last_seen_ts": await self._last_seen(user.user_id),
             "user_type": None,
             "locked": user.locked,
+            "suspended": user.suspended,
         }
 
     # -- listing and details ----------------------------------------------------------------------

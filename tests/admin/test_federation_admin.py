@@ -36,6 +36,25 @@ async def test_destination_rooms_queue_and_reset(tmp_path: Path, caplog: pytest.
             carol = await server.user("carol")
             assert (await carol.call("GET", f"{PREFIX}/{dest}/rooms"))[0] == 403
 
+            # B acknowledged A's events so far (the join's forwarding and healing): the newest one's stream
+            # ordering is B's last successful position, overall and in the room.
+            async def acknowledged() -> bool:
+                entry = await admin.ok("GET", f"{PREFIX}/{dest}")
+                return isinstance(entry["last_successful_stream_ordering"], int)
+
+            first = await alice.send_text(room_id, "before B goes")
+            await eventually(acknowledged, timeout=30)
+            meta = await a.storage.events.get_event_meta(first)
+            assert meta is not None
+
+            async def reached_first() -> bool:
+                entry = await admin.ok("GET", f"{PREFIX}/{dest}")
+                return int(entry["last_successful_stream_ordering"]) >= meta.stream_ordering
+
+            await eventually(reached_first, timeout=30)
+            rooms = await admin.ok("GET", f"{PREFIX}/{dest}/rooms")
+            assert rooms["rooms"][0]["stream_ordering"] >= meta.stream_ordering
+
             # B goes away: what A sends it waits in its queue, and A backs off.
             await b.stop()
             b_stopped = True

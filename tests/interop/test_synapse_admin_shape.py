@@ -32,12 +32,11 @@ LEFT_OUT = {
     ".events_after[].user_id",
     # Deprecated, and removed from the report request in Matrix 1.18: kept only when a client sent one.
     ".score",
-    # Ranvier has no appservice-registered marker, consent tracking or account suspension.
+    # Ranvier has no appservice-registered marker or consent tracking.
     ".appservice_id",
     ".consent_server_notice_sent",
     ".consent_version",
     ".consent_ts",
-    ".suspended",
     # Ranvier does not record user agents.
     ".last_seen_user_agent",
     ".user_agent",

@@ -30,9 +30,18 @@ async def test_outbox_batches_in_order_and_ack(db: Database) -> None:
     # Reading a batch does not consume it: until acked, the same items come back.
     assert (await outbox.next_batch("b.example", max_pdus=3)).event_ids == batch.event_ids
 
+    assert await outbox.last_successful() == {}
     await outbox.ack_batch(batch)
+    # The newest acknowledged PDU is the destination's last successful position, overall and per room.
+    assert await outbox.last_successful() == {"b.example": 2}
+    assert await outbox.room_progress("b.example") == {"!r:x": 2}
     rest = await outbox.next_batch("b.example")
     assert rest.event_ids == ["$e3", "$e4"] and rest.edus == []
+    await outbox.ack_batch(batch)  # an older batch acknowledged again does not move it back
+    assert await outbox.last_successful() == {"b.example": 2}
+    await outbox.ack_batch(rest)
+    assert await outbox.last_successful() == {"b.example": 4}
+    assert await outbox.room_progress("b.example") == {"!r:x": 4}
     await outbox.ack("b.example", rest.pdu_ids)
     assert (await outbox.next_batch("b.example")).is_empty()
     assert await outbox.destinations_with_pending() == ["c.example"]

@@ -7,6 +7,7 @@ Rows are deleted only by ``ack`` after the destination accepted the transaction 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,7 +162,59 @@ class OutboxStore:
                     )
 
     async def ack_batch(self, batch: OutboxBatch) -> None:
-        await self.ack(batch.destination, batch.pdu_ids, batch.edu_ids)
+        """Forget what the destination accepted, and remember the newest of its PDUs (by stream ordering)
+        as the destination's last successful position, in one transaction."""
+        newest = max((p.stream_ordering for p in batch.pdus if p.stream_ordering is not None), default=None)
+        async with self._db.transaction() as txn:
+            for table, ids in (("outbox_pdus", batch.pdu_ids), ("outbox_edus", batch.edu_ids)):
+                for chunk in chunks(sorted(ids)):
+                    await txn.execute(
+                        f"DELETE FROM {table} WHERE destination = ? AND seq IN ({in_list(len(chunk))})",
+                        (batch.destination, *chunk),
+                    )
+            if newest is None:
+                return
+            per_room: dict[str, int] = {}
+            for p in batch.pdus:
+                if p.stream_ordering is not None:
+                    per_room[p.room_id] = max(p.stream_ordering, per_room.get(p.room_id, p.stream_ordering))
+            for room_id, stream in sorted(per_room.items()):
+                await txn.execute(
+                    "INSERT INTO destination_room_progress (destination, room_id, stream_ordering)"
+                    " VALUES (?, ?, ?) ON CONFLICT (destination, room_id) DO UPDATE SET"
+                    " stream_ordering = excluded.stream_ordering"
+                    " WHERE excluded.stream_ordering > destination_room_progress.stream_ordering",
+                    (batch.destination, room_id, stream),
+                )
+            known = await txn.fetchval(
+                "SELECT last_successful_stream_ordering FROM destination_progress WHERE destination = ?",
+                (batch.destination,),
+            )
+            if known is not None and int(known) >= newest:
+                return
+            await txn.execute(
+                "INSERT INTO destination_progress"
+                " (destination, last_successful_stream_ordering, last_success_ts)"
+                " VALUES (?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
+                " last_successful_stream_ordering = excluded.last_successful_stream_ordering,"
+                " last_success_ts = excluded.last_success_ts",
+                (batch.destination, newest, int(time.time() * 1000)),
+            )
+
+    async def room_progress(self, destination: str) -> dict[str, int]:
+        """Room id -> the stream ordering of the newest of our events in it the destination acknowledged."""
+        rows = await self._db.fetchall(
+            "SELECT room_id, stream_ordering FROM destination_room_progress WHERE destination = ?",
+            (destination,),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def last_successful(self) -> dict[str, int]:
+        """Destination -> the stream ordering of the newest PDU it acknowledged."""
+        rows = await self._db.fetchall(
+            "SELECT destination, last_successful_stream_ordering FROM destination_progress"
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     async def drop_destination(self, destination: str) -> None:
         """Discard everything queued for a destination (e.g. it left all our rooms)."""
