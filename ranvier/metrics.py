@@ -8,10 +8,10 @@ The families an operator watches (contrib/grafana/ranvier-dashboard.json is buil
   (read at scrape time, metrics_collectors.py);
 - federation in: PDUs of ``/send`` transactions by outcome and reason;
 - rooms: events persisted by kind, persist batch time, state resolution time, remote join time by phase,
-  gaps filled and given up in the background, join-gap events found and dummy events sent (healing), and
-  the distribution of forward extremities per room (scrape time);
-- database: time and statements per request (from the access log's query timer), connections in use
-  (scrape time);
+  gaps found, filled and given up in the background, join-gap events found and dummy events sent
+  (healing), and the distribution of forward extremities per room (scrape time);
+- database: statement latency, time and statements per request (from the access log's query timer),
+  connections in use (scrape time);
 - process: CPU, RSS, open file descriptors (prometheus_client's process collector) and event-loop lag.
 """
 
@@ -114,6 +114,17 @@ class Metrics:
             "Database statements run for one request, by listener",
             ["listener"],
             buckets=(0, 1, 2, 5, 10, 20, 50, 100, 500),
+            registry=self.registry,
+        )
+        self.db_statement_seconds = Histogram(
+            "ranvier_db_statement_seconds",
+            "Database statement latency, from submission to result (waits for a connection not included)",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
+        self.gaps_found = Counter(
+            "ranvier_timeline_gaps_found",
+            "Holes left in a room's timeline by received events (backward extremities for the gap filler)",
             registry=self.registry,
         )
         self.event_loop_lag = Histogram(

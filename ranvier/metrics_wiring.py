@@ -49,9 +49,18 @@ def wire_metrics(hs: Homeserver) -> LoopLagMonitor:
     hs.persister.on_batch_seconds = metrics.persist_seconds.observe
     hs.state.on_resolved = metrics.state_res_seconds.observe
     hs.federation_client.on_request = metrics.observe_federation_request
+    hs.storage.db.on_statement = metrics.db_statement_seconds.observe
     sender = None
     if hs.config.federation.enabled:
         hs.inbound_transactions.on_results = metrics.observe_inbound_results
+        fill_gap = hs.incoming_pdus.on_gap
+
+        def gap_found(room_id: str) -> None:
+            metrics.gaps_found.inc()
+            if fill_gap is not None:
+                fill_gap(room_id)
+
+        hs.incoming_pdus.on_gap = gap_found
         hs.resident.on_dummy_sent = metrics.dummy_events.inc
         hs.remote_membership.on_join_phase = lambda phase, s: metrics.join_phase_seconds.labels(
             phase

@@ -38,6 +38,8 @@ DASHBOARD_FAMILIES = {
     "ranvier_timeline_gap_events_filled",
     "ranvier_timeline_gaps_given_up",
     "ranvier_db_connections",
+    "ranvier_db_statement_seconds",
+    "ranvier_timeline_gaps_found",
     "ranvier_event_loop_lag_seconds",
     "process_cpu_seconds",
     "process_resident_memory_bytes",
@@ -134,6 +136,7 @@ async def test_metric_families_are_present_and_move_under_load(tmp_path: Path) -
         assert _total(rooms, "_count") == 1 and _total(rooms, "_bucket", le="+Inf") == 1
         assert _total(after_a["process_resident_memory_bytes"]) > 0
         assert _total(after_a["ranvier_db_connections"], state="idle") >= 1
+        assert _total(after_a["ranvier_db_statement_seconds"], "_count") > 0
     finally:
         await b.stop()
         await a.stop()

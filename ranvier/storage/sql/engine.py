@@ -19,7 +19,7 @@ import asyncio
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -57,11 +57,17 @@ class QueryTimer:
 query_timer: ContextVar[QueryTimer | None] = ContextVar("ranvier_query_timer", default=None)
 
 
-def _count(start: float) -> None:
+StatementObserver = Callable[[float], None]
+
+
+def _count(start: float, observe: StatementObserver | None = None) -> None:
+    elapsed = time.perf_counter() - start
     timer = query_timer.get()
     if timer is not None:
-        timer.seconds += time.perf_counter() - start
+        timer.seconds += elapsed
         timer.queries += 1
+    if observe is not None:
+        observe(elapsed)  # the metrics' statement latency histogram (metrics_wiring.py)
 
 
 def chunks(items: Sequence[Any], size: int = MAX_IN_LIST) -> Iterator[Sequence[Any]]:
@@ -105,6 +111,8 @@ class Txn(ABC):
 
 class Database(ABC):
     dialect: Dialect
+    # Told each statement's latency (set by the metrics wiring; None: nothing is observed).
+    on_statement: StatementObserver | None = None
 
     @abstractmethod
     def transaction(self) -> Any:
@@ -143,7 +151,8 @@ class Database(ABC):
 
 
 class _SqliteTxn(Txn):
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, observe: StatementObserver | None = None) -> None:
+        self._observe = observe
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> None:
@@ -151,7 +160,7 @@ class _SqliteTxn(Txn):
         try:
             await self._conn.execute(sql, tuple(params))
         finally:
-            _count(start)
+            _count(start, self._observe)
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         rows = [tuple(r) for r in rows]
@@ -160,14 +169,14 @@ class _SqliteTxn(Txn):
             try:
                 await self._conn.executemany(sql, rows)
             finally:
-                _count(start)
+                _count(start, self._observe)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         start = time.perf_counter()
         try:
             return list(await self._conn.execute_fetchall(sql, tuple(params)))  # type: ignore[arg-type]
         finally:
-            _count(start)
+            _count(start, self._observe)
 
 
 class SqliteDatabase(Database):
@@ -221,13 +230,13 @@ class SqliteDatabase(Database):
             # IMMEDIATE takes the write lock now, so a transaction never fails half-way to upgrade it.
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
-                yield _SqliteTxn(self._writer)
+                yield _SqliteTxn(self._writer, self.on_statement)
             except BaseException:
                 await self._writer.execute("ROLLBACK")
                 raise
             start = time.perf_counter()  # the commit (an fsync under synchronous=FULL) is database time too
             await self._writer.execute("COMMIT")
-            _count(start)
+            _count(start, self.on_statement)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Txn]:
@@ -239,7 +248,7 @@ class SqliteDatabase(Database):
         try:
             await conn.execute("BEGIN")
             try:
-                yield _SqliteTxn(conn)
+                yield _SqliteTxn(conn, self.on_statement)
             finally:
                 await conn.execute("COMMIT")
         finally:
@@ -254,7 +263,7 @@ class SqliteDatabase(Database):
         try:
             return list(await conn.execute_fetchall(sql, tuple(params)))  # type: ignore[arg-type]
         finally:
-            _count(start)
+            _count(start, self.on_statement)
             self._readers.put_nowait(conn)
 
     async def close(self) -> None:
@@ -299,7 +308,10 @@ def _refuse_nul(params: Iterable[Any]) -> None:
 
 
 class _PgTxn(Txn):
-    def __init__(self, conn: asyncpg.Connection, rewrite: dict[str, str]) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, rewrite: dict[str, str], observe: StatementObserver | None = None
+    ) -> None:
+        self._observe = observe
         self._conn = conn
         self._rewrite = rewrite
 
@@ -315,7 +327,7 @@ class _PgTxn(Txn):
         try:
             await self._conn.execute(self._sql(sql), *params)
         finally:
-            _count(start)
+            _count(start, self._observe)
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         rows = [tuple(r) for r in rows]
@@ -326,7 +338,7 @@ class _PgTxn(Txn):
             try:
                 await self._conn.executemany(self._sql(sql), rows)
             finally:
-                _count(start)
+                _count(start, self._observe)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         _refuse_nul(params)
@@ -334,7 +346,7 @@ class _PgTxn(Txn):
         try:
             return [tuple(r) for r in await self._conn.fetch(self._sql(sql), *params)]
         finally:
-            _count(start)
+            _count(start, self._observe)
 
 
 class PostgresDatabase(Database):
@@ -355,17 +367,17 @@ class PostgresDatabase(Database):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Txn]:
         async with self._pool.acquire() as conn, conn.transaction():
-            yield _PgTxn(conn, self._rewrite)
+            yield _PgTxn(conn, self._rewrite, self.on_statement)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Txn]:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            yield _PgTxn(conn, self._rewrite)
+            yield _PgTxn(conn, self._rewrite, self.on_statement)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         # A single statement is atomic by itself: skip the BEGIN/COMMIT round trips.
         async with self._pool.acquire() as conn:
-            return await _PgTxn(conn, self._rewrite).fetchall(sql, params)
+            return await _PgTxn(conn, self._rewrite, self.on_statement).fetchall(sql, params)
 
     async def close(self) -> None:
         await self._pool.close()
