@@ -21,7 +21,7 @@ try {
     if (r.status() >= 400 && r.url().startsWith(args.hs)) httpErrors.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
   });
   page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => m.type() === "error" && console.error("console:", m.text()));
+  page.on("console", (m) => m.type() === "error" && console.error("console:", m.text().slice(0, 400)));
   const text = (sel) => page.locator(sel).textContent();
   const sent = async (before) => {
     await page.waitForFunction((b) => {
