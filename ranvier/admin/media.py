@@ -8,7 +8,9 @@
   user's uploads, listed or all deleted;
 - ``GET /_synapse/admin/v1/room/{roomId}/media`` and ``POST .../media/quarantine``: the media a room's
   events cite (every ``mxc://`` URI in their JSON; not inside encrypted events, which we cannot read),
-  listed or all quarantined.
+  listed or all quarantined;
+- ``POST /_synapse/admin/v1/purge_media_cache?before_ts=<ms>``: forget cached remote media fetched before
+  then.
 """
 
 from __future__ import annotations
@@ -40,7 +42,20 @@ class MediaAdminHandlers:
             web.post(PREFIX + "/room/{room_id}/media/quarantine", self.quarantine_room_media),
             web.get(PREFIX + "/users/{user_id}/media", self.list_user_media),
             web.delete(PREFIX + "/users/{user_id}/media", self.delete_user_media),
+            web.post(PREFIX + "/purge_media_cache", self.purge_media_cache),
         ]
+
+    async def purge_media_cache(self, request: web.Request) -> web.Response:
+        """Synapse's ``POST /_synapse/admin/v1/purge_media_cache?before_ts=<ms>``: remote media cached before
+        then are forgotten (fetched again on demand). Ranvier keeps when a remote media was fetched, not
+        when it was last read, so ``before_ts`` is compared with the fetch time; quarantined media stay."""
+        await self._require_admin(request)
+        if "before_ts" not in request.query:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing integer query parameter 'before_ts'")
+        before_ts = query_int(request, "before_ts", 0)
+        deleted = await self._repo.purge_remote_cache(before_ts)
+        audit_log.info("purged %d cached remote media fetched before %d", deleted, before_ts)
+        return web.json_response({"deleted": deleted})
 
     async def _require_admin(self, request: web.Request) -> None:
         requester = await self._auth.require_user(request)

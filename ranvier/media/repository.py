@@ -240,6 +240,19 @@ class MediaRepository:
                 if total <= cap:
                     return
 
+    async def purge_remote_cache(self, before_ts: int) -> int:
+        """Forget the remote media fetched before ``before_ts`` and delete their files once unused (the
+        admin API's purge_media_cache); they are fetched again when asked for. Returns how many."""
+        deleted = 0
+        while True:
+            batch = await self.store.remote_fetched_before(before_ts, 100)
+            if not batch:
+                return deleted
+            for media in batch:
+                await self.store.delete_remote(media.server_name, media.media_id)
+                await self._delete_file_if_unused(media.sha256)
+                deleted += 1
+
     async def delete_local(self, media_id: str) -> bool:
         """Remove a local media id, and its file when nothing else uses it (for the admin API)."""
         if await self.store.get_local(media_id) is None:

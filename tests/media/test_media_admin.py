@@ -123,3 +123,37 @@ async def test_room_media_listed_and_quarantined(alice: MediaClient) -> None:
         server, _, media_id = uri[len("mxc://") :].partition("/")
         assert await _status(alice, "GET", f"/_matrix/client/v1/media/download/{server}/{media_id}") == status
     assert await _status(alice, "GET", f"{ADMIN}/room/{room_id}/media") == 403
+
+
+async def test_purge_media_cache(alice: MediaClient) -> None:
+    """Cached remote media fetched before ``before_ts`` are forgotten with their files (quarantined ones
+    stay); admins only; ``before_ts`` is required."""
+    from ranvier.storage.sql.media import RemoteMedia
+
+    hs, repo = alice.hs, alice.hs.media
+    old_file = await repo.files.write_bytes(b"old remote bytes")
+    new_file = await repo.files.write_bytes(b"new remote bytes")
+    kept_file = await repo.files.write_bytes(b"quarantined remote bytes")
+    for media_id, stored, ts, quarantined in (
+        ("old", old_file, 1_000, False),
+        ("new", new_file, 5_000, False),
+        ("bad", kept_file, 1_000, True),
+    ):
+        media = RemoteMedia(
+            "remote.example", media_id, ts, "text/plain", None, stored.size, stored.sha256, False
+        )
+        await repo.store.store_remote(media)
+        if quarantined:
+            await repo.store.set_remote_quarantined("remote.example", media_id, True)
+    files_before = _files(hs)
+    assert await _status(alice, "POST", f"{ADMIN}/purge_media_cache", before_ts="2000") == 403
+    admin = await _admin(alice)
+    assert await _status(admin, "POST", f"{ADMIN}/purge_media_cache") == 400
+    async with admin.session.post(
+        admin.url(f"{ADMIN}/purge_media_cache"), params={"before_ts": "2000"}, headers=admin.auth
+    ) as r:
+        assert r.status == 200 and await r.json() == {"deleted": 1}
+    assert await repo.store.get_remote("remote.example", "old") is None
+    assert await repo.store.get_remote("remote.example", "new") is not None
+    assert await repo.store.get_remote("remote.example", "bad") is not None
+    assert _files(hs) == files_before - 1

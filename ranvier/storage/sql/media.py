@@ -231,6 +231,15 @@ class MediaStore:
         )
         return [_remote(r) for r in rows]
 
+    async def remote_fetched_before(self, before_ts: int, limit: int) -> list[RemoteMedia]:
+        """Cached remote media fetched before ``before_ts`` (quarantined ones are kept), oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {_REMOTE_COLUMNS} FROM remote_media WHERE fetched_ts < ? AND quarantined = 0"
+            " ORDER BY fetched_ts, server_name, media_id LIMIT ?",
+            (before_ts, limit),
+        )
+        return [_remote(r) for r in rows]
+
     async def delete_remote(self, server_name: str, media_id: str) -> None:
         await self._db.execute(
             "DELETE FROM remote_media WHERE server_name = ? AND media_id = ?", (server_name, media_id)
