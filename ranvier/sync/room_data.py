@@ -197,11 +197,15 @@ class RoomDataBuilder:
             room["joined_count"], room["invited_count"] = member_counts
         room["notification_count"] = counts.notification_count
         room["highlight_count"] = counts.highlight_count
+        # A lazily sent member whose membership changed since, without the change being sent now, is no
+        # longer known to the client as it is: forget it, so that it is sent again when next needed
+        # (otherwise the client keeps the stale member event; Synapse forgets it the same way).
+        stale = {k for t, k in changed if t == MEMBER and (MEMBER, k) not in wanted}
         sent = RoomSent(
             bound,
             config.required_state,
             config.timeline_limit,
-            lazy_sent | {u for u in lazy_users if (MEMBER, u) in state_ids},
+            (lazy_sent - stale) | {u for u in lazy_users if (MEMBER, u) in state_ids},
             entry.membership,
         )
         return room, sent

@@ -404,6 +404,18 @@ async def test_kicks_lazy_members_and_subscriptions_outside_ranges(
     await bob.text(chat, "two")
     later = await alice.sync(lazy, timeout_ms=5000)
     assert "required_state" not in later["rooms"][chat]
+    # Bob renames himself, then the timeline moves on without him (limited): his new member event is not
+    # sent then, so the next time he speaks it is sent, not taken as known (else the client keeps "Bob").
+    await bob.ok("PUT", f"/profile/{bob.user_id}/displayname", {"displayname": "Robert"})
+    await alice.text(chat, "filler 1")
+    await alice.text(chat, "filler 2")
+    moved_on = await alice.sync(lazy, timeout_ms=5000)
+    sent = [e["state_key"] for e in moved_on["rooms"][chat].get("required_state", [])]
+    assert bob.user_id not in sent and moved_on["rooms"][chat]["limited"] is True
+    await bob.text(chat, "three")
+    renamed = await alice.sync(lazy, timeout_ms=5000)
+    (member,) = renamed["rooms"][chat]["required_state"]
+    assert member["state_key"] == bob.user_id and member["content"]["displayname"] == "Robert"
 
     # A subscription reaches a room outside the list's range, with its own required_state.
     other = await alice.create_room(name="Other")
