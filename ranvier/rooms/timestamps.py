@@ -2,7 +2,7 @@
 
 ``closest_local_event`` is the lookup both the federation read (rooms.incoming_reads) and the client
 endpoint use. Storage has no index on ``origin_server_ts`` yet, so it walks the timeline in pages
-(bounded: at most MAX_TIMESTAMP_PAGES pages of 100).
+(bounded: at most MAX_TIMESTAMP_PAGES pages of PAGE_SIZE from each end).
 
 For clients, ``TimestampLookup`` also asks the other servers of the room when our copy of the history
 cannot answer well, as Synapse does: when nothing was found here, or (looking backwards) the event found
@@ -22,22 +22,49 @@ from ..protocol.events import Pdu
 logger = logging.getLogger(__name__)
 
 MAX_TIMESTAMP_PAGES = 50
+PAGE_SIZE = 100
 MAX_SERVERS_ASKED = 5
 
 Backfill = Callable[[str, int], Awaitable[bool]]
 
 
 async def closest_local_event(storage: Any, room_id: str, ts: int, direction: str) -> Pdu | None:
-    """The first live event at or after ``ts`` ('f'), or at or before it ('b'), of the held timeline."""
+    """The first live event at or after ``ts`` ('f'), or the last at or before it ('b'), of the held
+    timeline (topological order; timestamps are taken as growing along it, which they mostly do).
+
+    The walk starts from the end of the room, backwards, which is right for recent times (most asked):
+    'b' stops at the first event at or before ``ts``, 'f' at the first one before it, answering the one
+    after that. When ``ts`` lies beyond the pages walked, a second walk starts from the room's beginning.
+    """
+    best: Pdu | None = None
     token = None
     for _ in range(MAX_TIMESTAMP_PAGES):
-        page, token = await storage.stream.paginate(room_id, token, direction, 100)
+        page, token = await storage.stream.paginate(room_id, token, "b", PAGE_SIZE)
         for pdu in page:
-            if (pdu.origin_server_ts >= ts) if direction == "f" else (pdu.origin_server_ts <= ts):
+            if direction == "b" and pdu.origin_server_ts <= ts:
                 return pdu  # type: ignore[no-any-return]
+            if direction == "f":
+                if pdu.origin_server_ts < ts:
+                    return best
+                best = pdu
+        if token is None:
+            return best  # the whole room was walked
+    # Further back than MAX_TIMESTAMP_PAGES pages from the end: from the beginning, forwards. ('f': should
+    # that walk end before ``ts`` too, the oldest event after it seen from the end is the best we know.)
+    recent, best = best, None
+    token = None
+    for _ in range(MAX_TIMESTAMP_PAGES):
+        page, token = await storage.stream.paginate(room_id, token, "f", PAGE_SIZE)
+        for pdu in page:
+            if direction == "f" and pdu.origin_server_ts >= ts:
+                return pdu  # type: ignore[no-any-return]
+            if direction == "b":
+                if pdu.origin_server_ts > ts:
+                    return best
+                best = pdu
         if token is None:
             break
-    return None
+    return best if direction == "b" else recent
 
 
 class TimestampLookup:

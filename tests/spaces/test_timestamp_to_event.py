@@ -8,8 +8,10 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from ranvier.app import Homeserver
+from ranvier.rooms import timestamps
 from tests.scenarios.servers import Client, start_server
 
 PATH = "/_matrix/client/v1/rooms/{}/timestamp_to_event"
@@ -70,3 +72,36 @@ async def test_timestamp_to_event_locally_and_from_the_other_server(
     assert (status, body) == (200, {"event_id": ids[1], "origin_server_ts": times[1]})
     event = await bob.ok("GET", f"/rooms/{room_id}/event/{ids[1]}")
     assert event["content"]["body"] == "two"
+
+
+async def test_both_walks_of_the_timeline(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk from the end answers recent times; a time further back than its pages is found by the
+    walk from the beginning. With pages of 2 events and one page per walk, the last two messages are the
+    first walk's and the room's first two events (its create event and the creator's join) the second's."""
+    monkeypatch.setattr(timestamps, "PAGE_SIZE", 2)
+    monkeypatch.setattr(timestamps, "MAX_TIMESTAMP_PAGES", 1)
+    a = await start_server(tmp_path / "a")
+    servers.append(a)
+    alice = await Client.register(session, a, "alice")
+    room_id = await alice.create_room(name="Long")
+    await asyncio.sleep(0.01)
+    ids = []
+    for i in range(6):
+        ids.append(await alice.send_text(room_id, f"m{i}"))
+        await asyncio.sleep(0.01)
+    times = [await _ts(alice, room_id, e) for e in ids]
+    for i in (4, 5):
+        for direction in ("f", "b"):
+            status, body = await _lookup(alice, room_id, ts=str(times[i]), dir=direction)
+            assert (status, body.get("event_id")) == (200, ids[i]), (i, direction, body)
+        assert (await _lookup(alice, room_id, ts=str(times[i] - 1), dir="f"))[1]["event_id"] == ids[i]
+        assert (await _lookup(alice, room_id, ts=str(times[i] + 1), dir="b"))[1]["event_id"] == ids[i]
+
+    state = {e["type"]: e for e in await alice.ok("GET", f"/rooms/{room_id}/state")}
+    create = state["m.room.create"]
+    status, body = await _lookup(alice, room_id, ts=str(create["origin_server_ts"]), dir="f")
+    assert (status, body.get("event_id")) == (200, create["event_id"]), body
+    status, body = await _lookup(alice, room_id, ts=str(create["origin_server_ts"]), dir="b")
+    assert status == 200 and body["origin_server_ts"] == create["origin_server_ts"], body
