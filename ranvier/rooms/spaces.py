@@ -100,7 +100,7 @@ class SpaceHierarchy:
         self._client = client
         self._clock = clock
         self._sessions: dict[str, _Session] = {}
-        self._remote_cache: dict[tuple[str, bool], tuple[float, _RemoteAnswer | None]] = {}
+        self._remote_cache: dict[tuple[str, bool], tuple[float, _RemoteAnswer]] = {}
 
     # -- rooms we are in ----------------------------------------------------------------------------
 
@@ -193,6 +193,8 @@ class SpaceHierarchy:
             if answer is not None:
                 break
             logger.info("hierarchy of %s from %s: unusable answer", room_id, server)
+        if answer is None:
+            return None  # not remembered: another request may name a server that knows the room
         if len(self._remote_cache) >= MAX_REMOTE_CACHE:
             self._remote_cache = {k: v for k, v in self._remote_cache.items() if v[0] > now}
             if len(self._remote_cache) >= MAX_REMOTE_CACHE:
@@ -291,6 +293,27 @@ class SpaceHierarchy:
 
     # -- CS GET /room_summary -----------------------------------------------------------------------
 
+    async def _servers_known_from_membership(self, room_id: str, user_id: str | None) -> list[str]:
+        """For a room the user is invited to or knocked on (and we are not in): the servers to ask for its
+        summary when the client names none, those of the invite's sender and of the stripped state's
+        senders (a v12 room id names no server)."""
+        if user_id is None:
+            return []
+        found = await self._storage.state.get_membership(room_id, user_id)
+        if found is None or found[0] not in ("invite", "knock"):
+            return []
+        event = await self._storage.events.get_event(found[1], allow_rejected=True)
+        if event is None:
+            return []
+        servers = [server_of(event.sender)]
+        for key in ("invite_room_state", "knock_room_state"):
+            shown = event.unsigned.get(key)
+            for entry in shown if isinstance(shown, list) else []:
+                sender = entry.get("sender") if isinstance(entry, dict) else None
+                if isinstance(sender, str) and ":" in sender:
+                    servers.append(server_of(sender))
+        return list(dict.fromkeys(servers))
+
     async def summary(self, user_id: str | None, room_id: str, via: list[str]) -> dict[str, Any]:
         """The room's summary for ``user_id`` (None: an unauthenticated request, shown only rooms open to
         anyone), with the user's ``membership``; 404 when it is unknown or not to be seen."""
@@ -299,7 +322,8 @@ class SpaceHierarchy:
         if local is not None:
             summary = local.summary()
         else:
-            answer = await self._ask_remote(room_id, via, False)
+            servers = [*via, *await self._servers_known_from_membership(room_id, user_id)]
+            answer = await self._ask_remote(room_id, servers, False)
             if answer is None:
                 raise SpacesError(404, "M_NOT_FOUND", f"room {room_id} not found")
             summary = {k: v for k, v in answer.room.items() if k != "children_state"}

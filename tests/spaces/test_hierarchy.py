@@ -161,6 +161,18 @@ async def test_room_summary_local_remote_and_unauthenticated(
     status, body = await _get(bob, f"{V1}/room_summary/{quote(secret)}", via=a.server_name)
     assert status == 404, body
 
+    # A v12 room id names no server: after a knock (or an invite), the summary is asked of the servers the
+    # knock's stripped state came from, without a via.
+    rules = {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+    door = await alice.create_room(
+        preset="private_chat", name="Door", room_version="12", initial_state=[rules]
+    )
+    status, body = await _get(bob, f"{V1}/room_summary/{quote(door)}")
+    assert status == 404, body
+    await bob.ok("POST", f"/knock/{quote(door)}", {}, via=a.server_name)
+    status, body = await _get(bob, f"{V1}/room_summary/{quote(door)}")
+    assert status == 200 and body["name"] == "Door" and body["membership"] == "knock", body
+
 
 async def test_restricted_and_knockable_children(
     tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
