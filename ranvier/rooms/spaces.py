@@ -230,9 +230,9 @@ class SpaceHierarchy:
                 raise SpacesError(400, "M_INVALID_PARAM", "unknown pagination token (or changed parameters)")
             del self._sessions[from_token]  # each token is good for one page
         else:
-            session = _Session(
-                user_id, room_id, suggested_only, depth_bound, [_Entry(room_id, [], 0)], set(), 0
-            )
+            # A space we are not in (one the user is invited to, say): asked of the servers we know of it.
+            root = _Entry(room_id, await self._servers_known_from_membership(room_id, user_id), 0)
+            session = _Session(user_id, room_id, suggested_only, depth_bound, [root], set(), 0)
         joined = await self._joined_rooms(user_id)
         rooms: list[dict[str, Any]] = []
         while session.queue and len(rooms) < limit:

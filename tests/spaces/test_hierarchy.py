@@ -165,13 +165,20 @@ async def test_room_summary_local_remote_and_unauthenticated(
     # knock's stripped state came from, without a via.
     rules = {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
     door = await alice.create_room(
-        preset="private_chat", name="Door", room_version="12", initial_state=[rules]
+        preset="private_chat",
+        name="Door",
+        room_version="12",
+        initial_state=[rules],
+        creation_content={"type": "m.space"},
     )
+    await alice.ok("PUT", f"/rooms/{door}/state/m.space.child/{public}", {"via": [a.server_name]})
     status, body = await _get(bob, f"{V1}/room_summary/{quote(door)}")
     assert status == 404, body
     await bob.ok("POST", f"/knock/{quote(door)}", {}, via=a.server_name)
     status, body = await _get(bob, f"{V1}/room_summary/{quote(door)}")
     assert status == 200 and body["name"] == "Door" and body["membership"] == "knock", body
+    # And the space's hierarchy (a client previewing the space): the root and its public child.
+    assert await _walk(bob, door) == [door, public]
 
 
 async def test_restricted_and_knockable_children(
