@@ -1,9 +1,10 @@
-"""Knocking and space hierarchies between Ranvier and a real Synapse, both ways (issue 16).
+"""Knocking, space hierarchies, room summaries and upgrades between Ranvier and a real Synapse (issue 16).
 
 Knocks: a Ranvier user knocks on a Synapse room (our make_knock/send_knock as the knocking server, the
 ``knock_room_state`` Synapse answers, /sync's ``rooms.knock``), is invited and joins; a Synapse user knocks
 on a Ranvier room (our make_knock/send_knock as the resident). Hierarchies: each server's client walks a
 space whose child room only the other server is in, so each asks the other's S2S ``/hierarchy``.
+Upgrades: a Synapse member of a Ranvier room sees the tombstone and joins the v12 replacement.
 """
 
 from __future__ import annotations
@@ -116,3 +117,38 @@ async def test_space_hierarchies_across_ranvier_and_synapse(
     assert list(rooms) == [synapse_space, ranvier_room]
     assert rooms[ranvier_room]["name"] == "On Ranvier" and rooms[ranvier_room]["topic"] == "hosted here"
     assert rooms[ranvier_room]["join_rule"] == "public"
+
+    # Room summaries (MSC3266) of the other server's room: ours asks Synapse's /hierarchy, and back.
+    base = alice.base.replace("/v3", "/v1")
+    async with session.get(
+        f"{base}/room_summary/{synapse_room}",
+        params={"via": synapse.server_name},
+        headers={"Authorization": f"Bearer {alice.token}"},
+    ) as resp:
+        summary = await resp.json()
+        assert resp.status == 200, summary
+    assert summary["name"] == "On Synapse" and summary["membership"] == "leave"
+
+
+async def test_synapse_member_follows_an_upgrade_of_a_ranvier_room(
+    synapse: SynapseServer, ranvier: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    alice = await Client.register(session, ranvier, "upgrader")
+    bob = await SynapseClient.register_on(session, synapse, "upgrade_bob")
+    old = await alice.create_room(name="Old room", room_version="10")
+    await bob.ok("POST", f"/join/{old}", {}, server_name=ranvier.server_name)
+    bob_sync = SyncReader(bob)
+    await eventually(lambda: bob_sync.is_joined(old), timeout=FED_TIMEOUT)
+
+    new = (await alice.ok("POST", f"/rooms/{old}/upgrade", {"new_version": "12"}))["replacement_room"]
+
+    async def synapse_sees_the_tombstone() -> bool:
+        status, tombstone = await bob.call("GET", f"/rooms/{old}/state/m.room.tombstone")
+        return status == 200 and tombstone.get("replacement_room") == new
+
+    await eventually(synapse_sees_the_tombstone, timeout=FED_TIMEOUT)
+    await bob.ok("POST", f"/join/{new}", {}, server_name=ranvier.server_name)
+    await eventually(lambda: bob_sync.is_joined(new), timeout=FED_TIMEOUT)
+    create = await bob.ok("GET", f"/rooms/{new}/state/m.room.create")
+    assert create["predecessor"] == {"room_id": old} and create["room_version"] == "12"
+    assert (await bob.ok("GET", f"/rooms/{new}/state/m.room.name"))["name"] == "Old room"
