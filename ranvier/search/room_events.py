@@ -23,6 +23,7 @@ from typing import Any
 
 from ..protocol.events import Pdu
 from ..rooms.visibility import HistoryVisibilityFilter
+from ..storage.interfaces import UnknownEvent
 from ..storage.sql.search import Order, SearchHit, SearchScope
 from .terms import SearchQuery, highlights
 
@@ -299,7 +300,10 @@ class RoomEventSearch:
             if membership is not None and membership[0] == "join":
                 ids = await self._storage.state.get_current_state_ids(room_id)
             elif membership is not None:
-                ids = await self._storage.state.get_state_ids_after(membership[1])
+                try:
+                    ids = await self._storage.state.get_state_ids_after(membership[1])
+                except UnknownEvent:
+                    continue  # a membership held without its state (an out-of-band leave): none to show
             else:
                 continue
             events = await self._storage.events.get_events(list(ids.values()))
