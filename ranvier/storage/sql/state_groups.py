@@ -58,19 +58,22 @@ class StateGroups:
     async def chain(self, txn: Reader, group: int) -> list[tuple[int, int]]:
         """``(group, depth)`` for ``group`` and the groups its delta rests on, newest first."""
         out: list[tuple[int, int]] = []
+        # What this walk fetched, read from here rather than the cache: a cache smaller than the chain
+        # evicts the chain's first groups while it stores the rest.
+        fetched: dict[int, tuple[int | None, int]] = {}
         current: int | None = group
         while current is not None:
-            meta = self.meta.get(current)
+            meta = fetched.get(current) or self.meta.get(current)
             if meta is None:
-                await self._fetch_chain_meta(txn, current)
-                meta = self.meta.get(current)
+                fetched.update(await self._fetch_chain_meta(txn, current))
+                meta = fetched.get(current)
                 if meta is None:
                     raise LookupError(f"no state group {current}")
             out.append((current, meta[1]))
             current = meta[0]
         return out
 
-    async def _fetch_chain_meta(self, txn: Reader, group: int) -> None:
+    async def _fetch_chain_meta(self, txn: Reader, group: int) -> dict[int, tuple[int | None, int]]:
         rows = await txn.fetchall(
             "WITH RECURSIVE chain(group_id, prev_group, depth) AS ("
             " SELECT group_id, prev_group, depth FROM state_groups WHERE group_id = ?"
@@ -80,8 +83,11 @@ class StateGroups:
             ") SELECT group_id, prev_group, depth FROM chain",
             (group,),
         )
+        out: dict[int, tuple[int | None, int]] = {}
         for gid, prev, depth in rows:
-            self.meta.put(int(gid), (None if prev is None else int(prev), int(depth)))
+            out[int(gid)] = (None if prev is None else int(prev), int(depth))
+            self.meta.put(int(gid), out[int(gid)])
+        return out
 
     async def stored_entries(self, txn: Reader, groups: list[int]) -> dict[int, Delta]:
         out: dict[int, Delta] = {}
