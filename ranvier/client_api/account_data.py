@@ -87,7 +87,9 @@ class AccountDataHandlers:
         return room_id
 
     async def _content_to_store(self, request: web.Request, data_type: str) -> dict[str, Any]:
-        body = await read_json_body(request)
+        # Account data is never signed or put in an event, so floats are fine (clients store settings and
+        # tag orders as fractions; Synapse accepts them too).
+        body = await read_json_body(request, strict=False)
         # CS "PUT /user/{userId}/account_data/{type}": m.fully_read is set through /read_markers only.
         if data_type == FULLY_READ:
             raise MatrixError(405, "M_BAD_JSON", "Cannot set m.fully_read through this API.")

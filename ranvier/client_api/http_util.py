@@ -15,8 +15,11 @@ from .errors import MatrixError, bad_json, invalid_param, missing_param
 _INTEGER = re.compile(r"[+-]?[0-9]{1,4300}")
 
 
-async def read_json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object; malformed JSON is M_NOT_JSON, a non-object M_BAD_JSON."""
+async def read_json_body(
+    request: web.Request, *, allow_empty: bool = False, strict: bool = True
+) -> dict[str, Any]:
+    """The request body as a JSON object; malformed JSON is M_NOT_JSON, a non-object M_BAD_JSON.
+    ``strict=False`` admits floats and big integers, for data that is never signed (account data)."""
     raw = await request.read()
     if not raw.strip():
         if allow_empty:
@@ -24,7 +27,7 @@ async def read_json_body(request: web.Request, *, allow_empty: bool = False) -> 
         raise MatrixError(400, "M_NOT_JSON", "Request body is empty; a JSON object is required")
     try:
         # The C-S API rejects what canonical JSON forbids (floats, out-of-range ints), as v6+ rooms do.
-        body = parse_json(raw, strict=True)
+        body = parse_json(raw, strict=strict)
     except CanonicalJsonError as e:
         if "malformed JSON" in e.message:
             raise MatrixError(400, "M_NOT_JSON", "Content not JSON: " + e.message) from None

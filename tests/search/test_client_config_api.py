@@ -67,6 +67,9 @@ async def test_tags_account_data_and_read_markers(
     await alice.ok("PUT", f"/user/{alice.user_id}/account_data/org.example.theme", {"dark": True})
     await alice.ok("PUT", f"/user/{alice.user_id}/rooms/{room}/account_data/org.example.draft", {"t": "hi"})
     assert await alice.ok("GET", f"/user/{alice.user_id}/account_data/org.example.theme") == {"dark": True}
+    # Account data is never signed: fractions are kept as they are (clients store settings that way).
+    await alice.ok("PUT", f"/user/{alice.user_id}/account_data/org.example.zoom", {"scale": 1.25})
+    assert await alice.ok("GET", f"/user/{alice.user_id}/account_data/org.example.zoom") == {"scale": 1.25}
     assert await alice.ok("GET", f"/user/{alice.user_id}/rooms/{room}/account_data/org.example.draft") == {
         "t": "hi"
     }
