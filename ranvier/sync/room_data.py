@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..client_api.bundled import BundledAggregations
 from ..client_api.event_format import format_client_event
 from ..protocol.events import Pdu
 from ..storage.sql.push_counts import Counts
@@ -56,6 +57,7 @@ class RoomDataBuilder:
         self._storage = storage
         self._store = store
         self._visibility = visibility
+        self._bundled = BundledAggregations(storage, visibility) if visibility is not None else None
 
     async def build(
         self,
@@ -177,7 +179,13 @@ class RoomDataBuilder:
                 for e in wanted.values()
                 if e in state_events
             ]
-        if timeline:
+        if timeline and limited and self._bundled is not None:
+            # Bundled aggregations as /sync gives them: with a limited timeline (CS "Aggregations of child
+            # events"), whose events the client may not have seen the relations of.
+            room["timeline"] = await self._bundled.serialize(
+                room_id, ctx.user_id, timeline, ctx.now, include_room_id=False
+            )
+        elif timeline:
             room["timeline"] = [format_client_event(e, ctx.now, include_room_id=False) for e in timeline]
         room["limited"] = limited
         room["prev_batch"] = prev_batch

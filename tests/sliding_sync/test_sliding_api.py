@@ -535,3 +535,25 @@ async def test_a_knocked_room_is_listed_with_its_stripped_state(
     assert state[("m.room.member", alice.user_id)]["membership"] == "knock"
     invites = await alice.sync(one_list(timeline_limit=1, filters={"is_invite": True}), fresh=True)
     assert invites["lists"]["all"]["count"] == 0  # a knock is not an invite
+
+
+async def test_limited_timeline_carries_bundled_aggregations(
+    hs: Homeserver, session: aiohttp.ClientSession
+) -> None:
+    """As /sync: a limited timeline's events carry their bundled aggregations (the thread summary)."""
+    alice = await user(session, hs, "alice")
+    room = await alice.create_room(name="Threads")
+    root = await alice.text(room, "root")
+    reply = {
+        "msgtype": "m.text",
+        "body": "in the thread",
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root},
+    }
+    await alice.send(room, reply)
+    await alice.text(room, "after")
+    answer = await alice.sync(one_list(timeline_limit=3), fresh=True)
+    data = answer["rooms"][room]
+    assert data["limited"] is True
+    (root_event,) = [e for e in data["timeline"] if e["event_id"] == root]
+    thread = root_event["unsigned"]["m.relations"]["m.thread"]
+    assert thread["count"] == 1 and thread["current_user_participated"] is True
