@@ -17,15 +17,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..clock import now_ms
 from ..federation.client import FederationClient, FederationError
 from ..protocol.errors import ProtocolError
-from ..protocol.events import Pdu, build_event
+from ..protocol.events import Pdu
 from ..protocol.identifiers import server_of
 from ..protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
 from .local_events import LocalEventCreator
 from .membership import MembershipError, MembershipService
+from .membership_template import sign_membership_template
 from .remote_join import remote_failure
 from .resident import ResidentMembership, stripped_room_state
 
@@ -132,22 +132,12 @@ class KnockService:
         ):
             raise ValueError("make_knock returned a template that is not our knock")
 
-        def ids(value: Any) -> list[str]:
-            out = [item[0] if isinstance(item, list) and item else item for item in value or []]
-            return [i for i in out if isinstance(i, str)]
-
-        depth = template.get("depth")
-        return build_event(
-            room_version=rv,
+        return sign_membership_template(
+            rv,
+            template,
             room_id=room_id,
-            sender=user_id,
-            event_type="m.room.member",
-            state_key=user_id,
+            user_id=user_id,
             content=content,
-            prev_events=ids(template.get("prev_events")),
-            auth_events=ids(template.get("auth_events")),
-            depth=depth if isinstance(depth, int) else 1,
-            origin_server_ts=now_ms(),
             server_name=self.server_name,
             signing_key=self._signing_key,
         )

@@ -26,7 +26,7 @@ from ..federation.client import DestinationUnreachable, FederationClient, Federa
 from ..federation.keys import Keyring
 from ..protocol.auth import check_auth_events_list, check_auth_rules
 from ..protocol.errors import AuthRejected, ProtocolError, SignatureError
-from ..protocol.events import Pdu, StateKey, build_event
+from ..protocol.events import Pdu, StateKey
 from ..protocol.identifiers import server_of
 from ..protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
@@ -34,6 +34,7 @@ from ..storage.interfaces import TOPO_SCALE, EventToPersist
 from .incoming_fetch import RemoteEvents
 from .local_events import LocalEventCreator
 from .membership import MembershipError
+from .membership_template import sign_membership_template
 from .persister import EventPersister
 from .resident import ResidentMembership
 from .state import StateService
@@ -279,24 +280,12 @@ class RemoteMembershipService:
             merged["join_authorised_via_users_server"] = theirs["join_authorised_via_users_server"]
         merged["membership"] = "join"
 
-        def ids(value: Any) -> list[str]:
-            out = []
-            for item in value if isinstance(value, list) else []:
-                out.append(item[0] if isinstance(item, list) and item else item)
-            return [i for i in out if isinstance(i, str)]
-
-        depth = template.get("depth")
-        return build_event(
-            room_version=rv,
+        return sign_membership_template(
+            rv,
+            template,
             room_id=template.get("room_id"),
-            sender=user_id,
-            event_type="m.room.member",
-            state_key=user_id,
+            user_id=user_id,
             content=merged,
-            prev_events=ids(template.get("prev_events")),
-            auth_events=ids(template.get("auth_events")),
-            depth=depth if isinstance(depth, int) else 1,
-            origin_server_ts=now_ms(),
             server_name=self.server_name,
             signing_key=self._signing_key,
         )
@@ -571,19 +560,15 @@ class RemoteMembershipService:
     def _sign_template_leave(self, rv: RoomVersion, template: dict[str, Any], user_id: str) -> Pdu:
         if template.get("type") != "m.room.member" or template.get("state_key") != user_id:
             raise ValueError("make_leave returned a template that is not our leave")
-        ids = [t[0] if isinstance(t, list) else t for t in template.get("prev_events", [])]
-        auth = [t[0] if isinstance(t, list) else t for t in template.get("auth_events", [])]
-        return build_event(
-            room_version=rv,
-            room_id=template["room_id"],
-            sender=user_id,
-            event_type="m.room.member",
-            state_key=user_id,
-            content=template["content"],
-            prev_events=ids,
-            auth_events=auth,
-            depth=template.get("depth", 1),
-            origin_server_ts=now_ms(),
+        content = template.get("content")
+        if not isinstance(content, dict) or content.get("membership") != "leave":
+            raise ValueError("make_leave returned a template that is not our leave")
+        return sign_membership_template(
+            rv,
+            template,
+            room_id=template.get("room_id"),
+            user_id=user_id,
+            content=content,
             server_name=self.server_name,
             signing_key=self._signing_key,
         )
