@@ -75,7 +75,8 @@ class AccountDataHandlers:
         return requester, data_type
 
     @staticmethod
-    def _room_id(request: web.Request) -> str:
+    def room_id(request: web.Request) -> str:
+        """The path's room id: either form (``!x:server``, or room version 12's domainless one)."""
         room_id = request.match_info["room"]
         try:
             parse_room_id(room_id)
@@ -122,7 +123,7 @@ class AccountDataHandlers:
 
     async def get_room(self, request: web.Request) -> web.Response:
         requester, data_type = await self._owner(request)
-        room_id = self._room_id(request)
+        room_id = self.room_id(request)
         content = None
         if not is_internal_type(data_type):
             content = await self._storage.account_data.get_room(requester.user_id, room_id, data_type)
@@ -132,7 +133,7 @@ class AccountDataHandlers:
 
     async def put_room(self, request: web.Request) -> web.Response:
         requester, data_type = await self._owner(request)
-        room_id = self._room_id(request)
+        room_id = self.room_id(request)
         content = await self._content_to_store(request, data_type)
         await self._storage.account_data.put_room(requester.user_id, room_id, data_type, content)
         self._notifier.notify()

@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from ..protocol.canonical_json import parse_json
-from ..protocol.errors import CanonicalJsonError, InvalidIdentifier
-from ..protocol.identifiers import parse_room_id
+from ..protocol.errors import CanonicalJsonError
+from .account_data import AccountDataHandlers
 from .auth import Authenticator, Requester
 from .ephemeral import SyncNotifier
 from .errors import MatrixError, bad_json, forbidden, invalid_param
@@ -52,15 +52,8 @@ class TagHandlers:
         requester = await self._auth.require_user(request)
         if request.match_info["user"] != requester.user_id:
             raise forbidden("You cannot access tags for other users")
-        room_id = request.match_info["room"]
-        try:
-            parse_room_id(room_id)
-        except InvalidIdentifier:
-            try:
-                parse_room_id(room_id, domainless=True)  # room version 12's form
-            except InvalidIdentifier:
-                raise invalid_param(f"{room_id!r} is not a valid room ID") from None
-        return requester, room_id
+        # The same room id rules as room account data, which tags are.
+        return requester, AccountDataHandlers.room_id(request)
 
     @staticmethod
     def _tag(request: web.Request) -> str:
