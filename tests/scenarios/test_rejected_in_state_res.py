@@ -49,11 +49,12 @@ async def test_an_event_rejected_here_stays_out_of_state_the_remote_says_it_is_i
     assert "rejected" in result[bad.event_id]["error"]
     meta = await room.hs.storage.events.get_event_meta(bad.event_id)
     assert meta is not None and meta.rejected_reason is not None
-    # Bob's server counts its topic as state and builds a long branch on it, longer than one
-    # /get_missing_events answers: the state at the gap comes from its /state_ids, which names the topic.
+    # Bob's server counts its topic as state and builds a long branch on it, longer than the
+    # /get_missing_events rounds reach (incoming.PREFETCH_ROUNDS of 20, then one under the room lock): the
+    # state at the gap comes from its /state_ids, which names the topic.
     room.state[TOPIC] = bad
     room.last = bad
-    chain = [room.message(f"g{i}") for i in range(26)]
+    chain = [room.message(f"g{i}") for i in range(66)]
     tip = room.message("tip")
     assert room.driver.state_before[chain[5].event_id].count(bad.event_id) == 1
     assert await room.send([tip]) == {tip.event_id: {}}
