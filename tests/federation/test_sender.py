@@ -94,7 +94,8 @@ class Remote:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_put("/_matrix/federation/v1/send/{txn_id}", self._send)
-        self.runner = web.AppRunner(app)
+        # A short shutdown: a swallowed request never finishes, and cleanup would wait the default minute.
+        self.runner = web.AppRunner(app, shutdown_timeout=1)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=server_ssl_context(*self.cert))
         await site.start()
