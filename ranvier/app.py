@@ -890,7 +890,8 @@ class Homeserver:
 
 async def run_homeserver(config: HomeserverConfig) -> None:
     hs = Homeserver(config)
-    await hs.start()
+    # The handlers go in before start(): the client listener answers before start() has returned, so a
+    # supervisor (or a test) may already signal us, and SIGHUP's default action would end the process.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -899,6 +900,7 @@ async def run_homeserver(config: HomeserverConfig) -> None:
     if log_config is not None:
         # SIGHUP re-reads the logging configuration (a broken file is reported, the current one kept).
         loop.add_signal_handler(signal.SIGHUP, log_configure.reload, log_config)
+    await hs.start()
     await stop.wait()
     logger.info("shutting down")
     await hs.stop()
