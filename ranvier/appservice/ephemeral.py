@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from ..clock import now_ms
 from ..presence.state import client_event
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 MAX_ROWS_PER_POLL = 1000
 # The feed's position in the event stream, for the leaves that end a user's sharing of rooms (MSC3202 left).
 DEPARTURES = "departures"
+
+Row = TypeVar("Row")
 
 
 class EphemeralFeed:
@@ -124,6 +126,25 @@ class EphemeralFeed:
             return await self._store.events_position()
         return await self._store.stream_position(stream)
 
+    async def _window(
+        self,
+        stream: str,
+        fetch: Callable[[int, int, int], Awaitable[list[Row]]],
+        position_of: Callable[[Row], int],
+    ) -> tuple[list[Row], int] | None:
+        """The rows of ``stream`` since the feed's position, at most MAX_ROWS_PER_POLL, and the position
+        they reach; None when nothing is new. A full page ends where its last row is, and the notifier is
+        woken so the rest comes on the next poll."""
+        since = self._positions[stream]
+        upto = await self._current(stream)
+        if upto <= since:
+            return None
+        rows = await fetch(since, upto, MAX_ROWS_PER_POLL)
+        if len(rows) == MAX_ROWS_PER_POLL:
+            upto = position_of(rows[-1])
+            self._notifier.notify()
+        return rows, upto
+
     async def _interested(self, room_id: str) -> list[str]:
         return sorted(await self._pusher.room_interest(room_id))
 
@@ -142,14 +163,10 @@ class EphemeralFeed:
         await self._queue(items)
 
     async def _poll_receipts(self) -> None:
-        since = self._positions["receipts"]
-        upto = await self._store.stream_position("receipts")
-        if upto <= since:
+        window = await self._window("receipts", self._store.receipts_between, lambda r: r.stream_pos)
+        if window is None:
             return
-        receipts = await self._store.receipts_between(since, upto, MAX_ROWS_PER_POLL)
-        if len(receipts) == MAX_ROWS_PER_POLL:
-            upto = receipts[-1].stream_pos  # the rest on the next poll
-            self._notifier.notify()
+        receipts, upto = window
         items = [
             FeedItem(await self._interested(room_id), "ephemeral", _edu("m.receipt", room_id, content))
             for room_id, content in client_receipt_contents(receipts).items()
@@ -161,14 +178,10 @@ class EphemeralFeed:
         sharing a room with a user who is."""
         if self._presence is None or not self._services:
             return
-        since = self._positions["presence"]
-        upto = await self._store.stream_position("presence")
-        if upto <= since:
+        window = await self._window("presence", self._presence.between, lambda r: r[0])
+        if window is None:
             return
-        rows = await self._presence.between(since, upto, MAX_ROWS_PER_POLL)
-        if len(rows) == MAX_ROWS_PER_POLL:
-            upto = rows[-1][0]  # the rest on the next poll
-            self._notifier.notify()
+        rows, upto = window
         now = now_ms()
         items = []
         for _, state in rows:
@@ -188,14 +201,10 @@ class EphemeralFeed:
         await self._queue(items, "presence", upto)
 
     async def _poll_to_device(self) -> None:
-        since = self._positions["to_device"]
-        upto = await self._store.stream_position("to_device")
-        if upto <= since:
+        window = await self._window("to_device", self._store.to_device_between, lambda r: r[0])
+        if window is None:
             return
-        rows = await self._store.to_device_between(since, upto, MAX_ROWS_PER_POLL)
-        if len(rows) == MAX_ROWS_PER_POLL:
-            upto = rows[-1][0]  # the rest on the next poll
-            self._notifier.notify()
+        rows, upto = window
         items = []
         for _, user_id, device_id, message in rows:
             as_ids = [s.id for s in self._services if s.is_interested_in_user(user_id)]
@@ -205,14 +214,10 @@ class EphemeralFeed:
         await self._queue(items, "to_device", upto)
 
     async def _poll_device_lists(self) -> None:
-        since = self._positions["device_lists"]
-        upto = await self._store.stream_position("device_lists")
-        if upto <= since:
+        window = await self._window("device_lists", self._store.device_list_changes_between, lambda r: r[0])
+        if window is None:
             return
-        rows = await self._store.device_list_changes_between(since, upto, MAX_ROWS_PER_POLL)
-        if len(rows) == MAX_ROWS_PER_POLL:
-            upto = rows[-1][0]  # the rest on the next poll
-            self._notifier.notify()
+        rows, upto = window
         items = []
         for user_id in dict.fromkeys(u for _, u in rows):
             if not self._msc3202:
@@ -230,29 +235,39 @@ class EphemeralFeed:
     async def _poll_departures(self) -> None:
         if not self._msc3202:
             return
-        since = self._positions[DEPARTURES]
-        upto = await self._store.events_position()
-        if upto <= since:
+        window = await self._window(DEPARTURES, self._store.departures_between, lambda r: r[0])
+        if window is None:
             return
-        rows = await self._store.departures_between(since, upto, MAX_ROWS_PER_POLL)
-        if len(rows) == MAX_ROWS_PER_POLL:
-            upto = rows[-1][0]  # the rest on the next poll
-            self._notifier.notify()
-        items: list[FeedItem] = []
+        rows, upto = window
+        room_members = await self._store.joined_members_of({room_id for _, room_id, _ in rows})
+        # (service, candidate) pairs in the order found: whoever may have stopped sharing every room with
+        # the service's namespace through one of these departures.
+        checks: dict[tuple[str, str], None] = {}
         for _, room_id, user_id in rows:
-            members = await self._store.joined_members(room_id)
+            members = room_members.get(room_id, [])
             for service in self._msc3202:
                 if service.is_interested_in_user(user_id):
                     # A user of the namespace left: the room's other members may share nothing with it now.
-                    candidates = [m for m in members if not service.is_interested_in_user(m)]
+                    for member in members:
+                        if not service.is_interested_in_user(member):
+                            checks[(service.id, member)] = None
                 elif any(service.is_interested_in_user(m) for m in members):
-                    candidates = [user_id]  # shared this room with the namespace until now
-                else:
-                    continue
-                for candidate in candidates:
-                    sharing = await self._store.users_sharing_a_room(candidate)
-                    if not any(service.is_interested_in_user(u) for u in sharing):
-                        items.append(FeedItem([service.id], "device_list_left", {"user_id": candidate}))
+                    checks[(service.id, user_id)] = None  # shared this room with the namespace until now
+        items: list[FeedItem] = []
+        if checks:
+            # Two queries for every candidate at once: their rooms, then those rooms' members.
+            rooms_of = await self._store.joined_rooms_of({candidate for _, candidate in checks})
+            members_of = await self._store.joined_members_of(set().union(*rooms_of.values()))
+            services = {s.id: s for s in self._msc3202}
+            for as_id, candidate in checks:
+                service = services[as_id]
+                shares = any(
+                    service.is_interested_in_user(u)
+                    for room_id in rooms_of.get(candidate, ())
+                    for u in members_of.get(room_id, ())
+                )
+                if not shares:
+                    items.append(FeedItem([as_id], "device_list_left", {"user_id": candidate}))
         await self._queue(items, DEPARTURES, upto)
 
     async def _queue(self, items: list[FeedItem], stream: str | None = None, pos: int | None = None) -> None:

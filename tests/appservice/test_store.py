@@ -94,3 +94,34 @@ async def test_appservices_with_queue(db: Database) -> None:  # noqa: F811
     events, _ = await store.peek("gone", 10, 10)
     await store.create_txn("gone", [events[0].seq], [], {"events": []}, 1)
     assert await store.appservices_with_queue() == ["eph", "gone"]
+
+
+async def test_joined_rooms_and_members_in_bulk(db: Database) -> None:  # noqa: F811
+    """What the MSC3202 ``left`` computation reads for all its candidates at once."""
+    store = AppServiceStore(db)
+    rows = [
+        ("!r", "@a:hs", "join"),
+        ("!r", "@b:hs", "join"),
+        ("!s", "@a:hs", "join"),
+        ("!s", "@c:other", "leave"),
+        ("!t", "@c:other", "join"),
+        ("!t", "@d:hs", "ban"),
+    ]
+    async with db.transaction() as txn:
+        for room_id, user_id, membership in rows:
+            await txn.execute(
+                "INSERT INTO room_memberships (room_id, user_id, server_name, membership, event_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (room_id, user_id, user_id.split(":")[1], membership, f"$m{room_id}{user_id}"),
+            )
+    assert await store.joined_rooms_of(["@a:hs", "@c:other", "@d:hs", "@nobody:hs"]) == {
+        "@a:hs": {"!r", "!s"},
+        "@c:other": {"!t"},
+    }
+    members = await store.joined_members_of(["!r", "!s", "!t", "!none"])
+    assert {room: sorted(users) for room, users in members.items()} == {
+        "!r": ["@a:hs", "@b:hs"],
+        "!s": ["@a:hs"],
+        "!t": ["@c:other"],
+    }
+    assert await store.joined_rooms_of([]) == {} and await store.joined_members_of([]) == {}

@@ -151,12 +151,6 @@ class AppServiceStore:
         )
         return [(int(r[0]), r[1], r[2]) for r in rows]
 
-    async def joined_members(self, room_id: str) -> list[str]:
-        rows = await self._db.fetchall(
-            "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'", (room_id,)
-        )
-        return [r[0] for r in rows]
-
     async def users_sharing_a_room(self, user_id: str) -> list[str]:
         """Users joined to a room that ``user_id`` is joined to (``user_id`` included)."""
         rows = await self._db.fetchall(
@@ -166,6 +160,32 @@ class AppServiceStore:
             (user_id,),
         )
         return [r[0] for r in rows]
+
+    async def joined_rooms_of(self, user_ids: Collection[str]) -> dict[str, set[str]]:
+        """The rooms each of ``user_ids`` is joined to (users joined nowhere are left out)."""
+        rooms: dict[str, set[str]] = {}
+        for part in chunks(sorted(set(user_ids))):
+            rows = await self._db.fetchall(
+                f"SELECT user_id, room_id FROM room_memberships WHERE membership = 'join'"
+                f" AND user_id IN ({in_list(len(part))})",
+                tuple(part),
+            )
+            for user_id, room_id in rows:
+                rooms.setdefault(user_id, set()).add(room_id)
+        return rooms
+
+    async def joined_members_of(self, room_ids: Collection[str]) -> dict[str, list[str]]:
+        """The joined members of each of ``room_ids`` (rooms with none are left out)."""
+        members: dict[str, list[str]] = {}
+        for part in chunks(sorted(set(room_ids))):
+            rows = await self._db.fetchall(
+                f"SELECT room_id, user_id FROM room_memberships WHERE membership = 'join'"
+                f" AND room_id IN ({in_list(len(part))})",
+                tuple(part),
+            )
+            for room_id, user_id in rows:
+                members.setdefault(room_id, []).append(user_id)
+        return members
 
     async def to_device_between(
         self, since: int, upto: int, limit: int
