@@ -2,57 +2,13 @@
 // two servers, exchange Megolm-encrypted messages in a room created encrypted, each decrypting the other's.
 // Usage: node e2ee.mjs <base url A> <user A> <base url B> <user B> <password>
 // Prints one JSON line of results and exits 0, or prints the failure and exits 1.
-import * as sdk from "matrix-js-sdk";
+import { steps } from "./common.mjs";
 
 const [baseUrlA, userA, baseUrlB, userB, password] = process.argv.slice(2);
 const STEP_TIMEOUT_MS = 60000;
-sdk.logger?.setLevel?.("warn");
-
-function waitFor(what, emitter, event, check) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), STEP_TIMEOUT_MS);
-    const listener = (...args) => {
-      const value = check(...args);
-      if (value) {
-        clearTimeout(timer);
-        emitter.removeListener(event, listener);
-        resolve(value);
-      }
-    };
-    emitter.on(event, listener);
-  });
-}
-
-async function loggedIn(baseUrl, user) {
-  const anon = sdk.createClient({ baseUrl });
-  const login = await anon.login("m.login.password", {
-    identifier: { type: "m.id.user", user },
-    password,
-    initial_device_display_name: "js-sdk rust crypto",
-  });
-  const client = sdk.createClient({
-    baseUrl,
-    accessToken: login.access_token,
-    userId: login.user_id,
-    deviceId: login.device_id,
-  });
-  await client.initRustCrypto({ useIndexedDB: false });
-  const prepared = waitFor("initial sync", client, "sync", (state) => state === "PREPARED");
-  await client.startClient({ initialSyncLimit: 10 });
-  await prepared;
-  return client;
-}
-
-function decryptedText(client, roomId, body) {
-  return waitFor(`"${body}" decrypted at ${client.getUserId()}`, client, sdk.MatrixEventEvent.Decrypted, (event) =>
-    event.getRoomId() === roomId &&
-    !event.isDecryptionFailure() &&
-    event.getType() === "m.room.message" &&
-    event.getContent().body === body
-      ? event
-      : null,
-  );
-}
+const { waitFor, loggedIn: login, decryptedText } = steps(STEP_TIMEOUT_MS);
+const loggedIn = (baseUrl, user) =>
+  login(baseUrl, user, password, { deviceName: "js-sdk rust crypto", rustCrypto: true });
 
 async function main() {
   const alice = await loggedIn(baseUrlA, userA);

@@ -3,52 +3,17 @@
 // Alice, which never received the room key, restores it from the backup and decrypts the message.
 // Usage: node key_backup.mjs <base url> <user a> <user b> <password>
 // Prints one JSON line of results and exits 0, or prints the failure and exits 1.
-import * as sdk from "matrix-js-sdk";
+import { steps } from "./common.mjs";
 
 const [baseUrl, userA, userB, password] = process.argv.slice(2);
 const STEP_TIMEOUT_MS = 60000;
-sdk.logger?.setLevel?.("warn");
-
-function waitFor(what, emitter, event, check) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), STEP_TIMEOUT_MS);
-    const listener = (...args) => {
-      const value = check(...args);
-      if (value) {
-        clearTimeout(timer);
-        emitter.removeListener(event, listener);
-        resolve(value);
-      }
-    };
-    emitter.on(event, listener);
+const { waitFor, loggedIn: login, decryptedText } = steps(STEP_TIMEOUT_MS);
+const loggedIn = (user) =>
+  login(baseUrl, user, password, {
+    deviceName: "js-sdk key backup",
+    rustCrypto: true,
+    startOptions: { initialSyncLimit: 20 },
   });
-}
-
-async function loggedIn(user) {
-  const anon = sdk.createClient({ baseUrl });
-  const login = await anon.login("m.login.password", {
-    identifier: { type: "m.id.user", user },
-    password,
-    initial_device_display_name: "js-sdk key backup",
-  });
-  const client = sdk.createClient({
-    baseUrl,
-    accessToken: login.access_token,
-    userId: login.user_id,
-    deviceId: login.device_id,
-  });
-  await client.initRustCrypto({ useIndexedDB: false });
-  const prepared = waitFor("initial sync", client, "sync", (state) => state === "PREPARED");
-  await client.startClient({ initialSyncLimit: 20 });
-  await prepared;
-  return client;
-}
-
-function decryptedText(client, roomId, body) {
-  return waitFor(`"${body}" decrypted at ${client.getDeviceId()}`, client, sdk.MatrixEventEvent.Decrypted, (event) =>
-    event.getRoomId() === roomId && !event.isDecryptionFailure() && event.getContent().body === body ? event : null,
-  );
-}
 
 async function backupCount(client) {
   const response = await fetch(`${baseUrl}/_matrix/client/v3/room_keys/version`, {

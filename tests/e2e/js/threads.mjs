@@ -3,44 +3,13 @@
 // Usage: node threads.mjs <base url> <user a> <user b> <password>
 // Prints one JSON line of results and exits 0, or prints the failure and exits 1.
 import * as sdk from "matrix-js-sdk";
+import { steps } from "./common.mjs";
 
 const [baseUrl, userA, userB, password] = process.argv.slice(2);
 const STEP_TIMEOUT_MS = 20000;
-sdk.logger?.setLevel?.("warn");
-
-function waitFor(what, emitter, event, check) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), STEP_TIMEOUT_MS);
-    const listener = (...args) => {
-      const value = check(...args);
-      if (value) {
-        clearTimeout(timer);
-        emitter.removeListener(event, listener);
-        resolve(value);
-      }
-    };
-    emitter.on(event, listener);
-  });
-}
-
-async function loggedIn(user) {
-  const anon = sdk.createClient({ baseUrl });
-  const login = await anon.login("m.login.password", {
-    identifier: { type: "m.id.user", user },
-    password,
-    initial_device_display_name: "js-sdk threads",
-  });
-  const client = sdk.createClient({
-    baseUrl,
-    accessToken: login.access_token,
-    userId: login.user_id,
-    deviceId: login.device_id,
-  });
-  const prepared = waitFor("initial sync", client, "sync", (state) => state === "PREPARED");
-  await client.startClient({ initialSyncLimit: 10, threadSupport: true });
-  await prepared;
-  return client;
-}
+const { waitFor, loggedIn: login } = steps(STEP_TIMEOUT_MS);
+const loggedIn = (user) =>
+  login(baseUrl, user, password, { deviceName: "js-sdk threads", startOptions: { threadSupport: true } });
 
 async function main() {
   const alice = await loggedIn(userA);
