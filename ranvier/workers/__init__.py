@@ -1,0 +1,1 @@
+"""Process roles and replication between Ranvier processes (issue 22); every role also runs in one process."""
