@@ -15,20 +15,16 @@ Usage: python3 -m bench admin [--rooms 300] [--users 200] [--runs 20] [--servers
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import hmac
-import statistics
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 
-from bench.servers import make_server
+from bench.servers import BenchServer
+from bench.timing import Figures, get_json, run_on_servers, setup_call, timed
 from bench.workloads.client import MxClient, q
 from tests.interop.synapse import DEFAULT_VERSION
 
@@ -51,43 +47,7 @@ async def _admin(session: aiohttp.ClientSession, base_url: str, secret: str) -> 
     return MxClient(session, base_url, answer["user_id"], answer["access_token"])
 
 
-async def _timed(runs: int, call: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-    await call()  # warm
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - t0) * 1000)
-    return min(samples), statistics.median(samples)
-
-
-async def _ok(client: MxClient, method: str, path: str, body: Any = None) -> Any:
-    """A set-up request, waiting out rate limits (Synapse limits room creation and joins)."""
-    for _ in range(100):
-        status, answer = await client.call(method, path, body)
-        if status == 200:
-            return answer
-        if status != 429:
-            raise RuntimeError(f"{method} {path} -> {status} {answer}")
-        await asyncio.sleep(answer.get("retry_after_ms", 1000) / 1000 if isinstance(answer, dict) else 1)
-    raise RuntimeError(f"{method} {path}: still rate limited")
-
-
-async def _get(client: MxClient, path: str, **params: str) -> Any:
-    async with client.session.get(
-        client.base.split("/_matrix/")[0] + path,
-        params=params or None,
-        headers={"Authorization": f"Bearer {client.token}"},
-    ) as resp:
-        body = await resp.json(content_type=None)
-        if resp.status != 200:
-            raise RuntimeError(f"GET {path} -> {resp.status} {body}")
-        return body
-
-
-async def _measure(
-    base_url: str, secret: str, rooms: int, users: int, runs: int
-) -> dict[str, tuple[float, float]]:
+async def _measure(base_url: str, secret: str, rooms: int, users: int, runs: int) -> Figures:
     async with aiohttp.ClientSession() as session:
         admin = await _admin(session, base_url, secret)
         owner = await MxClient.register(session, base_url, "owner")
@@ -105,38 +65,41 @@ async def _measure(
         t0 = time.perf_counter()
         room_ids = []
         for i in range(rooms):
-            room = await _ok(owner, "POST", "/createRoom", {"preset": "public_chat", "name": f"room {i:04d}"})
+            room = await setup_call(
+                owner, "POST", "/createRoom", {"preset": "public_chat", "name": f"room {i:04d}"}
+            )
             room_ids.append(room["room_id"])
             if i < 50:
-                await _ok(guest, "POST", f"/rooms/{q(room['room_id'])}/join", {})
+                await setup_call(guest, "POST", f"/rooms/{q(room['room_id'])}/join", {})
         for _ in range(users):
             await MxClient.register(session, base_url, "user")
         print(f"  built {rooms} rooms and {users + 3} users in {time.perf_counter() - t0:.1f} s", flush=True)
         one = room_ids[0]
 
         async def rooms_by_name() -> None:
-            body = await _get(admin, "/_synapse/admin/v1/rooms", limit="100")
+            body = await get_json(admin, "/_synapse/admin/v1/rooms", limit="100")
             assert len(body["rooms"]) == min(100, rooms)
 
         async def rooms_by_size() -> None:
-            body = await _get(admin, "/_synapse/admin/v1/rooms", limit="100", order_by="joined_members")
+            body = await get_json(admin, "/_synapse/admin/v1/rooms", limit="100", order_by="joined_members")
             assert body["rooms"][0]["joined_members"] == 2
 
         async def details() -> None:
-            assert (await _get(admin, f"/_synapse/admin/v1/rooms/{q(one)}"))["joined_members"] == 2
+            assert (await get_json(admin, f"/_synapse/admin/v1/rooms/{q(one)}"))["joined_members"] == 2
 
         async def members() -> None:
-            assert (await _get(admin, f"/_synapse/admin/v1/rooms/{q(one)}/members"))["total"] == 2
+            assert (await get_json(admin, f"/_synapse/admin/v1/rooms/{q(one)}/members"))["total"] == 2
 
         async def users_page() -> None:
-            assert len((await _get(admin, "/_synapse/admin/v2/users", limit="100"))["users"]) == 100
+            body = await get_json(admin, "/_synapse/admin/v2/users", limit="100")
+            assert len(body["users"]) == min(100, users + 3)
 
         return {
-            f"rooms list by name (100 of {rooms})": await _timed(runs, rooms_by_name),
-            f"rooms list by joined_members (100 of {rooms})": await _timed(runs, rooms_by_size),
-            "room details": await _timed(runs, details),
-            "room members": await _timed(runs, members),
-            f"users list (100 of {users + 3})": await _timed(runs, users_page),
+            f"rooms list by name (100 of {rooms})": await timed(runs, rooms_by_name),
+            f"rooms list by joined_members (100 of {rooms})": await timed(runs, rooms_by_size),
+            "room details": await timed(runs, details),
+            "room members": await timed(runs, members),
+            f"users list (100 of {users + 3})": await timed(runs, users_page),
         }
 
 
@@ -157,18 +120,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--synapse-version", default=DEFAULT_VERSION)
     args = parser.parse_args(argv)
     print(f"admin bench: {args.rooms} rooms, {args.users} users, {args.runs} runs")
-    for kind in args.servers.split(","):
-        with tempfile.TemporaryDirectory(prefix=f"bench-admin-{kind}-") as tmp:
-            server = make_server(
-                kind, Path(tmp), postgres=args.postgres, synapse_version=args.synapse_version
-            )
-            server.start()
-            try:
-                print(f"{kind} ({'PostgreSQL' if args.postgres else 'SQLite'}):", flush=True)
-                figures = asyncio.run(
-                    _measure(server.client_url, _secret(server), args.rooms, args.users, args.runs)
-                )
-                for name, (low, median) in figures.items():
-                    print(f"  {name:<50} min {low:8.1f} ms   median {median:8.1f} ms")
-            finally:
-                server.stop()
+
+    async def measure(server: BenchServer) -> Figures:
+        return await _measure(server.client_url, _secret(server), args.rooms, args.users, args.runs)
+
+    run_on_servers(
+        args.servers, postgres=args.postgres, synapse_version=args.synapse_version, prefix="bench-admin",
+        measure=measure,
+    )  # fmt: skip

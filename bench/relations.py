@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import statistics
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.servers import make_server
+from bench.servers import BenchServer
+from bench.timing import Figures, get_v1, run_on_servers, timed
 from bench.workloads.client import MxClient, q
 from tests.interop.synapse import DEFAULT_VERSION
 
@@ -46,18 +43,6 @@ def _reply(root: str, i: int) -> dict[str, Any]:
         "body": f"reply {i}",
         "m.relates_to": {"rel_type": "m.thread", "event_id": root},
     }
-
-
-async def _v1(client: MxClient, path: str, **params: str) -> Any:
-    async with client.session.get(
-        client.base.replace("/v3", "/v1") + path,
-        params=params or None,
-        headers={"Authorization": f"Bearer {client.token}"},
-    ) as resp:
-        body = await resp.json(content_type=None)
-        if resp.status != 200:
-            raise RuntimeError(f"GET {path} -> {resp.status} {body}")
-        return body
 
 
 async def _fill(client: MxClient, room: str, replies: int, threads: int) -> str:
@@ -80,17 +65,7 @@ async def _fill(client: MxClient, room: str, replies: int, threads: int) -> str:
     return root
 
 
-async def _timed(runs: int, call: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-    await call()  # warm
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - t0) * 1000)
-    return min(samples), statistics.median(samples)
-
-
-async def _measure(base_url: str, replies: int, threads: int, runs: int) -> dict[str, tuple[float, float]]:
+async def _measure(base_url: str, replies: int, threads: int, runs: int) -> Figures:
     async with aiohttp.ClientSession() as session:
         client = await MxClient.register(session, base_url, "rel")
         room = await client.create_room(name="relations bench")
@@ -102,13 +77,13 @@ async def _measure(base_url: str, replies: int, threads: int, runs: int) -> dict
         prefix = f"/rooms/{q(room)}"
 
         async def first_page() -> None:
-            body = await _v1(client, f"{prefix}/relations/{q(root)}", limit="50")
-            assert len(body["chunk"]) == 50
+            body = await get_v1(client, f"{prefix}/relations/{q(root)}", limit="50")
+            assert len(body["chunk"]) == min(50, replies)
 
         async def whole_thread() -> None:
             seen, params = 0, {"limit": "100"}
             while True:
-                body = await _v1(client, f"{prefix}/relations/{q(root)}/m.thread", **params)
+                body = await get_v1(client, f"{prefix}/relations/{q(root)}/m.thread", **params)
                 seen += len(body["chunk"])
                 if "next_batch" not in body:
                     break
@@ -116,7 +91,7 @@ async def _measure(base_url: str, replies: int, threads: int, runs: int) -> dict
             assert seen == replies, seen
 
         async def thread_list() -> None:
-            body = await _v1(client, f"{prefix}/threads", limit="20")
+            body = await get_v1(client, f"{prefix}/threads", limit="20")
             assert len(body["chunk"]) == min(20, threads + 1)
 
         async def root_event() -> None:
@@ -124,10 +99,10 @@ async def _measure(base_url: str, replies: int, threads: int, runs: int) -> dict
             assert body["unsigned"]["m.relations"]["m.thread"]["count"] == replies
 
         return {
-            "/relations first page (50)": await _timed(runs, first_page),
-            f"/relations/m.thread all ({replies}, pages of 100)": await _timed(runs, whole_thread),
-            "/threads (20)": await _timed(runs, thread_list),
-            "/event root (bundled m.thread)": await _timed(runs, root_event),
+            "/relations first page (50)": await timed(runs, first_page),
+            f"/relations/m.thread all ({replies}, pages of 100)": await timed(runs, whole_thread),
+            "/threads (20)": await timed(runs, thread_list),
+            "/event root (bundled m.thread)": await timed(runs, root_event),
         }
 
 
@@ -141,16 +116,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--synapse-version", default=DEFAULT_VERSION)
     args = parser.parse_args(argv)
     print(f"relations bench: {args.replies} replies, {args.threads} other threads, {args.runs} runs")
-    for kind in args.servers.split(","):
-        with tempfile.TemporaryDirectory(prefix=f"bench-rel-{kind}-") as tmp:
-            server = make_server(
-                kind, Path(tmp), postgres=args.postgres, synapse_version=args.synapse_version
-            )
-            server.start()
-            try:
-                print(f"{kind} ({'PostgreSQL' if args.postgres else 'SQLite'}):", flush=True)
-                figures = asyncio.run(_measure(server.client_url, args.replies, args.threads, args.runs))
-                for name, (low, median) in figures.items():
-                    print(f"  {name:<45} min {low:8.1f} ms   median {median:8.1f} ms")
-            finally:
-                server.stop()
+
+    async def measure(server: BenchServer) -> Figures:
+        return await _measure(server.client_url, args.replies, args.threads, args.runs)
+
+    run_on_servers(
+        args.servers, postgres=args.postgres, synapse_version=args.synapse_version, prefix="bench-rel",
+        measure=measure, width=45,
+    )  # fmt: skip

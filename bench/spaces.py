@@ -17,17 +17,13 @@ Usage: python3 -m bench spaces [--subspaces 10] [--children 20] [--messages 1000
 from __future__ import annotations
 
 import argparse
-import asyncio
-import statistics
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.servers import make_server
+from bench.servers import BenchServer
+from bench.timing import Figures, get_v1, run_on_servers, setup_call, timed
 from bench.workloads.client import MxClient, q
 from tests.interop.synapse import DEFAULT_VERSION
 
@@ -35,58 +31,10 @@ from tests.interop.synapse import DEFAULT_VERSION
 ROOMS_PER_OWNER = 8
 
 
-async def _v1(client: MxClient, path: str, **params: str) -> Any:
-    async with client.session.get(
-        client.base.replace("/v3", "/v1") + path,
-        params=params or None,
-        headers={"Authorization": f"Bearer {client.token}"},
-    ) as resp:
-        body = await resp.json(content_type=None)
-        if resp.status == 429:
-            raise RateLimited(body.get("retry_after_ms", 1000) if isinstance(body, dict) else 1000)
-        if resp.status != 200:
-            raise RuntimeError(f"GET {path} -> {resp.status} {body}")
-        return body
-
-
-class RateLimited(Exception):
-    """A 429 during a measured call (Synapse limits /hierarchy per user): the sample is taken again."""
-
-    def __init__(self, retry_after_ms: int) -> None:
-        super().__init__(retry_after_ms)
-        self.retry_after_ms = retry_after_ms
-
-
-async def _timed(runs: int, call: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-    """min and median of ``runs`` calls after a warm-up; a call answered 429 is not a sample: it is
-    made again once the server's ``retry_after_ms`` has passed."""
-    samples: list[float] = []
-    while len(samples) < runs + 1:
-        t0 = time.perf_counter()
-        try:
-            await call()
-        except RateLimited as e:
-            await asyncio.sleep(e.retry_after_ms / 1000 + 0.05)
-            continue
-        samples.append((time.perf_counter() - t0) * 1000)
-    samples = samples[1:]  # the first was the warm-up
-    return min(samples), statistics.median(samples)
-
-
-async def _ok(client: MxClient, method: str, path: str, body: Any = None) -> Any:
-    """A request set up for the measurement, waiting out rate limits (Synapse limits room creation)."""
-    for _ in range(100):
-        status, answer = await client.call(method, path, body)
-        if status == 200:
-            return answer
-        if status != 429:
-            raise RuntimeError(f"{method} {path} -> {status} {answer}")
-        await asyncio.sleep(answer.get("retry_after_ms", 1000) / 1000 if isinstance(answer, dict) else 1)
-    raise RuntimeError(f"{method} {path}: still rate limited")
-
-
 async def _room(client: MxClient, **body: Any) -> str:
-    return str((await _ok(client, "POST", "/createRoom", {"preset": "public_chat", **body}))["room_id"])
+    return str(
+        (await setup_call(client, "POST", "/createRoom", {"preset": "public_chat", **body}))["room_id"]
+    )
 
 
 async def _build(owners: list[MxClient], server_name: str, subspaces: int, children: int) -> tuple[str, str]:
@@ -104,18 +52,18 @@ async def _build(owners: list[MxClient], server_name: str, subspaces: int, child
     for i in range(subspaces):
         sub_owner, sub = await room(name=f"sub {i}", creation_content={"type": "m.space"})
         child = {"via": [server_name], "order": f"{i:04d}"}
-        await _ok(space_owner, "PUT", f"/rooms/{q(space)}/state/m.space.child/{q(sub)}", child)
+        await setup_call(space_owner, "PUT", f"/rooms/{q(space)}/state/m.space.child/{q(sub)}", child)
         for j in range(children):
             _, leaf_room = await room(name=f"room {i}.{j}", topic="bench")
             path = f"/rooms/{q(sub)}/state/m.space.child/{q(leaf_room)}"
-            await _ok(sub_owner, "PUT", path, {"via": [server_name]})
+            await setup_call(sub_owner, "PUT", path, {"via": [server_name]})
             leaf = leaf or leaf_room
     return space, leaf
 
 
 async def _measure(
     base_url: str, server_name: str, subspaces: int, children: int, messages: int, runs: int
-) -> dict[str, tuple[float, float]]:
+) -> Figures:
     async with aiohttp.ClientSession() as session:
         total = 1 + subspaces * (children + 1)
         owners = [
@@ -129,7 +77,7 @@ async def _measure(
         stamps = []
         for i in range(messages):
             content = {"msgtype": "m.text", "body": f"message {i}"}
-            sent = await _ok(owner, "PUT", f"/rooms/{q(room)}/send/m.room.message/bench{i}", content)
+            sent = await setup_call(owner, "PUT", f"/rooms/{q(room)}/send/m.room.message/bench{i}", content)
             event_id = sent["event_id"]
             if i == messages // 2:
                 stamps.append(
@@ -140,13 +88,13 @@ async def _measure(
         )
 
         async def first_page() -> None:
-            body = await _v1(viewer, f"/rooms/{q(space)}/hierarchy", limit="50")
+            body = await get_v1(viewer, f"/rooms/{q(space)}/hierarchy", limit="50")
             assert len(body["rooms"]) == min(50, total), len(body["rooms"])
 
         async def whole_tree() -> None:
             seen, params = 0, {"limit": "50"}
             while True:
-                body = await _v1(viewer, f"/rooms/{q(space)}/hierarchy", **params)
+                body = await get_v1(viewer, f"/rooms/{q(space)}/hierarchy", **params)
                 seen += len(body["rooms"])
                 if "next_batch" not in body:
                     break
@@ -154,18 +102,18 @@ async def _measure(
             assert seen == total, seen
 
         async def summary() -> None:
-            body = await _v1(viewer, f"/room_summary/{q(leaf)}")
+            body = await get_v1(viewer, f"/room_summary/{q(leaf)}")
             assert body["room_id"] == leaf
 
         async def by_time() -> None:
-            body = await _v1(owner, f"/rooms/{q(room)}/timestamp_to_event", ts=str(stamps[0]), dir="f")
+            body = await get_v1(owner, f"/rooms/{q(room)}/timestamp_to_event", ts=str(stamps[0]), dir="f")
             assert body["origin_server_ts"] >= stamps[0]
 
         return {
-            "/hierarchy first page (50)": await _timed(runs, first_page),
-            f"/hierarchy whole tree ({total} rooms, pages of 50)": await _timed(runs, whole_tree),
-            "/room_summary": await _timed(runs, summary),
-            f"/timestamp_to_event (middle of {messages})": await _timed(runs, by_time),
+            "/hierarchy first page (50)": await timed(runs, first_page),
+            f"/hierarchy whole tree ({total} rooms, pages of 50)": await timed(runs, whole_tree),
+            "/room_summary": await timed(runs, summary),
+            f"/timestamp_to_event (middle of {messages})": await timed(runs, by_time),
         }
 
 
@@ -183,25 +131,13 @@ def main(argv: list[str]) -> None:
         f"spaces bench: {args.subspaces} sub-spaces x {args.children} rooms, {args.messages} messages, "
         f"{args.runs} runs"
     )
-    for kind in args.servers.split(","):
-        with tempfile.TemporaryDirectory(prefix=f"bench-spaces-{kind}-") as tmp:
-            server = make_server(
-                kind, Path(tmp), postgres=args.postgres, synapse_version=args.synapse_version
-            )
-            server.start()
-            try:
-                print(f"{kind} ({'PostgreSQL' if args.postgres else 'SQLite'}):", flush=True)
-                figures = asyncio.run(
-                    _measure(
-                        server.client_url,
-                        server.server_name,
-                        args.subspaces,
-                        args.children,
-                        args.messages,
-                        args.runs,
-                    )
-                )
-                for name, (low, median) in figures.items():
-                    print(f"  {name:<50} min {low:8.1f} ms   median {median:8.1f} ms")
-            finally:
-                server.stop()
+
+    async def measure(server: BenchServer) -> Figures:
+        return await _measure(
+            server.client_url, server.server_name, args.subspaces, args.children, args.messages, args.runs
+        )
+
+    run_on_servers(
+        args.servers, postgres=args.postgres, synapse_version=args.synapse_version, prefix="bench-spaces",
+        measure=measure,
+    )  # fmt: skip
