@@ -140,9 +140,9 @@ from .rooms.upgrade import RoomUpgrader
 from .rooms.visibility import HistoryVisibilityFilter
 from .search.room_events import RoomEventSearch
 from .storage import open_storage
-from .storage.interfaces_aux import UserExists
+from .storage.protocols.accounts import UserExists
+from .storage.protocols.composite import Storage
 from .storage.sql.appservice import AppServiceStore
-from .storage.sql.filters import FilterStore
 from .storage.sql.media import MediaStore
 from .storage.sql.presence import PresenceStore
 
@@ -173,10 +173,22 @@ class Homeserver:
         self.config = config
         self.server_name = config.server_name
         self._runners: list[web.AppRunner] = []
-        self.storage: Any = None
+        self._storage: Storage | None = None
         self.ports: dict[str, int] = {}
         # Per listener: connection and body limits, and what they did (ranvier.http_limits).
         self.guards: dict[str, ConnectionGuard] = {}
+
+    @property
+    def storage(self) -> Storage:
+        """The storage of a started server (RuntimeError before ``start()`` and after ``stop()``)."""
+        if self._storage is None:
+            raise RuntimeError("the homeserver is not started")
+        return self._storage
+
+    @property
+    def running(self) -> bool:
+        """Between ``start()`` opening the storage and ``stop()`` closing it."""
+        return self._storage is not None
 
     async def start(self) -> None:
         config = self.config
@@ -184,13 +196,12 @@ class Homeserver:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.signing_key = load_or_create_signing_key(Path(config.signing_key_path))
         caches = config.caches
-        self.storage = storage = await open_storage(
+        self._storage = storage = await open_storage(
             config.database.url,
             sqlite_page_cache_kib=caches.sqlite_page_cache_kib,
             cached_events=caches.events,
             cached_state_entries=caches.state_entries,
         )
-        storage.filters = FilterStore(storage.db)
         self.metrics = Metrics()
         self.metrics.registry.register(GuardCollector(self.guards))
 
@@ -878,9 +889,9 @@ class Homeserver:
             await previewer.close()
         if hasattr(self, "federation_client"):
             await self.federation_client.close()
-        if self.storage is not None:
-            await self.storage.db.close()
-            self.storage = None
+        if self._storage is not None:
+            await self._storage.db.close()
+            self._storage = None
         tracing: Tracing | None = getattr(self, "tracing", None)
         if tracing is not None:
             # Flushes the spans still buffered: blocking, so in a worker thread (the exporter may be talking

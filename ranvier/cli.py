@@ -172,7 +172,7 @@ def _cmd_register_user(args: argparse.Namespace) -> int:
 async def _register_in_database(config: HomeserverConfig, localpart: str, password: str, admin: bool) -> int:
     from .protocol.identifiers import is_valid_localpart
     from .storage import open_storage
-    from .storage.interfaces_aux import UserExists
+    from .storage.protocols.accounts import UserExists
 
     # The same mapping and checks as /register: lower-cased, and only the characters a user id allows.
     localpart = localpart.lower()

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..client_api.errors import invalid_param, not_found
 from ..client_api.http_util import optional_str, read_json_body, require_str
-from ..storage.interfaces_aux import Device
+from ..storage.protocols.accounts import Device
 from .access import AdminAccess, note
 
 PREFIX = "/_synapse/admin/v2/users/{user_id}"

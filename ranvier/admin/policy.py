@@ -24,7 +24,8 @@ from aiohttp.typedefs import Middleware
 
 from ..client_api.errors import MatrixError
 from ..client_api.http_util import access_token_from
-from ..storage.interfaces_aux import AliasStorage, DeviceStorage
+from ..storage.protocols.accounts import DeviceStorage
+from ..storage.protocols.directory import AliasStorage
 from ..storage.sql.admin import AdminStore, RateLimitOverride
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -32,7 +32,7 @@ from ..client_api.account import new_access_token, new_device_id
 from ..client_api.errors import MatrixError, invalid_param, not_found
 from ..client_api.http_util import optional_str, query_int, read_json_body
 from ..protocol.identifiers import is_valid_localpart
-from ..storage.interfaces_aux import UserExists
+from ..storage.protocols.accounts import UserExists
 from ..storage.sql.admin import USER_ORDERS, AdminStore, RateLimitOverride
 from ..storage.sql.users import UserRecord
 from .access import AdminAccess, note, query_bool, query_dir

@@ -19,7 +19,7 @@ from aiohttp import web
 from ..clock import now_ms
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import MAX_ID_BYTES, is_valid_localpart, parse_user_id, server_of
-from ..storage.interfaces_aux import Device, UserExists
+from ..storage.protocols.accounts import Device, UserExists
 from .auth import Authenticator, Requester, UserAndDeviceStorage, UserInteractiveAuth
 from .errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from .http_util import optional_str, read_json_body, require_str

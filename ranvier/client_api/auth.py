@@ -16,7 +16,7 @@ from aiohttp import web
 from ..appservice.registration import AppService, AppServices
 from ..clock import now_ms
 from ..logs.context import AUTHENTICATED_APPSERVICE, AUTHENTICATED_USER
-from ..storage.interfaces_aux import DeviceStorage, UserStorage
+from ..storage.protocols.accounts import DeviceStorage, UserStorage
 from .errors import MatrixError, missing_token, unknown_token
 from .http_util import access_token_from
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..clock import now_ms
-from ..storage.interfaces_aux import DeviceStorage, UserStorage
+from ..storage.protocols.accounts import DeviceStorage, UserStorage
 from .errors import MatrixError
 
 # Live m.login.token tokens kept at once (they live two minutes by default); the oldest go first beyond.

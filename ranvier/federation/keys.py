@@ -22,13 +22,14 @@ import logging
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from ranvier.protocol.errors import ProtocolError, SignatureError
 from ranvier.protocol.events import VerifyKeyInfo
 from ranvier.protocol.signing import SigningKey, decode_verify_key, sign_json, verify_json_signature
 
 from ..clock import now_ms
+from ..storage.sql.server_keys import StoredKeyResponse
 from .client import DestinationUnreachable, FederationClient, FederationError
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,6 @@ RETRY_MIN_MS = 1000
 ON_DEMAND_MIN_INTERVAL_MS = 1000
 DEFAULT_FETCH_TIMEOUT = 5.0
 DEFAULT_RETRY_MAX = 30.0
-
-
-class StoredKeyResponse(NamedTuple):
-    keys_json: dict[str, Any]  # the server's signed /key/v2/server response, as received
-    valid_until_ts: int  # when we must refetch: min(response's valid_until_ts, fetch time + 7 days)
 
 
 class KeyStore(Protocol):

@@ -15,18 +15,15 @@ from ranvier.client_api.auth import Authenticator
 from ranvier.client_api.errors import matrix_error_middleware
 from ranvier.client_api.registration_tokens import VALIDITY_PATH, RegistrationTokenValidity
 from ranvier.clock import now_ms
-from ranvier.storage.aux import attach_aux
-from ranvier.storage.sql import RoomStorage
 from ranvier.storage.sql.admin import AdminStore
 from ranvier.storage.sql.engine import Database
+from ranvier.storage.sql.storage import SqlStorage
 from tests.storage.conftest import db, db_spec, raw_db  # noqa: F401
 
 
 @pytest.fixture
 async def storage(db: Database) -> Any:  # noqa: F811
-    opened = await RoomStorage.open(db)
-    attach_aux(opened)
-    return opened
+    return await SqlStorage.open(db)
 
 
 async def test_account_tokens_and_flags(storage: Any) -> None:

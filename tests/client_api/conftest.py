@@ -13,9 +13,8 @@ from ranvier.client_api.account import AccountHandlers
 from ranvier.client_api.auth import Authenticator
 from ranvier.client_api.errors import matrix_error_middleware
 from ranvier.client_api.versions import VersionsHandlers
-from ranvier.storage.aux import attach_aux
-from ranvier.storage.sql import RoomStorage
 from ranvier.storage.sql.engine import Database
+from ranvier.storage.sql.storage import SqlStorage
 
 # The storage suite's database fixtures (db_spec -> raw_db -> db), parametrized over both engines.
 from tests.storage.conftest import db, db_spec, raw_db  # noqa: F401
@@ -35,8 +34,7 @@ class AccountApp:
 
 async def _start(database: Database, *, registration_enabled: bool, shared_secret: str | None) -> AccountApp:
     # The real storage object the server builds: the room/event stores plus the auxiliary ones.
-    storage = await RoomStorage.open(database)
-    attach_aux(storage)
+    storage = await SqlStorage.open(database)
     profile_changes: list[str] = []
 
     async def on_profile_changed(user_id: str) -> None:

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import asyncio
 
-from ranvier.storage.aux import attach_aux
-from ranvier.storage.sql import RoomStorage
 from ranvier.storage.sql.e2ee_keys import OneTimeKey
 from ranvier.storage.sql.e2ee_streams import RemoteDevice, ToDeviceMessage
 from ranvier.storage.sql.engine import Database
+from ranvier.storage.sql.storage import SqlStorage
 
 
-async def _storage(db: Database) -> RoomStorage:
-    storage = await RoomStorage.open(db)
-    attach_aux(storage)
-    return storage
+async def _storage(db: Database) -> SqlStorage:
+    return await SqlStorage.open(db)
 
 
 async def test_claims_hand_out_each_key_once(db: Database) -> None:
     s = await _storage(db)
-    keys = s.e2e_keys  # type: ignore[attr-defined]
+    keys = s.e2e_keys
     await keys.add_one_time_keys(
         "@a:x", "D", [OneTimeKey("signed_curve25519", f"k{i:02d}", {"key": str(i)}) for i in range(20)]
     )
@@ -50,7 +47,7 @@ async def test_claims_hand_out_each_key_once(db: Database) -> None:
 
 async def test_inbox_dedup_and_acknowledgement(db: Database) -> None:
     s = await _storage(db)
-    inbox = s.to_device  # type: ignore[attr-defined]
+    inbox = s.to_device
     msg = ToDeviceMessage("@b:x", "B", {"type": "m.t", "sender": "@a:y", "content": {"n": 1}})
     assert await inbox.receive_remote("y", "m1", [msg])
     assert not await inbox.receive_remote("y", "m1", [msg])  # the same message id again
@@ -58,7 +55,7 @@ async def test_inbox_dedup_and_acknowledgement(db: Database) -> None:
     remote = [("y", {"sender": "@b:x", "type": "m.t", "message_id": "q", "messages": {"@c:y": {"C": {}}}})]
     assert await inbox.send("@a:x", "A", "t1", [msg], remote)
     assert not await inbox.send("@a:x", "A", "t1", [msg], remote)
-    assert await s.outbox.pending_count("y") == 1  # type: ignore[attr-defined]
+    assert await s.outbox.pending_count("y") == 1
     upto = await inbox.max_position()
     rows = await inbox.inbox("@b:x", "B", 0, upto, 100)
     assert len(rows) == 3
@@ -68,7 +65,7 @@ async def test_inbox_dedup_and_acknowledgement(db: Database) -> None:
 
 async def test_remote_device_lists(db: Database) -> None:
     s = await _storage(db)
-    lists = s.device_lists  # type: ignore[attr-defined]
+    lists = s.device_lists
     before = await lists.max_position()
     assert await lists.get_remote_list("@r:y") is None
     await lists.replace_remote_list(
@@ -98,9 +95,9 @@ async def test_remote_device_lists(db: Database) -> None:
 
 async def test_keys_signatures_and_device_deletion(db: Database) -> None:
     s = await _storage(db)
-    keys, lists = s.e2e_keys, s.device_lists  # type: ignore[attr-defined]
-    await s.devices.create_device("@a:x", "D1", "phone")  # type: ignore[attr-defined]
-    await s.devices.create_device("@a:x", "D2")  # type: ignore[attr-defined]
+    keys, lists = s.e2e_keys, s.device_lists
+    await s.devices.create_device("@a:x", "D1", "phone")
+    await s.devices.create_device("@a:x", "D2")
     before = await lists.max_position()
     assert await keys.set_device_keys("@a:x", "D1", {"k": 1})
     assert not await keys.set_device_keys("@a:x", "D1", {"k": 1})  # unchanged: no new change
@@ -119,12 +116,12 @@ async def test_keys_signatures_and_device_deletion(db: Database) -> None:
         ("@b:y", "ed25519:U", "s2")
     ]
     # Deleting D2 takes its keys, one-time keys, signatures and inbox with it.
-    await s.to_device.receive_remote("y", "m", [ToDeviceMessage("@a:x", "D2", {"type": "t"})])  # type: ignore[attr-defined]
-    assert await s.devices.delete_device("@a:x", "D2")  # type: ignore[attr-defined]
+    await s.to_device.receive_remote("y", "m", [ToDeviceMessage("@a:x", "D2", {"type": "t"})])
+    assert await s.devices.delete_device("@a:x", "D2")
     assert await keys.get_device_keys("@a:x", "D2") is None
     assert await keys.count_one_time_keys("@a:x", "D2") == {}
     assert ("@a:x", "D2") not in await keys.get_signatures(["@a:x"])
-    assert await s.to_device.inbox("@a:x", "D2", 0, 1 << 62, 10) == []  # type: ignore[attr-defined]
+    assert await s.to_device.inbox("@a:x", "D2", 0, 1 << 62, 10) == []
     assert await keys.get_device_keys("@a:x", "D1") == {"k": 1}
     # A new master key drops the owner's own signatures of the old one.
     await keys.add_signatures([("@a:x", "M", "@a:x", "ed25519:D1", "own")])

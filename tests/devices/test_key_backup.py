@@ -8,10 +8,9 @@ from typing import Any
 import aiohttp
 
 from ranvier.app import Homeserver
-from ranvier.storage.aux import attach_aux
-from ranvier.storage.sql import RoomStorage
 from ranvier.storage.sql.e2ee_backup import RoomKey
 from ranvier.storage.sql.engine import Database
+from ranvier.storage.sql.storage import SqlStorage
 from tests.scenarios.servers import Client
 
 ALG = "m.megolm_backup.v1.curve25519-aes-sha2"
@@ -127,9 +126,8 @@ async def test_key_backup_versions_and_keys(hs: Homeserver, session: aiohttp.Cli
 
 
 async def test_backup_store(db: Database) -> None:
-    storage = await RoomStorage.open(db)
-    attach_aux(storage)
-    store = storage.key_backup  # type: ignore[attr-defined]
+    storage = await SqlStorage.open(db)
+    store = storage.key_backup
     version = await store.create_version("@a:x", ALG, {"k": 1})
     etag, count = await store.put_keys("@a:x", version, [RoomKey("!r:x", "s", 3, 1, False, {"c": 1})])
     assert count == 1

@@ -22,5 +22,5 @@ async def servers() -> AsyncIterator[list[Homeserver]]:
     started: list[Homeserver] = []
     yield started
     for hs in started:
-        if hs.storage is not None:
+        if hs.running:
             await hs.stop()

@@ -17,11 +17,10 @@ from .engine import Database, chunks, in_list
 
 
 class StoredKeyResponse(NamedTuple):
-    """Field for field the ``StoredKeyResponse`` of ranvier.federation.keys (storage does not import the
-    federation layer)."""
+    """A server's key response as stored (ranvier.federation.keys uses this type too)."""
 
-    keys_json: dict[str, Any]
-    valid_until_ts: int
+    keys_json: dict[str, Any]  # the server's signed /key/v2/server response, as received
+    valid_until_ts: int  # when we must refetch: min(response's valid_until_ts, fetch time + 7 days)
 
 
 def _listed_keys(keys_json: dict[str, Any]) -> list[tuple[str, str, int | None]]:

@@ -1,0 +1,49 @@
+"""Push: the actions push rules chose for each event and user (unread counts and notifications), and the
+pushers that deliver them to push gateways."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from ..sql.engine import Txn
+from ..sql.push_counts import Notification, PushActionRow, RoomCounts
+from ..sql.pushers import Pusher
+
+__all__ = ["Notification", "PushActionRow", "PushActionStorage", "Pusher", "PusherStorage", "RoomCounts"]
+
+
+class PushActionStorage(Protocol):
+    # The ``*_txn`` reads and writes run inside the persist transaction (the push rules' hook).
+    async def insert_txn(self, txn: Txn, rows: Iterable[PushActionRow]) -> None: ...
+    async def joined_users_txn(self, txn: Txn, room_id: str) -> list[tuple[str, str]]: ...
+    async def global_account_data_txn(
+        self, txn: Txn, user_ids: Collection[str], data_type: str
+    ) -> dict[str, str]: ...
+    async def state_event_txn(
+        self, txn: Txn, room_id: str, event_type: str, state_key: str
+    ) -> str | None: ...
+    async def unread_counts(self, user_id: str, room_ids: Collection[str]) -> dict[str, RoomCounts]: ...
+    async def notifications(
+        self, user_id: str, before: int | None, limit: int, only_highlight: bool
+    ) -> list[Notification]: ...
+    async def pending_for_pusher(self, user_id: str, after: int, limit: int) -> list[Notification]: ...
+
+
+class PusherStorage(Protocol):
+    async def set_pusher(self, pusher: Pusher, append: bool) -> None: ...
+    async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool: ...
+    async def pushers_for_user(self, user_id: str) -> list[Pusher]: ...
+    async def all_pushers(self) -> list[Pusher]: ...
+    async def advance(self, user_id: str, app_id: str, pushkey: str, position: int) -> None: ...
+
+
+if TYPE_CHECKING:
+    from ..sql.engine import Database
+    from ..sql.push_counts import PushActionStore
+    from ..sql.pushers import PusherStore
+
+    def _sql_classes_satisfy_the_protocols(db: Database) -> None:
+        # Never called: mypy checks these assignments.
+        _a: PushActionStorage = PushActionStore(db)
+        _b: PusherStorage = PusherStore(db)
