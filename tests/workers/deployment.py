@@ -31,6 +31,7 @@ import aiohttp
 import asyncpg
 import yaml
 from aiohttp import web
+from yarl import URL
 
 from ranvier.workers.layout import Layout, WorkerRole, plan_layout
 from ranvier.workers.routing import HttpRole, Listener, instance_role, role_for
@@ -129,7 +130,8 @@ class RoutingProxy:
         try:
             async with self._session.request(
                 request.method,
-                f"{scheme}://{address}{request.raw_path}",
+                # encoded=True: the path goes on byte for byte (X-Matrix signatures cover the request URI).
+                URL(f"{scheme}://{address}{request.raw_path}", encoded=True),
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
@@ -179,11 +181,15 @@ class Deployment:
         workdir: Path,
         counts: Mapping[WorkerRole, int] = ISSUE_LAYOUT,
         extra_config: Mapping[str, Any] | None = None,
+        *,
+        single_process: bool = False,
     ) -> Deployment:
+        """``single_process``: no ``workers:`` and no Redis, one process behind the same proxy (the baseline
+        the benchmark compares with)."""
         workdir.mkdir(parents=True, exist_ok=True)
         public_client, public_federation = free_port(), free_port()
         layout = plan_layout(
-            dict(counts),
+            {} if single_process else dict(counts),
             server_name=f"127.0.0.1:{public_federation}",
             next_port=free_port,
             public_client_port=public_client,
@@ -191,7 +197,10 @@ class Deployment:
         )
         database_url = await create_database()
         config_path = workdir / "homeserver.yaml"
-        config_path.write_text(yaml.safe_dump(_config(workdir, layout, database_url, extra_config or {})))
+        config = _config(workdir, layout, database_url, extra_config or {})
+        if single_process:
+            del config["workers"], config["redis"]
+        config_path.write_text(yaml.safe_dump(config))
         deployment = cls(workdir, layout, database_url, config_path)
         try:
             # Main first: it runs the migrations the others then find done.
@@ -243,8 +252,11 @@ class Deployment:
 
     async def start_instance(self, name: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps its own copy
+        command = [sys.executable, "-m", "ranvier", "run", "-c", str(self.config_path)]
+        if len(self.layout.instances) > 1:
+            command += ["--worker", name]
         process = subprocess.Popen(
-            [sys.executable, "-m", "ranvier", "run", "-c", str(self.config_path), "--worker", name],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
