@@ -145,6 +145,10 @@ from .storage.protocols.composite import Storage
 from .storage.sql.appservice import AppServiceStore
 from .storage.sql.media import MediaStore
 from .storage.sql.presence import PresenceStore
+from .workers.config import MAIN
+from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
+from .workers.roles import config_for_instance, plan_for
+from .workers.runtime import ReplicatedNotifier, ReplicatedTyping, WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +171,17 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
 
 
 class Homeserver:
-    def __init__(self, config: HomeserverConfig) -> None:
+    def __init__(self, config: HomeserverConfig, worker: str = MAIN) -> None:
         # Every log record carries the request id (``%(request)s``); statement traces are kept out.
         install_record_factory()
+        # The role of this process (ranvier.workers): what it listens on and which subsystems it runs.
+        self.plan = plan_for(config.workers, worker)
+        config = config_for_instance(config, self.plan)
+        self.worker_runtime: WorkerRuntime | None = None
+        self.replication_client: ReplicationClient | None = None
+        if self.plan.multi_process and config.workers is not None and config.redis is not None:
+            self.worker_runtime = WorkerRuntime(self.plan, config.redis.url, config.redis.channel_prefix)
+            self.replication_client = ReplicationClient(config.workers)
         self.config = config
         self.server_name = config.server_name
         self._runners: list[web.AppRunner] = []
@@ -202,6 +214,9 @@ class Homeserver:
             cached_events=caches.events,
             cached_state_entries=caches.state_entries,
         )
+        if self.worker_runtime is not None:
+            # Before anything reads positions: the event stream is shared with the other writers.
+            await self.worker_runtime.attach_storage(storage)
         self.metrics = Metrics()
         self.metrics.registry.register(GuardCollector(self.guards))
 
@@ -260,7 +275,7 @@ class Homeserver:
         # CS "Account suspension": what a suspended account may not do (locking needs no policy).
         self.authenticator.suspension = SuspensionPolicy(storage)
         # Wakes long-polling /sync on account data, receipts and typing (events have their own wake-up).
-        self.sync_notifier = SyncNotifier()
+        self.sync_notifier = SyncNotifier() if self.worker_runtime is None else ReplicatedNotifier()
         self._wire_federation()
         self._wire_presence()
         # Typing, receipts and presence for appservices with receive_ephemeral, on the same wake-up as /sync.
@@ -293,20 +308,30 @@ class Homeserver:
         self.loop_lag = wire_metrics(self)
         # Request ids and traces followed into the sender and /sync; spans for persist, PDUs, state res.
         self.event_origins = wire_tracing(self)
-        await self._start_client_listener()
-        await self.appservice_pusher.start()
-        await self.push_delivery.start()
-        await self.push_housekeeping.start()
-        await self.appservice_ephemeral.start()
-        await self.presence.start()
+        plan = self.plan
+        if self.worker_runtime is not None:
+            self._wire_workers()
+        if plan.client_listener:
+            await self._start_client_listener()
+        if plan.replication_listener:
+            await self._start_replication_listener()
+        if plan.background:
+            await self.appservice_pusher.start()
+            await self.push_delivery.start()
+            await self.push_housekeeping.start()
+            await self.appservice_ephemeral.start()
+            await self.presence.start()
         if config.federation.enabled:
-            await self._start_federation_listener()
-            await self.federation_sender.start()
-            await self.device_lists.resend_unsent()
-            if self.gap_filler is not None:
-                await self.gap_filler.start()
-            self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
-            await self.remote_membership.process_all_queued()
+            if plan.federation_listener:
+                await self._start_federation_listener()
+            if plan.federation_sender:
+                await self.federation_sender.start()
+            if plan.background:
+                await self.device_lists.resend_unsent()
+                if self.gap_filler is not None:
+                    await self.gap_filler.start()
+                self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
+                await self.remote_membership.process_all_queued()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
         logger.info("Ranvier %s started: %s", self.server_name, self.ports)
@@ -325,7 +350,8 @@ class Homeserver:
         self.incoming_pdus = IncomingPdus(
             self.storage, self.state, self.persister, self.keyring, self.federation_client, self.server_name
         )
-        self.typing = TypingStream(on_change=self.sync_notifier.notify)
+        typing_stream = TypingStream if self.worker_runtime is None else ReplicatedTyping
+        self.typing = typing_stream(on_change=self.sync_notifier.notify)
         incoming_edus = IncomingEdus(
             self.storage,
             self.typing,
@@ -561,7 +587,30 @@ class Homeserver:
         self.storage.devices.renamed_listeners.append(self.device_lists.on_local_change)
         self.persister.add_listener(self.device_lists.on_persisted)
 
-    def _client_app(self) -> web.Application:
+    def _wire_workers(self) -> None:
+        """Several processes (ranvier.workers): the bus feeds this process's parts; room writes and
+        inbound PDUs go to the room's persister."""
+        assert self.worker_runtime is not None and self.replication_client is not None
+        self.worker_runtime.wire(self)
+        router = PduRouter(self.plan, self.replication_client, self.incoming_pdus.receive_pdus)
+        self.inbound_transactions.route_pdus = router.receive_pdus
+
+    async def _start_replication_listener(self) -> None:
+        """Loopback only: the client API for writes forwarded by the other processes (their rate limits
+        were applied there), the PDUs an inbound worker hands over, and /health."""
+        inst = self.plan.instance
+        workers = self.config.workers
+        assert inst is not None and inst.replication is not None and workers is not None
+        if self.plan.persists_events:
+            app = self._client_app(internal=True)
+        else:
+            self._guard("replication", self.config.request_limits.max_federation_send_body_bytes)
+            app = web.Application(client_max_size=self.config.request_limits.max_federation_send_body_bytes)
+        add_internal_routes(app, workers.secret, self.plan.name, self.incoming_pdus.receive_pdus)
+        app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
+        await self._start_site("replication", app, inst.replication.bind, inst.replication.port, None)
+
+    def _client_app(self, internal: bool = False) -> web.Application:
         config = self.config
         max_body = config.request_limits.max_client_body_bytes
         max_upload = config.media.max_upload_size
@@ -570,7 +619,9 @@ class Homeserver:
             # Media uploads go up to max_upload_size (streamed to disk by their handler); the rest is JSON.
             return max_upload if is_upload(request) else max_body
 
-        guard = self._guard("client", max(max_body, max_upload), body_limit, streamed=is_upload)
+        guard = self._guard(
+            "replication" if internal else "client", max(max_body, max_upload), body_limit, streamed=is_upload
+        )
         app = web.Application(
             middlewares=[
                 # Outermost: the request id and database time cover everything, and it writes the answer.
@@ -580,14 +631,28 @@ class Homeserver:
                 cors_middleware,  # so that error responses carry the headers too
                 metrics_middleware(self.metrics, "client"),
                 matrix_error_middleware,
-                rate_limit_middleware(
-                    config.rate_limits,
-                    unlimited_tokens={s.as_token for s in self.appservices.all if not s.rate_limited},
-                    appservice_tokens={s.as_token for s in self.appservices.all if s.rate_limited},
-                    override_for=self.admin_api.policy.override_for,
+                *(
+                    []
+                    if internal  # forwarded by another of our processes, which applied the limits
+                    else [
+                        rate_limit_middleware(
+                            config.rate_limits,
+                            unlimited_tokens={s.as_token for s in self.appservices.all if not s.rate_limited},
+                            appservice_tokens={s.as_token for s in self.appservices.all if s.rate_limited},
+                            override_for=self.admin_api.policy.override_for,
+                        )
+                    ]
+                ),
+                # Room writes of rooms another process persists are handed to it (ranvier.workers).
+                *(
+                    [forwarding_middleware(self.plan, self.replication_client)]
+                    if self.replication_client is not None and not internal
+                    else []
                 ),
                 # Shadow bans and blocked rooms (ranvier.admin.policy).
                 self.admin_api.policy.middleware(),
+                # Admin decisions taken here are re-read by the other processes (ranvier.workers).
+                *([] if self.worker_runtime is None else [self.worker_runtime.admin_change_middleware()]),
                 body_limits_middleware(guard),
             ],
             client_max_size=max_body,
@@ -852,6 +917,10 @@ class Homeserver:
         loop_lag: LoopLagMonitor | None = getattr(self, "loop_lag", None)
         if loop_lag is not None:
             await loop_lag.stop()
+        if self.worker_runtime is not None:
+            await self.worker_runtime.stop()
+        if self.replication_client is not None:
+            await self.replication_client.close()
         # Stop accepting and let in-flight requests finish (runner.cleanup waits for them), then close
         # storage: every acknowledged write was committed before its response, so nothing is flushed here.
         for runner in reversed(self._runners):
@@ -899,8 +968,8 @@ class Homeserver:
             await asyncio.to_thread(tracing.shutdown)
 
 
-async def run_homeserver(config: HomeserverConfig) -> None:
-    hs = Homeserver(config)
+async def run_homeserver(config: HomeserverConfig, worker: str = MAIN) -> None:
+    hs = Homeserver(config, worker)
     # The handlers go in before start(): the client listener answers before start() has returned, so a
     # supervisor (or a test) may already signal us, and SIGHUP's default action would end the process.
     stop = asyncio.Event()

@@ -77,7 +77,7 @@ def _setup_logging(config: HomeserverConfig) -> bool:
     return True
 
 
-def _run(config: HomeserverConfig) -> int:
+def _run(config: HomeserverConfig, worker: str = "main") -> int:
     if not _setup_logging(config):
         return 2
     try:
@@ -88,7 +88,7 @@ def _run(config: HomeserverConfig) -> int:
     from .app import run_homeserver
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_homeserver(config))
+        asyncio.run(run_homeserver(config, worker))
     return 0
 
 
@@ -96,7 +96,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    return _run(config)
+    worker = args.worker or "main"
+    if worker != "main" and (config.workers is None or worker not in config.workers.instances):
+        print(f"--worker {worker}: not an instance of workers.instances in {args.config}", file=sys.stderr)
+        return 2
+    return _run(config, worker)
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="start the homeserver")
     run.add_argument("-c", "--config", required=True)
+    run.add_argument("--worker", help="the instance of workers.instances to run (default: main)")
     run.set_defaults(func=_cmd_run)
 
     quick = sub.add_parser("quickstart", help="create a local config in DATA_DIR if needed, then run")

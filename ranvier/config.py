@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .protocol.identifiers import is_valid_server_name
 from .protocol.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+from .workers.config import Redis, Workers, check_workers
 
 
 class ConfigError(Exception):
@@ -363,6 +364,10 @@ class HomeserverConfig(_Strict):
     admin_api: AdminApi = AdminApi()
     # Off (no notices can be sent) unless configured, as in Synapse.
     server_notices: ServerNotices | None = None
+    # Several processes on one PostgreSQL (ranvier.workers): the roles, and Redis for replication between
+    # them. Absent: one process, as always.
+    workers: Workers | None = None
+    redis: Redis | None = None
 
     @field_validator("server_name")
     @classmethod
@@ -383,6 +388,9 @@ def parse_config(data: Any) -> HomeserverConfig:
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             lines.append(f"{key}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    problems = check_workers(config.workers, config.redis, config.database.url)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     _apply_registration_secret(config)
     return config
 

@@ -169,6 +169,10 @@ class FederationSender:
         # Where queued events came from (set by the app): each transaction runs as the request that
         # created its first event, so its log lines carry that request id and its span joins that trace.
         self.origins: EventOrigins | None = None
+        # Several processes (ranvier.workers): the destinations this one sends to; the wake-up of another
+        # is handed to ``remote_wake`` (its owner's process). None: every destination is ours.
+        self.shard: Callable[[str], bool] | None = None
+        self.remote_wake: Callable[[str], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -297,7 +301,13 @@ class FederationSender:
     def wake(self, destination: str) -> None:
         """Something was queued for ``destination``: make sure its worker runs. A destination in back-off
         is not hurried (see ``mark_reachable``)."""
-        if destination == self.server_name or not self._running:
+        if destination == self.server_name:
+            return
+        if self.shard is not None and not self.shard(destination):
+            if self.remote_wake is not None:
+                self.remote_wake(destination)
+            return
+        if not self._running:
             return
         state = self._destinations.setdefault(destination, _Destination())
         state.wakeup.set()

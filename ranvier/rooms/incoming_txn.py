@@ -7,7 +7,7 @@ again. The response is stored, and returned, only after every accepted PDU is co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..protocol.errors import ProtocolError
@@ -33,6 +33,8 @@ class InboundTransactions:
         self.origin_seen: Callable[[str], None] | None = None
         # Told of each transaction's per-PDU results (the metrics count them by outcome and reason).
         self.on_results: Callable[[dict[str, dict[str, str]]], None] | None = None
+        # Several processes (ranvier.workers): PDUs handed to the process that persists their room.
+        self.route_pdus: Callable[[str, list[Any]], Awaitable[dict[str, dict[str, str]]]] | None = None
 
     async def on_send(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
         if self.origin_seen is not None:
@@ -51,7 +53,8 @@ class InboundTransactions:
                 stored = await self._storage.inbound_txns.get_response(origin, txn_id)
                 if stored is not None:
                     return stored  # type: ignore[no-any-return]
-                results = await self.pdus.receive_pdus(origin, pdus)
+                receive = self.pdus.receive_pdus if self.route_pdus is None else self.route_pdus
+                results = await receive(origin, pdus)
                 if self.on_results is not None:
                     self.on_results(results)
                 await self.edus.receive_edus(origin, edus)

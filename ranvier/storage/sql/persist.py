@@ -9,9 +9,11 @@ extremity bookkeeping free of races between batches of the same room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ranvier.protocol.events import Pdu
 from ranvier.protocol.identifiers import server_of
@@ -69,6 +71,17 @@ def _validate(room_id: str, batch: Sequence[EventToPersist]) -> None:
             raise ValueError(f"{item.pdu.event_id}: state_before_is_after_prev needs exactly one prev event")
 
 
+class StreamAllocator(Protocol):
+    """Positions for a batch when several processes write the event stream (ranvier.workers.positions)."""
+
+    async def allocate(self, txn: Txn, forward: int, backward: int) -> tuple[list[int], list[int]]: ...
+
+    def settle(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    def touched(self, room_id: str, event_ids: list[str]) -> None:
+        """Events of the batch whose cached form other processes must forget (new, de-outliered, redacted)."""
+
+
 class EventPersister:
     def __init__(
         self,
@@ -84,6 +97,24 @@ class EventPersister:
         self._event_cache = event_cache
         self._current = current_cache
         self._lock = asyncio.Lock()
+        # Several processes writing one database (ranvier.workers): positions from the database's
+        # sequences instead of the in-memory counters. None: this process is the only writer.
+        self.allocator: StreamAllocator | None = None
+
+    def share_stream(self, positions: StreamPositions, allocator: StreamAllocator) -> None:
+        """Several processes write this database (ranvier.workers): positions from ``allocator``."""
+        self._positions, self.allocator = positions, allocator
+
+    def forget(self, room_id: str | None, event_ids: list[str]) -> None:
+        """Another process persisted into ``room_id``: drop what our caches hold of it (None: of every
+        room, after news from the other processes may have been lost)."""
+        if room_id is None:
+            self._current.clear()
+            self._event_cache.clear()
+            return
+        self._current.invalidate(room_id)
+        for event_id in event_ids:
+            self._event_cache.invalidate(event_id)
 
     async def persist_events(
         self,
@@ -96,7 +127,8 @@ class EventPersister:
         async with self._lock:
             # Counters advance only on success; a failed transaction leaves harmless gaps at most.
             next_max, next_min = self._positions.max_committed, self._positions.min_committed
-            async with self._db.transaction() as txn:
+            settle = self.allocator.settle() if self.allocator is not None else contextlib.nullcontext()
+            async with settle, self._db.transaction() as txn:
                 if await txn.fetchval("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)) is None:
                     raise UnknownRoom(room_id)
                 existing = await _existing(txn, [i.pdu.event_id for i in batch])
@@ -108,7 +140,16 @@ class EventPersister:
                     held = existing.get(eid)
                     if held is None or (held[1] and not item.outlier):
                         pending[eid] = _Pending(item, deoutlier=held is not None)
-                for p in pending.values():
+                if self.allocator is not None:
+                    backfilled = [p for p in pending.values() if p.item.backfilled]
+                    live_ones = [p for p in pending.values() if not p.item.backfilled]
+                    fwd, back = await self.allocator.allocate(txn, len(live_ones), len(backfilled))
+                    for p, pos in zip(live_ones, fwd, strict=True):
+                        p.stream = pos
+                    # Backfill goes down from the oldest: the batch's first gets the highest position.
+                    for p, pos in zip(backfilled, sorted(back, reverse=True), strict=True):
+                        p.stream = pos
+                for p in pending.values() if self.allocator is None else ():
                     if p.item.backfilled:
                         next_min -= 1
                         p.stream = next_min
@@ -124,6 +165,8 @@ class EventPersister:
                 await _update_forward_extremities(txn, room_id, list(pending.values()))
                 await _update_backward_extremities(txn, room_id, list(pending.values()))
                 redacted = await _apply_redactions(txn, list(pending.values()))
+                if self.allocator is not None:
+                    self.allocator.touched(room_id, [*pending, *redacted])
                 new_current = None
                 if new_current_state is not None:
                     pdus: dict[str, Pdu] = {i.pdu.event_id: i.pdu for i in batch}

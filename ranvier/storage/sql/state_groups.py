@@ -44,15 +44,23 @@ class StateGroups:
         self.entries: LruCache[int, Delta] = LruCache(max(max_cached_entries // 4, 1), lambda d: len(d) + 1)
         self.meta: LruCache[int, tuple[int | None, int]] = LruCache(max(max_cached_entries // 5, 1))
         self._next_id = 1
+        self._stride = 1
         # Entries read from the database since start, for the benchmark's "rows read".
         self.rows_read = 0
 
     async def load_next_id(self, txn: Txn) -> None:
         self._next_id = int(await txn.fetchval("SELECT COALESCE(MAX(group_id), 0) FROM state_groups")) + 1
 
+    def stripe(self, index: int, count: int) -> None:
+        """Several processes write state groups (ranvier.workers): this one takes only the ids equal to
+        ``index`` modulo ``count``, above every id stored when it started, so no two processes ever pick the
+        same id (every process must use the same ``count``: restart them all when it changes)."""
+        self._stride = count
+        self._next_id += (index - self._next_id) % count
+
     def allocate_id(self) -> int:
         gid = self._next_id
-        self._next_id += 1
+        self._next_id += self._stride
         return gid
 
     async def chain(self, txn: Reader, group: int) -> list[tuple[int, int]]:

@@ -59,6 +59,10 @@ class SqlStreamStore:
         self._events = events
         self._positions = positions
 
+    def use_positions(self, positions: StreamPositions) -> None:
+        """Several processes write the event stream (ranvier.workers): read its frontier from these."""
+        self._positions = positions
+
     def current_position(self) -> int:
         return self._positions.max_committed
 

@@ -1,0 +1,201 @@
+"""Internal HTTP between Ranvier processes: writes handed to the process that persists the room.
+
+Every room's events are persisted by one process (``RolePlan.persister_of``). A client write that reaches
+another process (``PUT /rooms/{room}/send``, state, redactions, membership) is passed on unchanged to the
+owner's replication listener, which serves the client API there (without rate limits: the first process
+applied them) and answers after the commit, so an acknowledged event is durable. Inbound federation PDUs
+are grouped by room and handed to each room's owner over ``/_ranvier/replication/v1/pdus``, which runs
+the usual intake and returns the per-PDU results.
+
+The replication listener binds loopback only. Its internal routes require ``workers.secret``; the client
+API routes on it authenticate users with their access tokens, as on any client listener.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .config import Workers
+from .roles import RolePlan
+
+logger = logging.getLogger(__name__)
+
+PDUS_PATH = "/_ranvier/replication/v1/pdus"
+FORWARDED_HEADER = "X-Ranvier-Forwarded"
+# Room writes that create events: the room id is in the path.
+_ROOM_WRITE = re.compile(
+    r"^/_matrix/client/(?:v3|r0)/rooms/(?P<room>![^/]+)/"
+    r"(?:send|state|redact|join|leave|invite|kick|ban|unban|knock)(?:/|$)"
+)
+_JOIN_BY_ID = re.compile(r"^/_matrix/client/(?:v3|r0)/(?:join|knock)/(?P<room>![^/]+)$")
+# Hop-by-hop and length headers are the proxy's own business, not the request's.
+_NOT_FORWARDED = {
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "accept-encoding",
+}
+
+ReceivePdus = Callable[[str, Sequence[Any]], Awaitable[dict[str, dict[str, str]]]]
+
+
+class PersisterUnavailable(web.HTTPServiceUnavailable):
+    def __init__(self, instance: str) -> None:
+        super().__init__(
+            text=json.dumps(
+                {"errcode": "M_UNKNOWN", "error": f"the room's writer ({instance}) is unavailable"}
+            ),
+            content_type="application/json",
+        )
+
+
+def room_of_write(method: str, path: str) -> str | None:
+    """The room whose events a client request writes, or None for anything else."""
+    if method not in ("PUT", "POST"):
+        return None
+    from urllib.parse import unquote
+
+    match = _ROOM_WRITE.match(path) or _JOIN_BY_ID.match(path)
+    return unquote(match.group("room")) if match else None
+
+
+class ReplicationClient:
+    def __init__(self, workers: Workers, timeout: float = 120.0) -> None:
+        self._workers = workers
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self.forwarded = 0
+
+    def base_url(self, instance: str) -> str:
+        listener = self._workers.instances[instance].replication
+        if listener is None:
+            raise LookupError(f"{instance} has no replication listener")
+        host = f"[{listener.bind}]" if ":" in listener.bind else listener.bind
+        return f"http://{host}:{listener.port}"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def forward_request(self, instance: str, request: web.Request) -> web.Response:
+        """Pass a client request on to ``instance`` as it came, and its answer back as it went."""
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        headers[FORWARDED_HEADER] = "1"
+        if request.remote:
+            headers.setdefault("X-Forwarded-For", request.remote)
+        try:
+            async with self._client().request(
+                request.method, self.base_url(instance) + request.path_qs, data=body, headers=headers
+            ) as resp:
+                payload = await resp.read()
+                self.forwarded += 1
+                return web.Response(
+                    status=resp.status, body=payload, content_type=resp.content_type or "application/json"
+                )
+        except (aiohttp.ClientError, TimeoutError) as e:
+            logger.warning("could not forward %s %s to %s: %s", request.method, request.path, instance, e)
+            raise PersisterUnavailable(instance) from None
+
+    async def forward_pdus(self, instance: str, origin: str, pdus: list[Any]) -> dict[str, dict[str, str]]:
+        secret = self._workers.secret
+        try:
+            async with self._client().post(
+                self.base_url(instance) + PDUS_PATH,
+                json={"origin": origin, "pdus": pdus},
+                headers={"Authorization": f"Bearer {secret}"},
+            ) as resp:
+                if resp.status != 200:
+                    raise PersisterUnavailable(instance)
+                answer = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            logger.warning("could not hand %d PDUs from %s to %s: %s", len(pdus), origin, instance, e)
+            raise PersisterUnavailable(instance) from None
+        results = answer.get("pdus") if isinstance(answer, dict) else None
+        if not isinstance(results, dict):
+            raise PersisterUnavailable(instance)
+        self.forwarded += 1
+        return results
+
+
+def forwarding_middleware(plan: RolePlan, client: ReplicationClient) -> Any:
+    """On a process that does not persist every room: hand room writes to the room's persister."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        room_id = room_of_write(request.method, request.path)
+        if room_id is not None and FORWARDED_HEADER not in request.headers:
+            owner = plan.persister_of(room_id)
+            if owner != plan.name:
+                return await client.forward_request(owner, request)
+        return await handler(request)
+
+    return middleware
+
+
+class PduRouter:
+    """Inbound federation PDUs, each room's handed to the process that persists it."""
+
+    def __init__(self, plan: RolePlan, client: ReplicationClient, local: ReceivePdus) -> None:
+        self._plan = plan
+        self._client = client
+        self._local = local
+
+    async def receive_pdus(self, origin: str, raw_pdus: Sequence[Any]) -> dict[str, dict[str, str]]:
+        by_owner: dict[str, list[Any]] = {}
+        for raw in raw_pdus:
+            room_id = raw.get("room_id") if isinstance(raw, dict) else None
+            # A PDU without a usable room id is judged (and refused) here like any other bad PDU.
+            owner = self._plan.persister_of(room_id) if isinstance(room_id, str) else self._plan.name
+            by_owner.setdefault(owner, []).append(raw)
+        results: dict[str, dict[str, str]] = {}
+        for owner, pdus in by_owner.items():
+            if owner == self._plan.name:
+                results.update(await self._local(origin, pdus))
+            else:
+                results.update(await self._client.forward_pdus(owner, origin, pdus))
+        return results
+
+
+def add_internal_routes(app: web.Application, secret: str, name: str, local: ReceivePdus) -> None:
+    """The replication listener's own routes: health, and PDUs handed over by an inbound worker."""
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"instance": name})
+
+    async def pdus(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
+            return web.json_response(
+                {"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
+        origin = body.get("origin") if isinstance(body, dict) else None
+        raw = body.get("pdus") if isinstance(body, dict) else None
+        if not isinstance(origin, str) or not isinstance(raw, list):
+            return web.json_response({"errcode": "M_BAD_JSON", "error": "origin and pdus needed"}, status=400)
+        return web.json_response({"pdus": await local(origin, raw)})
+
+    app.router.add_get("/_ranvier/replication/health", health)
+    app.router.add_post(PDUS_PATH, pdus)

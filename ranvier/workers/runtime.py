@@ -1,0 +1,190 @@
+"""The worker runtime of one process: shares the event stream with the other writers, joins the
+replication bus, and replicates what lives outside the database.
+
+Which streams cross processes, and how:
+
+* events (and with them state, since current state changes only with events): ``MultiWriterPositions``
+  announcements; the receiver forgets the batch's cached events and the room's cached current state, then
+  moves its frontier, which wakes its long-polling ``/sync``;
+* receipts, account data (push rules and tags are account data), to-device, device lists, presence: their
+  rows and positions are in the database already (``aux_stream_positions``, bumped in the writing
+  transaction), so only the wake-up crosses: every local ``SyncNotifier.notify`` is repeated on the bus;
+* typing is in memory: every process keeps a replica; each change is broadcast (room, user, typing,
+  timeout) and applied by every process, which expires it on the same timeout;
+* outbound federation: ``wake`` of a destination another sender owns is sent to it over the bus;
+* push and appservice deliveries run in the background process, woken by every event announcement.
+
+Presence timers run only in the process with the background role; presence itself is in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..client_api.ephemeral import SyncNotifier, TypingStream
+from ..storage.sql.storage import SqlStorage
+from .bus import Bus
+from .positions import Announcement, MultiWriterPositions, heartbeat
+from .roles import RolePlan
+
+logger = logging.getLogger(__name__)
+
+
+class ReplicatedNotifier(SyncNotifier):
+    """``SyncNotifier`` whose local wake-ups are repeated in every other process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bus: Bus | None = None
+
+    def notify(self) -> None:
+        super().notify()
+        if self.bus is not None:
+            self.bus.publish("notify", {})
+
+    def notify_local(self) -> None:
+        super().notify()
+
+
+class ReplicatedTyping(TypingStream):
+    """``TypingStream`` replicated to every process (typing is never stored)."""
+
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        super().__init__(on_change=on_change)
+        self.bus: Bus | None = None
+
+    def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int = 30_000) -> None:
+        super().set_typing(room_id, user_id, typing, timeout_ms)
+        if self.bus is not None:
+            self.bus.publish("typing", {"r": room_id, "u": user_id, "t": typing, "ms": timeout_ms})
+
+    def apply_remote(self, body: dict[str, Any]) -> None:
+        room_id, user_id, typing, timeout_ms = body.get("r"), body.get("u"), body.get("t"), body.get("ms")
+        if (
+            isinstance(room_id, str)
+            and isinstance(user_id, str)
+            and isinstance(typing, bool)
+            and isinstance(timeout_ms, int)
+        ):
+            super().set_typing(room_id, user_id, typing, timeout_ms)
+
+
+class WorkerRuntime:
+    def __init__(self, plan: RolePlan, redis_url: str, channel_prefix: str) -> None:
+        self.plan = plan
+        self.bus = Bus(redis_url, plan.name, channel_prefix)
+        self.positions: MultiWriterPositions | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def attach_storage(self, storage: SqlStorage) -> None:
+        """Before anything reads or writes events: positions from the sequences, striped state group ids,
+        and the bus (started here, so no announcement is missed between loading positions and listening)."""
+        plan = self.plan
+        writers = plan.event_writers()
+        persister = storage.events.persister
+        positions = MultiWriterPositions(plan.name, storage.db, writers)
+        # Subscribed before the positions are read, so nothing committed in between goes unheard; what
+        # arrives before they are read is applied after.
+        early: list[Announcement] = []
+        loaded = False
+
+        def on_events(body: dict[str, Any]) -> None:
+            ann = Announcement.from_json(body)
+            if loaded:
+                positions.on_announcement(ann)
+            else:
+                early.append(ann)
+
+        self.bus.on("events", on_events)
+        await self.bus.start()
+        async with storage.db.snapshot() as txn:
+            await positions.load(txn)
+        loaded = True
+        for ann in early:
+            positions.on_announcement(ann)
+        early.clear()
+        persister.share_stream(positions, positions)
+        storage.stream.use_positions(positions)
+        storage.state_groups.stripe(writers.index(plan.name), len(writers))
+        positions.forget = persister.forget
+        positions.announce = lambda ann: self.bus.publish("events", ann.to_json())
+
+        async def resync() -> None:
+            # Messages were lost while the subscription was down: forget every cached room and event,
+            # re-read the writers' declarations and what was committed past our frontier.
+            persister.forget(None, [])
+            async with storage.db.snapshot() as txn:
+                await positions.reload(txn)
+
+        self.bus.on_resync(resync)
+        self.positions = positions
+        self._heartbeat = asyncio.create_task(heartbeat(positions), name="stream heartbeat")
+
+    def wire(self, hs: Any) -> None:
+        """Connect the bus to the homeserver's parts (after they are built, before they start)."""
+        plan, bus = self.plan, self.bus
+        notifier: ReplicatedNotifier = hs.sync_notifier
+        notifier.bus = bus
+        bus.on("notify", lambda _body: notifier.notify_local())
+        typing: ReplicatedTyping = hs.typing
+        typing.bus = bus
+        bus.on("typing", typing.apply_remote)
+        sender = getattr(hs, "federation_sender", None)
+        if sender is not None:
+            # Only the owner of a destination runs its queue; others hand the wake-up to it.
+            sender.shard = plan.owns_destination if plan.federation_sender else lambda _d: False
+            sender.remote_wake = lambda dest: bus.publish("fed_wake", {"d": dest})
+
+            def fed_wake(body: dict[str, Any]) -> None:
+                dest = body.get("d")
+                if isinstance(dest, str) and plan.federation_sender and plan.owns_destination(dest):
+                    sender.wake(dest)
+
+            bus.on("fed_wake", fed_wake)
+        policy = hs.admin_api.policy
+        reloads: set[asyncio.Task[None]] = set()
+
+        def reload_policy(_body: dict[str, Any]) -> None:
+            task = asyncio.create_task(policy.load(), name="admin policy reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        bus.on("policy", reload_policy)
+        if plan.background:
+
+            def deliveries(_body: dict[str, Any]) -> None:
+                hs.push_delivery.wake()
+                for as_id in list(hs.appservice_pusher.workers):
+                    hs.appservice_pusher.wake(as_id)
+
+            bus.on("events", deliveries)
+
+    def admin_change_middleware(self) -> Any:
+        """After an admin API write here (shadow bans, blocked rooms, overrides), the other processes
+        re-read the admin policy they check requests against."""
+        bus = self.bus
+
+        @web.middleware
+        async def middleware(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            response = await handler(request)
+            if request.method != "GET" and request.path.startswith("/_synapse/admin/"):
+                bus.publish("policy", {})
+            return response
+
+        return middleware
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        await self.bus.stop()

@@ -1,0 +1,175 @@
+"""Several real ``Homeserver`` processes' worth in one test process, on one PostgreSQL database and Redis:
+main, a client reader and two event persisters.
+
+* room writes that reach the reader are persisted by the room's persister (stable hash), and the answer
+  comes after the commit: the event is in the database when the client gets its id;
+* a long-polling ``/sync`` on the reader wakes on a write persisted by another process;
+* with both persisters writing concurrently, every acknowledged event reaches the reader's ``/sync`` and
+  the reader's tokens never skip one (the multi-writer positions);
+* typing set on one process shows in the reader's ``/sync`` (typing is replicated, not stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ranvier.app import Homeserver
+from ranvier.config import parse_config
+from ranvier.workers.roles import pick
+from tests.ports import free_port
+from tests.scenarios.servers import Client, eventually
+
+PERSISTERS = ["persister1", "persister2"]
+
+
+def _config(tmp: Path, pg_url: str, redis_url: str, prefix: str, fed_port: int) -> dict[str, Any]:
+    return {
+        "server_name": f"127.0.0.1:{fed_port}",
+        "data_dir": str(tmp),
+        "signing_key_path": str(tmp / "signing.key"),
+        "database": {"url": pg_url},
+        "redis": {"url": redis_url, "channel_prefix": prefix},
+        "listeners": {
+            "client": {"bind": "127.0.0.1", "port": 0},
+            "federation": {
+                "bind": "127.0.0.1",
+                "port": fed_port,
+                "tls": True,
+                "tls_certificate_path": str(tmp / "tls.crt"),
+                "tls_private_key_path": str(tmp / "tls.key"),
+            },
+        },
+        "registration": {"enabled": True},
+        "federation": {"verify_tls": False, "allow_loopback": True},
+        "rate_limits": {"enabled": False},
+        "workers": {
+            "secret": secrets.token_hex(16),
+            "instances": {
+                "main": {"role": "main", "replication": {"port": free_port()}},
+                "reader1": {"role": "client_reader", "listeners": {"client": {"port": 0}}},
+                **{p: {"role": "event_persister", "replication": {"port": free_port()}} for p in PERSISTERS},
+            },
+            "event_persisters": PERSISTERS,
+        },
+    }
+
+
+@pytest.fixture
+async def deployment(
+    tmp_path: Path, pg_url: str, redis_url: str, channel_prefix: str
+) -> AsyncIterator[dict[str, Homeserver]]:
+    config = parse_config(_config(tmp_path, pg_url, redis_url, channel_prefix, free_port()))
+    started: dict[str, Homeserver] = {}
+    try:
+        # The signing key is created by the first process; the others read the same file.
+        for name in ["main", *PERSISTERS, "reader1"]:
+            hs = Homeserver(config, name)
+            await hs.start()
+            started[name] = hs
+        yield started
+    finally:
+        for hs in reversed(list(started.values())):
+            await hs.stop()
+
+
+def _room_for(persister: str, rooms: list[str]) -> str:
+    return next(r for r in rooms if pick(PERSISTERS, r) == persister)
+
+
+async def test_writes_go_to_the_rooms_persister_and_sync_wakes_across_processes(
+    deployment: dict[str, Homeserver],
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        alice = await Client.register(session, main, "alice")
+        rooms = [await alice.create_room(name=f"room {i}") for i in range(6)]
+        assert {pick(PERSISTERS, r) for r in rooms} == set(PERSISTERS), "rooms on both persisters"
+        at_reader = Client(session, reader, alice.user_id, alice.token)
+        await at_reader.sync()  # the token to wait from
+
+        for persister in PERSISTERS:
+            room_id = _room_for(persister, rooms)
+            before = deployment[persister].replication_client
+            assert before is not None
+            waiting = asyncio.create_task(at_reader.sync(timeout_ms=20_000))
+            await asyncio.sleep(0.2)  # the long-poll is parked
+            sent_at = time.monotonic()
+            event_id = await at_reader.send_text(room_id, f"to {persister}")
+            # Acknowledged means committed, by the persister: the row is there.
+            row = await deployment[persister].storage.db.fetchone(
+                "SELECT room_id FROM events WHERE event_id = ?", (event_id,)
+            )
+            assert row is not None and row[0] == room_id
+            answer = await asyncio.wait_for(waiting, 20)
+            woke_after = time.monotonic() - sent_at
+            timeline = answer["rooms"]["join"][room_id]["timeline"]["events"]
+            assert event_id in [e["event_id"] for e in timeline]
+            # Figures go to bench/, not assertions: printed for the curious.
+            print(f"{persister}: /sync on the reader returned {woke_after * 1000:.1f} ms after the send")
+        assert reader.replication_client is not None and reader.replication_client.forwarded >= 2
+        # Reads on the reader see what the persisters wrote.
+        for persister in PERSISTERS:
+            assert f"to {persister}" in await at_reader.texts(_room_for(persister, rooms))
+
+
+async def test_concurrent_writers_every_acknowledged_event_reaches_sync_in_order(
+    deployment: dict[str, Homeserver],
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        alice = await Client.register(session, main, "alice")
+        rooms = [await alice.create_room(name=f"room {i}") for i in range(6)]
+        room_a, room_b = _room_for("persister1", rooms), _room_for("persister2", rooms)
+        at_reader = Client(session, reader, alice.user_id, alice.token)
+        await at_reader.sync()
+        seen: list[str] = []
+        tokens: list[int] = []
+        acknowledged: list[str] = []
+        done = asyncio.Event()
+
+        async def follow() -> None:
+            while not done.is_set() or not set(acknowledged) <= set(seen):
+                answer = await at_reader.sync(timeout_ms=2_000)
+                tokens.append(int(answer["next_batch"].split("_")[0].lstrip("s")))
+                for room in answer.get("rooms", {}).get("join", {}).values():
+                    seen.extend(e["event_id"] for e in room["timeline"]["events"])
+
+        async def send(room_id: str, n: int) -> None:
+            for i in range(n):
+                acknowledged.append(await at_reader.send_text(room_id, f"m{i}"))
+
+        follower = asyncio.create_task(follow())
+        await asyncio.gather(send(room_a, 15), send(room_b, 15), send(room_a, 10), send(room_b, 10))
+        done.set()
+        await asyncio.wait_for(follower, 30)
+        assert set(acknowledged) <= set(seen)
+        assert len(seen) == len(set(seen)), "an event came twice"
+        assert tokens == sorted(tokens)
+
+
+async def test_typing_on_one_process_shows_in_the_readers_sync(deployment: dict[str, Homeserver]) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        alice = await Client.register(session, main, "alice")
+        room_id = await alice.create_room()
+        at_reader = Client(session, reader, alice.user_id, alice.token)
+        await at_reader.sync()
+        await alice.ok("PUT", f"/rooms/{room_id}/typing/{alice.user_id}", {"typing": True, "timeout": 30_000})
+
+        async def typing_seen() -> bool:
+            answer = await at_reader.sync(timeout_ms=1_000)
+            room = answer.get("rooms", {}).get("join", {}).get(room_id, {})
+            return any(
+                e["type"] == "m.typing" and alice.user_id in e["content"]["user_ids"]
+                for e in room.get("ephemeral", {}).get("events", [])
+            )
+
+        await eventually(typing_seen, timeout=15)
