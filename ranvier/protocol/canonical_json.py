@@ -102,7 +102,7 @@ def encode_text(value: Any) -> str:
 
 # '"key":' for the top-level keys of PDUs, so the hot path does not re-encode them (a fixed set: keys from
 # the network must not grow a cache).
-_MEMBER_PREFIX = {
+MEMBER_PREFIX = {
     k: encode_string(k) + ":"
     for k in (
         "auth_events",
@@ -133,7 +133,7 @@ def encode_members(obj: Mapping[str, Any], skip: str | None = None) -> dict[str,
     a member to leave out.
     """
     members = {}
-    prefixes = _MEMBER_PREFIX
+    prefixes = MEMBER_PREFIX
     for k, v in obj.items():
         if k == skip:
             continue

@@ -6,6 +6,7 @@ A ``Pdu`` that exists has passed the format checks for its room version (pdu_v1 
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,10 +17,11 @@ from unpaddedbase64 import encode_base64
 
 from .canonical_json import (
     MAX_SAFE_INT,
+    MEMBER_PREFIX,
     MIN_SAFE_INT,
     check_canonical,
     encode_canonical_json,
-    encode_members,
+    encode_string,
     encode_text,
     utf8,
 )
@@ -42,9 +44,9 @@ from .identifiers import (
     parse_user_id,
     server_of,
 )
-from .redaction import kept_top_level_keys, redact_content, redact_event
+from .redaction import CONTENT_KEEPING_TYPES, kept_top_level_keys, redact_content, redact_event
 from .room_versions import KNOWN_ROOM_VERSIONS, EventIdFormat, RoomVersion
-from .signing import SigningKey, decode_unpadded_base64, signature_key_ids, verify_signature_bytes
+from .signing import SigningKey, decode_unpadded_base64, verify_signature_bytes
 
 MAX_PDU_BYTES = 65536
 MAX_PREV_EVENTS = 20
@@ -95,23 +97,49 @@ def _int_field(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
 # Members whose every leaf the field checks above have already pinned down to strings.
 _CHECKED_V1 = frozenset({"signatures"})
 _CHECKED_V3 = frozenset({"signatures", "prev_events", "auth_events"})  # v3+: lists of event id strings
+_ID_LISTS = ("prev_events", "auth_events")
 
 
-def _check_canonical_members(d: Mapping[str, Any], room_version: RoomVersion) -> None:
-    """``check_canonical`` of a PDU, minus the walks the field checks made redundant (the hot path)."""
+def _encode_checked_members(d: Mapping[str, Any], room_version: RoomVersion) -> dict[str, str]:
+    """``check_canonical`` of a PDU and ``encode_members`` of it in one pass (the hot path of every
+    received PDU), minus the walks the field checks made redundant. ``unsigned`` is checked but not
+    encoded: it is covered by neither hashes nor signatures."""
     strict = room_version.strict_canonical_json  # since v6 (v6-canonical-json fragment)
-    checked = _CHECKED_V1 if room_version.event_id_format is EventIdFormat.DOMAIN else _CHECKED_V3
+    domain_ids = room_version.event_id_format is EventIdFormat.DOMAIN
+    checked = _CHECKED_V1 if domain_ids else _CHECKED_V3
+    id_lists = () if domain_ids else _ID_LISTS  # v1-v2 lists hold [id, hashes] pairs
+    prefixes = MEMBER_PREFIX
+    members: dict[str, str] = {}
     for k, v in d.items():
-        t = type(v)
         if type(k) is not str:
             raise CanonicalJsonError(f"object key {k!r} is not a string")
-        if t is str or k in checked:
+        if k == "unsigned":
+            check_canonical(v, strict)
             continue
-        if t is int:
+        t = type(v)
+        if t is str:
+            text = encode_string(v)
+        elif t is int:
             if strict and not MIN_SAFE_INT <= v <= MAX_SAFE_INT:
                 raise CanonicalJsonError(f"'{k}' {v} is outside [-(2**53)+1, (2**53)-1]")
+            text = int.__repr__(v)
+        elif k == "hashes" and len(v) == 1:
+            text = '{"sha256":' + encode_string(v["sha256"]) + "}"  # checked by __init__: 3x faster than C
+        elif t is list and k in id_lists:
+            text = "[" + ",".join(map(encode_string, v)) + "]"  # v3+ event ids, checked: 2x faster than C
         else:
-            check_canonical(v, strict)
+            if k not in checked:
+                check_canonical(v, strict)
+            text = encode_text(v)
+        members[k] = (prefixes.get(k) or encode_string(k) + ":") + text
+    return members
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(utf8(text))
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _too_long(value: str, limit: int = MAX_ID_BYTES) -> bool:
@@ -204,8 +232,11 @@ class Pdu:
         if type(sigs) is not dict:
             raise FormatError("'signatures' must be an object")
         for by_server in sigs.values():
-            if type(by_server) is not dict or not all(type(sig) is str for sig in by_server.values()):
+            if type(by_server) is not dict:
                 raise FormatError("'signatures' must map server names to objects of strings")
+            for sig in by_server.values():
+                if type(sig) is not str:
+                    raise FormatError("'signatures' must map server names to objects of strings")
         if "unsigned" in d and not isinstance(d["unsigned"], dict):
             raise FormatError("'unsigned' must be an object")
         if "redacts" in d and not room_version.redacts_in_content and not isinstance(d["redacts"], str):
@@ -213,15 +244,15 @@ class Pdu:
         prevs, auths = d.get("prev_events"), d.get("auth_events")
         self.prev_event_ids = _event_id_list(prevs, "prev_events", room_version, MAX_PREV_EVENTS)
         self.auth_event_ids = _event_id_list(auths, "auth_events", room_version, MAX_AUTH_EVENTS)
-        _check_canonical_members(d, room_version)
-
-        # Canonical JSON is assembled from the top-level members, each encoded once: the body (what the
-        # content hash covers), the redacted form (what is signed and, v3+, what the event id hashes) and
-        # the size all share them. A sorted join of '"key":value' members is exactly the canonical encoding.
-        members = encode_members(d, skip="unsigned")
+        # One pass over the top-level members checks each for canonical JSON and encodes it once as
+        # '"key":value'. A sorted join of such members is exactly the canonical encoding of any subset,
+        # so the body (what the content hash covers), the redacted form (what is signed and, v3+, what
+        # the event id hashes) and the size all share them: nothing is encoded twice.
+        members = _encode_checked_members(d, room_version)
         keys = sorted(members)
         top = _SIGNED_TOP_LEVEL[room_version.redaction]
-        kept_content = redact_content(etype, content, room_version)
+        # Most events (messages) keep no content when redacted: skip the general algorithm for them.
+        kept_content = redact_content(etype, content, room_version) if etype in CONTENT_KEEPING_TYPES else {}
         redacted_content = '"content":' + (encode_text(kept_content) if kept_content else "{}")
         redacted_bytes = utf8(
             "{"
@@ -234,8 +265,11 @@ class Pdu:
         if fmt is EventIdFormat.DOMAIN:
             self.event_id = parse_event_id(_str_field(d, "event_id"), with_domain=True)
         else:
-            digest = hashlib.sha256(redacted_bytes).digest()
-            self.event_id = EventId("$" + encode_base64(digest, urlsafe=fmt is EventIdFormat.URLSAFE_BASE64))
+            # A sha256 digest is 43 base64 characters and one "=" of padding, dropped (unpadded base64).
+            b64 = binascii.b2a_base64(hashlib.sha256(redacted_bytes).digest(), newline=False)[:43]
+            if fmt is EventIdFormat.URLSAFE_BASE64:
+                b64 = b64.translate(_URLSAFE)
+            self.event_id = EventId("$" + b64.decode("ascii"))
 
         if room_version.room_id_from_create_event and etype == "m.room.create" and self.state_key == "":
             # v12 (MSC4291): the create event has no room_id; the room id is derived from its event id.
@@ -253,7 +287,7 @@ class Pdu:
         # the signed event and intermediaries may change it.
         body_bytes = utf8("{" + ",".join([members[k] for k in keys if k not in _NOT_HASHED]) + "}")
         self._body_bytes = body_bytes
-        size = len(body_bytes) + 2 + len(utf8(members["hashes"])) + len(utf8(members["signatures"]))
+        size = len(body_bytes) + 2 + _utf8_len(members["hashes"]) + _utf8_len(members["signatures"])
         if size > MAX_PDU_BYTES:
             raise EventTooLarge(f"event is {size} bytes of canonical JSON; the limit is {MAX_PDU_BYTES}")
 
@@ -357,7 +391,8 @@ class Pdu:
 
     def check_signatures(self, lookup: KeyLookup) -> None:
         """Raise SignatureError unless every required server signed with a key ``lookup`` knows."""
-        for server in sorted(self.required_signers()):
+        signers = self.required_signers()
+        for server in sorted(signers) if len(signers) > 1 else signers:  # sorted: a stable error message
             self.check_signature_of(server, lookup)
 
     def check_signature_of(self, server: str, lookup: KeyLookup) -> None:
@@ -366,7 +401,9 @@ class Pdu:
         Signatures by unknown keys are skipped, and so (v5+) are keys that had expired before the event's
         origin_server_ts. Every remaining signature must verify, and at least one must remain.
         """
-        key_ids = signature_key_ids(self.json, server)
+        # The constructor checked "signatures": an object of objects of strings.
+        by_server: dict[str, str] = self.json["signatures"].get(server) or {}
+        key_ids = [k for k in by_server if type(k) is str and k.startswith("ed25519:")]
         if not key_ids:
             raise SignatureError(f"{self.event_id} is not signed by {server} with an ed25519 key")
         verified = 0
@@ -383,7 +420,7 @@ class Pdu:
             ):
                 skipped.append(f"{key_id} had expired when the event was sent")
                 continue
-            signature = self.json["signatures"][server][key_id]
+            signature = by_server[key_id]
             try:
                 verify_signature_bytes(self._redacted_bytes, signature, info.key)
             except SignatureError as e:

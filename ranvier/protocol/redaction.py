@@ -57,6 +57,9 @@ def _content_keys(rules: RedactionRules) -> dict[str, tuple[str, ...]]:
 
 
 _CONTENT_KEYS = {rules: _content_keys(rules) for rules in RedactionRules}
+# The event types whose content redaction keeps anything, in some room version: for any other type the
+# redacted content is {} (the create event keeps all of it since v11, and is in every rule set's table).
+CONTENT_KEEPING_TYPES = frozenset(t for keys in _CONTENT_KEYS.values() for t in keys)
 
 
 def kept_top_level_keys(room_version: RoomVersion) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 from typing import Any
@@ -32,9 +33,9 @@ from ranvier.protocol.events import (
     add_signature,
     build_event,
 )
-from ranvier.protocol.hashes import compute_event_id, compute_room_id_from_create
+from ranvier.protocol.hashes import compute_content_hash, compute_event_id, compute_room_id_from_create
 from ranvier.protocol.redaction import redact_event
-from ranvier.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
+from ranvier.protocol.room_versions import KNOWN_ROOM_VERSIONS, EventIdFormat, RoomVersion, get_room_version
 from ranvier.protocol.signing import SigningKey
 
 KEY = SigningKey.from_seed("a", bytes(32))
@@ -583,3 +584,83 @@ def test_strict_canonical_json_reaches_every_member(change: dict[str, Any]) -> N
 
 def test_top_level_keys_must_be_strings() -> None:
     _assert_refused({**copy.deepcopy(make(V10).json), 1: "x"}, V10, CanonicalJsonError, "M_BAD_JSON")
+
+
+# -- the receiving fast path equals the plain one ----------------------------------------------------
+
+_any_type = st.sampled_from(
+    [
+        "m.room.message",
+        "m.room.member",
+        "m.room.create",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.history_visibility",
+        "m.room.aliases",
+        "m.room.redaction",
+    ]
+) | st.text(max_size=8)
+# Content with the keys some redaction rule keeps, and others.
+_kept_keys = st.sampled_from(
+    [
+        *("membership", "join_rule", "allow", "creator", "users", "ban", "history_visibility", "aliases"),
+        *("redacts", "join_authorised_via_users_server", "invite", "third_party_invite", "events"),
+    ]
+)
+_redactable_content = st.dictionaries(
+    _kept_keys | st.text(max_size=8),
+    st.none() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=20) | _content,
+    max_size=6,
+)
+# Event ids that need escaping in JSON (quotes, backslashes, control characters, non-ASCII).
+_odd_ids = st.lists(st.text(max_size=6).map(lambda s: "$" + s), max_size=3)
+
+
+@settings(max_examples=150)
+@given(_redactable_content, _any_type, _odd_ids, _odd_ids, st.sampled_from(ALL_VERSIONS), st.booleans())
+def test_receiving_fast_path_equals_the_plain_path(
+    content: dict[str, Any],
+    event_type: str,
+    prevs: list[str],
+    auths: list[str],
+    version: RoomVersion,
+    state: bool,
+) -> None:
+    """What ``Pdu(...)`` computes once from per-member pieces (the event id, the content hash's input,
+    the signed bytes, the redacted content, the size) equals the straightforward spec computations
+    (``compute_event_id``, ``compute_content_hash``, ``encode_canonical_json`` of ``redact_event``), and
+    an event signed the plain way verifies the fast way."""
+    if version.event_id_format is EventIdFormat.DOMAIN:
+        prevs, auths = [f"$p{i}:example.org" for i in range(len(prevs))], []
+    # v12: a create event has no room id, so it must be the state event that derives one.
+    state = state or (event_type == "m.room.create" and version.room_id_from_create_event)
+    built = make(
+        version,
+        content=content,
+        event_type=event_type,
+        prev_events=prevs,
+        auth_events=auths,
+        **({"state_key": ""} if state else {}),
+    )
+    wire = json.loads(json.dumps(built.json))  # what a receiver parses: no shared objects
+    received = Pdu(wire, version)
+    received.check_content_hash()
+    received.check_signatures(keys_of(("example.org", KEY)))
+    plain = {k: v for k, v in wire.items() if k != "unsigned"}
+    strict = version.strict_canonical_json
+    assert hashlib.sha256(received._body_bytes).digest() == compute_content_hash(plain, version)
+    redacted = redact_event(plain, version)
+    del redacted["signatures"]
+    assert received._redacted_bytes == encode_canonical_json(redacted, strict)
+    assert received.redacted().json["content"] == redact_event(plain, version)["content"]
+    if version.event_id_format is not EventIdFormat.DOMAIN:
+        assert received.event_id == compute_event_id(plain, version)
+    # The size limit counts the whole event without "unsigned": one byte over it is refused.
+    size = len(encode_canonical_json(plain, strict))
+    padding = MAX_PDU_BYTES - size + 1
+    over = {**copy.deepcopy(wire), "org.example.pad": "x" * max(padding - len(',"org.example.pad":""'), 0)}
+    if padding > len(',"org.example.pad":""'):
+        with pytest.raises(EventTooLarge):
+            Pdu(over, version)
+        over["org.example.pad"] = over["org.example.pad"][1:]
+        Pdu(over, version)  # exactly at the limit
