@@ -803,8 +803,10 @@ class Homeserver:
             password_change=config.accounts.password_change,
             openid_token_lifetime_ms=int(config.accounts.openid_token_lifetime * 1000),
         )
-        # S2S "OpenID": third parties check our users' OpenID tokens on the federation listener.
-        self.federation_app_setup.append(account_manage.add_federation_routes)
+        # S2S "OpenID": third parties check our users' OpenID tokens on the federation listener (once: the
+        # replication listener's copy of the client API must not add them again).
+        if not internal:
+            self.federation_app_setup.append(account_manage.add_federation_routes)
         handlers += [
             account_manage,
             KeyHandlers(
