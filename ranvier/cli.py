@@ -17,12 +17,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 from .cli_room_check import add_parser as add_room_check_parser
 from .cli_room_check import cmd_room_check
-from .config import ConfigError, HomeserverConfig, load_config, render_config
+from .config import ConfigError, HomeserverConfig, load_config, parse_config, render_config
 from .logs.configure import LogConfigError, apply_log_config, apply_log_level, render_default_log_config
 from .logs.tracing import TracingError
 from .logs.tracing import check_environment as check_tracing_environment
+from .workers.layout import layout_for_workers, workers_config_text, write_layout_files
 
 
 def _cmd_generate_config(args: argparse.Namespace) -> int:
@@ -33,23 +36,43 @@ def _cmd_generate_config(args: argparse.Namespace) -> int:
         return 2
     # The logging config goes beside homeserver.yaml, named as Synapse names it.
     log_config = path.parent / f"{args.server_name.replace(':', '_')}.log.config"
+    layout = None
+    if args.workers is not None and args.workers < 0:
+        print("--workers: the number of worker processes cannot be negative", file=sys.stderr)
+        return 2
+    if args.workers is not None:
+        # Behind nginx on the public ports; every process on its own internal ports (ranvier.workers.layout).
+        layout = layout_for_workers(
+            args.workers,
+            server_name=args.server_name,
+            public_client_port=args.client_port,
+            public_federation_port=args.federation_port,
+            internal_port_base=args.internal_port_base,
+        )
     try:
         text = render_config(
             args.server_name,
-            client_port=args.client_port,
-            federation_port=args.federation_port,
+            client_port=args.client_port if layout is None else layout.main_client_port,
+            federation_port=args.federation_port if layout is None else layout.main_federation_port,
             metrics_port=args.metrics_port,
             registration_enabled=args.enable_registration,
             verify_tls=not args.no_verify_tls,
             allow_loopback=args.allow_loopback,
             log_config=log_config.name,
         )
+        if layout is not None:
+            text = workers_config_text(text, layout, database_url=args.database_url, redis_url=args.redis_url)
+            parse_config(yaml.safe_load(text))  # what is written must load
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path}")
+    if layout is not None:
+        for written in write_layout_files(path.parent, layout, path, force=args.force):
+            print(f"wrote {written}")
+        print("processes: " + ", ".join(f"{i.name} ({i.role})" for i in layout.instances))
     if not log_config.exists() or args.force:
         log_config.write_text(render_default_log_config(path.parent.resolve() / "homeserver.log"))
         print(f"wrote {log_config}")
@@ -222,6 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--no-verify-tls", action="store_true", help="do not check peers' TLS certificates")
     gen.add_argument("--allow-loopback", action="store_true", help="allow federation to loopback addresses")
     gen.add_argument("--force", action="store_true")
+    gen.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="a multi-process layout: main plus N workers, with nginx, systemd units and a compose file",
+    )
+    gen.add_argument("--database-url", default="postgresql://ranvier@127.0.0.1:5432/ranvier")
+    gen.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    gen.add_argument("--internal-port-base", type=int, default=18000, help="first port of the processes")
     gen.set_defaults(func=_cmd_generate_config)
 
     run = sub.add_parser("run", help="start the homeserver")

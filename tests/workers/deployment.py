@@ -22,7 +22,7 @@ import sys
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import yaml
 from aiohttp import web
 from yarl import URL
 
+from ranvier.app import Homeserver
 from ranvier.workers.layout import Layout, WorkerRole, plan_layout
 from ranvier.workers.routing import HttpRole, Listener, instance_role, role_for
 from tests.ports import free_port
@@ -320,7 +321,8 @@ class Deployment:
                 process.terminate()
         for process in self.processes.values():
             try:
-                await asyncio.to_thread(process.wait, 20)
+                # A process still answering a parked /sync waits for it (aiohttp's shutdown_timeout, 10 s).
+                await asyncio.to_thread(process.wait, 12)
             except subprocess.TimeoutExpired:
                 process.kill()
                 await asyncio.to_thread(process.wait, 10)
@@ -372,9 +374,10 @@ class RegisteredRoute:
         return _PARAM.sub("x1", self.template)
 
 
-async def registered_routes(workdir: Path) -> list[RegisteredRoute]:
-    """Every (method, path) the client and federation listeners of a single-process server register (the
-    union of all roles: one process serves everything)."""
+@contextlib.asynccontextmanager
+async def single_process(workdir: Path) -> AsyncIterator[tuple[Homeserver, list[RegisteredRoute]]]:
+    """A single-process server (in this process, SQLite) and every (method, path) its client and federation
+    listeners register: the union of all roles, since one process serves everything."""
     from tests.scenarios.servers import start_server
 
     hs = await start_server(workdir)
@@ -392,6 +395,21 @@ async def registered_routes(workdir: Path) -> list[RegisteredRoute]:
                 if template is None or route.method == "*":
                     continue
                 routes.add(RegisteredRoute(route.method, str(template), listener))  # type: ignore[arg-type]
-        return sorted(routes, key=lambda r: (r.listener, r.template, r.method))
+        yield hs, sorted(routes, key=lambda r: (r.listener, r.template, r.method))
     finally:
         await hs.stop()
+
+
+async def registered_routes(workdir: Path) -> list[RegisteredRoute]:
+    async with single_process(workdir) as (_, routes):
+        return routes
+
+
+async def unrecognized(session: aiohttp.ClientSession, method: str, url: str) -> bool:
+    """Whether a request (without credentials) gets the router's 404/405 "Unrecognized request": no route
+    for it. Handlers answer anything else (401 without a token, 400 for the empty body, ...)."""
+    data = None if method in ("GET", "DELETE") else b"{}"
+    async with session.request(method, url, data=data, ssl=False) as resp:
+        body = await resp.json(content_type=None) if resp.content_type == "application/json" else {}
+    error = body.get("error", "") if isinstance(body, dict) else ""
+    return resp.status in (404, 405) and str(error).startswith("Unrecognized request")
