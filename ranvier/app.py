@@ -148,6 +148,7 @@ from .storage.sql.presence import PresenceStore
 from .workers.config import MAIN
 from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
 from .workers.roles import config_for_instance, plan_for
+from .workers.presence import RelayedPresence
 from .workers.runtime import ReplicatedNotifier, ReplicatedTyping, WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -545,7 +546,9 @@ class Homeserver:
         """Presence (ranvier.presence): the service and its timeouts, m.presence EDUs both ways (the
         presence of local users sent when a server joins their rooms), /sync's section."""
         self.presence_store = PresenceStore(self.storage.db)
-        self.presence = PresenceService(
+        # With workers, presence is owned by the background process; the others relay to it.
+        relayed = self.worker_runtime is not None and not self.plan.background
+        self.presence = (RelayedPresence if relayed else PresenceService)(
             self.presence_store,
             self.server_name,
             enabled=self.config.presence.enabled,

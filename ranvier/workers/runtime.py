@@ -14,7 +14,8 @@ Which streams cross processes, and how:
 * outbound federation: ``wake`` of a destination another sender owns is sent to it over the bus;
 * push and appservice deliveries run in the background process, woken by every event announcement.
 
-Presence timers run only in the process with the background role; presence itself is in the database.
+Presence is owned by the process with the background role (its timers and its in-memory facts); the others
+relay presence changes to it (ranvier.workers.presence) and read presence from the database.
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..client_api.ephemeral import SyncNotifier, TypingStream
 from ..storage.sql.storage import SqlStorage
-from .bus import Bus
 from .positions import Announcement, MultiWriterPositions, heartbeat
+from .presence import KIND as PRESENCE
+from .presence import PresenceOwner, RelayedPresence
 from .roles import RolePlan
+
+if TYPE_CHECKING:
+    # Imported where a runtime is built (only with workers configured): redis costs a single-process
+    # server about 8 MB of RSS.
+    from .bus import Bus
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +84,13 @@ class ReplicatedTyping(TypingStream):
 
 class WorkerRuntime:
     def __init__(self, plan: RolePlan, redis_url: str, channel_prefix: str) -> None:
+        from .bus import Bus  # see the imports
+
         self.plan = plan
         self.bus = Bus(redis_url, plan.name, channel_prefix)
         self.positions: MultiWriterPositions | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._presence_owner: PresenceOwner | None = None
 
     async def attach_storage(self, storage: SqlStorage) -> None:
         """Before anything reads or writes events: positions from the sequences, striped state group ids,
@@ -147,6 +157,12 @@ class WorkerRuntime:
                     sender.wake(dest)
 
             bus.on("fed_wake", fed_wake)
+        presence = hs.presence
+        if isinstance(presence, RelayedPresence):
+            presence.bus = bus
+        elif plan.background:
+            self._presence_owner = PresenceOwner(presence)
+            bus.on(PRESENCE, self._presence_owner.on_message)
         policy = hs.admin_api.policy
         reloads: set[asyncio.Task[None]] = set()
 
@@ -182,6 +198,8 @@ class WorkerRuntime:
         return middleware
 
     async def stop(self) -> None:
+        if self._presence_owner is not None:
+            await self._presence_owner.stop()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -173,3 +173,32 @@ async def test_typing_on_one_process_shows_in_the_readers_sync(deployment: dict[
             )
 
         await eventually(typing_seen, timeout=15)
+
+
+async def test_presence_set_on_a_reader_is_applied_by_the_owner(deployment: dict[str, Homeserver]) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    assert main.plan.background and not reader.plan.background  # main owns presence here
+    async with aiohttp.ClientSession() as session:
+        alice = await Client.register(session, main, "alice")
+        at_reader = Client(session, reader, alice.user_id, alice.token)
+        path = f"/presence/{alice.user_id}/status"
+        await at_reader.ok("PUT", path, {"presence": "unavailable", "status_msg": "lunch"})
+
+        async def main_sees_it() -> bool:
+            answer = await alice.ok("GET", path)
+            return bool(answer["presence"] == "unavailable" and answer.get("status_msg") == "lunch")
+
+        await eventually(main_sees_it, timeout=15)
+        # A /sync on the reader (online by default) makes the owner count the user as syncing and online.
+        await at_reader.sync()
+
+        async def online_everywhere() -> bool:
+            for client in (alice, at_reader):
+                if (await client.ok("GET", path))["presence"] != "online":
+                    return False
+            return True
+
+        await eventually(online_everywhere, timeout=15)
+        # The facts behind it (devices' states, who is syncing) are the owner's alone: timeouts run there.
+        assert alice.user_id in main.presence._devices
+        assert not reader.presence._devices and not reader.presence._states

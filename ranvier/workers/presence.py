@@ -1,0 +1,131 @@
+"""Presence with several processes: one owner, the others relay.
+
+``PresenceService`` is a state machine in memory (who is syncing, since when, each device's stated state)
+with its results written to the database. Two processes running it would each time users out on half of
+the facts, so it is owned by the process with the background role (the one that runs its timers). The
+others run ``RelayedPresence``: what would change presence (a ``/sync`` starting and ending, PUT
+/presence, activity, an incoming ``m.presence`` EDU) is sent to the owner over the bus; reads come from
+the database, which the owner writes, and every process's ``/sync`` is woken by the owner's notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..presence.service import PresenceService
+from .bus import Bus
+
+logger = logging.getLogger(__name__)
+
+KIND = "presence"
+# A /sync relayed as started whose end never arrives (its process died) stops counting after this long.
+MAX_SYNC_SECONDS = 600.0
+
+
+class RelayedPresence(PresenceService):
+    """``PresenceService`` of a process that does not own presence: changes go to the owner."""
+
+    bus: Bus | None = None
+
+    def _relay(self, body: dict[str, Any]) -> None:
+        if self.bus is not None:
+            self.bus.publish(KIND, body)
+
+    async def start(self) -> None:
+        return None  # the owner runs the timers
+
+    async def set_state(
+        self, user_id: str, device_id: str | None, state: str, status_msg: str | None
+    ) -> None:
+        if self.enabled:
+            self._relay({"op": "set", "u": user_id, "d": device_id, "s": state, "m": status_msg})
+
+    async def bump_active(self, user_id: str) -> None:
+        if self.enabled and self.is_local(user_id):
+            self._relay({"op": "active", "u": user_id})
+
+    @contextlib.asynccontextmanager
+    async def syncing(
+        self, user_id: str, device_id: str | None, set_presence: str | None
+    ) -> AsyncIterator[None]:
+        if not self.enabled:
+            yield
+            return
+        sync_id = uuid.uuid4().hex
+        self._relay({"op": "sync", "id": sync_id, "u": user_id, "d": device_id, "p": set_presence})
+        try:
+            yield
+        finally:
+            self._relay({"op": "sync_end", "id": sync_id})
+
+    async def on_edu(self, origin: str, content: dict[str, Any]) -> None:
+        if self.enabled:
+            self._relay({"op": "edu", "o": origin, "c": content})
+
+
+class PresenceOwner:
+    """The owner's side: applies what the other processes relay."""
+
+    def __init__(self, presence: PresenceService) -> None:
+        self._presence = presence
+        self._syncs: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_message(self, body: dict[str, Any]) -> None:
+        op = body.get("op")
+        user_id = body.get("u")
+        device_id = body.get("d")
+        if op == "sync_end":
+            ended = self._syncs.pop(str(body.get("id")), None)
+            if ended is not None:
+                ended.set()
+            return
+        if op == "edu":
+            origin, content = body.get("o"), body.get("c")
+            if isinstance(origin, str) and isinstance(content, dict):
+                self._spawn(self._presence.on_edu(origin, content))
+            return
+        if not isinstance(user_id, str) or not (device_id is None or isinstance(device_id, str)):
+            return
+        if op == "active":
+            self._spawn(self._presence.bump_active(user_id))
+        elif op == "set":
+            state, status_msg = body.get("s"), body.get("m")
+            if isinstance(state, str) and (status_msg is None or isinstance(status_msg, str)):
+                self._spawn(self._presence.set_state(user_id, device_id, state, status_msg))
+        elif op == "sync":
+            sync_id, wanted = body.get("id"), body.get("p")
+            if isinstance(sync_id, str) and (wanted is None or isinstance(wanted, str)):
+                ended = self._syncs[sync_id] = asyncio.Event()
+                self._spawn(self._hold_sync(user_id, device_id, wanted, ended))
+
+    async def _hold_sync(
+        self, user_id: str, device_id: str | None, wanted: str | None, ended: asyncio.Event
+    ) -> None:
+        async with self._presence.syncing(user_id, device_id, wanted):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), MAX_SYNC_SECONDS)
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(self._guarded(work), name="relayed presence")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guarded(work: Any) -> None:
+        try:
+            await work
+        except Exception:
+            logger.exception("relayed presence change failed")
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
