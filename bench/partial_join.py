@@ -28,8 +28,8 @@ are impractical on a small machine, hence ``--synapse-sizes`` apart from ``--siz
 every room is printed and saved.
 
 ``python3 -m bench partial_join [--sizes 10,1000,10000,50000] [--synapse-sizes 10,1000] [--repeats 5]
-[--pairs rr,rs,ss] [--workdir bench/results/partial_join]``; pair codes: joiner then resident, ``r`` for
-Ranvier, ``s`` for Synapse (``sr``: Synapse joins Ranvier).
+[--pairs rr,rs,ss] [--probe-sizes 10000,50000] [--workdir bench/results/partial_join]``; pair codes:
+joiner then resident, ``r`` for Ranvier, ``s`` for Synapse (``sr``: Synapse joins Ranvier).
 """
 
 from __future__ import annotations
@@ -315,8 +315,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 print("building Ranvier rooms", flush=True)
                 r_res = PrebuiltRanvier(base / "ranvier-resident", presence=False)
                 rooms["r"] = await build_ranvier_rooms(r_res, args.sizes, args.repeats)
+                # Rooms only for the send_join size (too slow to time joins into at some sizes).
+                probe_only = [n for n in args.probe_sizes if n not in args.sizes]
+                extra = await build_ranvier_rooms(r_res, probe_only, 1) if probe_only else {}
                 r_res.start()
                 servers["r_res"] = r_res
+            else:
+                extra = {}
             if "s" in residents:
                 print("building Synapse rooms", flush=True)
                 s_res = SynapseForBench(base / "synapse-resident", args.synapse_version, presence=False)
@@ -356,7 +361,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     for code in sorted(residents):
                         resident = servers[f"{code}_res"]
-                        for size, built in rooms[code].items():
+                        probed = {**rooms[code], **(extra if code == "r" else {})}
+                        for size, built in sorted(probed.items()):
                             try:
                                 got = await send_join_sizes(prober, resident.server_name, built[-1].room_id)
                             except Exception as e:
@@ -424,6 +430,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pairs", type=lambda s: s.split(","), default=["rr", "rs", "ss"])
     parser.add_argument("--no-sizes", action="store_true", help="skip the send_join size probe")
+    parser.add_argument(
+        "--probe-sizes",
+        type=_sizes,
+        default=[],
+        help="more Ranvier rooms (one each) built for the send_join size only, no timed joins",
+    )
     parser.add_argument("--synapse-version", default=DEFAULT_VERSION)
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/partial_join"))
     args = parser.parse_args(argv)
