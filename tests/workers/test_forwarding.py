@@ -202,3 +202,27 @@ async def test_presence_set_on_a_reader_is_applied_by_the_owner(deployment: dict
         # The facts behind it (devices' states, who is syncing) are the owner's alone: timeouts run there.
         assert alice.user_id in main.presence._devices
         assert not reader.presence._devices and not reader.presence._states
+
+
+async def test_account_data_written_on_main_wakes_a_sync_parked_on_the_reader(
+    deployment: dict[str, Homeserver],
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        alice = await Client.register(session, main, "alice")
+        at_reader = Client(session, reader, alice.user_id, alice.token)
+        for _ in range(3):  # past the presence change the first /sync itself causes
+            await at_reader.sync(timeout_ms=300)
+
+        async def until_settings() -> dict[str, Any]:
+            # Long-polls of a minute: only a wake-up from the bus brings the change within the test's wait.
+            while True:
+                answer = await at_reader.sync(timeout_ms=60_000)
+                for event in answer.get("account_data", {}).get("events", []):
+                    if event["type"] == "org.example.settings":
+                        return dict(event["content"])
+
+        parked = asyncio.create_task(until_settings())
+        await asyncio.sleep(0.3)
+        await alice.ok("PUT", f"/user/{alice.user_id}/account_data/org.example.settings", {"theme": "dark"})
+        assert await asyncio.wait_for(parked, 30) == {"theme": "dark"}

@@ -1,0 +1,109 @@
+"""Inbound federation on a federation_inbound worker, on PostgreSQL + Redis: a remote server that reaches
+us through the inbound worker (as a reverse proxy would route /_matrix/federation) joins a room of ours
+and sends to it; the worker hands each room's PDUs to the room's persister, and our users see them."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ranvier.app import Homeserver
+from ranvier.config import parse_config
+from tests.ports import free_port
+from tests.scenarios.servers import Client, eventually, start_server
+
+PERSISTERS = ["persister1", "persister2"]
+
+
+def _config(tmp: Path, pg_url: str, redis_url: str, prefix: str, inbound_port: int) -> dict[str, Any]:
+    fed_port = free_port()
+    tls = {"tls_certificate_path": str(tmp / "tls.crt"), "tls_private_key_path": str(tmp / "tls.key")}
+    return {
+        "server_name": f"127.0.0.1:{fed_port}",
+        "data_dir": str(tmp),
+        "signing_key_path": str(tmp / "signing.key"),
+        "database": {"url": pg_url},
+        "redis": {"url": redis_url, "channel_prefix": prefix},
+        "listeners": {
+            "client": {"bind": "127.0.0.1", "port": 0},
+            "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": True, **tls},
+        },
+        "registration": {"enabled": True},
+        "federation": {"verify_tls": False, "allow_loopback": True},
+        "rate_limits": {"enabled": False},
+        "workers": {
+            "secret": secrets.token_hex(16),
+            "instances": {
+                "main": {"role": "main", "replication": {"port": free_port()}},
+                "inbound1": {
+                    "role": "federation_inbound",
+                    "listeners": {"federation": {"port": inbound_port, "tls": True, **tls}},
+                    "replication": {"port": free_port()},
+                },
+                **{p: {"role": "event_persister", "replication": {"port": free_port()}} for p in PERSISTERS},
+            },
+            "event_persisters": PERSISTERS,
+        },
+    }
+
+
+@pytest.fixture
+async def ours(
+    tmp_path: Path, pg_url: str, redis_url: str, channel_prefix: str
+) -> AsyncIterator[tuple[dict[str, Homeserver], int]]:
+    inbound_port = free_port()
+    config = parse_config(_config(tmp_path / "ours", pg_url, redis_url, channel_prefix, inbound_port))
+    started: dict[str, Homeserver] = {}
+    try:
+        for name in ["main", *PERSISTERS, "inbound1"]:
+            hs = Homeserver(config, name)
+            await hs.start()
+            started[name] = hs
+        yield started, inbound_port
+    finally:
+        for hs in reversed(list(started.values())):
+            await hs.stop()
+
+
+async def test_pdus_arriving_at_the_inbound_worker_are_persisted_by_the_rooms_persister(
+    tmp_path: Path, ours: tuple[dict[str, Homeserver], int]
+) -> None:
+    started, inbound_port = ours
+    main, inbound = started["main"], started["inbound1"]
+    remote = await start_server(
+        tmp_path / "remote",
+        rate_limits={"enabled": False},
+        extra={
+            "federation": {
+                "verify_tls": False,
+                "allow_loopback": True,
+                # Everything the remote sends us goes to the inbound worker, as the proxy would route it.
+                "host_overrides": {main.server_name: f"127.0.0.1:{inbound_port}"},
+            }
+        },
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            alice = await Client.register(session, main, "alice")
+            bob = await Client.register(session, remote, "bob")
+            room_id = await alice.create_room(name="through the inbound worker")
+            owner = main.plan.persister_of(room_id)
+            await bob.ok("POST", f"/join/{room_id}", {}, server_name=main.server_name)
+            forwarded_before = inbound.replication_client.forwarded if inbound.replication_client else 0
+            for i in range(3):
+                await bob.send_text(room_id, f"from afar {i}")
+
+            async def alice_has_them() -> bool:
+                texts = await alice.texts(room_id)
+                return all(f"from afar {i}" in texts for i in range(3))
+
+            await eventually(alice_has_them, timeout=30)
+            assert inbound.replication_client is not None
+            assert inbound.replication_client.forwarded > forwarded_before, f"not handed to {owner}"
+    finally:
+        await remote.stop()
