@@ -11,11 +11,6 @@ import ipaddress
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-
 
 def generate_self_signed_cert(
     cert_path: Path | str,
@@ -27,6 +22,13 @@ def generate_self_signed_cert(
 ) -> None:
     """Write a PEM certificate and unencrypted PEM key whose subjectAltName covers the given names and
     IPs (an IP-literal server name must be in the SAN as an IP, S2S "Resolving server names" step 1)."""
+    # Imported here: only a first start without a certificate (and tests) generate one, and cryptography
+    # costs every other start of the server about 7 MB of RSS.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
     # RSA rather than EC: every TLS stack a peer might run (Twisted/pyOpenSSL, Go, Rust) accepts it.
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     common_name = ip_addresses[0] if ip_addresses else dns_names[0]
