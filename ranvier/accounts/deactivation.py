@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..protocol.errors import AuthRejected
 from ..rooms.local_events import RoomNotFound
 from ..rooms.membership import MembershipError
+from ..storage.protocols.composite import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class UnknownUser(Exception):
 
 
 class AccountDeactivator:
-    def __init__(self, storage: Any, membership: Leaver) -> None:
+    def __init__(self, storage: Storage, membership: Leaver) -> None:
         """``storage``: the server's storage (users, devices, pushers, key_backup, account_tokens,
         state); ``membership``: the room layer's MembershipService."""
         self._storage = storage

@@ -12,9 +12,10 @@ Locking (CS "Account locking") needs no policy: every request but /logout and /l
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from aiohttp import web
+
+from ..storage.protocols.composite import Storage
 
 CLIENT_PREFIX = re.compile(r"^/_matrix/client/(?:v1|v3|r0)")
 REDACTION = "m.room.redaction"
@@ -44,7 +45,7 @@ def route_of(request: web.Request) -> str | None:
 
 
 class SuspensionPolicy:
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Storage) -> None:
         self._storage = storage
 
     async def forbids(self, request: web.Request, user_id: str) -> bool:

@@ -12,6 +12,7 @@ from ..config import HomeserverConfig
 from ..rooms.local_events import LocalEventCreator
 from ..rooms.membership import MembershipService
 from ..rooms.persister import EventPersister
+from ..storage.protocols.composite import Storage
 from ..storage.sql.admin import AdminStore
 from .access import AdminAccess
 from .devices import DeviceAdminHandlers
@@ -30,7 +31,7 @@ class AdminApi:
         self,
         *,
         config: HomeserverConfig,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         persister: EventPersister,
         creator: LocalEventCreator,

@@ -18,6 +18,7 @@ from aiohttp import web
 from ..client_api.errors import invalid_param, not_found
 from ..client_api.http_util import optional_str, read_json_body, require_str
 from ..storage.protocols.accounts import Device
+from ..storage.protocols.composite import Storage
 from .access import AdminAccess, note
 
 PREFIX = "/_synapse/admin/v2/users/{user_id}"
@@ -34,7 +35,7 @@ def _device_json(device: Device) -> dict[str, Any]:
 
 
 class DeviceAdminHandlers:
-    def __init__(self, storage: Any, access: AdminAccess) -> None:
+    def __init__(self, storage: Storage, access: AdminAccess) -> None:
         self._storage = storage
         self._access = access
 

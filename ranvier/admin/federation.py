@@ -28,6 +28,7 @@ from ..client_api.auth import Authenticator
 from ..client_api.errors import MatrixError, invalid_param, not_found
 from ..client_api.http_util import query_int
 from ..federation.sender import FederationSender
+from ..storage.protocols.composite import Storage
 from ..storage.sql.outbox import RetryState
 from .access import audit_log
 
@@ -36,7 +37,7 @@ ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts")
 
 
 class FederationAdminHandlers:
-    def __init__(self, storage: Any, authenticator: Authenticator, sender: FederationSender) -> None:
+    def __init__(self, storage: Storage, authenticator: Authenticator, sender: FederationSender) -> None:
         self._storage = storage
         self._auth = authenticator
         self._sender = sender

@@ -23,6 +23,7 @@ from aiohttp import web
 from ..client_api.auth import Authenticator
 from ..client_api.errors import invalid_param, not_found
 from ..client_api.http_util import query_int, read_json_body
+from ..storage.protocols.composite import Storage
 from ..storage.sql.admin import AdminStore, ContentReport
 from .access import AdminAccess, note
 
@@ -46,7 +47,7 @@ def _reason(body: dict[str, Any], required: bool) -> str | None:
 
 class ReportHandlers:
     def __init__(
-        self, storage: Any, admin_store: AdminStore, authenticator: Authenticator, access: AdminAccess
+        self, storage: Storage, admin_store: AdminStore, authenticator: Authenticator, access: AdminAccess
     ) -> None:
         self._storage = storage
         self._store = admin_store

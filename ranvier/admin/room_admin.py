@@ -8,7 +8,6 @@ invited by the same member. 400 when no local member can do it.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +17,7 @@ from ..protocol.auth.power_levels import get_required_level_for_event, get_user_
 from ..protocol.events import Pdu
 from ..rooms.local_events import LocalEventCreator
 from ..rooms.membership import MembershipService
+from ..storage.protocols.composite import Storage
 from .access import AdminAccess, note
 
 PATH = "/_synapse/admin/v1/rooms/{room}/make_room_admin"
@@ -27,7 +27,7 @@ PL_KEY = ("m.room.power_levels", "")
 class MakeRoomAdminHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         access: AdminAccess,
         creator: LocalEventCreator,
         membership: MembershipService,

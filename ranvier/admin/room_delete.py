@@ -30,6 +30,7 @@ from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import plan_room
 from ..rooms.local_events import LocalEventCreator
 from ..rooms.membership import MembershipService
+from ..storage.protocols.composite import Storage
 from ..storage.sql.purge import purge_room
 from .access import AdminAccess, note
 from .policy import AdminPolicy
@@ -87,7 +88,7 @@ class DeleteRequest:
 class RoomDeleter:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         access: AdminAccess,
         policy: AdminPolicy,
         creator: LocalEventCreator,

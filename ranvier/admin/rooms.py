@@ -20,7 +20,7 @@ event was received, so a forward extremity's ``received_ts`` is left out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -31,6 +31,7 @@ from ..clock import now_ms
 from ..protocol.events import Pdu
 from ..rooms.persister import EventPersister
 from ..storage.interfaces import TopoToken
+from ..storage.protocols.composite import Storage
 from ..storage.sql.admin import AdminStore
 from ..storage.sql.engine import Database
 from .access import AdminAccess, note, query_bool, query_dir
@@ -75,7 +76,7 @@ def _text(value: Any) -> str | None:
 class RoomAdminHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         admin_store: AdminStore,
         access: AdminAccess,
         policy: AdminPolicy,
@@ -353,9 +354,10 @@ class RoomAdminHandlers:
     async def messages(self, request: web.Request) -> web.Response:
         await self._access.require_admin(request)
         room_id = await self._room(request)
-        direction = request.query.get("dir", "f")
-        if direction not in ("f", "b"):
+        raw_dir = request.query.get("dir", "f")
+        if raw_dir not in ("f", "b"):
             raise invalid_param("'dir' must be 'f' or 'b'")
+        direction: Literal["b", "f"] = "f" if raw_dir == "f" else "b"
         limit = query_int(request, "limit", 10, 0, 1000)
         tokens: dict[str, TopoToken | None] = {}
         for name in ("from", "to"):

@@ -24,6 +24,7 @@ from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import plan_room
 from ..rooms.local_events import LocalEventCreator
 from ..rooms.membership import MembershipService
+from ..storage.protocols.composite import Storage
 from ..storage.sql.admin import AdminStore
 from .access import AdminAccess, note
 
@@ -37,7 +38,7 @@ MAX_TXNS = 10_000
 class ServerNoticeSender:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         admin_store: AdminStore,
         creator: LocalEventCreator,
         membership: MembershipService,

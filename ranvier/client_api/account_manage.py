@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..clock import now_ms
+from ..storage.protocols.composite import Storage
 from .auth import Authenticator, Requester
 from .errors import MatrixError, forbidden, invalid_param
 from .http_util import read_json_body, require_str
@@ -41,7 +42,7 @@ def _optional_bool(body: dict[str, Any], key: str, default: bool) -> bool:
 class AccountManagementHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         password_uia: PasswordUia,
         deactivator: Deactivator,

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..protocol.events import Pdu
 from ..protocol.relations import REFERENCE, REPLACE, THREAD, is_valid_replacement
+from ..storage.protocols.composite import Storage
 from ..storage.sql.relations import ChildRow
 from .event_format import format_client_event
 
@@ -39,7 +40,7 @@ def _redacted(pdu: Pdu) -> bool:
 
 
 class BundledAggregations:
-    def __init__(self, storage: Any, visibility: Any) -> None:
+    def __init__(self, storage: Storage, visibility: Any) -> None:
         self._storage = storage
         self._visibility = visibility  # rooms.visibility.HistoryVisibilityFilter
 

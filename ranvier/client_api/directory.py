@@ -10,6 +10,7 @@ from aiohttp import web
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_room_alias, server_of
 from ..rooms.membership import MembershipError, MembershipService
+from ..storage.protocols.composite import Storage
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, not_found
 from .http_util import query_int, read_json_body, require_str
@@ -19,7 +20,7 @@ PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 class DirectoryHandlers:
     def __init__(
-        self, storage: Any, authenticator: Authenticator, server_name: str, membership: MembershipService
+        self, storage: Storage, authenticator: Authenticator, server_name: str, membership: MembershipService
     ) -> None:
         self._storage = storage
         self._auth = authenticator

@@ -16,6 +16,7 @@ from aiohttp import web
 from ..clock import now_ms
 from ..federation.edus import OutboundEdu, receipt_edu, typing_edu
 from ..rooms.incoming_edus import TypingState
+from ..storage.protocols.composite import Storage
 from ..storage.sql.push_counts import MAIN_THREAD
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, not_found
@@ -103,7 +104,7 @@ class TypingStream(TypingState):
 class EphemeralHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         typing: TypingStream,
         notifier: SyncNotifier,

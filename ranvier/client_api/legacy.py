@@ -29,6 +29,7 @@ from ..protocol.events import Pdu
 from ..protocol.visibility import HistoryVisibility
 from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import TopoToken
+from ..storage.protocols.composite import Storage
 from .account_data import client_account_data
 from .auth import Authenticator
 from .errors import forbidden, invalid_param, missing_param, not_found
@@ -72,7 +73,7 @@ def presence_events_of(service: PresenceReader) -> PresenceEvents:
 class LegacyHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         visibility: HistoryVisibilityFilter,
         presence_events: PresenceEvents | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -18,6 +18,7 @@ from ..protocol.events import Pdu
 from ..protocol.visibility import HistoryVisibility
 from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import TopoToken
+from ..storage.protocols.composite import Storage
 from .account_data import forgotten_event
 from .auth import Authenticator
 from .bundled import BundledAggregations
@@ -57,7 +58,7 @@ def parse_sync_token(token: str) -> int:
 class MessageHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         backfill: Backfill | None = None,
         visibility: HistoryVisibilityFilter | None = None,
@@ -124,9 +125,10 @@ class MessageHandlers:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
         await self._check_member(room_id, requester.user_id)
-        direction = request.query.get("dir", "b")
-        if direction not in ("b", "f"):
+        raw_dir = request.query.get("dir", "b")
+        if raw_dir not in ("b", "f"):
             raise invalid_param("dir must be 'b' or 'f'")
+        direction: Literal["b", "f"] = "b" if raw_dir == "b" else "f"
         limit = query_int(request, "limit", 10, 0, MAX_LIMIT)
         from_raw = request.query.get("from")
         from_token = await self._to_topo(room_id, from_raw) if from_raw else None
@@ -258,7 +260,7 @@ class MessageHandlers:
         user_id: str,
         events: list[Pdu],
         next_token: TopoToken | None,
-        direction: str,
+        direction: Literal["b", "f"],
         limit: int,
         types: list[str] | None,
         to_token: TopoToken | None,

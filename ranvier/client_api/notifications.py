@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..clock import now_ms
+from ..storage.protocols.composite import Storage
 from .auth import Authenticator
 from .errors import invalid_param
 from .event_format import format_client_event
@@ -21,7 +22,7 @@ MAX_LIMIT = 100
 
 
 class NotificationHandlers:
-    def __init__(self, storage: Any, authenticator: Authenticator) -> None:
+    def __init__(self, storage: Storage, authenticator: Authenticator) -> None:
         self._storage = storage
         self._auth = authenticator
 

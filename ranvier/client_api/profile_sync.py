@@ -6,16 +6,16 @@ avatar in every room the user is joined to (CS "Events on Change of Profile Info
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from ..protocol.errors import AuthRejected
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
+from ..storage.protocols.composite import Storage
 
 logger = logging.getLogger(__name__)
 
 
 class ProfilePropagator:
-    def __init__(self, storage: Any, creator: LocalEventCreator) -> None:
+    def __init__(self, storage: Storage, creator: LocalEventCreator) -> None:
         self._storage = storage
         self._creator = creator
 

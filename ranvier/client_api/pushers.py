@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..storage.protocols.composite import Storage
 from ..storage.sql.pushers import Pusher
 from .auth import Authenticator
 from .errors import MatrixError
@@ -30,7 +30,7 @@ def _invalid(message: str) -> MatrixError:
 
 
 class PusherHandlers:
-    def __init__(self, storage: Any, authenticator: Authenticator, on_change: Callable[[], None]) -> None:
+    def __init__(self, storage: Storage, authenticator: Authenticator, on_change: Callable[[], None]) -> None:
         self._storage = storage
         self._auth = authenticator
         self._on_change = on_change  # wakes the delivery loop

@@ -18,6 +18,7 @@ from ..protocol.events import Pdu
 from ..protocol.redaction import redact_event
 from ..protocol.relations import ANNOTATION, THREAD, relation_of
 from ..storage.interfaces import TopoToken
+from ..storage.protocols.composite import Storage
 from ..storage.sql.relations import RECURSION_DEPTH
 from .auth import Authenticator
 from .bundled import BundledAggregations
@@ -33,7 +34,7 @@ MAX_LIMIT = 100
 
 
 async def check_new_relation(
-    storage: Any, room_id: str, sender: str, event_type: str, content: dict[str, Any]
+    storage: Storage, room_id: str, sender: str, event_type: str, content: dict[str, Any]
 ) -> None:
     """What a client may not send (checked for new local events only; federation cannot be held to it):
     a thread started from an event that has a relationship itself (CS "Validation of m.thread
@@ -56,7 +57,7 @@ async def check_new_relation(
 class RelationHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         messages: MessageHandlers,
         bundled: BundledAggregations,

@@ -23,6 +23,7 @@ from ..rooms.create_room_plan import CreateRoomError, plan_room
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
 from ..rooms.membership import MembershipError, MembershipService
 from ..rooms.visibility import HistoryVisibilityFilter
+from ..storage.protocols.composite import Storage
 from .account_data import forget_room, forgotten_event
 from .auth import Authenticator, Requester
 from .bundled import BundledAggregations
@@ -77,7 +78,7 @@ class _TxnIdTaken(Exception):
 class RoomHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         creator: LocalEventCreator,
         membership: MembershipService,
         authenticator: Authenticator,

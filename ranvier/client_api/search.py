@@ -22,6 +22,7 @@ from ..search.room_events import (
     RoomEventsRequest,
 )
 from ..search.terms import parse_search_term
+from ..storage.protocols.composite import Storage
 from ..storage.sql.search import KEY_TYPES, MAX_FILTER_LIST, SearchScope
 from .account_data import forgotten_event
 from .auth import Authenticator
@@ -180,7 +181,7 @@ def format_answer(answer: RoomEventsAnswer, now: int, relations: Relations | Non
 class SearchHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         search: RoomEventSearch,
         bundled: BundledAggregations,

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..storage.protocols.composite import Storage
 from ..storage.sql.sliding_positions import SlidingPositionStore
 from ..storage.sql.sliding_sync import SlidingSyncStore
 from ..sync.changes import SyncExtras
@@ -37,7 +38,7 @@ MAX_TIMEOUT_MS = 60_000
 class SlidingSyncHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         sliding: SlidingSync,
         connections: ConnectionStore,
@@ -56,7 +57,7 @@ class SlidingSyncHandlers:
     @classmethod
     def create(
         cls,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         typing: TypingStream,
         notifier: SyncNotifier,

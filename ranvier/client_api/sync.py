@@ -20,6 +20,7 @@ from ..logs.tracing import EventOrigins, Tracing
 from ..presence.state import STATES as PRESENCE_STATES
 from ..presence.sync_section import PresenceSync
 from ..protocol.events import Pdu
+from ..storage.protocols.composite import Storage
 from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
 from ..sync.stripped import membership_stripped_state
 from ..sync.waiting import wait_any
@@ -42,7 +43,7 @@ MAX_TIMEOUT_MS = 60_000
 class SyncHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         authenticator: Authenticator,
         typing: TypingStream | None = None,
         notifier: SyncNotifier | None = None,

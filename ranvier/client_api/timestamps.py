@@ -6,13 +6,12 @@ Synapse's; the spec does not say more). The lookup, with its federation fallback
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from ..protocol.visibility import HistoryVisibility
 from ..rooms.timestamps import TimestampLookup
 from ..rooms.visibility import HistoryVisibilityFilter
+from ..storage.protocols.composite import Storage
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from .http_util import query_int
@@ -21,7 +20,7 @@ from .http_util import query_int
 class TimestampHandlers:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         lookup: TimestampLookup,
         visibility: HistoryVisibilityFilter,
         authenticator: Authenticator,

@@ -8,10 +8,9 @@ term matches the start of a word of a user's id or display name, case-insensitiv
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from ..storage.protocols.composite import Storage
 from ..storage.sql.user_directory import query_words
 from .auth import Authenticator
 from .errors import bad_json, invalid_param
@@ -23,7 +22,9 @@ MAX_LIMIT = 100
 
 
 class UserDirectoryHandlers:
-    def __init__(self, storage: Any, authenticator: Authenticator, *, search_all_users: bool = False) -> None:
+    def __init__(
+        self, storage: Storage, authenticator: Authenticator, *, search_all_users: bool = False
+    ) -> None:
         self._storage = storage
         self._auth = authenticator
         self._all_users = search_all_users

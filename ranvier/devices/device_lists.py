@@ -21,6 +21,7 @@ from ..federation.client import FederationError, path_segment
 from ..federation.edus import OutboundEdu
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_user_id, server_of
+from ..storage.protocols.composite import Storage
 from ..storage.sql.e2ee_streams import RemoteDevice
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _server(user_id: str) -> str | None:
 class DeviceLists:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         server_name: str,
         *,
         federation_client: Any = None,
@@ -199,7 +200,7 @@ class DeviceLists:
         sigs = await self._storage.e2e_keys.get_signatures([user_id])
         for signer, key_id, sig in sigs.get((user_id, device_id), []):
             keys.setdefault("signatures", {}).setdefault(signer, {})[key_id] = sig
-        return keys  # type: ignore[no-any-return]
+        return keys
 
     async def on_local_signing_keys(self, user_id: str, keys: dict[str, dict[str, Any]]) -> None:
         """New cross-signing keys of a local user: ``m.signing_key_update`` to the servers sharing a room."""

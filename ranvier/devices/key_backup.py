@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..storage.protocols.composite import Storage
 from ..storage.sql.e2ee_backup import RoomKey
 
 
@@ -79,7 +80,7 @@ def parse_rooms(body: Any) -> list[RoomKey]:
 
 
 class KeyBackups:
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Storage) -> None:
         self._store = storage.key_backup
 
     # -- versions -------------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class KeyBackups:
         if session_id is not None:
             if not keys:
                 raise not_found("No room key found")
-            return keys[0].to_json()  # type: ignore[no-any-return]
+            return keys[0].to_json()
         sessions: dict[str, dict[str, Any]] = {}
         rooms: dict[str, Any] = {}
         for key in keys:

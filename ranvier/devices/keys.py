@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..federation.client import FederationError
+from ..storage.protocols.composite import Storage
 from ..storage.sql.e2ee_keys import KeyConflict, OneTimeKey
 from .device_lists import DeviceLists, _server
 from .validation import (
@@ -30,7 +31,7 @@ DEFAULT_REMOTE_TIMEOUT_S = 10.0
 
 
 class KeyService:
-    def __init__(self, storage: Any, device_lists: DeviceLists, federation_client: Any = None) -> None:
+    def __init__(self, storage: Storage, device_lists: DeviceLists, federation_client: Any = None) -> None:
         self._storage = storage
         self._keys = storage.e2e_keys
         self._lists = device_lists
@@ -357,7 +358,7 @@ class KeyService:
         if self._lists.is_local(user_id):
             device_keys = await self._keys.get_device_keys(user_id, key)
             if device_keys is not None:
-                return device_keys  # type: ignore[no-any-return]
+                return device_keys
         master = (await self._keys.get_cross_signing_keys(user_id)).get("master")
         if master is None and not self._lists.is_local(user_id):
             fetched = await self.query(user_id, {user_id: []})

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..storage.protocols.composite import Storage
 from .device_lists import DeviceLists
 from .to_device import ToDeviceService
 
@@ -32,7 +33,7 @@ class E2eeSection:
 
 
 class E2eeSync:
-    def __init__(self, storage: Any, device_lists: DeviceLists, to_device: ToDeviceService) -> None:
+    def __init__(self, storage: Storage, device_lists: DeviceLists, to_device: ToDeviceService) -> None:
         self._storage = storage
         self._lists = device_lists
         self._to_device = to_device

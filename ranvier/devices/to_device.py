@@ -17,6 +17,7 @@ from typing import Any
 
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_user_id, server_of
+from ..storage.protocols.composite import Storage
 from ..storage.sql.e2ee_streams import ToDeviceMessage
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class InboxBatch:
 class ToDeviceService:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         server_name: str,
         *,
         sender: Any = None,

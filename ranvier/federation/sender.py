@@ -62,6 +62,7 @@ from ranvier.storage.interfaces import EventToPersist
 from ranvier.storage.sql.outbox import OutboxBatch, RetryState
 
 from ..logs.tracing import EventOrigins
+from ..storage.protocols.composite import Storage
 from .client import DestinationUnreachable, FederationClient, FederationError
 from .edus import OutboundEdu
 from .hedge import answers_probe, hedged
@@ -128,7 +129,7 @@ class _Stopped(Exception):
 class FederationSender:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         client: FederationClient,
         server_name: str,
         metrics: Any = None,

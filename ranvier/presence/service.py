@@ -24,6 +24,7 @@ from ..clock import now_ms
 from ..federation.edus import presence_edu
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import server_of
+from ..storage.interfaces import StateStore
 from ..storage.sql.presence import PresenceStore
 from .state import (
     OFFLINE,
@@ -53,7 +54,7 @@ class PresenceService:
         *,
         enabled: bool = True,
         sender: Any = None,
-        state_store: Any = None,
+        state_store: StateStore | None = None,
         notify: Callable[[], None] | None = None,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         clock_ms: Callable[[], int] = now_ms,

@@ -24,6 +24,7 @@ import yarl
 
 from ..federation.ip_blocklist import BlocklistingResolver, IpBlocklist, is_ip_literal
 from ..storage.interfaces import EventToPersist
+from ..storage.protocols.composite import Storage
 from ..storage.sql.push_counts import Notification
 from ..storage.sql.pushers import Pusher
 
@@ -45,7 +46,7 @@ def tweaks_of(actions: list[Any]) -> dict[str, Any]:
 class PushDelivery:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         blocklist: IpBlocklist,
         notified_users: Callable[[Sequence[EventToPersist]], set[str] | None],
         max_backoff: float = 300.0,

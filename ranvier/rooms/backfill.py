@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 from ..federation.client import FederationClient, FederationError
 from ..federation.keys import Keyring
 from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
+from ..storage.protocols.composite import Storage
 from .incoming_fetch import RemoteEvents
 from .pdu_checks import (
     CREATE_KEY,
@@ -87,7 +87,7 @@ class _Run:
 class Backfiller:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         state: StateService,
         persister: EventPersister,
         client: FederationClient,

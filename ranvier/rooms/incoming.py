@@ -34,6 +34,7 @@ from ..protocol.errors import AuthRejected
 from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist, UnknownEvent
+from ..storage.protocols.composite import Storage
 from ..storage.sql.deferred_pdus import DeferredPduStore
 from .deferred_pdus import DeferredPdus
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
@@ -98,7 +99,7 @@ class _View:
 class IncomingPdus:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         state: StateService,
         persister: EventPersister,
         keyring: Keyring,

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import server_of
+from ..storage.protocols.composite import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class TypingState:
 class IncomingEdus:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         typing: TypingState,
         server_allowed: ServerAllowed,
         on_receipt: Callable[[], None] | None = None,

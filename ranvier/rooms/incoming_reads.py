@@ -25,6 +25,7 @@ from ..protocol.errors import InvalidIdentifier
 from ..protocol.events import Pdu
 from ..protocol.identifiers import parse_room_alias, parse_user_id, server_of
 from ..storage.interfaces import UnknownEvent
+from ..storage.protocols.composite import Storage
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .timestamps import closest_local_event
 from .visibility import HistoryVisibilityFilter
@@ -35,7 +36,7 @@ MAX_MISSING_EVENTS = 20
 
 class FederationReads:
     def __init__(
-        self, storage: Any, server_name: str, visibility: HistoryVisibilityFilter | None = None
+        self, storage: Storage, server_name: str, visibility: HistoryVisibilityFilter | None = None
     ) -> None:
         self._storage = storage
         self.server_name = server_name

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..protocol.errors import ProtocolError
+from ..storage.protocols.composite import Storage
 from .incoming import IncomingPdus
 from .incoming_edus import IncomingEdus
 
@@ -23,7 +24,7 @@ class BadTransaction(ProtocolError):
 
 
 class InboundTransactions:
-    def __init__(self, storage: Any, pdus: IncomingPdus, edus: IncomingEdus) -> None:
+    def __init__(self, storage: Storage, pdus: IncomingPdus, edus: IncomingEdus) -> None:
         self._storage = storage
         self.pdus = pdus
         self.edus = edus
@@ -52,7 +53,7 @@ class InboundTransactions:
             async with lock:  # a retry racing the original waits for its answer
                 stored = await self._storage.inbound_txns.get_response(origin, txn_id)
                 if stored is not None:
-                    return stored  # type: ignore[no-any-return]
+                    return stored
                 receive = self.pdus.receive_pdus if self.route_pdus is None else self.route_pdus
                 results = await receive(origin, pdus)
                 if self.on_results is not None:

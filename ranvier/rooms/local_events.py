@@ -19,6 +19,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import EventToPersist
+from ..storage.protocols.composite import Storage
 from .persister import EventPersister, TxnHook
 from .state import StateIds, StateService
 
@@ -43,7 +44,7 @@ class RoomNotFound(LookupError):
 class LocalEventCreator:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         state: StateService,
         persister: EventPersister,
         server_name: str,
@@ -61,7 +62,7 @@ class LocalEventCreator:
         rv = await self._storage.rooms.get_room_version(room_id)
         if rv is None:
             raise RoomNotFound(room_id)
-        return rv  # type: ignore[no-any-return]
+        return rv
 
     async def send(
         self,

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from ..protocol.errors import AuthRejected
 from ..protocol.events import Pdu
 from ..protocol.identifiers import server_of
+from ..storage.protocols.composite import Storage
 from .local_events import LocalEventCreator, RoomNotFound
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class RemoteMembership(Protocol):
 class MembershipService:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         creator: LocalEventCreator,
         server_name: str,
         remote: RemoteMembership | None = None,

@@ -31,6 +31,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import TOPO_SCALE, EventToPersist
+from ..storage.protocols.composite import Storage
 from .incoming_fetch import RemoteEvents
 from .local_events import LocalEventCreator
 from .membership import MembershipError
@@ -111,7 +112,7 @@ class KeyFetchFailed(ValueError):
 class RemoteMembershipService:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         state: StateService,
         persister: EventPersister,
         creator: LocalEventCreator,

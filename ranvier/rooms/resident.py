@@ -24,6 +24,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import EventToPersist, StateDelta
+from ..storage.protocols.composite import Storage
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .local_events import LocalEventCreator, RoomNotFound
 from .persister import EventPersister
@@ -53,7 +54,7 @@ KeyPrefetch = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
 class ResidentMembership:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         state: StateService,
         persister: EventPersister,
         creator: LocalEventCreator,
@@ -94,7 +95,7 @@ class ResidentMembership:
         if not server_allowed_by_acl(origin, acl.content if acl is not None else None):
             # S2S "Server Access Control Lists": membership requests of denied servers are refused too.
             raise _forbidden(f"server {origin} is denied by the room's server ACL")
-        return rv  # type: ignore[no-any-return]
+        return rv
 
     async def _we_are_joined(self, room_id: str) -> bool:
         joined = await self._storage.state.get_joined_users(room_id)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..federation.client import FederationClient, FederationError, path_segment
 from ..protocol.events import StateKey
+from ..storage.protocols.composite import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class RoomCheckReport:
 class RoomChecker:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         client: FederationClient,
         server_name: str,
         receive_pdus: ReceivePdus,

@@ -26,6 +26,7 @@ from typing import Any
 from ..federation.client import FederationClient, FederationError
 from ..federation.errors import FederationRequestError
 from ..protocol.identifiers import server_of
+from ..storage.protocols.composite import Storage
 from .room_summary import (
     SPACE_CHILD,
     SPACE_ROOM_TYPE,
@@ -90,7 +91,7 @@ class _RemoteAnswer:
 class SpaceHierarchy:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         server_name: str,
         client: FederationClient | None = None,
         clock: Callable[[], float] = time.monotonic,

@@ -20,6 +20,7 @@ from ..protocol.events import Pdu, StateKey
 from ..protocol.room_versions import RoomVersion
 from ..protocol.state_res import AuthChainIndex, DictEventSource, resolve_state
 from ..storage.interfaces import EventToPersist
+from ..storage.protocols.composite import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ MAX_ROOM_INDEXES = 256
 
 
 class StateService:
-    def __init__(self, storage: Any, max_room_indexes: int = MAX_ROOM_INDEXES) -> None:
+    def __init__(self, storage: Storage, max_room_indexes: int = MAX_ROOM_INDEXES) -> None:
         self._storage = storage
         # room id -> (its index, the lock that keeps it to one resolution at a time: AuthChainIndex is not
         # thread-safe), least recently used first. Evicting a pair while it is in use is safe: the holder
@@ -66,7 +67,7 @@ class StateService:
         return pair
 
     async def state_after(self, event_id: str) -> StateIds:
-        return await self._storage.state.get_state_ids_after(event_id)  # type: ignore[no-any-return]
+        return await self._storage.state.get_state_ids_after(event_id)
 
     async def state_before_prev_events(
         self, room_id: str, room_version: RoomVersion, prev_event_ids: Sequence[str]
@@ -130,7 +131,7 @@ class StateService:
         verdicts = await self._storage.events.get_events_with_verdicts(list(ids))
         events = {event_id: pdu for event_id, (pdu, _) in verdicts.items()}
         rejected = [event_id for event_id, (_, reason) in verdicts.items() if reason is not None]
-        events.update(extra)
+        events.update(extra.items())  # EventId keys, as str
         return DictEventSource(events, rejected=[e for e in rejected if e not in extra])
 
     async def load_state_events(self, state: Mapping[StateKey, str]) -> dict[StateKey, Pdu]:

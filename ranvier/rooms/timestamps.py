@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from ..federation.client import FederationClient, FederationError
 from ..protocol.events import Pdu
+from ..storage.protocols.composite import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ MAX_SERVERS_ASKED = 5
 Backfill = Callable[[str, int], Awaitable[bool]]
 
 
-async def closest_local_event(storage: Any, room_id: str, ts: int, direction: str) -> Pdu | None:
+async def closest_local_event(storage: Storage, room_id: str, ts: int, direction: str) -> Pdu | None:
     """The first live event at or after ``ts`` ('f'), or the last at or before it ('b'), of the held
     timeline (topological order; timestamps are taken as growing along it, which they mostly do).
 
@@ -42,7 +42,7 @@ async def closest_local_event(storage: Any, room_id: str, ts: int, direction: st
         page, token = await storage.stream.paginate(room_id, token, "b", PAGE_SIZE)
         for pdu in page:
             if direction == "b" and pdu.origin_server_ts <= ts:
-                return pdu  # type: ignore[no-any-return]
+                return pdu
             if direction == "f":
                 if pdu.origin_server_ts < ts:
                     return best
@@ -57,7 +57,7 @@ async def closest_local_event(storage: Any, room_id: str, ts: int, direction: st
         page, token = await storage.stream.paginate(room_id, token, "f", PAGE_SIZE)
         for pdu in page:
             if direction == "f" and pdu.origin_server_ts >= ts:
-                return pdu  # type: ignore[no-any-return]
+                return pdu
             if direction == "b":
                 if pdu.origin_server_ts > ts:
                     return best
@@ -70,7 +70,7 @@ async def closest_local_event(storage: Any, room_id: str, ts: int, direction: st
 class TimestampLookup:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         server_name: str,
         client: FederationClient | None = None,
         backfill: Backfill | None = None,

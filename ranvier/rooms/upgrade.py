@@ -31,6 +31,7 @@ from ..protocol.errors import AuthRejected, UnsupportedRoomVersion
 from ..protocol.events import Pdu
 from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion, get_room_version
+from ..storage.protocols.composite import Storage
 from .local_events import LocalEventCreator, RoomNotFound
 from .membership import MembershipError, MembershipService
 from .persister import EventPersister
@@ -66,7 +67,7 @@ class UpgradeError(Exception):
 class RoomUpgrader:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         creator: LocalEventCreator,
         persister: EventPersister,
         membership: MembershipService,

@@ -28,6 +28,7 @@ from ..protocol.visibility import (
     visibility_from_content,
 )
 from ..storage.interfaces import UnknownEvent
+from ..storage.protocols.composite import Storage
 
 HV_KEY: StateKey = (HISTORY_VISIBILITY, "")
 # How many of a user's membership changes we walk back to find their last join (rule 3).
@@ -39,7 +40,7 @@ def facts(pdu: Pdu) -> EventFacts:
 
 
 class HistoryVisibilityFilter:
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Storage) -> None:
         self._storage = storage
 
     # -- users -------------------------------------------------------------------------------------

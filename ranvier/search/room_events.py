@@ -24,6 +24,7 @@ from typing import Any
 from ..protocol.events import Pdu
 from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import UnknownEvent
+from ..storage.protocols.composite import Storage
 from ..storage.sql.search import Order, SearchHit, SearchScope
 from .terms import SearchQuery, highlights
 
@@ -123,7 +124,7 @@ class RoomEventsAnswer:
 
 
 class RoomEventSearch:
-    def __init__(self, storage: Any, visibility: HistoryVisibilityFilter) -> None:
+    def __init__(self, storage: Storage, visibility: HistoryVisibilityFilter) -> None:
         self._storage = storage
         self._visibility = visibility
 
@@ -262,8 +263,10 @@ class RoomEventSearch:
 
     async def _context(
         self, user_id: str, pdu: Pdu, before_limit: int, after_limit: int, include_profile: bool
-    ) -> EventContext:
+    ) -> EventContext | None:
         meta = await self._storage.events.get_event_meta(pdu.event_id)
+        if meta is None:  # purged since the search found it: no context to give
+            return None
         room_id = pdu.room_id
         before, before_token = await self._storage.stream.paginate(
             room_id, meta.topo_before, "b", before_limit

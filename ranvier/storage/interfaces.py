@@ -21,10 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ranvier.protocol.events import Pdu, StateKey
 from ranvier.protocol.room_versions import RoomVersion
+
+if TYPE_CHECKING:
+    from .sql.engine import Txn
 
 StateMap = Mapping[StateKey, str]
 
@@ -72,7 +75,7 @@ class EventToPersist:
 # Called by ``persist_events`` inside its transaction, after every row of the batch is written, with the
 # transaction and the events it wrote (skipped duplicates left out) and their stream orderings. Whatever it
 # writes through the transaction commits with the events; if it raises, the whole batch rolls back.
-InTxnHook = Callable[[Any, list[tuple[EventToPersist, int]]], Awaitable[None]]
+InTxnHook = Callable[["Txn", list[tuple[EventToPersist, int]]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +232,7 @@ class StateStore(Protocol):
     async def get_current_state_event(self, room_id: str, event_type: str, state_key: str) -> Pdu | None: ...
     async def get_joined_users(self, room_id: str) -> set[str]: ...
     async def get_joined_servers(self, room_id: str) -> set[str]: ...
-    async def get_joined_servers_txn(self, txn: Any, room_id: str) -> set[str]:
+    async def get_joined_servers_txn(self, txn: Txn, room_id: str) -> set[str]:
         """The joined servers as ``txn`` (e.g. a persist's ``on_txn`` hook) sees them."""
 
     async def get_servers_in_joined_rooms(self, server_name: str, limit: int) -> list[str]:
@@ -242,6 +245,8 @@ class StateStore(Protocol):
         """(membership, member event id) from current state."""
 
     async def get_members(self, room_id: str) -> dict[str, str]: ...
+    async def get_hero_members(self, room_id: str, exclude: str, limit: int = 5) -> list[tuple[str, str]]:
+        """(user id, member event id) of up to ``limit`` members but ``exclude`` (CS "Room summary")."""
 
 
 class StreamStore(Protocol):

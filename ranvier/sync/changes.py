@@ -19,6 +19,7 @@ from ..client_api.account_data import client_account_data
 from ..client_api.ephemeral import TypingStream
 from ..push.rules import ACCOUNT_DATA_TYPE as PUSH_RULES
 from ..push.rules import merged_ruleset, stored_form
+from ..storage.protocols.composite import Storage
 from ..storage.sql.receipts import client_receipt_contents
 
 _TOKEN = re.compile(r"s[0-9]{1,18}(?:_[0-9]{1,18}){0,6}")
@@ -60,7 +61,7 @@ class Extras:
 
 
 class SyncExtras:
-    def __init__(self, storage: Any, typing: TypingStream) -> None:
+    def __init__(self, storage: Storage, typing: TypingStream) -> None:
         self._storage = storage
         self._typing = typing
 

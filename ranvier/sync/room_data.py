@@ -18,6 +18,7 @@ from typing import Any
 from ..client_api.bundled import BundledAggregations
 from ..client_api.event_format import format_client_event
 from ..protocol.events import Pdu
+from ..storage.protocols.composite import Storage
 from ..storage.sql.push_counts import Counts
 from ..storage.sql.sliding_sync import SlidingSyncStore
 from .connections import RoomSent
@@ -53,7 +54,7 @@ class RoomContext:
 
 
 class RoomDataBuilder:
-    def __init__(self, storage: Any, store: SlidingSyncStore, visibility: Any = None) -> None:
+    def __init__(self, storage: Storage, store: SlidingSyncStore, visibility: Any = None) -> None:
         self._storage = storage
         self._store = store
         self._visibility = visibility
@@ -289,7 +290,7 @@ class RoomDataBuilder:
         return heroes
 
 
-async def invite_state(storage: Any, entry: RoomEntry) -> list[dict[str, Any]]:
+async def invite_state(storage: Storage, entry: RoomEntry) -> list[dict[str, Any]]:
     key = "invite_room_state" if entry.membership == "invite" else "knock_room_state"
     return await membership_stripped_state(storage, entry.room_id, entry.event_id, key)
 

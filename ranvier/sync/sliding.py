@@ -16,6 +16,7 @@ from typing import Any
 
 from ..client_api.account_data import forgotten_event
 from ..clock import now_ms
+from ..storage.protocols.composite import Storage
 from ..storage.sql.push_counts import Counts
 from ..storage.sql.sliding_sync import SlidingSyncStore
 from .changes import SyncToken
@@ -55,7 +56,7 @@ class SlidingResult:
 class SlidingSync:
     def __init__(
         self,
-        storage: Any,
+        storage: Storage,
         store: SlidingSyncStore,
         rooms: RoomDataBuilder,
         extensions: SlidingExtensions,

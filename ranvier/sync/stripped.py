@@ -6,10 +6,11 @@ from typing import Any
 
 from ..client_api.event_format import stripped_state_event
 from ..rooms.stripped_state import STRIPPED_STATE_TYPES
+from ..storage.protocols.composite import Storage
 
 
 async def membership_stripped_state(
-    storage: Any, room_id: str, event_id: str, carried_key: str = "invite_room_state"
+    storage: Storage, room_id: str, event_id: str, carried_key: str = "invite_room_state"
 ) -> list[dict[str, Any]]:
     """What the inviting (or knocked-on) server sent with the membership event under ``carried_key``, or
     for a room this server is in, the room's own stripped state; then the membership event itself."""
