@@ -146,7 +146,7 @@ class Layout:
             "federation_senders": [i.name for i in self.of_role("federation_sender")],
         }
 
-    def nginx(self, tls_certificate: str, tls_certificate_key: str) -> str:
+    def nginx(self, tls_certificate: str, tls_certificate_key: str, listen_address: str | None = None) -> str:
         return render_nginx(
             NginxLayout(
                 client_upstreams=self.client_upstreams(),
@@ -155,6 +155,7 @@ class Layout:
                 federation_listen=self.public_federation_port,
                 tls_certificate=tls_certificate,
                 tls_certificate_key=tls_certificate_key,
+                listen_address=listen_address,
             )
         )
 

@@ -187,6 +187,7 @@ class NginxLayout:
     federation_listen: int = 8448
     tls_certificate: str = "/etc/ranvier/tls.crt"
     tls_certificate_key: str = "/etc/ranvier/tls.key"
+    listen_address: str | None = None  # None: every interface (a public server); tests use 127.0.0.1
 
 
 def _target(route_role: HttpRole, listener: Listener, layout: NginxLayout) -> str:
@@ -239,9 +240,10 @@ def render_nginx(layout: NginxLayout) -> str:
         "        proxy_read_timeout 120s;",
         "        client_max_body_size 100M;",
     ]
+    listen = "" if layout.listen_address is None else f"{layout.listen_address}:"
     out += [
         "server {",
-        f"    listen {layout.client_listen};",
+        f"    listen {listen}{layout.client_listen};",
         "    location / {",
         "        proxy_pass http://$ranvier_client_upstream;",
         *proxy_common,
@@ -249,7 +251,7 @@ def render_nginx(layout: NginxLayout) -> str:
         "}",
         "",
         "server {",
-        f"    listen {layout.federation_listen} ssl;",
+        f"    listen {listen}{layout.federation_listen} ssl;",
         f"    ssl_certificate {layout.tls_certificate};",
         f"    ssl_certificate_key {layout.tls_certificate_key};",
         "    location / {",

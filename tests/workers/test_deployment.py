@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ import pytest_asyncio
 from ranvier.app import Homeserver
 from ranvier.workers.roles import pick
 from ranvier.workers.routing import instance_role, role_for
+from tests.ports import free_port
 from tests.scenarios.servers import start_server
 
 from .deployment import Deployment, services_problem, single_process, unrecognized
@@ -227,6 +231,74 @@ async def test_client_flow_through_the_proxy(world: World) -> None:
         assert [e["event_id"] for e in await bob.at(dep.instance_url(name)).timeline(room_id)] == [
             e["event_id"] for e in await bob.timeline(room_id)
         ], name
+
+
+async def test_the_generated_nginx_routes_like_the_table(world: World) -> None:
+    """Real nginx (Debian's nginx-light, installed by .ci/run) with the layout's generated file in front of
+    the deployment: each request lands on the process of the role the table names (read from the processes'
+    access logs, by a marker in the query string)."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (.ci/run installs nginx-light)")
+        pytest.skip("nginx is not installed")
+    dep, session = world.dep, world.session
+    prefix = world.workdir / "nginx"
+    prefix.mkdir()
+    layout = dataclasses.replace(
+        dep.layout, public_client_port=free_port(), public_federation_port=free_port()
+    )
+    site = layout.nginx(
+        str(dep.workdir / "tls.crt"), str(dep.workdir / "tls.key"), listen_address="127.0.0.1"
+    )
+    (prefix / "ranvier-workers.conf").write_text(site)
+    (prefix / "nginx.conf").write_text(
+        f"daemon off;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log info;\nevents {{}}\n"
+        f"http {{\n  access_log {prefix}/access.log;\n  client_body_temp_path {prefix}/body;\n"
+        f"  proxy_temp_path {prefix}/proxy;\n  include {prefix}/ranvier-workers.conf;\n}}\n"
+    )
+    process = subprocess.Popen(
+        [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{layout.public_client_port}"
+    try:
+
+        async def up() -> bool:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(f"{base}/_matrix/client/versions") as resp:
+                    return resp.status == 200
+            return process.poll() is not None  # exited: reported below
+
+        await eventually(up, timeout=20, what="nginx answers")
+        assert process.poll() is None, (prefix / "error.log").read_text()
+        probe = secrets.token_hex(4)
+        user = await User.register(session, base, f"nginx{probe}")
+        room_id = (await user.ok("POST", "/createRoom", {"preset": "public_chat"}, probe=f"create{probe}"))[
+            "room_id"
+        ]
+        await user.ok("PUT", f"/rooms/{room_id}/send/m.room.message/{probe}?probe=send{probe}", {"body": "x"})
+        await user.ok("GET", "/sync", timeout="0", probe=f"sync{probe}")
+        await user.ok("GET", f"/rooms/{room_id}/messages", dir="b", probe=f"messages{probe}")
+        key_url = f"https://127.0.0.1:{layout.public_federation_port}/_matrix/key/v2/server?probe=key{probe}"
+        async with session.get(key_url, ssl=False) as resp:
+            assert resp.status == 200 and (await resp.json())["server_name"] == dep.server_name
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 10)
+
+    def served_by(marker: str) -> set[str]:
+        return {name for name in dep.layout.names if marker in (dep.workdir / f"{name}.log").read_text()}
+
+    readers = set(dep.names_of("client_reader"))
+    assert served_by(f"create{probe}") == {"main"}
+    assert served_by(f"sync{probe}") <= readers and served_by(f"sync{probe}")
+    assert served_by(f"messages{probe}") <= readers and served_by(f"messages{probe}")
+    # The send is taken by a reader, which forwards it to the room's persister (both log it).
+    assert served_by(f"send{probe}") & readers
+    assert served_by(f"key{probe}") == {"main"}  # no federation_inbound instance: main serves federation
 
 
 # -- federation ------------------------------------------------------------------------------------
