@@ -15,10 +15,14 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..presence.service import PresenceService
-from .bus import Bus
+
+if TYPE_CHECKING:
+    # A type only: importing the bus imports redis (about 8 MB of RSS with what it pulls in, cryptography
+    # included), which a single-process server never uses.
+    from .bus import Bus
 
 logger = logging.getLogger(__name__)
 
