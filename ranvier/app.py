@@ -148,6 +148,7 @@ from .storage.sql.presence import PresenceStore
 from .workers.config import MAIN
 from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
 from .workers.roles import config_for_instance, plan_for
+from .workers.event_forwarding import ForwardingCreator, add_send_event_route
 from .workers.presence import RelayedPresence
 from .workers.runtime import ReplicatedNotifier, ReplicatedTyping, WorkerRuntime
 
@@ -265,9 +266,11 @@ class Homeserver:
         )
         self.persister.add_txn_hook(self.push_housekeeping.in_txn)  # after the push actions' hook
         storage.devices.deleted_listeners.append(self.push_housekeeping.devices_deleted)
-        self.creator = LocalEventCreator(
-            storage, self.state, self.persister, self.server_name, self.signing_key
-        )
+        # With workers, events of rooms another process persists are created there (ranvier.workers).
+        creator = LocalEventCreator if self.worker_runtime is None else ForwardingCreator
+        self.creator = creator(storage, self.state, self.persister, self.server_name, self.signing_key)
+        if isinstance(self.creator, ForwardingCreator):
+            self.creator.plan, self.creator.replication = self.plan, self.replication_client
         self.membership = MembershipService(storage, self.creator, self.server_name)
         # Deactivation (client /account/deactivate and the admin API): leaves rooms through membership.
         self.deactivator = AccountDeactivator(storage, self.membership)
@@ -610,6 +613,8 @@ class Homeserver:
             self._guard("replication", self.config.request_limits.max_federation_send_body_bytes)
             app = web.Application(client_max_size=self.config.request_limits.max_federation_send_body_bytes)
         add_internal_routes(app, workers.secret, self.plan.name, self.incoming_pdus.receive_pdus)
+        if self.plan.persists_events:
+            add_send_event_route(app, workers.secret, self.creator)
         app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
         await self._start_site("replication", app, inst.replication.bind, inst.replication.port, None)
 

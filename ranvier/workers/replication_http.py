@@ -72,6 +72,7 @@ def room_of_write(method: str, path: str) -> str | None:
 class ReplicationClient:
     def __init__(self, workers: Workers, timeout: float = 120.0) -> None:
         self._workers = workers
+        self.secret = workers.secret
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self.forwarded = 0
@@ -83,7 +84,7 @@ class ReplicationClient:
         host = f"[{listener.bind}]" if ":" in listener.bind else listener.bind
         return f"http://{host}:{listener.port}"
 
-    def _client(self) -> aiohttp.ClientSession:
+    def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=False)
         return self._session
@@ -101,7 +102,7 @@ class ReplicationClient:
         if request.remote:
             headers.setdefault("X-Forwarded-For", request.remote)
         try:
-            async with self._client().request(
+            async with self.session().request(
                 request.method, self.base_url(instance) + request.path_qs, data=body, headers=headers
             ) as resp:
                 payload = await resp.read()
@@ -116,7 +117,7 @@ class ReplicationClient:
     async def forward_pdus(self, instance: str, origin: str, pdus: list[Any]) -> dict[str, dict[str, str]]:
         secret = self._workers.secret
         try:
-            async with self._client().post(
+            async with self.session().post(
                 self.base_url(instance) + PDUS_PATH,
                 json={"origin": origin, "pdus": pdus},
                 headers={"Authorization": f"Bearer {secret}"},

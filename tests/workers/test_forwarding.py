@@ -226,3 +226,21 @@ async def test_account_data_written_on_main_wakes_a_sync_parked_on_the_reader(
         await asyncio.sleep(0.3)
         await alice.ok("PUT", f"/user/{alice.user_id}/account_data/org.example.settings", {"theme": "dark"})
         assert await asyncio.wait_for(parked, 30) == {"theme": "dark"}
+
+
+async def test_member_events_of_a_profile_change_on_main_are_sent_by_the_rooms_persisters(
+    deployment: dict[str, Homeserver],
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        alice = await Client.register(session, main, "alice")
+        rooms = [await alice.create_room(name=f"room {i}") for i in range(4)]
+        assert main.replication_client is not None
+        before = main.replication_client.forwarded
+        # Main persists no room here: each room's new member event is handed to the room's persister.
+        await alice.ok("PUT", f"/profile/{alice.user_id}/displayname", {"displayname": "Alice B."})
+        assert main.replication_client.forwarded - before == len(rooms)
+        at_reader = Client(session, reader, alice.user_id, alice.token)
+        for room_id in rooms:
+            state = await at_reader.ok("GET", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}")
+            assert state["displayname"] == "Alice B."

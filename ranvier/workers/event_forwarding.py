@@ -1,0 +1,168 @@
+"""Local events created outside a forwarded client request, sent by the room's persister.
+
+Client room writes reach the room's persister whole (``replication_http.forwarding_middleware``). Other
+code paths create events too: profile changes update the member event in every room of the user, account
+deactivation leaves rooms, joins by alias, admin actions, server notices, room upgrades' tombstones. On a
+process that does not own the room, ``ForwardingCreator.send`` hands such an event to the owner over
+``/_ranvier/replication/v1/send_event`` and returns the stored event once the owner has committed it, so a
+room's events are still built on one process's view of the room.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..client_api.errors import MatrixError
+from ..protocol.errors import AuthRejected, ProtocolError
+from ..protocol.events import Pdu
+from ..rooms.local_events import LocalEventCreator, RoomNotFound
+from ..rooms.persister import TxnHook
+from .replication_http import PersisterUnavailable, ReplicationClient
+from .roles import RolePlan
+
+logger = logging.getLogger(__name__)
+
+SEND_EVENT_PATH = "/_ranvier/replication/v1/send_event"
+
+
+class ForwardingCreator(LocalEventCreator):
+    """``LocalEventCreator`` whose ``send`` of a room owned by another process goes to that process."""
+
+    plan: RolePlan | None = None
+    replication: ReplicationClient | None = None
+
+    async def send(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        state_key: str | None = None,
+        redacts: str | None = None,
+        unsigned: dict[str, Any] | None = None,
+        txn_hook: TxnHook | None = None,
+        origin_server_ts: int | None = None,
+    ) -> Pdu:
+        plan, replication = self.plan, self.replication
+        owner = plan.persister_of(room_id) if plan is not None else None
+        # A transaction hook is a closure over this process's request (a client's transaction id): those
+        # requests were forwarded whole, so one reaching here is served here.
+        if plan is None or replication is None or owner == plan.name or txn_hook is not None:
+            return await super().send(
+                room_id,
+                sender,
+                event_type,
+                content,
+                state_key=state_key,
+                redacts=redacts,
+                unsigned=unsigned,
+                txn_hook=txn_hook,
+                origin_server_ts=origin_server_ts,
+            )
+        assert owner is not None
+        body = {
+            "room_id": room_id,
+            "sender": sender,
+            "type": event_type,
+            "content": content,
+            "state_key": state_key,
+            "redacts": redacts,
+            "unsigned": unsigned,
+            "origin_server_ts": origin_server_ts,
+        }
+        event_id = await _post(replication, owner, body)
+        pdu = await self._storage.events.get_event(event_id)
+        if pdu is None:  # committed before the answer: only a bug gets here
+            raise MatrixError(500, "M_UNKNOWN", f"{owner} answered {event_id}, which is not stored")
+        return pdu
+
+
+async def _post(replication: ReplicationClient, owner: str, body: dict[str, Any]) -> str:
+    try:
+        async with replication.session().post(
+            replication.base_url(owner) + SEND_EVENT_PATH,
+            json=body,
+            headers={"Authorization": f"Bearer {replication.secret}"},
+        ) as resp:
+            answer = await resp.json()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        logger.warning("could not hand an event of %s to %s: %s", body["room_id"], owner, e)
+        raise PersisterUnavailable(owner) from None
+    if not isinstance(answer, dict):
+        raise PersisterUnavailable(owner)
+    if status == 200 and isinstance(answer.get("event_id"), str):
+        replication.forwarded += 1
+        return str(answer["event_id"])
+    kind = answer.get("kind")
+    if kind == "auth":
+        raise AuthRejected(str(answer.get("rule")), str(answer.get("reason")))
+    if kind == "no_room":
+        raise RoomNotFound(body["room_id"])
+    raise MatrixError(
+        status if 400 <= status < 600 else 500,
+        str(answer.get("errcode", "M_UNKNOWN")),
+        str(answer.get("error", "the room's writer refused the event")),
+    )
+
+
+def add_send_event_route(app: web.Application, secret: str, creator: LocalEventCreator) -> None:
+    """The owner's side: build, authorise and persist the event here, answer after the commit."""
+
+    async def send_event(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
+            return web.json_response(
+                {"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
+        fields = _fields(body)
+        if fields is None:
+            return web.json_response(
+                {"errcode": "M_BAD_JSON", "error": "malformed event request"}, status=400
+            )
+        room_id, sender, event_type, content, extra = fields
+        try:
+            pdu = await creator.send(room_id, sender, event_type, content, **extra)
+        except AuthRejected as e:
+            return web.json_response({"kind": "auth", "rule": e.rule, "reason": e.reason}, status=403)
+        except RoomNotFound:
+            return web.json_response({"kind": "no_room"}, status=404)
+        except MatrixError as e:
+            return web.json_response(e.to_json(), status=e.status)
+        except ProtocolError as e:
+            return web.json_response({"errcode": e.errcode, "error": e.message}, status=400)
+        return web.json_response({"event_id": pdu.event_id})
+
+    app.router.add_post(SEND_EVENT_PATH, send_event)
+
+
+def _fields(body: Any) -> tuple[str, str, str, dict[str, Any], dict[str, Any]] | None:
+    if not isinstance(body, dict):
+        return None
+    room_id, sender, event_type, content = (
+        body.get("room_id"),
+        body.get("sender"),
+        body.get("type"),
+        body.get("content"),
+    )
+    if not (isinstance(room_id, str) and isinstance(sender, str) and isinstance(event_type, str)):
+        return None
+    if not isinstance(content, dict):
+        return None
+    extra: dict[str, Any] = {}
+    for key, kind in (("state_key", str), ("redacts", str), ("unsigned", dict), ("origin_server_ts", int)):
+        value = body.get(key)
+        if value is not None and not isinstance(value, kind):
+            return None
+        extra[key] = value
+    return room_id, sender, event_type, content, extra
