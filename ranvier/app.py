@@ -146,10 +146,10 @@ from .storage.sql.appservice import AppServiceStore
 from .storage.sql.media import MediaStore
 from .storage.sql.presence import PresenceStore
 from .workers.config import MAIN
-from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
-from .workers.roles import config_for_instance, plan_for
 from .workers.event_forwarding import ForwardingCreator, add_send_event_route
 from .workers.presence import RelayedPresence
+from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
+from .workers.roles import config_for_instance, plan_for
 from .workers.runtime import ReplicatedNotifier, ReplicatedTyping, WorkerRuntime
 
 logger = logging.getLogger(__name__)
