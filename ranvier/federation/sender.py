@@ -174,6 +174,7 @@ class FederationSender:
         # is handed to ``remote_wake`` (its owner's process). None: every destination is ours.
         self.shard: Callable[[str], bool] | None = None
         self.remote_wake: Callable[[str], None] | None = None
+        self.remote_reachable: Callable[[str], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -323,6 +324,10 @@ class FederationSender:
         """``destination`` has just shown it is up (it sent us a validly signed request): reset its
         back-off to zero and send its queue now; a transaction long in flight to it is sent again. A no-op
         for a destination that is healthy."""
+        if self.shard is not None and not self.shard(destination):
+            if self.remote_reachable is not None:
+                self.remote_reachable(destination)  # its owner's process keeps the back-off
+            return
         if destination in self._backing_off or self._stale_attempt(destination):
             self.reset_backoff(destination)
 

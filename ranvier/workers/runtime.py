@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from .bus import Bus
 
 logger = logging.getLogger(__name__)
+
+REACHABLE_EVERY = 5.0
 
 
 class ReplicatedNotifier(SyncNotifier):
@@ -157,6 +160,24 @@ class WorkerRuntime:
                     sender.wake(dest)
 
             bus.on("fed_wake", fed_wake)
+            # A server that just sent us a signed request is up: its owner ends the back-off. Told at most
+            # once per REACHABLE_EVERY seconds per server (every federation request would say it).
+            told: dict[str, float] = {}
+
+            def reachable(dest: str) -> None:
+                now = time.monotonic()
+                if now - told.get(dest, float("-inf")) >= REACHABLE_EVERY:
+                    told[dest] = now
+                    bus.publish("fed_reachable", {"d": dest})
+
+            sender.remote_reachable = reachable
+
+            def fed_reachable(body: dict[str, Any]) -> None:
+                dest = body.get("d")
+                if isinstance(dest, str) and plan.federation_sender and plan.owns_destination(dest):
+                    sender.mark_reachable(dest)
+
+            bus.on("fed_reachable", fed_reachable)
         presence = hs.presence
         if isinstance(presence, RelayedPresence):
             presence.bus = bus
