@@ -70,6 +70,12 @@ class Point:
     samples: list[float]
     unit: str = "ms"
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Point:
+        return cls(
+            row["curve"], row["metric"], int(row["x"]), [float(v) for v in row["samples"]], row["unit"]
+        )
+
     def row(self) -> dict[str, Any]:
         return {
             "curve": self.curve, "metric": self.metric, "x": self.x, "unit": self.unit,
@@ -140,6 +146,8 @@ class Measure:
         self.tip: Pdu = grower.room.last
         self.sender = grower.room.user
         self.messages = 0
+        # How many state events the latest message's state holds (at least): what /state_ids must answer.
+        self.state_size = len(grower.room.state)
 
     async def all_of(self, curve: str, x: int) -> list[Point]:
         target = self.server.server_name
@@ -200,7 +208,7 @@ class Measure:
             answer = await client.request(
                 "GET", target, ids_path, {"event_id": self.tip.event_id}, timeout=600
             )
-            if len(answer.get("pdu_ids", [])) < len(self.grower.members):
+            if len(answer.get("pdu_ids", [])) < self.state_size:
                 raise RuntimeError("/state_ids answered fewer state events than the room holds")
 
         points.append(
@@ -241,8 +249,11 @@ def _log(points: list[Point]) -> None:
         )
 
 
+StepDone = Callable[[list[Point]], None]
+
+
 async def _by_size(
-    server: RanvierServer, driver: IngestDriver, sizes: list[int], repeats: int
+    server: RanvierServer, driver: IngestDriver, sizes: list[int], repeats: int, on_step: StepDone
 ) -> list[Point]:
     async with aiohttp.ClientSession() as session:
         owner = await MxClient.register(session, server.client_url, "grow")
@@ -255,6 +266,7 @@ async def _by_size(
             t0 = time.perf_counter()
             per_txn = await _grow(grower, server.server_name, add)
             measure.tip = grower.room.last
+            measure.state_size = len(grower.room.state)
             print(
                 f"  room of {size} state events (+{add} joins in {time.perf_counter() - t0:.1f} s)",
                 flush=True,
@@ -264,13 +276,22 @@ async def _by_size(
                 # The last transactions that grew the room, at most 20: the cost at this size.
                 step.append(Point("size", "ingest: 50 member joins (one /send)", size, per_txn[-20:]))
             step += await measure.all_of("size", size)
+            # The next joins extend the message chain: one forward extremity throughout, so that the size
+            # curve is not also a width curve (a stale branch would be resolved against on every batch).
+            grower.room.last = measure.tip
             _log(step)
+            on_step(step)
             points += step
         return points
 
 
 async def _by_width(
-    server: RanvierServer, driver: IngestDriver, widths: list[int], members: int, repeats: int
+    server: RanvierServer,
+    driver: IngestDriver,
+    widths: list[int],
+    members: int,
+    repeats: int,
+    on_step: StepDone,
 ) -> list[Point]:
     async with aiohttp.ClientSession() as session:
         owner = await MxClient.register(session, server.client_url, "wide")
@@ -287,9 +308,11 @@ async def _by_width(
             grower.room.last = tips[0]
             measure = Measure(server, owner, grower, room_id, repeats)
             measure.sender = grower.members[-width]  # the first branch's user: its messages extend branch 0
+            measure.state_size -= width - 1  # the other branches' joins are not in branch 0's state
             print(f"  room of {members} members forked {width} ways (forks sent in {took:.2f} s)", flush=True)
             step = await measure.all_of("width", width)
             _log(step)
+            on_step(step)
             points += step
         return points
 
@@ -345,18 +368,45 @@ def _write(points: list[Point], out: Path, machine: dict[str, Any], args: dict[s
             print(f"  growth exponent at the top of {name}: {slope:.2f}")
 
 
+def _load(paths: list[Path]) -> list[Point]:
+    """Points of earlier runs: their JSON documents or the partial lines a run writes step by step."""
+    points = []
+    for path in paths:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            rows = json.loads(path.read_text())["points"]
+        points += [Point.from_row(r) for r in rows]
+    return points
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m bench growth", description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default=DEFAULT_SIZES)
-    parser.add_argument("--widths", default=DEFAULT_WIDTHS)
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated; empty: no size curve")
+    parser.add_argument("--widths", default=DEFAULT_WIDTHS, help="comma-separated; empty: no width curve")
     parser.add_argument("--width-members", type=int, default=100, help="members of each width's room")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("bench/results/growth"))
+    parser.add_argument(
+        "--render", type=Path, nargs="+", help="no run: write CSV, JSON and charts from earlier runs' files"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        _write(_load(args.render), args.out, {"rendered_from": [str(p) for p in args.render]}, {})
+        return
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     widths = sorted(int(w) for w in args.widths.split(",") if w)
     machine = describe_machine()
     print(f"growth bench: sizes {sizes}, widths {widths}, {args.repeats} repeats")
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Each step's points as soon as they are measured: a long run cut short keeps what it measured
+    # (``--render`` draws from it).
+    partial = args.out / f"growth-{time.strftime('%Y%m%d-%H%M%S')}.partial.jsonl"
+
+    def on_step(step: list[Point]) -> None:
+        with partial.open("a") as f:
+            f.writelines(json.dumps(p.row()) + "\n" for p in step)
+
     with tempfile.TemporaryDirectory(prefix="bench-growth-") as tmp:
         server = RanvierServer(Path(tmp) / "server", presence=False)
         server.start()
@@ -364,8 +414,12 @@ def main(argv: list[str]) -> None:
         async def run() -> list[Point]:
             driver = await start_driver(Path(tmp) / "driver")
             try:
-                points = await _by_size(server, driver, sizes, args.repeats)
-                return points + await _by_width(server, driver, widths, args.width_members, args.repeats)
+                points = await _by_size(server, driver, sizes, args.repeats, on_step) if sizes else []
+                if widths:
+                    points += await _by_width(
+                        server, driver, widths, args.width_members, args.repeats, on_step
+                    )
+                return points
             finally:
                 await driver.close()
 
