@@ -29,9 +29,22 @@ from typing import Protocol
 from ..protocol.errors import AuthRejected
 from ..rooms.local_events import RoomNotFound
 from ..rooms.membership import MembershipError
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import (
+    HasAccountTokens,
+    HasDevices,
+    HasKeyBackup,
+    HasPushers,
+    HasState,
+    HasUsers,
+)
 
 logger = logging.getLogger(__name__)
+
+
+class DeactivationStorage(
+    HasState, HasUsers, HasDevices, HasAccountTokens, HasKeyBackup, HasPushers, Protocol
+):
+    """What accounts/deactivation.py asks of storage."""
 
 
 class Leaver(Protocol):
@@ -54,7 +67,7 @@ class UnknownUser(Exception):
 
 
 class AccountDeactivator:
-    def __init__(self, storage: Storage, membership: Leaver) -> None:
+    def __init__(self, storage: DeactivationStorage, membership: Leaver) -> None:
         """``storage``: the server's storage (users, devices, pushers, key_backup, account_tokens,
         state); ``membership``: the room layer's MembershipService."""
         self._storage = storage

@@ -15,7 +15,7 @@ import re
 
 from aiohttp import web
 
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents
 
 CLIENT_PREFIX = re.compile(r"^/_matrix/client/(?:v1|v3|r0)")
 REDACTION = "m.room.redaction"
@@ -45,7 +45,7 @@ def route_of(request: web.Request) -> str | None:
 
 
 class SuspensionPolicy:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: HasEvents) -> None:
         self._storage = storage
 
     async def forbids(self, request: web.Request, user_id: str) -> bool:

@@ -21,7 +21,7 @@ from aiohttp import web
 from ..client_api.auth import Authenticator
 from ..client_api.errors import MatrixError, not_found
 from ..client_api.http_util import query_int
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasState
 from ..storage.sql.engine import Database
 from ..storage.sql.room_dag import DagEvent, DagWindow, RoomDagStore
 
@@ -85,7 +85,7 @@ def window_json(window: DagWindow, servers: list[str]) -> dict[str, Any]:
 
 
 class RoomDagHandlers:
-    def __init__(self, storage: Storage, db: Database, authenticator: Authenticator) -> None:
+    def __init__(self, storage: HasState, db: Database, authenticator: Authenticator) -> None:
         self._storage = storage
         self._dag = RoomDagStore(db)
         self._auth = authenticator

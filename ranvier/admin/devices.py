@@ -11,17 +11,21 @@ Ranvier does not record user agents, so ``last_seen_user_agent`` is left out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from ..client_api.errors import invalid_param, not_found
 from ..client_api.http_util import optional_str, read_json_body, require_str
 from ..storage.protocols.accounts import Device
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasDevices, HasUsers
 from .access import AdminAccess, note
 
 PREFIX = "/_synapse/admin/v2/users/{user_id}"
+
+
+class DeviceAdminStorage(HasUsers, HasDevices, Protocol):
+    """What admin/devices.py asks of storage."""
 
 
 def _device_json(device: Device) -> dict[str, Any]:
@@ -35,7 +39,7 @@ def _device_json(device: Device) -> dict[str, Any]:
 
 
 class DeviceAdminHandlers:
-    def __init__(self, storage: Storage, access: AdminAccess) -> None:
+    def __init__(self, storage: DeviceAdminStorage, access: AdminAccess) -> None:
         self._storage = storage
         self._access = access
 

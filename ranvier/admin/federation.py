@@ -20,7 +20,7 @@ server admins may call these.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -28,7 +28,7 @@ from ..client_api.auth import Authenticator
 from ..client_api.errors import MatrixError, invalid_param, not_found
 from ..client_api.http_util import query_int
 from ..federation.sender import FederationSender
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasDb, HasOutbox
 from ..storage.sql.outbox import RetryState
 from .access import audit_log
 
@@ -36,8 +36,14 @@ PREFIX = "/_synapse/admin/v1/federation/destinations"
 ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts")
 
 
+class FederationAdminStorage(HasDb, HasOutbox, Protocol):
+    """What admin/federation.py asks of storage."""
+
+
 class FederationAdminHandlers:
-    def __init__(self, storage: Storage, authenticator: Authenticator, sender: FederationSender) -> None:
+    def __init__(
+        self, storage: FederationAdminStorage, authenticator: Authenticator, sender: FederationSender
+    ) -> None:
         self._storage = storage
         self._auth = authenticator
         self._sender = sender

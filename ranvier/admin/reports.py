@@ -16,14 +16,14 @@ this one. The deprecated ``score`` is kept in the stored request content when a 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from ..client_api.auth import Authenticator
 from ..client_api.errors import invalid_param, not_found
 from ..client_api.http_util import query_int, read_json_body
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasRooms, HasState, HasUsers
 from ..storage.sql.admin import AdminStore, ContentReport
 from .access import AdminAccess, note
 
@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 ADMIN = "/_synapse/admin/v1/event_reports"
 MAX_REASON_LENGTH = 1000
+
+
+class ReportsStorage(HasRooms, HasEvents, HasState, HasUsers, Protocol):
+    """What admin/reports.py asks of storage."""
 
 
 def _reason(body: dict[str, Any], required: bool) -> str | None:
@@ -47,7 +51,11 @@ def _reason(body: dict[str, Any], required: bool) -> str | None:
 
 class ReportHandlers:
     def __init__(
-        self, storage: Storage, admin_store: AdminStore, authenticator: Authenticator, access: AdminAccess
+        self,
+        storage: ReportsStorage,
+        admin_store: AdminStore,
+        authenticator: Authenticator,
+        access: AdminAccess,
     ) -> None:
         self._storage = storage
         self._store = admin_store

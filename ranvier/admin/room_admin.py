@@ -8,6 +8,7 @@ invited by the same member. 400 when no local member can do it.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 from aiohttp import web
 
@@ -17,17 +18,21 @@ from ..protocol.auth.power_levels import get_required_level_for_event, get_user_
 from ..protocol.events import Pdu
 from ..rooms.local_events import LocalEventCreator
 from ..rooms.membership import MembershipService
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAliases, HasEvents, HasRooms, HasState, HasUsers
 from .access import AdminAccess, note
 
 PATH = "/_synapse/admin/v1/rooms/{room}/make_room_admin"
 PL_KEY = ("m.room.power_levels", "")
 
 
+class MakeRoomAdminStorage(HasRooms, HasEvents, HasState, HasUsers, HasAliases, Protocol):
+    """What admin/room_admin.py asks of storage."""
+
+
 class MakeRoomAdminHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: MakeRoomAdminStorage,
         access: AdminAccess,
         creator: LocalEventCreator,
         membership: MembershipService,

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -30,7 +30,15 @@ from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import plan_room
 from ..rooms.local_events import LocalEventCreator
 from ..rooms.membership import MembershipService
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import (
+    HasAliases,
+    HasDb,
+    HasDirectory,
+    HasEvents,
+    HasRooms,
+    HasState,
+    HasUsers,
+)
 from ..storage.sql.purge import purge_room
 from .access import AdminAccess, note
 from .policy import AdminPolicy
@@ -44,6 +52,10 @@ DEFAULT_MESSAGE = (
     "Sharing illegal content on this server is not permitted and rooms in violation will be blocked."
 )
 MAX_KEPT_STATUSES = 1000
+
+
+class RoomDeleteStorage(HasDb, HasRooms, HasEvents, HasState, HasUsers, HasAliases, HasDirectory, Protocol):
+    """What admin/room_delete.py asks of storage."""
 
 
 class PurgeRefused(Exception):
@@ -88,7 +100,7 @@ class DeleteRequest:
 class RoomDeleter:
     def __init__(
         self,
-        storage: Storage,
+        storage: RoomDeleteStorage,
         access: AdminAccess,
         policy: AdminPolicy,
         creator: LocalEventCreator,

@@ -20,7 +20,7 @@ event was received, so a forward extremity's ``received_ts`` is left out.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
@@ -31,7 +31,15 @@ from ..clock import now_ms
 from ..protocol.events import Pdu
 from ..rooms.persister import EventPersister
 from ..storage.interfaces import TopoToken
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import (
+    HasDb,
+    HasDevices,
+    HasDirectory,
+    HasEvents,
+    HasRooms,
+    HasState,
+    HasStream,
+)
 from ..storage.sql.admin import AdminStore
 from ..storage.sql.engine import Database
 from .access import AdminAccess, note, query_bool, query_dir
@@ -69,6 +77,10 @@ _SUMMARY_STATE = {
 }
 
 
+class RoomsAdminStorage(HasDb, HasRooms, HasEvents, HasState, HasStream, HasDevices, HasDirectory, Protocol):
+    """What admin/rooms.py asks of storage."""
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -76,7 +88,7 @@ def _text(value: Any) -> str | None:
 class RoomAdminHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: RoomsAdminStorage,
         admin_store: AdminStore,
         access: AdminAccess,
         policy: AdminPolicy,

@@ -23,7 +23,7 @@ from .. import __version__
 from ..client_api.errors import invalid_param, not_found
 from ..client_api.http_util import read_json_body
 from ..clock import now_ms
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents
 from ..storage.sql.admin import AdminStore, RegistrationToken
 from .access import AdminAccess, note, query_bool
 
@@ -68,7 +68,7 @@ def _expiry(body: dict[str, Any]) -> int | None:
 class ServerAdminHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: HasEvents,
         admin_store: AdminStore,
         access: AdminAccess,
         gap_filler: GapFillerStatus | None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -24,7 +24,7 @@ from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import plan_room
 from ..rooms.local_events import LocalEventCreator
 from ..rooms.membership import MembershipService
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData, HasState, HasUsers
 from ..storage.sql.admin import AdminStore
 from .access import AdminAccess, note
 
@@ -35,10 +35,14 @@ SERVER_NOTICE_TAG = "m.server_notice"
 MAX_TXNS = 10_000
 
 
+class ServerNoticesStorage(HasState, HasUsers, HasAccountData, Protocol):
+    """What admin/server_notices.py asks of storage."""
+
+
 class ServerNoticeSender:
     def __init__(
         self,
-        storage: Storage,
+        storage: ServerNoticesStorage,
         admin_store: AdminStore,
         creator: LocalEventCreator,
         membership: MembershipService,

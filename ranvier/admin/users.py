@@ -33,7 +33,7 @@ from ..client_api.errors import MatrixError, invalid_param, not_found
 from ..client_api.http_util import optional_str, query_int, read_json_body
 from ..protocol.identifiers import is_valid_localpart
 from ..storage.protocols.accounts import UserExists
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountTokens, HasDevices, HasPushers, HasState, HasUsers
 from ..storage.sql.admin import USER_ORDERS, AdminStore, RateLimitOverride
 from ..storage.sql.users import UserRecord
 from .access import AdminAccess, note, query_bool, query_dir
@@ -43,6 +43,10 @@ V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"
 
 ProfileHook = Callable[[str], Awaitable[None]]
+
+
+class UserAdminStorage(HasState, HasUsers, HasDevices, HasAccountTokens, HasPushers, Protocol):
+    """What admin/users.py asks of storage."""
 
 
 class Deactivator(Protocol):
@@ -61,7 +65,7 @@ def _bool_field(body: dict[str, Any], key: str) -> bool | None:
 class UserAdminHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: UserAdminStorage,
         admin_store: AdminStore,
         access: AdminAccess,
         policy: AdminPolicy,

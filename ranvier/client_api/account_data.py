@@ -18,7 +18,7 @@ from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_room_id
 from ..push.rules import ACCOUNT_DATA_TYPE as PUSH_RULES
 from ..push.rules import merged_ruleset, stored_form
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData
 from .auth import Authenticator, Requester
 from .ephemeral import FULLY_READ, SyncNotifier
 from .errors import MatrixError, forbidden, invalid_param, not_found
@@ -38,11 +38,13 @@ def client_account_data(data: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
     return [{"type": t, "content": c} for t, c in sorted(data.items()) if not is_internal_type(t)]
 
 
-async def forget_room(storage: Storage, user_id: str, room_id: str, membership_event_id: str | None) -> None:
+async def forget_room(
+    storage: HasAccountData, user_id: str, room_id: str, membership_event_id: str | None
+) -> None:
     await storage.account_data.put_room(user_id, room_id, FORGOTTEN_TYPE, {"event_id": membership_event_id})
 
 
-async def forgotten_event(storage: Storage, user_id: str, room_id: str) -> str | None:
+async def forgotten_event(storage: HasAccountData, user_id: str, room_id: str) -> str | None:
     """The membership event id the user forgot the room at, if they did."""
     marker = await storage.account_data.get_room(user_id, room_id, FORGOTTEN_TYPE)
     value = marker.get("event_id") if marker else None
@@ -50,7 +52,7 @@ async def forgotten_event(storage: Storage, user_id: str, room_id: str) -> str |
 
 
 class AccountDataHandlers:
-    def __init__(self, storage: Storage, authenticator: Authenticator, notifier: SyncNotifier) -> None:
+    def __init__(self, storage: HasAccountData, authenticator: Authenticator, notifier: SyncNotifier) -> None:
         self._storage = storage
         self._auth = authenticator
         self._notifier = notifier

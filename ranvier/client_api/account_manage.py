@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..clock import now_ms
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountTokens, HasDevices, HasPushers, HasUsers
 from .auth import Authenticator, Requester
 from .errors import MatrixError, forbidden, invalid_param
 from .http_util import read_json_body, require_str
@@ -24,6 +24,10 @@ from .http_util import read_json_body, require_str
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 PasswordUia = Callable[[Requester, dict[str, Any], str], Awaitable[None]]
+
+
+class AccountManageStorage(HasUsers, HasDevices, HasAccountTokens, HasPushers, Protocol):
+    """What client_api/account_manage.py asks of storage."""
 
 
 class Deactivator(Protocol):
@@ -42,7 +46,7 @@ def _optional_bool(body: dict[str, Any], key: str, default: bool) -> bool:
 class AccountManagementHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: AccountManageStorage,
         authenticator: Authenticator,
         password_uia: PasswordUia,
         deactivator: Deactivator,

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_user_id, server_of
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasUsers
 from .auth import Authenticator
 from .errors import forbidden, invalid_param, missing_param, not_found
 from .http_util import read_json_body
@@ -21,7 +21,7 @@ PREFIX = "/_matrix/client/v1/admin"
 
 
 class AccountModerationHandlers:
-    def __init__(self, storage: Storage, authenticator: Authenticator, server_name: str) -> None:
+    def __init__(self, storage: HasUsers, authenticator: Authenticator, server_name: str) -> None:
         self._storage = storage
         self._auth = authenticator
         self._server_name = server_name

@@ -16,16 +16,20 @@ users the reader ignores are left out; redacted children are not held as relatio
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.events import Pdu
 from ..protocol.relations import REFERENCE, REPLACE, THREAD, is_valid_replacement
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData, HasEvents, HasRelations
 from ..storage.sql.relations import ChildRow
 from .event_format import format_client_event
 
 IGNORED_USERS = "m.ignored_user_list"
 Relations = dict[str, dict[str, Any]]  # event id -> its m.relations
+
+
+class BundledStorage(HasEvents, HasAccountData, HasRelations, Protocol):
+    """What client_api/bundled.py asks of storage."""
 
 
 def _fields(pdu: Pdu) -> dict[str, Any]:
@@ -40,7 +44,7 @@ def _redacted(pdu: Pdu) -> bool:
 
 
 class BundledAggregations:
-    def __init__(self, storage: Storage, visibility: Any) -> None:
+    def __init__(self, storage: BundledStorage, visibility: Any) -> None:
         self._storage = storage
         self._visibility = visibility  # rooms.visibility.HistoryVisibilityFilter
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_room_alias, server_of
 from ..rooms.membership import MembershipError, MembershipService
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAliases, HasDirectory, HasRooms, HasState
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, not_found
 from .http_util import query_int, read_json_body, require_str
@@ -18,9 +18,17 @@ from .http_util import query_int, read_json_body, require_str
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
+class DirectoryApiStorage(HasRooms, HasState, HasAliases, HasDirectory, Protocol):
+    """What client_api/directory.py asks of storage."""
+
+
 class DirectoryHandlers:
     def __init__(
-        self, storage: Storage, authenticator: Authenticator, server_name: str, membership: MembershipService
+        self,
+        storage: DirectoryApiStorage,
+        authenticator: Authenticator,
+        server_name: str,
+        membership: MembershipService,
     ) -> None:
         self._storage = storage
         self._auth = authenticator

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from ..clock import now_ms
 from ..federation.edus import OutboundEdu, receipt_edu, typing_edu
 from ..rooms.incoming_edus import TypingState
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData, HasEvents, HasReceipts, HasRelations, HasState
 from ..storage.sql.push_counts import MAIN_THREAD
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, not_found
@@ -26,6 +26,10 @@ PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 RECEIPT_TYPES = ("m.read", "m.read.private")
 FULLY_READ = "m.fully_read"
 MAX_TYPING_TIMEOUT_MS = 120_000
+
+
+class EphemeralStorage(HasEvents, HasState, HasAccountData, HasReceipts, HasRelations, Protocol):
+    """What client_api/ephemeral.py asks of storage."""
 
 
 class SyncNotifier:
@@ -104,7 +108,7 @@ class TypingStream(TypingState):
 class EphemeralHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: EphemeralStorage,
         authenticator: Authenticator,
         typing: TypingStream,
         notifier: SyncNotifier,

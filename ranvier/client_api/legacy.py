@@ -29,7 +29,14 @@ from ..protocol.events import Pdu
 from ..protocol.visibility import HistoryVisibility
 from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import TopoToken
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import (
+    HasAccountData,
+    HasDirectory,
+    HasEvents,
+    HasRooms,
+    HasState,
+    HasStream,
+)
 from .account_data import client_account_data
 from .auth import Authenticator
 from .errors import forbidden, invalid_param, missing_param, not_found
@@ -46,6 +53,10 @@ MAX_PRESENCE = 500
 
 # user ids -> their m.presence events (``presence.state.client_event``), for /initialSync.
 PresenceEvents = Callable[[Iterable[str]], Awaitable[list[dict[str, Any]]]]
+
+
+class LegacyStorage(HasRooms, HasEvents, HasState, HasStream, HasAccountData, HasDirectory, Protocol):
+    """What client_api/legacy.py asks of storage."""
 
 
 class PresenceReader(Protocol):
@@ -73,7 +84,7 @@ def presence_events_of(service: PresenceReader) -> PresenceEvents:
 class LegacyHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: LegacyStorage,
         authenticator: Authenticator,
         visibility: HistoryVisibilityFilter,
         presence_events: PresenceEvents | None = None,

@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
 from ..clock import now_ms
 from ..protocol.events import Pdu
 from ..protocol.visibility import HistoryVisibility
-from ..rooms.visibility import HistoryVisibilityFilter
+from ..rooms.visibility import HistoryVisibilityFilter, VisibilityStorage
 from ..storage.interfaces import TopoToken
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasRooms, HasState, HasStream
 from .account_data import forgotten_event
 from .auth import Authenticator
-from .bundled import BundledAggregations
+from .bundled import BundledAggregations, BundledStorage
 from .errors import forbidden, invalid_param, not_found
 from .event_format import format_client_event
 from .filters import parse_filter, room_event_filter
 from .http_util import query_int
-from .relations import RelationHandlers
+from .relations import RelationHandlers, RelationsStorage
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 MAX_LIMIT = 1000
@@ -47,6 +47,12 @@ _SYNC_TOKEN = re.compile(r"s([0-9]{1,18})(?:_[0-9]{1,18}){0,7}")
 _TOPO_TOKEN = re.compile(r"t[0-9]{1,19}_-?[0-9]{1,18}")
 
 
+class MessagesStorage(
+    BundledStorage, RelationsStorage, VisibilityStorage, HasRooms, HasState, HasStream, Protocol
+):
+    """What client_api/messages.py asks of storage."""
+
+
 def parse_sync_token(token: str) -> int:
     """The event stream position of a /sync token ``s<stream>[_...]``."""
     match = _SYNC_TOKEN.fullmatch(token)
@@ -58,7 +64,7 @@ def parse_sync_token(token: str) -> int:
 class MessageHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: MessagesStorage,
         authenticator: Authenticator,
         backfill: Backfill | None = None,
         visibility: HistoryVisibilityFilter | None = None,

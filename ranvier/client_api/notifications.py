@@ -5,12 +5,12 @@ highlights, ``from`` is the ``next_token`` of the page before.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from ..clock import now_ms
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasPushActions
 from .auth import Authenticator
 from .errors import invalid_param
 from .event_format import format_client_event
@@ -21,8 +21,12 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
+class NotificationsStorage(HasEvents, HasPushActions, Protocol):
+    """What client_api/notifications.py asks of storage."""
+
+
 class NotificationHandlers:
-    def __init__(self, storage: Storage, authenticator: Authenticator) -> None:
+    def __init__(self, storage: NotificationsStorage, authenticator: Authenticator) -> None:
         self._storage = storage
         self._auth = authenticator
 

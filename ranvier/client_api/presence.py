@@ -17,7 +17,7 @@ from ..presence.service import PresenceService
 from ..presence.state import MAX_STATUS_MSG_BYTES, STATES, client_content
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_user_id
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasFilters
 from .auth import Authenticator
 from .errors import MatrixError, bad_json, forbidden, invalid_param
 from .filters import parse_filter, valid_filter_id
@@ -78,7 +78,7 @@ class PresenceHandlers:
         return web.json_response({})
 
 
-async def sync_presence_filter(storage: Storage, user_id: str, raw_filter: str | None) -> Any:
+async def sync_presence_filter(storage: HasFilters, user_id: str, raw_filter: str | None) -> Any:
     """The ``presence`` part (an ``EventFilter``) of /sync's ``filter`` parameter (an uploaded filter's id
     or inline JSON), or None."""
     if not raw_filter:

@@ -6,16 +6,21 @@ avatar in every room the user is joined to (CS "Events on Change of Profile Info
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from ..protocol.errors import AuthRejected
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasState, HasUsers
 
 logger = logging.getLogger(__name__)
 
 
+class ProfileSyncStorage(HasState, HasUsers, Protocol):
+    """What client_api/profile_sync.py asks of storage."""
+
+
 class ProfilePropagator:
-    def __init__(self, storage: Storage, creator: LocalEventCreator) -> None:
+    def __init__(self, storage: ProfileSyncStorage, creator: LocalEventCreator) -> None:
         self._storage = storage
         self._creator = creator
 

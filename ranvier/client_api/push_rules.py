@@ -23,7 +23,7 @@ from ..push.rules import (
     set_attribute,
     stored_form,
 )
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData
 from .auth import Authenticator
 from .errors import MatrixError
 from .http_util import read_json_body
@@ -41,7 +41,9 @@ def _scope(request: web.Request) -> None:
 
 
 class PushRuleHandlers:
-    def __init__(self, authenticator: Authenticator, storage: Storage, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, authenticator: Authenticator, storage: HasAccountData, on_change: Callable[[], None]
+    ) -> None:
         self._auth = authenticator
         self._storage = storage
         self._on_change = on_change  # wakes long-polling /sync: m.push_rules is account data

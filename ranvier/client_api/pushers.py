@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasPushers, HasStream
 from ..storage.sql.pushers import Pusher
 from .auth import Authenticator
 from .errors import MatrixError
@@ -21,6 +22,10 @@ MAX_PUSHKEY_BYTES = 512
 MAX_APP_ID_CHARS = 64
 
 
+class PushersStorage(HasStream, HasPushers, Protocol):
+    """What client_api/pushers.py asks of storage."""
+
+
 def _missing(*names: str) -> MatrixError:
     return MatrixError(400, "M_MISSING_PARAM", f"Missing parameters: {', '.join(names)}")
 
@@ -30,7 +35,9 @@ def _invalid(message: str) -> MatrixError:
 
 
 class PusherHandlers:
-    def __init__(self, storage: Storage, authenticator: Authenticator, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, storage: PushersStorage, authenticator: Authenticator, on_change: Callable[[], None]
+    ) -> None:
         self._storage = storage
         self._auth = authenticator
         self._on_change = on_change  # wakes the delivery loop

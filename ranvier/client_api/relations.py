@@ -9,7 +9,7 @@ the token still moves past them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -18,7 +18,7 @@ from ..protocol.events import Pdu
 from ..protocol.redaction import redact_event
 from ..protocol.relations import ANNOTATION, THREAD, relation_of
 from ..storage.interfaces import TopoToken
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasRelations
 from ..storage.sql.relations import RECURSION_DEPTH
 from .auth import Authenticator
 from .bundled import BundledAggregations
@@ -33,8 +33,12 @@ DEFAULT_LIMIT = 5  # Synapse's default page for /relations and /threads
 MAX_LIMIT = 100
 
 
+class RelationsStorage(HasEvents, HasRelations, Protocol):
+    """What client_api/relations.py asks of storage."""
+
+
 async def check_new_relation(
-    storage: Storage, room_id: str, sender: str, event_type: str, content: dict[str, Any]
+    storage: RelationsStorage, room_id: str, sender: str, event_type: str, content: dict[str, Any]
 ) -> None:
     """What a client may not send (checked for new local events only; federation cannot be held to it):
     a thread started from an event that has a relationship itself (CS "Validation of m.thread
@@ -57,7 +61,7 @@ async def check_new_relation(
 class RelationHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: RelationsStorage,
         authenticator: Authenticator,
         messages: MessageHandlers,
         bundled: BundledAggregations,

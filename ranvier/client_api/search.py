@@ -7,7 +7,7 @@ Categories other than ``room_events`` are not defined by the spec and are ignore
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -22,7 +22,7 @@ from ..search.room_events import (
     RoomEventsRequest,
 )
 from ..search.terms import parse_search_term
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData, HasState
 from ..storage.sql.search import KEY_TYPES, MAX_FILTER_LIST, SearchScope
 from .account_data import forgotten_event
 from .auth import Authenticator
@@ -178,10 +178,14 @@ def format_answer(answer: RoomEventsAnswer, now: int, relations: Relations | Non
     return body
 
 
+class SearchHandlersStorage(HasState, HasAccountData, Protocol):
+    """What client_api/search.py asks of storage."""
+
+
 class SearchHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: SearchHandlersStorage,
         authenticator: Authenticator,
         search: RoomEventSearch,
         bundled: BundledAggregations,

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasDb, HasStream
 from ..storage.sql.sliding_positions import SlidingPositionStore
 from ..storage.sql.sliding_sync import SlidingSyncStore
-from ..sync.changes import SyncExtras
+from ..sync.changes import ChangesStorage, SyncExtras
 from ..sync.connections import ConnectionStore, Position, UnknownPosition, format_pos, parse_pos
 from ..sync.extensions import SlidingExtensions
-from ..sync.room_data import RoomDataBuilder
-from ..sync.sliding import SlidingSync
+from ..sync.room_data import RoomDataBuilder, RoomDataStorage
+from ..sync.sliding import SlidingStorage, SlidingSync
 from ..sync.sliding_request import parse_request
 from ..sync.waiting import wait_any
 from .auth import Authenticator
@@ -35,10 +35,14 @@ UNSTABLE_FEATURE = "org.matrix.simplified_msc3575"
 MAX_TIMEOUT_MS = 60_000
 
 
+class SlidingSyncStorage(ChangesStorage, SlidingStorage, RoomDataStorage, HasDb, HasStream, Protocol):
+    """What client_api/sliding_sync.py asks of storage."""
+
+
 class SlidingSyncHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: SlidingSyncStorage,
         authenticator: Authenticator,
         sliding: SlidingSync,
         connections: ConnectionStore,
@@ -57,7 +61,7 @@ class SlidingSyncHandlers:
     @classmethod
     def create(
         cls,
-        storage: Storage,
+        storage: SlidingSyncStorage,
         authenticator: Authenticator,
         typing: TypingStream,
         notifier: SyncNotifier,

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..protocol.canonical_json import parse_json
 from ..protocol.errors import CanonicalJsonError
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData
 from .account_data import AccountDataHandlers
 from .auth import Authenticator, Requester
 from .ephemeral import SyncNotifier
@@ -33,7 +33,7 @@ def tags_of(content: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class TagHandlers:
-    def __init__(self, storage: Storage, authenticator: Authenticator, notifier: SyncNotifier) -> None:
+    def __init__(self, storage: HasAccountData, authenticator: Authenticator, notifier: SyncNotifier) -> None:
         self._storage = storage
         self._auth = authenticator
         self._notifier = notifier

@@ -6,21 +6,27 @@ Synapse's; the spec does not say more). The lookup, with its federation fallback
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aiohttp import web
 
 from ..protocol.visibility import HistoryVisibility
 from ..rooms.timestamps import TimestampLookup
 from ..rooms.visibility import HistoryVisibilityFilter
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasRooms, HasState
 from .auth import Authenticator
 from .errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from .http_util import query_int
 
 
+class TimestampsStorage(HasRooms, HasState, Protocol):
+    """What client_api/timestamps.py asks of storage."""
+
+
 class TimestampHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: TimestampsStorage,
         lookup: TimestampLookup,
         visibility: HistoryVisibilityFilter,
         authenticator: Authenticator,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasUserDirectory
 from ..storage.sql.user_directory import query_words
 from .auth import Authenticator
 from .errors import bad_json, invalid_param
@@ -23,7 +23,7 @@ MAX_LIMIT = 100
 
 class UserDirectoryHandlers:
     def __init__(
-        self, storage: Storage, authenticator: Authenticator, *, search_all_users: bool = False
+        self, storage: HasUserDirectory, authenticator: Authenticator, *, search_all_users: bool = False
     ) -> None:
         self._storage = storage
         self._auth = authenticator

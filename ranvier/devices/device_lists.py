@@ -15,16 +15,20 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..federation.client import FederationError, path_segment
 from ..federation.edus import OutboundEdu
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_user_id, server_of
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasDeviceLists, HasDevices, HasE2eKeys, HasState
 from ..storage.sql.e2ee_streams import RemoteDevice
 
 logger = logging.getLogger(__name__)
+
+
+class DeviceListsStorage(HasState, HasDevices, HasE2eKeys, HasDeviceLists, Protocol):
+    """What devices/device_lists.py asks of storage."""
 
 
 @dataclass
@@ -44,7 +48,7 @@ def _server(user_id: str) -> str | None:
 class DeviceLists:
     def __init__(
         self,
-        storage: Storage,
+        storage: DeviceListsStorage,
         server_name: str,
         *,
         federation_client: Any = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasKeyBackup
 from ..storage.sql.e2ee_backup import RoomKey
 
 
@@ -80,7 +80,7 @@ def parse_rooms(body: Any) -> list[RoomKey]:
 
 
 class KeyBackups:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: HasKeyBackup) -> None:
         self._store = storage.key_backup
 
     # -- versions -------------------------------------------------------------------------------------

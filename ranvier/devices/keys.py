@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from ..federation.client import FederationError
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasDeviceLists, HasE2eKeys
 from ..storage.sql.e2ee_keys import KeyConflict, OneTimeKey
 from .device_lists import DeviceLists, _server
 from .validation import (
@@ -30,8 +30,14 @@ CROSS_SIGNING_TYPES = ("master", "self_signing", "user_signing")
 DEFAULT_REMOTE_TIMEOUT_S = 10.0
 
 
+class KeyServiceStorage(HasE2eKeys, HasDeviceLists, Protocol):
+    """What devices/keys.py asks of storage."""
+
+
 class KeyService:
-    def __init__(self, storage: Storage, device_lists: DeviceLists, federation_client: Any = None) -> None:
+    def __init__(
+        self, storage: KeyServiceStorage, device_lists: DeviceLists, federation_client: Any = None
+    ) -> None:
         self._storage = storage
         self._keys = storage.e2e_keys
         self._lists = device_lists

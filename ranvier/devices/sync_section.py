@@ -8,9 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasDeviceLists, HasE2eKeys, HasToDevice
 from .device_lists import DeviceLists
 from .to_device import ToDeviceService
+
+
+class SyncSectionStorage(HasE2eKeys, HasDeviceLists, HasToDevice, Protocol):
+    """What devices/sync_section.py asks of storage."""
 
 
 class Token(Protocol):
@@ -33,7 +37,9 @@ class E2eeSection:
 
 
 class E2eeSync:
-    def __init__(self, storage: Storage, device_lists: DeviceLists, to_device: ToDeviceService) -> None:
+    def __init__(
+        self, storage: SyncSectionStorage, device_lists: DeviceLists, to_device: ToDeviceService
+    ) -> None:
         self._storage = storage
         self._lists = device_lists
         self._to_device = to_device

@@ -13,11 +13,11 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import parse_user_id, server_of
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasDevices, HasToDevice
 from ..storage.sql.e2ee_streams import ToDeviceMessage
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,10 @@ MAX_PER_SYNC = 100
 MAX_EDU_MESSAGE_BYTES = 60_000
 # The de-duplication records (sendToDevice txn ids, incoming message ids) are expired every so many sends.
 EXPIRE_EVERY = 1000
+
+
+class ToDeviceServiceStorage(HasDevices, HasToDevice, Protocol):
+    """What devices/to_device.py asks of storage."""
 
 
 class InvalidMessages(Exception):
@@ -44,7 +48,7 @@ class InboxBatch:
 class ToDeviceService:
     def __init__(
         self,
-        storage: Storage,
+        storage: ToDeviceServiceStorage,
         server_name: str,
         *,
         sender: Any = None,

@@ -53,7 +53,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ranvier.protocol.errors import InvalidIdentifier
 from ranvier.protocol.events import Pdu
@@ -62,7 +62,7 @@ from ranvier.storage.interfaces import EventToPersist
 from ranvier.storage.sql.outbox import OutboxBatch, RetryState
 
 from ..logs.tracing import EventOrigins
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasOutbox, HasState
 from .client import DestinationUnreachable, FederationClient, FederationError
 from .edus import OutboundEdu
 from .hedge import answers_probe, hedged
@@ -97,6 +97,10 @@ DEFAULT_MAX_BACKOFF = 120.0
 DEFAULT_CATCHUP_KEEP_PER_ROOM = 2000
 
 
+class SenderStorage(HasEvents, HasState, HasOutbox, Protocol):
+    """What federation/sender.py asks of storage."""
+
+
 @dataclass
 class _Transaction:
     txn_id: str
@@ -129,7 +133,7 @@ class _Stopped(Exception):
 class FederationSender:
     def __init__(
         self,
-        storage: Storage,
+        storage: SenderStorage,
         client: FederationClient,
         server_name: str,
         metrics: Any = None,

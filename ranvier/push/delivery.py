@@ -17,14 +17,14 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yarl
 
 from ..federation.ip_blocklist import BlocklistingResolver, IpBlocklist, is_ip_literal
 from ..storage.interfaces import EventToPersist
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasPushActions, HasPushers, HasState
 from ..storage.sql.push_counts import Notification
 from ..storage.sql.pushers import Pusher
 
@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 BATCH = 50
 REQUEST_TIMEOUT = 30.0
 PusherKey = tuple[str, str, str]
+
+
+class DeliveryStorage(HasEvents, HasState, HasPushActions, HasPushers, Protocol):
+    """What push/delivery.py asks of storage."""
 
 
 def tweaks_of(actions: list[Any]) -> dict[str, Any]:
@@ -46,7 +50,7 @@ def tweaks_of(actions: list[Any]) -> dict[str, Any]:
 class PushDelivery:
     def __init__(
         self,
-        storage: Storage,
+        storage: DeliveryStorage,
         blocklist: IpBlocklist,
         notified_users: Callable[[Sequence[EventToPersist]], set[str] | None],
         max_backoff: float = 300.0,

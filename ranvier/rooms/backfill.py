@@ -29,13 +29,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 from ..federation.client import FederationClient, FederationError
 from ..federation.keys import Keyring
 from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasRooms, HasState
 from .incoming_fetch import RemoteEvents
 from .pdu_checks import (
     CREATE_KEY,
@@ -56,6 +57,10 @@ MAX_EXTREMITIES = 20  # ids in one request's ``v``
 # After a round that brought nothing for the same extremities, how long before asking again (seconds):
 # a room whose history no server will give must not cost a remote request on every /messages.
 RETRY_FRUITLESS_AFTER = 60.0
+
+
+class BackfillStorage(HasRooms, HasEvents, HasState, Protocol):
+    """What rooms/backfill.py asks of storage."""
 
 
 class _Skip(Exception):
@@ -87,7 +92,7 @@ class _Run:
 class Backfiller:
     def __init__(
         self,
-        storage: Storage,
+        storage: BackfillStorage,
         state: StateService,
         persister: EventPersister,
         client: FederationClient,

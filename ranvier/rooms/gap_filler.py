@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from ..storage.interfaces import TopoToken
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents
 from .backfill import MAX_BACKFILL, MAX_EXTREMITIES, Backfiller
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ MAX_GIVEN_UP = 10_000
 class GapFiller:
     def __init__(
         self,
-        storage: Storage,
+        storage: HasEvents,
         backfiller: Backfiller,
         *,
         max_events: int,

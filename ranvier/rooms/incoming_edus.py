@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import server_of
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasReceipts, HasRooms, HasState
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,10 @@ TYPING_TIMEOUT_MS = 30_000  # remote servers refresh typing every few seconds wh
 ServerAllowed = Callable[[str, str], Awaitable[bool]]
 # Handlers of further EDU types, ``async (origin, content)`` (e.g. the E2EE ones, from ranvier.devices).
 EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class IncomingEdusStorage(HasRooms, HasState, HasReceipts, Protocol):
+    """What rooms/incoming_edus.py asks of storage."""
 
 
 def _user_of(origin: str, user_id: object) -> str | None:
@@ -60,7 +64,7 @@ class TypingState:
 class IncomingEdus:
     def __init__(
         self,
-        storage: Storage,
+        storage: IncomingEdusStorage,
         typing: TypingState,
         server_allowed: ServerAllowed,
         on_receipt: Callable[[], None] | None = None,

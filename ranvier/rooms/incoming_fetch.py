@@ -19,7 +19,7 @@ from ..federation.hedge import HEDGE_AFTER_SECONDS, PROBE_INTERVAL_SECONDS, answ
 from ..federation.keys import Keyring
 from ..protocol.events import Pdu
 from ..protocol.room_versions import RoomVersion
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents
 from .incoming_verify import Dropped, key_requests, parse_pdu, verify_in_thread
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class RemoteEvents:
 
 async def prefetch_missing(
     remote: RemoteEvents,
-    storage: Storage,
+    storage: HasEvents,
     origin: str,
     room_id: str,
     rv: RoomVersion,

@@ -17,7 +17,7 @@ is joined now, so it reads the state and the events around its own join that the
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..clock import now_ms
 from ..federation.errors import Forbidden, InvalidParam, NotFound
@@ -25,18 +25,25 @@ from ..protocol.errors import InvalidIdentifier
 from ..protocol.events import Pdu
 from ..protocol.identifiers import parse_room_alias, parse_user_id, server_of
 from ..storage.interfaces import UnknownEvent
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAliases, HasEvents, HasRooms, HasState, HasUsers
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
-from .timestamps import closest_local_event
+from .timestamps import TimestampsStorage, closest_local_event
 from .visibility import HistoryVisibilityFilter
 
 MAX_BACKFILL = 100
 MAX_MISSING_EVENTS = 20
 
 
+class IncomingReadsStorage(TimestampsStorage, HasRooms, HasEvents, HasState, HasUsers, HasAliases, Protocol):
+    """What rooms/incoming_reads.py asks of storage."""
+
+
 class FederationReads:
     def __init__(
-        self, storage: Storage, server_name: str, visibility: HistoryVisibilityFilter | None = None
+        self,
+        storage: IncomingReadsStorage,
+        server_name: str,
+        visibility: HistoryVisibilityFilter | None = None,
     ) -> None:
         self._storage = storage
         self.server_name = server_name

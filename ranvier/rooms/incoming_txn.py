@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..protocol.errors import ProtocolError
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasInboundTxns
 from .incoming import IncomingPdus
 from .incoming_edus import IncomingEdus
 
@@ -24,7 +24,7 @@ class BadTransaction(ProtocolError):
 
 
 class InboundTransactions:
-    def __init__(self, storage: Storage, pdus: IncomingPdus, edus: IncomingEdus) -> None:
+    def __init__(self, storage: HasInboundTxns, pdus: IncomingPdus, edus: IncomingEdus) -> None:
         self._storage = storage
         self.pdus = pdus
         self.edus = edus

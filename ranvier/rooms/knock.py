@@ -23,7 +23,7 @@ from ..protocol.events import Pdu
 from ..protocol.identifiers import server_of
 from ..protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasState
 from .local_events import LocalEventCreator
 from .membership import MembershipError, MembershipService
 from .membership_template import sign_membership_template
@@ -39,7 +39,7 @@ KNOCK_VERSIONS = [v for v in KNOWN_ROOM_VERSIONS if get_room_version(v).knock_jo
 class KnockService:
     def __init__(
         self,
-        storage: Storage,
+        storage: HasState,
         creator: LocalEventCreator,
         membership: MembershipService,
         server_name: str,

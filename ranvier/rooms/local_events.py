@@ -7,7 +7,7 @@ keeps rooms far below that), so the state before it is simply the room's current
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..clock import now_ms
 from ..protocol.auth import auth_types_for_event, check_auth_rules
@@ -19,7 +19,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import EventToPersist
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasRooms, HasState
 from .persister import EventPersister, TxnHook
 from .state import StateIds, StateService
 
@@ -27,6 +27,10 @@ CREATE_KEY: StateKey = ("m.room.create", "")
 # Events this server refuses to redact whoever asks (as Synapse does): a redacted create event loses the
 # room's settings, and a redacted m.room.server_acl keeps no "allow" list, which denies every server.
 UNREDACTABLE_TYPES = frozenset({"m.room.create", "m.room.server_acl"})
+
+
+class LocalEventsStorage(HasRooms, HasEvents, HasState, Protocol):
+    """What rooms/local_events.py asks of storage."""
 
 
 def depth_after(rv: RoomVersion, max_prev_depth: int) -> int:
@@ -44,7 +48,7 @@ class RoomNotFound(LookupError):
 class LocalEventCreator:
     def __init__(
         self,
-        storage: Storage,
+        storage: LocalEventsStorage,
         state: StateService,
         persister: EventPersister,
         server_name: str,

@@ -14,10 +14,14 @@ from typing import Any, Protocol
 from ..protocol.errors import AuthRejected
 from ..protocol.events import Pdu
 from ..protocol.identifiers import server_of
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAliases, HasEvents, HasRooms, HasState, HasUsers
 from .local_events import LocalEventCreator, RoomNotFound
 
 logger = logging.getLogger(__name__)
+
+
+class MembershipStorage(HasRooms, HasEvents, HasState, HasUsers, HasAliases, Protocol):
+    """What rooms/membership.py asks of storage."""
 
 
 class MembershipError(Exception):
@@ -43,7 +47,7 @@ class RemoteMembership(Protocol):
 class MembershipService:
     def __init__(
         self,
-        storage: Storage,
+        storage: MembershipStorage,
         creator: LocalEventCreator,
         server_name: str,
         remote: RemoteMembership | None = None,

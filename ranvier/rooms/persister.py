@@ -19,7 +19,7 @@ from typing import Any
 from ..logs.tracing import Tracing
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents
 from .state import StateIds, StateService, state_after
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ TxnHook = Callable[[Any, str, list[tuple[EventToPersist, int]]], Awaitable[None]
 
 
 class EventPersister:
-    def __init__(self, storage: Storage, state: StateService) -> None:
+    def __init__(self, storage: HasEvents, state: StateService) -> None:
         self._storage = storage
         self._state = state
         self._locks: dict[str, asyncio.Lock] = {}

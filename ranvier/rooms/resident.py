@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..federation.errors import FederationRequestError
 from ..protocol.auth import check_auth_events_list, check_auth_rules
@@ -24,7 +24,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import EventToPersist, StateDelta
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasRooms, HasState, HasUsers
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .local_events import LocalEventCreator, RoomNotFound
 from .persister import EventPersister
@@ -38,6 +38,10 @@ DUMMY_EVENT_TYPE = "org.matrix.dummy_event"
 # Seconds after the dummy event of a remote join at which it is sent to the joiner once more (see
 # ``_resend_to_joiner``).
 JOINER_RESEND_DELAYS = (1.0, 5.0)
+
+
+class ResidentStorage(HasRooms, HasEvents, HasState, HasUsers, Protocol):
+    """What rooms/resident.py asks of storage."""
 
 
 def _bad(message: str) -> FederationRequestError:
@@ -54,7 +58,7 @@ KeyPrefetch = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
 class ResidentMembership:
     def __init__(
         self,
-        storage: Storage,
+        storage: ResidentStorage,
         state: StateService,
         persister: EventPersister,
         creator: LocalEventCreator,

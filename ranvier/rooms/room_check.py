@@ -21,11 +21,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..federation.client import FederationClient, FederationError, path_segment
 from ..protocol.events import StateKey
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasRooms, HasState
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ MAX_ANCHORS = 5
 MAX_KEY_FETCHES = 100
 
 ReceivePdus = Callable[[str, Sequence[Any]], Awaitable[Any]]
+
+
+class RoomCheckStorage(HasRooms, HasEvents, HasState, Protocol):
+    """What rooms/room_check.py asks of storage."""
 
 
 @dataclass
@@ -116,7 +120,7 @@ class RoomCheckReport:
 class RoomChecker:
     def __init__(
         self,
-        storage: Storage,
+        storage: RoomCheckStorage,
         client: FederationClient,
         server_name: str,
         receive_pdus: ReceivePdus,

@@ -21,12 +21,12 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..federation.client import FederationClient, FederationError
 from ..federation.errors import FederationRequestError
 from ..protocol.identifiers import server_of
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasRooms, HasState
 from .room_summary import (
     SPACE_CHILD,
     SPACE_ROOM_TYPE,
@@ -49,6 +49,10 @@ MAX_SESSIONS = 1000
 REMOTE_CACHE_SECONDS = 60.0
 MAX_REMOTE_CACHE = 1000
 REMOTE_TIMEOUT = 15.0
+
+
+class SpacesStorage(HasRooms, HasEvents, HasState, Protocol):
+    """What rooms/spaces.py asks of storage."""
 
 
 class SpacesError(Exception):
@@ -91,7 +95,7 @@ class _RemoteAnswer:
 class SpaceHierarchy:
     def __init__(
         self,
-        storage: Storage,
+        storage: SpacesStorage,
         server_name: str,
         client: FederationClient | None = None,
         clock: Callable[[], float] = time.monotonic,

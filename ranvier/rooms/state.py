@@ -13,18 +13,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 from ..logs.tracing import Tracing
 from ..protocol.events import Pdu, StateKey
 from ..protocol.room_versions import RoomVersion
 from ..protocol.state_res import AuthChainIndex, DictEventSource, resolve_state
 from ..storage.interfaces import EventToPersist
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasState
 
 logger = logging.getLogger(__name__)
 
 StateIds = dict[StateKey, str]
+
+
+class StateServiceStorage(HasEvents, HasState, Protocol):
+    """What rooms/state.py asks of storage."""
 
 
 def state_after(item: EventToPersist) -> StateIds:
@@ -44,7 +48,7 @@ MAX_ROOM_INDEXES = 256
 
 
 class StateService:
-    def __init__(self, storage: Storage, max_room_indexes: int = MAX_ROOM_INDEXES) -> None:
+    def __init__(self, storage: StateServiceStorage, max_room_indexes: int = MAX_ROOM_INDEXES) -> None:
         self._storage = storage
         # room id -> (its index, the lock that keeps it to one resolution at a time: AuthChainIndex is not
         # thread-safe), least recently used first. Evicting a pair while it is in use is safe: the holder

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasState
 
 # CS "Stripped state": the state events an invitee (or knocker) is shown of a room it is not in.
 STRIPPED_STATE_TYPES = (
@@ -22,7 +22,7 @@ STRIPPED_STATE_TYPES = (
 )
 
 
-async def room_state_for_remote(storage: Storage, room_id: str) -> list[dict[str, Any]]:
+async def room_state_for_remote(storage: HasState, room_id: str) -> list[dict[str, Any]]:
     """The room's current stripped-state events as full PDUs (without ``unsigned``), for another server."""
     out = []
     for event_type in STRIPPED_STATE_TYPES:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from ..federation.client import FederationClient, FederationError
 from ..protocol.events import Pdu
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasState, HasStream
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,13 @@ MAX_SERVERS_ASKED = 5
 Backfill = Callable[[str, int], Awaitable[bool]]
 
 
-async def closest_local_event(storage: Storage, room_id: str, ts: int, direction: str) -> Pdu | None:
+class TimestampsStorage(HasEvents, HasState, HasStream, Protocol):
+    """What rooms/timestamps.py asks of storage."""
+
+
+async def closest_local_event(
+    storage: TimestampsStorage, room_id: str, ts: int, direction: str
+) -> Pdu | None:
     """The first live event at or after ``ts`` ('f'), or the last at or before it ('b'), of the held
     timeline (topological order; timestamps are taken as growing along it, which they mostly do).
 
@@ -70,7 +77,7 @@ async def closest_local_event(storage: Storage, room_id: str, ts: int, direction
 class TimestampLookup:
     def __init__(
         self,
-        storage: Storage,
+        storage: TimestampsStorage,
         server_name: str,
         client: FederationClient | None = None,
         backfill: Backfill | None = None,

@@ -24,14 +24,21 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.auth.power_levels import room_creators
 from ..protocol.errors import AuthRejected, UnsupportedRoomVersion
 from ..protocol.events import Pdu
 from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion, get_room_version
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import (
+    HasAccountData,
+    HasAliases,
+    HasDirectory,
+    HasEvents,
+    HasRooms,
+    HasState,
+)
 from .local_events import LocalEventCreator, RoomNotFound
 from .membership import MembershipError, MembershipService
 from .persister import EventPersister
@@ -56,6 +63,10 @@ TOMBSTONE_BODY = "This room has been replaced"
 TAG_TYPE = "m.tag"  # CS "Room Tagging": a room's tags are the user's m.tag room account data
 
 
+class UpgradeStorage(HasRooms, HasEvents, HasState, HasAccountData, HasAliases, HasDirectory, Protocol):
+    """What rooms/upgrade.py asks of storage."""
+
+
 class UpgradeError(Exception):
     def __init__(self, status: int, errcode: str, message: str) -> None:
         super().__init__(message)
@@ -67,7 +78,7 @@ class UpgradeError(Exception):
 class RoomUpgrader:
     def __init__(
         self,
-        storage: Storage,
+        storage: UpgradeStorage,
         creator: LocalEventCreator,
         persister: EventPersister,
         membership: MembershipService,

@@ -11,7 +11,7 @@ read once per distinct group, with the groups of the whole page found in one rea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.events import Pdu, StateKey
@@ -28,11 +28,15 @@ from ..protocol.visibility import (
     visibility_from_content,
 )
 from ..storage.interfaces import UnknownEvent
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasState
 
 HV_KEY: StateKey = (HISTORY_VISIBILITY, "")
 # How many of a user's membership changes we walk back to find their last join (rule 3).
 MAX_MEMBERSHIP_WALK = 50
+
+
+class VisibilityStorage(HasEvents, HasState, Protocol):
+    """What rooms/visibility.py asks of storage."""
 
 
 def facts(pdu: Pdu) -> EventFacts:
@@ -40,7 +44,7 @@ def facts(pdu: Pdu) -> EventFacts:
 
 
 class HistoryVisibilityFilter:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: VisibilityStorage) -> None:
         self._storage = storage
 
     # -- users -------------------------------------------------------------------------------------

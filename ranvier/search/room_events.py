@@ -19,12 +19,12 @@ import binascii
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.events import Pdu
 from ..rooms.visibility import HistoryVisibilityFilter
 from ..storage.interfaces import UnknownEvent
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData, HasEvents, HasSearch, HasState, HasStream
 from ..storage.sql.search import Order, SearchHit, SearchScope
 from .terms import SearchQuery, highlights
 
@@ -32,6 +32,10 @@ GROUP_KEYS = ("room_id", "sender")
 IGNORED_USERS = "m.ignored_user_list"
 MAX_ROUNDS = 8
 MAX_TOKEN_LEN = 2048
+
+
+class RoomEventSearchStorage(HasEvents, HasState, HasStream, HasAccountData, HasSearch, Protocol):
+    """What search/room_events.py asks of storage."""
 
 
 class BadToken(ValueError):
@@ -124,7 +128,7 @@ class RoomEventsAnswer:
 
 
 class RoomEventSearch:
-    def __init__(self, storage: Storage, visibility: HistoryVisibilityFilter) -> None:
+    def __init__(self, storage: RoomEventSearchStorage, visibility: HistoryVisibilityFilter) -> None:
         self._storage = storage
         self._visibility = visibility
 

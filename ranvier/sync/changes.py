@@ -13,16 +13,20 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..client_api.account_data import client_account_data
 from ..client_api.ephemeral import TypingStream
 from ..push.rules import ACCOUNT_DATA_TYPE as PUSH_RULES
 from ..push.rules import merged_ruleset, stored_form
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData, HasDeviceLists, HasReceipts, HasToDevice
 from ..storage.sql.receipts import client_receipt_contents
 
 _TOKEN = re.compile(r"s[0-9]{1,18}(?:_[0-9]{1,18}){0,6}")
+
+
+class ChangesStorage(HasAccountData, HasDeviceLists, HasToDevice, HasReceipts, Protocol):
+    """What sync/changes.py asks of storage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,7 @@ class Extras:
 
 
 class SyncExtras:
-    def __init__(self, storage: Storage, typing: TypingStream) -> None:
+    def __init__(self, storage: ChangesStorage, typing: TypingStream) -> None:
         self._storage = storage
         self._typing = typing
 

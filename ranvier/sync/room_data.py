@@ -13,12 +13,12 @@ membership changed. Unlike Synapse (which sends 0 for both), ``notification_coun
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ..client_api.bundled import BundledAggregations
+from ..client_api.bundled import BundledAggregations, BundledStorage
 from ..client_api.event_format import format_client_event
 from ..protocol.events import Pdu
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasState, HasStream
 from ..storage.sql.push_counts import Counts
 from ..storage.sql.sliding_sync import SlidingSyncStore
 from .connections import RoomSent
@@ -27,6 +27,10 @@ from .room_list import AVATAR, BUMP_EVENT_TYPES, NAME, RoomEntry
 from .stripped import membership_stripped_state
 
 MAX_HEROES = 5
+
+
+class RoomDataStorage(BundledStorage, HasEvents, HasState, HasStream, Protocol):
+    """What sync/room_data.py asks of storage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ class RoomContext:
 
 
 class RoomDataBuilder:
-    def __init__(self, storage: Storage, store: SlidingSyncStore, visibility: Any = None) -> None:
+    def __init__(self, storage: RoomDataStorage, store: SlidingSyncStore, visibility: Any = None) -> None:
         self._storage = storage
         self._store = store
         self._visibility = visibility
@@ -290,7 +294,7 @@ class RoomDataBuilder:
         return heroes
 
 
-async def invite_state(storage: Storage, entry: RoomEntry) -> list[dict[str, Any]]:
+async def invite_state(storage: RoomDataStorage, entry: RoomEntry) -> list[dict[str, Any]]:
     key = "invite_room_state" if entry.membership == "invite" else "knock_room_state"
     return await membership_stripped_state(storage, entry.room_id, entry.event_id, key)
 

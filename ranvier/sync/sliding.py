@@ -12,18 +12,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..client_api.account_data import forgotten_event
 from ..clock import now_ms
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasAccountData, HasEvents, HasPushActions
 from ..storage.sql.push_counts import Counts
 from ..storage.sql.sliding_sync import SlidingSyncStore
 from .changes import SyncToken
 from .connections import Position, RoomSent
 from .extensions import ExtensionRooms, SlidingExtensions, has_news
 from .required_state import RequiredState
-from .room_data import RoomConfig, RoomContext, RoomDataBuilder, invite_state
+from .room_data import RoomConfig, RoomContext, RoomDataBuilder, RoomDataStorage, invite_state
 from .room_list import (
     CREATE,
     ENCRYPTION,
@@ -46,6 +46,10 @@ from .sliding_request import ListFilters, RoomParams, SlidingRequest
 ROOMS_AT_ONCE = 8
 
 
+class SlidingStorage(RoomDataStorage, HasEvents, HasAccountData, HasPushActions, Protocol):
+    """What sync/sliding.py asks of storage."""
+
+
 @dataclass(frozen=True, slots=True)
 class SlidingResult:
     body: dict[str, Any]  # everything but "pos"
@@ -56,7 +60,7 @@ class SlidingResult:
 class SlidingSync:
     def __init__(
         self,
-        storage: Storage,
+        storage: SlidingStorage,
         store: SlidingSyncStore,
         rooms: RoomDataBuilder,
         extensions: SlidingExtensions,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from ..client_api.event_format import stripped_state_event
 from ..rooms.stripped_state import STRIPPED_STATE_TYPES
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasState
+
+
+class StrippedStorage(HasEvents, HasState, Protocol):
+    """What sync/stripped.py asks of storage."""
 
 
 async def membership_stripped_state(
-    storage: Storage, room_id: str, event_id: str, carried_key: str = "invite_room_state"
+    storage: StrippedStorage, room_id: str, event_id: str, carried_key: str = "invite_room_state"
 ) -> list[dict[str, Any]]:
     """What the inviting (or knocked-on) server sent with the membership event under ``carried_key``, or
     for a room this server is in, the room's own stripped state; then the membership event itself."""

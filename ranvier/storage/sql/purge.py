@@ -12,12 +12,16 @@ state, room version, the room's events) are emptied of it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .engine import Database, Txn
 
 if TYPE_CHECKING:
-    from ..protocols.composite import Storage
+    from ..protocols.composite import HasEvents, HasRooms, HasState
+
+    class PurgeStorage(HasRooms, HasEvents, HasState, Protocol):
+        """What sql/purge.py asks of storage."""
+
 
 # Kept: decisions about the room, not the room's data.
 KEPT_TABLES = frozenset({"blocked_rooms", "content_reports", "schema_migrations"})
@@ -46,7 +50,7 @@ async def _columns(txn: Txn, dialect: str) -> dict[str, set[str]]:
     return result
 
 
-async def purge_room(db: Database, storage: Storage, room_id: str) -> int:
+async def purge_room(db: Database, storage: PurgeStorage, room_id: str) -> int:
     """Delete the room's rows everywhere; returns how many of its events were deleted."""
     async with db.transaction() as txn:
         columns = await _columns(txn, db.dialect)
@@ -73,7 +77,7 @@ async def purge_room(db: Database, storage: Storage, room_id: str) -> int:
     return len(event_ids)
 
 
-def _forget_cached(storage: Storage, room_id: str, event_ids: list[str]) -> None:
+def _forget_cached(storage: PurgeStorage, room_id: str, event_ids: list[str]) -> None:
     """The caches of storage.sql (events by id, rooms' current state, room versions) still hold the room."""
     event_cache = getattr(storage.events, "_cache", None)
     if event_cache is not None:
