@@ -84,7 +84,7 @@ from .federation.ip_blocklist import IpBlocklist
 from .federation.key_routes import add_key_routes
 from .federation.keys import Keyring, Notary
 from .federation.media_routes import add_media_routes
-from .federation.membership_routes import add_membership_routes
+from .federation.membership_routes import MembershipHandler, add_membership_routes
 from .federation.request_auth import origin_seen_middleware
 from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
@@ -146,7 +146,12 @@ from .storage.sql.appservice import AppServiceStore
 from .storage.sql.media import MediaStore
 from .storage.sql.presence import PresenceStore
 from .workers.config import MAIN
-from .workers.event_forwarding import ForwardingCreator, add_send_event_route
+from .workers.event_forwarding import (
+    ForwardingCreator,
+    ForwardingMembership,
+    add_membership_route,
+    add_send_event_route,
+)
 from .workers.presence import RelayedPresence
 from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
 from .workers.roles import config_for_instance, plan_for
@@ -437,7 +442,7 @@ class Homeserver:
         if self.config.federation.enabled:
             self.membership.remote_profile = self.remote_profiles.lookup
         self.federation_app_setup.append(
-            lambda app: add_membership_routes(app, self.keyring, self.server_name, self.resident)
+            lambda app: add_membership_routes(app, self.keyring, self.server_name, self._membership_handler())
         )
         # Spaces: the hierarchy served to other servers and asked of them for rooms we are not in.
         self.spaces = SpaceHierarchy(
@@ -601,6 +606,13 @@ class Homeserver:
         router = PduRouter(self.plan, self.replication_client, self.incoming_pdus.receive_pdus)
         self.inbound_transactions.route_pdus = router.receive_pdus
 
+    def _membership_handler(self) -> MembershipHandler:
+        """The resident side of federation membership; with workers, of rooms another process persists
+        handed to it."""
+        if self.replication_client is None:
+            return self.resident
+        return ForwardingMembership(self.resident, self.plan, self.replication_client)
+
     async def _start_replication_listener(self) -> None:
         """Loopback only: the client API for writes forwarded by the other processes (their rate limits
         were applied there), the PDUs an inbound worker hands over, and /health."""
@@ -615,6 +627,7 @@ class Homeserver:
         add_internal_routes(app, workers.secret, self.plan.name, self.incoming_pdus.receive_pdus)
         if self.plan.persists_events:
             add_send_event_route(app, workers.secret, self.creator)
+            add_membership_route(app, workers.secret, self.resident)
         app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
         await self._start_site("replication", app, inst.replication.bind, inst.replication.port, None)
 

@@ -1,4 +1,4 @@
-"""Local events created outside a forwarded client request, sent by the room's persister.
+"""Events created outside a forwarded client request, persisted by the room's persister.
 
 Client room writes reach the room's persister whole (``replication_http.forwarding_middleware``). Other
 code paths create events too: profile changes update the member event in every room of the user, account
@@ -18,6 +18,8 @@ import aiohttp
 from aiohttp import web
 
 from ..client_api.errors import MatrixError
+from ..federation.errors import FederationRequestError
+from ..federation.membership_routes import MembershipHandler
 from ..protocol.errors import AuthRejected, ProtocolError
 from ..protocol.events import Pdu
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
@@ -98,7 +100,7 @@ async def _post(replication: ReplicationClient, owner: str, body: dict[str, Any]
     if not isinstance(answer, dict):
         raise PersisterUnavailable(owner)
     if status == 200 and isinstance(answer.get("event_id"), str):
-        replication.forwarded += 1
+        replication.counts["event"] += 1
         return str(answer["event_id"])
     kind = answer.get("kind")
     if kind == "auth":
@@ -166,3 +168,131 @@ def _fields(body: Any) -> tuple[str, str, str, dict[str, Any], dict[str, Any]] |
             return None
         extra[key] = value
     return room_id, sender, event_type, content, extra
+
+
+MEMBERSHIP_PATH = "/_ranvier/replication/v1/membership"
+
+
+class ForwardingMembership:
+    """The resident side of federation membership (send_join, send_leave, send_knock, invite) for rooms
+    another process persists: handed to it after this process authenticated the request (X-Matrix)."""
+
+    def __init__(self, local: MembershipHandler, plan: RolePlan, replication: ReplicationClient) -> None:
+        self._local = local
+        self._plan = plan
+        self._replication = replication
+
+    async def make_membership(
+        self, origin: str, room_id: str, user_id: str, membership: str, supported_versions: list[str] | None
+    ) -> dict[str, Any]:
+        # A template only: nothing is written, any process can build it.
+        return await self._local.make_membership(origin, room_id, user_id, membership, supported_versions)
+
+    async def current_extremities(self, origin: str, room_id: str) -> dict[str, Any]:
+        return await self._local.current_extremities(origin, room_id)
+
+    async def send_membership(
+        self,
+        origin: str,
+        room_id: str,
+        event_id: str,
+        pdu_json: Any,
+        membership: str,
+        omit_members: bool = False,
+    ) -> dict[str, Any]:
+        owner = self._plan.persister_of(room_id)
+        if owner == self._plan.name:
+            return await self._local.send_membership(
+                origin, room_id, event_id, pdu_json, membership, omit_members
+            )
+        return await self._forward(
+            owner,
+            {
+                "op": "send",
+                "origin": origin,
+                "room_id": room_id,
+                "event_id": event_id,
+                "pdu": pdu_json,
+                "membership": membership,
+                "omit_members": omit_members,
+            },
+        )
+
+    async def on_invite(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:
+        owner = self._plan.persister_of(room_id)
+        if owner == self._plan.name:
+            return await self._local.on_invite(origin, room_id, event_id, body)
+        return await self._forward(
+            owner, {"op": "invite", "origin": origin, "room_id": room_id, "event_id": event_id, "pdu": body}
+        )
+
+    async def _forward(self, owner: str, body: dict[str, Any]) -> dict[str, Any]:
+        replication = self._replication
+        try:
+            async with replication.session().post(
+                replication.base_url(owner) + MEMBERSHIP_PATH,
+                json=body,
+                headers={"Authorization": f"Bearer {replication.secret}"},
+            ) as resp:
+                answer = await resp.json()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            logger.warning("could not hand a %s of %s to %s: %s", body["op"], body["room_id"], owner, e)
+            raise FederationRequestError(
+                503, "M_UNKNOWN", f"the room's writer ({owner}) is unavailable"
+            ) from None
+        if status == 200 and isinstance(answer, dict) and isinstance(answer.get("result"), dict):
+            replication.counts["membership"] += 1
+            return dict(answer["result"])
+        if not isinstance(answer, dict):
+            raise FederationRequestError(502, "M_UNKNOWN", f"{owner} answered {status}")
+        extra = {k: v for k, v in answer.items() if k not in ("errcode", "error")}
+        raise FederationRequestError(
+            status, str(answer.get("errcode", "M_UNKNOWN")), str(answer.get("error", "")), **extra
+        )
+
+
+def add_membership_route(app: web.Application, secret: str, local: MembershipHandler) -> None:
+    """The owner's side of ``ForwardingMembership``."""
+
+    async def membership(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
+            return web.json_response(
+                {"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"errcode": "M_BAD_JSON", "error": "not an object"}, status=400)
+        op, origin, room_id, event_id = (
+            body.get("op"),
+            body.get("origin"),
+            body.get("room_id"),
+            body.get("event_id"),
+        )
+        if not (isinstance(origin, str) and isinstance(room_id, str) and isinstance(event_id, str)):
+            return web.json_response(
+                {"errcode": "M_BAD_JSON", "error": "origin, room_id, event_id"}, status=400
+            )
+        try:
+            if op == "send" and isinstance(body.get("membership"), str):
+                result = await local.send_membership(
+                    origin,
+                    room_id,
+                    event_id,
+                    body.get("pdu"),
+                    str(body["membership"]),
+                    bool(body.get("omit_members")),
+                )
+            elif op == "invite":
+                result = await local.on_invite(origin, room_id, event_id, body.get("pdu"))
+            else:
+                return web.json_response({"errcode": "M_BAD_JSON", "error": "unknown op"}, status=400)
+        except FederationRequestError as e:
+            return web.json_response(e.to_json(), status=e.status)
+        return web.json_response({"result": result})
+
+    app.router.add_post(MEMBERSHIP_PATH, membership)

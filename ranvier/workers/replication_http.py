@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -75,7 +76,12 @@ class ReplicationClient:
         self.secret = workers.secret
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self.forwarded = 0
+        # What was handed to other processes, by kind (request, pdus, event, membership).
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def forwarded(self) -> int:
+        return sum(self.counts.values())
 
     def base_url(self, instance: str) -> str:
         listener = self._workers.instances[instance].replication
@@ -106,7 +112,7 @@ class ReplicationClient:
                 request.method, self.base_url(instance) + request.path_qs, data=body, headers=headers
             ) as resp:
                 payload = await resp.read()
-                self.forwarded += 1
+                self.counts["request"] += 1
                 return web.Response(
                     status=resp.status, body=payload, content_type=resp.content_type or "application/json"
                 )
@@ -131,7 +137,7 @@ class ReplicationClient:
         results = answer.get("pdus") if isinstance(answer, dict) else None
         if not isinstance(results, dict):
             raise PersisterUnavailable(instance)
-        self.forwarded += 1
+        self.counts["pdus"] += 1
         return results
 
 
