@@ -2,13 +2,14 @@
 (``--sizes``, default 10 to 100,000 state events) and with the width of its DAG (``--widths``, default 1 to
 100 forward extremities), on a real Ranvier process over HTTP.
 
-The rooms are built through the real persist path, fast: the remote driver of ``bench/ingest.py`` joins a
-room of the server under test and sends signed ``m.room.member`` joins of its own users over ``/send``, 50
-per transaction (each one a state event the server checks, persists and folds into the room's state).
+The rooms of the size curve are built before the server process starts, through storage's real
+``persist_events`` (``bench/growth_build.py``: signed member joins of the remote driver's users, 1,000 per
+transaction), one room per size; everything measured then goes over HTTP to the server process. The driver
+is the remote server of ``bench/ingest.py``: its own key served over TLS, ``/send`` in transactions of 50.
 
-Room size, one room grown step by step; at each step (``--repeats`` samples, min / median):
+Room size, one room per size; in each (``--repeats`` samples, min / median):
 
-- ingest of state: ms per transaction of 50 member joins, over the last transactions that grew the room;
+- ingest of state: ms per transaction of 50 member joins of further users of the driver;
 - ingest of messages: ms per transaction of 50 messages (a linear chain);
 - incremental ``/sync`` (lazy-loaded members) of a local member after each such transaction;
 - initial ``/sync`` with lazy-loaded members (what clients do), and without (every member in the answer:
@@ -17,7 +18,8 @@ Room size, one room grown step by step; at each step (``--repeats`` samples, min
   latest event (federation ``/state_ids``: linear in the room by definition);
 - the server's RSS.
 
-DAG width, a fresh room of ``--width-members`` members per width W: the driver forks W branches from its
+DAG width, a fresh room of ``--width-members`` members (joined over ``/send``) per width W: the driver forks
+W branches from its
 join, each branch a join of another of its users, so the room has W forward extremities; then the same
 message ingest, syncs and lookups, with the messages extending one branch (the others stay extremities).
 
@@ -47,6 +49,7 @@ import aiohttp
 import psutil
 
 from bench._loglog_chart import Curve, draw_chart
+from bench.growth_build import BuiltRoom, Owner, PrebuiltRanvier, build_rooms
 from bench.ingest import PER_TXN, DriverRoom, IngestDriver, start_driver
 from bench.machine import describe_machine, finish, summary
 from bench.servers import RanvierServer
@@ -253,32 +256,25 @@ StepDone = Callable[[list[Point]], None]
 
 
 async def _by_size(
-    server: RanvierServer, driver: IngestDriver, sizes: list[int], repeats: int, on_step: StepDone
+    server: RanvierServer,
+    driver: IngestDriver,
+    owner: Owner,
+    rooms: list[BuiltRoom],
+    repeats: int,
+    on_step: StepDone,
 ) -> list[Point]:
     async with aiohttp.ClientSession() as session:
-        owner = await MxClient.register(session, server.client_url, "grow")
-        room_id, grower = await _room(owner, driver, server.server_name)
-        base = len(grower.room.state)  # the creator's state events and the driver's join
-        measure = Measure(server, owner, grower, room_id, repeats)
+        client = owner.client(session, server.client_url)
         points: list[Point] = []
-        for size in sizes:
-            add = max(0, size - base - len(grower.members))
-            t0 = time.perf_counter()
-            per_txn = await _grow(grower, server.server_name, add)
-            measure.tip = grower.room.last
-            measure.state_size = len(grower.room.state)
-            print(
-                f"  room of {size} state events (+{add} joins in {time.perf_counter() - t0:.1f} s)",
-                flush=True,
-            )
-            step = []
-            if per_txn:
-                # The last transactions that grew the room, at most 20: the cost at this size.
-                step.append(Point("size", "ingest: 50 member joins (one /send)", size, per_txn[-20:]))
-            step += await measure.all_of("size", size)
-            # The next joins extend the message chain: one forward extremity throughout, so that the size
-            # curve is not also a width curve (a stale branch would be resolved against on every batch).
-            grower.room.last = measure.tip
+        for built in rooms:
+            grower = Grower(driver, built.room, members=list(built.members))
+            measure = Measure(server, client, grower, built.room_id, repeats)
+            # State ingest at this size: transactions of 50 joins of further users, extending the chain.
+            joins = await _grow(grower, server.server_name, PER_TXN * repeats)
+            measure.tip, measure.state_size = grower.room.last, len(grower.room.state)
+            print(f"  room of {built.size} state events (built in {built.build_s:.1f} s)", flush=True)
+            step = [Point("size", "ingest: 50 member joins (one /send)", built.size, joins)]
+            step += await measure.all_of("size", built.size)
             _log(step)
             on_step(step)
             points += step
@@ -408,13 +404,18 @@ def main(argv: list[str]) -> None:
             f.writelines(json.dumps(p.row()) + "\n" for p in step)
 
     with tempfile.TemporaryDirectory(prefix="bench-growth-") as tmp:
-        server = RanvierServer(Path(tmp) / "server", presence=False)
-        server.start()
+        server = PrebuiltRanvier(Path(tmp) / "server", presence=False)
 
         async def run() -> list[Point]:
             driver = await start_driver(Path(tmp) / "driver")
             try:
-                points = await _by_size(server, driver, sizes, args.repeats, on_step) if sizes else []
+                points: list[Point] = []
+                if sizes:
+                    owner, rooms = await build_rooms(server, driver, sizes)
+                    await asyncio.to_thread(server.start)
+                    points += await _by_size(server, driver, owner, rooms, args.repeats, on_step)
+                else:
+                    await asyncio.to_thread(server.start)
                 if widths:
                     points += await _by_width(
                         server, driver, widths, args.width_members, args.repeats, on_step
