@@ -158,6 +158,18 @@ class Rooms(_Strict):
     max_forward_extremities: int = Field(10, ge=2)
     # Resident side of the join-gap fix; switch off only to test the joiner-side detection.
     join_gap_dummy_event: bool = True
+    # Joining over federation asks send_join for partial state (omit_members, MSC3706): the room is usable
+    # at once and the members arrive in the background. Off: every remote join takes the full state.
+    partial_state_joins: bool = True
+    # The background resync of a partial-state room retries with back-off between these bounds (seconds).
+    partial_state_retry_initial: float = Field(2.0, gt=0)
+    partial_state_retry_max: float = Field(600.0, gt=0)
+    # How long /members and /joined_members of a partial-state room wait for the full state before
+    # answering with the members known so far (seconds).
+    partial_state_members_wait: float = Field(60.0, ge=0)
+    # How long an initial /sync without lazy-loading waits for partial-state rooms in their first resync
+    # attempt before leaving them out (seconds; rooms whose resync failed before are not waited for).
+    partial_state_sync_wait: float = Field(10.0, ge=0)
     # Rooms created here that start end-to-end encrypted (m.room.encryption, Megolm) unless createRoom's
     # initial_state says otherwise: "all", "invite" (the private_chat and trusted_private_chat presets)
     # or "off". Synapse's key of the same name; clients that ask for encryption still get it when "off".
@@ -677,6 +689,8 @@ rooms:
   max_forward_extremities: 10
   # After a remote join, heal the make_join/send_join gap with a dummy event (keep this on).
   join_gap_dummy_event: true
+  # Join remote rooms with partial state (members fetched in the background; MSC3706 faster joins).
+  partial_state_joins: true
   # Rooms that start end-to-end encrypted: all, invite (private presets) or off (clients choose).
   encryption_enabled_by_default_for_room_type: "off"
 """

@@ -165,6 +165,16 @@ class Metrics:
             "Events fetched in the background to close gaps in room timelines",
             registry=self.registry,
         )
+        self.partial_state_rooms = Gauge(
+            "ranvier_partial_state_rooms",
+            "Rooms joined with partial state (MSC3706) whose full state is still being fetched",
+            registry=self.registry,
+        )
+        self.partial_state_resync_failures = Counter(
+            "ranvier_partial_state_resync_failures",
+            "Failed attempts to fetch the full state of a room joined with partial state (each is retried)",
+            registry=self.registry,
+        )
         self.gaps_given_up = Counter(
             "ranvier_timeline_gaps_given_up",
             "Timeline gaps (backward extremities) left unfilled in the background after every try failed",

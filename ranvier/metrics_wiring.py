@@ -66,6 +66,8 @@ def wire_metrics(hs: Homeserver) -> LoopLagMonitor:
             phase
         ).observe(s)
         hs.remote_membership.on_gap_events = metrics.join_gap_events.inc
+        hs.partial_resync.on_failure = metrics.partial_state_resync_failures.inc
+        hs.partial_resync.on_partial_rooms = metrics.partial_state_rooms.set
         sender = hs.federation_sender
     collector = ScrapeCollector(hs.storage.db, sender)
     metrics.registry.register(collector)

@@ -100,6 +100,10 @@ class RoomHandlers:
         # Appservices (ranvier.appservice): asked about an unknown local user in their namespaces
         # before an invite names it (AS "Query User"), so the bridge can create it first.
         self.user_query: Callable[[str], Awaitable[bool]] | None = None
+        # Set by the app: waits (bounded) for a partial-state room's full state (MSC3706). /members and
+        # /joined_members wait, as Synapse's do, rather than answer the few members the join carried.
+        # Returns whether the room was partial (then what was read before the wait is read again).
+        self.wait_full_state: Callable[[str], Awaitable[bool]] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -459,6 +463,8 @@ class RoomHandlers:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
         state = await self._readable_state(room_id, requester.user_id)
+        if self.wait_full_state is not None and await self.wait_full_state(room_id):
+            state = await self._readable_state(room_id, requester.user_id)
         membership_filter = request.query.get("membership")
         not_membership = request.query.get("not_membership")
         ids = [e for (t, _), e in state.items() if t == "m.room.member"]
@@ -477,6 +483,8 @@ class RoomHandlers:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
         await self._require_joined(room_id, requester.user_id)
+        if self.wait_full_state is not None:
+            await self.wait_full_state(room_id)
         joined = await self._storage.state.get_joined_users(room_id)
         state = await self._storage.state.get_current_state_ids(room_id)
         events = await self._storage.events.get_events([state[("m.room.member", u)] for u in joined])

@@ -9,6 +9,7 @@ spec's "state is up to the start of timeline".
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
@@ -19,9 +20,10 @@ from ..clock import now_ms
 from ..logs.tracing import EventOrigins, Tracing
 from ..presence.state import STATES as PRESENCE_STATES
 from ..presence.sync_section import PresenceSync
-from ..protocol.events import Pdu
+from ..protocol.events import Pdu, StateKey
 from ..storage.protocols.composite import Storage
 from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
+from ..sync.partial_rooms import cited_sender_members, lazy_load_members
 from ..sync.stripped import membership_stripped_state
 from ..sync.waiting import wait_any
 from .account_data import forgotten_event
@@ -70,6 +72,9 @@ class SyncHandlers:
         # delivers gets a span in its own trace (logs.tracing.EventOrigins).
         self.tracing: Tracing | None = None
         self.origins: EventOrigins | None = None
+        # Set by the app: an initial /sync without lazy-loading waits (bounded) for partial-state rooms
+        # whose resync is in its first attempt, rather than leave them out (sync/partial_rooms.py).
+        self.wait_partial_rooms: Callable[[set[str]], Awaitable[None]] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -101,10 +106,11 @@ class SyncHandlers:
             raise MatrixError(404, "M_NOT_FOUND", "No such filter")
         return web.json_response(stored)
 
-    async def _timeline_options(self, requester: Requester, raw_filter: str | None) -> tuple[int, bool]:
-        """The timeline limit and whether thread counts are asked for (``unread_thread_notifications``)."""
+    async def _timeline_options(self, requester: Requester, raw_filter: str | None) -> tuple[int, bool, bool]:
+        """The timeline limit, whether thread counts are asked for (``unread_thread_notifications``) and
+        whether members are lazy-loaded (``lazy_load_members``)."""
         if not raw_filter:
-            return DEFAULT_TIMELINE_LIMIT, False
+            return DEFAULT_TIMELINE_LIMIT, False, False
         parsed: Any
         if valid_filter_id(raw_filter):
             # An unknown id leaves the defaults in force.
@@ -113,6 +119,7 @@ class SyncHandlers:
             parsed = parse_filter(raw_filter)  # CS "/sync": "the filter ID, or a JSON-encoded filter"
         limit = DEFAULT_TIMELINE_LIMIT
         threads = False
+        lazy = lazy_load_members(parsed)
         try:
             timeline = parsed["room"]["timeline"]
             threads = timeline.get("unread_thread_notifications") is True
@@ -121,7 +128,7 @@ class SyncHandlers:
                 limit = min(value, 1000)
         except (KeyError, TypeError, AttributeError):
             pass
-        return limit, threads
+        return limit, threads, lazy
 
     async def sync(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
@@ -134,14 +141,18 @@ class SyncHandlers:
                 raise MatrixError(400, "M_INVALID_PARAM", f"invalid since token {since_raw!r}") from None
         timeout_ms = query_int(request, "timeout", 0, 0, MAX_TIMEOUT_MS)
         full_state = request.query.get("full_state") == "true"
-        limit, thread_counts = await self._timeline_options(requester, request.query.get("filter"))
+        limit, thread_counts, lazy = await self._timeline_options(requester, request.query.get("filter"))
         set_presence = request.query.get("set_presence")
         if set_presence is not None and set_presence not in PRESENCE_STATES:
             raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
         if self._presence is None:
-            return await self._poll(requester, request, since, timeout_ms, full_state, limit, thread_counts)
+            return await self._poll(
+                requester, request, since, timeout_ms, full_state, limit, thread_counts, lazy
+            )
         async with self._presence.syncing(requester.user_id, requester.device_id, set_presence):
-            return await self._poll(requester, request, since, timeout_ms, full_state, limit, thread_counts)
+            return await self._poll(
+                requester, request, since, timeout_ms, full_state, limit, thread_counts, lazy
+            )
 
     async def _poll(
         self,
@@ -152,6 +163,7 @@ class SyncHandlers:
         full_state: bool,
         limit: int,
         thread_counts: bool,
+        lazy: bool = False,
     ) -> web.Response:
         presence_filter = await sync_presence_filter(
             self._storage, requester.user_id, request.query.get("filter")
@@ -168,7 +180,7 @@ class SyncHandlers:
                 presence_events = await self._presence.collect(
                     requester.user_id, since.presence if since else None, upto.presence, presence_filter
                 )
-            body = await self._build(requester, since, upto, limit, full_state, thread_counts)
+            body = await self._build(requester, since, upto, limit, full_state, thread_counts, lazy)
             if self._presence is not None and since is not None:
                 presence_events = await self._presence.with_new_members(
                     requester.user_id, body, presence_events, presence_filter
@@ -195,6 +207,7 @@ class SyncHandlers:
         limit: int,
         full_state: bool,
         thread_counts: bool = False,
+        lazy: bool = False,
     ) -> dict[str, Any]:
         since = since_token.events if since_token is not None else None
         position = upto.events
@@ -214,6 +227,17 @@ class SyncHandlers:
             upto = replace(upto, to_device=section.to_device_position)
         # CS "Receiving notifications": the push actions after the user's read receipts.
         counts = await self._storage.push_actions.unread_counts(user_id, joined_rooms)
+        # Rooms joined with partial state (MSC3706; see sync/partial_rooms.py): left out without lazy-
+        # loading until complete; once complete, sent as newly joined (with the full state).
+        partial = await self._storage.partial_state.partial_among(joined_rooms)
+        if partial and not lazy and since is None and self.wait_partial_rooms is not None:
+            await self.wait_partial_rooms(partial)
+            partial = await self._storage.partial_state.partial_among(joined_rooms)
+            position = max(position, self._storage.stream.current_position())
+            upto = replace(upto, events=position)
+        completed: set[str] = set()
+        if since is not None and joined_rooms:
+            completed = await self._storage.partial_state.completed_between(joined_rooms, since, position)
         new_events: dict[str, list[Pdu]] = {}
         if since is not None and joined_rooms:
             new_events = await self._storage.stream.get_room_events_between(
@@ -221,7 +245,10 @@ class SyncHandlers:
             )
         for room_id, membership in sorted(memberships.items()):
             if membership == "join":
-                if since is None or full_state:
+                if room_id in partial and not lazy:
+                    continue
+                room_since = None if room_id in completed else since
+                if room_since is None or full_state:
                     timeline = await self._storage.stream.get_recent_events(
                         room_id, limit + 1, before_stream=position + 1
                     )
@@ -229,7 +256,9 @@ class SyncHandlers:
                     timeline = new_events.get(room_id, [])
                     if not timeline and room_id not in extras.rooms():
                         continue
-                room = await self._joined_room(room_id, user_id, timeline, limit, since, full_state, now)
+                room = await self._joined_room(
+                    room_id, user_id, timeline, limit, room_since, full_state, now, room_id in partial
+                )
                 room["ephemeral"]["events"] = extras.ephemeral.get(room_id, [])
                 room["account_data"]["events"] = extras.room_account_data.get(room_id, [])
                 room.update(unread_counts(counts.get(room_id), thread_counts))
@@ -290,6 +319,7 @@ class SyncHandlers:
         since: int | None,
         full_state: bool,
         now: int,
+        partial: bool = False,
     ) -> dict[str, Any]:
         limited = len(timeline) > limit
         if limited:
@@ -313,6 +343,7 @@ class SyncHandlers:
             e.type == "m.room.member" and e.state_key == user_id and e.membership == "join" for e in timeline
         )
         state_events: list[Pdu] = []
+        state_ids: dict[StateKey, str] | None = None
         if since is None or full_state or limited or newly_joined:
             if timeline:
                 state_ids = await self._storage.state.get_state_ids_before(timeline[0].event_id)
@@ -323,6 +354,14 @@ class SyncHandlers:
                 [e for e in state_ids.values() if e not in in_timeline]
             )
             state_events = list(loaded.values())
+        if partial and timeline:
+            # Lazy-loading on partial state: the member events of timeline senders that the state sent
+            # (or, incrementally, the current state) lacks.
+            if state_ids is None:
+                state_ids = await self._storage.state.get_current_state_ids(room_id)
+            cited = await cited_sender_members(self._storage, timeline, state_ids)
+            in_timeline = {e.event_id for e in timeline}
+            state_events += [e for e in cited if e.event_id not in in_timeline]
         prev_batch = None
         if timeline:
             meta = await self._storage.events.get_event_meta(timeline[0].event_id)

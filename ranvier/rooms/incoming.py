@@ -40,6 +40,7 @@ from .deferred_pdus import DeferredPdus
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .incoming_fetch import RemoteEvents, prefetch_missing
 from .incoming_verify import Dropped, key_requests, parse_pdu, raw_room_id, verify_in_thread
+from .partial_auth import with_cited_member_ids
 from .pdu_checks import (
     auth_order,
     auth_state,
@@ -94,6 +95,9 @@ class _View:
     prefetched: list[Pdu] = field(default_factory=list)
     prefetch_seen: bool = False
     origin_down: bool = False
+    # The room was joined with partial state (MSC3706): members the state lacks are taken from the
+    # member events a PDU cites (partial_auth.py); the resync re-checks these PDUs later.
+    partial: bool = False
 
 
 class IncomingPdus:
@@ -273,6 +277,7 @@ class IncomingPdus:
             async with self._persister.room_lock(room_id):
                 view = _View(room_id, rv, set(await self._storage.events.get_forward_extremities(room_id)))
                 view.prefetched, view.origin_down = prefetched, origin_down
+                view.partial = await self._storage.partial_state.is_partial(room_id)
                 await self._learn_live(view, [p.event_id for p in pending])
                 while pending:
                     pdu = pending[0]
@@ -484,7 +489,8 @@ class IncomingPdus:
         reason = await check_against_auth_events(view.rv, pdu, load)  # step 4
         state_before = await self._state_before(view, pdu)  # step 5
         if reason is None:
-            reason = await check_against_state(pdu, state_before, load)
+            auth_base = await with_cited_member_ids(pdu, state_before, load) if view.partial else state_before
+            reason = await check_against_state(pdu, auth_base, load)
         soft_failed = reason is None and await self._soft_fails(view, pdu, state_before)  # step 6
         permitted = (
             reason is None and pdu.redacts is not None and await may_redact(view.rv, pdu, state_before, load)
@@ -544,6 +550,8 @@ class IncomingPdus:
         else:
             await self._flush(view)  # resolution reads the events of the state sets from storage
             current = await self._state.resolve(view.room_id, view.rv, states)
+        if view.partial:
+            current = await with_cited_member_ids(pdu, current, partial(self._load, view))
         try:
             check_auth_rules(pdu, await auth_state(pdu, current, partial(self._load, view)))
         except AuthRejected:

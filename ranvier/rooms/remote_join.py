@@ -36,7 +36,8 @@ from .incoming_fetch import RemoteEvents
 from .local_events import LocalEventCreator
 from .membership import MembershipError
 from .membership_template import sign_membership_template
-from .persister import EventPersister
+from .partial_auth import with_cited_members
+from .persister import EventPersister, TxnHook
 from .resident import ResidentMembership
 from .state import StateService
 from .stripped_state import room_state_for_remote
@@ -123,6 +124,7 @@ class RemoteMembershipService:
         signing_key: SigningKey,
         *,
         gap_check: bool = True,
+        partial_state_joins: bool = True,
     ) -> None:
         self._storage = storage
         self._state = state
@@ -135,6 +137,10 @@ class RemoteMembershipService:
         self.server_name = server_name
         self._signing_key = signing_key
         self.gap_check = gap_check
+        # Ask send_join for partial state (omit_members, MSC3706); the resync then fetches the rest.
+        self.partial_state_joins = partial_state_joins
+        # Set by the app: told of every room joined with partial state, once the join is committed.
+        self.on_partial_join: Callable[[str], None] | None = None
         self._joining: dict[str, int] = {}
         self._anchors: dict[str, _GapAnchor] = {}
         self._join_locks: dict[str, asyncio.Lock] = {}
@@ -252,7 +258,9 @@ class RemoteMembershipService:
         if self.before_send_join is not None:
             await self.before_send_join(room_id)
         start = time.perf_counter()
-        response = await self._client.send_join_v2(server, room_id, join.event_id, join.json)
+        response = await self._client.send_join_v2(
+            server, room_id, join.event_id, join.json, omit_members=self.partial_state_joins
+        )
         start = self._phase("send_join", start)
         if self.after_send_join is not None:
             await self.after_send_join(room_id)
@@ -307,6 +315,9 @@ class RemoteMembershipService:
         }
         state_ids = {p.event_id for p in await self._remote.verified(state_raw, room_id, rv)}
         accepted = self._authorise_all(rv, room_id, events)
+        # MSC3706: a resident that honoured omit_members says so and lists the room's servers; one that
+        # ignored it (or that we did not ask) sent the full state, and the join is a full one.
+        servers_in_room = partial_servers(response) if self.partial_state_joins else None
         state: dict[StateKey, str] = {}
         for event_id in state_ids:
             pdu = accepted.get(event_id)
@@ -319,6 +330,10 @@ class RemoteMembershipService:
                 raise KeyFetchFailed(f"the room's state from {server} could not be verified: {failures}")
             raise ValueError("the resident's state has no valid m.room.create event")
         state_events = {k: accepted[v] for k, v in state.items()}
+        if servers_in_room is not None:
+            # Partial state lacks most members: the join is checked with the members it cites itself
+            # (e.g. the authorising user of a restricted join) where the state has none.
+            state_events = with_cited_members(join, state_events, accepted)
         try:
             check_auth_rules(join, state_events)
         except AuthRejected as e:
@@ -328,16 +343,35 @@ class RemoteMembershipService:
 
         await self._storage.rooms.store_room(room_id, rv.identifier, create.sender)
         outliers = [EventToPersist(pdu=p, outlier=True) for p in _auth_order(list(accepted.values()))]
+        mark_partial: TxnHook | None = None
+        if servers_in_room is not None:
+            servers = servers_in_room
+
+            async def mark_partial(txn: Any, room: str, written: list[tuple[EventToPersist, int]]) -> None:
+                # With the join, in its transaction: a crash never leaves a partial room unmarked.
+                await self._storage.partial_state.start_txn(txn, room, join.event_id, server, servers)
+
         async with self._persister.room_lock(room_id):
             if outliers:
                 await self._storage.events.persist_events(room_id, outliers)
-            await self._persister.persist(room_id, rv, [EventToPersist(pdu=join, state_before=state)])
+            await self._persister.persist(
+                room_id, rv, [EventToPersist(pdu=join, state_before=state)], extra_txn_hook=mark_partial
+            )
             meta = await self._storage.events.get_event_meta(join.event_id)
             if meta is not None:
                 self.anchor_join(room_id, join, meta.topo_depth, meta.topo_order)
         logger.info(
-            "joined %s via %s: %d state events, %d auth events", room_id, server, len(state), len(accepted)
+            "joined %s via %s: %d state events, %d auth events%s",
+            room_id,
+            server,
+            len(state),
+            len(accepted),
+            "" if servers_in_room is None else f", partial state ({len(servers_in_room)} servers in room)",
         )
+        if servers_in_room is not None:
+            self._storage.partial_state.published_start(room_id)
+            if self.on_partial_join is not None:
+                self.on_partial_join(room_id)
 
     def _key_fetch_failures(self, raws: Sequence[Any]) -> str:
         """Why the keys of servers that signed ``raws`` could not be fetched ("" when none failed)."""
@@ -588,6 +622,18 @@ class RemoteMembershipService:
         if not isinstance(room_id, str):
             raise MembershipError("M_NOT_FOUND", f"room alias {alias} not found", 404)
         return room_id, [s for s in servers if isinstance(s, str)] if isinstance(servers, list) else []
+
+
+def partial_servers(response: dict[str, Any]) -> list[str] | None:
+    """send_join's ``servers_in_room`` when the answer has ``members_omitted: true`` (MSC3706), else None
+    (a full answer). A partial answer without a usable server list is refused: the resync would have
+    nowhere to ask."""
+    if response.get("members_omitted") is not True:
+        return None
+    servers = response.get("servers_in_room")
+    if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers) or not servers:
+        raise ValueError("send_join omitted the members but gave no servers_in_room")
+    return list(dict.fromkeys(servers))
 
 
 def _signing_keys_of(server: str, raws: Sequence[Any]) -> set[tuple[str, str]]:

@@ -19,7 +19,7 @@ Vocabulary:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -28,6 +28,7 @@ from ranvier.protocol.room_versions import RoomVersion
 
 if TYPE_CHECKING:
     from .sql.engine import Txn
+    from .sql.partial_state import StateRewrite
 
 StateMap = Mapping[StateKey, str]
 
@@ -176,6 +177,16 @@ class EventStore(Protocol):
         ``on_txn`` runs inside the transaction (see ``InTxnHook``).
         Raises UnknownRoom, or ValueError for a malformed batch (e.g. a non-outlier without state).
         """
+
+    async def rewrite_states(
+        self,
+        room_id: str,
+        rewrites: Sequence[StateRewrite],
+        new_current_state: StateMap,
+        on_txn: Callable[[Txn, int], Awaitable[None]],
+    ) -> int:
+        """Replace the state before events already persisted while the room's state was partial, and the
+        room's current state, in one transaction (see ``sql/partial_state.py``)."""
 
     async def get_event(self, event_id: str, allow_rejected: bool = False) -> Pdu | None:
         """The event (outliers and soft-failed included), redacted if a valid redaction of it is held."""

@@ -27,6 +27,7 @@ from .annotations import ReceiptStorage, RelationStorage
 from .directory import AliasStorage, DirectoryStorage, SearchStorage, UserDirectoryStorage
 from .e2ee import DeviceListStorage, E2eKeyStorage, KeyBackupStorage, ToDeviceStorage
 from .federation import InboundTxnStorage, OutboxStorage, PendingJoinPduStorage, ServerKeyStorage
+from .partial_state import PartialStateStorage
 from .push import PushActionStorage, PusherStorage
 
 
@@ -108,6 +109,8 @@ class HasInboundTxns(Protocol):
 class HasPendingJoinPdus(Protocol):
     @property
     def pending_join_pdus(self) -> PendingJoinPduStorage: ...
+    @property
+    def partial_state(self) -> PartialStateStorage: ...
 
 
 # Directories and search.

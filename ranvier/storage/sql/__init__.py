@@ -29,6 +29,7 @@ class _Events(SqlEventStore):
     def __init__(self, db: Database, cache: EventCache, persister: EventPersister) -> None:
         super().__init__(db, cache)
         self.persist_events = persister.persist_events
+        self.rewrite_states = persister.rewrite_states
         self.persister = persister  # for ranvier.workers (positions shared between processes)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from .caches import LruCache
 from .engine import Database, Txn, chunks, in_list
 from .events import EventCache, live
 from .indexes import update_indexes
+from .partial_state import StateRewrite, rewrite_event_states
 from .relations import RelationStore
 from .state import write_current_state
 from .state_groups import StateDict, StateGroups, StateGroupWriter
@@ -189,6 +190,32 @@ class EventPersister:
             self._positions.publish(next_max, next_min)
         ids = [i.pdu.event_id for i in batch]
         return [pending[eid].stream if eid in pending else existing[eid][0] for eid in ids]
+
+    async def rewrite_states(
+        self,
+        room_id: str,
+        rewrites: Sequence[StateRewrite],
+        new_current_state: StateMap,
+        on_txn: Callable[[Txn, int], Awaitable[None]],
+    ) -> int:
+        """Replace the state of events already persisted (a partial-state room's, once its full state is
+        known: see partial_state.py) and the room's current state, in one transaction under the persist
+        lock. Takes a stream position of its own (passed to ``on_txn``, published after the commit) so
+        that /sync notices the change; returns it."""
+        async with self._lock:
+            position = self._positions.max_committed + 1
+            async with self._db.transaction() as txn:
+                writer = StateGroupWriter(self._groups, txn, room_id)
+                rejected = await rewrite_event_states(txn, writer, room_id, rewrites)
+                await writer.finish()
+                new_current = await write_current_state(txn, self._current, room_id, new_current_state, {})
+                await on_txn(txn, position)
+            writer.commit()
+            self._current.replace(room_id, new_current)
+            for event_id in rejected:
+                self._event_cache.invalidate(event_id)
+            self._positions.publish(position, self._positions.min_committed)
+        return position
 
     async def _assign_state(self, txn: Txn, writer: StateGroupWriter, pending: list[_Pending]) -> None:
         """Give every non-outlier its state groups before and after, in batch order (parents first)."""

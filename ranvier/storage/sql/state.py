@@ -111,9 +111,14 @@ class SqlStateStore:
         return await self.get_joined_servers_txn(self._db, room_id)
 
     async def get_joined_servers_txn(self, txn: Reader, room_id: str) -> set[str]:
+        # A room joined with partial state (MSC3706) knows few of its members: until its resync completes,
+        # the servers the resident listed in send_join's servers_in_room count as joined too (where our
+        # events and EDUs go, whom backfill asks), as Synapse's "partial state approximation" does.
         rows = await txn.fetchall(
-            "SELECT DISTINCT server_name FROM room_memberships WHERE room_id = ? AND membership = 'join'",
-            (room_id,),
+            "SELECT server_name FROM room_memberships WHERE room_id = ? AND membership = 'join'"
+            " UNION SELECT s.server_name FROM partial_state_servers s JOIN partial_state_rooms r"
+            " ON r.room_id = s.room_id WHERE s.room_id = ? AND r.completed_ts IS NULL",
+            (room_id, room_id),
         )
         return {r[0] for r in rows}
 

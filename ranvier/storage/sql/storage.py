@@ -21,6 +21,7 @@ from .engine import Database
 from .filters import FilterStore
 from .inbound_txns import InboundTxnStore
 from .outbox import OutboxStore
+from .partial_state import PartialStateStore
 from .pending_join_pdus import PendingJoinPduStore
 from .push_counts import PushActionStore
 from .pushers import PusherStore
@@ -57,6 +58,7 @@ class SqlStorage:
         self.outbox = OutboxStore(db)
         self.inbound_txns = InboundTxnStore(db)
         self.pending_join_pdus = PendingJoinPduStore(db)
+        self.partial_state = PartialStateStore(db)
         # Directories and search.
         self.aliases = AliasStore(db)
         self.directory = DirectoryStore(db)

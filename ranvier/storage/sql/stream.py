@@ -11,6 +11,7 @@ from ranvier.protocol.events import Pdu
 from ..interfaces import TopoToken
 from .engine import Database, Txn, chunks, in_list
 from .events import LIVE, SqlEventStore
+from .partial_state import max_completed_stream
 
 
 class StreamPositions:
@@ -28,7 +29,8 @@ class StreamPositions:
     async def load(self, txn: Txn) -> None:
         row = await txn.fetchone("SELECT MAX(stream_ordering), MIN(stream_ordering) FROM events")
         assert row is not None
-        self.max_committed = max(int(row[0] or 0), 0)
+        # A partial-state room's completion takes a position of its own (no event has it): never reuse it.
+        self.max_committed = max(int(row[0] or 0), await max_completed_stream(txn), 0)
         self.min_committed = min(int(row[1] or 0), 0)
 
     def publish(self, max_stream: int, min_stream: int) -> None:
