@@ -1,5 +1,6 @@
 """A real multi-process deployment (issue 22): main + 2 client readers + 2 event persisters + 2 federation
-senders as subprocesses on a fresh PostgreSQL database and Redis, behind the routing proxy that routes by
+senders (the issue's), + 1 inbound federation worker + 1 media worker, as subprocesses on a fresh PostgreSQL
+database and Redis, behind the routing proxy that routes by
 ranvier/workers/routing.py (tests/workers/deployment.py). One deployment for the module:
 
 - every route a Ranvier process registers is served by the process the routing table sends it to;
@@ -40,7 +41,7 @@ from tests.e2e import test_nio_client as nio_client_tests
 from tests.ports import free_port
 from tests.scenarios.servers import start_server
 
-from .deployment import Deployment, services_problem, single_process, unrecognized
+from .deployment import ISSUE_LAYOUT, Deployment, services_problem, single_process, unrecognized
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(900)]
 
@@ -64,7 +65,11 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             pytest.fail(problem)
         pytest.skip(problem)
     workdir = tmp_path_factory.mktemp("workers")
-    dep = await Deployment.start(workdir / "deployment")
+    # The issue's deployment, plus an inbound federation worker and a media worker so that every role that
+    # takes outside requests is a process of its own here.
+    dep = await Deployment.start(
+        workdir / "deployment", {**ISSUE_LAYOUT, "federation_inbound": 1, "media": 1}
+    )
     remote: Homeserver | None = None
     try:
         remote = await start_server(workdir / "remote", rate_limits={"enabled": False})
@@ -296,6 +301,9 @@ async def test_the_generated_nginx_routes_like_the_table(world: World) -> None:
         key_url = f"https://127.0.0.1:{layout.public_federation_port}/_matrix/key/v2/server?probe=key{probe}"
         async with session.get(key_url, ssl=False) as resp:
             assert resp.status == 200 and (await resp.json())["server_name"] == dep.server_name
+        media_url = f"{base}/_matrix/client/v1/media/config?probe=media{probe}"
+        async with session.get(media_url, headers={"Authorization": f"Bearer {user.token}"}) as resp:
+            assert resp.status == 200 and (await resp.json())["m.upload.size"] > 0
     finally:
         process.terminate()
         await asyncio.to_thread(process.wait, 10)
@@ -309,7 +317,8 @@ async def test_the_generated_nginx_routes_like_the_table(world: World) -> None:
     assert served_by(f"messages{probe}") <= readers and served_by(f"messages{probe}")
     # The send is taken by a reader, which forwards it to the room's persister (both log it).
     assert served_by(f"send{probe}") & readers
-    assert served_by(f"key{probe}") == {"main"}  # no federation_inbound instance: main serves federation
+    assert served_by(f"key{probe}") == set(dep.names_of("federation_inbound"))
+    assert served_by(f"media{probe}") == set(dep.names_of("media"))
 
 
 # -- federation ------------------------------------------------------------------------------------
@@ -400,15 +409,16 @@ async def test_kill_each_role_under_load_loses_nothing_acknowledged(world: World
         users[2].at(dep.instance_url(readers[0])),
         users[3].at(dep.instance_url(readers[1])),
     )
+    # The remote user sends too (into rooms[0]): its events reach the deployment through the inbound worker.
     # One of each role: main, a reader, the persister of rooms[0] (users 0 and 2 send there), the sender of
-    # the remote server's queue; RANVIER_LONG: every instance, three rounds.
+    # the remote server's queue, the inbound worker; RANVIER_LONG: every instance, three rounds.
     persister = pick(dep.names_of("event_persister"), rooms[0])
     sender = pick(dep.names_of("federation_sender"), remote.server_name)
-    victims = ["main", readers[0], persister, sender]
+    victims = ["main", readers[0], persister, sender, *dep.names_of("federation_inbound")]
     if LONG:
         victims = [name for _ in range(3) for name in dep.layout.names]
-    load = Load(users, rooms)
-    senders = [asyncio.create_task(load.sender(i)) for i in range(len(users))]
+    load = Load([*users, far], rooms)
+    senders = [asyncio.create_task(load.sender(i)) for i in range(len(load.users))]
     felt: dict[str, int] = {}
     try:
         for victim in victims:
@@ -427,8 +437,9 @@ async def test_kill_each_role_under_load_loses_nothing_acknowledged(world: World
     # The sends met the dead reader and the dead persister (refused or cut, then retried).
     assert felt[readers[0]] > 0 and felt[persister] > 0, felt
 
-    # Every acknowledged event, once, in every process's timeline and on the remote server; the same order
-    # and the same state everywhere.
+    # Every acknowledged event (the remote user's as well), once, in every process's timeline and on the
+    # remote server; the same order on every process of the deployment (the remote server orders concurrent
+    # events of the two servers by its own arrival), the same state everywhere.
     views = {name: users[0].at(dep.instance_url(name)) for name in ["main", *dep.names_of("client_reader")]}
     views["remote"] = far
 
@@ -446,7 +457,7 @@ async def test_kill_each_role_under_load_loses_nothing_acknowledged(world: World
             for texts in timelines:
                 if not expected <= set(texts) or len(texts) != len(set(texts)):
                     return False
-            if any(t != timelines[0] for t in timelines[1:]):
+            if any(t != timelines[0] for t in timelines[1:-1]):  # the last is the remote's
                 return False
         return True
 
