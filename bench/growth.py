@@ -49,7 +49,7 @@ import aiohttp
 import psutil
 
 from bench._loglog_chart import Curve, draw_chart
-from bench.growth_build import BuiltRoom, Owner, PrebuiltRanvier, build_rooms
+from bench.growth_build import BuiltRoom, PrebuiltRanvier, build_rooms
 from bench.ingest import PER_TXN, DriverRoom, IngestDriver, start_driver
 from bench.machine import describe_machine, finish, summary
 from bench.servers import RanvierServer
@@ -256,18 +256,13 @@ StepDone = Callable[[list[Point]], None]
 
 
 async def _by_size(
-    server: RanvierServer,
-    driver: IngestDriver,
-    owner: Owner,
-    rooms: list[BuiltRoom],
-    repeats: int,
-    on_step: StepDone,
+    server: RanvierServer, driver: IngestDriver, rooms: list[BuiltRoom], repeats: int, on_step: StepDone
 ) -> list[Point]:
     async with aiohttp.ClientSession() as session:
-        client = owner.client(session, server.client_url)
         points: list[Point] = []
         for built in rooms:
             grower = Grower(driver, built.room, members=list(built.members))
+            client = built.owner.client(session, server.client_url)
             measure = Measure(server, client, grower, built.room_id, repeats)
             # State ingest at this size: transactions of 50 joins of further users, extending the chain.
             joins = await _grow(grower, server.server_name, PER_TXN * repeats)
@@ -290,9 +285,10 @@ async def _by_width(
     on_step: StepDone,
 ) -> list[Point]:
     async with aiohttp.ClientSession() as session:
-        owner = await MxClient.register(session, server.client_url, "wide")
         points: list[Point] = []
         for width in widths:
+            # A user of its own per room: Ranvier's /sync does not apply a filter's "rooms".
+            owner = await MxClient.register(session, server.client_url, "wide")
             room_id, grower = await _room(owner, driver, server.server_name)
             await _grow(grower, server.server_name, members)
             fork_point = grower.room.last
@@ -411,9 +407,9 @@ def main(argv: list[str]) -> None:
             try:
                 points: list[Point] = []
                 if sizes:
-                    owner, rooms = await build_rooms(server, driver, sizes)
+                    rooms = await build_rooms(server, driver, sizes)
                     await asyncio.to_thread(server.start)
-                    points += await _by_size(server, driver, owner, rooms, args.repeats, on_step)
+                    points += await _by_size(server, driver, rooms, args.repeats, on_step)
                 else:
                     await asyncio.to_thread(server.start)
                 if widths:

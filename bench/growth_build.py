@@ -50,6 +50,7 @@ class BuiltRoom:
     room: DriverRoom  # the driver's view: its state map and the last event, to extend the chain from
     members: list[str]
     build_s: float
+    owner: Owner  # its creator, in no other room (Ranvier's /sync does not apply a filter's "rooms")
 
 
 @dataclass
@@ -97,10 +98,9 @@ async def _add_driver_members(hs: Homeserver, driver: IngestDriver, room_id: str
     return DriverRoom(room_id, rv, last.sender, dict(state), last)
 
 
-async def build_rooms(
-    server: PrebuiltRanvier, driver: IngestDriver, sizes: list[int]
-) -> tuple[Owner, list[BuiltRoom]]:
-    """One room per size (``size`` state events in all: the creator's and the driver's members)."""
+async def build_rooms(server: PrebuiltRanvier, driver: IngestDriver, sizes: list[int]) -> list[BuiltRoom]:
+    """One room per size (``size`` state events in all: the creator's and the driver's members), each made
+    by a user of its own."""
     server.configure()
     hs = Homeserver(load_config(server.workdir / "homeserver.yaml"))
     await hs.start()
@@ -108,20 +108,20 @@ async def build_rooms(
     try:
         async with aiohttp.ClientSession() as session:
             base = f"http://127.0.0.1:{hs.ports['client']}"
-            owner_client = await MxClient.register(session, base, "grow")
-            owner = Owner(owner_client.user_id, owner_client.token)
             for size in sizes:
                 t0 = time.perf_counter()
-                room_id = await owner_client.create_room(name=f"growth {size}")
-                created = len(await owner_client.ok("GET", f"/rooms/{q(room_id)}/state"))
+                creator = await MxClient.register(session, base, "grow")
+                room_id = await creator.create_room(name=f"growth {size}")
+                created = len(await creator.ok("GET", f"/rooms/{q(room_id)}/state"))
                 room = await _add_driver_members(hs, driver, room_id, max(1, size - created))
                 took = time.perf_counter() - t0
+                owner = Owner(creator.user_id, creator.token)
                 members = [k[1] for k in room.state if k[0] == "m.room.member" and k[1] != owner.user_id]
-                built.append(BuiltRoom(room_id, len(room.state), room, members, took))
+                built.append(BuiltRoom(room_id, len(room.state), room, members, took, owner))
                 print(f"  built a room of {len(room.state)} state events in {took:.1f} s", flush=True)
     finally:
         await hs.stop()
-    return owner, built
+    return built
 
 
 def main(argv: list[str]) -> None:
