@@ -25,8 +25,9 @@ from aiohttp.typedefs import Middleware
 from ..client_api.errors import MatrixError
 from ..client_api.http_util import access_token_from
 from ..storage.protocols.accounts import DeviceStorage
+from ..storage.protocols.admin import AdminStorage
 from ..storage.protocols.directory import AliasStorage
-from ..storage.sql.admin import AdminStore, RateLimitOverride
+from ..storage.sql.admin import RateLimitOverride
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,7 +41,7 @@ _JOINS = re.compile(_CLIENT + r"/(?:rooms/([^/]+)/join|join/([^/]+))$")
 
 
 class AdminPolicy:
-    def __init__(self, store: AdminStore, devices: DeviceStorage, aliases: AliasStorage) -> None:
+    def __init__(self, store: AdminStorage, devices: DeviceStorage, aliases: AliasStorage) -> None:
         self._store = store
         self._devices = devices
         self._aliases = aliases

@@ -23,8 +23,9 @@ from aiohttp import web
 from ..client_api.auth import Authenticator
 from ..client_api.errors import invalid_param, not_found
 from ..client_api.http_util import query_int, read_json_body
+from ..storage.protocols.admin import AdminStorage
 from ..storage.protocols.composite import HasEvents, HasRooms, HasState, HasUsers
-from ..storage.sql.admin import AdminStore, ContentReport
+from ..storage.sql.admin import ContentReport
 from .access import AdminAccess, note
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ReportHandlers:
     def __init__(
         self,
         storage: ReportsStorage,
-        admin_store: AdminStore,
+        admin_store: AdminStorage,
         authenticator: Authenticator,
         access: AdminAccess,
     ) -> None:

@@ -31,6 +31,7 @@ from ..clock import now_ms
 from ..protocol.events import Pdu
 from ..rooms.persister import EventPersister
 from ..storage.interfaces import TopoToken
+from ..storage.protocols.admin import AdminStorage
 from ..storage.protocols.composite import (
     HasDb,
     HasDevices,
@@ -40,7 +41,6 @@ from ..storage.protocols.composite import (
     HasState,
     HasStream,
 )
-from ..storage.sql.admin import AdminStore
 from ..storage.sql.engine import Database
 from .access import AdminAccess, note, query_bool, query_dir
 from .policy import AdminPolicy
@@ -89,7 +89,7 @@ class RoomAdminHandlers:
     def __init__(
         self,
         storage: RoomsAdminStorage,
-        admin_store: AdminStore,
+        admin_store: AdminStorage,
         access: AdminAccess,
         policy: AdminPolicy,
         persister: EventPersister,

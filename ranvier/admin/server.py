@@ -23,8 +23,9 @@ from .. import __version__
 from ..client_api.errors import invalid_param, not_found
 from ..client_api.http_util import read_json_body
 from ..clock import now_ms
+from ..storage.protocols.admin import AdminStorage
 from ..storage.protocols.composite import HasEvents
-from ..storage.sql.admin import AdminStore, RegistrationToken
+from ..storage.sql.admin import RegistrationToken
 from .access import AdminAccess, note, query_bool
 
 V1 = "/_synapse/admin/v1"
@@ -69,7 +70,7 @@ class ServerAdminHandlers:
     def __init__(
         self,
         storage: HasEvents,
-        admin_store: AdminStore,
+        admin_store: AdminStorage,
         access: AdminAccess,
         gap_filler: GapFillerStatus | None,
     ) -> None:

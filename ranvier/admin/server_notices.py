@@ -24,8 +24,8 @@ from ..protocol.room_versions import get_room_version
 from ..rooms.create_room_plan import plan_room
 from ..rooms.local_events import LocalEventCreator
 from ..rooms.membership import MembershipService
+from ..storage.protocols.admin import AdminStorage
 from ..storage.protocols.composite import HasAccountData, HasState, HasUsers
-from ..storage.sql.admin import AdminStore
 from .access import AdminAccess, note
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class ServerNoticeSender:
     def __init__(
         self,
         storage: ServerNoticesStorage,
-        admin_store: AdminStore,
+        admin_store: AdminStorage,
         creator: LocalEventCreator,
         membership: MembershipService,
         server_name: str,

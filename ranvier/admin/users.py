@@ -33,8 +33,9 @@ from ..client_api.errors import MatrixError, invalid_param, not_found
 from ..client_api.http_util import optional_str, query_int, read_json_body
 from ..protocol.identifiers import is_valid_localpart
 from ..storage.protocols.accounts import UserExists
+from ..storage.protocols.admin import AdminStorage
 from ..storage.protocols.composite import HasAccountTokens, HasDevices, HasPushers, HasState, HasUsers
-from ..storage.sql.admin import USER_ORDERS, AdminStore, RateLimitOverride
+from ..storage.sql.admin import USER_ORDERS, RateLimitOverride
 from ..storage.sql.users import UserRecord
 from .access import AdminAccess, note, query_bool, query_dir
 from .policy import AdminPolicy
@@ -66,7 +67,7 @@ class UserAdminHandlers:
     def __init__(
         self,
         storage: UserAdminStorage,
-        admin_store: AdminStore,
+        admin_store: AdminStorage,
         access: AdminAccess,
         policy: AdminPolicy,
         *,

@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 from ..clock import now_ms
 from ..presence.state import client_event
 from ..storage.interfaces import EventToPersist
-from ..storage.sql.appservice import AppServiceStore, FeedItem
-from ..storage.sql.presence import PresenceStore
+from ..storage.protocols.appservice import AppServiceStorage
+from ..storage.protocols.presence import PresenceStorage
+from ..storage.sql.appservice import FeedItem
 from ..storage.sql.receipts import client_receipt_contents
 from .pusher import AppServicePusher
 
@@ -44,10 +45,10 @@ class EphemeralFeed:
     def __init__(
         self,
         pusher: AppServicePusher,
-        store: AppServiceStore,
+        store: AppServiceStorage,
         typing: Any,
         notifier: Any,
-        presence: PresenceStore | None = None,
+        presence: PresenceStorage | None = None,
     ) -> None:
         """``typing``: the TypingStream (``serial``, ``rooms_changed_since``, ``typing_users``);
         ``notifier``: the SyncNotifier (``ticket()``); ``presence``: the presence states (None when

@@ -22,7 +22,8 @@ from typing import Any
 from ..client_api.event_format import format_client_event
 from ..clock import now_ms
 from ..storage.interfaces import EventToPersist
-from ..storage.sql.appservice import AppServiceStore, QueueStats, StoredTxn
+from ..storage.protocols.appservice import AppServiceStorage
+from ..storage.sql.appservice import QueueStats, StoredTxn
 from ..storage.sql.aux_streams import load_json
 from .client import AppServiceClient, AppServiceUnreachable
 from .registration import AppService, AppServices
@@ -57,7 +58,7 @@ class AppServicePusher:
     def __init__(
         self,
         services: AppServices,
-        store: AppServiceStore,
+        store: AppServiceStorage,
         events: Any,
         client: AppServiceClient,
         *,
@@ -155,7 +156,7 @@ class AppServicePusher:
         return await self._room_interest_txn(self._store.db, room_id)
 
     @property
-    def store(self) -> AppServiceStore:
+    def store(self) -> AppServiceStorage:
         return self._store
 
     async def on_persisted(self, room_id: str, batch: Sequence[EventToPersist]) -> None:

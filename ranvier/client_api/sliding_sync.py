@@ -35,14 +35,14 @@ UNSTABLE_FEATURE = "org.matrix.simplified_msc3575"
 MAX_TIMEOUT_MS = 60_000
 
 
-class SlidingSyncStorage(ChangesStorage, SlidingStorage, RoomDataStorage, HasDb, HasStream, Protocol):
+class SlidingSyncApiStorage(ChangesStorage, SlidingStorage, RoomDataStorage, HasDb, HasStream, Protocol):
     """What client_api/sliding_sync.py asks of storage."""
 
 
 class SlidingSyncHandlers:
     def __init__(
         self,
-        storage: SlidingSyncStorage,
+        storage: SlidingSyncApiStorage,
         authenticator: Authenticator,
         sliding: SlidingSync,
         connections: ConnectionStore,
@@ -61,7 +61,7 @@ class SlidingSyncHandlers:
     @classmethod
     def create(
         cls,
-        storage: SlidingSyncStorage,
+        storage: SlidingSyncApiStorage,
         authenticator: Authenticator,
         typing: TypingStream,
         notifier: SyncNotifier,

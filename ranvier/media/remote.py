@@ -28,7 +28,8 @@ import yarl
 from ..clock import now_ms
 from ..federation.client import FederationClient, FederationError, path_segment
 from ..federation.ip_blocklist import BlockedAddress, BlocklistingResolver
-from ..storage.sql.media import MediaStore, RemoteMedia
+from ..storage.protocols.media import MediaStorage
+from ..storage.sql.media import RemoteMedia
 from .errors import BodyTooLarge, MediaError, not_found, too_large
 from .files import FileStore, StoredFile
 from .headers import normalise_content_type
@@ -65,7 +66,7 @@ class RemoteMediaFetcher:
     def __init__(
         self,
         client: FederationClient,
-        store: MediaStore,
+        store: MediaStorage,
         files: FileStore,
         *,
         max_size: int,

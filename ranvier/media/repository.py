@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..clock import now_ms
-from ..storage.sql.media import MediaStore, RemoteMedia, Thumbnail
+from ..storage.protocols.media import MediaStorage
+from ..storage.sql.media import RemoteMedia, Thumbnail
 from .errors import BodyTooLarge, MediaError, not_found, too_large
 from .files import FileStore, StoredFile
 from .headers import essence, normalise_content_type
@@ -61,7 +62,7 @@ class MediaLimits:
 class MediaRepository:
     def __init__(
         self,
-        store: MediaStore,
+        store: MediaStorage,
         files: FileStore,
         thumbnailer: Thumbnailer,
         server_name: str,

@@ -25,7 +25,7 @@ from ..federation.edus import presence_edu
 from ..protocol.errors import InvalidIdentifier
 from ..protocol.identifiers import server_of
 from ..storage.interfaces import StateStore
-from ..storage.sql.presence import PresenceStore
+from ..storage.protocols.presence import PresenceStorage
 from .state import (
     OFFLINE,
     ONLINE,
@@ -49,7 +49,7 @@ TIMER_INTERVAL_S = 5.0  # how often the timeouts are looked at (Synapse: 5 s)
 class PresenceService:
     def __init__(
         self,
-        store: PresenceStore,
+        store: PresenceStorage,
         server_name: str,
         *,
         enabled: bool = True,

@@ -11,13 +11,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from ..clock import now_ms
-from ..storage.sql.presence import PresenceStore
+from ..storage.protocols.presence import PresenceStorage
 from .service import PresenceService
 from .state import UserPresence, client_event, matches_filter
 
 
 class PresenceSync:
-    def __init__(self, store: PresenceStore, service: PresenceService) -> None:
+    def __init__(self, store: PresenceStorage, service: PresenceService) -> None:
         self._store = store
         self._service = service
         self.enabled = service.enabled

@@ -23,7 +23,8 @@ from ..protocol.events import Pdu
 from ..protocol.relations import relation_of
 from ..protocol.room_versions import RoomVersion
 from ..storage.interfaces import EventToPersist
-from ..storage.sql.push_counts import MAIN_THREAD, PushActionRow, PushActionStore
+from ..storage.protocols.push import PushActionStorage
+from ..storage.sql.push_counts import MAIN_THREAD, PushActionRow
 from ..storage.sql.relations import thread_root_of
 from .evaluator import CompiledRuleset, EventFacts, compile_ruleset, evaluate
 from .rules import ACCOUNT_DATA_TYPE, merged_ruleset
@@ -125,7 +126,7 @@ def evaluate_for_recipients(
 
 class PushActionsHook:
     def __init__(
-        self, server_name: str, store: PushActionStore, thread_threshold: int = THREAD_THRESHOLD
+        self, server_name: str, store: PushActionStorage, thread_threshold: int = THREAD_THRESHOLD
     ) -> None:
         self._server_name = server_name
         self._store = store

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..clock import now_ms
-from ..storage.sql.deferred_pdus import DeferredPdu, DeferredPduStore
+from ..storage.protocols.federation import DeferredPduStorage
+from ..storage.sql.deferred_pdus import DeferredPdu
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ Retry = Callable[[str, dict[str, Any]], Awaitable[bool]]
 class DeferredPdus:
     def __init__(
         self,
-        store: DeferredPduStore,
+        store: DeferredPduStorage,
         retry: Retry,
         *,
         delays: Sequence[float] = RETRY_DELAYS,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..clock import now_ms
-from ..storage.sql.sliding_positions import SlidingPositionStore
+from ..storage.protocols.sliding_sync import SlidingPositionStorage
 from .changes import SyncToken
 from .required_state import RequiredState
 
@@ -102,7 +102,7 @@ def decode_rooms(raw: str) -> dict[str, RoomSent]:
 class ConnectionStore:
     def __init__(
         self,
-        disk: SlidingPositionStore | None = None,
+        disk: SlidingPositionStorage | None = None,
         clock_ms: Callable[[], int] = now_ms,
         expiry_ms: int = DEFAULT_EXPIRY_MS,
         max_per_user: int = DEFAULT_MAX_PER_USER,

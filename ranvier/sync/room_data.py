@@ -19,8 +19,8 @@ from ..client_api.bundled import BundledAggregations, BundledStorage
 from ..client_api.event_format import format_client_event
 from ..protocol.events import Pdu
 from ..storage.protocols.composite import HasEvents, HasState, HasStream
+from ..storage.protocols.sliding_sync import SlidingSyncStorage
 from ..storage.sql.push_counts import Counts
-from ..storage.sql.sliding_sync import SlidingSyncStore
 from .connections import RoomSent
 from .required_state import MEMBER, RequiredState, StateKey, timeline_members
 from .room_list import AVATAR, BUMP_EVENT_TYPES, NAME, RoomEntry
@@ -58,7 +58,7 @@ class RoomContext:
 
 
 class RoomDataBuilder:
-    def __init__(self, storage: RoomDataStorage, store: SlidingSyncStore, visibility: Any = None) -> None:
+    def __init__(self, storage: RoomDataStorage, store: SlidingSyncStorage, visibility: Any = None) -> None:
         self._storage = storage
         self._store = store
         self._visibility = visibility

@@ -12,7 +12,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..storage.sql.sliding_sync import MembershipRow, SlidingSyncStore
+from ..storage.protocols.sliding_sync import SlidingSyncStorage
+from ..storage.sql.sliding_sync import MembershipRow
 from .sliding_request import ListFilters
 
 # What counts as activity that moves a room up the list (Synapse's default bump event types).
@@ -77,7 +78,7 @@ def candidate_rooms(
 
 
 async def with_bump_stamps(
-    store: SlidingSyncStore, rooms: Mapping[str, RoomEntry], upto: int
+    store: SlidingSyncStorage, rooms: Mapping[str, RoomEntry], upto: int
 ) -> dict[str, RoomEntry]:
     stamps = await store.latest_positions(rooms, BUMP_EVENT_TYPES, upto)
     return {room_id: replace(entry, bump_stamp=stamps.get(room_id)) for room_id, entry in rooms.items()}

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 from ..client_api.account_data import forgotten_event
 from ..clock import now_ms
 from ..storage.protocols.composite import HasAccountData, HasEvents, HasPushActions
+from ..storage.protocols.sliding_sync import SlidingSyncStorage
 from ..storage.sql.push_counts import Counts
-from ..storage.sql.sliding_sync import SlidingSyncStore
 from .changes import SyncToken
 from .connections import Position, RoomSent
 from .extensions import ExtensionRooms, SlidingExtensions, has_news
@@ -61,7 +61,7 @@ class SlidingSync:
     def __init__(
         self,
         storage: SlidingStorage,
-        store: SlidingSyncStore,
+        store: SlidingSyncStorage,
         rooms: RoomDataBuilder,
         extensions: SlidingExtensions,
     ) -> None:

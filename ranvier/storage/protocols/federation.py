@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..sql.deferred_pdus import DeferredPdu
 from ..sql.engine import Txn
 from ..sql.outbox import OutboxBatch, RetryState
 from ..sql.pending_join_pdus import PendingPdu
 from ..sql.server_keys import StoredKeyResponse
 
 __all__ = [
+    "DeferredPdu",
+    "DeferredPduStorage",
     "InboundTxnStorage",
     "OutboxBatch",
     "OutboxStorage",
@@ -98,7 +101,22 @@ class PendingJoinPduStorage(Protocol):
     async def rooms_with_pending(self) -> list[str]: ...
 
 
+class DeferredPduStorage(Protocol):
+    """PDUs that could not be judged yet (a missing prev or auth event, an unreachable key server), with
+    when to try each again (raw PDU JSON)."""
+
+    async def add(
+        self, event_id: str, room_id: str, origin: str, pdu: dict[str, Any], next_try_ts: int, max_rows: int
+    ) -> bool: ...
+    async def due(self, now_ts: int, limit: int = 100) -> list[DeferredPdu]: ...
+    async def next_try_ts(self) -> int | None: ...
+    async def reschedule(self, event_id: str, tries: int, next_try_ts: int) -> None: ...
+    async def delete(self, event_id: str) -> None: ...
+    async def count(self) -> int: ...
+
+
 if TYPE_CHECKING:
+    from ..sql.deferred_pdus import DeferredPduStore
     from ..sql.engine import Database
     from ..sql.inbound_txns import InboundTxnStore
     from ..sql.outbox import OutboxStore
@@ -111,3 +129,4 @@ if TYPE_CHECKING:
         _b: OutboxStorage = OutboxStore(db)
         _c: InboundTxnStorage = InboundTxnStore(db)
         _d: PendingJoinPduStorage = PendingJoinPduStore(db)
+        _e: DeferredPduStorage = DeferredPduStore(db)
