@@ -18,8 +18,8 @@ routing proxy of tests/workers/deployment.py (the single process behind the same
 The load average is printed with the figures (the machine is shared: the figures are noisy). Results also
 go to bench/results/workers.json.
 
-    python3 -m bench workers [--configs single,1,2,4] [--users 8] [--rooms 4] [--duration 10]
-                             [--origins 4] [--pdus 500] [--wake 5] [--bus]
+    python3 -m bench workers [--configs single,1,2,4,issue] [--parts client,federation,wake] [--users 8]
+                             [--rooms 4] [--duration 10] [--origins 4] [--pdus 500] [--wake 5] [--bus]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import aiohttp
 
 from bench.ingest import PER_TXN, start_driver
 from ranvier.workers.layout import split_workers
-from tests.workers.deployment import PG_ADMIN_DSN, REDIS_URL, Deployment, services_problem
+from tests.workers.deployment import ISSUE_LAYOUT, PG_ADMIN_DSN, REDIS_URL, Deployment, services_problem
 
 RESULTS = Path(__file__).parent / "results" / "workers.json"
 V3 = "/_matrix/client/v3"
@@ -263,16 +263,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if problem is not None:
         raise SystemExit(problem)
     results: dict[str, Any] = {"load_before": os.getloadavg(), "configs": {}}
+    parts = set(args.parts.split(","))
     for config in args.configs.split(","):
         single = config == "single"
-        counts = {} if single else dict(split_workers(int(config)))
+        counts = (
+            {} if single else dict(ISSUE_LAYOUT) if config == "issue" else dict(split_workers(int(config)))
+        )
         with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
             dep = await Deployment.start(Path(tmp), counts, single_process=single)
             try:
                 entry: dict[str, Any] = {"processes": dep.layout.names, "load_start": os.getloadavg()}
-                entry["client"] = await client_throughput(dep, args.users, args.rooms, args.duration)
-                entry["federation"] = await federation_ingest(dep, Path(tmp), args.origins, args.pdus)
-                entry["wake"] = await wake_latency(dep, args.wake)
+                if "client" in parts:
+                    entry["client"] = await client_throughput(dep, args.users, args.rooms, args.duration)
+                if "federation" in parts:
+                    entry["federation"] = await federation_ingest(dep, Path(tmp), args.origins, args.pdus)
+                if "wake" in parts:
+                    entry["wake"] = await wake_latency(dep, args.wake)
                 entry["load_end"] = os.getloadavg()
             finally:
                 await dep.stop()
@@ -288,24 +294,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_entry(config: str, entry: dict[str, Any]) -> None:
-    client, fed, wake = entry["client"], entry["federation"], entry["wake"]
     load = " ".join(f"{x:.2f}" for x in entry["load_start"])
-    print(
-        f"{config:>6} ({len(entry['processes'])} processes: {', '.join(entry['processes'])}), load {load}\n"
-        f"  client: {client['sent_per_s']:.1f} sends/s acknowledged, "
-        f"{client['seen_by_all_per_s']:.1f} msgs/s seen in every member's /sync "
-        f"({client['seen_by_all']}/{client['sent']})\n"
-        f"  federation: {fed['pdus_per_s']:.1f} PDUs/s ({fed['pdus']} PDUs, {fed['errors']} refused)\n"
-        f"  wake-up (send on main, /sync on {wake['sync_on']}): send request to /sync return "
-        f"min {wake['min_ms']:.1f} ms, median {wake['median_ms']:.1f} ms; send acknowledged to /sync return "
-        f"min {wake['ack_min_ms']:.1f} ms, median {wake['ack_median_ms']:.1f} ms",
-        flush=True,
-    )
+    lines = [
+        f"{config:>6} ({len(entry['processes'])} processes: {', '.join(entry['processes'])}), load {load}"
+    ]
+    if (client := entry.get("client")) is not None:
+        lines.append(
+            f"  client: {client['sent_per_s']:.1f} sends/s acknowledged, "
+            f"{client['seen_by_all_per_s']:.1f} msgs/s seen in every member's /sync "
+            f"({client['seen_by_all']}/{client['sent']})"
+        )
+    if (fed := entry.get("federation")) is not None:
+        lines.append(
+            f"  federation: {fed['pdus_per_s']:.1f} PDUs/s ({fed['pdus']} PDUs, {fed['errors']} refused)"
+        )
+    if (wake := entry.get("wake")) is not None:
+        lines.append(
+            f"  wake-up (send on main, /sync on {wake['sync_on']}): send request to /sync return "
+            f"min {wake['min_ms']:.1f} ms, median {wake['median_ms']:.1f} ms; "
+            f"send acknowledged to /sync return min {wake['ack_min_ms']:.1f} ms, "
+            f"median {wake['ack_median_ms']:.1f} ms"
+        )
+    print("\n".join(lines), flush=True)
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m bench workers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", default="single,1,2,4", help="comma-separated: single or a worker count")
+    parser.add_argument(
+        "--configs",
+        default="single,1,2,4",
+        help="comma-separated: single, a worker count, or issue (2 readers, 2 persisters, 2 senders)",
+    )
+    parser.add_argument("--parts", default="client,federation,wake", help="what to measure (comma-separated)")
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--rooms", type=int, default=4)
     parser.add_argument("--duration", type=float, default=10.0)
