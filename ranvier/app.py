@@ -25,6 +25,7 @@ from .admin.api import AdminApi
 from .admin.dag import RoomDagHandlers
 from .admin.federation import FederationAdminHandlers
 from .admin.media import MediaAdminHandlers
+from .admin.partial_state import PartialStateAdminHandlers
 from .admin.room_check import RoomCheckHandlers
 from .appservice.client import AppServiceClient
 from .appservice.ephemeral import EphemeralFeed
@@ -129,6 +130,7 @@ from .rooms.incoming_txn import InboundTransactions
 from .rooms.knock import KnockService
 from .rooms.local_events import LocalEventCreator
 from .rooms.membership import MembershipService
+from .rooms.partial_resync import PartialStateResync
 from .rooms.persister import EventPersister
 from .rooms.remote_join import RemoteMembershipService
 from .rooms.resident import ResidentMembership
@@ -344,6 +346,7 @@ class Homeserver:
                     await self.gap_filler.start()
                 self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
                 await self.remote_membership.process_all_queued()
+            await self.partial_resync.resume_all()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
         logger.info("Ranvier %s started: %s", self.server_name, self.ports)
@@ -434,8 +437,21 @@ class Homeserver:
             self.keyring,
             self.server_name,
             self.signing_key,
+            partial_state_joins=rooms_config.partial_state_joins,
         )
         self.remote_membership.process_pdus = self.incoming_pdus.receive_pdus
+        # Rooms joined with partial state (MSC3706): members fetched in the background, resumed at start.
+        self.partial_resync = PartialStateResync(
+            self.storage,
+            self.state,
+            self.persister,
+            self.federation_client,
+            self.keyring,
+            self.server_name,
+            retry_initial=rooms_config.partial_state_retry_initial,
+            retry_max=rooms_config.partial_state_retry_max,
+        )
+        self.remote_membership.on_partial_join = self.partial_resync.start
         self.persister.set_placement(self.remote_membership.place)
         self.incoming_pdus.joins = self.remote_membership
         self.incoming_pdus.out_of_room = self.resident.accept_out_of_room_membership
@@ -808,6 +824,8 @@ class Homeserver:
         if config.federation.enabled:
             # Admin API: per-destination federation state (back-off, queue), Synapse's shape.
             handlers.append(FederationAdminHandlers(self.storage, self.authenticator, self.federation_sender))
+            # Admin API: rooms joined with partial state, with their resync's attempts and last error.
+            handlers.append(PartialStateAdminHandlers(self.storage, self.admin_api.access))
             # Room check: compare a room with every server in it (ranvier room-check, the DAG page).
             checker = RoomChecker(
                 self.storage,
@@ -818,6 +836,16 @@ class Homeserver:
             )
             handlers.append(RoomCheckHandlers(checker, self.authenticator))
         account = next(h for h in handlers if isinstance(h, AccountHandlers))
+        # /members and /joined_members of a partial-state room wait (bounded) for its full state.
+        members_wait = config.rooms.partial_state_members_wait
+        next(h for h in handlers if isinstance(h, RoomHandlers)).wait_full_state = lambda room_id: (
+            self.partial_resync.wait_if_partial(room_id, members_wait)
+        )
+        # An initial /sync without lazy-loading waits (bounded) for rooms in their first resync attempt.
+        sync_wait = config.rooms.partial_state_sync_wait
+        next(h for h in handlers if isinstance(h, SyncHandlers)).wait_partial_rooms = lambda rooms: (
+            self.partial_resync.wait_for_first_attempts(rooms, sync_wait)
+        )
         account_manage = AccountManagementHandlers(
             self.storage,
             self.authenticator,
@@ -965,6 +993,8 @@ class Homeserver:
         if hasattr(self, "appservice_pusher"):
             await self.appservice_pusher.stop()
             await self.appservice_client.close()
+        if hasattr(self, "partial_resync"):
+            await self.partial_resync.stop()
         if hasattr(self, "federation_sender"):
             await self.federation_sender.stop()
         gap_filler: GapFiller | None = getattr(self, "gap_filler", None)
