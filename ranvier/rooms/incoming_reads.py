@@ -25,7 +25,7 @@ from ..protocol.errors import InvalidIdentifier
 from ..protocol.events import Pdu
 from ..protocol.identifiers import parse_room_alias, parse_user_id, server_of
 from ..storage.interfaces import UnknownEvent
-from ..storage.protocols.composite import HasAliases, HasEvents, HasRooms, HasState, HasUsers
+from ..storage.protocols.composite import HasAliases, HasEvents, HasPartialState, HasRooms, HasState, HasUsers
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .timestamps import TimestampsStorage, closest_local_event
 from .visibility import HistoryVisibilityFilter
@@ -34,7 +34,9 @@ MAX_BACKFILL = 100
 MAX_MISSING_EVENTS = 20
 
 
-class IncomingReadsStorage(TimestampsStorage, HasRooms, HasEvents, HasState, HasUsers, HasAliases, Protocol):
+class IncomingReadsStorage(
+    TimestampsStorage, HasRooms, HasEvents, HasState, HasUsers, HasAliases, HasPartialState, Protocol
+):
     """What rooms/incoming_reads.py asks of storage."""
 
 
@@ -89,6 +91,7 @@ class FederationReads:
     async def state_ids(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
         """``GET /state_ids``: the state before ``event_id`` and its auth chain, as ids."""
         pdu = await self._event_in_room(origin, room_id, event_id)
+        await self._not_partial(room_id)
         try:
             state = await self._storage.state.get_state_ids_before(event_id)
         except UnknownEvent as e:
@@ -96,6 +99,11 @@ class FederationReads:
         pdu_ids = sorted(set(state.values()))
         chain = await self._auth_chain(pdu, pdu_ids)
         return {"pdu_ids": pdu_ids, "auth_chain_ids": sorted(chain)}
+
+    async def _not_partial(self, room_id: str) -> None:
+        # A room joined with partial state (MSC3706) has no full state to give yet: another server must.
+        if await self._storage.partial_state.is_partial(room_id):
+            raise NotFound(f"the state of {room_id} is not fully known here yet (partial state)")
 
     async def state(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
         """``GET /state``: as ``state_ids`` with the events themselves."""

@@ -24,7 +24,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import EventToPersist, StateDelta
-from ..storage.protocols.composite import HasEvents, HasRooms, HasState, HasUsers
+from ..storage.protocols.composite import HasEvents, HasPartialState, HasRooms, HasState, HasUsers
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .local_events import LocalEventCreator, RoomNotFound
 from .persister import EventPersister
@@ -40,7 +40,7 @@ DUMMY_EVENT_TYPE = "org.matrix.dummy_event"
 JOINER_RESEND_DELAYS = (1.0, 5.0)
 
 
-class ResidentStorage(HasRooms, HasEvents, HasState, HasUsers, Protocol):
+class ResidentStorage(HasRooms, HasEvents, HasState, HasUsers, HasPartialState, Protocol):
     """What rooms/resident.py asks of storage."""
 
 
@@ -95,6 +95,12 @@ class ResidentMembership:
         rv = await self._storage.rooms.get_room_version(room_id)
         if rv is None or not await self._we_are_joined(room_id):
             raise FederationRequestError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
+        if await self._storage.partial_state.is_partial(room_id):
+            # Joined with partial state (MSC3706): we cannot vouch for the membership yet (Synapse answers
+            # the same 404), so the other server asks another resident.
+            raise FederationRequestError(
+                404, "M_NOT_FOUND", f"{self.server_name} is not fully joined to {room_id} yet (partial state)"
+            )
         acl = await self._storage.state.get_current_state_event(room_id, *ACL_KEY)
         if not server_allowed_by_acl(origin, acl.content if acl is not None else None):
             # S2S "Server Access Control Lists": membership requests of denied servers are refused too.

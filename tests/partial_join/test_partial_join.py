@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from ranvier.app import Homeserver
+from ranvier.federation.client import FederationError
 from ranvier.protocol.events import build_event
 from ranvier.protocol.room_versions import get_room_version
 from ranvier.storage.interfaces import EventToPersist
@@ -85,6 +87,15 @@ async def test_partial_join_usable_at_once_then_complete(
         if e["type"] == "m.room.member"
     }
     assert carol.user_id in members_sent  # lazy-loaded from the event's auth events
+
+    # While partial, B is no resident others may join through or take state from (Synapse's 404 too).
+    for request in (
+        c.federation_client.make_join(b.server_name, room_id, f"@dan:{c.server_name}", ["10", "11", "12"]),
+        c.federation_client.get_state_ids(b.server_name, room_id, record.join_event_id),
+    ):
+        with pytest.raises(FederationError) as refused:
+            await request
+        assert refused.value.status == 404 and "partial state" in refused.value.message
 
     # A remote event valid against the partial state but not the full one: mallory, who left, citing
     # his old join. Accepted now (B cannot know better), rejected once the full state is known.

@@ -109,6 +109,9 @@ class HasInboundTxns(Protocol):
 class HasPendingJoinPdus(Protocol):
     @property
     def pending_join_pdus(self) -> PendingJoinPduStorage: ...
+
+
+class HasPartialState(Protocol):
     @property
     def partial_state(self) -> PartialStateStorage: ...
 
@@ -193,6 +196,7 @@ class Storage(
     HasOutbox,
     HasInboundTxns,
     HasPendingJoinPdus,
+    HasPartialState,
     HasAliases,
     HasDirectory,
     HasUserDirectory,
