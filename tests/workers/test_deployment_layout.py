@@ -5,6 +5,8 @@ systemd template and a target naming every instance, a compose file with a servi
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,24 @@ def test_generate_config_keeps_existing_files_without_force(tmp_path: Path) -> N
     assert cli_main(args) == 2  # homeserver.yaml exists
     assert cli_main([*args, "--force"]) == 0
     assert (tmp_path / "ranvier-workers.conf").read_text() != "# edited by the operator\n"
+
+
+def test_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
+    """The generated template unit (as an instance) and target pass ``systemd-analyze verify``."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    args = ["generate-config", "--server-name", "example.org", "--data-dir", str(tmp_path), "--workers", "3"]
+    assert cli_main(args) == 0
+    units = tmp_path / "systemd"
+    for unit in ("ranvier@reader1.service", "ranvier.target"):
+        result = subprocess.run(
+            [analyze, "verify", "--man=no", str(units / unit)], capture_output=True, text=True, timeout=60
+        )
+        # Complaints about the host (no ranvier user, no PostgreSQL unit here) are not the file's fault.
+        problems = [
+            line
+            for line in (result.stdout + result.stderr).splitlines()
+            if line.strip() and "not found" not in line and "does not exist" not in line
+        ]
+        assert result.returncode == 0 and not problems, (unit, result.stdout, result.stderr)
