@@ -204,9 +204,15 @@ class EventPersister:
         that /sync notices the change; returns it."""
         async with self._lock:
             position = self._positions.max_committed + 1
-            async with self._db.transaction() as txn:
+            settle = self.allocator.settle() if self.allocator is not None else contextlib.nullcontext()
+            async with settle, self._db.transaction() as txn:
+                if self.allocator is not None:
+                    # Several writers (ranvier.workers): the position comes from the shared sequence.
+                    (position,), _ = await self.allocator.allocate(txn, 1, 0)
                 writer = StateGroupWriter(self._groups, txn, room_id)
                 rejected = await rewrite_event_states(txn, writer, room_id, rewrites)
+                if self.allocator is not None:
+                    self.allocator.touched(room_id, rejected)
                 await writer.finish()
                 new_current = await write_current_state(txn, self._current, room_id, new_current_state, {})
                 await on_txn(txn, position)
