@@ -7,6 +7,7 @@ A ``Pdu`` that exists has passed the format checks for its room version (pdu_v1 
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ from .identifiers import (
     EventId,
     RoomId,
     ServerName,
+    UserId,
     parse_event_id,
     parse_room_id,
     parse_user_id,
@@ -135,6 +137,21 @@ def _encode_checked_members(d: Mapping[str, Any], room_version: RoomVersion) -> 
     return members
 
 
+# The senders and rooms of received PDUs are few and recur on every event: their ids are parsed once.
+# Only valid ids are remembered (a refused one raises, which lru_cache does not keep), at most this many.
+_ID_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=_ID_CACHE)
+def _parse_sender(value: str) -> UserId:
+    return parse_user_id(value)
+
+
+@functools.lru_cache(maxsize=_ID_CACHE)
+def _parse_room_id(value: str, domainless: bool) -> RoomId:
+    return parse_room_id(value, domainless=domainless)
+
+
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(utf8(text))
 
@@ -214,7 +231,7 @@ class Pdu:
 
         etype = _bounded_str(d, "type")
         self.type = etype
-        self.sender = parse_user_id(_str_field(d, "sender"))
+        self.sender = _parse_sender(_str_field(d, "sender"))
         if "state_key" in d:
             self.state_key = _bounded_str(d, "state_key")
         else:
@@ -278,9 +295,7 @@ class Pdu:
             self.room_id = RoomId("!" + self.event_id[1:])
         else:
             # InvalidIdentifier is a FormatError: a malformed room id is refused like a malformed sender.
-            self.room_id = parse_room_id(
-                _str_field(d, "room_id"), domainless=room_version.room_id_from_create_event
-            )
+            self.room_id = _parse_room_id(_str_field(d, "room_id"), room_version.room_id_from_create_event)
 
         # The size is "the complete event ... including any signatures" (CS "Size limits"): the body plus
         # ',"hashes":...' and ',"signatures":...', exactly. ``unsigned`` is not counted: it is not part of
