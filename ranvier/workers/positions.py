@@ -78,6 +78,8 @@ class Announcement:
     # The room of the batch and the events whose cached form the others must forget before they move on.
     room_id: str | None = None
     touched: list[str] = field(default_factory=list)
+    # Whether the room's current state changed (only then do the others drop their cached copy).
+    state_changed: bool = True
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -87,7 +89,7 @@ class Announcement:
             "m": self.min_stream,
         }
         if self.room_id is not None:
-            out["r"], out["t"] = self.room_id, self.touched
+            out["r"], out["t"], out["s"] = self.room_id, self.touched, self.state_changed
         return out
 
     @classmethod
@@ -107,7 +109,10 @@ class Announcement:
             raise ValueError("malformed stream announcement")
         if not isinstance(touched, list) or not all(isinstance(e, str) for e in touched):
             raise ValueError("malformed stream announcement")
-        return cls(writer, committed, declared, min_stream, room_id, touched)
+        state_changed = data.get("s", True)
+        if not isinstance(state_changed, bool):
+            raise ValueError("malformed stream announcement")
+        return cls(writer, committed, declared, min_stream, room_id, touched, state_changed)
 
 
 class MultiWriterPositions(StreamPositions):
@@ -135,9 +140,10 @@ class MultiWriterPositions(StreamPositions):
         self._batch: tuple[list[int], list[int]] = ([], [])
         self._batch_room: str | None = None
         self._batch_touched: list[str] = []
+        self._batch_state_changed = True
         # Set by the app: drop cached state and events of a room another process wrote (before the
         # position moves, so a woken reader cannot read them stale from the cache).
-        self.forget: Callable[[str, list[str]], None] | None = None
+        self.forget: Callable[[str, list[str], bool], None] | None = None
         # Set by the app: sends an announcement to the other processes (the bus).
         self.announce: Callable[[Announcement], None] | None = None
 
@@ -214,20 +220,28 @@ class MultiWriterPositions(StreamPositions):
     async def settle(self) -> AsyncIterator[None]:
         """Around the persist transaction: report its positions committed, or abandoned if it failed."""
         self._batch = ([], [])
-        self._batch_room, self._batch_touched = None, []
+        self._batch_room, self._batch_touched, self._batch_state_changed = None, [], True
         ok = False
         try:
             yield
             ok = True
         finally:
             fwd, back = self._batch
-            room_id, touched = self._batch_room, self._batch_touched
+            room_id, touched, state_changed = self._batch_room, self._batch_touched, self._batch_state_changed
             self._batch = ([], [])
-            self._batch_room, self._batch_touched = None, []
-            self.finished(fwd, back, committed=ok, room_id=room_id if ok else None, touched=touched)
+            self._batch_room, self._batch_touched, self._batch_state_changed = None, [], True
+            self.finished(
+                fwd,
+                back,
+                committed=ok,
+                room_id=room_id if ok else None,
+                touched=touched,
+                state_changed=state_changed,
+            )
 
-    def touched(self, room_id: str, event_ids: list[str]) -> None:
+    def touched(self, room_id: str, event_ids: list[str], state_changed: bool = True) -> None:
         self._batch_room, self._batch_touched = room_id, event_ids
+        self._batch_state_changed = state_changed
 
     def finished(
         self,
@@ -236,6 +250,7 @@ class MultiWriterPositions(StreamPositions):
         committed: bool,
         room_id: str | None = None,
         touched: list[str] | None = None,
+        state_changed: bool = True,
     ) -> None:
         """The transaction that held these positions committed (or rolled back: they stay unused)."""
         self._in_flight.difference_update(forward)
@@ -249,7 +264,13 @@ class MultiWriterPositions(StreamPositions):
         if self.announce is not None:
             self.announce(
                 Announcement(
-                    self.instance, forward, self._declared, self.min_committed, room_id, touched or []
+                    self.instance,
+                    forward,
+                    self._declared,
+                    self.min_committed,
+                    room_id,
+                    touched or [],
+                    state_changed,
                 )
             )
 
@@ -287,7 +308,7 @@ class MultiWriterPositions(StreamPositions):
         if ann.writer == self.instance or ann.writer not in self.writers:
             return
         if ann.room_id is not None and self.forget is not None:
-            self.forget(ann.room_id, ann.touched)
+            self.forget(ann.room_id, ann.touched, ann.state_changed)
         if ann.committed:
             self.max_seen = max(self.max_seen, *ann.committed)
         self.max_seen = max(self.max_seen, ann.declared)

@@ -45,8 +45,10 @@ def test_floor_is_the_slowest_writer() -> None:
 
 
 def test_announcement_round_trip_and_malformed() -> None:
-    ann = Announcement("p1", [4, 5], 5, -2, "!r:x", ["$a", "$b"])
+    ann = Announcement("p1", [4, 5], 5, -2, "!r:x", ["$a", "$b"], state_changed=False)
     assert Announcement.from_json(ann.to_json()) == ann
+    with pytest.raises(ValueError):
+        Announcement.from_json({**ann.to_json(), "s": "no"})
     with pytest.raises(ValueError):
         Announcement.from_json({"w": "p1", "c": ["x"], "d": 1, "m": 0})
     with pytest.raises(ValueError):
@@ -131,3 +133,19 @@ async def test_idle_writer_heartbeat_moves_the_floor(db: Database) -> None:
     a.on_announcement(Announcement("b", [pos], pos, 0))
     beat = a.declare_if_idle()
     assert beat is not None and beat.declared == pos
+
+
+async def test_the_others_forget_what_a_commit_changed_before_their_position_moves(db: Database) -> None:
+    a, reader = await _loaded(db, "a"), await _loaded(db, "reader")
+    forgotten: list[tuple[str, list[str], bool, int]] = []
+    reader.forget = lambda room, ids, state: forgotten.append((room, ids, state, reader.max_committed))
+    heard: list[Announcement] = []
+    a.announce = heard.append
+    async with a.settle(), db.transaction() as txn:
+        (pos,), _ = await a.allocate(txn, 1, 0)
+        a.touched("!room:x", ["$message"], state_changed=False)
+    for ann in heard:
+        reader.on_announcement(ann)
+    # Forgotten while the reader still stood before the new position; the room's state kept (unchanged).
+    assert forgotten == [("!room:x", ["$message"], False, pos - 1)]
+    assert reader.max_committed == pos

@@ -79,8 +79,9 @@ class StreamAllocator(Protocol):
 
     def settle(self) -> contextlib.AbstractAsyncContextManager[None]: ...
 
-    def touched(self, room_id: str, event_ids: list[str]) -> None:
-        """Events of the batch whose cached form other processes must forget (new, de-outliered, redacted)."""
+    def touched(self, room_id: str, event_ids: list[str], state_changed: bool = True) -> None:
+        """Events of the batch whose cached form other processes must forget (new, de-outliered, redacted),
+        and whether the room's current state changed (else the others keep their cached copy)."""
 
 
 class EventPersister:
@@ -106,14 +107,15 @@ class EventPersister:
         """Several processes write this database (ranvier.workers): positions from ``allocator``."""
         self._positions, self.allocator = positions, allocator
 
-    def forget(self, room_id: str | None, event_ids: list[str]) -> None:
+    def forget(self, room_id: str | None, event_ids: list[str], state_changed: bool = True) -> None:
         """Another process persisted into ``room_id``: drop what our caches hold of it (None: of every
         room, after news from the other processes may have been lost)."""
         if room_id is None:
             self._current.clear()
             self._event_cache.clear()
             return
-        self._current.invalidate(room_id)
+        if state_changed:
+            self._current.invalidate(room_id)
         for event_id in event_ids:
             self._event_cache.invalidate(event_id)
 
@@ -166,14 +168,17 @@ class EventPersister:
                 await _update_forward_extremities(txn, room_id, list(pending.values()))
                 await _update_backward_extremities(txn, room_id, list(pending.values()))
                 redacted = await _apply_redactions(txn, list(pending.values()))
-                if self.allocator is not None:
-                    self.allocator.touched(room_id, [*pending, *redacted])
                 new_current = None
+                state_changed = False
                 if new_current_state is not None:
+                    prior = self._current.get(room_id)
                     pdus: dict[str, Pdu] = {i.pdu.event_id: i.pdu for i in batch}
                     new_current = await write_current_state(
                         txn, self._current, room_id, new_current_state, pdus
                     )
+                    state_changed = prior is None or prior != new_current
+                if self.allocator is not None:
+                    self.allocator.touched(room_id, [*pending, *redacted], state_changed)
                 # The search index and the user directory commit with the events they cover.
                 live_events = [(p.pdu, p.stream) for p in pending.values() if p.live]
                 await update_indexes(txn, self._db.dialect, room_id, live_events, redacted)
