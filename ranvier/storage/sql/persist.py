@@ -171,12 +171,13 @@ class EventPersister:
                 new_current = None
                 state_changed = False
                 if new_current_state is not None:
-                    prior = self._current.get(room_id)
+                    prior = self._current.get(room_id) if self.allocator is not None else None
                     pdus: dict[str, Pdu] = {i.pdu.event_id: i.pdu for i in batch}
                     new_current = await write_current_state(
                         txn, self._current, room_id, new_current_state, pdus
                     )
-                    state_changed = prior is None or prior != new_current
+                    # Only other processes need to know (a dict comparison: O(state) per batch).
+                    state_changed = self.allocator is not None and (prior is None or prior != new_current)
                 if self.allocator is not None:
                     self.allocator.touched(room_id, [*pending, *redacted], state_changed)
                 # The search index and the user directory commit with the events they cover.
