@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..client_api.errors import invalid_param
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasPartialState
 from ..storage.sql.partial_state import PartialStateRoom
 from .access import AdminAccess
 
@@ -23,7 +23,7 @@ PATH = "/_ranvier/admin/v1/partial_state_rooms"
 
 
 class PartialStateAdminHandlers:
-    def __init__(self, storage: Storage, access: AdminAccess) -> None:
+    def __init__(self, storage: HasPartialState, access: AdminAccess) -> None:
         self._storage = storage
         self._access = access
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -23,16 +23,37 @@ from ..rooms.create_room_plan import CreateRoomError, plan_room
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
 from ..rooms.membership import MembershipError, MembershipService
 from ..rooms.visibility import HistoryVisibilityFilter
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import (
+    HasAliases,
+    HasClientTxns,
+    HasDirectory,
+    HasRooms,
+    HasState,
+    HasUsers,
+)
 from .account_data import forget_room, forgotten_event
 from .auth import Authenticator, Requester
-from .bundled import BundledAggregations
+from .bundled import BundledAggregations, BundledStorage
 from .errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from .event_format import format_client_event
 from .http_util import optional_str, read_json_body, require_str
-from .relations import check_new_relation
+from .relations import RelationsStorage, check_new_relation
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
+
+
+class RoomsStorage(
+    BundledStorage,
+    RelationsStorage,
+    HasRooms,
+    HasState,
+    HasUsers,
+    HasClientTxns,
+    HasAliases,
+    HasDirectory,
+    Protocol,
+):
+    """What client_api/rooms.py asks of storage."""
 
 
 def _room_error(e: Exception) -> MatrixError:
@@ -78,7 +99,7 @@ class _TxnIdTaken(Exception):
 class RoomHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: RoomsStorage,
         creator: LocalEventCreator,
         membership: MembershipService,
         authenticator: Authenticator,
@@ -100,8 +121,8 @@ class RoomHandlers:
         # Appservices (ranvier.appservice): asked about an unknown local user in their namespaces
         # before an invite names it (AS "Query User"), so the bridge can create it first.
         self.user_query: Callable[[str], Awaitable[bool]] | None = None
-        # Set by the app: waits (bounded) for a partial-state room's full state (MSC3706). /members and
-        # /joined_members wait, as Synapse's do, rather than answer the few members the join carried.
+        # Set by the app: waits (bounded) for a partial-state room's full state (MSC3706). /members,
+        # /joined_members and /state wait, as in Synapse, rather than answer the few members the join carried.
         # Returns whether the room was partial (then what was read before the wait is read again).
         self.wait_full_state: Callable[[str], Awaitable[bool]] | None = None
 
@@ -398,6 +419,9 @@ class RoomHandlers:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
         state = await self._readable_state(room_id, requester.user_id)
+        # The whole state of a partial-state room waits for its members, as /members does (and Synapse).
+        if self.wait_full_state is not None and await self.wait_full_state(room_id):
+            state = await self._readable_state(room_id, requester.user_id)
         events = await self._storage.events.get_events(list(state.values()))
         now = now_ms()
         return web.json_response([format_client_event(events[e], now) for e in state.values() if e in events])

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -21,14 +21,21 @@ from ..logs.tracing import EventOrigins, Tracing
 from ..presence.state import STATES as PRESENCE_STATES
 from ..presence.sync_section import PresenceSync
 from ..protocol.events import Pdu, StateKey
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import (
+    HasFilters,
+    HasPartialState,
+    HasPushActions,
+    HasState,
+    HasStream,
+)
 from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
+from ..sync.changes import ChangesStorage
 from ..sync.partial_rooms import cited_sender_members, lazy_load_members
 from ..sync.stripped import membership_stripped_state
 from ..sync.waiting import wait_any
 from .account_data import forgotten_event
 from .auth import Authenticator, Requester
-from .bundled import BundledAggregations
+from .bundled import BundledAggregations, BundledStorage
 from .ephemeral import SyncNotifier, TypingStream
 from .errors import MatrixError
 from .event_format import format_client_event
@@ -42,10 +49,16 @@ DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMEOUT_MS = 60_000
 
 
+class SyncStorage(
+    BundledStorage, ChangesStorage, HasState, HasStream, HasFilters, HasPartialState, HasPushActions, Protocol
+):
+    """What client_api/sync.py asks of storage."""
+
+
 class SyncHandlers:
     def __init__(
         self,
-        storage: Storage,
+        storage: SyncStorage,
         authenticator: Authenticator,
         typing: TypingStream | None = None,
         notifier: SyncNotifier | None = None,

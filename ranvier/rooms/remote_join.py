@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..clock import now_ms
 from ..federation.client import DestinationUnreachable, FederationClient, FederationError, path_segment
@@ -31,7 +31,7 @@ from ..protocol.identifiers import server_of
 from ..protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from ..protocol.signing import SigningKey
 from ..storage.interfaces import TOPO_SCALE, EventToPersist
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents, HasPartialState, HasPendingJoinPdus, HasRooms, HasState
 from .incoming_fetch import RemoteEvents
 from .local_events import LocalEventCreator
 from .membership import MembershipError
@@ -50,6 +50,10 @@ GAP_FETCH_LIMIT = 50
 GAP_CHECK_TIMEOUT = 20.0
 # How long after our join late events concurrent with it are placed before it in /messages.
 ANCHOR_SECONDS = 300.0
+
+
+class RemoteJoinStorage(HasRooms, HasEvents, HasState, HasPendingJoinPdus, HasPartialState, Protocol):
+    """What rooms/remote_join.py asks of storage."""
 
 
 @dataclasses.dataclass
@@ -113,7 +117,7 @@ class KeyFetchFailed(ValueError):
 class RemoteMembershipService:
     def __init__(
         self,
-        storage: Storage,
+        storage: RemoteJoinStorage,
         state: StateService,
         persister: EventPersister,
         creator: LocalEventCreator,

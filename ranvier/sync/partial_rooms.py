@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..protocol.events import Pdu, StateKey
-from ..storage.protocols.composite import Storage
+from ..storage.protocols.composite import HasEvents
 
 MEMBER = "m.room.member"
 
@@ -29,7 +29,7 @@ def lazy_load_members(parsed_filter: Any) -> bool:
 
 
 async def cited_sender_members(
-    storage: Storage, timeline: Sequence[Pdu], state_ids: Mapping[StateKey, str]
+    storage: HasEvents, timeline: Sequence[Pdu], state_ids: Mapping[StateKey, str]
 ) -> list[Pdu]:
     """Member events of the timeline's senders that ``state_ids`` lacks, from the events' own auth events
     (a partial state omits most members; every event cites its sender's membership)."""
