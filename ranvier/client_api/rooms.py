@@ -121,8 +121,8 @@ class RoomHandlers:
         # Appservices (ranvier.appservice): asked about an unknown local user in their namespaces
         # before an invite names it (AS "Query User"), so the bridge can create it first.
         self.user_query: Callable[[str], Awaitable[bool]] | None = None
-        # Set by the app: waits (bounded) for a partial-state room's full state (MSC3706). /members and
-        # /joined_members wait, as Synapse's do, rather than answer the few members the join carried.
+        # Set by the app: waits (bounded) for a partial-state room's full state (MSC3706). /members,
+        # /joined_members and /state wait, as in Synapse, rather than answer the few members the join carried.
         # Returns whether the room was partial (then what was read before the wait is read again).
         self.wait_full_state: Callable[[str], Awaitable[bool]] | None = None
 
@@ -419,6 +419,9 @@ class RoomHandlers:
         requester = await self._auth.require_user(request)
         room_id = request.match_info["room"]
         state = await self._readable_state(room_id, requester.user_id)
+        # The whole state of a partial-state room waits for its members, as /members does (and Synapse).
+        if self.wait_full_state is not None and await self.wait_full_state(room_id):
+            state = await self._readable_state(room_id, requester.user_id)
         events = await self._storage.events.get_events(list(state.values()))
         now = now_ms()
         return web.json_response([format_client_event(events[e], now) for e in state.values() if e in events])

@@ -245,7 +245,8 @@ class PartialStateResync:
         """Fetch, verify, authorise and persist (as outliers) the events of ``needed`` we lack, with the
         auth events they cite that we lack. Returns how many were fetched; raises if some could not be."""
         wanted = list(dict.fromkeys(needed))
-        missing = [e for e in wanted if e not in await self._storage.events.have_events(wanted)]
+        held = await self._storage.events.have_events(wanted)
+        missing = [e for e in wanted if e not in held]
         if not missing:
             return 0
         got = await self._remote.fetch_many(server, room_id, rv, join_id, missing)
@@ -259,7 +260,8 @@ class PartialStateResync:
                 break
             got.update(more)
         await self._persist_checked(room_id, rv, got)
-        still = [e for e in missing if e not in await self._storage.events.have_events(missing)]
+        now_held = await self._storage.events.have_events(missing)
+        still = [e for e in missing if e not in now_held]
         if still:
             why = self._key_failures(got.values(), server)
             raise ResyncFailed(
@@ -280,11 +282,15 @@ class PartialStateResync:
         verdicts: dict[str, tuple[Pdu, str | None]] = {}
 
         async def load(ids: Iterable[str]) -> dict[str, tuple[Pdu, str | None]]:
+            # Every member event cites the same few auth events (create, power levels, join rules): each
+            # is read from storage once, then kept with this batch's verdicts.
             ids = list(ids)
             out = {e: verdicts[e] for e in ids if e in verdicts}
             rest = [e for e in ids if e not in out]
             if rest:
-                out.update(await self._storage.events.get_events_with_verdicts(rest))
+                read = await self._storage.events.get_events_with_verdicts(rest)
+                verdicts.update(read)
+                out.update(read)
             return out
 
         batch: list[EventToPersist] = []
@@ -329,7 +335,9 @@ class PartialStateResync:
                 out = {e: verdicts[e] for e in wanted if e in verdicts}
                 rest = [e for e in wanted if e not in out]
                 if rest:
-                    out.update(await self._storage.events.get_events_with_verdicts(rest))
+                    read = await self._storage.events.get_events_with_verdicts(rest)
+                    verdicts.update(read)  # auth events, read once for every event that cites them
+                    out.update(read)
                 return out
 
             for event_id, was_rejected in order:

@@ -127,8 +127,13 @@ async def test_partial_join_usable_at_once_then_complete(
     assert results.get(forged.event_id, {}) == {}, results
     assert "mallory after leaving" in await bob.texts(room_id)
 
-    # The resync: open the gate; /members waits for it and is right at the end.
+    # The resync: open the gate; /state waits for it (and /members would) and is right at the end.
     gate.open()
+    whole = await bob.ok("GET", f"/rooms/{room_id}/state")
+    in_state = {
+        e["state_key"] for e in whole if e["type"] == "m.room.member" and e["content"]["membership"] == "join"
+    }
+    assert len(in_state) == ROOM_SIZE + 3
     members = await bob.ok("GET", f"/rooms/{room_id}/members", membership="join")
     joined = {e["state_key"] for e in members["chunk"]}
     assert len(joined) == ROOM_SIZE + 3 and {alice.user_id, carol.user_id, bob.user_id} <= joined
