@@ -68,6 +68,8 @@ class ReplicatedTyping(TypingStream):
     def __init__(self, on_change: Callable[[], None] | None = None) -> None:
         super().__init__(on_change=on_change)
         self.bus: Bus | None = None
+        # The wake-up of this process alone, for changes heard from the others (set by the runtime).
+        self.local_change: Callable[[], None] | None = on_change
 
     def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int = 30_000) -> None:
         super().set_typing(room_id, user_id, typing, timeout_ms)
@@ -82,7 +84,12 @@ class ReplicatedTyping(TypingStream):
             and isinstance(typing, bool)
             and isinstance(timeout_ms, int)
         ):
-            super().set_typing(room_id, user_id, typing, timeout_ms)
+            # Woken here only: every process hears the change itself, so none repeats the wake-up.
+            on_change, self._on_change = self._on_change, self.local_change
+            try:
+                super().set_typing(room_id, user_id, typing, timeout_ms)
+            finally:
+                self._on_change = on_change
 
 
 class WorkerRuntime:
@@ -147,6 +154,7 @@ class WorkerRuntime:
         bus.on("notify", lambda _body: notifier.notify_local())
         typing: ReplicatedTyping = hs.typing
         typing.bus = bus
+        typing.local_change = notifier.notify_local
         bus.on("typing", typing.apply_remote)
         sender = getattr(hs, "federation_sender", None)
         if sender is not None:
