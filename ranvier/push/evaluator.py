@@ -23,6 +23,7 @@ _MAX_SAFE_INT = 2**53 - 1
 _MEMBER_COUNT = re.compile(r"(==|<=|>=|<|>)?([0-9]+)")
 
 
+@lru_cache(maxsize=1024)  # the same few keys of the same rules, for every event and every user
 def split_path(key: str) -> tuple[str, ...]:
     """Appendix "Dot-separated property paths": ``.`` separates, ``\\.`` is a literal dot, ``\\\\`` a
     literal backslash (any other backslash stands for itself)."""

@@ -1,7 +1,7 @@
 """The PDU intake pipeline: S2S "Checks performed on receipt of a PDU", one small function per step.
 
-    1. parse (format)                 incoming_verify.parse_pdu            whole transaction, no lock
-    2. signatures                     incoming_verify.verify_pdu           one worker thread per transaction
+    1. parse (format)                 incoming_verify.parse_pdu            whole transaction, no lock, in
+    2. signatures                     incoming_verify.verify_pdu           two worker threads (intake)
     3. content hash (else redact)     incoming_verify.verify_pdu
     -  fetch missing prev events      _prefetch (/get_missing_events, before the room lock), _fill_gap
                                       (the prefetched events, then /state_ids at what is left)
@@ -39,7 +39,14 @@ from ..storage.sql.deferred_pdus import DeferredPduStore
 from .deferred_pdus import DeferredPdus
 from .incoming_acl import ACL_KEY, server_allowed_by_acl
 from .incoming_fetch import RemoteEvents, prefetch_missing
-from .incoming_verify import Dropped, key_requests, parse_pdu, raw_room_id, verify_in_thread
+from .incoming_verify import (
+    Dropped,
+    Unverified,
+    intake_in_threads,
+    key_requests,
+    raw_room_id,
+    verify_in_thread,
+)
 from .partial_auth import with_cited_member_ids
 from .pdu_checks import (
     auth_order,
@@ -177,38 +184,34 @@ class IncomingPdus:
                 for raw in by_room.pop(room_id):
                     await self.joins.queue_pdu(room_id, origin, raw)
 
-        # Step 1 for the whole transaction; rooms we do not know are refused per PDU.
-        parsed: dict[str, tuple[RoomVersion, list[Pdu]]] = {}
-        for room_id, raws in by_room.items():
+        # Steps 1-3 for the whole transaction in worker threads (incoming_verify.intake): every PDU
+        # parsed, and checked at once when its keys are known; rooms we do not know are refused per PDU.
+        versions: dict[str, RoomVersion] = {}
+        for room_id in list(by_room):
             rv = await self._storage.rooms.get_room_version(room_id)
             if rv is None:
-                for raw in raws:
+                for raw in by_room.pop(room_id):
                     _report(results, raw, f"unknown room {room_id}")
-                continue
-            pdus = []
-            for raw in raws:
-                p = parse_pdu(raw, rv)
-                if isinstance(p, Dropped):
-                    if p.event_id is not None:
-                        results[p.event_id] = {"error": p.reason}
-                elif p.room_id != room_id:
-                    results[p.event_id] = {"error": "room_id mismatch"}
-                else:
-                    pdus.append(p)
-            parsed[room_id] = (rv, pdus)
-
-        # Steps 2-3: the keys once for the transaction, then every signature in one worker thread.
-        everything = [p for _, pdus in parsed.values() for p in pdus]
-        await self._keyring.prefetch(key_requests(everything))
-        checked = iter(await verify_in_thread(everything, self._keyring.lookup))
+            else:
+                versions[room_id] = rv
+        items = [(raw, room_id, versions[room_id]) for room_id, raws in by_room.items() for raw in raws]
+        intaken = await intake_in_threads(items, self._keyring.lookup)
+        # The keys not known yet, once for the transaction, then the signatures they made.
+        unverified = [r.pdu for r in intaken if isinstance(r, Unverified)]
+        if unverified:
+            await self._keyring.prefetch(key_requests(unverified))
+            late = iter(await verify_in_thread(unverified, self._keyring.lookup))
+            intaken = [next(late) if isinstance(r, Unverified) else r for r in intaken]
+        checked = iter(intaken)
         per_room: dict[str, tuple[RoomVersion, list[Pdu]]] = {}
-        for room_id, (rv, pdus) in parsed.items():
+        for room_id, raws in by_room.items():
+            rv = versions[room_id]
             kept = []
-            for _ in pdus:
+            for _ in raws:
                 p = next(checked)
                 if isinstance(p, Dropped):
                     results[p.event_id or ""] = {"error": p.reason}
-                else:
+                elif isinstance(p, Pdu):
                     kept.append(p)
             if kept and self.out_of_room is not None:
                 # A room we are not in, known from an invite or knock: only the end of it is taken.

@@ -134,15 +134,19 @@ class EventPersister:
             async with settle, self._db.transaction() as txn:
                 if await txn.fetchval("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)) is None:
                     raise UnknownRoom(room_id)
-                existing = await _existing(txn, [i.pdu.event_id for i in batch])
+                # One read answers, before anything is written: which events of the batch are held
+                # already, and for their prev events the state group after, the ordering depth and
+                # whether they are held in the timeline (else they become backward extremities).
+                held = await _held(txn, [i.pdu.event_id for i in batch], batch)
+                existing = {i.pdu.event_id: held[i.pdu.event_id] for i in batch if i.pdu.event_id in held}
                 pending: dict[str, _Pending] = {}
                 for item in batch:
                     eid = item.pdu.event_id
                     if eid in pending:
                         continue
-                    held = existing.get(eid)
-                    if held is None or (held[1] and not item.outlier):
-                        pending[eid] = _Pending(item, deoutlier=held is not None)
+                    row = existing.get(eid)
+                    if row is None or (row.outlier and not item.outlier):
+                        pending[eid] = _Pending(item, deoutlier=row is not None)
                 if self.allocator is not None:
                     backfilled = [p for p in pending.values() if p.item.backfilled]
                     live_ones = [p for p in pending.values() if not p.item.backfilled]
@@ -160,13 +164,13 @@ class EventPersister:
                         next_max += 1
                         p.stream = next_max
                 writer = StateGroupWriter(self._groups, txn, room_id)
-                await self._assign_state(txn, writer, list(pending.values()))
+                await self._assign_state(writer, list(pending.values()), held)
                 await writer.flush()
                 await writer.finish()
-                await _write_events(txn, room_id, list(pending.values()))
+                await _write_events(txn, room_id, list(pending.values()), held)
                 await RelationStore.insert_txn(txn, room_id, [p.pdu for p in pending.values()])
                 await _update_forward_extremities(txn, room_id, list(pending.values()))
-                await _update_backward_extremities(txn, room_id, list(pending.values()))
+                await _update_backward_extremities(txn, room_id, pending, held)
                 redacted = await _apply_redactions(txn, list(pending.values()))
                 new_current = None
                 state_changed = False
@@ -195,7 +199,7 @@ class EventPersister:
                 self._event_cache.invalidate(stale)
             self._positions.publish(next_max, next_min)
         ids = [i.pdu.event_id for i in batch]
-        return [pending[eid].stream if eid in pending else existing[eid][0] for eid in ids]
+        return [pending[eid].stream if eid in pending else existing[eid].stream for eid in ids]
 
     async def rewrite_states(
         self,
@@ -229,17 +233,13 @@ class EventPersister:
             self._positions.publish(position, self._positions.min_committed)
         return position
 
-    async def _assign_state(self, txn: Txn, writer: StateGroupWriter, pending: list[_Pending]) -> None:
+    async def _assign_state(
+        self, writer: StateGroupWriter, pending: list[_Pending], held: dict[str, _Held]
+    ) -> None:
         """Give every non-outlier its state groups before and after, in batch order (parents first)."""
-        after: dict[str, int] = {}
-        prevs = {pid for p in pending if p.item.state_group_before is None for pid in p.pdu.prev_event_ids}
-        for part in chunks(list(prevs)):
-            rows = await txn.fetchall(
-                f"SELECT event_id, state_after_group FROM events WHERE event_id IN ({in_list(len(part))})"
-                " AND state_after_group IS NOT NULL",
-                tuple(part),
-            )
-            after.update({e: int(g) for e, g in rows})
+        after: dict[str, int] = {
+            e: h.state_after_group for e, h in held.items() if h.state_after_group is not None
+        }
         for p in pending:
             item = p.item
             if item.outlier:
@@ -265,14 +265,36 @@ class EventPersister:
             after[p.pdu.event_id] = p.after
 
 
-async def _existing(txn: Txn, event_ids: list[str]) -> dict[str, tuple[int, bool]]:
-    out = {}
-    for part in chunks(list(dict.fromkeys(event_ids))):
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """An event the database held when the batch's transaction began."""
+
+    stream: int
+    outlier: bool
+    state_after_group: int | None
+    topo_depth: int | None
+
+
+async def _held(txn: Txn, event_ids: list[str], batch: Sequence[EventToPersist]) -> dict[str, _Held]:
+    """The held events among ``event_ids`` and the prev events of ``batch``: one query per 500 ids (one
+    for a transaction of 50 PDUs), where each step of the batch used to read its own."""
+    wanted = dict.fromkeys(event_ids)
+    for item in batch:
+        wanted.update(dict.fromkeys(item.pdu.prev_event_ids))
+    out: dict[str, _Held] = {}
+    for part in chunks(list(wanted)):
         rows = await txn.fetchall(
-            f"SELECT event_id, stream_ordering, outlier FROM events WHERE event_id IN ({in_list(len(part))})",
+            "SELECT event_id, stream_ordering, outlier, state_after_group, topo_depth FROM events"
+            f" WHERE event_id IN ({in_list(len(part))})",
             tuple(part),
         )
-        out.update({e: (int(s), bool(o)) for e, s, o in rows})
+        for e, stream, outlier, group, topo_depth in rows:
+            out[e] = _Held(
+                int(stream),
+                bool(outlier),
+                None if group is None else int(group),
+                None if topo_depth is None else int(topo_depth),
+            )
     return out
 
 
@@ -291,19 +313,13 @@ def _topo_position(p: _Pending, floors: dict[str, int]) -> tuple[int, int]:
 MAX_TOPO_DEPTH = 2**63 - 1  # BIGINT
 
 
-async def _ordering_floors(txn: Txn, pending: list[_Pending]) -> dict[str, int]:
+def _ordering_floors(pending: list[_Pending], held: dict[str, _Held]) -> dict[str, int]:
     """For each non-outlier of the batch, one more than the largest ordering depth of its parents (those
     of the batch, which come parents first, and those already stored)."""
     in_batch = {p.pdu.event_id for p in pending}
-    outside = list(
-        {prev for p in pending if not p.item.outlier for prev in p.pdu.prev_event_ids if prev not in in_batch}
-    )
-    known: dict[str, int] = {}
-    for part in chunks(outside):
-        rows = await txn.fetchall(
-            f"SELECT event_id, topo_depth FROM events WHERE event_id IN ({in_list(len(part))})", tuple(part)
-        )
-        known.update({e: int(d) for e, d in rows if d is not None})
+    known: dict[str, int] = {
+        e: h.topo_depth for e, h in held.items() if h.topo_depth is not None and e not in in_batch
+    }
     floors: dict[str, int] = {}
     for p in pending:
         if p.item.outlier:
@@ -315,9 +331,9 @@ async def _ordering_floors(txn: Txn, pending: list[_Pending]) -> dict[str, int]:
     return floors
 
 
-async def _write_events(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
+async def _write_events(txn: Txn, room_id: str, pending: list[_Pending], held: dict[str, _Held]) -> None:
     new = [p for p in pending if not p.deoutlier]
-    floors = await _ordering_floors(txn, pending)
+    floors = _ordering_floors(pending, held)
     await txn.executemany(
         "INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender, membership,"
         " origin_server_ts, outlier, rejected_reason, soft_failed, room_version,"
@@ -423,23 +439,27 @@ async def _select_ids(txn: Txn, sql: str, ids: list[str], params: tuple[object, 
     return out
 
 
-async def _update_backward_extremities(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
-    non_outliers = [p.pdu.event_id for p in pending if not p.item.outlier]
+async def _update_backward_extremities(
+    txn: Txn, room_id: str, pending: dict[str, _Pending], held: dict[str, _Held]
+) -> None:
+    non_outliers = [e for e, p in pending.items() if not p.item.outlier]
     await txn.executemany(
         "DELETE FROM backward_extremities WHERE room_id = ? AND event_id = ?",
         [(room_id, e) for e in non_outliers],
     )
-    prevs = list({prev for p in pending if p.accepted_non_outlier for prev in p.pdu.prev_event_ids})
-    held: set[str] = set()
-    for part in chunks(prevs):
-        rows = await txn.fetchall(
-            f"SELECT event_id FROM events WHERE event_id IN ({in_list(len(part))}) AND outlier = FALSE",
-            tuple(part),
-        )
-        held.update(r[0] for r in rows)
+    prevs = list({prev for p in pending.values() if p.accepted_non_outlier for prev in p.pdu.prev_event_ids})
+
+    def in_timeline(e: str) -> bool:
+        # As the events table is now: written by this batch (as an outlier or not), else as it was held.
+        p = pending.get(e)
+        if p is not None:
+            return not p.item.outlier
+        h = held.get(e)
+        return h is not None and not h.outlier
+
     await txn.executemany(
         "INSERT INTO backward_extremities (room_id, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        [(room_id, e) for e in prevs if e not in held],
+        [(room_id, e) for e in prevs if not in_timeline(e)],
     )
 
 
