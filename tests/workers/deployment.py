@@ -319,11 +319,12 @@ class Deployment:
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
-        for process in self.processes.values():
+        for name, process in self.processes.items():
             try:
                 # A process still answering a parked /sync waits for it (aiohttp's shutdown_timeout, 10 s).
                 await asyncio.to_thread(process.wait, 12)
             except subprocess.TimeoutExpired:
+                print(f"{name} had not exited 12 s after SIGTERM: killed", file=sys.stderr)
                 process.kill()
                 await asyncio.to_thread(process.wait, 10)
         with contextlib.suppress(OSError, asyncpg.PostgresError):
