@@ -99,6 +99,7 @@ async def authenticate_request(request: web.Request, keyring: Keyring, our_serve
                 our_server_name=our_server_name,
                 lookup=keyring.lookup,
                 now_ms=now_ms,
+                raw_content=body if content is not None else None,
             )
             release_body_budget(request)
             request[AUTHENTICATED_ORIGIN] = origin

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ranvier.protocol.canonical_json import encode_canonical_json
-from ranvier.protocol.errors import ProtocolError, SignatureError
+from ranvier.protocol.canonical_json import encode_canonical_json, encode_string, utf8
+from ranvier.protocol.errors import CanonicalJsonError, ProtocolError, SignatureError
 from ranvier.protocol.events import KeyLookup
 from ranvier.protocol.identifiers import is_valid_server_name
-from ranvier.protocol.signing import SigningKey, verify_json_signature
+from ranvier.protocol.signing import SigningKey, verify_json_signature, verify_signature_bytes
 
 SCHEME = "X-Matrix"
 
@@ -137,6 +137,24 @@ def request_json(method: str, uri: str, origin: str, destination: str, content: 
     return obj
 
 
+def signed_request_bytes(
+    method: str, uri: str, origin: str, destination: str, canonical_content: bytes | None
+) -> bytes:
+    """The canonical JSON of ``request_json(...)`` when the content is already canonical JSON bytes: they
+    are spliced in, not encoded again ("content" sorts before "destination", "method", "origin", "uri")."""
+    members = [
+        encode_string(key) + ":" + encode_string(value)
+        for key, value in (
+            ("destination", destination),
+            ("method", method.upper()),
+            ("origin", origin),
+            ("uri", uri),
+        )
+    ]
+    head = b'{"content":' + canonical_content + b"," if canonical_content is not None else b"{"
+    return head + utf8(",".join(members)) + b"}"
+
+
 def sign_request(
     method: str, uri: str, origin: str, destination: str, content: Any | None, key: SigningKey
 ) -> str:
@@ -159,8 +177,15 @@ def verify_request(
     our_server_name: str,
     lookup: KeyLookup,
     now_ms: int,
+    raw_content: bytes | None = None,
 ) -> str:
     """Check a parsed header against the request; return the authenticated origin server name.
+
+    ``raw_content`` is the body as received, ``content`` what it parsed to. Senders encode the body as
+    canonical JSON (we do, Synapse does), and then the signed object's canonical encoding is those very
+    bytes with the other members around them: they are checked first, which spares re-encoding a body of
+    up to 50 PDUs on every /send. A body sent otherwise falls back to encoding what it parsed to. Either
+    way the signature covers exactly the body that is acted on.
 
     Only keys that are currently valid may sign requests: ``old_verify_keys`` are for events only
     (S2S "Publishing Keys"), and the keyring reports them with ``valid_until_ts`` = their ``expired_ts``.
@@ -174,6 +199,13 @@ def verify_request(
     if info.valid_until_ts is not None and info.valid_until_ts < now_ms:
         raise RequestAuthError(f"key {auth.key} of {auth.origin} is no longer valid for requests")
     destination = auth.destination if auth.destination is not None else our_server_name
+    if raw_content is not None:
+        try:
+            spliced = signed_request_bytes(method, uri, auth.origin, destination, raw_content)
+            verify_signature_bytes(spliced, auth.sig, info.key)
+            return auth.origin
+        except (CanonicalJsonError, SignatureError):
+            pass  # not sent as canonical JSON (or forged): the canonical encoding decides below
     obj = request_json(method, uri, auth.origin, destination, content)
     obj["signatures"] = {auth.origin: {auth.key: auth.sig}}
     try:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,9 +11,12 @@ from ranvier.federation.x_matrix import (
     XMatrixAuth,
     format_x_matrix,
     parse_x_matrix,
+    request_json,
     sign_request,
+    signed_request_bytes,
     verify_request,
 )
+from ranvier.protocol.canonical_json import encode_canonical_json
 from ranvier.protocol.events import VerifyKeyInfo
 from ranvier.protocol.signing import SigningKey
 
@@ -97,6 +102,7 @@ def _verify(
         our_server_name=us,
         lookup=kw.get("lookup", lookup_for("a.org", KEY)),
         now_ms=NOW,
+        raw_content=kw.get("raw_content"),
     )
 
 
@@ -134,3 +140,48 @@ def test_missing_destination_means_us() -> None:
     assert _verify(legacy, method="GET", uri="/x?a=1") == "a.org"
     with pytest.raises(RequestAuthError):
         _verify(legacy, method="GET", uri="/x?a=1", us="c.org")
+
+
+# -- the received body's own bytes are checked first when they are canonical JSON ----------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.text(max_size=6), _json_values, max_size=4), st.text(max_size=10))
+def test_spliced_bytes_are_the_canonical_encoding(content: dict, uri_tail: str) -> None:
+    uri = "/_matrix/federation/v1/send/" + uri_tail
+    raw = encode_canonical_json(content, strict=False)
+    expected = encode_canonical_json(request_json("PUT", uri, "a.org", "b.org", content), strict=False)
+    assert signed_request_bytes("PUT", uri, "a.org", "b.org", raw) == expected
+    assert signed_request_bytes("GET", uri, "a.org", "b.org", None) == encode_canonical_json(
+        request_json("GET", uri, "a.org", "b.org", None)
+    )
+
+
+def test_a_body_verifies_whether_sent_canonical_or_not() -> None:
+    content = {"pdus": [], "edus": [{"edu_type": "m.typing", "content": {"é": "ü"}}]}
+    header = sign_request("PUT", "/_matrix/federation/v1/send/1", "a.org", "b.org", content, KEY)
+    canonical = encode_canonical_json(content)
+    assert _verify(header, content=content, raw_content=canonical) == "a.org"
+    # That path checks the received bytes themselves: what they parsed to is not encoded again.
+    assert _verify(header, content={"not": "encoded"}, raw_content=canonical) == "a.org"
+    # Pretty-printed, keys unsorted, non-ASCII escaped: the canonical encoding of what it parsed to.
+    pretty = json.dumps({"pdus": [], "edus": content["edus"]}, indent=2).encode()
+    assert json.loads(pretty) == content
+    assert _verify(header, content=content, raw_content=pretty) == "a.org"
+
+
+def test_a_body_signed_for_other_content_fails_either_way() -> None:
+    signed = {"pdus": []}
+    header = sign_request("PUT", "/_matrix/federation/v1/send/1", "a.org", "b.org", signed, KEY)
+    sent = {"pdus": ["x"]}
+    for raw in (encode_canonical_json(sent), json.dumps(sent, indent=1).encode()):
+        with pytest.raises(RequestAuthError):
+            _verify(header, content=sent, raw_content=raw)
+    # The signed bytes spliced into another request (other uri) do not verify either.
+    with pytest.raises(RequestAuthError):
+        _verify(header, content=signed, raw_content=encode_canonical_json(signed), uri="/_matrix/x")
