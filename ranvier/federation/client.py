@@ -29,7 +29,7 @@ from .discovery import ResolvedServer, ServerDiscovery
 from .http_read import read_capped
 from .ip_blocklist import BlockedAddress, BlocklistingResolver, IpBlocklist
 from .tls import client_ssl_context
-from .x_matrix import sign_request
+from .x_matrix import sign_encoded_request, sign_request
 
 log = logging.getLogger(__name__)
 # One line per request we send (the request log's outbound half; ranvier.logs.access is the inbound one).
@@ -236,8 +236,9 @@ class FederationClient:
             data = encode_canonical_json(json_body, strict=strict_json)
             headers["Content-Type"] = "application/json"
         if authenticate:
-            headers["Authorization"] = sign_request(
-                method, uri, self.server_name, destination, json_body, self.signing_key
+            # The signed object's canonical JSON is the body's bytes with the other members around them.
+            headers["Authorization"] = sign_encoded_request(
+                method, uri, self.server_name, destination, data, self.signing_key
             )
         url = yarl.URL(f"https://{target.url_host}:{target.port}{uri}", encoded=True)
         total = timeout if timeout is not None else self._default_timeout

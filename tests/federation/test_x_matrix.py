@@ -12,6 +12,7 @@ from ranvier.federation.x_matrix import (
     format_x_matrix,
     parse_x_matrix,
     request_json,
+    sign_encoded_request,
     sign_request,
     signed_request_bytes,
     verify_request,
@@ -185,3 +186,11 @@ def test_a_body_signed_for_other_content_fails_either_way() -> None:
     # The signed bytes spliced into another request (other uri) do not verify either.
     with pytest.raises(RequestAuthError):
         _verify(header, content=signed, raw_content=encode_canonical_json(signed), uri="/_matrix/x")
+
+
+def test_signing_the_encoded_body_is_signing_the_object() -> None:
+    content = {"pdus": [{"content": {"body": "é\n"}, "depth": 2**40}], "edus": []}
+    for body in (content, None):
+        encoded = None if body is None else encode_canonical_json(body)
+        args = ("PUT", "/_matrix/federation/v1/send/1", "a.org", "b.org")
+        assert sign_encoded_request(*args, encoded, KEY) == sign_request(*args, body, KEY)
