@@ -175,7 +175,8 @@ class PartialStateResync:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # every failure is reported and retried, never dropped silently
-                    reason = f"{server}: {_describe(e)}"
+                    described = _describe(e)
+                    reason = described if described.startswith(server) else f"{server}: {described}"
                     delay = min(self.retry_max, self.retry_initial * 2**passes)
                     logger.warning(
                         "partial-state resync of %s failed (attempt %d): %s",
