@@ -91,6 +91,9 @@ class PartialStateResync:
 
     def start(self, room_id: str) -> None:
         """Resync ``room_id`` in the background (no-op if it is already running)."""
+        done = self._done.get(room_id)
+        if done is not None and done.is_set():
+            del self._done[room_id]  # joined with partial state again after an earlier completion
         task = self._tasks.get(room_id)
         if task is not None and not task.done():
             return

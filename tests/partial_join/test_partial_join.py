@@ -209,3 +209,30 @@ async def _has_texts(client: Client, room_id: str, texts: set[str]) -> bool:
 
 async def _current_without(hs: Homeserver, room_id: str) -> dict[tuple[str, str], str]:
     return await hs.storage.state.get_current_state_ids(room_id)
+
+
+async def test_leave_and_join_again_is_partial_again_then_complete(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    a = await start_server(tmp_path / "a", rate_limits={"enabled": False})
+    b = await start_server(tmp_path / "b", rate_limits={"enabled": False}, **JOINER_ROOMS)
+    servers += [a, b]
+    alice = await Client.register(session, a, "alice")
+    bob = await Client.register(session, b, "bob")
+    room_id = await alice.create_room(name="Again")
+    await fill_room(a, room_id, 10)
+    await bob.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+    assert len((await bob.ok("GET", f"/rooms/{room_id}/joined_members"))["joined"]) == 12
+    first = await b.storage.partial_state.get(room_id)
+    assert first is not None and first.complete
+    await bob.ok("POST", f"/rooms/{room_id}/leave", {})
+    await fill_room(a, room_id, 3, prefix="late")  # joined while B was away
+
+    gate = Gate(b)
+    await bob.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+    again = await b.storage.partial_state.get(room_id)
+    assert again is not None and not again.complete and again.join_event_id != first.join_event_id
+    gate.open()
+    assert len((await bob.ok("GET", f"/rooms/{room_id}/joined_members"))["joined"]) == 15
+    done = await b.storage.partial_state.get(room_id)
+    assert done is not None and done.complete
