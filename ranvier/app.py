@@ -154,7 +154,7 @@ from .workers.event_forwarding import (
     add_membership_route,
     add_send_event_route,
 )
-from .workers.presence import RelayedPresence
+from .workers.presence import RelayedPresence, add_presence_route
 from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
 from .workers.roles import config_for_instance, plan_for
 from .workers.runtime import ReplicatedNotifier, ReplicatedTyping, WorkerRuntime
@@ -189,7 +189,9 @@ class Homeserver:
         self.worker_runtime: WorkerRuntime | None = None
         self.replication_client: ReplicationClient | None = None
         if self.plan.multi_process and config.workers is not None and config.redis is not None:
-            self.worker_runtime = WorkerRuntime(self.plan, config.redis.url, config.redis.channel_prefix)
+            self.worker_runtime = WorkerRuntime(
+                self.plan, config.redis.url, config.redis.channel_prefix, database_url=config.database.url
+            )
             self.replication_client = ReplicationClient(config.workers)
         self.config = config
         self.server_name = config.server_name
@@ -644,6 +646,9 @@ class Homeserver:
             self._guard("replication", self.config.request_limits.max_federation_send_body_bytes)
             app = web.Application(client_max_size=self.config.request_limits.max_federation_send_body_bytes)
         add_internal_routes(app, workers.secret, self.plan.name, self.incoming_pdus.receive_pdus)
+        presence_owner = self.worker_runtime.presence_owner if self.worker_runtime is not None else None
+        if presence_owner is not None:
+            add_presence_route(app, workers.secret, presence_owner)
         if self.plan.persists_events:
             add_send_event_route(app, workers.secret, self.creator)
             add_membership_route(app, workers.secret, self.resident)

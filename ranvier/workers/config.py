@@ -130,6 +130,12 @@ def check_workers(workers: Workers | None, redis: Redis | None, database_url: st
             "workers.instances.main.replication: with no event_persisters the main process persists"
             " every room, and other processes forward event sends to its replication listener"
         )
+    background = [name for name, inst in instances.items() if inst.role == "background"]
+    if len(background) > 1:
+        problems.append(
+            "workers.instances: at most one background instance (its jobs run once), not "
+            + ", ".join(background)
+        )
     for name, inst in instances.items():
         if inst.role == "event_persister" and name not in workers.event_persisters:
             problems.append(

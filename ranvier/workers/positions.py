@@ -25,13 +25,23 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..storage.sql.engine import Database, Txn
 from ..storage.sql.stream import StreamPositions
 
 logger = logging.getLogger(__name__)
 
+
+class Liveness(Protocol):
+    async def check(self) -> None: ...
+
+
 EVENTS = "events"
+
+
+class WriterFenced(RuntimeError):
+    """This process lost its writer lock: another may be declaring past its positions."""
 
 
 class Frontier:
@@ -51,6 +61,10 @@ class Frontier:
         if position > self.declared.get(writer, -1):
             self.declared[writer] = position
         return self._advance()
+
+    def pending(self) -> bool:
+        """Positions beyond the frontier are known done: something before them is still missing."""
+        return bool(self._done)
 
     def floor(self) -> int:
         return min(self.declared.values()) if self.declared else self.position
@@ -136,6 +150,8 @@ class MultiWriterPositions(StreamPositions):
         self._declared = 0
         # The declaration last written to this writer's row (``store_declaration``).
         self._stored = 0
+        # Set while this process does not hold its writer lock (liveness.py): it must not allocate.
+        self.fenced = False
         # What the current persist transaction allocated (the persister's lock keeps one at a time).
         self._batch: tuple[list[int], list[int]] = ([], [])
         self._batch_room: str | None = None
@@ -200,6 +216,8 @@ class MultiWriterPositions(StreamPositions):
 
     async def allocate(self, txn: Txn, forward: int, backward: int) -> tuple[list[int], list[int]]:
         """``forward`` new live positions and ``backward`` backfill (negative) ones, from the sequences."""
+        if self.fenced:
+            raise WriterFenced(f"{self.instance} does not hold its writer lock")
         self._allocating += 1
         try:
             fwd = await _nextvals(txn, "events_stream_seq", forward)
@@ -302,6 +320,13 @@ class MultiWriterPositions(StreamPositions):
             await _upsert_declared(txn, self.instance, declared)
         self._stored = max(self._stored, declared)
 
+    def declare_for(self, ann: Announcement) -> None:
+        """A declaration on behalf of a dead writer (liveness.py): applied here and told to the others."""
+        self.frontier.declare(ann.writer, ann.declared)
+        self._moved([])
+        if self.announce is not None:
+            self.announce(ann)
+
     # -- the reader side -----------------------------------------------------------------------------
 
     def on_announcement(self, ann: Announcement) -> None:
@@ -342,7 +367,9 @@ async def _upsert_declared(txn: Txn, instance: str, position: int) -> None:
     )
 
 
-async def heartbeat(positions: MultiWriterPositions, period: float = 1.0) -> None:
+async def heartbeat(
+    positions: MultiWriterPositions, period: float = 1.0, liveness: Liveness | None = None
+) -> None:
     """Run forever: declare when idle and behind, and keep this writer's row up with its declaration, so
     that a starting reader starts near the head (and past positions this writer abandoned)."""
     while True:
@@ -352,6 +379,8 @@ async def heartbeat(positions: MultiWriterPositions, period: float = 1.0) -> Non
             positions.announce(ann)
         try:
             await positions.store_declaration()
+            if liveness is not None:
+                await liveness.check()
         except Exception:
             logger.warning(
                 "could not record the event stream position of %s", positions.instance, exc_info=True

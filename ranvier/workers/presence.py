@@ -4,18 +4,26 @@
 with its results written to the database. Two processes running it would each time users out on half of
 the facts, so it is owned by the process with the background role (the one that runs its timers). The
 others run ``RelayedPresence``: what would change presence (a ``/sync`` starting and ending, PUT
-/presence, activity, an incoming ``m.presence`` EDU) is sent to the owner over the bus; reads come from
-the database, which the owner writes, and every process's ``/sync`` is woken by the owner's notifications.
+/presence, activity, an incoming ``m.presence`` EDU) is sent to the owner; reads come from the database,
+which the owner writes, and every process's ``/sync`` is woken by the owner's notifications.
+
+A ``/sync`` start and a PUT /presence wait for the owner to have applied them (over the owner's replication
+listener, ``PRESENCE_PATH``), as they would in one process: a client that syncs and then long-polls must not
+be woken by its own presence change arriving late. The rest goes over the bus without waiting (and
+everything does when the owner has no replication listener).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from ..presence.service import PresenceService
 
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KIND = "presence"
+PRESENCE_PATH = "/_ranvier/replication/v1/presence"
 # A /sync relayed as started whose end never arrives (its process died) stops counting after this long.
 MAX_SYNC_SECONDS = 600.0
 
@@ -35,10 +44,23 @@ class RelayedPresence(PresenceService):
     """``PresenceService`` of a process that does not own presence: changes go to the owner."""
 
     bus: Bus | None = None
+    # Sends a change to the owner and returns once it is applied (set by the runtime when the owner has a
+    # replication listener); raises OSError-like errors when the owner cannot be reached.
+    post: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
     def _relay(self, body: dict[str, Any]) -> None:
         if self.bus is not None:
             self.bus.publish(KIND, body)
+
+    async def _relay_and_wait(self, body: dict[str, Any]) -> None:
+        if self.post is not None:
+            try:
+                await self.post(body)
+                return
+            except Exception as e:
+                # Presence is best effort: the request goes on, the change still reaches the owner.
+                logger.warning("presence owner unreachable (%s): relayed without waiting", e)
+        self._relay(body)
 
     async def start(self) -> None:
         return None  # the owner runs the timers
@@ -47,7 +69,9 @@ class RelayedPresence(PresenceService):
         self, user_id: str, device_id: str | None, state: str, status_msg: str | None
     ) -> None:
         if self.enabled:
-            self._relay({"op": "set", "u": user_id, "d": device_id, "s": state, "m": status_msg})
+            await self._relay_and_wait(
+                {"op": "set", "u": user_id, "d": device_id, "s": state, "m": status_msg}
+            )
 
     async def bump_active(self, user_id: str) -> None:
         if self.enabled and self.is_local(user_id):
@@ -61,7 +85,9 @@ class RelayedPresence(PresenceService):
             yield
             return
         sync_id = uuid.uuid4().hex
-        self._relay({"op": "sync", "id": sync_id, "u": user_id, "d": device_id, "p": set_presence})
+        await self._relay_and_wait(
+            {"op": "sync", "id": sync_id, "u": user_id, "d": device_id, "p": set_presence}
+        )
         try:
             yield
         finally:
@@ -81,6 +107,11 @@ class PresenceOwner:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def on_message(self, body: dict[str, Any]) -> None:
+        """From the bus: applied in the background."""
+        self._spawn(self.apply(body))
+
+    async def apply(self, body: dict[str, Any]) -> None:
+        """Apply one relayed change; returns once it is applied (a /sync start: once the sync counts)."""
         op = body.get("op")
         user_id = body.get("u")
         device_id = body.get("d")
@@ -92,28 +123,39 @@ class PresenceOwner:
         if op == "edu":
             origin, content = body.get("o"), body.get("c")
             if isinstance(origin, str) and isinstance(content, dict):
-                self._spawn(self._presence.on_edu(origin, content))
+                await self._presence.on_edu(origin, content)
             return
         if not isinstance(user_id, str) or not (device_id is None or isinstance(device_id, str)):
             return
         if op == "active":
-            self._spawn(self._presence.bump_active(user_id))
+            await self._presence.bump_active(user_id)
         elif op == "set":
             state, status_msg = body.get("s"), body.get("m")
             if isinstance(state, str) and (status_msg is None or isinstance(status_msg, str)):
-                self._spawn(self._presence.set_state(user_id, device_id, state, status_msg))
+                await self._presence.set_state(user_id, device_id, state, status_msg)
         elif op == "sync":
             sync_id, wanted = body.get("id"), body.get("p")
             if isinstance(sync_id, str) and (wanted is None or isinstance(wanted, str)):
                 ended = self._syncs[sync_id] = asyncio.Event()
-                self._spawn(self._hold_sync(user_id, device_id, wanted, ended))
+                counted = asyncio.Event()
+                self._spawn(self._hold_sync(user_id, device_id, wanted, counted, ended))
+                await counted.wait()
 
     async def _hold_sync(
-        self, user_id: str, device_id: str | None, wanted: str | None, ended: asyncio.Event
+        self,
+        user_id: str,
+        device_id: str | None,
+        wanted: str | None,
+        counted: asyncio.Event,
+        ended: asyncio.Event,
     ) -> None:
-        async with self._presence.syncing(user_id, device_id, wanted):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), MAX_SYNC_SECONDS)
+        try:
+            async with self._presence.syncing(user_id, device_id, wanted):
+                counted.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), MAX_SYNC_SECONDS)
+        finally:
+            counted.set()  # a failure must not leave the relaying request waiting
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(self._guarded(work), name="relayed presence")
@@ -133,3 +175,24 @@ class PresenceOwner:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def add_presence_route(app: web.Application, secret: str, owner: PresenceOwner) -> None:
+    """The owner's side of ``RelayedPresence.post``."""
+
+    async def presence(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
+            return web.json_response(
+                {"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"errcode": "M_BAD_JSON", "error": "not an object"}, status=400)
+        await owner.apply(body)
+        return web.json_response({})
+
+    app.router.add_post(PRESENCE_PATH, presence)

@@ -63,6 +63,13 @@ class RolePlan:
     def owns_room(self, room_id: str) -> bool:
         return self.persister_of(room_id) == self.name
 
+    def presence_owner(self) -> str:
+        """The instance that owns presence and runs the periodic jobs: the background one, else main."""
+        if self.workers is None:
+            return MAIN
+        background = [n for n, i in sorted(self.workers.instances.items()) if i.role == "background"]
+        return background[0] if background else MAIN
+
     def event_writers(self) -> list[str]:
         """Every instance that may write to the event stream. Persisters write the rooms they own; the
         other processes still persist what reaches them outside the forwarded paths (backfill pages, remote

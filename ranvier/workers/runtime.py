@@ -31,9 +31,10 @@ from aiohttp import web
 
 from ..client_api.ephemeral import SyncNotifier, TypingStream
 from ..storage.sql.storage import SqlStorage
+from .liveness import WriterLiveness
 from .positions import Announcement, MultiWriterPositions, heartbeat
 from .presence import KIND as PRESENCE
-from .presence import PresenceOwner, RelayedPresence
+from .presence import PRESENCE_PATH, PresenceOwner, RelayedPresence
 from .roles import RolePlan
 
 if TYPE_CHECKING:
@@ -93,7 +94,9 @@ class ReplicatedTyping(TypingStream):
 
 
 class WorkerRuntime:
-    def __init__(self, plan: RolePlan, redis_url: str, channel_prefix: str) -> None:
+    def __init__(
+        self, plan: RolePlan, redis_url: str, channel_prefix: str, database_url: str | None = None
+    ) -> None:
         from .bus import Bus  # see the imports
 
         self.plan = plan
@@ -101,6 +104,9 @@ class WorkerRuntime:
         self.positions: MultiWriterPositions | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._presence_owner: PresenceOwner | None = None
+        # Without the database URL there is no writer lock: a dead writer's hole waits for its restart.
+        self._database_url = database_url
+        self.liveness: WriterLiveness | None = None
 
     async def attach_storage(self, storage: SqlStorage) -> None:
         """Before anything reads or writes events: positions from the sequences, striped state group ids,
@@ -123,6 +129,10 @@ class WorkerRuntime:
 
         self.bus.on("events", on_events)
         await self.bus.start()
+        if self._database_url is not None:
+            # Held before any position is allocated, for as long as this process lives.
+            self.liveness = WriterLiveness(self._database_url, positions)
+            await self.liveness.start()
         async with storage.db.snapshot() as txn:
             await positions.load(txn)
         loaded = True
@@ -144,7 +154,9 @@ class WorkerRuntime:
 
         self.bus.on_resync(resync)
         self.positions = positions
-        self._heartbeat = asyncio.create_task(heartbeat(positions), name="stream heartbeat")
+        self._heartbeat = asyncio.create_task(
+            heartbeat(positions, liveness=self.liveness), name="stream heartbeat"
+        )
 
     def wire(self, hs: Any) -> None:
         """Connect the bus to the homeserver's parts (after they are built, before they start)."""
@@ -189,6 +201,21 @@ class WorkerRuntime:
         presence = hs.presence
         if isinstance(presence, RelayedPresence):
             presence.bus = bus
+            owner_name = plan.presence_owner()
+            replication = hs.replication_client
+            owner_listener = plan.workers.instances[owner_name].replication if plan.workers else None
+            if replication is not None and owner_listener is not None:
+
+                async def post(body: dict[str, Any]) -> None:
+                    async with replication.session().post(
+                        replication.base_url(owner_name) + PRESENCE_PATH,
+                        json=body,
+                        headers={"Authorization": f"Bearer {replication.secret}"},
+                    ) as resp:
+                        if resp.status != 200:
+                            raise RuntimeError(f"{owner_name} answered {resp.status}")
+
+                presence.post = post
         elif plan.background:
             self._presence_owner = PresenceOwner(presence)
             bus.on(PRESENCE, self._presence_owner.on_message)
@@ -210,6 +237,12 @@ class WorkerRuntime:
 
             bus.on("events", deliveries)
 
+    @property
+    def presence_owner(self) -> PresenceOwner | None:
+        """Set in the process that owns presence (after ``wire``): its replication listener takes the
+        changes the others relay."""
+        return self._presence_owner
+
     def admin_change_middleware(self) -> Any:
         """After an admin API write here (shadow bans, blocked rooms, overrides), the other processes
         re-read the admin policy they check requests against."""
@@ -229,6 +262,8 @@ class WorkerRuntime:
     async def stop(self) -> None:
         if self._presence_owner is not None:
             await self._presence_owner.stop()
+        if self.liveness is not None:
+            await self.liveness.stop()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

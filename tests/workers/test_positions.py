@@ -12,6 +12,7 @@ import pytest
 
 from ranvier.storage.sql.engine import Database, PostgresDatabase
 from ranvier.storage.sql.migrate import migrate
+from ranvier.workers.liveness import WriterLiveness
 from ranvier.workers.positions import Announcement, Frontier, MultiWriterPositions
 
 
@@ -149,3 +150,48 @@ async def test_the_others_forget_what_a_commit_changed_before_their_position_mov
     # Forgotten while the reader still stood before the new position; the room's state kept (unchanged).
     assert forgotten == [("!room:x", ["$message"], False, pos - 1)]
     assert reader.max_committed == pos
+
+
+async def test_a_dead_writers_hole_is_declared_for_and_a_live_ones_is_not(db: Database, pg_url: str) -> None:
+    a, b, reader = await _loaded(db, "a"), await _loaded(db, "b"), await _loaded(db, "reader")
+    a_lock = WriterLiveness(pg_url, a)
+    await a_lock.start()
+    watcher = WriterLiveness(pg_url, reader, stall=0.0, grace=0.05)
+    await watcher.start()
+    heard: list[Announcement] = []
+    b.announce = reader.announce = heard.append
+    try:
+        # a takes a position and holds its transaction open; b commits the next one.
+        holding = db.transaction()
+        txn = await holding.__aenter__()
+        (hole,), _ = await a.allocate(txn, 1, 0)
+        async with b.settle(), db.transaction() as txn_b:
+            (after,), _ = await b.allocate(txn_b, 1, 0)
+        for ann in heard:
+            reader.on_announcement(ann)
+
+        async def heartbeat() -> None:  # what positions.heartbeat does each second
+            reader.declare_if_idle()
+            await watcher.check()
+
+        for _ in range(3):
+            await heartbeat()
+        # a is alive (it holds its lock): its hole is waited for.
+        assert reader.max_committed == hole - 1
+        assert watcher.declared_for == []
+
+        # a dies: its transaction rolls back and PostgreSQL releases its lock.
+        await holding.__aexit__(RuntimeError, RuntimeError("killed"), None)
+        await a_lock.stop()
+        await heartbeat()
+        assert watcher.declared_for == [("a", after)]
+        assert reader.max_committed == after
+        # The others hear the declaration; a restarted a starts above it.
+        assert any(ann.writer == "a" and ann.declared == after for ann in heard)
+        restarted = await _loaded(db, "a")
+        async with restarted.settle(), db.transaction() as txn_r:
+            (again,), _ = await restarted.allocate(txn_r, 1, 0)
+        assert again > after
+    finally:
+        await watcher.stop()
+        await a_lock.stop()
