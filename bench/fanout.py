@@ -49,7 +49,7 @@ MARK = "fanout-"
 SLOW_SECONDS = 2.0
 JOIN_CONCURRENCY = 4
 ARRIVAL_TIMEOUT = 120.0  # for the healthy peers; the bench reports a failure past it
-QUIET_SECONDS = 1.0  # no /send at any peer this long: the join fan-out has drained
+QUIET_SECONDS = 1.0  # no /send at any peer this long, none unanswered: the previous sends have drained
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Peer:
     arrivals: dict[str, float] = field(default_factory=dict)  # message body -> perf_counter
     release: asyncio.Event = field(default_factory=asyncio.Event)
     last_request: float = 0.0
+    in_flight: int = 0  # /send requests not answered yet
 
     @property
     def name(self) -> str:
@@ -73,6 +74,10 @@ class World:
     peers: list[Peer]
 
     def quiet_since(self) -> float:
+        """When the last /send arrived; now while any is still unanswered (a slow peer's transaction in
+        flight holds back that peer's next message: one transaction in flight per destination)."""
+        if any(p.in_flight for p in self.peers):
+            return time.perf_counter()
         return max([p.last_request for p in self.peers] or [0.0])
 
 
@@ -80,18 +85,22 @@ async def start_peer(certs: Path) -> Peer:
     peer = Peer()
 
     async def send(request: web.Request) -> web.Response:
-        body = await request.json()
-        now = time.perf_counter()
-        peer.last_request = now
-        for pdu in body.get("pdus", []):
-            text = pdu.get("content", {}).get("body") if isinstance(pdu.get("content"), dict) else None
-            if isinstance(text, str) and text.startswith(MARK):
-                peer.arrivals.setdefault(text, now)
-        if peer.mode == "slow":
-            await asyncio.sleep(SLOW_SECONDS)
-        elif peer.mode == "hung":
-            await peer.release.wait()
-        return web.json_response({"pdus": {}})
+        peer.in_flight += 1
+        try:
+            body = await request.json()
+            now = time.perf_counter()
+            peer.last_request = now
+            for pdu in body.get("pdus", []):
+                text = pdu.get("content", {}).get("body") if isinstance(pdu.get("content"), dict) else None
+                if isinstance(text, str) and text.startswith(MARK):
+                    peer.arrivals.setdefault(text, now)
+            if peer.mode == "slow":
+                await asyncio.sleep(SLOW_SECONDS)
+            elif peer.mode == "hung":
+                await peer.release.wait()
+            return web.json_response({"pdus": {}})
+        finally:
+            peer.in_flight -= 1
 
     def routes(app: web.Application, keyring: Keyring) -> None:
         app.router.add_put("/_matrix/federation/v1/send/{txnId}", send)
