@@ -131,3 +131,50 @@ async def _has_text(client: Client, hs: Homeserver, room_id: str, text: str) -> 
     client.hs = hs
     client.base = f"http://127.0.0.1:{hs.ports['client']}/_matrix/client/v3"
     return text in await client.texts(room_id)
+
+
+async def test_keys_of_a_departed_server_come_from_a_notary(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    """The room's state holds events signed by a server that is gone (Synapse, measured here, gave up on
+    such a room for good). Without a notary the room stays partial and says why; with one (here the
+    resident) the keys come through it and the resync completes."""
+    a = await start_server(tmp_path / "a", rate_limits={"enabled": False})
+    c = await start_server(tmp_path / "c", rate_limits={"enabled": False}, partial_state_joins=False)
+    servers += [a, c]
+    alice = await Client.register(session, a, "alice")
+    carol = await Client.register(session, c, "carol")
+    room_id = await alice.create_room(name="Departed")
+    await fill_room(a, room_id, 30)
+    await carol.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+    departed = c.server_name
+    await c.stop()  # carol stays a member; her join is signed by C, which no longer answers
+
+    joiners = []
+    for name, notaries in (("lonely", []), ("helped", [a.server_name])):
+        federation = {"verify_tls": False, "allow_loopback": True, "trusted_key_servers": notaries}
+        b = await start_server(
+            tmp_path / name, rate_limits={"enabled": False}, extra={"federation": federation}, **JOINER_ROOMS
+        )
+        servers.append(b)
+        bob = await Client.register(session, b, "bob")
+        await bob.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+        joiners.append((b, bob))
+
+    (lonely, _), (helped, bob) = joiners
+    joined = (await bob.ok("GET", f"/rooms/{room_id}/joined_members"))["joined"]
+    assert carol.user_id in joined and len(joined) == 34  # alice, 30, carol, both bobs
+    record = await helped.storage.partial_state.get(room_id)
+    assert record is not None and record.complete
+
+    async def stuck_on_keys() -> bool:
+        record = await lonely.storage.partial_state.get(room_id)
+        return (
+            record is not None
+            and record.attempts >= 2
+            and f"signing keys of {departed}" in (record.last_error or "")
+        )
+
+    await eventually(stuck_on_keys, timeout=20)
+    record = await lonely.storage.partial_state.get(room_id)
+    assert record is not None and not record.complete
