@@ -35,7 +35,9 @@ async def test_partial_state_progress_and_rewrite(storage: RoomStorage, db: Data
     after_join = {**partial, ("m.room.member", BOB): join.event_id}
 
     async def start(txn: object, written: object) -> None:
-        await store.start_txn(txn, dag.room_id, join.event_id, SERVER, [SERVER, "other.test", SERVER])
+        await store.start_txn(
+            txn, dag.room_id, join.event_id, SERVER, [SERVER, "other.test", "gone.test", SERVER]
+        )
 
     await storage.events.persist_events(
         dag.room_id,
@@ -52,9 +54,16 @@ async def test_partial_state_progress_and_rewrite(storage: RoomStorage, db: Data
         ],
     )
     assert await store.is_partial(dag.room_id) and await storage.rooms.is_partial_state(dag.room_id)
-    assert await store.servers(dag.room_id) == sorted([SERVER, "other.test"])
+    assert await store.servers(dag.room_id) == sorted([SERVER, "gone.test", "other.test"])
     async with db.transaction() as txn:
-        assert await store.servers_txn(txn, dag.room_id) == {SERVER, "other.test"}
+        assert await store.servers_txn(txn, dag.room_id) == {SERVER, "other.test", "gone.test"}
+    # While partial, the joined servers include servers_in_room (where our events go).
+    assert await storage.state.get_joined_servers(dag.room_id) == {
+        SERVER,
+        "other.test",
+        "gone.test",
+        "joiner.test",
+    }
     record = await store.get(dag.room_id)
     assert record is not None and record.join_event_id == join.event_id and not record.has_state_ids
     assert [e for e, _ in await store.events_since_join(dag.room_id, join.event_id)] == [
@@ -107,6 +116,8 @@ async def test_partial_state_progress_and_rewrite(storage: RoomStorage, db: Data
     assert [r.room_id for r in await store.list_rooms(include_completed=True)] == [dag.room_id]
     async with db.transaction() as txn:
         assert await store.servers_txn(txn, dag.room_id) == set()  # no longer partial: joined servers only
+    # Complete: the members' servers only (gone.test, listed at the join, has no member in the full state).
+    assert await storage.state.get_joined_servers(dag.room_id) == {SERVER, "other.test", "joiner.test"}
 
     # A restart never hands out the completion's position again (no event holds it).
     reopened = await RoomStorage.open(db)
