@@ -3,6 +3,9 @@
 - Without a lazy-loading filter (``room.state.lazy_load_members``), a partial-state room is left out of
   /sync until its resync completes: such a client expects every member in ``state``, which partial state
   cannot give (Synapse does the same). It then appears as newly joined, with its full state.
+- Simplified sliding sync (MSC4186) likewise: a partial-state room is left out of a list (or a room
+  subscription) whose ``required_state`` asks for members beyond ``$LAZY`` and the user's own (all state,
+  every member, other users by name), until complete, as Synapse does.
 - With lazy-loading, the room is in /sync at once: the partial state carries its name, topic and heroes,
   and the member events of the timeline's senders that the partial state lacks are taken from the auth
   events those timeline events cite. Once complete, the room is sent again with its full state at the
@@ -16,6 +19,7 @@ from typing import Any
 
 from ..protocol.events import Pdu, StateKey
 from ..storage.protocols.composite import HasEvents
+from .required_state import LAZY, RequiredState
 
 MEMBER = "m.room.member"
 
@@ -50,3 +54,11 @@ async def cited_sender_members(
         if pdu is not None and pdu.type == MEMBER and pdu.state_key == sender:
             found.setdefault(sender, pdu)
     return list(found.values())
+
+
+def partial_room_allowed(required: RequiredState, user_id: str) -> bool:
+    """Whether a sliding-sync room config can be served from partial state: it asks for no members but
+    lazy-loaded ones and the user's own."""
+    if required.all_state:
+        return False
+    return all(k in (LAZY, user_id) for t, k in required.entries if t == MEMBER)

@@ -16,12 +16,13 @@ from typing import Any, Protocol
 
 from ..client_api.account_data import forgotten_event
 from ..clock import now_ms
-from ..storage.protocols.composite import HasAccountData, HasEvents, HasPushActions
+from ..storage.protocols.composite import HasAccountData, HasEvents, HasPartialState, HasPushActions
 from ..storage.protocols.sliding_sync import SlidingSyncStorage
 from ..storage.sql.push_counts import Counts
 from .changes import SyncToken
 from .connections import Position, RoomSent
 from .extensions import ExtensionRooms, SlidingExtensions, has_news
+from .partial_rooms import partial_room_allowed
 from .required_state import RequiredState
 from .room_data import RoomConfig, RoomContext, RoomDataBuilder, RoomDataStorage, invite_state
 from .room_list import (
@@ -46,7 +47,7 @@ from .sliding_request import ListFilters, RoomParams, SlidingRequest
 ROOMS_AT_ONCE = 8
 
 
-class SlidingStorage(RoomDataStorage, HasEvents, HasAccountData, HasPushActions, Protocol):
+class SlidingStorage(RoomDataStorage, HasEvents, HasAccountData, HasPushActions, HasPartialState, Protocol):
     """What sync/sliding.py asks of storage."""
 
 
@@ -90,12 +91,17 @@ class SlidingSync:
         by_list: dict[str, list[str]] = {}
         ordered = sort_rooms(listed.values())
         facts = await self._facts(ordered) if _needs_facts(request) else {}
+        # Rooms joined with partial state (MSC3706): only for configs that need no full membership.
+        partial = await self._storage.partial_state.partial_among(e.room_id for e in ordered)
         for name, params in request.lists.items():
             children = await self._space_children(params.filters, listed)
+            config = _config(params.room, user_id)
+            servable = partial_room_allowed(config.required_state, user_id)
             chosen = [
                 e.room_id
                 for e in ordered
-                if passes(
+                if (servable or e.room_id not in partial)
+                and passes(
                     e,
                     params.filters,
                     facts.get(e.room_id, RoomFacts(None, None, False)),
@@ -117,6 +123,11 @@ class SlidingSync:
         for room_id, sub in request.room_subscriptions.items():
             row = all_rooms.get(room_id)
             if row is None:
+                continue
+            config = _config(sub, user_id)
+            if not partial_room_allowed(
+                config.required_state, user_id
+            ) and await self._storage.partial_state.is_partial(room_id):
                 continue
             if room_id not in listed:
                 extra = RoomEntry(row.room_id, row.membership, row.event_id, row.position, row.sender)
