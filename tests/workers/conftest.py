@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -25,8 +26,7 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
-async def redis_url() -> str:
+async def _redis_url() -> str:
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
         await client.ping()
@@ -38,6 +38,16 @@ async def redis_url() -> str:
 
 
 @pytest.fixture
+async def redis_url() -> str:
+    return await _redis_url()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_redis_url() -> str:
+    return await _redis_url()
+
+
+@pytest.fixture
 def channel_prefix() -> str:
     """Each test on its own channel, so tests running side by side never hear each other."""
     return f"test_{uuid.uuid4().hex[:12]}"
@@ -46,6 +56,18 @@ def channel_prefix() -> str:
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database (every process of a test opens it), dropped afterwards."""
+    async for url in _fresh_database():
+        yield url
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_pg_url() -> AsyncIterator[str]:
+    """One fresh database for a module whose tests share a deployment."""
+    async for url in _fresh_database():
+        yield url
+
+
+async def _fresh_database() -> AsyncIterator[str]:
     try:
         admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError) as e:

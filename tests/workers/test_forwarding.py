@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from ranvier.app import Homeserver
 from ranvier.config import parse_config
@@ -62,11 +64,18 @@ def _config(tmp: Path, pg_url: str, redis_url: str, prefix: str, fed_port: int) 
     }
 
 
-@pytest.fixture
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def deployment(
-    tmp_path: Path, pg_url: str, redis_url: str, channel_prefix: str
+    tmp_path_factory: pytest.TempPathFactory, module_pg_url: str, module_redis_url: str
 ) -> AsyncIterator[dict[str, Homeserver]]:
-    config = parse_config(_config(tmp_path, pg_url, redis_url, channel_prefix, free_port()))
+    """One deployment for the module (starting four processes' worth takes seconds); each test registers
+    its own users."""
+    tmp = tmp_path_factory.mktemp("workers")
+    prefix = f"test_{uuid.uuid4().hex[:12]}"
+    config = parse_config(_config(tmp, module_pg_url, module_redis_url, prefix, free_port()))
     started: dict[str, Homeserver] = {}
     try:
         # The signing key is created by the first process; the others read the same file.
@@ -80,6 +89,19 @@ async def deployment(
             await hs.stop()
 
 
+def _name(base: str) -> str:
+    return f"{base}{uuid.uuid4().hex[:6]}"
+
+
+async def _rooms_on_both_persisters(client: Client) -> list[str]:
+    """Rooms created until each persister owns at least one (the hash decides; usually two or three)."""
+    rooms: list[str] = []
+    while {pick(PERSISTERS, r) for r in rooms} != set(PERSISTERS):
+        assert len(rooms) < 40, "the hash never chose one of the persisters"
+        rooms.append(await client.create_room(name=f"room {len(rooms)}"))
+    return rooms
+
+
 def _room_for(persister: str, rooms: list[str]) -> str:
     return next(r for r in rooms if pick(PERSISTERS, r) == persister)
 
@@ -89,9 +111,8 @@ async def test_writes_go_to_the_rooms_persister_and_sync_wakes_across_processes(
 ) -> None:
     main, reader = deployment["main"], deployment["reader1"]
     async with aiohttp.ClientSession() as session:
-        alice = await Client.register(session, main, "alice")
-        rooms = [await alice.create_room(name=f"room {i}") for i in range(6)]
-        assert {pick(PERSISTERS, r) for r in rooms} == set(PERSISTERS), "rooms on both persisters"
+        alice = await Client.register(session, main, _name("alice"))
+        rooms = await _rooms_on_both_persisters(alice)
         at_reader = Client(session, reader, alice.user_id, alice.token)
         for _ in range(3):  # past the presence change the first /sync itself causes
             await at_reader.sync(timeout_ms=300)
@@ -136,8 +157,8 @@ async def test_concurrent_writers_every_acknowledged_event_reaches_sync_in_order
 ) -> None:
     main, reader = deployment["main"], deployment["reader1"]
     async with aiohttp.ClientSession() as session:
-        alice = await Client.register(session, main, "alice")
-        rooms = [await alice.create_room(name=f"room {i}") for i in range(6)]
+        alice = await Client.register(session, main, _name("alice"))
+        rooms = await _rooms_on_both_persisters(alice)
         room_a, room_b = _room_for("persister1", rooms), _room_for("persister2", rooms)
         at_reader = Client(session, reader, alice.user_id, alice.token)
         await at_reader.sync()
@@ -169,7 +190,7 @@ async def test_concurrent_writers_every_acknowledged_event_reaches_sync_in_order
 async def test_typing_on_one_process_shows_in_the_readers_sync(deployment: dict[str, Homeserver]) -> None:
     main, reader = deployment["main"], deployment["reader1"]
     async with aiohttp.ClientSession() as session:
-        alice = await Client.register(session, main, "alice")
+        alice = await Client.register(session, main, _name("alice"))
         room_id = await alice.create_room()
         at_reader = Client(session, reader, alice.user_id, alice.token)
         await at_reader.sync()
@@ -190,7 +211,7 @@ async def test_presence_set_on_a_reader_is_applied_by_the_owner(deployment: dict
     main, reader = deployment["main"], deployment["reader1"]
     assert main.plan.background and not reader.plan.background  # main owns presence here
     async with aiohttp.ClientSession() as session:
-        alice = await Client.register(session, main, "alice")
+        alice = await Client.register(session, main, _name("alice"))
         at_reader = Client(session, reader, alice.user_id, alice.token)
         path = f"/presence/{alice.user_id}/status"
         await at_reader.ok("PUT", path, {"presence": "unavailable", "status_msg": "lunch"})
@@ -211,7 +232,7 @@ async def test_account_data_written_on_main_wakes_a_sync_parked_on_the_reader(
 ) -> None:
     main, reader = deployment["main"], deployment["reader1"]
     async with aiohttp.ClientSession() as session:
-        alice = await Client.register(session, main, "alice")
+        alice = await Client.register(session, main, _name("alice"))
         at_reader = Client(session, reader, alice.user_id, alice.token)
         for _ in range(3):  # past the presence change the first /sync itself causes
             await at_reader.sync(timeout_ms=300)
@@ -235,7 +256,7 @@ async def test_member_events_of_a_profile_change_on_main_are_sent_by_the_rooms_p
 ) -> None:
     main, reader = deployment["main"], deployment["reader1"]
     async with aiohttp.ClientSession() as session:
-        alice = await Client.register(session, main, "alice")
+        alice = await Client.register(session, main, _name("alice"))
         rooms = [await alice.create_room(name=f"room {i}") for i in range(4)]
         assert main.replication_client is not None
         before = main.replication_client.counts["event"]
