@@ -115,10 +115,11 @@ def verify_all(pdus: Sequence[Pdu], lookup: KeyLookup) -> list[Pdu | Dropped]:
 
 
 # Worker threads a batch is split over: PyNaCl releases the GIL inside ed25519 verification (~40 us of the
-# ~50 us a PDU costs), so two threads keep both cores of a small machine busy; more would only queue for
-# the GIL in the Python part (measured with ``python3 -m bench protocol``: "verify x2 threads").
+# ~55 us a PDU costs), so with two, one thread's Python (parsing, holding the GIL) runs while the other
+# verifies; more threads could only add waiting for the GIL (``python3 -m bench protocol``'s "verify x2
+# threads" row shows what two give on a given machine).
 VERIFY_THREADS = 2
-# Below this many PDUs per thread the thread hop costs more than the split saves.
+# Below this many PDUs per thread a slice is not worth a thread hop of its own (a guess, not measured).
 MIN_PER_THREAD = 8
 
 
