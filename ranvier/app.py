@@ -627,6 +627,11 @@ class Homeserver:
         router = PduRouter(self.plan, self.replication_client, self.incoming_pdus.receive_pdus)
         self.inbound_transactions.route_pdus = router.receive_pdus
 
+    async def _local_alias(self, alias: str) -> str | None:
+        """The room of one of our aliases (None for another server's, or an unknown one)."""
+        record = await self.storage.aliases.get_alias(alias)
+        return record.room_id if record is not None else None
+
     def _membership_handler(self) -> MembershipHandler:
         """The resident side of federation membership; with workers, of rooms another process persists
         handed to it."""
@@ -690,7 +695,7 @@ class Homeserver:
                 ),
                 # Room writes of rooms another process persists are handed to it (ranvier.workers).
                 *(
-                    [forwarding_middleware(self.plan, self.replication_client)]
+                    [forwarding_middleware(self.plan, self.replication_client, self._local_alias)]
                     if self.replication_client is not None and not internal
                     else []
                 ),

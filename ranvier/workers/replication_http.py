@@ -37,6 +37,7 @@ _ROOM_WRITE = re.compile(
     r"(?:send|state|redact|join|leave|invite|kick|ban|unban|knock)(?:/|$)"
 )
 _JOIN_BY_ID = re.compile(r"^/_matrix/client/(?:v3|r0)/(?:join|knock)/(?P<room>![^/]+)$")
+_JOIN_BY_ALIAS = re.compile(r"^/_matrix/client/(?:v3|r0)/(?:join|knock)/(?P<alias>#[^/]+)$")
 # Hop-by-hop and length headers are the proxy's own business, not the request's.
 _NOT_FORWARDED = {
     "host",
@@ -141,14 +142,24 @@ class ReplicationClient:
         return results
 
 
-def forwarding_middleware(plan: RolePlan, client: ReplicationClient) -> Any:
-    """On a process that does not persist every room: hand room writes to the room's persister."""
+def forwarding_middleware(
+    plan: RolePlan,
+    client: ReplicationClient,
+    resolve_alias: Callable[[str], Awaitable[str | None]] | None = None,
+) -> Any:
+    """On a process that does not persist every room: hand room writes to the room's persister.
+    ``resolve_alias``: the room of one of our own aliases (a join by alias goes to that room's persister;
+    another server's alias is joined here)."""
 
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         room_id = room_of_write(request.method, request.path)
+        if room_id is None and resolve_alias is not None and request.method == "POST":
+            by_alias = _JOIN_BY_ALIAS.match(request.path)
+            if by_alias is not None:
+                room_id = await resolve_alias(by_alias.group("alias"))
         if room_id is not None and FORWARDED_HEADER not in request.headers:
             owner = plan.persister_of(room_id)
             if owner != plan.name:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -267,3 +268,23 @@ async def test_member_events_of_a_profile_change_on_main_are_sent_by_the_rooms_p
         for room_id in rooms:
             state = await at_reader.ok("GET", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}")
             assert state["displayname"] == "Alice B."
+
+
+async def test_a_join_by_one_of_our_aliases_on_the_reader_goes_to_the_rooms_persister(
+    deployment: dict[str, Homeserver],
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        alice = await Client.register(session, main, _name("alice"))
+        bob = await Client.register(session, main, _name("bob"))
+        local = _name("lobby")
+        room_id = await alice.create_room(room_alias_name=local)
+        alias = f"#{local}:{main.server_name}"
+        assert reader.replication_client is not None
+        before = reader.replication_client.counts["request"]
+        at_reader = Client(session, reader, bob.user_id, bob.token)
+        answer = await at_reader.ok("POST", f"/join/{quote(alias)}", {})
+        assert answer["room_id"] == room_id
+        assert reader.replication_client.counts["request"] == before + 1  # handed to the persister
+        members = await alice.ok("GET", f"/rooms/{room_id}/joined_members")
+        assert bob.user_id in members["joined"]
