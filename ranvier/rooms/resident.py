@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ..federation.errors import FederationRequestError
 from ..protocol.auth import check_auth_events_list, check_auth_rules
 from ..protocol.auth.power_levels import get_required_level_for_event, get_user_power_level
+from ..protocol.auth.selection import auth_types_for_event, auth_types_of
 from ..protocol.errors import AuthRejected, FormatError, HashMismatch, ProtocolError, SignatureError
 from ..protocol.events import Pdu, StateKey, add_signature
 from ..protocol.identifiers import server_of
@@ -42,6 +43,14 @@ JOINER_RESEND_DELAYS = (1.0, 5.0)
 
 class ResidentStorage(HasRooms, HasEvents, HasState, HasUsers, HasPartialState, Protocol):
     """What rooms/resident.py asks of storage."""
+
+
+_CREATE_KEY: StateKey = ("m.room.create", "")
+
+
+def _vouched_by_us(content: dict[str, Any], server_name: str) -> bool:
+    authoriser = content.get("join_authorised_via_users_server")
+    return isinstance(authoriser, str) and ":" in authoriser and server_of(authoriser) == server_name
 
 
 def _bad(message: str) -> FederationRequestError:
@@ -136,7 +145,9 @@ class ResidentMembership:
                 content["join_authorised_via_users_server"] = authoriser
         template = await self._creator.template(room_id, user_id, "m.room.member", content, user_id)
         # Authorise the template now, so the joiner hears "no" from make_join rather than from send_join.
-        probe_state = await self._state.current_state_events(room_id)
+        # Only the state the rules consult for it is loaded: a big room's members are never parsed here.
+        keys = auth_types_for_event(rv, "m.room.member", user_id, user_id, content) | {_CREATE_KEY}
+        probe_state = await self._state.current_state_events(room_id, keys)
         await self._check_template(rv, template, probe_state)
         return {"event": template, "room_version": rv.identifier}
 
@@ -160,6 +171,11 @@ class ResidentMembership:
             origin_server_ts=template["origin_server_ts"],
             server_name=server_of(template["sender"]),
             signing_key=probe_key,
+            # A restricted join we vouch for will carry our signature too (send_join adds it): the rules
+            # ask for it, so the probe has it (without it every restricted make_join was refused).
+            extra_signatures=[(self.server_name, self._signing_key)]
+            if _vouched_by_us(template["content"], self.server_name)
+            else (),
         )
         try:
             check_auth_rules(probe, state)
@@ -172,7 +188,15 @@ class ResidentMembership:
         """For a restricted room (v8+), a local user who can invite vouches for the join."""
         from ..protocol.auth.power_levels import get_named_level
 
-        state = await self._state.current_state_events(room_id)
+        # The join rules, power levels, create event and the joiner's membership; the local members come
+        # from the membership index, so the room's member events are not all parsed for one join.
+        keys = {
+            ("m.room.join_rules", ""),
+            ("m.room.power_levels", ""),
+            _CREATE_KEY,
+            ("m.room.member", user_id),
+        }
+        state = await self._state.current_state_events(room_id, keys)
         join_rules = state.get(("m.room.join_rules", ""))
         if join_rules is None or join_rules.content.get("join_rule") not in (
             "restricted",
@@ -185,11 +209,9 @@ class ResidentMembership:
         if not await self._meets_allow_conditions(join_rules, user_id):
             return None
         needed = get_named_level(state, "invite")
-        for (etype, key), ev in sorted(state.items()):
+        for key in sorted(await self._storage.state.get_joined_users(room_id)):
             if (
-                etype == "m.room.member"
-                and ev.membership == "join"
-                and server_of(key) == self.server_name
+                server_of(key) == self.server_name
                 and get_user_power_level(key, state, join_rules.room_version) >= needed
             ):
                 return key
@@ -222,10 +244,15 @@ class ResidentMembership:
         pdu = await self._verified_membership_event(origin, room_id, event_id, pdu_json, rv, membership)
         async with self._persister.room_lock(room_id):
             state_before = await self._state.state_before_prev_events(room_id, rv, list(pdu.prev_event_ids))
-            state_events = await self._state.load_state_events(state_before)
+            # The rules consult a handful of keys: only those events are loaded (a big room's members are
+            # not parsed for one join; the make_join/send_join time stays flat in the room's size).
+            keys = auth_types_of(pdu) | {_CREATE_KEY}
+            state_events = await self._state.load_state_events(
+                {k: v for k, v in state_before.items() if k in keys}
+            )
             try:
                 check_auth_rules(pdu, state_events)  # S2S checks: the state before the event
-                current = await self._state.current_state_events(room_id)
+                current = await self._state.current_state_events(room_id, keys)
                 check_auth_rules(pdu, current)  # and the current state (else it would soft-fail)
             except AuthRejected as e:
                 raise _forbidden(f"{membership} not allowed: {e.reason}") from None

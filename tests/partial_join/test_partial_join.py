@@ -236,3 +236,30 @@ async def test_leave_and_join_again_is_partial_again_then_complete(
     assert len((await bob.ok("GET", f"/rooms/{room_id}/joined_members"))["joined"]) == 15
     done = await b.storage.partial_state.get(room_id)
     assert done is not None and done.complete
+
+
+async def test_restricted_room_joined_with_partial_state(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    """A restricted room (v8+): the resident vouches for the joiner (join_authorised_via_users_server), found
+    through its membership index; the joiner checks its join against the partial state with the
+    authorising member its join cites."""
+    a = await start_server(tmp_path / "a", rate_limits={"enabled": False})
+    b = await start_server(tmp_path / "b", rate_limits={"enabled": False}, **JOINER_ROOMS)
+    servers += [a, b]
+    alice = await Client.register(session, a, "alice")
+    bob = await Client.register(session, b, "bob")
+    lobby = await alice.create_room(name="Lobby")
+    allow = [{"type": "m.room_membership", "room_id": lobby}]
+    inner = await alice.create_room(name="Inner")
+    await fill_room(a, inner, 30)  # while it is public; then only the lobby's members may join
+    await alice.ok(
+        "PUT", f"/rooms/{inner}/state/m.room.join_rules", {"join_rule": "restricted", "allow": allow}
+    )
+    status, refused = await bob.call("POST", f"/join/{inner}", {}, server_name=a.server_name)
+    assert status == 403, refused  # not in the lobby yet
+    await bob.ok("POST", f"/join/{lobby}", {}, server_name=a.server_name)
+    await bob.ok("POST", f"/join/{inner}", {}, server_name=a.server_name)
+    join = await b.storage.state.get_current_state_event(inner, "m.room.member", bob.user_id)
+    assert join is not None and join.content["join_authorised_via_users_server"] == alice.user_id
+    assert len((await bob.ok("GET", f"/rooms/{inner}/joined_members"))["joined"]) == 32
