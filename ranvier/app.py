@@ -626,6 +626,8 @@ class Homeserver:
         self.worker_runtime.wire(self)
         router = PduRouter(self.plan, self.replication_client, self.incoming_pdus.receive_pdus)
         self.inbound_transactions.route_pdus = router.receive_pdus
+        meta = self.storage.events.get_event_meta
+        self.incoming_pdus.deferred.wrap_retry(lambda local: router.route_retries(local, meta))
 
     async def _local_alias(self, alias: str) -> str | None:
         """The room of one of our aliases (None for another server's, or an unknown one)."""

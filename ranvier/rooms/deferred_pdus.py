@@ -49,6 +49,10 @@ class DeferredPdus:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    def wrap_retry(self, wrap: Callable[[Retry], Retry]) -> None:
+        """Several processes (ranvier.workers): each room's retries go to the process that persists it."""
+        self._retry = wrap(self._retry)
+
     async def add(self, origin: str, room_id: str, event_id: str, pdu: dict[str, Any]) -> None:
         """Keep ``pdu`` to be tried again (committed when this returns)."""
         first = now_ms() + int(self._delays[0] * 1000)

@@ -49,6 +49,8 @@ _NOT_FORWARDED = {
 }
 
 ReceivePdus = Callable[[str, Sequence[Any]], Awaitable[dict[str, dict[str, str]]]]
+# (origin, PDU as received) -> whether it is judged now (ranvier.rooms.deferred_pdus.Retry).
+Retry = Callable[[str, dict[str, Any]], Awaitable[bool]]
 
 
 class PersisterUnavailable(web.HTTPServiceUnavailable):
@@ -191,6 +193,24 @@ class PduRouter:
             else:
                 results.update(await self._client.forward_pdus(owner, origin, pdus))
         return results
+
+    def route_retries(self, local: Retry, event_meta: Callable[[str], Awaitable[Any]]) -> Retry:
+        """The deferred PDUs' retry (any process may take a due row): a PDU of a room another process
+        persists is retried there; judged once it is stored in the timeline (rejected counts)."""
+
+        async def retry(origin: str, raw: dict[str, Any]) -> bool:
+            room_id = raw.get("room_id")
+            owner = self._plan.persister_of(room_id) if isinstance(room_id, str) else self._plan.name
+            if owner == self._plan.name:
+                return await local(origin, raw)
+            results = await self._client.forward_pdus(owner, origin, [raw])
+            for event_id in results:
+                meta = await event_meta(event_id)
+                if meta is None or meta.outlier:
+                    return False
+            return bool(results)
+
+        return retry
 
 
 def add_internal_routes(app: web.Application, secret: str, name: str, local: ReceivePdus) -> None:

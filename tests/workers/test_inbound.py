@@ -108,5 +108,16 @@ async def test_pdus_arriving_at_the_inbound_worker_are_persisted_by_the_rooms_pe
 
             await eventually(alice_has_them, timeout=30)
             assert counts["pdus"] >= 1, f"not handed to {owner}"
+
+            # A deferred PDU retried by a process that does not own its room is retried by the owner:
+            # main (which persists nothing here) retries one of bob's events, already stored: judged.
+            event_id = await bob.send_text(room_id, "retried")
+            pdu = await remote.storage.events.get_event(event_id)
+            assert pdu is not None
+            await eventually(alice_has_them, timeout=30)
+            assert main.replication_client is not None
+            before = main.replication_client.counts["pdus"]
+            assert await main.incoming_pdus.deferred._retry(remote.server_name, pdu.to_federation())
+            assert main.replication_client.counts["pdus"] == before + 1
     finally:
         await remote.stop()
