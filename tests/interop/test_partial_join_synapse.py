@@ -45,9 +45,10 @@ from .delay_proxy import SEND_JOIN_PREFIX, DelayProxy
 from .peers import SynapseClient, SyncReader, start_ranvier_behind
 from .synapse import SynapseServer, running_synapse
 
-pytestmark = pytest.mark.interop
-
 LONG = os.environ.get("RANVIER_LONG") == "1"
+# A 5,000-member Synapse room takes minutes to build here: past the default per-test timeout.
+pytestmark = [pytest.mark.interop, *([pytest.mark.timeout(3600)] if LONG else [])]
+
 MEMBERS = 5000 if LONG else 50
 FED_TIMEOUT = 300.0 if LONG else 30.0
 BUILD_CONCURRENCY = 4
