@@ -347,14 +347,14 @@ class PartialStateResync:
             for event_id, was_rejected in order:
                 pdu, old_reason = known[event_id]
                 if event_id == record.join_event_id:
-                    old = await self._storage.state.get_state_ids_before(event_id)
                     before = dict(full)
                     mine = (MEMBER, pdu.sender)
-                    # Our own membership before the join is what we knew (an invite), not the server's.
-                    if mine in old:
-                        before[mine] = old[mine]
-                    else:
-                        before.pop(mine, None)
+                    if mine not in before:
+                        # A server that answered the state after the join (our join left out of it by
+                        # _full_state) says nothing of our membership before it: what we knew (an invite).
+                        old = await self._storage.state.get_state_ids_before(event_id)
+                        if mine in old:
+                            before[mine] = old[mine]
                 elif pdu.prev_event_ids and all(p in new_after for p in pdu.prev_event_ids):
                     before = await self._state.resolve(
                         room_id, rv, [new_after[p] for p in pdu.prev_event_ids]

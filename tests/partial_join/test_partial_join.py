@@ -263,3 +263,26 @@ async def test_restricted_room_joined_with_partial_state(
     join = await b.storage.state.get_current_state_event(inner, "m.room.member", bob.user_id)
     assert join is not None and join.content["join_authorised_via_users_server"] == alice.user_id
     assert len((await bob.ok("GET", f"/rooms/{inner}/joined_members"))["joined"]) == 32
+
+
+async def test_invite_only_room_joined_after_an_invite(
+    tmp_path: Path, servers: list[Homeserver], session: aiohttp.ClientSession
+) -> None:
+    """The full state before our join holds our invite (the partial state omitted it): the join is right
+    against it and the resync completes at its first attempt (it rejected our own join once)."""
+    a = await start_server(tmp_path / "a", rate_limits={"enabled": False})
+    b = await start_server(tmp_path / "b", rate_limits={"enabled": False}, **JOINER_ROOMS)
+    servers += [a, b]
+    alice = await Client.register(session, a, "alice")
+    bob = await Client.register(session, b, "bob")
+    room_id = await alice.create_room(name="Private", preset="private_chat", invite=[bob.user_id])
+    await eventually(lambda: _holds(b, room_id, bob.user_id, "invite"))
+    await bob.ok("POST", f"/join/{room_id}", {}, server_name=a.server_name)
+    joined = (await bob.ok("GET", f"/rooms/{room_id}/joined_members"))["joined"]
+    assert set(joined) == {alice.user_id, bob.user_id}
+    record = await b.storage.partial_state.get(room_id)
+    assert record is not None and record.complete and record.attempts == 0
+    join = await b.storage.state.get_membership(room_id, bob.user_id)
+    assert join is not None and join[0] == "join"
+    verdicts = await b.storage.events.get_events_with_verdicts([join[1]])
+    assert verdicts[join[1]][1] is None
