@@ -7,10 +7,10 @@ others run ``RelayedPresence``: what would change presence (a ``/sync`` starting
 /presence, activity, an incoming ``m.presence`` EDU) is sent to the owner; reads come from the database,
 which the owner writes, and every process's ``/sync`` is woken by the owner's notifications.
 
-A ``/sync`` start and a PUT /presence wait for the owner to have applied them (over the owner's replication
-listener, ``PRESENCE_PATH``), as they would in one process: a client that syncs and then long-polls must not
-be woken by its own presence change arriving late. The rest goes over the bus without waiting (and
-everything does when the owner has no replication listener).
+A ``/sync`` start, a PUT /presence and a user's activity wait for the owner to have applied them (over the
+owner's replication listener, ``PRESENCE_PATH``), as they would in one process: a client that syncs and then
+long-polls must not be woken by a presence change of its own arriving late. The rest goes over the bus
+without waiting (and everything does when the owner has no replication listener).
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class RelayedPresence(PresenceService):
 
     async def bump_active(self, user_id: str) -> None:
         if self.enabled and self.is_local(user_id):
-            self._relay({"op": "active", "u": user_id})
+            # Awaited too: in one process the sender's activity is applied before its send is answered.
+            await self._relay_and_wait({"op": "active", "u": user_id})
 
     @contextlib.asynccontextmanager
     async def syncing(
