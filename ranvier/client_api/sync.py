@@ -30,7 +30,7 @@ from ..storage.protocols.composite import (
 )
 from ..storage.sql.push_counts import MAIN_THREAD, Counts, RoomCounts
 from ..sync.changes import ChangesStorage
-from ..sync.partial_rooms import cited_sender_members, lazy_load_members
+from ..sync.partial_rooms import cited_sender_members
 from ..sync.stripped import membership_stripped_state
 from ..sync.waiting import wait_any
 from .account_data import forgotten_event
@@ -43,10 +43,12 @@ from .filters import parse_filter, valid_filter_id
 from .http_util import query_int
 from .presence import sync_presence_filter
 from .sync_extras import SyncExtras, SyncToken
+from .sync_filter import SyncFilter, sync_filter
+from .sync_lazy_members import DeviceMembers, LazyMembersSent
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
-DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMEOUT_MS = 60_000
+MEMBER = "m.room.member"
 
 
 class SyncStorage(
@@ -88,6 +90,8 @@ class SyncHandlers:
         # Set by the app: an initial /sync without lazy-loading waits (bounded) for partial-state rooms
         # whose resync is in its first attempt, rather than leave them out (sync/partial_rooms.py).
         self.wait_partial_rooms: Callable[[set[str]], Awaitable[None]] | None = None
+        # What lazy-loading /sync sent each device (sync_lazy_members.py): redundant members are skipped.
+        self._lazy_sent = LazyMembersSent()
 
     def routes(self) -> list[web.RouteDef]:
         r: list[web.RouteDef] = []
@@ -119,29 +123,16 @@ class SyncHandlers:
             raise MatrixError(404, "M_NOT_FOUND", "No such filter")
         return web.json_response(stored)
 
-    async def _timeline_options(self, requester: Requester, raw_filter: str | None) -> tuple[int, bool, bool]:
-        """The timeline limit, whether thread counts are asked for (``unread_thread_notifications``) and
-        whether members are lazy-loaded (``lazy_load_members``)."""
+    async def _sync_filter(self, requester: Requester, raw_filter: str | None) -> SyncFilter:
+        """The filter's /sync options (sync_filter.py); none given, or an unknown id, leaves the defaults."""
         if not raw_filter:
-            return DEFAULT_TIMELINE_LIMIT, False, False
+            return SyncFilter()
         parsed: Any
         if valid_filter_id(raw_filter):
-            # An unknown id leaves the defaults in force.
             parsed = await self._storage.filters.get_filter(requester.user_id, raw_filter)
         else:
             parsed = parse_filter(raw_filter)  # CS "/sync": "the filter ID, or a JSON-encoded filter"
-        limit = DEFAULT_TIMELINE_LIMIT
-        threads = False
-        lazy = lazy_load_members(parsed)
-        try:
-            timeline = parsed["room"]["timeline"]
-            threads = timeline.get("unread_thread_notifications") is True
-            value = timeline["limit"]
-            if isinstance(value, int) and value > 0:
-                limit = min(value, 1000)
-        except (KeyError, TypeError, AttributeError):
-            pass
-        return limit, threads, lazy
+        return sync_filter(parsed)
 
     async def sync(self, request: web.Request) -> web.Response:
         requester = await self._auth.require_user(request)
@@ -154,18 +145,14 @@ class SyncHandlers:
                 raise MatrixError(400, "M_INVALID_PARAM", f"invalid since token {since_raw!r}") from None
         timeout_ms = query_int(request, "timeout", 0, 0, MAX_TIMEOUT_MS)
         full_state = request.query.get("full_state") == "true"
-        limit, thread_counts, lazy = await self._timeline_options(requester, request.query.get("filter"))
+        options = await self._sync_filter(requester, request.query.get("filter"))
         set_presence = request.query.get("set_presence")
         if set_presence is not None and set_presence not in PRESENCE_STATES:
             raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
         if self._presence is None:
-            return await self._poll(
-                requester, request, since, timeout_ms, full_state, limit, thread_counts, lazy
-            )
+            return await self._poll(requester, request, since, timeout_ms, full_state, options)
         async with self._presence.syncing(requester.user_id, requester.device_id, set_presence):
-            return await self._poll(
-                requester, request, since, timeout_ms, full_state, limit, thread_counts, lazy
-            )
+            return await self._poll(requester, request, since, timeout_ms, full_state, options)
 
     async def _poll(
         self,
@@ -174,9 +161,7 @@ class SyncHandlers:
         since: SyncToken | None,
         timeout_ms: int,
         full_state: bool,
-        limit: int,
-        thread_counts: bool,
-        lazy: bool = False,
+        options: SyncFilter,
     ) -> web.Response:
         presence_filter = await sync_presence_filter(
             self._storage, requester.user_id, request.query.get("filter")
@@ -193,7 +178,7 @@ class SyncHandlers:
                 presence_events = await self._presence.collect(
                     requester.user_id, since.presence if since else None, upto.presence, presence_filter
                 )
-            body = await self._build(requester, since, upto, limit, full_state, thread_counts, lazy)
+            body = await self._build(requester, since, upto, full_state, options)
             if self._presence is not None and since is not None:
                 presence_events = await self._presence.with_new_members(
                     requester.user_id, body, presence_events, presence_filter
@@ -217,15 +202,23 @@ class SyncHandlers:
         requester: Requester,
         since_token: SyncToken | None,
         upto: SyncToken,
-        limit: int,
         full_state: bool,
-        thread_counts: bool = False,
-        lazy: bool = False,
+        options: SyncFilter,
     ) -> dict[str, Any]:
         since = since_token.events if since_token is not None else None
+        limit = options.limit
+        lazy = options.lazy_members
+        # The device's lazy-loading record; an initial sync starts it afresh (the client holds nothing).
+        sent = (
+            self._lazy_sent.device(requester.user_id, requester.device_id, fresh=since is None)
+            if lazy and not options.include_redundant_members
+            else None
+        )
         position = upto.events
         user_id = requester.user_id
         memberships = await self._storage.state.get_rooms_for_user(user_id)
+        # CS RoomFilter "rooms"/"not_rooms": the rooms left out appear in no section.
+        memberships = {r: m for r, m in memberships.items() if options.room_allowed(r)}
         now = now_ms()
         join: dict[str, Any] = {}
         invite: dict[str, Any] = {}
@@ -270,11 +263,20 @@ class SyncHandlers:
                     if not timeline and room_id not in extras.rooms():
                         continue
                 room = await self._joined_room(
-                    room_id, user_id, timeline, limit, room_since, full_state, now, room_id in partial
+                    room_id,
+                    user_id,
+                    timeline,
+                    limit,
+                    room_since,
+                    full_state,
+                    now,
+                    room_id in partial,
+                    lazy,
+                    sent,
                 )
                 room["ephemeral"]["events"] = extras.ephemeral.get(room_id, [])
                 room["account_data"]["events"] = extras.room_account_data.get(room_id, [])
-                room.update(unread_counts(counts.get(room_id), thread_counts))
+                room.update(unread_counts(counts.get(room_id), options.thread_counts))
                 join[room_id] = room
             elif membership == "invite":
                 member = await self._storage.state.get_membership(room_id, user_id)
@@ -294,12 +296,16 @@ class SyncHandlers:
                     continue
                 events = await self._invite_state(room_id, member[1], "knock_room_state")
                 knock[room_id] = {"knock_state": {"events": events}}
-            elif membership in ("leave", "ban") and since is not None:
+            elif membership in ("leave", "ban") and (since is not None or options.include_leave):
+                # An incremental sync tells of rooms left since; an initial one, with the filter's
+                # ``include_leave``, of every room left (and not forgotten) too.
                 member = await self._storage.state.get_membership(room_id, user_id)
                 if member is None:
                     continue
                 meta = await self._storage.events.get_event_meta(member[1])
-                if meta is None or meta.stream_ordering <= since or meta.stream_ordering > position:
+                if meta is None or meta.stream_ordering > position:
+                    continue
+                if since is not None and meta.stream_ordering <= since:
                     continue
                 if await forgotten_event(self._storage, user_id, room_id) == member[1]:
                     continue  # the user forgot the room after leaving it (POST /forget)
@@ -333,6 +339,8 @@ class SyncHandlers:
         full_state: bool,
         now: int,
         partial: bool = False,
+        lazy: bool = False,
+        sent: DeviceMembers | None = None,
     ) -> dict[str, Any]:
         limited = len(timeline) > limit
         if limited:
@@ -367,14 +375,10 @@ class SyncHandlers:
                 [e for e in state_ids.values() if e not in in_timeline]
             )
             state_events = list(loaded.values())
-        if partial and timeline:
-            # Lazy-loading on partial state: the member events of timeline senders that the state sent
-            # (or, incrementally, the current state) lacks.
-            if state_ids is None:
-                state_ids = await self._storage.state.get_current_state_ids(room_id)
-            cited = await cited_sender_members(self._storage, timeline, state_ids)
-            in_timeline = {e.event_id for e in timeline}
-            state_events += [e for e in cited if e.event_id not in in_timeline]
+        if lazy:
+            state_events = await self._lazy_members(
+                room_id, user_id, timeline, state_ids, state_events, sent, partial, full_state
+            )
         prev_batch = None
         if timeline:
             meta = await self._storage.events.get_event_meta(timeline[0].event_id)
@@ -383,7 +387,8 @@ class SyncHandlers:
         if self._visibility is not None:
             # prev_batch stays the unfiltered position, so /messages continues from the right place.
             timeline = await self._visibility.filter_for_user(room_id, user_id, timeline)
-        joined = await self._storage.state.get_joined_users(room_id)
+        summary, hero_members = await self._summary(room_id, user_id, lazy, sent, state_events, timeline)
+        state_events += hero_members
         timeline_json: dict[str, Any] = {
             "events": await self._bundled.serialize(room_id, user_id, timeline, now, include_room_id=False)
             if limited and self._bundled is not None
@@ -397,8 +402,106 @@ class SyncHandlers:
             "state": {"events": [format_client_event(e, now, include_room_id=False) for e in state_events]},
             "ephemeral": {"events": []},
             "account_data": {"events": []},
-            "summary": {"m.joined_member_count": len(joined)},
+            "summary": summary,
         }
+
+    async def _summary(
+        self,
+        room_id: str,
+        user_id: str,
+        lazy: bool,
+        sent: DeviceMembers | None,
+        state_events: list[Pdu],
+        timeline: list[Pdu],
+    ) -> tuple[dict[str, Any], list[Pdu]]:
+        """CS "Room summary" (``m.joined_member_count``, ``m.invited_member_count``, and ``m.heroes`` when
+        the room has neither a name nor a canonical alias), and, when lazy-loading, the heroes' member
+        events the client has not got (it names the room from them: they are in no timeline)."""
+        members = await self._storage.state.get_members(room_id)
+        memberships = list(members.values())
+        summary: dict[str, Any] = {
+            "m.joined_member_count": memberships.count("join"),
+            "m.invited_member_count": memberships.count("invite"),
+        }
+        current = await self._storage.state.get_current_state_ids(room_id)
+        if ("m.room.name", "") in current or ("m.room.canonical_alias", "") in current:
+            return summary, []
+        heroes = await self._storage.state.get_hero_members(room_id, exclude=user_id)
+        summary["m.heroes"] = [hero for hero, _ in heroes]
+        if not lazy:
+            return summary, []
+        known = {e.state_key for e in (*state_events, *timeline) if e.type == MEMBER}
+        missing = [
+            event_id
+            for hero, event_id in heroes
+            if hero not in known and (sent is None or sent.sent(room_id, hero) != event_id)
+        ]
+        loaded = await self._storage.events.get_events(missing)
+        found = [loaded[e] for e in missing if e in loaded]
+        if sent is not None:
+            for event in found:
+                if event.state_key is not None:
+                    sent.record(room_id, event.state_key, event.event_id)
+        return summary, found
+
+    async def _lazy_members(
+        self,
+        room_id: str,
+        user_id: str,
+        timeline: list[Pdu],
+        state_ids: dict[StateKey, str] | None,
+        state_events: list[Pdu],
+        sent: DeviceMembers | None,
+        partial: bool,
+        full_state: bool,
+    ) -> list[Pdu]:
+        """CS "Lazy-loading room members": of the state at the start of the timeline, the member events
+        of the timeline's senders and the user's own (other state as given); members this device was
+        already sent (``sent``, None with ``include_redundant_members``) are left out unless
+        ``full_state``. Incrementally, with no state otherwise due, the senders' member events not yet
+        sent are added."""
+        wanted = {e.sender for e in timeline} | {user_id}
+        in_timeline = {e.event_id for e in timeline}
+
+        def redundant(member: str, event_id: str) -> bool:
+            return sent is not None and not full_state and sent.sent(room_id, member) == event_id
+
+        kept = [
+            e
+            for e in state_events
+            if e.type != MEMBER or (e.state_key in wanted and not redundant(e.state_key, e.event_id))
+        ]
+        # An incremental, unlimited timeline: the client has the state, but maybe not its senders'
+        # members. The state is read only when some sender's member event may be missing.
+        if (
+            state_ids is None
+            and timeline
+            and (sent is None or any(sent.sent(room_id, s) is None for s in wanted - {user_id}))
+        ):
+            state_ids = await self._storage.state.get_state_ids_before(timeline[0].event_id)
+            missing = [
+                member_id
+                for s in wanted - {user_id}
+                if (member_id := state_ids.get((MEMBER, s))) is not None
+                and member_id not in in_timeline
+                and not redundant(s, member_id)
+            ]
+            loaded = await self._storage.events.get_events(missing)
+            kept += [loaded[m] for m in missing if m in loaded]
+        if partial and timeline:
+            # On partial state: the member events of timeline senders that the state (or, incrementally,
+            # the current state) lacks, from the auth events the timeline cites.
+            if state_ids is None:
+                state_ids = await self._storage.state.get_current_state_ids(room_id)
+            cited = await cited_sender_members(self._storage, timeline, state_ids)
+            kept += [
+                e for e in cited if e.event_id not in in_timeline and not redundant(e.sender, e.event_id)
+            ]
+        if sent is not None:
+            for e in (*kept, *timeline):
+                if e.type == MEMBER and e.state_key is not None:
+                    sent.record(room_id, e.state_key, e.event_id)
+        return kept
 
     async def _invite_state(
         self, room_id: str, invite_event_id: str, carried_key: str = "invite_room_state"
