@@ -3,7 +3,8 @@
 The token is ``s<events>_<account data>_<receipts>_<typing>`` (see sync_extras.py). A room's timeline
 is its live events after the token (the last ``limit`` of them); ``state`` is the state at the start of
 the timeline when the client could not have it (first sync, newly joined, or a limited timeline), per the
-spec's "state is up to the start of timeline".
+spec's "state is up to the start of timeline". The ``filter`` (sync_filter.py) picks rooms and events;
+with ``lazy_load_members`` the state carries only the members the timeline needs (sync_lazy_members.py).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .filters import parse_filter, valid_filter_id
 from .http_util import query_int
 from .presence import sync_presence_filter
 from .sync_extras import SyncExtras, SyncToken
-from .sync_filter import SyncFilter, sync_filter
+from .sync_filter import EventFilter, SyncFilter, sync_filter
 from .sync_lazy_members import DeviceMembers, LazyMembersSent
 
 PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
@@ -104,7 +105,7 @@ class SyncHandlers:
         return r
 
     async def create_filter(self, request: web.Request) -> web.Response:
-        # Filters are accepted and echoed back; /sync honours the timeline limit from inline filters.
+        # Stored as given (checked by filters.py); /sync reads what it honours with sync_filter.py.
         requester = await self._auth.require_user(request)
         if request.match_info["user"] != requester.user_id:
             raise MatrixError(403, "M_FORBIDDEN", "Cannot create filters for other users")
@@ -273,9 +274,22 @@ class SyncHandlers:
                     room_id in partial,
                     lazy,
                     sent,
+                    options,
                 )
-                room["ephemeral"]["events"] = extras.ephemeral.get(room_id, [])
-                room["account_data"]["events"] = extras.room_account_data.get(room_id, [])
+                ephemeral = options.ephemeral.apply(extras.ephemeral.get(room_id, []))
+                account_data = options.room_account_data.apply(extras.room_account_data.get(room_id, []))
+                if (
+                    room_since is not None
+                    and not full_state
+                    and options.timeline != EventFilter()
+                    and not room["timeline"]["events"]
+                    and not room["state"]["events"]
+                    and not ephemeral
+                    and not account_data
+                ):
+                    continue  # the filter left nothing of the room's news
+                room["ephemeral"]["events"] = ephemeral
+                room["account_data"]["events"] = account_data
                 room.update(unread_counts(counts.get(room_id), options.thread_counts))
                 join[room_id] = room
             elif membership == "invite":
@@ -312,7 +326,9 @@ class SyncHandlers:
                 event = await self._storage.events.get_event(member[1])
                 leave[room_id] = {
                     "timeline": {
-                        "events": [format_client_event(event, now)] if event else [],
+                        "events": [format_client_event(event, now)]
+                        if event and options.timeline.allows(event.type, event.sender, event.content)
+                        else [],
                         "limited": False,
                     },
                     "state": {"events": []},
@@ -322,7 +338,7 @@ class SyncHandlers:
             "next_batch": str(upto),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "presence": {"events": []},
-            "account_data": {"events": extras.account_data},
+            "account_data": {"events": options.account_data.apply(extras.account_data)},
             "to_device": {"events": []},
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},
@@ -341,6 +357,7 @@ class SyncHandlers:
         partial: bool = False,
         lazy: bool = False,
         sent: DeviceMembers | None = None,
+        filters: SyncFilter | None = None,
     ) -> dict[str, Any]:
         limited = len(timeline) > limit
         if limited:
@@ -375,20 +392,30 @@ class SyncHandlers:
                 [e for e in state_ids.values() if e not in in_timeline]
             )
             state_events = list(loaded.values())
+        # The filter's timeline section (CS "Filtering") picks events of the window; limited and
+        # prev_batch stay those of the whole window, so the client pages back from the right place.
+        shown = timeline
+        if filters is not None and filters.timeline != EventFilter():
+            shown = [e for e in timeline if filters.timeline.allows(e.type, e.sender, e.content)]
         if lazy:
             state_events = await self._lazy_members(
-                room_id, user_id, timeline, state_ids, state_events, sent, partial, full_state
+                room_id, user_id, shown, state_ids, state_events, sent, partial, full_state
             )
         prev_batch = None
         if timeline:
             meta = await self._storage.events.get_event_meta(timeline[0].event_id)
             if meta is not None:
                 prev_batch = str(meta.topo_before)
+        timeline = shown
         if self._visibility is not None:
             # prev_batch stays the unfiltered position, so /messages continues from the right place.
             timeline = await self._visibility.filter_for_user(room_id, user_id, timeline)
         summary, hero_members = await self._summary(room_id, user_id, lazy, sent, state_events, timeline)
         state_events += hero_members
+        if filters is not None:
+            # The state section's filter; its ``limit`` is not applied: a client holding an arbitrary
+            # part of the state would take it for the whole.
+            state_events = [e for e in state_events if filters.state.allows(e.type, e.sender, e.content)]
         timeline_json: dict[str, Any] = {
             "events": await self._bundled.serialize(room_id, user_id, timeline, now, include_room_id=False)
             if limited and self._bundled is not None

@@ -234,3 +234,96 @@ async def test_include_leave_shows_rooms_left_on_initial_sync(world: World) -> N
     # Still subject to rooms/not_rooms.
     filtered = await sync(gina, {"room": {"include_leave": True, "not_rooms": [room]}})
     assert filtered["rooms"]["leave"] == {}
+
+
+def timeline(body: Any, room: str) -> list[tuple[str, str]]:
+    return [(e["type"], e["sender"]) for e in body["rooms"]["join"][room]["timeline"]["events"]]
+
+
+async def test_timeline_event_filter(world: World) -> None:
+    hana = await Client.register(world.session, world.hs, "hana")
+    room = await hana.create_room(name="Events")
+    await world.bob.ok("POST", f"/join/{room}", {})
+    await hana.send_text(room, "hana text")
+    await world.bob.ok("PUT", f"/rooms/{room}/send/org.example.ping/p1", {"n": 1})
+    await world.bob.ok(
+        "PUT",
+        f"/rooms/{room}/send/m.room.message/img1",
+        {"msgtype": "m.image", "body": "i", "url": "mxc://x/y"},
+    )
+    last3 = {"limit": 3}
+    everything = await sync(hana, {"room": {"timeline": last3}})
+    assert timeline(everything, room) == [
+        ("m.room.message", hana.user_id),
+        ("org.example.ping", world.bob.user_id),
+        ("m.room.message", world.bob.user_id),
+    ]
+    by_type = await sync(hana, {"room": {"timeline": {**last3, "types": ["m.room.*"]}}})
+    assert [t for t, _ in timeline(by_type, room)] == ["m.room.message", "m.room.message"]
+    not_type = await sync(hana, {"room": {"timeline": {**last3, "not_types": ["m.room.mes*"]}}})
+    assert timeline(not_type, room) == [("org.example.ping", world.bob.user_id)]
+    by_sender = await sync(hana, {"room": {"timeline": {**last3, "senders": [hana.user_id]}}})
+    assert timeline(by_sender, room) == [("m.room.message", hana.user_id)]
+    not_sender = await sync(hana, {"room": {"timeline": {**last3, "not_senders": [hana.user_id]}}})
+    assert {s for _, s in timeline(not_sender, room)} == {world.bob.user_id}
+    with_url = await sync(hana, {"room": {"timeline": {**last3, "contains_url": True}}})
+    assert [e["content"]["msgtype"] for e in with_url["rooms"]["join"][room]["timeline"]["events"]] == [
+        "m.image"
+    ]
+    # Incrementally, a room whose news the filter drops entirely is left out.
+    await world.bob.ok("PUT", f"/rooms/{room}/send/org.example.ping/p2", {"n": 2})
+    news = await sync(
+        hana, {"room": {"timeline": {"not_types": ["org.example.ping"]}}}, since=everything["next_batch"]
+    )
+    assert room not in news["rooms"]["join"]
+    unfiltered = await sync(hana, None, since=everything["next_batch"])
+    assert timeline(unfiltered, room) == [("org.example.ping", world.bob.user_id)]
+
+
+async def test_state_event_filter(world: World) -> None:
+    body = await sync(world.alice, {"room": {"state": {"not_types": ["m.room.member"]}}})
+    state = body["rooms"]["join"][world.room]["state"]["events"]
+    assert state and all(e["type"] != "m.room.member" for e in state)
+    names = await sync(
+        world.alice, {"room": {"state": {"types": ["m.room.name"], "senders": [world.alice.user_id]}}}
+    )
+    assert [e["type"] for e in names["rooms"]["join"][world.room]["state"]["events"]] == ["m.room.name"]
+    nobody = await sync(
+        world.alice, {"room": {"state": {"types": ["m.room.name"], "not_senders": [world.alice.user_id]}}}
+    )
+    assert nobody["rooms"]["join"][world.room]["state"]["events"] == []
+
+
+async def test_account_data_and_ephemeral_filters(world: World) -> None:
+    ivan = await Client.register(world.session, world.hs, "ivan")
+    room = await ivan.create_room(name="Ephemeral")
+    await ivan.ok("PUT", f"/user/{ivan.user_id}/account_data/org.example.one", {"a": 1})
+    await ivan.ok("PUT", f"/user/{ivan.user_id}/account_data/org.example.two", {"b": 2})
+    await ivan.ok("PUT", f"/user/{ivan.user_id}/rooms/{room}/account_data/org.example.room", {"c": 3})
+    event_id = await ivan.send_text(room, "to read")
+    await ivan.ok("POST", f"/rooms/{room}/receipt/m.read/{event_id}", {})
+
+    def global_types(body: Any) -> set[str]:
+        return {e["type"] for e in body["account_data"]["events"]}
+
+    plain = await sync(ivan, None)
+    assert {"org.example.one", "org.example.two"} <= global_types(plain)
+    joined = plain["rooms"]["join"][room]
+    assert [e["type"] for e in joined["account_data"]["events"]] == ["org.example.room"]
+    assert "m.receipt" in {e["type"] for e in joined["ephemeral"]["events"]}
+    only_one = await sync(ivan, {"account_data": {"types": ["org.example.one"]}})
+    assert global_types(only_one) == {"org.example.one"}
+    none = await sync(ivan, {"account_data": {"limit": 0}})
+    assert global_types(none) == set()
+    filtered = await sync(
+        ivan,
+        {
+            "room": {
+                "account_data": {"not_types": ["org.example.*"]},
+                "ephemeral": {"not_types": ["m.receipt"]},
+            }
+        },
+    )
+    joined = filtered["rooms"]["join"][room]
+    assert joined["account_data"]["events"] == []
+    assert "m.receipt" not in {e["type"] for e in joined["ephemeral"]["events"]}
