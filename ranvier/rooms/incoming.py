@@ -57,7 +57,7 @@ from .pdu_checks import (
     may_redact,
 )
 from .persister import EventPersister
-from .state import StateIds, StateService, state_after
+from .state import StateIds, StateService, state_after_map
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ class _View:
     # events, so each is read once per run rather than twice per PDU. Cleared by _flush, after which
     # storage may hold newer copies (a redaction or an outlier persisted with its state).
     loaded: dict[str, tuple[Pdu, str | None]] = field(default_factory=dict)
-    # State after forward extremities persisted before this run (it never changes once stored): with
-    # two branches in flight, every PDU of one needs the state after the other's head.
+    # State after events persisted before this run (it never changes once stored), read once: with two
+    # branches in flight, every PDU of one needs the state after the other's head.
     stored_after: dict[str, StateIds] = field(default_factory=dict)
     # A missing prev event was left unfetched (its state taken from the origin): a hole to fill later.
     gapped: bool = False
@@ -102,6 +102,9 @@ class _View:
     prefetched: list[Pdu] = field(default_factory=list)
     prefetch_seen: bool = False
     origin_down: bool = False
+    # The last resolution of the current state by ``_soft_fails``: the identities of the state sets
+    # resolved (kept alive by the list beside them, so no id is reused while held) and the result.
+    last_current: tuple[tuple[int, ...], list[StateIds], StateIds] | None = None
     # The room was joined with partial state (MSC3706): members the state lacks are taken from the
     # member events a PDU cites (partial_auth.py); the resync re-checks these PDUs later.
     partial: bool = False
@@ -490,7 +493,7 @@ class IncomingPdus:
             )
         load = partial(self._load, view)
         reason = await check_against_auth_events(view.rv, pdu, load)  # step 4
-        state_before = await self._state_before(view, pdu)  # step 5
+        state_before, after_prev = await self._state_before(view, pdu)  # step 5
         if reason is None:
             auth_base = await with_cited_member_ids(pdu, state_before, load) if view.partial else state_before
             reason = await check_against_state(pdu, auth_base, load)
@@ -498,15 +501,19 @@ class IncomingPdus:
         permitted = (
             reason is None and pdu.redacts is not None and await may_redact(view.rv, pdu, state_before, load)
         )
+        # The usual case (one prev event whose state is held or in this run): storage takes the state
+        # before as the prev's group, with no comparison of the whole map.
         self._add(
             view,
             EventToPersist(
                 pdu=pdu,
                 rejected_reason=reason,
                 soft_failed=soft_failed,
-                state_before=state_before,
+                state_before=None if after_prev else state_before,
+                state_before_is_after_prev=after_prev,
                 redaction_permitted_by_power=permitted,
             ),
+            state_before,
         )
         if reason is not None:
             logger.info("rejected %s: %s", pdu.event_id, reason)
@@ -515,25 +522,34 @@ class IncomingPdus:
             logger.info("soft-failed %s", pdu.event_id)
         return {}
 
-    async def _state_before(self, view: _View, pdu: Pdu) -> StateIds:
-        """The state before the event: the resolution of the states after its prev events."""
+    async def _state_before(self, view: _View, pdu: Pdu) -> tuple[StateIds, bool]:
+        """The state before the event: the resolution of the states after its prev events; and whether
+        it is the state after its one prev event as held or queued (not one taken at a gap).
+
+        The map returned may be shared with the prev event's (``view.after``): it is never mutated, so
+        the usual event (one prev) costs no copy of the room's state.
+        """
         states: list[StateIds] = []
+        from_gap = False
         for prev_id in dict.fromkeys(pdu.prev_event_ids):
             if prev_id in view.after:
                 states.append(view.after[prev_id])
             elif prev_id in view.gap_after:
                 states.append(view.gap_after[prev_id])
+                from_gap = True
             else:
                 try:
-                    states.append(await self._storage.state.get_state_ids_after(prev_id))
+                    states.append(await self._stored_after(view, prev_id))
                 except UnknownEvent as e:
                     raise CannotProcess(f"no state is known after prev event {prev_id}") from e
         if not states:
-            return {}  # a create event
-        if all(s == states[0] for s in states[1:]):
-            return dict(states[0])
+            return {}, False  # a create event
+        if len(pdu.prev_event_ids) == 1:
+            return states[0], not from_gap
+        if all(s is states[0] or s == states[0] for s in states[1:]):
+            return states[0], False
         await self._flush(view)  # resolution reads the events of the state sets from storage
-        return await self._state.resolve(view.room_id, view.rv, states)
+        return await self._state.resolve(view.room_id, view.rv, states), False
 
     async def _soft_fails(self, view: _View, pdu: Pdu, state_before: StateIds) -> bool:
         """Step 6: the rules against the room's current state (the resolution of the states after the
@@ -545,14 +561,18 @@ class IncomingPdus:
             if event_id in view.after:
                 states.append(view.after[event_id])
             else:
-                if event_id not in view.stored_after:
-                    view.stored_after[event_id] = await self._storage.state.get_state_ids_after(event_id)
-                states.append(view.stored_after[event_id])
-        if all(s == state_before for s in states[1:]):
+                states.append(await self._stored_after(view, event_id))
+        key = tuple(sorted(id(s) for s in states))  # the resolution does not depend on the sets' order
+        if all(s is state_before or s == state_before for s in states[1:]):
             current = state_before  # branches agreeing on the state (e.g. only messages): nothing to resolve
+        elif view.last_current is not None and view.last_current[0] == key:
+            # The same state sets as the previous PDU's (messages extending one branch share their
+            # prev's map): the same resolution, without flushing the run or resolving again.
+            current = view.last_current[2]
         else:
             await self._flush(view)  # resolution reads the events of the state sets from storage
             current = await self._state.resolve(view.room_id, view.rv, states)
+            view.last_current = (key, states, current)
         if view.partial:
             current = await with_cited_member_ids(pdu, current, partial(self._load, view))
         try:
@@ -561,12 +581,23 @@ class IncomingPdus:
             return True
         return False
 
-    def _add(self, view: _View, item: EventToPersist) -> None:
+    async def _stored_after(self, view: _View, event_id: str) -> StateIds:
+        """The state after a held event, read once per run: the same map for every PDU that needs it."""
+        if event_id not in view.stored_after:
+            view.stored_after[event_id] = await self._storage.state.get_state_ids_after(event_id)
+        return view.stored_after[event_id]
+
+    def _add(self, view: _View, item: EventToPersist, state_before: StateIds | None = None) -> None:
+        """Queue ``item``; a non-outlier comes with the state before it (``item.state_before`` unless
+        given: an item whose state is that after its prev event carries no map to storage)."""
         pdu = item.pdu
         if not item.outlier:
             # A non-outlier supersedes an outlier copy queued earlier in this run (storage would skip it).
             view.batch = [i for i in view.batch if i.pdu.event_id != pdu.event_id]
-            view.after[pdu.event_id] = state_after(item)
+            if state_before is None:
+                assert item.state_before is not None, "a non-outlier needs the state before it"
+                state_before = dict(item.state_before)
+            view.after[pdu.event_id] = state_after_map(state_before, item)
             if item.rejected_reason is None and not item.soft_failed:
                 view.extremities = (view.extremities - set(pdu.prev_event_ids)) | {pdu.event_id}
         view.batch.append(item)

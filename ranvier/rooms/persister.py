@@ -147,13 +147,38 @@ class EventPersister:
         cited = {p for item in timeline for p in item.pdu.prev_event_ids}
         new_ids = {item.pdu.event_id for item in timeline}
         extremities = (old - cited) | (new_ids - cited)
-        after_new: dict[str, StateIds] = {}
-        for item in timeline:
-            after_new[item.pdu.event_id] = state_after(item)
+        queued: dict[str, EventToPersist] = {item.pdu.event_id: item for item in batch if not item.outlier}
         states = []
         for event_id in sorted(extremities):
-            if event_id in after_new:
-                states.append(after_new[event_id])
+            if event_id in queued:
+                states.append(await self._after_queued(event_id, queued))
             else:
                 states.append(await self._state.state_after(event_id))
         return await self._state.resolve(room_id, room_version, states, [item.pdu for item in batch])
+
+    async def _after_queued(self, event_id: str, queued: dict[str, EventToPersist]) -> StateIds:
+        """The state after a queued event. Items whose state is that after their prev event
+        (``state_before_is_after_prev``) carry no map: walk back to one that does (or to a held event)
+        and apply the state events on the way, so a chain of 50 events costs one copy of the map (none
+        for messages) rather than one per event."""
+        chain: list[EventToPersist] = []  # newest first
+        current = event_id
+        while True:
+            item = queued.get(current)
+            if item is None:
+                base = await self._state.state_after(current)
+                break
+            chain.append(item)
+            if not item.state_before_is_after_prev:
+                base = state_after(item)  # raises for an item carrying only a state group
+                chain.pop()
+                break
+            current = item.pdu.prev_event_ids[0]
+        changes = {
+            (item.pdu.type, item.pdu.state_key): item.pdu.event_id
+            for item in reversed(chain)
+            if item.rejected_reason is None and item.pdu.state_key is not None
+        }
+        if all(base.get(k) == v for k, v in changes.items()):
+            return base
+        return {**base, **changes}

@@ -42,6 +42,20 @@ def state_after(item: EventToPersist) -> StateIds:
     return after
 
 
+def state_after_map(before: StateIds, item: EventToPersist) -> StateIds:
+    """``state_after`` from the state before the event, given apart. When the event changes nothing (a
+    message, a rejected event) this is ``before`` itself, not a copy: callers never mutate these maps, and
+    a room of 100,000 state events is not copied per message."""
+    pdu = item.pdu
+    if item.rejected_reason is not None or pdu.state_key is None:
+        return before
+    if before.get((pdu.type, pdu.state_key)) == pdu.event_id:
+        return before
+    after = dict(before)
+    after[(pdu.type, pdu.state_key)] = pdu.event_id
+    return after
+
+
 # Rooms whose AuthChainIndex is kept (the most recently resolved ones): an index holds the auth chain of
 # every event a resolution touched, so one per room ever resolved would grow without bound.
 MAX_ROOM_INDEXES = 256
