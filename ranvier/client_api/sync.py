@@ -380,6 +380,11 @@ class SyncHandlers:
         newly_joined = any(
             e.type == "m.room.member" and e.state_key == user_id and e.membership == "join" for e in timeline
         )
+        # The filter's timeline section (CS "Filtering") picks events of the window; limited and
+        # prev_batch stay those of the whole window, so the client pages back from the right place.
+        shown = timeline
+        if filters is not None and filters.timeline != EventFilter():
+            shown = [e for e in timeline if filters.timeline.allows(e.type, e.sender, e.content)]
         state_events: list[Pdu] = []
         state_ids: dict[StateKey, str] | None = None
         if since is None or full_state or limited or newly_joined:
@@ -388,15 +393,17 @@ class SyncHandlers:
             else:
                 state_ids = await self._storage.state.get_current_state_ids(room_id)
             in_timeline = {e.event_id for e in timeline}
+            # Lazy-loading: only the members that may be sent are read (a big room has many).
+            wanted = {e.sender for e in shown} | {user_id} if lazy else None
             loaded = await self._storage.events.get_events(
-                [e for e in state_ids.values() if e not in in_timeline]
+                [
+                    e
+                    for (event_type, state_key), e in state_ids.items()
+                    if e not in in_timeline
+                    and (wanted is None or event_type != MEMBER or state_key in wanted)
+                ]
             )
             state_events = list(loaded.values())
-        # The filter's timeline section (CS "Filtering") picks events of the window; limited and
-        # prev_batch stay those of the whole window, so the client pages back from the right place.
-        shown = timeline
-        if filters is not None and filters.timeline != EventFilter():
-            shown = [e for e in timeline if filters.timeline.allows(e.type, e.sender, e.content)]
         if lazy:
             state_events = await self._lazy_members(
                 room_id, user_id, shown, state_ids, state_events, sent, partial, full_state
