@@ -17,8 +17,9 @@ from contextlib import nullcontext
 from typing import Any
 
 from ..logs.tracing import Tracing
+from ..protocol.events import StateKey
 from ..protocol.room_versions import RoomVersion
-from ..storage.interfaces import EventToPersist
+from ..storage.interfaces import EventToPersist, StateDelta
 from ..storage.protocols.composite import HasEvents
 from .state import StateIds, StateService, state_after
 
@@ -126,12 +127,15 @@ class EventPersister:
 
     async def _new_current_state(
         self, room_id: str, room_version: RoomVersion, batch: Sequence[EventToPersist]
-    ) -> StateIds | None:
+    ) -> StateIds | StateDelta | None:
         """The resolution of the states after the room's forward extremities once ``batch`` is in.
 
         The extremities are predicted exactly as storage will compute them: the old ones, minus every
         event a new timeline event cites, plus new timeline events that nothing in the batch cites.
-        None means the current state does not change.
+        None means the current state does not change. When the batch extends the room's one extremity
+        into one new extremity by a chain of events whose state is that after their prev, the answer is
+        the chain's state events as a delta: the current state is the state after the old extremity, so
+        neither the whole map nor its comparison with the stored one is needed.
         """
         timeline = [
             item
@@ -148,6 +152,11 @@ class EventPersister:
         new_ids = {item.pdu.event_id for item in timeline}
         extremities = (old - cited) | (new_ids - cited)
         queued: dict[str, EventToPersist] = {item.pdu.event_id: item for item in batch if not item.outlier}
+        if len(old) == 1 and len(extremities) == 1:
+            (head,) = extremities
+            chain, reached = _chain_back(head, queued)
+            if reached is not None and reached in old:
+                return StateDelta(changed=_state_changes(chain))
         states = []
         for event_id in sorted(extremities):
             if event_id in queued:
@@ -161,24 +170,38 @@ class EventPersister:
         (``state_before_is_after_prev``) carry no map: walk back to one that does (or to a held event)
         and apply the state events on the way, so a chain of 50 events costs one copy of the map (none
         for messages) rather than one per event."""
-        chain: list[EventToPersist] = []  # newest first
-        current = event_id
-        while True:
-            item = queued.get(current)
-            if item is None:
-                base = await self._state.state_after(current)
-                break
-            chain.append(item)
-            if not item.state_before_is_after_prev:
-                base = state_after(item)  # raises for an item carrying only a state group
-                chain.pop()
-                break
-            current = item.pdu.prev_event_ids[0]
-        changes = {
-            (item.pdu.type, item.pdu.state_key): item.pdu.event_id
-            for item in reversed(chain)
-            if item.rejected_reason is None and item.pdu.state_key is not None
-        }
+        chain, reached = _chain_back(event_id, queued)
+        if reached is not None:
+            base = await self._state.state_after(reached)
+        else:
+            base = state_after(chain.pop())  # raises for an item carrying only a state group
+        changes = _state_changes(chain)
         if all(base.get(k) == v for k, v in changes.items()):
             return base
         return {**base, **changes}
+
+
+def _chain_back(event_id: str, queued: dict[str, EventToPersist]) -> tuple[list[EventToPersist], str | None]:
+    """The queued events from ``event_id`` back through prev events while their state is that after
+    their prev (newest first), and the held event reached (None: the chain ends at its last item, a
+    queued event that carries its own state before)."""
+    chain: list[EventToPersist] = []
+    current = event_id
+    while True:
+        item = queued.get(current)
+        if item is None:
+            return chain, current
+        chain.append(item)
+        if not item.state_before_is_after_prev:
+            return chain, None
+        current = item.pdu.prev_event_ids[0]
+
+
+def _state_changes(chain: list[EventToPersist]) -> dict[StateKey, str]:
+    """What a chain (newest first) of events changes in the state: its accepted state events, the newest
+    of each key winning."""
+    return {
+        (item.pdu.type, item.pdu.state_key): item.pdu.event_id
+        for item in reversed(chain)
+        if item.rejected_reason is None and item.pdu.state_key is not None
+    }
