@@ -209,13 +209,13 @@ class SyncHandlers:
         since = since_token.events if since_token is not None else None
         limit = options.limit
         lazy = options.lazy_members
+        position = upto.events
         # The device's lazy-loading record; an initial sync starts it afresh (the client holds nothing).
         sent = (
-            self._lazy_sent.device(requester.user_id, requester.device_id, fresh=since is None)
+            self._lazy_sent.device(requester.user_id, requester.device_id, since, position)
             if lazy and not options.include_redundant_members
             else None
         )
-        position = upto.events
         user_id = requester.user_id
         memberships = await self._storage.state.get_rooms_for_user(user_id)
         # CS RoomFilter "rooms"/"not_rooms": the rooms left out appear in no section.

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from ranvier.app import Homeserver
+from ranvier.client_api.sync_lazy_members import MAX_MEMBERS_PER_ROOM, LazyMembersSent
 from tests.scenarios.servers import Client, start_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -327,3 +328,43 @@ async def test_account_data_and_ephemeral_filters(world: World) -> None:
     joined = filtered["rooms"]["join"][room]
     assert joined["account_data"]["events"] == []
     assert "m.receipt" not in {e["type"] for e in joined["ephemeral"]["events"]}
+
+
+async def test_lazy_member_resent_when_the_client_retries_an_older_token(world: World) -> None:
+    device = await login(world.alice, "alice")
+    await world.carol.send_text(world.room, "carol, before the lost answer")
+    start = await sync(device, LAZY)
+    assert members(start, world.room) == {world.alice.user_id, world.carol.user_id}
+    await world.dave.send_text(world.room, "dave, answer lost")
+    lost = await sync(device, LAZY, since=start["next_batch"])
+    assert members(lost, world.room) == {world.dave.user_id}
+    # The client never got that answer and syncs from the same token again: dave's member comes again.
+    retried = await sync(device, LAZY, since=start["next_batch"])
+    assert members(retried, world.room) == {world.dave.user_id}
+    # From the answer's own token it is the client's: not again.
+    await world.dave.send_text(world.room, "dave, answer kept")
+    after = await sync(device, LAZY, since=retried["next_batch"])
+    assert senders(after, world.room) == {world.dave.user_id}
+    assert members(after, world.room) == set()
+
+
+async def test_lazy_record_is_bounded() -> None:
+    record = LazyMembersSent(max_devices=2)
+    first = record.device("@a:x", "A", None, 10)
+    first.record("!r:x", "@m:x", "$m")
+    assert record.device("@a:x", "A", 10, 11).sent("!r:x", "@m:x") == "$m"
+    # Not acknowledged: a since before the answer that carried it.
+    assert record.device("@a:x", "A", 9, 11).sent("!r:x", "@m:x") is None
+    # Two other devices push the first out: its members count as unsent (sent again, never missed).
+    record.device("@b:x", "B", None, 12)
+    record.device("@c:x", "C", None, 12)
+    assert record.device("@a:x", "A", 10, 13).sent("!r:x", "@m:x") is None
+    # Per room, only the most recent MAX_MEMBERS_PER_ROOM members are kept.
+    view = record.device("@c:x", "C", None, 20)
+    for i in range(MAX_MEMBERS_PER_ROOM + 1):
+        view.record("!r:x", f"@u{i}:x", f"$u{i}")
+    later = record.device("@c:x", "C", 20, 21)
+    assert later.sent("!r:x", "@u0:x") is None
+    assert later.sent("!r:x", f"@u{MAX_MEMBERS_PER_ROOM}:x") == f"$u{MAX_MEMBERS_PER_ROOM}"
+    # An initial sync starts the device afresh.
+    assert record.device("@c:x", "C", None, 22).sent("!r:x", f"@u{MAX_MEMBERS_PER_ROOM}:x") is None
