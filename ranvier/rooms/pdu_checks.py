@@ -70,7 +70,7 @@ async def check_against_state(pdu: Pdu, state: StateIds, load: Load) -> str | No
 
 async def may_redact(rv: RoomVersion, pdu: Pdu, state: StateIds, load: Load) -> bool:
     """For v3+ redactions: does the sender have the redact level (checked when applied)?"""
-    keys = {k: v for k, v in state.items() if k in (CREATE_KEY, PL_KEY)}
+    keys = {k: state[k] for k in (CREATE_KEY, PL_KEY) if k in state}  # two lookups, not a scan of the room
     loaded = await load(keys.values())
     events = {k: loaded[v][0] for k, v in keys.items() if v in loaded}
     return get_user_power_level(pdu.sender, events, rv) >= get_named_level(events, "redact")
