@@ -50,7 +50,8 @@ from .requests import FuzzRequest, PduSpec
 from .values import World
 
 T = TypeVar("T")
-REQUEST_TIMEOUT = 30.0
+# Above the servers' default long-poll wait (30 s, when an optional timeout is left out) and their 60 s cap.
+REQUEST_TIMEOUT = 75.0
 PG_ADMIN_DSN = os.environ.get("RANVIER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 # State the harness puts back after the fuzzer changed it, so that later examples still reach the room.
 RESTORED_STATE = (
