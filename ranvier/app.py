@@ -348,7 +348,7 @@ class Homeserver:
                     await self.gap_filler.start()
                 self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
                 await self.remote_membership.process_all_queued()
-            await self.partial_resync.resume_all()
+                await self.partial_resync.resume_all()
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
         logger.info("Ranvier %s started: %s", self.server_name, self.ports)
