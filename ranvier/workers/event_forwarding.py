@@ -10,7 +10,6 @@ room's events are still built on one process's view of the room.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
@@ -24,7 +23,7 @@ from ..protocol.errors import AuthRejected, ProtocolError
 from ..protocol.events import Pdu
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
 from ..rooms.persister import TxnHook
-from .replication_http import PersisterUnavailable, ReplicationClient
+from .replication_http import PersisterUnavailable, ReplicationClient, internal_body
 from .roles import RolePlan
 
 logger = logging.getLogger(__name__)
@@ -118,15 +117,9 @@ def add_send_event_route(app: web.Application, secret: str, creator: LocalEventC
     """The owner's side: build, authorise and persist the event here, answer after the commit."""
 
     async def send_event(request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
-            return web.json_response(
-                {"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403
-            )
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
+        body = await internal_body(request, secret)
+        if isinstance(body, web.Response):
+            return body
         fields = _fields(body)
         if fields is None:
             return web.json_response(
@@ -256,17 +249,9 @@ def add_membership_route(app: web.Application, secret: str, local: MembershipHan
     """The owner's side of ``ForwardingMembership``."""
 
     async def membership(request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
-            return web.json_response(
-                {"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403
-            )
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
-        if not isinstance(body, dict):
-            return web.json_response({"errcode": "M_BAD_JSON", "error": "not an object"}, status=400)
+        body = await internal_body(request, secret)
+        if isinstance(body, web.Response):
+            return body
         op, origin, room_id, event_id = (
             body.get("op"),
             body.get("origin"),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..presence.service import PresenceService
+from .replication_http import internal_body
 
 if TYPE_CHECKING:
     # A type only: importing the bus imports redis (about 8 MB of RSS with what it pulls in, cryptography
@@ -182,17 +182,9 @@ def add_presence_route(app: web.Application, secret: str, owner: PresenceOwner) 
     """The owner's side of ``RelayedPresence.post``."""
 
     async def presence(request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
-            return web.json_response(
-                {"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403
-            )
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
-        if not isinstance(body, dict):
-            return web.json_response({"errcode": "M_BAD_JSON", "error": "not an object"}, status=400)
+        body = await internal_body(request, secret)
+        if isinstance(body, web.Response):
+            return body
         await owner.apply(body)
         return web.json_response({})
 

@@ -213,6 +213,21 @@ class PduRouter:
         return retry
 
 
+async def internal_body(request: web.Request, secret: str) -> dict[str, Any] | web.Response:
+    """The JSON object of a request between our processes, or the error answer to send: the sender must
+    hold the deployment's ``workers.secret`` (compared in constant time) and send a JSON object."""
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
+        return web.json_response({"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403)
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
+    if not isinstance(body, dict):
+        return web.json_response({"errcode": "M_BAD_JSON", "error": "not an object"}, status=400)
+    return body
+
+
 def add_internal_routes(app: web.Application, secret: str, name: str, local: ReceivePdus) -> None:
     """The replication listener's own routes: health, and PDUs handed over by an inbound worker."""
 
@@ -220,17 +235,11 @@ def add_internal_routes(app: web.Application, secret: str, name: str, local: Rec
         return web.json_response({"instance": name})
 
     async def pdus(request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
-            return web.json_response(
-                {"errcode": "M_FORBIDDEN", "error": "bad replication secret"}, status=403
-            )
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"errcode": "M_NOT_JSON", "error": "body is not JSON"}, status=400)
-        origin = body.get("origin") if isinstance(body, dict) else None
-        raw = body.get("pdus") if isinstance(body, dict) else None
+        body = await internal_body(request, secret)
+        if isinstance(body, web.Response):
+            return body
+        origin = body.get("origin")
+        raw = body.get("pdus")
         if not isinstance(origin, str) or not isinstance(raw, list):
             return web.json_response({"errcode": "M_BAD_JSON", "error": "origin and pdus needed"}, status=400)
         return web.json_response({"pdus": await local(origin, raw)})

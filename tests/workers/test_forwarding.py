@@ -26,6 +26,9 @@ import pytest_asyncio
 
 from ranvier.app import Homeserver
 from ranvier.config import parse_config
+from ranvier.workers.event_forwarding import MEMBERSHIP_PATH, SEND_EVENT_PATH
+from ranvier.workers.presence import PRESENCE_PATH
+from ranvier.workers.replication_http import PDUS_PATH
 from ranvier.workers.roles import pick
 from tests.ports import free_port
 from tests.scenarios.servers import Client, eventually
@@ -288,3 +291,35 @@ async def test_a_join_by_one_of_our_aliases_on_the_reader_goes_to_the_rooms_pers
         assert reader.replication_client.counts["request"] == before + 1  # handed to the persister
         members = await alice.ok("GET", f"/rooms/{room_id}/joined_members")
         assert bob.user_id in members["joined"]
+
+
+async def test_internal_routes_want_the_secret_and_a_json_object(deployment: dict[str, Homeserver]) -> None:
+    """Every route between our processes refuses a caller without ``workers.secret`` (403) and a body that
+    is not a JSON object (400), and changes nothing then."""
+    main = deployment["main"]
+    workers = main.config.workers
+    assert workers is not None
+    secret = workers.secret
+
+    def url(instance: str, path: str) -> str:
+        listener = workers.instances[instance].replication
+        assert listener is not None
+        return f"http://127.0.0.1:{listener.port}{path}"
+
+    targets = [
+        url("persister1", PDUS_PATH),
+        url("persister1", SEND_EVENT_PATH),
+        url("persister1", MEMBERSHIP_PATH),
+        url("main", PRESENCE_PATH),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for target in targets:
+            for headers in ({}, {"Authorization": "Bearer " + "0" * len(secret)}):
+                async with session.post(target, json={"origin": "x", "pdus": []}, headers=headers) as resp:
+                    assert resp.status == 403, target
+                    assert (await resp.json())["errcode"] == "M_FORBIDDEN"
+            good = {"Authorization": f"Bearer {secret}"}
+            async with session.post(target, data=b"{not json", headers=good) as resp:
+                assert resp.status == 400 and (await resp.json())["errcode"] == "M_NOT_JSON", target
+            async with session.post(target, json=["a", "list"], headers=good) as resp:
+                assert resp.status == 400 and (await resp.json())["errcode"] == "M_BAD_JSON", target
