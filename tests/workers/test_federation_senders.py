@@ -8,7 +8,6 @@ that is stopped leaves its queue in PostgreSQL; started again, it resumes it.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,40 +20,18 @@ from ranvier.config import HomeserverConfig, parse_config
 from ranvier.workers.roles import pick
 from tests.ports import free_port
 from tests.scenarios.servers import Client, eventually, start_server
+from tests.workers.configs import worker_config
 
 SENDERS = ["sender1", "sender2"]
 
 
 def _config(tmp: Path, pg_url: str, redis_url: str, prefix: str) -> dict[str, Any]:
-    fed_port = free_port()
-    return {
-        "server_name": f"127.0.0.1:{fed_port}",
-        "data_dir": str(tmp),
-        "signing_key_path": str(tmp / "signing.key"),
-        "database": {"url": pg_url},
-        "redis": {"url": redis_url, "channel_prefix": prefix},
-        "listeners": {
-            "client": {"bind": "127.0.0.1", "port": 0},
-            "federation": {
-                "bind": "127.0.0.1",
-                "port": fed_port,
-                "tls": True,
-                "tls_certificate_path": str(tmp / "tls.crt"),
-                "tls_private_key_path": str(tmp / "tls.key"),
-            },
-        },
-        "registration": {"enabled": True},
-        "federation": {"verify_tls": False, "allow_loopback": True},
-        "rate_limits": {"enabled": False},
-        "workers": {
-            "secret": secrets.token_hex(16),
-            "instances": {
-                "main": {"role": "main", "replication": {"port": free_port()}},
-                **{s: {"role": "federation_sender"} for s in SENDERS},
-            },
-            "federation_senders": SENDERS,
-        },
+    instances = {
+        "main": {"role": "main", "replication": {"port": free_port()}},
+        **{s: {"role": "federation_sender"} for s in SENDERS},
     }
+    workers = {"instances": instances, "federation_senders": SENDERS}
+    return worker_config(tmp, pg_url, redis_url, prefix, free_port(), workers)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ main, a client reader and two event persisters.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,40 +31,19 @@ from ranvier.workers.replication_http import PDUS_PATH
 from ranvier.workers.roles import pick
 from tests.ports import free_port
 from tests.scenarios.servers import Client, eventually
+from tests.workers.configs import worker_config
 
 PERSISTERS = ["persister1", "persister2"]
 
 
 def _config(tmp: Path, pg_url: str, redis_url: str, prefix: str, fed_port: int) -> dict[str, Any]:
-    return {
-        "server_name": f"127.0.0.1:{fed_port}",
-        "data_dir": str(tmp),
-        "signing_key_path": str(tmp / "signing.key"),
-        "database": {"url": pg_url},
-        "redis": {"url": redis_url, "channel_prefix": prefix},
-        "listeners": {
-            "client": {"bind": "127.0.0.1", "port": 0},
-            "federation": {
-                "bind": "127.0.0.1",
-                "port": fed_port,
-                "tls": True,
-                "tls_certificate_path": str(tmp / "tls.crt"),
-                "tls_private_key_path": str(tmp / "tls.key"),
-            },
-        },
-        "registration": {"enabled": True},
-        "federation": {"verify_tls": False, "allow_loopback": True},
-        "rate_limits": {"enabled": False},
-        "workers": {
-            "secret": secrets.token_hex(16),
-            "instances": {
-                "main": {"role": "main", "replication": {"port": free_port()}},
-                "reader1": {"role": "client_reader", "listeners": {"client": {"port": 0}}},
-                **{p: {"role": "event_persister", "replication": {"port": free_port()}} for p in PERSISTERS},
-            },
-            "event_persisters": PERSISTERS,
-        },
+    instances = {
+        "main": {"role": "main", "replication": {"port": free_port()}},
+        "reader1": {"role": "client_reader", "listeners": {"client": {"port": 0}}},
+        **{p: {"role": "event_persister", "replication": {"port": free_port()}} for p in PERSISTERS},
     }
+    workers = {"instances": instances, "event_persisters": PERSISTERS}
+    return worker_config(tmp, pg_url, redis_url, prefix, fed_port, workers)
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

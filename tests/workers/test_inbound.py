@@ -5,7 +5,6 @@ our users see them."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,40 +16,23 @@ from ranvier.app import Homeserver
 from ranvier.config import parse_config
 from tests.ports import free_port
 from tests.scenarios.servers import Client, eventually, start_server
+from tests.workers.configs import tls_paths, worker_config
 
 PERSISTERS = ["persister1", "persister2"]
 
 
 def _config(tmp: Path, pg_url: str, redis_url: str, prefix: str, inbound_port: int) -> dict[str, Any]:
-    fed_port = free_port()
-    tls = {"tls_certificate_path": str(tmp / "tls.crt"), "tls_private_key_path": str(tmp / "tls.key")}
-    return {
-        "server_name": f"127.0.0.1:{fed_port}",
-        "data_dir": str(tmp),
-        "signing_key_path": str(tmp / "signing.key"),
-        "database": {"url": pg_url},
-        "redis": {"url": redis_url, "channel_prefix": prefix},
-        "listeners": {
-            "client": {"bind": "127.0.0.1", "port": 0},
-            "federation": {"bind": "127.0.0.1", "port": fed_port, "tls": True, **tls},
+    instances = {
+        "main": {"role": "main", "replication": {"port": free_port()}},
+        "inbound1": {
+            "role": "federation_inbound",
+            "listeners": {"federation": {"port": inbound_port, "tls": True, **tls_paths(tmp)}},
+            "replication": {"port": free_port()},
         },
-        "registration": {"enabled": True},
-        "federation": {"verify_tls": False, "allow_loopback": True},
-        "rate_limits": {"enabled": False},
-        "workers": {
-            "secret": secrets.token_hex(16),
-            "instances": {
-                "main": {"role": "main", "replication": {"port": free_port()}},
-                "inbound1": {
-                    "role": "federation_inbound",
-                    "listeners": {"federation": {"port": inbound_port, "tls": True, **tls}},
-                    "replication": {"port": free_port()},
-                },
-                **{p: {"role": "event_persister", "replication": {"port": free_port()}} for p in PERSISTERS},
-            },
-            "event_persisters": PERSISTERS,
-        },
+        **{p: {"role": "event_persister", "replication": {"port": free_port()}} for p in PERSISTERS},
     }
+    workers = {"instances": instances, "event_persisters": PERSISTERS}
+    return worker_config(tmp, pg_url, redis_url, prefix, free_port(), workers)
 
 
 @pytest.fixture
