@@ -451,15 +451,13 @@ class SyncHandlers:
         """CS "Room summary" (``m.joined_member_count``, ``m.invited_member_count``, and ``m.heroes`` when
         the room has neither a name nor a canonical alias), and, when lazy-loading, the heroes' member
         events the client has not got (it names the room from them: they are in no timeline)."""
-        members = await self._storage.state.get_members(room_id)
-        memberships = list(members.values())
-        summary: dict[str, Any] = {
-            "m.joined_member_count": memberships.count("join"),
-            "m.invited_member_count": memberships.count("invite"),
-        }
-        current = await self._storage.state.get_current_state_ids(room_id)
-        if ("m.room.name", "") in current or ("m.room.canonical_alias", "") in current:
-            return summary, []
+        # Counted and looked up key by key: this runs for every room of every /sync, and reading the
+        # members or the whole current state of a big room here made each answer grow with the room.
+        joined, invited = await self._storage.state.get_member_counts(room_id)
+        summary: dict[str, Any] = {"m.joined_member_count": joined, "m.invited_member_count": invited}
+        for named_by in ("m.room.name", "m.room.canonical_alias"):
+            if await self._storage.state.get_current_state_id(room_id, named_by, "") is not None:
+                return summary, []
         heroes = await self._storage.state.get_hero_members(room_id, exclude=user_id)
         summary["m.heroes"] = [hero for hero, _ in heroes]
         if not lazy:

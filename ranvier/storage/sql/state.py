@@ -79,16 +79,29 @@ class SqlStateStore:
     async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
         return dict(await load_current_state(self._db, self._current, room_id))
 
-    async def get_current_state_event(self, room_id: str, event_type: str, state_key: str) -> Pdu | None:
+    async def get_current_state_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
+        """One key of the room's current state, without loading (or copying) the rest."""
         cached = self._current.get(room_id)
         if cached is not None:
-            event_id = cached.get((event_type, state_key))
-        else:
-            event_id = await self._db.fetchval(
-                "SELECT event_id FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
-                (room_id, event_type, state_key),
-            )
+            return cached.get((event_type, state_key))
+        value = await self._db.fetchval(
+            "SELECT event_id FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+            (room_id, event_type, state_key),
+        )
+        return None if value is None else str(value)
+
+    async def get_current_state_event(self, room_id: str, event_type: str, state_key: str) -> Pdu | None:
+        event_id = await self.get_current_state_id(room_id, event_type, state_key)
         return None if event_id is None else await self._events.get_event(event_id)
+
+    async def get_member_counts(self, room_id: str) -> tuple[int, int]:
+        """(joined, invited) members of the room, counted by the database."""
+        row = await self._db.fetchone(
+            "SELECT SUM(CASE WHEN membership = 'join' THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN membership = 'invite' THEN 1 ELSE 0 END) FROM room_memberships WHERE room_id = ?",
+            (room_id,),
+        )
+        return (0, 0) if row is None else (int(row[0] or 0), int(row[1] or 0))
 
     async def get_joined_users(self, room_id: str) -> set[str]:
         rows = await self._db.fetchall(
