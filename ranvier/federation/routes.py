@@ -48,7 +48,9 @@ class TransactionHandler(Protocol):
 class ReadHandler(Protocol):
     async def get_event(self, origin: str, event_id: str) -> dict[str, Any]: ...
     async def state_ids(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]: ...
-    async def state(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]: ...
+    async def state_text(self, origin: str, room_id: str, event_id: str) -> str:
+        """The /state answer as JSON text."""
+
     async def event_auth(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]: ...
     async def backfill(
         self, origin: str, room_id: str, from_ids: Sequence[str], limit: int
@@ -184,7 +186,8 @@ class FederationRoutes:
     async def state(self, request: web.Request) -> web.Response:
         origin = await self._origin(request)
         room_id, event_id = request.match_info["roomId"], _required(request, "event_id")
-        return web.json_response(await self._reads.state(origin, room_id, event_id))
+        text = await self._reads.state_text(origin, room_id, event_id)
+        return web.Response(text=text, content_type="application/json")
 
     async def event_auth(self, request: web.Request) -> web.Response:
         origin = await self._origin(request)

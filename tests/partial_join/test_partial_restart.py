@@ -36,13 +36,13 @@ async def test_kill_mid_resync_then_resume(
     # (The resident's /state handler reads its state ids through state_ids too: counted here as well.)
     asked: dict[str, int] = {"state_ids": 0, "state": 0}
     state_reached, release = asyncio.Event(), asyncio.Event()
-    state_ids, state = reads.state_ids, reads.state
+    state_ids, state = reads.state_ids, reads.state_text
 
     async def counted_state_ids(origin: str, room: str, event_id: str) -> dict[str, Any]:
         asked["state_ids"] += 1
         return await state_ids(origin, room, event_id)
 
-    async def held_state(origin: str, room: str, event_id: str) -> dict[str, Any]:
+    async def held_state(origin: str, room: str, event_id: str) -> str:
         asked["state"] += 1
         if asked["state"] == 1:
             state_reached.set()
@@ -50,7 +50,7 @@ async def test_kill_mid_resync_then_resume(
         return await state(origin, room, event_id)
 
     reads.state_ids = counted_state_ids  # type: ignore[method-assign]
-    reads.state = held_state  # type: ignore[method-assign]
+    reads.state_text = held_state  # type: ignore[method-assign]
 
     b = RanvierProcess.create(tmp_path / "b")
     await asyncio.to_thread(b.start)

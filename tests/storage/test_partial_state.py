@@ -66,7 +66,7 @@ async def test_partial_state_progress_and_rewrite(storage: RoomStorage, db: Data
     }
     record = await store.get(dag.room_id)
     assert record is not None and record.join_event_id == join.event_id and not record.has_state_ids
-    assert [e for e, _ in await store.events_since_join(dag.room_id, join.event_id)] == [
+    assert [e for e, *_ in await store.events_since_join(dag.room_id, join.event_id)] == [
         join.event_id,
         msg.event_id,
         forged.event_id,

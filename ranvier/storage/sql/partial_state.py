@@ -50,6 +50,9 @@ class StateRewrite:
     event_id: str
     state_before: Mapping[StateKey, str]
     rejected_reason: str | None = None
+    # It passes against the state before it but not against the room's current state of the time it
+    # arrived, once both are known in full (S2S "Soft failure"): no longer live, as if soft-failed then.
+    soft_failed: bool = False
 
 
 _COLUMNS = (
@@ -195,16 +198,17 @@ class PartialStateStore:
             out.update(r[0] for r in rows)
         return out
 
-    async def events_since_join(self, room_id: str, join_event_id: str) -> list[tuple[str, bool]]:
+    async def events_since_join(self, room_id: str, join_event_id: str) -> list[tuple[str, bool, bool]]:
         """The non-outlier events of the room persisted from our join on, in stream order (parents
-        first), each with whether it is rejected: those whose state was computed from partial state."""
+        first), each with whether it is rejected and whether it is soft-failed: those whose state was
+        computed from partial state."""
         rows = await self._db.fetchall(
-            "SELECT e.event_id, e.rejected_reason IS NOT NULL FROM events e WHERE e.room_id = ?"
-            " AND e.outlier = FALSE AND e.stream_ordering >= (SELECT stream_ordering FROM events"
-            " WHERE event_id = ?) ORDER BY e.stream_ordering",
+            "SELECT e.event_id, e.rejected_reason IS NOT NULL, e.soft_failed FROM events e"
+            " WHERE e.room_id = ? AND e.outlier = FALSE AND e.stream_ordering >= (SELECT stream_ordering"
+            " FROM events WHERE event_id = ?) ORDER BY e.stream_ordering",
             (room_id, join_event_id),
         )
-        return [(r[0], bool(r[1])) for r in rows]
+        return [(r[0], bool(r[1]), bool(r[2])) for r in rows]
 
 
 async def max_completed_stream(txn: Txn) -> int:
@@ -216,7 +220,8 @@ async def rewrite_event_states(
     txn: Txn, writer: StateGroupWriter, room_id: str, rewrites: Sequence[StateRewrite]
 ) -> list[str]:
     """Give each event its new state before (and after), in order; mark the newly rejected ones rejected
-    and take them out of the forward extremities. Returns the ids of the newly rejected events."""
+    and the newly soft-failed ones soft-failed, and take both out of the forward extremities. Returns the
+    ids of the events no longer live."""
     old: dict[str, tuple[int | None, str | None, str | None]] = {}
     ids = [r.event_id for r in rewrites]
     for part in chunks(ids):
@@ -226,7 +231,7 @@ async def rewrite_event_states(
             tuple(part),
         )
         old.update({r[0]: (None if r[1] is None else int(r[1]), r[2], r[3]) for r in rows})
-    updates: list[tuple[int, int, str | None, str]] = []
+    updates: list[tuple[int, int, str | None, bool, str]] = []
     rejected: list[str] = []
     for rw in rewrites:
         group, etype, skey = old[rw.event_id]
@@ -235,13 +240,14 @@ async def rewrite_event_states(
             after = before
         else:
             after = await writer.group_with(before, (etype, skey), rw.event_id)
-        updates.append((before, after, rw.rejected_reason, rw.event_id))
-        if rw.rejected_reason is not None:
+        updates.append((before, after, rw.rejected_reason, rw.soft_failed, rw.event_id))
+        if rw.rejected_reason is not None or rw.soft_failed:
             rejected.append(rw.event_id)
     await writer.flush()
     await txn.executemany(
         "UPDATE events SET state_before_group = ?, state_after_group = ?,"
-        " rejected_reason = COALESCE(?, rejected_reason) WHERE event_id = ?",
+        " rejected_reason = COALESCE(?, rejected_reason), soft_failed = (soft_failed OR ?)"
+        " WHERE event_id = ?",
         updates,
     )
     if rejected:
@@ -250,7 +256,8 @@ async def rewrite_event_states(
 
 
 async def _drop_extremities(txn: Txn, room_id: str, rejected: list[str]) -> None:
-    """A rejected event is no forward extremity; its live parents without another live child become ones."""
+    """A rejected or soft-failed event is no forward extremity; its live parents without another live
+    child become ones."""
     await txn.executemany(
         "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?", [(room_id, e) for e in rejected]
     )
