@@ -245,6 +245,14 @@ class SyncHandlers:
         completed: set[str] = set()
         if since is not None and joined_rooms:
             completed = await self._storage.partial_state.completed_between(joined_rooms, since, position)
+        # Rooms whose partial-state resync found the user's join rejected against the full state (the
+        # resident lied, or the user had been banned): left at the completion, whatever the position of
+        # the membership the full state holds (an outlier the resync fetched), or without one.
+        left_at_completion: set[str] = set()
+        if since is not None:
+            left_at_completion = await self._storage.partial_state.left_at_completion(
+                user_id, since, position
+            )
         new_events: dict[str, list[Pdu]] = {}
         if since is not None and joined_rooms:
             new_events = await self._storage.stream.get_room_events_between(
@@ -319,7 +327,7 @@ class SyncHandlers:
                 meta = await self._storage.events.get_event_meta(member[1])
                 if meta is None or meta.stream_ordering > position:
                     continue
-                if since is not None and meta.stream_ordering <= since:
+                if since is not None and meta.stream_ordering <= since and room_id not in left_at_completion:
                     continue
                 if await forgotten_event(self._storage, user_id, room_id) == member[1]:
                     continue  # the user forgot the room after leaving it (POST /forget)
@@ -331,6 +339,13 @@ class SyncHandlers:
                         else [],
                         "limited": False,
                     },
+                    "state": {"events": []},
+                    "account_data": {"events": []},
+                }
+        for room_id in sorted(left_at_completion - memberships.keys()):
+            if options.room_allowed(room_id):  # the full state has no membership of the user at all
+                leave[room_id] = {
+                    "timeline": {"events": [], "limited": False},
                     "state": {"events": []},
                     "account_data": {"events": []},
                 }

@@ -431,7 +431,16 @@ class PartialStateResync:
                     dropped.add(event_id)
                 else:
                     extremities = (extremities - set(pdu.prev_event_ids)) | {event_id}
-            current = await self._current_state(room_id, rv, new_after, verdicts, dropped)
+            join_reason = verdicts[record.join_event_id][1] if record.join_event_id in verdicts else None
+            # Our own join rejected against the full state (the resident lied, e.g. we were banned): the
+            # state before it stands in for it, so the room's current state has our membership as the
+            # full state says; the room is complete and left (clients see it in /sync's leave section).
+            stand_ins = {record.join_event_id: new_after[record.join_event_id]} if join_reason else {}
+            current = await self._current_state(room_id, rv, new_after, verdicts, dropped, stand_ins)
+            note = None
+            if join_reason is not None:
+                note = f"our join {record.join_event_id} is rejected against the full state: {join_reason}"
+                logger.warning("partial-state resync of %s: %s; the room is left", room_id, note)
             member_ids = [e for (t, _), e in current.items() if t == MEMBER]
             at_hand = {e: known_events[e][0] for e in member_ids if e in known_events}
             members = {
@@ -441,7 +450,7 @@ class PartialStateResync:
             joins = [p for p in members.values() if p.membership == "join"]
 
             async def complete(txn: Any, position: int) -> None:
-                await self._storage.partial_state.complete_txn(txn, room_id, position, joins)
+                await self._storage.partial_state.complete_txn(txn, room_id, position, joins, note)
 
             await self._storage.events.rewrite_states(room_id, rewrites, current, complete)
 
@@ -452,10 +461,11 @@ class PartialStateResync:
         new_after: dict[str, StateIds],
         verdicts: dict[str, tuple[Pdu, str | None]],
         dropped: set[str],
+        stand_ins: dict[str, StateIds],
     ) -> StateIds:
         """The resolution of the states after the forward extremities, once the events no longer live
         (``dropped``: rejected or soft-failed) are no longer among them (their live parents take their
-        place)."""
+        place; for one of ``stand_ins``, whose parents we do not hold, the state given)."""
         states: list[StateIds] = []
         pending = list(await self._storage.events.get_forward_extremities(room_id))
         seen: set[str] = set()
@@ -465,6 +475,9 @@ class PartialStateResync:
                 continue
             seen.add(event_id)
             verdict = verdicts.get(event_id)
+            if event_id in stand_ins:
+                states.append(stand_ins[event_id])
+                continue
             if verdict is not None and (verdict[1] is not None or event_id in dropped):
                 pending.extend(verdict[0].prev_event_ids)
                 continue

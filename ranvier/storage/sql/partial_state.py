@@ -169,16 +169,22 @@ class PartialStateStore:
         )
 
     async def complete_txn(
-        self, txn: Txn, room_id: str, stream: int, joined_members: Sequence[Pdu] = ()
+        self,
+        txn: Txn,
+        room_id: str,
+        stream: int,
+        joined_members: Sequence[Pdu] = (),
+        note: str | None = None,
     ) -> None:
         """In the rewrite's transaction: the room is complete. ``joined_members``: the join events of the
         full state, whose profiles go into the user directory (they were persisted as outliers, which the
-        directory does not index)."""
+        directory does not index). ``note``: for the operator (kept as the room's last error), e.g. that
+        our join was rejected against the full state."""
         await update_from_persisted(txn, room_id, [(p, stream) for p in joined_members])
         await txn.execute(
-            "UPDATE partial_state_rooms SET completed_ts = ?, completed_stream = ?, next_attempt_ts = NULL"
-            " WHERE room_id = ?",
-            (now_ms(), stream, room_id),
+            "UPDATE partial_state_rooms SET completed_ts = ?, completed_stream = ?, next_attempt_ts = NULL,"
+            " last_error = COALESCE(?, last_error) WHERE room_id = ?",
+            (now_ms(), stream, note, room_id),
         )
         await txn.execute("UPDATE rooms SET partial_state = FALSE WHERE room_id = ?", (room_id,))
 
@@ -197,6 +203,17 @@ class PartialStateStore:
             )
             out.update(r[0] for r in rows)
         return out
+
+    async def left_at_completion(self, user_id: str, after: int, upto: int) -> set[str]:
+        """The rooms whose resync completed at a stream position in (after, upto] with ``user_id``'s join
+        rejected against the full state: left then, whatever the full state holds of the user."""
+        rows = await self._db.fetchall(
+            "SELECT p.room_id FROM partial_state_rooms p JOIN events e ON e.event_id = p.join_event_id"
+            " WHERE e.sender = ? AND e.rejected_reason IS NOT NULL AND p.completed_stream > ?"
+            " AND p.completed_stream <= ?",
+            (user_id, after, upto),
+        )
+        return {r[0] for r in rows}
 
     async def events_since_join(self, room_id: str, join_event_id: str) -> list[tuple[str, bool, bool]]:
         """The non-outlier events of the room persisted from our join on, in stream order (parents
