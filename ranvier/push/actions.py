@@ -30,7 +30,10 @@ from .evaluator import CompiledRuleset, EventFacts, compile_ruleset, evaluate
 from .rules import ACCOUNT_DATA_TYPE, merged_ruleset
 
 _CACHE_LIMIT = 100_000
+_STATE_CACHE_LIMIT = 10_000
 IGNORED_USERS = "m.ignored_user_list"
+# The state every evaluation consults (the sender's power level, the notification levels).
+STATE_KEYS = (("m.room.create", ""), ("m.room.power_levels", ""))
 # (events x recipients) from which evaluation runs in a worker thread rather than on the event loop
 THREAD_THRESHOLD = 1_000
 
@@ -137,6 +140,17 @@ class PushActionsHook:
         self._overflowed = False
         # user id -> (the stored rules' JSON text or None, the merged and compiled set)
         self._rulesets: dict[str, tuple[str | None, CompiledRuleset]] = {}
+        # event id -> the parsed create or power levels event (a stored event never changes)
+        self._state_pdus: dict[str, Pdu] = {}
+
+    def _state_pdu(self, event_id: str, text: str, room_version: RoomVersion) -> Pdu:
+        """The create or power levels event, parsed once (not once per batch: ~50 us the pair)."""
+        pdu = self._state_pdus.get(event_id)
+        if pdu is None:
+            if len(self._state_pdus) >= _STATE_CACHE_LIMIT:
+                self._state_pdus.clear()
+            pdu = self._state_pdus[event_id] = Pdu(_loads(text), room_version)
+        return pdu
 
     def _ruleset(self, user_id: str, stored: str | None) -> CompiledRuleset:
         cached = self._rulesets.get(user_id)
@@ -159,8 +173,10 @@ class PushActionsHook:
         ]
         if not live:
             return
-        members = await self._store.joined_users_txn(txn, room_id)
-        local = {user for user, server in members if server == self._server_name}
+        # Three reads whatever the room's size: the local members (push rules are evaluated for them
+        # only) with the member count, their rules and ignore lists, then the state the rules consult.
+        local_members, member_count = await self._store.local_members_txn(txn, room_id, self._server_name)
+        local = set(local_members)
         invited = {
             pdu.state_key
             for pdu, _ in live
@@ -172,28 +188,34 @@ class PushActionsHook:
         users = local | invited
         if not users:
             return
-        state: dict[tuple[str, str], Pdu] = {}
         room_version = live[0][0].room_version
-        for key in (("m.room.create", ""), ("m.room.power_levels", "")):
-            text = await self._store.state_event_txn(txn, room_id, *key)
-            if text is not None:
-                state[key] = Pdu(_loads(text), room_version)
-        stored = await self._store.global_account_data_txn(txn, users, ACCOUNT_DATA_TYPE)
-        # CS "Ignoring Users": an ignored user's events never notify the user ignoring them.
-        ignoring = {
-            user: _ignored(text)
-            for user, text in (await self._store.global_account_data_txn(txn, users, IGNORED_USERS)).items()
+        stored = await self._store.global_account_data_txn(txn, users, (ACCOUNT_DATA_TYPE, IGNORED_USERS))
+        rulesets = {
+            user: self._ruleset(user, stored.get((user, ACCOUNT_DATA_TYPE))) for user in sorted(users)
         }
+        named = [user for user, ruleset in rulesets.items() if ruleset.uses_display_name]
+        texts = await self._store.state_events_txn(
+            txn, room_id, [*STATE_KEYS, *(("m.room.member", user) for user in named)]
+        )
+        state = {key: self._state_pdu(*texts[key], room_version) for key in STATE_KEYS if key in texts}
         recipients: list[Recipient] = []
-        for user_id in sorted(users):
-            ruleset = self._ruleset(user_id, stored.get(user_id))
-            name = await self._display_name(txn, room_id, user_id) if ruleset.uses_display_name else None
+        for user_id, ruleset in rulesets.items():
+            found = texts.get(("m.room.member", user_id)) if ruleset.uses_display_name else None
+            member = found[1] if found is not None else None
+            # CS "Ignoring Users": an ignored user's events never notify the user ignoring them.
+            ignored = stored.get((user_id, IGNORED_USERS))
             invite_only = user_id in invited and user_id not in local
             recipients.append(
-                Recipient(user_id, ruleset, name, ignoring.get(user_id, frozenset()), invite_only)
+                Recipient(
+                    user_id,
+                    ruleset,
+                    _display_name(member) if member is not None else None,
+                    _ignored(ignored) if ignored is not None else frozenset(),
+                    invite_only,
+                )
             )
         jobs = [
-            (pdu, ordering, event_facts(pdu, len(members), state, room_version), await _thread(txn, pdu))
+            (pdu, ordering, event_facts(pdu, member_count, state, room_version), await _thread(txn, pdu))
             for pdu, ordering in live
         ]
         if len(jobs) * len(recipients) >= self._thread_threshold:
@@ -223,8 +245,8 @@ class PushActionsHook:
                 or item.rejected_reason is not None
             ):
                 continue
-            stored = await self._store.global_account_data_txn(txn, [invitee], ACCOUNT_DATA_TYPE)
-            ruleset = self._ruleset(invitee, stored.get(invitee))
+            stored = await self._store.global_account_data_txn(txn, [invitee], (ACCOUNT_DATA_TYPE,))
+            ruleset = self._ruleset(invitee, stored.get((invitee, ACCOUNT_DATA_TYPE)))
             # What the invitee knows of the room: nothing but the invite (count and levels unknown).
             facts = event_facts(pdu, 0, {}, pdu.room_version)
             outcome = evaluate(ruleset, facts, invitee, None)
@@ -263,12 +285,10 @@ class PushActionsHook:
             return None
         return users
 
-    async def _display_name(self, txn: Any, room_id: str, user_id: str) -> str | None:
-        text = await self._store.state_event_txn(txn, room_id, "m.room.member", user_id)
-        if text is None:
-            return None
-        name = _loads(text).get("content", {}).get("displayname")
-        return name if isinstance(name, str) else None
+
+def _display_name(member_text: str) -> str | None:
+    name = _loads(member_text).get("content", {}).get("displayname")
+    return name if isinstance(name, str) else None
 
 
 def _ignored(text: str) -> frozenset[str]:

@@ -90,10 +90,8 @@ class PushDelivery:
             pushers: list[Pusher] = await self._storage.pushers.all_pushers()
             return pushers
         due = {key[0] for key, (not_before, _) in self._backoff.items() if not_before <= now}
-        out: list[Pusher] = []
-        for user_id in sorted(dirty | due):
-            out += await self._storage.pushers.pushers_for_user(user_id)
-        return out
+        users = dirty | due
+        return await self._storage.pushers.pushers_for_users(users) if users else []
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(

@@ -108,6 +108,9 @@ class _View:
     # The room was joined with partial state (MSC3706): members the state lacks are taken from the
     # member events a PDU cites (partial_auth.py); the resync re-checks these PDUs later.
     partial: bool = False
+    # The room's forward extremities as stored, read when the lock was taken: handed to the persister
+    # for the run's first batch (one read per run, not one more per batch); None after a flush.
+    stored_extremities: frozenset[str] | None = None
 
 
 class IncomingPdus:
@@ -281,10 +284,12 @@ class IncomingPdus:
             wait_for: list[asyncio.Future[None]] = []
             prefetched, origin_down = await self._prefetch(origin, room_id, rv, pending, mine)
             async with self._persister.room_lock(room_id):
-                view = _View(room_id, rv, set(await self._storage.events.get_forward_extremities(room_id)))
+                stored = frozenset(await self._storage.events.get_forward_extremities(room_id))
+                view = _View(room_id, rv, set(stored), stored_extremities=stored)
                 view.prefetched, view.origin_down = prefetched, origin_down
                 view.partial = await self._storage.partial_state.is_partial(room_id)
-                await self._learn_live(view, [p.event_id for p in pending])
+                # The run's PDUs and their prev events at once: the first PDU's prev is usually held.
+                await self._learn_live(view, [*(p.event_id for p in pending), *_outside_prevs(pending)])
                 while pending:
                     pdu = pending[0]
                     if pdu.event_id in view.live_ids:
@@ -319,14 +324,11 @@ class IncomingPdus:
     # -- fetching missing prev events ------------------------------------------------------------
 
     async def _learn_live(self, view: _View, event_ids: Iterable[str]) -> None:
-        """Note which of ``event_ids`` are held as non-outliers (a few queries, only for held ids)."""
+        """Note which of ``event_ids`` are held as non-outliers (one query for those not known yet)."""
         ids = [e for e in event_ids if e not in view.live_ids and e not in view.after]
         if not ids:
             return  # the common case (prev events of this run): no storage call at all
-        for event_id in await self._storage.events.have_events(ids):
-            meta = await self._storage.events.get_event_meta(event_id)
-            if meta is not None and not meta.outlier:
-                view.live_ids.add(event_id)
+        view.live_ids.update(await self._storage.events.held_in_timeline(ids))
 
     async def _missing_prevs(self, view: _View, pdu: Pdu) -> list[str]:
         """Prev events we hold no state after (unknown, or held only as outliers)."""
@@ -610,7 +612,8 @@ class IncomingPdus:
             return
         batch, view.batch = view.batch, []
         view.loaded.clear()
-        await self._persister.persist(view.room_id, view.rv, batch)
+        stored, view.stored_extremities = view.stored_extremities, None
+        await self._persister.persist(view.room_id, view.rv, batch, extremities=stored)
         for item in batch:
             if not item.outlier:
                 view.live_ids.add(item.pdu.event_id)
@@ -634,6 +637,12 @@ class IncomingPdus:
             out.update(fetched)
             view.loaded.update(fetched)
         return out
+
+
+def _outside_prevs(pdus: Sequence[Pdu]) -> list[str]:
+    """The prev events of ``pdus`` that are not among them."""
+    ids = {p.event_id for p in pdus}
+    return list(dict.fromkeys(e for p in pdus for e in p.prev_event_ids if e not in ids))
 
 
 def _report(results: dict[str, dict[str, str]], raw: Any, error: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -44,6 +44,9 @@ class EventPersister:
         self.on_batch_seconds: Callable[[float], None] | None = None
         # Set by the app: a span per persisted batch when tracing is on.
         self.tracing: Tracing | None = None
+        # While a batch's listeners run: the room's forward extremities as predicted for after the batch
+        # (None where the batch changed no timeline), so a listener need not read them back.
+        self._predicted: dict[str, frozenset[str]] = {}
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
@@ -55,6 +58,12 @@ class EventPersister:
         """Let ``placement`` choose topological positions for a batch's events before they are persisted
         (the joining side uses it to put the join-gap events before the join)."""
         self._placement = placement
+
+    def predicted_extremities(self, room_id: str) -> frozenset[str] | None:
+        """For a listener of ``persist``: the forward extremities of ``room_id`` after the batch being
+        told of, as predicted before writing it (exact but for an event that had children before it was
+        held, which storage does not make an extremity); None when not known (no timeline event)."""
+        return self._predicted.get(room_id)
 
     def add_txn_hook(self, hook: TxnHook) -> None:
         """Run ``hook`` inside every persist transaction; if it raises, the batch is not persisted."""
@@ -95,14 +104,17 @@ class EventPersister:
         room_version: RoomVersion,
         batch: Sequence[EventToPersist],
         extra_txn_hook: TxnHook | None = None,
+        extremities: Collection[str] | None = None,
     ) -> None:
         """Persist ``batch`` (in order) and the room's new current state. The caller holds room_lock.
 
         ``extra_txn_hook`` runs inside the transaction too, for this batch only (e.g. queueing a remote
-        join we accepted for the room's other servers, in the same commit as the join)."""
+        join we accepted for the room's other servers, in the same commit as the join). ``extremities``:
+        the room's stored forward extremities when the caller read them under the lock already (the
+        intake does, once per run), else they are read here."""
         if self._placement is not None:
             batch = self._placement(room_id, batch)
-        new_current = await self._new_current_state(room_id, room_version, batch)
+        new_current, predicted = await self._new_current_state(room_id, room_version, batch, extremities)
         hooks = list(self._txn_hooks)
         if extra_txn_hook is not None:
             hooks.append(extra_txn_hook)
@@ -119,16 +131,26 @@ class EventPersister:
             )
         if self.on_batch_seconds is not None:
             self.on_batch_seconds(time.perf_counter() - start)
-        for listener in self._listeners:
-            try:
-                await listener(room_id, batch)
-            except Exception:
-                logger.exception("listener failed after persisting events in %s", room_id)
+        if predicted is not None:
+            self._predicted[room_id] = predicted
+        try:
+            for listener in self._listeners:
+                try:
+                    await listener(room_id, batch)
+                except Exception:
+                    logger.exception("listener failed after persisting events in %s", room_id)
+        finally:
+            self._predicted.pop(room_id, None)
 
     async def _new_current_state(
-        self, room_id: str, room_version: RoomVersion, batch: Sequence[EventToPersist]
-    ) -> StateIds | StateDelta | None:
-        """The resolution of the states after the room's forward extremities once ``batch`` is in.
+        self,
+        room_id: str,
+        room_version: RoomVersion,
+        batch: Sequence[EventToPersist],
+        stored_extremities: Collection[str] | None,
+    ) -> tuple[StateIds | StateDelta | None, frozenset[str] | None]:
+        """The resolution of the states after the room's forward extremities once ``batch`` is in, and
+        those extremities.
 
         The extremities are predicted exactly as storage will compute them: the old ones, minus every
         event a new timeline event cites, plus new timeline events that nothing in the batch cites.
@@ -146,24 +168,27 @@ class EventPersister:
             and not item.backfilled
         ]
         if not timeline:
-            return None
-        old = set(await self._storage.events.get_forward_extremities(room_id))
+            return None, None
+        if stored_extremities is None:
+            stored_extremities = await self._storage.events.get_forward_extremities(room_id)
+        old = set(stored_extremities)
         cited = {p for item in timeline for p in item.pdu.prev_event_ids}
         new_ids = {item.pdu.event_id for item in timeline}
-        extremities = (old - cited) | (new_ids - cited)
+        extremities = frozenset((old - cited) | (new_ids - cited))
         queued: dict[str, EventToPersist] = {item.pdu.event_id: item for item in batch if not item.outlier}
         if len(old) == 1 and len(extremities) == 1:
             (head,) = extremities
             chain, reached = _chain_back(head, queued)
             if reached is not None and reached in old:
-                return StateDelta(changed=_state_changes(chain))
+                return StateDelta(changed=_state_changes(chain)), extremities
         states = []
         for event_id in sorted(extremities):
             if event_id in queued:
                 states.append(await self._after_queued(event_id, queued))
             else:
                 states.append(await self._state.state_after(event_id))
-        return await self._state.resolve(room_id, room_version, states, [item.pdu for item in batch])
+        resolved = await self._state.resolve(room_id, room_version, states, [item.pdu for item in batch])
+        return resolved, extremities
 
     async def _after_queued(self, event_id: str, queued: dict[str, EventToPersist]) -> StateIds:
         """The state after a queued event. Items whose state is that after their prev event

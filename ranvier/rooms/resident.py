@@ -452,6 +452,9 @@ class ResidentMembership:
             return
         if not any(not item.outlier for item in batch):
             return
+        predicted = self._persister.predicted_extremities(room_id)
+        if predicted is not None and len(predicted) <= self.max_forward_extremities:
+            return  # known from the batch without reading them back: nothing to heal
         self._schedule_healing(
             room_id, reason="too many forward extremities", threshold=self.max_forward_extremities
         )

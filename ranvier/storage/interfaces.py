@@ -203,6 +203,9 @@ class EventStore(Protocol):
         """The ids we hold in any form (rejected included: they need not be fetched again)."""
 
     async def get_event_meta(self, event_id: str) -> EventMeta | None: ...
+    async def held_in_timeline(self, event_ids: Iterable[str]) -> set[str]:
+        """The ids among ``event_ids`` held as non-outliers (in the timeline, rejected or not)."""
+
     async def get_forward_extremities(self, room_id: str) -> list[str]: ...
     async def get_backward_extremities(self, room_id: str) -> list[str]: ...
     async def get_timeline_gaps(self, room_id: str) -> dict[str, TopoToken]:

@@ -122,6 +122,17 @@ class SqlEventStore:
             have.update(r[0] for r in rows)
         return have
 
+    async def held_in_timeline(self, event_ids: Iterable[str]) -> set[str]:
+        # One query for the lot (the intake asks it of a transaction's PDUs and their prev events).
+        held: set[str] = set()
+        for part in chunks(list(dict.fromkeys(event_ids))):
+            rows = await self._db.fetchall(
+                f"SELECT event_id FROM events WHERE outlier = FALSE AND event_id IN ({in_list(len(part))})",
+                tuple(part),
+            )
+            held.update(r[0] for r in rows)
+        return held
+
     async def get_event_meta(self, event_id: str) -> EventMeta | None:
         row = await self._db.fetchone(
             "SELECT event_id, room_id, stream_ordering, depth, outlier, rejected_reason, soft_failed,"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from .aux_streams import dump_json, load_json
-from .engine import Database
+from .engine import Database, chunks, in_list
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,19 @@ class PusherStore:
             f"SELECT {_COLUMNS} FROM pushers WHERE user_id = ? ORDER BY app_id, pushkey", (user_id,)
         )
         return [_pusher(r) for r in rows]
+
+    async def pushers_for_users(self, user_ids: Collection[str]) -> list[Pusher]:
+        """The pushers of every user of ``user_ids``: one query (delivery asks it after each batch for the
+        users the batch notified)."""
+        out: list[Pusher] = []
+        for part in chunks(sorted(user_ids)):
+            rows = await self._db.fetchall(
+                f"SELECT {_COLUMNS} FROM pushers WHERE user_id IN ({in_list(len(part))})"
+                " ORDER BY user_id, app_id, pushkey",
+                tuple(part),
+            )
+            out += [_pusher(r) for r in rows]
+        return out
 
     async def all_pushers(self) -> list[Pusher]:
         rows = await self._db.fetchall(f"SELECT {_COLUMNS} FROM pushers ORDER BY user_id, app_id, pushkey")
