@@ -49,6 +49,7 @@ import yaml
 
 from bench.machine import describe_machine, finish, summary
 from bench.servers import BenchServer, RanvierServer, SynapseBenchServer
+from bench.synapse_rooms import host_on_synapse
 from bench.workloads.client import MxClient, SyncWatcher, q
 from ranvier.app import Homeserver
 from ranvier.config import load_config
@@ -200,6 +201,9 @@ class Room:
     room_id: str
     size: int
     build_s: float
+    # Joined members besides the owner and the N members: the Synapse host user of a room built through
+    # federation (``--synapse-build federated``).
+    extra_members: int = 0
 
 
 @dataclass
@@ -243,7 +247,7 @@ def joined_partially(server: BenchServer, room_id: str) -> bool:
 
 
 async def time_join(joiner: MxClient, room: Room, via: str) -> Join:
-    expected = room.size + 2  # the owner, the members, the joiner
+    expected = room.size + 2 + room.extra_members  # the owner, the members, the joiner (and a host user)
     watcher = SyncWatcher(joiner)
     await watcher.start()
     try:
@@ -325,23 +329,45 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session:
         try:
             rooms: dict[str, dict[int, list[Room]]] = {}
-            if "r" in residents:
+            federated = "s" in residents and args.synapse_build == "federated"
+            if "r" in residents or federated:
                 print("building Ranvier rooms", flush=True)
                 r_res = PrebuiltRanvier(base / "ranvier-resident", presence=False)
-                rooms["r"] = await build_ranvier_rooms(r_res, args.sizes, args.repeats)
+                if "r" in residents:
+                    rooms["r"] = await build_ranvier_rooms(r_res, args.sizes, args.repeats)
+                # Rooms that a Synapse resident will host, built here first (see bench/synapse_rooms.py).
+                for_synapse = (
+                    await build_ranvier_rooms(r_res, args.synapse_sizes, args.repeats) if federated else {}
+                )
                 # Rooms only for the send_join size (too slow to time joins into at some sizes).
-                probe_only = [n for n in args.probe_sizes if n not in args.sizes]
+                probe_only = [n for n in args.probe_sizes if n not in args.sizes and "r" in residents]
                 extra = await build_ranvier_rooms(r_res, probe_only, 1) if probe_only else {}
                 r_res.start()
                 servers["r_res"] = r_res
             else:
-                extra = {}
+                extra, for_synapse = {}, {}
             if "s" in residents:
                 print("building Synapse rooms", flush=True)
                 s_res = SynapseForBench(base / "synapse-resident", args.synapse_version, presence=False)
                 await asyncio.to_thread(s_res.start)
                 servers["s_res"] = s_res
-                rooms["s"] = await build_synapse_rooms(s_res, session, args.synapse_sizes, args.repeats)
+                if federated:
+                    rooms["s"] = {}
+                    for size, built in for_synapse.items():
+                        hosting = await host_on_synapse(
+                            session,
+                            s_res,
+                            [r.room_id for r in built],
+                            r_res.server_name,
+                            [size + 1] * len(built),
+                            host=f"host{size}",
+                        )
+                        rooms["s"][size] = [
+                            Room(r.room_id, size, r.build_s + h, extra_members=1)
+                            for r, h in zip(built, hosting, strict=True)
+                        ]
+                else:
+                    rooms["s"] = await build_synapse_rooms(s_res, session, args.synapse_sizes, args.repeats)
             if "r" in joiners:
                 r_join = RanvierServer(base / "ranvier-joiner", presence=False)
                 await asyncio.to_thread(r_join.start)
@@ -391,6 +417,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.to_thread(server.stop)
     return {
         "machine": finish(machine),
+        "synapse_build": args.synapse_build,
         "figures": [{**asdict(f), "joins": [asdict(j) for j in f.joins]} for f in figures.values()],
         "send_join_bytes": sizes_out,
     }
@@ -403,7 +430,13 @@ def _cell(values: list[float]) -> str:
 
 
 def report(result: dict[str, Any]) -> str:
-    lines = [summary(result["machine"]), "", "cells: min / median ms over the repeats (n)", ""]
+    lines = [summary(result["machine"]), "", "cells: min / median ms over the repeats (n)"]
+    if result.get("synapse_build") == "federated":
+        lines.append(
+            "Synapse-resident rooms built on a Ranvier server, then joined by a Synapse user until Synapse "
+            "had their full state (bench/synapse_rooms.py): two servers each; build s includes both steps"
+        )
+    lines.append("")
     header = (
         f"{'pair':22} {'members':>8} {'n':>2} {'/join':>13} {'in /sync':>13} {'sent':>13} {'full':>15}"
         "  partial  build s"
@@ -450,6 +483,13 @@ def main(argv: list[str]) -> None:
         type=_sizes,
         default=[],
         help="more Ranvier rooms (one each) built for the send_join size only, no timed joins",
+    )
+    parser.add_argument(
+        "--synapse-build",
+        choices=["client", "federated"],
+        default="client",
+        help="build Synapse's rooms through its client API (one server) or on a Ranvier server and then "
+        "joined by Synapse (two servers; sizes above a few thousand in reasonable time)",
     )
     parser.add_argument("--synapse-version", default=DEFAULT_VERSION)
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/partial_join"))
