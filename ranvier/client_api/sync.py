@@ -432,7 +432,9 @@ class SyncHandlers:
         if self._visibility is not None:
             # prev_batch stays the unfiltered position, so /messages continues from the right place.
             timeline = await self._visibility.filter_for_user(room_id, user_id, timeline)
-        summary, hero_members = await self._summary(room_id, user_id, lazy, sent, state_events, timeline)
+        summary, hero_members = await self._summary(
+            room_id, user_id, lazy, sent, state_events, timeline, partial
+        )
         state_events += hero_members
         if filters is not None:
             # The state section's filter; its ``limit`` is not applied: a client holding an arbitrary
@@ -462,13 +464,19 @@ class SyncHandlers:
         sent: DeviceMembers | None,
         state_events: list[Pdu],
         timeline: list[Pdu],
+        partial: bool = False,
     ) -> tuple[dict[str, Any], list[Pdu]]:
         """CS "Room summary" (``m.joined_member_count``, ``m.invited_member_count``, and ``m.heroes`` when
         the room has neither a name nor a canonical alias), and, when lazy-loading, the heroes' member
-        events the client has not got (it names the room from them: they are in no timeline)."""
+        events the client has not got (it names the room from them: they are in no timeline). A room
+        joined with partial state holds few members: its joined count is the resident's, as told just
+        after the join, moved by the member changes received since (``PartialStateStore``); its heroes
+        are those of the send_join answer (the resident sends them when the room has no name)."""
         # Counted and looked up key by key: this runs for every room of every /sync, and reading the
         # members or the whole current state of a big room here made each answer grow with the room.
         joined, invited = await self._storage.state.get_member_counts(room_id)
+        if partial:
+            joined = await self._storage.partial_state.estimate_joined_count(room_id, joined)
         summary: dict[str, Any] = {"m.joined_member_count": joined, "m.invited_member_count": invited}
         for named_by in ("m.room.name", "m.room.canonical_alias"):
             if await self._storage.state.get_current_state_id(room_id, named_by, "") is not None:

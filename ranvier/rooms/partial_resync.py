@@ -51,6 +51,7 @@ STATE_IDS_TIMEOUT = 60.0
 MAX_AUTH_ROUNDS = 10
 # Outliers persisted per transaction: a restart keeps what the committed ones hold.
 PERSIST_CHUNK = 1000
+COUNT_TIMEOUT = 30.0  # the resident's /hierarchy answer (the room's member count while partial)
 
 
 class ResyncFailed(Exception):
@@ -158,6 +159,36 @@ class PartialStateResync:
     # -- the retry loop -------------------------------------------------------------------------------
 
     async def _run(self, room_id: str) -> None:
+        # Beside the resync: the room's member count for /sync's summary meanwhile (cancelled with it).
+        count = asyncio.get_running_loop().create_task(self._fetch_joined_count(room_id))
+        try:
+            await self._resync(room_id)
+        finally:
+            count.cancel()
+
+    async def _fetch_joined_count(self, room_id: str) -> None:
+        """Ask the resident we joined through for the room's joined member count (S2S GET /hierarchy's
+        ``num_joined_members``; send_join's answer with members omitted carries no count, and the few
+        members of the partial state would make /sync's summary say 6 of a 10,000-member room). A failure
+        only leaves the summary counting the members held."""
+        record = await self._storage.partial_state.get(room_id)
+        if record is None or record.complete or record.joined_via == self.server_name:
+            return
+        try:
+            answer = await asyncio.wait_for(
+                self._client.hierarchy(record.joined_via, room_id, suggested_only=True), COUNT_TIMEOUT
+            )
+        except (FederationError, TimeoutError) as e:
+            logger.info("no member count of %s from %s: %s", room_id, record.joined_via, _describe(e))
+            return
+        room = answer.get("room")
+        count = room.get("num_joined_members") if isinstance(room, dict) else None
+        if type(count) is not int or count < 0:
+            return
+        held, _ = await self._storage.state.get_member_counts(room_id)
+        await self._storage.partial_state.save_joined_count_hint(room_id, count, held)
+
+    async def _resync(self, room_id: str) -> None:
         await self._report_count()
         passes = 0
         while True:

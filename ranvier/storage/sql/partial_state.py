@@ -85,7 +85,8 @@ class PartialStateStore:
             " VALUES (?, ?, ?, ?) ON CONFLICT (room_id) DO UPDATE SET join_event_id = excluded.join_event_id,"
             " joined_via = excluded.joined_via, created_ts = excluded.created_ts, state_ids_json = NULL,"
             " attempts = 0, last_error = NULL, last_attempt_ts = NULL, next_attempt_ts = NULL,"
-            " completed_ts = NULL, completed_stream = NULL",
+            " completed_ts = NULL, completed_stream = NULL, joined_members_hint = NULL,"
+            " joined_members_base = NULL",
             (room_id, join_event_id, joined_via, now_ms()),
         )
         await txn.execute("DELETE FROM partial_state_servers WHERE room_id = ?", (room_id,))
@@ -160,6 +161,28 @@ class PartialStateStore:
             return None
         saved = load_json(raw)
         return list(saved["pdu_ids"]), list(saved["auth_chain_ids"])
+
+    async def save_joined_count_hint(self, room_id: str, joined: int, held: int) -> None:
+        """The room's joined member count as a server told it while the room is partial, and the count
+        of joined members we held then (``held``)."""
+        await self._db.execute(
+            "UPDATE partial_state_rooms SET joined_members_hint = ?, joined_members_base = ?"
+            " WHERE room_id = ? AND completed_ts IS NULL",
+            (joined, held, room_id),
+        )
+
+    async def estimate_joined_count(self, room_id: str, held: int) -> int:
+        """While ``room_id`` is partial: its joined member count, from the count a server told us and the
+        change since in the members we hold (``held`` now); ``held`` itself when no server told one. (A
+        member we never knew of who leaves meanwhile is still counted: his leave changes nothing held.)"""
+        row = await self._db.fetchone(
+            "SELECT joined_members_hint, joined_members_base FROM partial_state_rooms"
+            " WHERE room_id = ? AND completed_ts IS NULL",
+            (room_id,),
+        )
+        if row is None or row[0] is None or row[1] is None:
+            return held
+        return max(held, int(row[0]) + held - int(row[1]))
 
     async def record_failure(self, room_id: str, error: str, next_attempt_ts: int) -> None:
         await self._db.execute(
