@@ -8,10 +8,14 @@ waits. This module lets the others declare on the dead writer's behalf, safely:
   connection of its own, taken before it allocates any position; PostgreSQL releases it when the process is
   gone;
 * when the frontier has been stuck on a hole for ``stall`` seconds, a process tries the lock of each writer
-  that has not declared past the hole. Getting it means that writer is dead: its transactions can no longer
-  commit (a COMMIT it sent before dying lands within ``grace`` seconds, which the process waits), and it
-  cannot allocate again before it takes its lock back. So everything it allocated is at or below the
-  sequence's current value, and the process declares that for it, then releases the lock.
+  that has not declared past the hole. Getting it means that writer is dead, or cut from its lock: it
+  cannot allocate again before it takes its lock back (a COMMIT it sent before dying lands within ``grace``
+  seconds, which the process waits). So everything it allocated is at or below the sequence's current
+  value, and the process declares that for it, then releases the lock. A transaction of the writer that
+  is still open (a live writer whose lock connection dropped, stalled past the grace) cannot land below the
+  declaration: it holds the writer's row from its allocation to its commit, so the declaration waits for
+  it, and one that allocated before the declaration but reaches its row after finds it overtaken and rolls
+  back (``positions.allocate``).
 
 A writer whose lock connection drops while it lives stops allocating (persists fail) until it holds its lock
 again: otherwise another process could declare past a position it still writes.
@@ -46,6 +50,7 @@ class WriterLiveness:
         self._positions = positions
         self.stall = stall
         self.grace = grace
+        self.row_wait = 5.0
         self._conn: Any = None
         self._reconnect: asyncio.Task[None] | None = None
         self._stopping = False
@@ -123,20 +128,31 @@ class WriterLiveness:
             await self._declare_if_dead(writer)
 
     async def _declare_if_dead(self, writer: str) -> None:
+        import asyncpg
+
         conn, key = self._conn, lock_key(writer)
         if conn is None or not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             return  # alive (or being declared for by another process)
         try:
             await asyncio.sleep(self.grace)  # a COMMIT it sent before dying lands
             position = int(await conn.fetchval("SELECT last_value FROM events_stream_seq"))
-            await conn.execute(
-                "INSERT INTO stream_writer_positions (stream, instance, position) VALUES ($1, $2, $3)"
-                " ON CONFLICT (stream, instance) DO UPDATE SET position ="
-                " GREATEST(stream_writer_positions.position, EXCLUDED.position)",
-                EVENTS,
-                writer,
-                position,
-            )
+            try:
+                async with conn.transaction():
+                    # A transaction of the writer still open holds its row (positions.allocate): the
+                    # declaration waits for it to end, and a stalled one is tried again at the next check
+                    # rather than holding this process's heartbeat.
+                    await conn.execute(f"SET LOCAL lock_timeout = '{int(self.row_wait * 1000)}ms'")
+                    await conn.execute(
+                        "INSERT INTO stream_writer_positions (stream, instance, position) VALUES ($1, $2, $3)"
+                        " ON CONFLICT (stream, instance) DO UPDATE SET position ="
+                        " GREATEST(stream_writer_positions.position, EXCLUDED.position)",
+                        EVENTS,
+                        writer,
+                        position,
+                    )
+            except asyncpg.LockNotAvailableError:
+                logger.warning("%s has a transaction still open: not declaring for it yet", writer)
+                return
             logger.warning("%s is gone: declared its event stream position %d for it", writer, position)
             self.declared_for.append((writer, position))
             ann = Announcement(writer, [], position, self._positions.min_committed)

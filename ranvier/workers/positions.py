@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,6 +43,10 @@ EVENTS = "events"
 
 class WriterFenced(RuntimeError):
     """This process lost its writer lock: another may be declaring past its positions."""
+
+
+class ForeignRoomWrite(RuntimeError):
+    """This process was about to persist events of a room another process persists (single-writer)."""
 
 
 class Frontier:
@@ -162,6 +167,13 @@ class MultiWriterPositions(StreamPositions):
         self.forget: Callable[[str, list[str], bool], None] | None = None
         # Set by the app: sends an announcement to the other processes (the bus).
         self.announce: Callable[[Announcement], None] | None = None
+        # Set by the runtime: whether this process persists a room (RolePlan.owns_room). A batch of another
+        # room is counted (and logged once); with ``refuse_foreign`` its transaction is rolled back.
+        self.owns: Callable[[str], bool] | None = None
+        self.refuse_foreign = False
+        self.foreign_writes: Counter[str] = Counter()
+        # Transactions refused because another process had declared past their positions.
+        self.fenced_commits = 0
 
     async def load(self, txn: Txn) -> None:
         await super().load(txn)  # min_committed; max_committed is replaced below
@@ -227,6 +239,22 @@ class MultiWriterPositions(StreamPositions):
             self._batch[1].extend(back)
             if fwd:
                 self.max_seen = max(self.max_seen, *fwd)
+                # Another process declares for this writer only once it took the writer's lock (it was
+                # lost: liveness.py), and then up to the sequence's value, which may be past ``fwd``:
+                # committing them now would put events below a position readers already passed. The row
+                # is read under a row lock held to the commit, so a declaration either came first (seen
+                # here: refuse) or waits for this transaction to end (our events are committed by then).
+                # This writer's own row is always below what it allocates next (see _own_declaration).
+                row = await txn.fetchval(
+                    "SELECT position FROM stream_writer_positions WHERE stream = ? AND instance = ?"
+                    " FOR UPDATE",
+                    (EVENTS, self.instance),
+                )
+                if row is not None and int(row) >= min(fwd):
+                    self.fenced_commits += 1
+                    raise WriterFenced(
+                        f"{self.instance}: another process declared position {row} for it, past {min(fwd)}"
+                    )
                 # A starting reader begins at the slowest writer's row: this one, after this commit, has
                 # everything it allocated done.
                 await _upsert_declared(txn, self.instance, max(fwd))
@@ -258,6 +286,14 @@ class MultiWriterPositions(StreamPositions):
             )
 
     def touched(self, room_id: str, event_ids: list[str], state_changed: bool = True) -> None:
+        """Inside the persist transaction (before its commit): the batch's room and what changed."""
+        if self.owns is not None and not self.owns(room_id):
+            # Every room has one writer (its persister): reaching here is a path that was not handed over.
+            self.foreign_writes[room_id] += 1
+            if self.refuse_foreign:
+                raise ForeignRoomWrite(f"{self.instance} does not persist {room_id}")
+            if self.foreign_writes[room_id] == 1:
+                logger.error("%s persisted events of %s, which another process owns", self.instance, room_id)
         self._batch_room, self._batch_touched = room_id, event_ids
         self._batch_state_changed = state_changed
 
