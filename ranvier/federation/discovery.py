@@ -14,12 +14,14 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
-import dns.asyncresolver
-import dns.exception
-import dns.rdatatype
-import dns.resolver
+
+if TYPE_CHECKING:
+    # dnspython (about 3 MB of RSS) is imported at the first SRV lookup (``_resolver``): a server that has
+    # not yet looked up a named peer (an idle one, one federating with IP literals) does not carry it.
+    import dns.asyncresolver
 
 from ranvier.protocol.canonical_json import parse_json
 from ranvier.protocol.errors import CanonicalJsonError
@@ -111,6 +113,9 @@ class ServerDiscovery:
 
     def _resolver(self) -> dns.asyncresolver.Resolver:
         if self._dns is None:
+            import dns.asyncresolver
+            import dns.resolver
+
             self._dns = dns.asyncresolver.Resolver()
             self._dns.cache = dns.resolver.LRUCache()  # SRV answers are cached for their TTL
         return self._dns
@@ -202,6 +207,10 @@ class ServerDiscovery:
         return m_server, ttl
 
     async def _lookup_srv(self, host: str) -> tuple[str, int] | None:
+        import dns.exception
+        import dns.rdatatype
+        import dns.resolver
+
         # _matrix-fed first (since v1.8), then the deprecated _matrix.
         for service in ("_matrix-fed._tcp", "_matrix._tcp"):
             try:
