@@ -111,7 +111,6 @@ from .media.preview import UrlPreviewer
 from .media.remote import RemoteMediaFetcher
 from .media.repository import MediaLimits, MediaRepository
 from .media.thumbnailer import Thumbnailer
-from .memory_release import release_freed_memory
 from .metrics import Metrics, metrics_middleware
 from .metrics_collectors import LoopLagMonitor
 from .metrics_wiring import health_handler, wire_metrics
@@ -153,7 +152,14 @@ from .workers.event_forwarding import (
     ForwardingCreator,
     ForwardingMembership,
     add_membership_route,
+    add_persist_built_route,
     add_send_event_route,
+)
+from .workers.federation_forwarding import (
+    ForwardingBackfiller,
+    ForwardingRemoteMembership,
+    add_backfill_route,
+    add_remote_membership_route,
 )
 from .workers.presence import RelayedPresence, add_presence_route
 from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
@@ -349,7 +355,9 @@ class Homeserver:
                     await self.gap_filler.start()
                 self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
                 await self.remote_membership.process_all_queued()
-                await self.partial_resync.resume_all()
+            if plan.persists_events:
+                # Each partial-state room's resync runs in the process that persists the room.
+                await self.partial_resync.resume_all(owned=plan.owns_room)
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()
         logger.info("Ranvier %s started: %s", self.server_name, self.ports)
@@ -361,9 +369,13 @@ class Homeserver:
         self.backfiller: Backfiller | None = None
         if self.config.federation.enabled:
             client, keyring = self.federation_client, self.keyring
-            self.backfiller = Backfiller(
+            # With workers, a room's backfill runs in the process that persists it (ranvier.workers).
+            backfiller = Backfiller if self.replication_client is None else ForwardingBackfiller
+            self.backfiller = backfiller(
                 self.storage, self.state, self.persister, client, keyring, self.server_name
             )
+            if isinstance(self.backfiller, ForwardingBackfiller):
+                self.backfiller.plan, self.backfiller.replication = self.plan, self.replication_client
         # Inbound federation: /send (PDU intake pipeline, EDUs) and the reads other servers make.
         self.incoming_pdus = IncomingPdus(
             self.storage, self.state, self.persister, self.keyring, self.federation_client, self.server_name
@@ -627,6 +639,12 @@ class Homeserver:
         self.worker_runtime.wire(self)
         router = PduRouter(self.plan, self.replication_client, self.incoming_pdus.receive_pdus)
         self.inbound_transactions.route_pdus = router.receive_pdus
+        # PDUs queued during a join, processed at start by the background process: each room's by its owner.
+        self.remote_membership.process_pdus = router.receive_pdus
+        # Remote joins, invites of other servers' users and invite rejections: by the room's persister.
+        self.membership.remote = ForwardingRemoteMembership(
+            self.remote_membership, self.plan, self.replication_client, self.storage
+        )
         meta = self.storage.events.get_event_meta
         self.incoming_pdus.deferred.wrap_retry(lambda local: router.route_retries(local, meta))
 
@@ -660,6 +678,11 @@ class Homeserver:
         if self.plan.persists_events:
             add_send_event_route(app, workers.secret, self.creator)
             add_membership_route(app, workers.secret, self.resident)
+            if isinstance(self.creator, ForwardingCreator):
+                add_persist_built_route(app, workers.secret, self.creator, self.persister)
+            add_remote_membership_route(app, workers.secret, self.remote_membership)
+            if self.backfiller is not None:
+                add_backfill_route(app, workers.secret, self.backfiller)
         app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
         await self._start_site("replication", app, inst.replication.bind, inst.replication.port, None)
 
@@ -1050,7 +1073,6 @@ async def run_homeserver(config: HomeserverConfig, worker: str = MAIN) -> None:
         # SIGHUP re-reads the logging configuration (a broken file is reported, the current one kept).
         loop.add_signal_handler(signal.SIGHUP, log_configure.reload, log_config)
     await hs.start()
-    release_freed_memory()  # what start-up allocated and freed goes back to the system (idle RSS)
     await stop.wait()
     logger.info("shutting down")
     await hs.stop()

@@ -295,7 +295,13 @@ class LocalEventCreator:
             current[(event_type, state_key)] = pdu
             prev_ids = [pdu.event_id]
         assert room_id is not None  # the create event's, at the latest
+        await self.persist_new_room(room_id, rv, creator, batch)
+        return room_id
+
+    async def persist_new_room(
+        self, room_id: str, rv: RoomVersion, creator: str, batch: list[EventToPersist]
+    ) -> None:
+        """Store a new room and its creation batch (built and authorised by ``create_room_events``)."""
         await self._storage.rooms.store_room(room_id, rv.identifier, creator)
         async with self._persister.room_lock(room_id):
             await self._persister.persist(room_id, rv, batch)
-        return room_id

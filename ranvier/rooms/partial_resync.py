@@ -82,6 +82,7 @@ class PartialStateResync:
         self.retry_max = retry_max
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._done: dict[str, asyncio.Event] = {}
+        self._checks: set[asyncio.Task[None]] = set()
         # Set by the app for the metrics: a failed attempt, and the number of rooms still partial.
         self.on_failure: Callable[[], None] | None = None
         self.on_partial_rooms: Callable[[int], None] | None = None
@@ -100,11 +101,14 @@ class PartialStateResync:
             return
         self._tasks[room_id] = asyncio.get_running_loop().create_task(self._run(room_id))
 
-    async def resume_all(self) -> None:
-        """At start-up: every room still partial resumes where its durable progress left it."""
+    async def resume_all(self, owned: Callable[[str], bool] | None = None) -> None:
+        """At start-up: every room still partial resumes where its durable progress left it (with workers,
+        each room's by the process that persists it: ``owned``)."""
         rooms = await self._storage.partial_state.list_rooms()
         await self._report_count()
         for record in rooms:
+            if owned is not None and not owned(record.room_id):
+                continue
             logger.info(
                 "resuming the partial-state resync of %s (%d attempts so far)",
                 record.room_id,
@@ -117,6 +121,21 @@ class PartialStateResync:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def notice_change(self, room_id: str) -> None:
+        """Another process changed ``room_id``'s state (ranvier.workers): if requests here wait for its
+        full state, see whether its resync (run by the room's persister) completed."""
+        done = self._done.get(room_id)
+        if done is None or done.is_set():
+            return
+
+        async def check() -> None:
+            if not await self._storage.partial_state.is_partial(room_id):
+                done.set()
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     async def wait_for_full_state(self, room_id: str, timeout: float) -> bool:
         """Wait until ``room_id`` is no longer partial, at most ``timeout`` seconds; whether it is not."""

@@ -19,11 +19,14 @@ from aiohttp import web
 from ..client_api.errors import MatrixError
 from ..federation.errors import FederationRequestError
 from ..federation.membership_routes import MembershipHandler
-from ..protocol.errors import AuthRejected, ProtocolError
+from ..protocol.errors import AuthRejected, ProtocolError, UnsupportedRoomVersion
 from ..protocol.events import Pdu
+from ..protocol.room_versions import RoomVersion, get_room_version
 from ..rooms.local_events import LocalEventCreator, RoomNotFound
-from ..rooms.persister import TxnHook
-from .replication_http import PersisterUnavailable, ReplicationClient, internal_body
+from ..rooms.persister import EventPersister, TxnHook
+from ..rooms.state import StateIds
+from ..storage.interfaces import EventToPersist
+from .replication_http import PersisterUnavailable, ReplicationClient, internal_body, post_internal
 from .roles import RolePlan
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,64 @@ class ForwardingCreator(LocalEventCreator):
             raise MatrixError(500, "M_UNKNOWN", f"{owner} answered {event_id}, which is not stored")
         return pdu
 
+    def _owner_elsewhere(self, room_id: str) -> str | None:
+        """The instance persisting ``room_id`` when it is not this one (None: this one, or no workers)."""
+        plan = self.plan
+        if plan is None or self.replication is None:
+            return None
+        owner = plan.persister_of(room_id)
+        return None if owner == plan.name else owner
+
+    async def persist_new_room(
+        self, room_id: str, rv: RoomVersion, creator: str, batch: list[EventToPersist]
+    ) -> None:
+        """A room created here (createRoom, an upgrade's new room, a notices room): its id is chosen (before
+        v12) or derived from the create event (v12), so its persister is known only now; the batch built
+        and authorised here is stored by that persister, which answers after its commit."""
+        owner = self._owner_elsewhere(room_id)
+        if owner is None:
+            await super().persist_new_room(room_id, rv, creator, batch)
+            return
+        await self._hand_over(owner, room_id, rv, batch, creator)
+
+    async def persist_local(self, pdu: Pdu, state_before: StateIds, txn_hook: TxnHook | None = None) -> None:
+        """An event built here outside ``send`` (an upgrade's tombstone before v12): persisted by the
+        room's persister. A transaction hook is this process's own (see ``send``): persisted here."""
+        owner = self._owner_elsewhere(pdu.room_id)
+        if owner is None or txn_hook is not None:
+            await super().persist_local(pdu, state_before, txn_hook)
+            return
+        item = EventToPersist(pdu=pdu, state_before=state_before)
+        await self._hand_over(owner, pdu.room_id, pdu.room_version, [item], None)
+
+    async def _hand_over(
+        self, owner: str, room_id: str, rv: RoomVersion, batch: list[EventToPersist], creator: str | None
+    ) -> None:
+        assert self.replication is not None
+        body = {
+            "room_id": room_id,
+            "room_version": rv.identifier,
+            "creator": creator,
+            "events": [
+                {
+                    "pdu": item.pdu.json,
+                    "state_before": [[t, k, e] for (t, k), e in (item.state_before or {}).items()],
+                }
+                for item in batch
+            ],
+        }
+        status, answer = await post_internal(self.replication, owner, PERSIST_BUILT_PATH, body)
+        if status == 200:
+            self.replication.counts["built"] += 1
+            return
+        if answer.get("kind") == "auth":
+            raise AuthRejected(str(answer.get("rule")), str(answer.get("reason")))
+        raise MatrixError(
+            status if 400 <= status < 600 else 500,
+            str(answer.get("errcode", "M_UNKNOWN")),
+            str(answer.get("error", "the room's writer refused the events")),
+        )
+
 
 async def _post(replication: ReplicationClient, owner: str, body: dict[str, Any]) -> str:
     try:
@@ -139,6 +200,73 @@ def add_send_event_route(app: web.Application, secret: str, creator: LocalEventC
         return web.json_response({"event_id": pdu.event_id})
 
     app.router.add_post(SEND_EVENT_PATH, send_event)
+
+
+PERSIST_BUILT_PATH = "/_ranvier/replication/v1/persist_built"
+
+
+def add_persist_built_route(
+    app: web.Application, secret: str, creator: ForwardingCreator, persister: EventPersister
+) -> None:
+    """The owner's side of ``ForwardingCreator.persist_new_room`` and ``persist_local``: events another of
+    our processes built and authorised (signed with the server's key), stored here."""
+
+    async def persist_built(request: web.Request) -> web.Response:
+        body = await internal_body(request, secret)
+        if isinstance(body, web.Response):
+            return body
+        room_id, version, owner_creator, raw = (
+            body.get("room_id"),
+            body.get("room_version"),
+            body.get("creator"),
+            body.get("events"),
+        )
+        if not (isinstance(room_id, str) and isinstance(version, str) and isinstance(raw, list) and raw):
+            return _bad("room_id, room_version and events are needed")
+        if owner_creator is not None and not isinstance(owner_creator, str):
+            return _bad("creator must be a user id")
+        if creator.plan is not None and not creator.plan.owns_room(room_id):
+            # Configs out of step (a restart of only some processes): never passed on again.
+            return web.json_response(
+                {"errcode": "M_UNKNOWN", "error": f"{creator.plan.name} does not persist {room_id}"},
+                status=409,
+            )
+        try:
+            rv = get_room_version(version)
+            batch = [_built_item(entry, rv, room_id) for entry in raw]
+        except (ProtocolError, UnsupportedRoomVersion, ValueError, TypeError) as e:
+            return _bad(f"malformed events: {e}")
+        try:
+            if owner_creator is not None:
+                await creator.persist_new_room(room_id, rv, owner_creator, batch)
+            else:
+                async with persister.room_lock(room_id):
+                    for item in batch:
+                        assert item.state_before is not None
+                        await creator.persist_local(item.pdu, dict(item.state_before))
+        except AuthRejected as e:
+            return web.json_response({"kind": "auth", "rule": e.rule, "reason": e.reason}, status=403)
+        return web.json_response({})
+
+    app.router.add_post(PERSIST_BUILT_PATH, persist_built)
+
+
+def _built_item(entry: Any, rv: RoomVersion, room_id: str) -> EventToPersist:
+    if not isinstance(entry, dict) or not isinstance(entry.get("pdu"), dict):
+        raise ValueError("an event needs its pdu")
+    pdu = Pdu(entry["pdu"], rv)
+    if pdu.room_id != room_id:
+        raise ValueError(f"{pdu.event_id} is not an event of {room_id}")
+    state = entry.get("state_before")
+    if not isinstance(state, list) or not all(
+        isinstance(s, list) and len(s) == 3 and all(isinstance(x, str) for x in s) for s in state
+    ):
+        raise ValueError(f"{pdu.event_id}: state_before must be [type, state_key, event_id] triples")
+    return EventToPersist(pdu=pdu, state_before={(t, k): e for t, k, e in state})
+
+
+def _bad(error: str) -> web.Response:
+    return web.json_response({"errcode": "M_BAD_JSON", "error": error}, status=400)
 
 
 def _fields(body: Any) -> tuple[str, str, str, dict[str, Any], dict[str, Any]] | None:

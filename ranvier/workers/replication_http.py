@@ -144,6 +144,30 @@ class ReplicationClient:
         return results
 
 
+async def post_internal(
+    client: ReplicationClient, instance: str, path: str, body: dict[str, Any], timeout: float | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` to one of the internal routes of ``instance``: the answer's status and JSON object
+    (PersisterUnavailable when it cannot be reached or answers something else). ``timeout``: seconds, in
+    place of the client's default (a remote join may take minutes)."""
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
+    try:
+        async with client.session().post(
+            client.base_url(instance) + path,
+            json=body,
+            headers={"Authorization": f"Bearer {client.secret}"},
+            **extra,
+        ) as resp:
+            answer = await resp.json()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        logger.warning("could not reach %s at %s: %s", instance, path, e)
+        raise PersisterUnavailable(instance) from None
+    if not isinstance(answer, dict):
+        raise PersisterUnavailable(instance)
+    return status, answer
+
+
 def forwarding_middleware(
     plan: RolePlan,
     client: ReplicationClient,

@@ -107,6 +107,8 @@ class WorkerRuntime:
         # Without the database URL there is no writer lock: a dead writer's hole waits for its restart.
         self._database_url = database_url
         self.liveness: WriterLiveness | None = None
+        # Told of each room whose state another process changed (set by ``wire``: partial-state waits).
+        self.on_room_state: Callable[[str], None] | None = None
 
     async def attach_storage(self, storage: SqlStorage) -> None:
         """Before anything reads or writes events: positions from the sequences, striped state group ids,
@@ -142,13 +144,26 @@ class WorkerRuntime:
         persister.share_stream(positions, positions)
         storage.stream.use_positions(positions)
         storage.state_groups.stripe(writers.index(plan.name), len(writers))
-        positions.forget = persister.forget
+        partial_state = storage.partial_state
+
+        def forget(room_id: str | None, event_ids: list[str], state_changed: bool = True) -> None:
+            persister.forget(room_id, event_ids, state_changed)
+            if room_id is None or state_changed:
+                # A partial-state join, or a resync's completion, by the room's persister: this process's
+                # set of partial rooms reads the room again (before the position moves, like the caches).
+                partial_state.forget(room_id)
+                if room_id is not None and self.on_room_state is not None:
+                    self.on_room_state(room_id)
+
+        positions.forget = forget
         positions.announce = lambda ann: self.bus.publish("events", ann.to_json())
+        # One writer per room (its persister): a batch of another room is a path not handed over.
+        positions.owns = plan.owns_room
 
         async def resync() -> None:
             # Messages were lost while the subscription was down: forget every cached room and event,
             # re-read the writers' declarations and what was committed past our frontier.
-            persister.forget(None, [])
+            forget(None, [])
             async with storage.db.snapshot() as txn:
                 await positions.reload(txn)
 
@@ -228,6 +243,9 @@ class WorkerRuntime:
             task.add_done_callback(reloads.discard)
 
         bus.on("policy", reload_policy)
+        # Requests waiting here for a partial-state room's full state hear of its resync's completion by
+        # the room's persister.
+        self.on_room_state = hs.partial_resync.notice_change
         if plan.background:
 
             def deliveries(_body: dict[str, Any]) -> None:

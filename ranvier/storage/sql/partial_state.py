@@ -75,6 +75,10 @@ class PartialStateStore:
         self._db = db
         # Rooms known partial (a fast path for the intake, /sync and the sender; cleared on completion).
         self._partial: set[str] | None = None
+        # Rooms another process may have joined or completed since (``forget``): read again when asked.
+        self._unsure: set[str] = set()
+        self._loading = False
+        self._generation = 0
 
     async def start_txn(
         self, txn: Txn, room_id: str, join_event_id: str, joined_via: str, servers: Iterable[str]
@@ -101,13 +105,52 @@ class PartialStateStore:
         if self._partial is not None:
             self._partial.add(room_id)
 
+    def forget(self, room_id: str | None) -> None:
+        """Another process changed ``room_id`` (None: any room, news may have been lost): its partial
+        flag is read from the database again when next asked (ranvier.workers)."""
+        if room_id is None:
+            self._partial = None
+            self._unsure.clear()
+            self._generation += 1
+        elif self._partial is not None or self._loading:
+            self._unsure.add(room_id)
+
     async def _load_partial(self) -> set[str]:
-        if self._partial is None:
-            rows = await self._db.fetchall(
-                "SELECT room_id FROM partial_state_rooms WHERE completed_ts IS NULL"
-            )
-            self._partial = {r[0] for r in rows}
-        return self._partial
+        while self._partial is None:
+            generation = self._generation
+            self._loading = True
+            try:
+                rows = await self._db.fetchall(
+                    "SELECT room_id FROM partial_state_rooms WHERE completed_ts IS NULL"
+                )
+            finally:
+                self._loading = False
+            if generation == self._generation:  # else everything was forgotten meanwhile: read again
+                self._partial = {r[0] for r in rows}
+        known = self._partial
+        if self._unsure:
+            rooms = list(self._unsure)
+            self._unsure.difference_update(rooms)
+            partial: set[str] = set()
+            for part in chunks(rooms):
+                rows = await self._db.fetchall(
+                    "SELECT room_id FROM partial_state_rooms WHERE completed_ts IS NULL"
+                    f" AND room_id IN ({in_list(len(part))})",
+                    tuple(part),
+                )
+                partial.update(r[0] for r in rows)
+            if known is self._partial:
+                # A room forgotten again while this was read stays unsure (read at the next question).
+                for room_id in rooms:
+                    if room_id in self._unsure:
+                        continue
+                    if room_id in partial:
+                        known.add(room_id)
+                    else:
+                        known.discard(room_id)
+            else:
+                return await self._load_partial()
+        return known
 
     async def is_partial(self, room_id: str) -> bool:
         return room_id in await self._load_partial()
