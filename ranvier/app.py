@@ -195,6 +195,8 @@ class Homeserver:
         config = config_for_instance(config, self.plan)
         self.worker_runtime: WorkerRuntime | None = None
         self.replication_client: ReplicationClient | None = None
+        # With workers: hands each room's PDUs to the process that persists the room (_wire_workers).
+        self.pdu_router: PduRouter | None = None
         if self.plan.multi_process and config.workers is not None and config.redis is not None:
             self.worker_runtime = WorkerRuntime(
                 self.plan, config.redis.url, config.redis.channel_prefix, database_url=config.database.url
@@ -637,7 +639,9 @@ class Homeserver:
         inbound PDUs go to the room's persister."""
         assert self.worker_runtime is not None and self.replication_client is not None
         self.worker_runtime.wire(self)
-        router = PduRouter(self.plan, self.replication_client, self.incoming_pdus.receive_pdus)
+        router = self.pdu_router = PduRouter(
+            self.plan, self.replication_client, self.incoming_pdus.receive_pdus
+        )
         self.inbound_transactions.route_pdus = router.receive_pdus
         # PDUs queued during a join, processed at start by the background process: each room's by its owner.
         self.remote_membership.process_pdus = router.receive_pdus
@@ -867,7 +871,8 @@ class Homeserver:
                 self.storage,
                 self.federation_client,
                 self.server_name,
-                self.incoming_pdus.receive_pdus,
+                # A repair's PDUs are judged by the room's persister (ranvier.workers).
+                self.incoming_pdus.receive_pdus if self.pdu_router is None else self.pdu_router.receive_pdus,
                 self.federation_sender.send_pdu_to,
             )
             handlers.append(RoomCheckHandlers(checker, self.authenticator))
