@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 _RANK = {OFFLINE: 0, UNAVAILABLE: 1, ONLINE: 2}
 DEFAULT_TIMEOUTS = Timeouts()
 TIMER_INTERVAL_S = 5.0  # how often the timeouts are looked at (Synapse: 5 s)
+# Up to this many local users with a presence, a remote join looks up their memberships one by one.
+FEW_LOCAL_STATES = 50
 
 
 class PresenceService:
@@ -287,9 +289,24 @@ class PresenceService:
                     server = server_of(user_id)
                 except InvalidIdentifier:
                     continue
-                members = await self._state_store.get_joined_users(room_id)
-                ours = [self._states[u] for u in sorted(members) if u in self._states and self.is_local(u)]
+                ours = await self._local_states_in(room_id)
                 await self._broadcast({server}, ours, now)
+
+    async def _local_states_in(self, room_id: str) -> list[UserPresence]:
+        """The presence of the local users joined to the room that we hold presence of. With few such
+        users each one's membership is looked up, so a join into a room of 50,000 members does not read
+        them all (the resident answers send_join after this)."""
+        assert self._state_store is not None
+        local = sorted(u for u in self._states if self.is_local(u))
+        if len(local) <= FEW_LOCAL_STATES:
+            ours = []
+            for user_id in local:
+                membership = await self._state_store.get_membership(room_id, user_id)
+                if membership is not None and membership[0] == "join":
+                    ours.append(self._states[user_id])
+            return ours
+        members = await self._state_store.get_joined_users(room_id)
+        return [self._states[u] for u in local if u in members]
 
     async def _broadcast(self, servers: Iterable[str], states: Sequence[UserPresence], now: int) -> None:
         destinations = sorted(set(servers) - {self.server_name})

@@ -26,8 +26,8 @@ from ..storage.interfaces import EventToPersist
 from ..storage.protocols.push import PushActionStorage
 from ..storage.sql.push_counts import MAIN_THREAD, PushActionRow
 from ..storage.sql.relations import thread_root_of
-from .evaluator import CompiledRuleset, EventFacts, compile_ruleset, evaluate
-from .rules import ACCOUNT_DATA_TYPE, merged_ruleset
+from .evaluator import CompiledRuleset, DefaultRulesCompiler, EventFacts, compile_ruleset, evaluate
+from .rules import ACCOUNT_DATA_TYPE, USER_PLACEHOLDER, merged_ruleset
 
 _CACHE_LIMIT = 100_000
 _STATE_CACHE_LIMIT = 10_000
@@ -140,6 +140,7 @@ class PushActionsHook:
         self._overflowed = False
         # user id -> (the stored rules' JSON text or None, the merged and compiled set)
         self._rulesets: dict[str, tuple[str | None, CompiledRuleset]] = {}
+        self._defaults = DefaultRulesCompiler(USER_PLACEHOLDER, merged_ruleset(USER_PLACEHOLDER, None))
         # event id -> the parsed create or power levels event (a stored event never changes)
         self._state_pdus: dict[str, Pdu] = {}
 
@@ -156,7 +157,10 @@ class PushActionsHook:
         cached = self._rulesets.get(user_id)
         if cached is not None and cached[0] == stored:
             return cached[1]
-        ruleset = compile_ruleset(merged_ruleset(user_id, json.loads(stored) if stored is not None else None))
+        if stored is None:
+            ruleset = self._defaults.for_user(user_id)
+        else:
+            ruleset = compile_ruleset(merged_ruleset(user_id, json.loads(stored)))
         if len(self._rulesets) >= _CACHE_LIMIT:
             self._rulesets.clear()
         self._rulesets[user_id] = (stored, ruleset)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -269,6 +269,48 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
                     compiled.append(CompiledRule(outcome, tuple(intern_condition(c) for c in conditions)))
     uses_name = any(c.per_user for r in compiled for c in r.conditions)
     return CompiledRuleset(tuple(compiled), uses_name)
+
+
+def _substituted(value: Any, placeholder: str, user_id: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(placeholder, user_id)
+    if isinstance(value, Mapping):
+        return {k: _substituted(v, placeholder, user_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substituted(v, placeholder, user_id) for v in value]
+    return value
+
+
+class DefaultRulesCompiler:
+    """The compiled server-default rules of users who stored no rules of their own, the common case.
+
+    ``compile_ruleset(merged_ruleset(user, None))`` copies and compiles every default rule, about a
+    millisecond a user: the first event persisted into a room of 50,000 local members after a start spent
+    tens of seconds on it. The defaults differ between users only in the conditions that name the user
+    (``.m.rule.is_user_mention``, ``.m.rule.invite_for_me``): they are compiled once for a placeholder
+    user, and only those conditions are made again per user (not interned: no two users share them)."""
+
+    def __init__(self, placeholder: str, defaults: Ruleset) -> None:
+        self._placeholder = placeholder
+        self._template = compile_ruleset(defaults)
+        # (rule index, condition index) of the conditions that name the user
+        self._personal = [
+            (i, j)
+            for i, rule in enumerate(self._template.rules)
+            for j, cond in enumerate(rule.conditions)
+            if placeholder in json.dumps(cond.spec)
+        ]
+
+    def for_user(self, user_id: str) -> CompiledRuleset:
+        rules = list(self._template.rules)
+        by_rule: dict[int, list[Condition]] = {}
+        for i, j in self._personal:
+            conditions = by_rule.setdefault(i, list(rules[i].conditions))
+            spec = _substituted(conditions[j].spec, self._placeholder, user_id)
+            conditions[j] = Condition(spec, spec.get("kind") == "contains_display_name")
+        for i, conditions in by_rule.items():
+            rules[i] = replace(rules[i], conditions=tuple(conditions))
+        return CompiledRuleset(tuple(rules), self._template.uses_display_name)
 
 
 def evaluate(

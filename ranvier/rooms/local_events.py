@@ -142,7 +142,18 @@ class LocalEventCreator:
     ) -> dict[str, Any]:
         """An unsigned event skeleton for a remote server to complete (make_join, make_leave, make_knock)."""
         rv = await self.room_version(room_id)
-        prev_ids, state_before = await self.tips_and_state(room_id, rv)
+        prev_ids = sorted(await self._storage.events.get_forward_extremities(room_id))
+        if len(prev_ids) <= MAX_PREV_EVENTS:
+            # The state before the template is the current state; only the keys its auth events come from
+            # are looked up (make_join into a room of 50,000 members reads none of their events).
+            keys = auth_types_for_event(rv, event_type, state_key, sender, content) | {CREATE_KEY}
+            state_before = {}
+            for key in keys:
+                event_id = await self._storage.state.get_current_state_id(room_id, *key)
+                if event_id is not None:
+                    state_before[key] = event_id
+        else:
+            prev_ids, state_before = await self.tips_and_state(room_id, rv)
         auth_ids, _ = await self._auth_events_for(rv, event_type, state_key, sender, content, state_before)
         template: dict[str, Any] = {
             "type": event_type,

@@ -117,8 +117,7 @@ class ResidentMembership:
         return rv
 
     async def _we_are_joined(self, room_id: str) -> bool:
-        joined = await self._storage.state.get_joined_users(room_id)
-        return any(server_of(u) == self.server_name for u in joined)
+        return await self._storage.state.is_server_joined(room_id, self.server_name)
 
     async def make_membership(
         self,
@@ -186,7 +185,7 @@ class ResidentMembership:
 
     async def _restricted_authoriser(self, room_id: str, user_id: str) -> str | None:
         """For a restricted room (v8+), a local user who can invite vouches for the join."""
-        from ..protocol.auth.power_levels import get_named_level
+        from ..protocol.auth.power_levels import get_named_level, room_creators
 
         # The join rules, power levels, create event and the joiner's membership; the local members come
         # from the membership index, so the room's member events are not all parsed for one join.
@@ -209,11 +208,27 @@ class ResidentMembership:
         if not await self._meets_allow_conditions(join_rules, user_id):
             return None
         needed = get_named_level(state, "invite")
-        for key in sorted(await self._storage.state.get_joined_users(room_id)):
+        rv = join_rules.room_version
+        # The users the power levels name and the creators first: each is one membership lookup, not a
+        # read of every member.
+        power = state.get(("m.room.power_levels", ""))
+        named = power.content.get("users") if power is not None else None
+        create = state.get(_CREATE_KEY)
+        creators = room_creators(create) if create is not None else set()
+        for key in sorted({*(named if isinstance(named, dict) else ()), *creators}):
             if (
-                server_of(key) == self.server_name
-                and get_user_power_level(key, state, join_rules.room_version) >= needed
+                isinstance(key, str)
+                and ":" in key
+                and server_of(key) == self.server_name
+                and get_user_power_level(key, state, rv) >= needed
             ):
+                membership = await self._storage.state.get_membership(room_id, key)
+                if membership is not None and membership[0] == "join":
+                    return key
+        if get_user_power_level(f"@\x00:{self.server_name}", state, rv) < needed:
+            return None  # a member the power levels do not name may not invite
+        for key in sorted(await self._storage.state.get_joined_users(room_id)):
+            if server_of(key) == self.server_name and get_user_power_level(key, state, rv) >= needed:
                 return key
         return None
 
@@ -243,13 +258,20 @@ class ResidentMembership:
         rv = await self._room_version(room_id, origin)
         pdu = await self._verified_membership_event(origin, room_id, event_id, pdu_json, rv, membership)
         async with self._persister.room_lock(room_id):
-            state_before = await self._state.state_before_prev_events(room_id, rv, list(pdu.prev_event_ids))
             # The rules consult a handful of keys: only those events are loaded (a big room's members are
             # not parsed for one join; the make_join/send_join time stays flat in the room's size).
             keys = auth_types_of(pdu) | {_CREATE_KEY}
-            state_events = await self._state.load_state_events(
-                {k: v for k, v in state_before.items() if k in keys}
-            )
+            state_before: dict[StateKey, str] | None = None
+            if len(pdu.prev_event_ids) == 1:
+                # The usual join (its template cited the room's one forward extremity): the state before
+                # it is the state after that event, and neither it nor the persister needs the full map.
+                before_keys = await self._storage.state.get_state_ids_after(pdu.prev_event_ids[0], keys)
+            else:
+                state_before = await self._state.state_before_prev_events(
+                    room_id, rv, list(pdu.prev_event_ids)
+                )
+                before_keys = {k: v for k, v in state_before.items() if k in keys}
+            state_events = await self._state.load_state_events(before_keys)
             try:
                 check_auth_rules(pdu, state_events)  # S2S checks: the state before the event
                 current = await self._state.current_state_events(room_id, keys)
@@ -261,7 +283,11 @@ class ResidentMembership:
             # answer); queued in the commit that persists the event, so a crash cannot lose the send.
             destinations = [s for s in others if s not in (self.server_name, origin)]
             hook = self._sender.forward_in_txn(destinations) if self._sender and destinations else None
-            item = EventToPersist(pdu=pdu, state_before=state_before)
+            item = (
+                EventToPersist(pdu=pdu, state_before_is_after_prev=True)
+                if state_before is None
+                else EventToPersist(pdu=pdu, state_before=state_before)
+            )
             await self._persister.persist(room_id, rv, [item], extra_txn_hook=hook)
         if self._sender is not None:
             for destination in destinations:
@@ -325,19 +351,33 @@ class ResidentMembership:
         self,
         room_id: str,
         join: Pdu,
-        state_before: dict[StateKey, str],
+        state_before: dict[StateKey, str] | None,
         servers_before: list[str],
         omit_members: bool = False,
     ) -> dict[str, Any]:
+        """``state_before``: the full state before the join, or None when it is the state after the
+        join's one prev event (read here, and with ``omit_members`` without its members)."""
+        prev = join.prev_event_ids[0] if state_before is None else ""
         if omit_members:
             # Partial state (S2S send_join v2, omit_members; MSC3706 and MSC3943): the non-member state,
             # plus, in a room with neither a name nor a canonical alias, the heroes' member events so the
             # joiner can name the room; the auth chain leaves out what ``state`` already carries.
-            state_ids = [e for (t, _), e in state_before.items() if t != "m.room.member"]
-            if ("m.room.name", "") not in state_before and ("m.room.canonical_alias", "") not in state_before:
+            if state_before is None:
+                others = await self._storage.state.get_non_member_state_ids_after(prev)
+            else:
+                others = {k: v for k, v in state_before.items() if k[0] != "m.room.member"}
+            state_ids = list(others.values())
+            if ("m.room.name", "") not in others and ("m.room.canonical_alias", "") not in others:
                 heroes = await self._storage.state.get_hero_members(room_id, exclude=join.sender)
-                state_ids += [e for user, e in heroes if state_before.get(("m.room.member", user)) == e]
+                if state_before is None:
+                    hero_keys = [("m.room.member", user) for user, _ in heroes]
+                    members = await self._storage.state.get_state_ids_after(prev, hero_keys)
+                else:
+                    members = state_before
+                state_ids += [e for user, e in heroes if members.get(("m.room.member", user)) == e]
         else:
+            if state_before is None:
+                state_before = await self._storage.state.get_state_ids_after(prev)
             state_ids = list(state_before.values())
         chain_ids = await self._storage.events.get_auth_chain_ids([*state_ids, join.event_id])
         if omit_members:

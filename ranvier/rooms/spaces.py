@@ -113,14 +113,14 @@ class SpaceHierarchy:
         """The room with its current state (member events left out), if a local user is joined to it."""
         if await self._storage.rooms.get_room_version(room_id) is None:
             return None
-        joined = await self._storage.state.get_joined_users(room_id)
-        if not any(server_of(u) == self.server_name for u in joined):
+        # Counted and looked up in the membership index: a big room's members are not read.
+        if not await self._storage.state.is_server_joined(room_id, self.server_name):
             return None
-        state_ids = await self._storage.state.get_current_state_ids(room_id)
-        wanted = {k: v for k, v in state_ids.items() if k[0] != "m.room.member"}
+        joined, _ = await self._storage.state.get_member_counts(room_id)
+        wanted = await self._storage.state.get_current_non_member_state_ids(room_id)
         events = await self._storage.events.get_events(list(wanted.values()))
         state = {k: events[v] for k, v in wanted.items() if v in events}
-        return LocalRoom(room_id, state, len(joined))
+        return LocalRoom(room_id, state, joined)
 
     async def _membership(self, room_id: str, user_id: str) -> str | None:
         found = await self._storage.state.get_membership(room_id, user_id)

@@ -159,8 +159,13 @@ class StateService:
     async def current_state_events(
         self, room_id: str, keys: Iterable[StateKey] | None = None
     ) -> dict[StateKey, Pdu]:
-        state = await self._storage.state.get_current_state_ids(room_id)
-        if keys is not None:
-            wanted = set(keys)
-            state = {k: v for k, v in state.items() if k in wanted}
+        if keys is None:
+            state = await self._storage.state.get_current_state_ids(room_id)
+        else:
+            # Key by key: a few indexed lookups, not the room's whole current state (its members).
+            state = {}
+            for key in set(keys):
+                event_id = await self._storage.state.get_current_state_id(room_id, *key)
+                if event_id is not None:
+                    state[key] = event_id
         return await self.load_state_events(state)

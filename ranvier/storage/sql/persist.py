@@ -174,7 +174,9 @@ class EventPersister:
                 redacted = await _apply_redactions(txn, list(pending.values()))
                 new_current = None
                 state_changed = False
+                current_written = False
                 if new_current_state is not None:
+                    current_written = True
                     prior = self._current.get(room_id) if self.allocator is not None else None
                     pdus: dict[str, Pdu] = {i.pdu.event_id: i.pdu for i in batch}
                     new_current = await write_current_state(
@@ -195,6 +197,8 @@ class EventPersister:
             writer.commit()
             if new_current is not None:
                 self._current.replace(room_id, new_current)
+            elif current_written:
+                self._current.invalidate(room_id)  # written from a delta, the map not at hand
             for stale in [*redacted, *(e for e, p in pending.items() if p.deoutlier)]:
                 self._event_cache.invalidate(stale)
             self._positions.publish(next_max, next_min)
@@ -227,7 +231,10 @@ class EventPersister:
                 new_current = await write_current_state(txn, self._current, room_id, new_current_state, {})
                 await on_txn(txn, position)
             writer.commit()
-            self._current.replace(room_id, new_current)
+            if new_current is not None:
+                self._current.replace(room_id, new_current)
+            else:
+                self._current.invalidate(room_id)
             for event_id in rejected:
                 self._event_cache.invalidate(event_id)
             self._positions.publish(position, self._positions.min_committed)

@@ -76,8 +76,29 @@ class SqlStateStore:
     ) -> dict[StateKey, str]:
         return await self._state_at(event_id, "state_after_group", keys)
 
+    async def get_non_member_state_ids_after(self, event_id: str) -> dict[StateKey, str]:
+        """The state after a non-outlier event without its ``m.room.member`` entries, read without them
+        (a partial-state send_join answer of a room of 50,000 members reads its dozen other entries)."""
+        group = await self._group_of(event_id, "state_after_group")
+        if group is None:
+            raise UnknownEvent(f"no state is held at {event_id} (unknown, or an outlier)")
+        return await self._groups.load_without_type(self._db, group, MEMBER)
+
     async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
         return dict(await load_current_state(self._db, self._current, room_id))
+
+    async def get_current_non_member_state_ids(self, room_id: str) -> dict[StateKey, str]:
+        """The room's current state without its ``m.room.member`` entries, read without them: two range
+        seeks of the (room_id, type, state_key) key on each side of the type."""
+        cached = self._current.get(room_id)
+        if cached is not None:
+            return {k: v for k, v in cached.items() if k[0] != MEMBER}
+        rows = await self._db.fetchall(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = ? AND type < ?"
+            " UNION ALL SELECT type, state_key, event_id FROM current_state WHERE room_id = ? AND type > ?",
+            (room_id, MEMBER, room_id, MEMBER),
+        )
+        return {(t, k): e for t, k, e in rows}
 
     async def get_current_state_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
         """One key of the room's current state, without loading (or copying) the rest."""
@@ -122,6 +143,16 @@ class SqlStateStore:
 
     async def get_joined_servers(self, room_id: str) -> set[str]:
         return await self.get_joined_servers_txn(self._db, room_id)
+
+    async def is_server_joined(self, room_id: str, server_name: str) -> bool:
+        """Whether a user of ``server_name`` is joined to the room: one seek of the membership index, not
+        a read of every member (the resident asks it on every make_join and send_join)."""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM room_memberships WHERE room_id = ? AND membership = 'join' AND server_name = ?"
+            " LIMIT 1",
+            (room_id, server_name),
+        )
+        return row is not None
 
     async def get_joined_servers_txn(self, txn: Reader, room_id: str) -> set[str]:
         # A room joined with partial state (MSC3706) knows few of its members: until its resync completes,
@@ -185,12 +216,48 @@ async def write_current_state(
     room_id: str,
     new: StateMap | StateDelta,
     batch: Mapping[str, Pdu],
-) -> StateDict:
-    """Replace the room's current state (and its membership index); returns the new full map for the cache.
+) -> StateDict | None:
+    """Replace the room's current state (and its membership index); returns the new full map for the cache,
+    or None when it was not at hand (the caller drops the room's cache entry).
 
     ``batch`` holds the events being persisted, whose membership is not yet readable from the table.
     """
-    old = await load_current_state(txn, cache, room_id)
+    cached = cache.get(room_id)
+    if cached is None and isinstance(new, StateDelta):
+        # A delta on a room whose map is not cached (a cold big room): only its keys are looked up, not
+        # every member of the room read to change one.
+        old = await _current_keys(txn, room_id, [*new.changed, *new.removed])
+        await _write_changes(txn, room_id, old, new, batch)
+        return None
+    old = cached if cached is not None else await load_current_state(txn, cache, room_id)
+    changed, removed = await _write_changes(txn, room_id, old, new, batch)
+    full = dict(old)
+    for key in removed:
+        del full[key]
+    full.update(changed)
+    return full
+
+
+async def _current_keys(txn: Txn, room_id: str, keys: list[StateKey]) -> StateDict:
+    out: StateDict = {}
+    for part in chunks(list(dict.fromkeys(keys)), 200):
+        types = list({t for t, _ in part})
+        skeys = list({k for _, k in part})
+        rows = await txn.fetchall(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?"
+            f" AND type IN ({in_list(len(types))}) AND state_key IN ({in_list(len(skeys))})",
+            (room_id, *types, *skeys),
+        )
+        wanted = set(part)
+        out.update({(t, k): e for t, k, e in rows if (t, k) in wanted})
+    return out
+
+
+async def _write_changes(
+    txn: Txn, room_id: str, old: Mapping[StateKey, str], new: StateMap | StateDelta, batch: Mapping[str, Pdu]
+) -> tuple[dict[StateKey, str], list[StateKey]]:
+    """Write what differs between ``old`` (the stored current state, or at least the keys ``new`` names
+    when it is a delta) and ``new``; returns (changed, removed)."""
     if isinstance(new, StateDelta):
         changed = {k: v for k, v in new.changed.items() if old.get(k) != v}
         removed = [k for k in new.removed if k in old and k not in new.changed]
@@ -221,11 +288,7 @@ async def write_current_state(
             for event_id, user in member_events.items()
         ],
     )
-    full = dict(old)
-    for key in removed:
-        del full[key]
-    full.update(changed)
-    return full
+    return changed, removed
 
 
 async def _memberships(txn: Txn, event_ids: list[str], batch: Mapping[str, Pdu]) -> dict[str, str]:

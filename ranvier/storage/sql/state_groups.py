@@ -145,6 +145,33 @@ class StateGroups:
         self.cache.put(group, base)
         return base
 
+    async def load_without_type(self, txn: Reader, group: int, left_out: str) -> StateDict:
+        """``group``'s entries of every type but ``left_out``: two range seeks of the primary key
+        (group_id, type, state_key) per group of the chain, on each side of the type left out, so its rows
+        (a big room's members) are neither returned nor scanned."""
+        cached = self.cache.get(group)
+        if cached is not None:
+            return {k: v for k, v in cached.items() if k[0] != left_out}
+        chain = [gid for gid, _ in await self.chain(txn, group)]
+        position = {gid: i for i, gid in enumerate(chain)}
+        found: dict[StateKey, tuple[int, str | None]] = {}
+        for part in chunks(chain):
+            marks = in_list(len(part))
+            rows = await txn.fetchall(
+                f"SELECT group_id, type, state_key, event_id FROM state_group_entries"
+                f" WHERE group_id IN ({marks}) AND type < ?"
+                " UNION ALL SELECT group_id, type, state_key, event_id FROM state_group_entries"
+                f" WHERE group_id IN ({marks}) AND type > ?",
+                (*part, left_out, *part, left_out),
+            )
+            self.rows_read += len(rows)
+            for gid, etype, skey, eid in rows:
+                key = (etype, skey)
+                pos = position[int(gid)]
+                if key not in found or pos < found[key][0]:  # the newest group of the chain decides
+                    found[key] = (pos, eid)
+        return {k: eid for k, (_, eid) in found.items() if eid is not None}
+
     async def load_keys(self, txn: Reader, group: int, keys: Iterable[StateKey]) -> StateDict:
         """Only ``keys`` of ``group``: indexed lookups in the chain's groups, not the whole map."""
         wanted = list(dict.fromkeys(keys))
@@ -219,17 +246,25 @@ class StateGroupWriter:
             if current in self._full:
                 return self._full[current].get(key)
             if current not in self._entries:
-                return (await self.groups.load(self.txn, current)).get(key)
+                cached = self.groups.cache.get(current)
+                if cached is not None:
+                    return cached.get(key)
+                # One key by index: a cold group's whole map is not read for it.
+                return (await self.groups.load_keys(self.txn, current, [key])).get(key)
             entries = self._entries[current]
             if key in entries:
                 return entries[key]
             current = self._meta[current][0]
         return None
 
-    async def _size_of(self, group: int) -> int:
+    def _size_of(self, group: int) -> int | None:
+        """The size of ``group``'s map when known without reading it (None: not known)."""
         if group in self._size:
             return self._size[group]
-        return len(await self.full_map(group))
+        full = self._full.get(group)
+        if full is None and group not in self._entries:
+            full = self.groups.cache.get(group)
+        return None if full is None else len(full)
 
     async def _chain(self, group: int) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []
@@ -266,11 +301,13 @@ class StateGroupWriter:
         old = await self._get(base_group, key)
         if old == event_id:
             return base_group
-        size = await self._size_of(base_group) + (old is None)
-        return await self._derive(base_group, {key: event_id}, size)
+        size = self._size_of(base_group)
+        return await self._derive(base_group, {key: event_id}, None if size is None else size + (old is None))
 
-    async def _derive(self, base_group: int, changes: Delta, size: int) -> int:
-        """A new group: ``base_group``'s map with ``changes``, whose map has ``size`` entries."""
+    async def _derive(self, base_group: int, changes: Delta, size: int | None) -> int:
+        """A new group: ``base_group``'s map with ``changes``, whose map has ``size`` entries (None: not
+        known without reading the base group's whole map, which a cold big room's join does not do: the
+        delta is written, at most as many rows as the map has keys)."""
         self._used_as_base.add(base_group)
         chain = await self._chain(base_group)
         depth = chain[0][1] + 1
@@ -286,23 +323,24 @@ class StateGroupWriter:
         merged.update(changes)
         # A delta as large as the map itself buys nothing: start a new lineage with a snapshot. (anchor is
         # never None for chains built here; a snapshot would be correct anyway.)
-        if anchor is None or len(merged) >= size:
+        if anchor is None or (size is not None and len(merged) >= size):
             full = dict(await self.full_map(base_group))
             for key, eid in changes.items():
                 if eid is None:
                     full.pop(key, None)
                 else:
                     full[key] = eid
-            gid = self._write(None, 0, dict(full), size)
+            gid = self._write(None, 0, dict(full), len(full))
             self._full[gid] = full
             return gid
         return self._write(anchor, depth, merged, size)
 
-    def _write(self, prev_group: int | None, depth: int, entries: Delta, size: int) -> int:
+    def _write(self, prev_group: int | None, depth: int, entries: Delta, size: int | None) -> int:
         gid = self.groups.allocate_id()
         self._entries[gid] = entries
         self._meta[gid] = (prev_group, depth)
-        self._size[gid] = size
+        if size is not None:
+            self._size[gid] = size
         return gid
 
     async def flush(self) -> None:
@@ -319,10 +357,18 @@ class StateGroupWriter:
         )
 
     async def finish(self) -> None:
-        """Build the full maps of the new groups nothing in this batch built on: the next batch will."""
+        """Build the full maps of the new groups nothing in this batch built on: the next batch will.
+        Only from a map at hand (built here or cached): a group resting on a cold one (the first event
+        into a big room after a start, a remote join) is left to be read when it is needed, if ever."""
         for gid in self._entries:
-            if gid not in self._used_as_base:
+            if gid not in self._used_as_base and self._base_at_hand(gid):
                 await self.full_map(gid)
+
+    def _base_at_hand(self, group: int) -> bool:
+        current: int | None = group
+        while current is not None and current in self._entries and current not in self._full:
+            current = self._meta[current][0]
+        return current is None or current in self._full or self.groups.cache.get(current) is not None
 
     def commit(self) -> None:
         for gid, entries in self._entries.items():
