@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ranvier.config import load_config
+from tests.workers.target import workers_target
 
 from .ranvier_process import RanvierProcess, free_port
 
@@ -117,6 +118,9 @@ def server(tmp_path: Path) -> Iterator[RanvierProcess]:
         srv.stop()
 
 
+@pytest.mark.skipif(
+    workers_target(), reason="register-user --database writes the config's own database, not a deployment's"
+)
 def test_register_user_shutdown_restart_and_metrics(server: RanvierProcess) -> None:
     config_path = str(server.data_dir / "homeserver.yaml")
     metrics_port = load_config(config_path).listeners.metrics.port

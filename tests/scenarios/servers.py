@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
 from ranvier.app import Homeserver
 from ranvier.config import parse_config
 from tests.ports import free_port
+from tests.workers.target import start_deployed_server, workers_target
 
 
 def fed_port_of(hs: Homeserver) -> int:
@@ -27,7 +28,25 @@ async def start_server(
     **rooms: Any,
 ) -> Homeserver:
     """A server over ``data_dir`` (SQLite there unless ``database_url`` says otherwise); pass the old
-    ``fed_port`` (its name) to restart one over the same data. ``extra``: more top-level config sections."""
+    ``fed_port`` (its name) to restart one over the same data. ``extra``: more top-level config sections.
+
+    ``RANVIER_TARGET=workers``: a multi-process deployment on PostgreSQL and Redis instead, seen through its
+    routing proxy (tests/workers/target.py; a test reading the process's internals is skipped there)."""
+    if workers_target():
+        # A stand-in with the HTTP face of a Homeserver (server_name, ports, running, stop).
+        return cast(Homeserver, await start_deployed_server(data_dir, fed_port, rate_limits, extra, rooms))
+    return await start_single_server(data_dir, fed_port, database_url, rate_limits, extra, **rooms)
+
+
+async def start_single_server(
+    data_dir: Path,
+    fed_port: int | None = None,
+    database_url: str | None = None,
+    rate_limits: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    **rooms: Any,
+) -> Homeserver:
+    """``start_server`` always in this process, whatever ``RANVIER_TARGET`` says."""
     data_dir.mkdir(parents=True, exist_ok=True)
     fed_port = fed_port or free_port()
     config = parse_config(

@@ -10,10 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from ranvier.app import Homeserver
+from tests.workers.target import workers_target
 
 from .servers import Client, eventually, fed_port_of, start_server
+
+# The outbox is read from the server's SQLite file: nothing a deployment's processes expose.
+pytestmark = pytest.mark.skipif(workers_target(), reason="reads the server's own SQLite database file")
 
 
 def read_db(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

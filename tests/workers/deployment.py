@@ -184,11 +184,19 @@ class Deployment:
         extra_config: Mapping[str, Any] | None = None,
         *,
         single_process: bool = False,
+        public_client_port: int | None = None,
+        public_federation_port: int | None = None,
+        database_url: str | None = None,
+        extra_listeners: Mapping[str, Any] | None = None,
     ) -> Deployment:
         """``single_process``: no ``workers:`` and no Redis, one process behind the same proxy (the baseline
-        the benchmark compares with)."""
+        the benchmark compares with). The public ports (the server name is ``127.0.0.1:<federation port>``)
+        are free ones unless given; ``database_url``: an existing database (a deployment started again over
+        the data of a stopped one, see ``stop(keep_database=True)``), else a fresh one;
+        ``extra_listeners``: main's listeners besides client and federation (e.g. ``metrics``)."""
         workdir.mkdir(parents=True, exist_ok=True)
-        public_client, public_federation = free_port(), free_port()
+        public_client = public_client_port or free_port()
+        public_federation = public_federation_port or free_port()
         layout = plan_layout(
             {} if single_process else dict(counts),
             server_name=f"127.0.0.1:{public_federation}",
@@ -196,9 +204,10 @@ class Deployment:
             public_client_port=public_client,
             public_federation_port=public_federation,
         )
-        database_url = await create_database()
+        database_url = database_url or await create_database()
         config_path = workdir / "homeserver.yaml"
         config = _config(workdir, layout, database_url, extra_config or {})
+        config["listeners"].update(extra_listeners or {})
         if single_process:
             del config["workers"], config["redis"]
         config_path.write_text(yaml.safe_dump(config))
@@ -313,22 +322,27 @@ class Deployment:
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{self.tail_log(name)}" for name in self.layout.names)
 
-    async def stop(self) -> None:
+    async def stop(self, *, keep_database: bool = False) -> dict[str, int]:
+        """SIGTERM to every process (SIGKILL 12 s later); returns each process's exit status (0: a clean
+        shutdown). The database is dropped unless ``keep_database``."""
         for proxy in self.proxies:
             await proxy.stop()
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
+        codes: dict[str, int] = {}
         for name, process in self.processes.items():
             try:
                 # A process still answering a parked /sync waits for it (aiohttp's shutdown_timeout, 10 s).
-                await asyncio.to_thread(process.wait, 12)
+                codes[name] = await asyncio.to_thread(process.wait, 12)
             except subprocess.TimeoutExpired:
                 print(f"{name} had not exited 12 s after SIGTERM: killed", file=sys.stderr)
                 process.kill()
-                await asyncio.to_thread(process.wait, 10)
-        with contextlib.suppress(OSError, asyncpg.PostgresError):
-            await drop_database(self.database_url)
+                codes[name] = await asyncio.to_thread(process.wait, 10)
+        if not keep_database:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await drop_database(self.database_url)
+        return codes
 
 
 def _config(workdir: Path, layout: Layout, database_url: str, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -379,9 +393,9 @@ class RegisteredRoute:
 async def single_process(workdir: Path) -> AsyncIterator[tuple[Homeserver, list[RegisteredRoute]]]:
     """A single-process server (in this process, SQLite) and every (method, path) its client and federation
     listeners register: the union of all roles, since one process serves everything."""
-    from tests.scenarios.servers import start_server
+    from tests.scenarios.servers import start_single_server
 
-    hs = await start_server(workdir)
+    hs = await start_single_server(workdir)
     try:
         routes: set[RegisteredRoute] = set()
         # _start_site appends a runner per listener, in the order of hs.ports.

@@ -41,7 +41,7 @@ from ranvier.workers.roles import pick
 from ranvier.workers.routing import instance_role, role_for
 from tests.e2e import test_nio_client as nio_client_tests
 from tests.ports import free_port
-from tests.scenarios.servers import start_server
+from tests.scenarios.servers import start_single_server
 
 from .deployment import ISSUE_LAYOUT, Deployment, services_problem, single_process, unrecognized
 
@@ -74,7 +74,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     )
     remote: Homeserver | None = None
     try:
-        remote = await start_server(workdir / "remote", rate_limits={"enabled": False})
+        remote = await start_single_server(workdir / "remote", rate_limits={"enabled": False})
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
             yield World(dep, remote, session, workdir)
     finally:

@@ -1,0 +1,197 @@
+"""Which Ranvier the black-box suites talk to: ``RANVIER_TARGET=workers`` makes their server factories
+(``tests.scenarios.servers.start_server``, ``tests.e2e.ranvier_process.RanvierProcess``) start a multi-process
+deployment (``tests/workers/deployment.py``: main + 2 client readers + 2 event persisters + 2 federation
+senders, subprocesses on a fresh PostgreSQL database and Redis, behind the routing proxy built from
+``ranvier/workers/routing.py``) instead of one process; unset (or ``single``), nothing changes.
+
+The tests see a deployment only through HTTP, as they see a single server through its listeners: its server
+name (the proxy's federation address), the proxy's client port, ``stop()``. A test that reaches into the
+process (``hs.storage``, ``hs.persister``, ...) has nothing to reach in a deployment of several processes: it
+is skipped with the attribute it asked for, so that the count of such tests shows in the run's summary.
+
+Each deployment runs its proxy on an event loop of its own thread, so that synchronous fixtures can start one
+and a deployment does not depend on the loop of the test that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import threading
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from .deployment import ISSUE_LAYOUT, Deployment, drop_database, services_problem
+
+TARGET_ENV = "RANVIER_TARGET"
+T = TypeVar("T")
+
+
+def workers_target() -> bool:
+    """Whether the suites' servers are worker deployments (``RANVIER_TARGET=workers``)."""
+    value = os.environ.get(TARGET_ENV, "single") or "single"
+    if value not in ("single", "workers"):
+        raise ValueError(f"{TARGET_ENV}={value!r}: expected 'single' or 'workers'")
+    return value == "workers"
+
+
+class DeploymentThread:
+    """A ``Deployment`` driven from any thread: its coroutines run on a loop of its own thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="deployment", daemon=True)
+        self._thread.start()
+        self.deployment: Deployment | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        extra_config: Mapping[str, Any] | None = None,
+        *,
+        public_client_port: int | None = None,
+        public_federation_port: int | None = None,
+        database_url: str | None = None,
+        extra_listeners: Mapping[str, Any] | None = None,
+    ) -> DeploymentThread:
+        runner = cls()
+        try:
+            problem = runner.run(services_problem())
+            if problem is not None:
+                if os.environ.get("CI"):
+                    pytest.fail(f"{TARGET_ENV}=workers: {problem}")
+                pytest.skip(f"{TARGET_ENV}=workers: {problem}")
+            runner.deployment = runner.run(
+                Deployment.start(
+                    workdir,
+                    ISSUE_LAYOUT,
+                    extra_config,
+                    public_client_port=public_client_port,
+                    public_federation_port=public_federation_port,
+                    database_url=database_url,
+                    extra_listeners=extra_listeners,
+                )
+            )
+        except BaseException:
+            runner._close()
+            raise
+        return runner
+
+    @property
+    def dep(self) -> Deployment:
+        assert self.deployment is not None
+        return self.deployment
+
+    def stop(self, *, keep_database: bool = False) -> dict[str, int]:
+        try:
+            return self.run(self.dep.stop(keep_database=keep_database))
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+# -- the stand-in for an in-process Homeserver (tests.scenarios.servers.start_server) ------------------------
+
+# Databases of deployments stopped by a test that may start them again (start_server(data_dir, fed_port)):
+# data_dir -> (database URL, federation port). Dropped at exit when nobody did.
+_STOPPED: dict[Path, tuple[str, int]] = {}
+
+
+@atexit.register
+def _drop_stopped() -> None:
+    if not _STOPPED:
+        return
+    urls = [url for url, _ in _STOPPED.values()]
+    _STOPPED.clear()
+
+    async def drop_all() -> None:
+        for url in urls:
+            with contextlib.suppress(Exception):
+                await drop_database(url)
+
+    with contextlib.suppress(Exception):
+        asyncio.run(drop_all())
+
+
+def keep_stopped(data_dir: Path, database_url: str, federation_port: int) -> None:
+    """A deployment over ``data_dir`` was stopped with its database kept, for a restart."""
+    _STOPPED[data_dir] = (database_url, federation_port)
+
+
+def take_stopped(data_dir: Path, federation_port: int | None) -> str | None:
+    """The database of the deployment stopped over ``data_dir`` under that server name, if any."""
+    stopped = _STOPPED.get(data_dir)
+    if stopped is None or federation_port != stopped[1]:
+        return None
+    return _STOPPED.pop(data_dir)[0]
+
+
+class DeployedHomeserver:
+    """What a black-box test uses of ``ranvier.app.Homeserver``: ``server_name``, ``ports`` (the proxy's
+    public client and federation ports), ``running``, ``stop()``. Anything else is inside a process."""
+
+    def __init__(self, runner: DeploymentThread, data_dir: Path) -> None:
+        self.runner = runner
+        self.data_dir = data_dir
+        dep = runner.dep
+        self.server_name = dep.server_name
+        self.ports = {
+            "client": dep.layout.public_client_port,
+            "federation": dep.layout.public_federation_port,
+        }
+        self.running = True
+        self.exit_codes: dict[str, int] = {}
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.runner.dep
+
+    async def stop(self) -> None:
+        if not self.running:
+            return
+        self.running = False
+        # The database is kept: the test may start the server again over the same data.
+        keep_stopped(self.data_dir, self.deployment.database_url, self.ports["federation"])
+        self.exit_codes = await asyncio.to_thread(self.runner.stop, keep_database=True)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes a DeployedHomeserver does not have: the in-process server's internals.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        pytest.skip(f"{TARGET_ENV}=workers: the test reads hs.{name}, inside the process (not black-box)")
+
+
+async def start_deployed_server(
+    data_dir: Path,
+    fed_port: int | None,
+    rate_limits: dict[str, Any] | None,
+    extra: dict[str, Any] | None,
+    rooms: dict[str, Any],
+) -> DeployedHomeserver:
+    """``start_server``'s arguments, for a deployment: a ``fed_port`` naming a deployment stopped over
+    ``data_dir`` starts it again on its database."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database_url = take_stopped(data_dir, fed_port)
+    config: dict[str, Any] = {"rooms": rooms, "rate_limits": rate_limits or {}, **(extra or {})}
+    runner = await asyncio.to_thread(
+        DeploymentThread.start,
+        data_dir / "workers",
+        config,
+        public_federation_port=fed_port,
+        database_url=database_url,
+    )
+    return DeployedHomeserver(runner, data_dir)
