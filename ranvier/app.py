@@ -157,6 +157,7 @@ from .workers.event_forwarding import (
 )
 from .workers.federation_forwarding import (
     ForwardingBackfiller,
+    ForwardingKnockService,
     ForwardingRemoteMembership,
     add_backfill_route,
     add_remote_membership_route,
@@ -684,7 +685,7 @@ class Homeserver:
             add_membership_route(app, workers.secret, self.resident)
             if isinstance(self.creator, ForwardingCreator):
                 add_persist_built_route(app, workers.secret, self.creator, self.persister)
-            add_remote_membership_route(app, workers.secret, self.remote_membership)
+            add_remote_membership_route(app, workers.secret, self.remote_membership, self.knocks)
             if self.backfiller is not None:
                 add_backfill_route(app, workers.secret, self.backfiller)
         app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
@@ -702,6 +703,19 @@ class Homeserver:
         guard = self._guard(
             "replication" if internal else "client", max(max_body, max_upload), body_limit, streamed=is_upload
         )
+        # With workers, a knock on a room another process persists is made there (ranvier.workers).
+        knocks = KnockService if self.replication_client is None else ForwardingKnockService
+        self.knocks = knocks(
+            self.storage,
+            self.creator,
+            self.membership,
+            self.server_name,
+            self.signing_key,
+            resident=self.resident,
+            client=self.federation_client if config.federation.enabled else None,
+        )
+        if isinstance(self.knocks, ForwardingKnockService):
+            self.knocks.plan, self.knocks.replication = self.plan, self.replication_client
         app = web.Application(
             middlewares=[
                 # Outermost: the request id and database time cover everything, and it writes the answer.
@@ -829,18 +843,7 @@ class Homeserver:
             NotificationHandlers(self.storage, self.authenticator),
             PusherHandlers(self.storage, self.authenticator, self.push_delivery.wake),
             DirectoryHandlers(self.storage, self.authenticator, self.server_name, self.membership),
-            KnockHandlers(
-                KnockService(
-                    self.storage,
-                    self.creator,
-                    self.membership,
-                    self.server_name,
-                    self.signing_key,
-                    resident=self.resident,
-                    client=self.federation_client if config.federation.enabled else None,
-                ),
-                self.authenticator,
-            ),
+            KnockHandlers(self.knocks, self.authenticator),
             SpaceHandlers(self.spaces, self.membership, self.authenticator),
             TimestampHandlers(
                 self.storage,

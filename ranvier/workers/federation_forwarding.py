@@ -20,6 +20,7 @@ from aiohttp import web
 from ..protocol.errors import AuthRejected
 from ..protocol.events import Pdu
 from ..rooms.backfill import Backfiller
+from ..rooms.knock import KnockService
 from ..rooms.local_events import RoomNotFound
 from ..rooms.membership import MembershipError, RemoteMembership
 from ..storage.protocols.composite import HasEvents
@@ -83,32 +84,40 @@ class ForwardingRemoteMembership:
         return await self._local.resolve_alias(alias)
 
     async def _call(self, owner: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-        try:
-            status, answer = await post_internal(
-                self._replication, owner, REMOTE_MEMBERSHIP_PATH, body, timeout
-            )
-        except PersisterUnavailable:
-            raise MembershipError(
-                "M_UNKNOWN", f"the room's writer ({owner}) is unavailable, try again", 503
-            ) from None
-        if status == 200:
-            self._replication.counts["remote_membership"] += 1
-            return answer
-        kind = answer.get("kind")
-        if kind == "auth":
-            raise AuthRejected(str(answer.get("rule")), str(answer.get("reason")))
-        if kind == "no_room":
-            raise RoomNotFound(str(body["room_id"]))
+        return await hand_to_owner(self._replication, owner, body, timeout)
+
+
+async def hand_to_owner(
+    replication: ReplicationClient, owner: str, body: dict[str, Any], timeout: float | None
+) -> dict[str, Any]:
+    """One operation of ``REMOTE_MEMBERSHIP_PATH`` run by ``owner``: its answer, or its error raised as the
+    local call would have raised it."""
+    try:
+        status, answer = await post_internal(replication, owner, REMOTE_MEMBERSHIP_PATH, body, timeout)
+    except PersisterUnavailable:
         raise MembershipError(
-            str(answer.get("errcode", "M_UNKNOWN")),
-            str(answer.get("error", f"{owner} refused")),
-            status if 400 <= status < 600 else 502,
-            unreachable=bool(answer.get("unreachable")),
-        )
+            "M_UNKNOWN", f"the room's writer ({owner}) is unavailable, try again", 503
+        ) from None
+    if status == 200:
+        replication.counts["remote_membership"] += 1
+        return answer
+    kind = answer.get("kind")
+    if kind == "auth":
+        raise AuthRejected(str(answer.get("rule")), str(answer.get("reason")))
+    if kind == "no_room":
+        raise RoomNotFound(str(body["room_id"]))
+    raise MembershipError(
+        str(answer.get("errcode", "M_UNKNOWN")),
+        str(answer.get("error", f"{owner} refused")),
+        status if 400 <= status < 600 else 502,
+        unreachable=bool(answer.get("unreachable")),
+    )
 
 
-def add_remote_membership_route(app: web.Application, secret: str, local: RemoteMembership) -> None:
-    """The persister's side of ``ForwardingRemoteMembership``."""
+def add_remote_membership_route(
+    app: web.Application, secret: str, local: RemoteMembership, knocks: KnockService | None
+) -> None:
+    """The persister's side of ``ForwardingRemoteMembership`` and ``ForwardingKnockService``."""
 
     async def remote_membership(request: web.Request) -> web.Response:
         body = await internal_body(request, secret)
@@ -137,6 +146,13 @@ def add_remote_membership_route(app: web.Application, secret: str, local: Remote
             if op == "reject":
                 await local.reject_invite(user_id, room_id, content)
                 return web.json_response({})
+            if op == "knock" and knocks is not None:
+                servers, reason = body.get("servers"), body.get("reason")
+                if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
+                    return _bad("servers must be a list of server names")
+                if reason is not None and not isinstance(reason, str):
+                    return _bad("reason must be a string")
+                return web.json_response({"room_id": await knocks.knock(user_id, room_id, servers, reason)})
         except MembershipError as e:
             return web.json_response(
                 {"errcode": e.errcode, "error": e.message, "unreachable": e.unreachable}, status=e.status
@@ -148,6 +164,36 @@ def add_remote_membership_route(app: web.Application, secret: str, local: Remote
         return _bad("unknown op")
 
     app.router.add_post(REMOTE_MEMBERSHIP_PATH, remote_membership)
+
+
+class ForwardingKnockService(KnockService):
+    """``KnockService`` whose knocks on a room another process persists are made there: a knock on a room
+    we are not in (make_knock/send_knock) is kept as an out-of-band membership of the room, and one on a
+    room we are in is a room event. The alias is resolved here, the room's owner is asked with its id."""
+
+    plan: RolePlan | None = None
+    replication: ReplicationClient | None = None
+
+    async def knock(
+        self, user_id: str, room_id_or_alias: str, via: list[str], reason: str | None = None
+    ) -> str:
+        plan, replication = self.plan, self.replication
+        if plan is None or replication is None:
+            return await super().knock(user_id, room_id_or_alias, via, reason)
+        room_id, alias_servers = await self._membership.resolve_room(room_id_or_alias)
+        owner = plan.persister_of(room_id)
+        if owner == plan.name:
+            return await super().knock(user_id, room_id, [*via, *alias_servers], reason)
+        body: dict[str, Any] = {
+            "op": "knock",
+            "user_id": user_id,
+            "room_id": room_id,
+            "content": {},
+            "servers": [*via, *alias_servers],
+            "reason": reason,
+        }
+        answer = await hand_to_owner(replication, owner, body, JOIN_TIMEOUT)
+        return str(answer.get("room_id", room_id))
 
 
 class ForwardingBackfiller(Backfiller):

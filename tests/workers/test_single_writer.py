@@ -11,7 +11,9 @@ fails where a path still writes from the process that started it:
   also runs the partial-state resync; every process's set of partial rooms follows (partial after the
   join, complete after the resync), and a request waiting there for the full state is woken;
 * ``/messages`` on the reader paging past our join backfills through the room's persister, and the
-  older events read the same on main.
+  older events read the same on main;
+* a knock through another server's alias on the reader is made by the room's persister (kept as an
+  out-of-band membership of the room), and main's ``/sync`` shows it.
 """
 
 from __future__ import annotations
@@ -98,12 +100,12 @@ def _no_foreign_writes(deployment: dict[str, Homeserver]) -> None:
 
 
 async def _synced_room(client: Client, room_id: str, timeout: float = 30) -> dict[str, Any]:
-    """The room's section of ``client``'s incremental /sync, once it has one (joined or invited)."""
+    """The room's section of ``client``'s incremental /sync, once it has one (joined, invited, knocked)."""
     found: dict[str, Any] = {}
 
     async def has_it() -> bool:
         answer = await client.sync(timeout_ms=1000)
-        for section in ("join", "invite"):
+        for section in ("join", "invite", "knock"):
             room = answer.get("rooms", {}).get(section, {}).get(room_id)
             if room is not None:
                 found.update(room, section=section)
@@ -252,4 +254,36 @@ async def test_history_before_our_join_is_backfilled_by_the_rooms_persister(
         assert reader.replication_client.counts["backfill"] > before  # paging on the reader: handed over
         at_main = Client(session, main, alice.user_id, alice.token)
         assert [t for t in await at_main.texts(room_id) if t.startswith("old ")] == old
+    _no_foreign_writes(deployment)
+
+
+async def test_a_knock_through_another_servers_alias_on_the_reader_is_kept_by_the_rooms_persister(
+    deployment: dict[str, Homeserver], remote: Homeserver
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        carol = await Client.register(session, remote, _name("carol"))
+        local = _name("door")
+        room_id = await carol.create_room(
+            name="knock first",
+            room_alias_name=local,
+            preset="private_chat",
+            room_version="10",
+            initial_state=[{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}],
+        )
+        alice = await Client.register(session, main, _name("alice"))
+        at_reader = Client(session, reader, alice.user_id, alice.token)
+        at_main = Client(session, main, alice.user_id, alice.token)
+        await at_main.sync()
+        assert reader.replication_client is not None
+        before = reader.replication_client.counts["remote_membership"]
+        answer = await at_reader.ok(
+            "POST", f"/knock/{quote(f'#{local}:{remote.server_name}')}", {"reason": "hi"}
+        )
+        assert answer["room_id"] == room_id
+        assert reader.replication_client.counts["remote_membership"] == before + 1
+        assert (await _synced_room(at_main, room_id))["section"] == "knock"
+        # The resident has the knock too.
+        state = await carol.ok("GET", f"/rooms/{quote(room_id)}/state/m.room.member/{alice.user_id}")
+        assert state["membership"] == "knock"
     _no_foreign_writes(deployment)
