@@ -276,21 +276,26 @@ class PresenceService:
                 continue
             if pdu.type != "m.room.member" or pdu.membership != "join" or pdu.state_key is None:
                 continue
-            if item.outlier or item.rejected_reason is not None or item.soft_failed:
-                continue
-            user_id = pdu.state_key
-            if self.is_local(user_id):
-                p = self._states.get(user_id)
-                if p is not None:
-                    servers = await self._state_store.get_joined_servers(room_id) - {self.server_name}
-                    await self._broadcast(servers, [p], now)
-            else:
-                try:
-                    server = server_of(user_id)
-                except InvalidIdentifier:
-                    continue
-                ours = await self._local_states_in(room_id)
-                await self._broadcast({server}, ours, now)
+            await self.on_joined(room_id, pdu.state_key, now)
+
+    async def on_joined(self, room_id: str, user_id: str, now: int | None = None) -> None:
+        """A join of ``user_id`` to the room was persisted: the new member's server hears of the local
+        users in the room, or a local user who joined is announced to the room's servers."""
+        if not self.enabled or self._sender is None or self._state_store is None:
+            return
+        now = self._clock_ms() if now is None else now
+        if self.is_local(user_id):
+            p = self._states.get(user_id)
+            if p is not None:
+                servers = await self._state_store.get_joined_servers(room_id) - {self.server_name}
+                await self._broadcast(servers, [p], now)
+        else:
+            try:
+                server = server_of(user_id)
+            except InvalidIdentifier:
+                return
+            ours = await self._local_states_in(room_id)
+            await self._broadcast({server}, ours, now)
 
     async def _local_states_in(self, room_id: str) -> list[UserPresence]:
         """The presence of the local users joined to the room that we hold presence of. With few such

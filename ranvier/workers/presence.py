@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -98,6 +98,19 @@ class RelayedPresence(PresenceService):
         if self.enabled:
             self._relay({"op": "edu", "o": origin, "c": content})
 
+    async def on_persisted(self, room_id: str, batch: Sequence[Any]) -> None:
+        """Joins persisted here (a room's persister) are told to the owner, which holds the presence the new
+        member's server must hear of (and the joined local user's own). The activity of local senders
+        reaches the owner from the process that took their send (``bump_active``)."""
+        if not self.enabled:
+            return
+        for item in batch:
+            pdu = item.pdu
+            if item.outlier or item.rejected_reason is not None or item.soft_failed:
+                continue
+            if pdu.type == "m.room.member" and pdu.membership == "join" and pdu.state_key is not None:
+                self._relay({"op": "joined", "r": room_id, "u": pdu.state_key})
+
 
 class PresenceOwner:
     """The owner's side: applies what the other processes relay."""
@@ -125,6 +138,11 @@ class PresenceOwner:
             origin, content = body.get("o"), body.get("c")
             if isinstance(origin, str) and isinstance(content, dict):
                 await self._presence.on_edu(origin, content)
+            return
+        if op == "joined":
+            room_id = body.get("r")
+            if isinstance(room_id, str) and isinstance(user_id, str):
+                await self._presence.on_joined(room_id, user_id)
             return
         if not isinstance(user_id, str) or not (device_id is None or isinstance(device_id, str)):
             return
