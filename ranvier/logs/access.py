@@ -188,6 +188,7 @@ def _log(
         "duration_ms": round(total_ms, 3),
         "db_ms": round(timer.seconds * 1000, 3),
         "db_queries": timer.queries,
+        "db_round_trips": timer.round_trips,
         "outcome": outcome,
     }
     status_text = "-" if fields["status"] is None else str(fields["status"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
+import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -307,6 +308,24 @@ class Pdu:
             raise EventTooLarge(f"event is {size} bytes of canonical JSON; the limit is {MAX_PDU_BYTES}")
 
     # -- accessors --------------------------------------------------------------------------------
+
+    def json_text(self) -> str:
+        """The whole event (``unsigned`` included) as JSON text, what storage keeps: the body encoded at
+        construction, then the hashes, signatures and unsigned members, so that persisting a received
+        event does not encode all of it again. The body's members are in canonical order, the others
+        after them (one JSON object all the same: a reader parses it, nobody hashes this text)."""
+        tail = []
+        for key in _NOT_HASHED:
+            if key in self.json:
+                value = self.json[key]
+                try:
+                    text = encode_text(value)
+                except (CanonicalJsonError, ValueError, TypeError):
+                    # Not canonical JSON (what a server puts in ``unsigned`` is not checked): plain JSON.
+                    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+                tail.append(f'"{key}":{text}')
+        body = self._body_bytes.decode("utf-8")
+        return body[:-1] + "," + ",".join(tail) + "}" if tail else body
 
     @property
     def is_state(self) -> bool:

@@ -68,8 +68,15 @@ def notification_levels(state: Mapping[tuple[str, str], Pdu]) -> dict[str, int]:
 
 
 def event_facts(
-    pdu: Pdu, member_count: int, state: Mapping[tuple[str, str], Pdu], room_version: RoomVersion
+    pdu: Pdu,
+    member_count: int,
+    state: Mapping[tuple[str, str], Pdu],
+    room_version: RoomVersion,
+    levels: Mapping[str, int] | None = None,
+    sender_level: float | None = None,
 ) -> EventFacts:
+    """What the rules see of ``pdu``; ``levels`` (``notification_levels(state)``) and the sender's power
+    level may be given when known (a batch's events share the state: computed once per batch and sender)."""
     event: dict[str, Any] = {
         "event_id": pdu.event_id,
         "room_id": pdu.room_id,
@@ -82,8 +89,8 @@ def event_facts(
     return EventFacts(
         event,
         member_count,
-        get_user_power_level(pdu.sender, state, room_version),
-        notification_levels(state),
+        get_user_power_level(pdu.sender, state, room_version) if sender_level is None else sender_level,
+        notification_levels(state) if levels is None else levels,
     )
 
 
@@ -218,10 +225,15 @@ class PushActionsHook:
                     invite_only,
                 )
             )
-        jobs = [
-            (pdu, ordering, event_facts(pdu, member_count, state, room_version), await _thread(txn, pdu))
-            for pdu, ordering in live
-        ]
+        levels = notification_levels(state)
+        sender_levels: dict[str, int | float] = {}
+        jobs = []
+        for pdu, ordering in live:
+            level = sender_levels.get(pdu.sender)
+            if level is None:
+                level = sender_levels[pdu.sender] = get_user_power_level(pdu.sender, state, room_version)
+            facts = event_facts(pdu, member_count, state, room_version, levels, level)
+            jobs.append((pdu, ordering, facts, await _thread(txn, pdu)))
         if len(jobs) * len(recipients) >= self._thread_threshold:
             # Pure CPU work of a few milliseconds and more (1,000 members: ~6 ms an event): in a worker
             # thread, so the event loop keeps serving meanwhile (the transaction stays open for it).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -363,7 +362,7 @@ async def _write_events(txn: Txn, room_id: str, pending: list[_Pending], held: d
                 p.pdu.room_version.identifier,
                 p.before,
                 p.after,
-                json.dumps(p.pdu.json, separators=(",", ":"), ensure_ascii=False),
+                p.pdu.json_text(),  # the bytes encoded when it was parsed, not a second full encoding
                 *_topo_position(p, floors),
             )
             for p in new
