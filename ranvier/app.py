@@ -355,12 +355,13 @@ class Homeserver:
                 await self.federation_sender.start()
             if plan.background:
                 await self.device_lists.resend_unsent()
-                if self.gap_filler is not None:
-                    await self.gap_filler.start()
                 self.incoming_pdus.deferred.start()  # PDUs that could not be judged before a restart
                 await self.remote_membership.process_all_queued()
             if plan.persists_events:
-                # Each partial-state room's resync runs in the process that persists the room.
+                # Each room's holes are filled, and its partial-state resync runs, in the process that
+                # persists the room (its intake notices the holes; its backfill persists the events).
+                if self.gap_filler is not None:
+                    await self.gap_filler.start(owned=plan.owns_room)
                 await self.partial_resync.resume_all(owned=plan.owns_room)
         if config.listeners.metrics.enabled:
             await self._start_metrics_listener()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..storage.interfaces import TopoToken
@@ -74,13 +75,16 @@ class GapFiller:
     def enabled(self) -> bool:
         return self._max_events > 0
 
-    async def start(self) -> None:
-        """Resume: every room with backward extremities is looked at (most have none in the middle)."""
+    async def start(self, owned: Callable[[str], bool] | None = None) -> None:
+        """Resume: every room with backward extremities is looked at (most have none in the middle); with
+        workers, only the rooms this process persists (``owned``): each persister fills its own rooms'
+        holes, noticed by its own intake."""
         self._running = True
         if not self.enabled:
             return
         for room_id in await self._storage.events.get_rooms_with_backward_extremities():
-            self.notice(room_id)
+            if owned is None or owned(room_id):
+                self.notice(room_id)
 
     async def stop(self) -> None:
         """Let each task finish its round (a round persists its chunk in one transaction; cancelling one in

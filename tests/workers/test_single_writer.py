@@ -13,7 +13,9 @@ fails where a path still writes from the process that started it:
 * ``/messages`` on the reader paging past our join backfills through the room's persister, and the
   older events read the same on main;
 * a knock through another server's alias on the reader is made by the room's persister (kept as an
-  out-of-band membership of the room), and main's ``/sync`` shows it.
+  out-of-band membership of the room), and main's ``/sync`` shows it;
+* a hole the persister's intake leaves in a room's timeline (a backlog over the sender's catch-up cap) is
+  filled in the background by that persister's gap filler.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import pytest_asyncio
 from ranvier.app import Homeserver
 from ranvier.config import parse_config
 from tests.ports import free_port
-from tests.scenarios.servers import Client, eventually, start_server
+from tests.scenarios.catchup_helpers import Proxy, in_timeline, start, timeline_status
+from tests.scenarios.servers import Client, eventually, fed_port_of, start_server
 from tests.workers.configs import worker_config
 
 PERSISTERS = ["persister1", "persister2"]
@@ -286,4 +289,54 @@ async def test_a_knock_through_another_servers_alias_on_the_reader_is_kept_by_th
         # The resident has the knock too.
         state = await carol.ok("GET", f"/rooms/{quote(room_id)}/state/m.room.member/{alice.user_id}")
         assert state["membership"] == "knock"
+    _no_foreign_writes(deployment)
+
+
+async def test_a_hole_left_by_the_persisters_intake_is_filled_by_its_gap_filler(
+    deployment: dict[str, Homeserver], tmp_path: Path
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    # A server that reaches us through a proxy that can refuse it, and sends at most 50 events of a
+    # room's backlog when it catches up (the receiver fetches 20 more, the rest is a hole).
+    proxy = Proxy(free_port(), fed_port_of(main))
+    await proxy.open()
+    far = await start(
+        tmp_path / "far",
+        catchup_max_per_room=50,
+        host_overrides={main.server_name: f"127.0.0.1:{proxy.port}"},
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            dave = await Client.register(session, far, _name("dave"))
+            room_id = await dave.create_room(name="backlog")
+            owner = deployment[main.plan.persister_of(room_id)]
+            alice = await Client.register(session, main, _name("alice"))
+            at_reader = Client(session, reader, alice.user_id, alice.token)
+            await at_reader.ok("POST", f"/join/{quote(room_id)}", {}, server_name=far.server_name)
+
+            async def complete() -> bool:
+                return not await owner.storage.partial_state.is_partial(room_id)
+
+            await eventually(complete, timeout=30)
+            await proxy.refuse()
+            sent = [await dave.send_text(room_id, f"while cut off {i}") for i in range(150)]
+
+            async def far_backs_off() -> bool:
+                return await far.storage.outbox.get_retry(main.server_name) is not None
+
+            await eventually(far_backs_off, timeout=20)
+            await proxy.heal()
+            # Our message reaches the far server, which then knows we are back and sends its backlog.
+            await at_reader.send_text(room_id, "back")
+
+            async def all_in() -> bool:
+                return await in_timeline(owner, sent)
+
+            await eventually(all_in, timeout=60, interval=0.5)
+            statuses = await timeline_status(owner, sent)
+            assert list(statuses.values()).count("backfilled") > 0  # there was a hole, and it was filled
+            assert await owner.storage.events.get_timeline_gaps(room_id) == {}
+    finally:
+        await far.stop()
+        await proxy.refuse()
     _no_foreign_writes(deployment)
