@@ -27,7 +27,8 @@ class RolePlan:
     # Outbound federation queues: all destinations, or only this sender's shard (see ``owns_destination``).
     federation_sender: bool
     # Timers and queues that must run in exactly one process: push delivery, appservice pushes, presence
-    # timeouts, device-list resends, gap filling, deferred PDUs, queued remote joins, retention and purges.
+    # timeouts, device-list resends, deferred PDUs, queued remote joins, retention and purges. (Gap filling
+    # and partial-state resyncs run on each room's persister.)
     background: bool
     # The instance persists the rooms hashed to it (or every room, when there are no event persisters).
     persists_events: bool
@@ -71,9 +72,10 @@ class RolePlan:
         return background[0] if background else MAIN
 
     def event_writers(self) -> list[str]:
-        """Every instance that may write to the event stream. Persisters write the rooms they own; the
-        other processes still persist what reaches them outside the forwarded paths (backfill pages, remote
-        joins' state, out-of-band memberships), so every instance takes part in the stream positions."""
+        """Every instance that may write to the event stream. Each room is written by its persister only
+        (the other processes hand their writes over; one that persists another's room is counted, see
+        ``MultiWriterPositions.owns``), but every instance takes part in the stream positions: one that
+        persists nothing simply declares, and a deployment whose persisters change keeps working."""
         if self.workers is None:
             return [MAIN]
         return sorted(self.workers.instances)
