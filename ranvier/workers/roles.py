@@ -74,8 +74,8 @@ class RolePlan:
     def event_writers(self) -> list[str]:
         """Every instance that may write to the event stream. Each room is written by its persister only
         (the other processes hand their writes over; one that persists another's room is counted, see
-        ``MultiWriterPositions.owns``), but every instance takes part in the stream positions: one that
-        persists nothing simply declares, and a deployment whose persisters change keeps working."""
+        ``MultiWriterPositions.owns``), but every instance takes part in the stream positions (one that
+        persists nothing only declares): the check counts a stray write, it does not prevent it."""
         if self.workers is None:
             return [MAIN]
         return sorted(self.workers.instances)
