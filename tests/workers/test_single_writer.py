@@ -340,3 +340,31 @@ async def test_a_hole_left_by_the_persisters_intake_is_filled_by_its_gap_filler(
         await far.stop()
         await proxy.refuse()
     _no_foreign_writes(deployment)
+
+
+async def test_a_room_upgraded_on_main_is_written_by_both_rooms_persisters(
+    deployment: dict[str, Homeserver],
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        alice = await Client.register(session, main, _name("alice"))
+        bob = await Client.register(session, main, _name("bob"))
+        local = _name("upgraded")
+        old = await alice.create_room(name="to upgrade", room_version="10", room_alias_name=local)
+        await Client(session, main, bob.user_id, bob.token).ok("POST", f"/rooms/{quote(old)}/join", {})
+        assert main.replication_client is not None
+        before = main.replication_client.counts["built"]
+        # Before v12 the tombstone is built before the new room exists (it names the new room's id): the
+        # new room's creation and the tombstone are both handed over, each to its room's persister.
+        new = (await alice.ok("POST", f"/rooms/{quote(old)}/upgrade", {"new_version": "11"}))[
+            "replacement_room"
+        ]
+        assert main.replication_client.counts["built"] == before + 2
+        at_reader = Client(session, reader, alice.user_id, alice.token)
+        tombstone = await at_reader.ok("GET", f"/rooms/{quote(old)}/state/m.room.tombstone")
+        assert tombstone["replacement_room"] == new
+        create = await at_reader.ok("GET", f"/rooms/{quote(new)}/state/m.room.create")
+        assert create["predecessor"]["room_id"] == old
+        directory = await at_reader.ok("GET", f"/directory/room/{quote(f'#{local}:{main.server_name}')}")
+        assert directory["room_id"] == new
+    _no_foreign_writes(deployment)
