@@ -30,6 +30,9 @@ from .evaluator import CompiledRuleset, DefaultRulesCompiler, EventFacts, compil
 from .rules import ACCOUNT_DATA_TYPE, USER_PLACEHOLDER, merged_ruleset
 
 _CACHE_LIMIT = 100_000
+# Stands for every member with the default rules whom an event does not name (no real id: "invalid" is not
+# a server name anyone can have, RFC 6761).
+GENERIC_USER = "@generic-member:invalid"
 _STATE_CACHE_LIMIT = 10_000
 IGNORED_USERS = "m.ignored_user_list"
 # The state every evaluation consults (the sender's power level, the notification levels).
@@ -104,11 +107,33 @@ class Recipient:
 
 
 def evaluate_for_recipients(
-    room_id: str, jobs: Sequence[tuple[Pdu, int, EventFacts, str]], recipients: Sequence[Recipient]
+    room_id: str,
+    jobs: Sequence[tuple[Pdu, int, EventFacts, str]],
+    recipients: Sequence[Recipient],
+    generic: Sequence[str] = (),
+    generic_ruleset: CompiledRuleset | None = None,
 ) -> list[PushActionRow]:
-    """Pure: the rows of every (event, recipient) pair whose outcome notifies or highlights."""
+    """Pure: the rows of every (event, recipient) pair whose outcome notifies or highlights. ``generic``:
+    users whose outcome is that of ``generic_ruleset`` (the default rules of GENERIC_USER), evaluated
+    once per event for all of them."""
     rows: list[PushActionRow] = []
     for pdu, ordering, facts, thread in jobs:
+        if generic and generic_ruleset is not None:
+            shared = evaluate(generic_ruleset, facts, GENERIC_USER, None)
+            if shared is not None and (shared.notify or shared.highlight):
+                rows.extend(
+                    PushActionRow(
+                        user_id,
+                        room_id,
+                        ordering,
+                        pdu.event_id,
+                        thread,
+                        shared.notify,
+                        shared.highlight,
+                        shared.actions,
+                    )
+                    for user_id in generic
+                )
         for r in recipients:
             if r.user_id == pdu.sender:
                 continue  # one's own events never notify one
@@ -148,6 +173,7 @@ class PushActionsHook:
         # user id -> (the stored rules' JSON text or None, the merged and compiled set)
         self._rulesets: dict[str, tuple[str | None, CompiledRuleset]] = {}
         self._defaults = DefaultRulesCompiler(USER_PLACEHOLDER, merged_ruleset(USER_PLACEHOLDER, None))
+        self._generic_ruleset = self._defaults.for_user(GENERIC_USER)
         # event id -> the parsed create or power levels event (a stored event never changes)
         self._state_pdus: dict[str, Pdu] = {}
 
@@ -159,6 +185,43 @@ class PushActionsHook:
                 self._state_pdus.clear()
             pdu = self._state_pdus[event_id] = Pdu(_loads(text), room_version)
         return pdu
+
+    def _generic_users(
+        self, users: set[str], stored: Mapping[tuple[str, str], str], invited: set[str], events: list[Pdu]
+    ) -> list[str]:
+        """The users whose outcome for every event of the batch is the generic default user's: no rules
+        or ignore list of their own, not invited by the batch, not named by any of its events (sender,
+        state key, mentions: the conditions of the default rules that name the user), and an id that
+        matches only itself in a case-insensitive glob (lower-case ASCII without ``*`` or ``?``). Empty
+        when an event's state key could match an id by case folding (not ASCII) or names the generic
+        user itself."""
+        if self._generic_ruleset.uses_display_name:
+            return []
+        named: set[str] = set()
+        for pdu in events:
+            named.add(pdu.sender)
+            if pdu.state_key is not None:
+                if not pdu.state_key.isascii():
+                    return []
+                named.add(pdu.state_key.lower())
+            mentions = pdu.content.get("m.mentions")
+            ids = mentions.get("user_ids") if isinstance(mentions, Mapping) else None
+            if isinstance(ids, list):
+                named.update(i for i in ids if isinstance(i, str))
+        if GENERIC_USER in named:
+            return []
+        own = {user for user, _ in stored}
+        return sorted(
+            u
+            for u in users
+            if u not in own
+            and u not in invited
+            and u not in named
+            and u.isascii()
+            and u.islower()
+            and "*" not in u
+            and "?" not in u
+        )
 
     def _ruleset(self, user_id: str, stored: str | None) -> CompiledRuleset:
         cached = self._rulesets.get(user_id)
@@ -201,8 +264,13 @@ class PushActionsHook:
             return
         room_version = live[0][0].room_version
         stored = await self._store.global_account_data_txn(txn, users, (ACCOUNT_DATA_TYPE, IGNORED_USERS))
+        # Members with the server-default rules and nothing else of their own are evaluated once per event
+        # for all of them (a join into a room of 50,000 local members evaluated 50,000 rule sets); only
+        # those an event names, and everyone else, one by one.
+        generic = self._generic_users(users, stored, invited, [pdu for pdu, _ in live])
         rulesets = {
-            user: self._ruleset(user, stored.get((user, ACCOUNT_DATA_TYPE))) for user in sorted(users)
+            user: self._ruleset(user, stored.get((user, ACCOUNT_DATA_TYPE)))
+            for user in sorted(users.difference(generic))
         }
         named = [user for user, ruleset in rulesets.items() if ruleset.uses_display_name]
         texts = await self._store.state_events_txn(
@@ -234,12 +302,14 @@ class PushActionsHook:
                 level = sender_levels[pdu.sender] = get_user_power_level(pdu.sender, state, room_version)
             facts = event_facts(pdu, member_count, state, room_version, levels, level)
             jobs.append((pdu, ordering, facts, await _thread(txn, pdu)))
-        if len(jobs) * len(recipients) >= self._thread_threshold:
+        if len(jobs) * (len(recipients) + len(generic)) >= self._thread_threshold:
             # Pure CPU work of a few milliseconds and more (1,000 members: ~6 ms an event): in a worker
             # thread, so the event loop keeps serving meanwhile (the transaction stays open for it).
-            rows = await asyncio.to_thread(evaluate_for_recipients, room_id, jobs, recipients)
+            rows = await asyncio.to_thread(
+                evaluate_for_recipients, room_id, jobs, recipients, generic, self._generic_ruleset
+            )
         else:
-            rows = evaluate_for_recipients(room_id, jobs, recipients)
+            rows = evaluate_for_recipients(room_id, jobs, recipients, generic, self._generic_ruleset)
         if rows:
             await self._store.insert_txn(txn, rows)
             self._remember(rows)

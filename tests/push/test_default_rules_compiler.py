@@ -5,6 +5,12 @@ defaults from scratch: about a millisecond each)."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from ranvier.protocol.events import Pdu, build_event
+from ranvier.protocol.room_versions import get_room_version
+from ranvier.protocol.signing import SigningKey
+from ranvier.push.actions import PushActionsHook, Recipient, evaluate_for_recipients, event_facts
 from ranvier.push.evaluator import (
     CompiledRuleset,
     DefaultRulesCompiler,
@@ -51,3 +57,56 @@ def test_template_rules_evaluate_alike() -> None:
         None,
     )
     assert alice_mention is not None and alice_mention.rule_id == ".m.rule.is_user_mention"
+
+
+def _event(sender: str, etype: str, content: dict[str, Any], state_key: str | None = None) -> Pdu:
+    return build_event(
+        room_version=get_room_version("10"),
+        room_id="!r:h",
+        sender=sender,
+        event_type=etype,
+        content=content,
+        prev_events=["$prev"],
+        auth_events=["$create"],
+        depth=5,
+        origin_server_ts=1,
+        server_name="h",
+        signing_key=KEY,
+        state_key=state_key,
+    )
+
+
+KEY = SigningKey.generate("k")
+
+
+def test_members_with_default_rules_evaluated_once_get_the_same_rows() -> None:
+    """The push hook evaluates the default rules once per event for every member they apply to alike;
+    the rows are those of evaluating each member's own rules: mentions, invites, an upper-case or glob
+    id, the sender, a notice, a plain message and a join, each alone and all in one batch."""
+    hook = PushActionsHook("h", cast(Any, None))
+    users = {f"@m{i}:h" for i in range(20)} | {"@Upper:h", "@st*r:h", "@q?:h", "@mentioned:h", "@invited:h"}
+    events = [
+        _event("@m0:h", "m.room.message", {"msgtype": "m.text", "body": "hello"}),
+        _event("@m1:h", "m.room.message", {"body": "hi", "m.mentions": {"user_ids": ["@mentioned:h"]}}),
+        _event("@m2:h", "m.room.message", {"msgtype": "m.notice", "body": "notice"}),
+        _event("@other:x", "m.room.member", {"membership": "invite"}, "@INVITED:h"),
+        _event("@other:x", "m.room.member", {"membership": "join"}, "@other:x"),
+        _event("@m3:h", "m.room.member", {"membership": "invite"}, "@upper:h"),
+    ]
+    batches = [[e] for e in events] + [events]
+    seen = []
+    for batch in batches:
+        jobs = [
+            (pdu, n, event_facts(pdu, len(users), {}, pdu.room_version), "main")
+            for n, pdu in enumerate(batch)
+        ]
+        every = [Recipient(u, hook._ruleset(u, None), None, frozenset(), False) for u in sorted(users)]
+        want = evaluate_for_recipients("!r:h", jobs, every)
+        generic = hook._generic_users(users, {}, set(), batch)
+        assert generic and not {"@Upper:h", "@st*r:h", "@q?:h"} & set(generic)
+        rest = [r for r in every if r.user_id not in generic]
+        got = evaluate_for_recipients("!r:h", jobs, rest, generic, hook._generic_ruleset)
+        assert sorted(got, key=repr) == sorted(want, key=repr)
+        seen += want
+    # the comparisons were not all of empty lists: messages notify, the mention highlights
+    assert any(r.notify for r in seen) and any(r.highlight for r in seen)
