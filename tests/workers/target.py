@@ -31,6 +31,9 @@ from .deployment import ISSUE_LAYOUT, Deployment, drop_database, services_proble
 TARGET_ENV = "RANVIER_TARGET"
 T = TypeVar("T")
 
+# Deployments started in this process so far (tests/workers/target_report.py counts them per test).
+started = 0
+
 
 def workers_target() -> bool:
     """Whether the suites' servers are worker deployments (``RANVIER_TARGET=workers``)."""
@@ -63,6 +66,7 @@ class DeploymentThread:
         database_url: str | None = None,
         extra_listeners: Mapping[str, Any] | None = None,
     ) -> DeploymentThread:
+        global started
         runner = cls()
         try:
             problem = runner.run(services_problem())
@@ -81,6 +85,7 @@ class DeploymentThread:
                     extra_listeners=extra_listeners,
                 )
             )
+            started += 1
         except BaseException:
             runner._close()
             raise
