@@ -6,7 +6,8 @@ database and Redis, behind the routing proxy that routes by ranvier/workers/rout
 - every route a Ranvier process registers is served by the process the routing table sends it to;
 - the client flow through the proxy: register, create a room, join, send, /sync, /messages; a /sync
   long-poll parked on one reader wakes on a message written through the other reader;
-- the matrix-nio client tests (tests/e2e/test_nio_client.py) through the proxy;
+- (the client test suites and federation scenarios run through deployments of their own:
+  tests/workers/test_suites_through_workers.py);
 - real nginx with the generated routing file sends each request to the process the table names;
 - federation with a single-process Ranvier server (in this test process): joins and messages both ways;
 - SIGKILL of one process of each of the issue's roles in turn (main, a reader, a persister, a sender) under a
@@ -29,7 +30,6 @@ import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -39,7 +39,6 @@ import pytest_asyncio
 from ranvier.app import Homeserver
 from ranvier.workers.roles import pick
 from ranvier.workers.routing import instance_role, role_for
-from tests.e2e import test_nio_client as nio_client_tests
 from tests.ports import free_port
 from tests.scenarios.servers import start_single_server
 
@@ -240,15 +239,6 @@ async def test_client_flow_through_the_proxy(world: World) -> None:
         assert [e["event_id"] for e in await bob.at(dep.instance_url(name)).timeline(room_id)] == [
             e["event_id"] for e in await bob.timeline(room_id)
         ], name
-
-
-@pytest.mark.parametrize(
-    "case", [nio_client_tests.test_two_users_chat_with_nio, nio_client_tests.test_login_with_password]
-)
-async def test_the_nio_client_tests_through_the_proxy(world: World, case: Any) -> None:
-    """tests/e2e/test_nio_client.py (matrix-nio: invite, join, incremental and long-poll /sync, /messages
-    pages, state, redaction, logout, login) against the deployment instead of one process."""
-    await case(SimpleNamespace(client_url=world.dep.client_url))
 
 
 async def test_the_generated_nginx_routes_like_the_table(world: World) -> None:
