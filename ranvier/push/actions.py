@@ -263,7 +263,10 @@ class PushActionsHook:
         if not users:
             return
         room_version = live[0][0].room_version
-        stored = await self._store.global_account_data_txn(txn, users, (ACCOUNT_DATA_TYPE, IGNORED_USERS))
+        types = (ACCOUNT_DATA_TYPE, IGNORED_USERS)
+        stored = await self._store.members_account_data_txn(txn, room_id, self._server_name, types)
+        if invited - local:
+            stored.update(await self._store.global_account_data_txn(txn, invited - local, types))
         # Members with the server-default rules and nothing else of their own are evaluated once per event
         # for all of them (a join into a room of 50,000 local members evaluated 50,000 rule sets); only
         # those an event names, and everyone else, one by one.

@@ -17,6 +17,11 @@ class PushActionStorage(Protocol):
     # The ``*_txn`` reads and writes run inside the persist transaction (the push rules' hook).
     async def insert_txn(self, txn: Txn, rows: Iterable[PushActionRow]) -> None: ...
     async def local_members_txn(self, txn: Txn, room_id: str, server_name: str) -> tuple[list[str], int]: ...
+    async def members_account_data_txn(
+        self, txn: Txn, room_id: str, server_name: str, data_types: Sequence[str]
+    ) -> dict[tuple[str, str], str]:
+        """The global account data of ``data_types`` of the room's joined members of ``server_name``."""
+
     async def global_account_data_txn(
         self, txn: Txn, user_ids: Collection[str], data_types: Sequence[str]
     ) -> dict[tuple[str, str], str]: ...
