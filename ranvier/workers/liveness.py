@@ -9,13 +9,15 @@ waits. This module lets the others declare on the dead writer's behalf, safely:
   gone;
 * when the frontier has been stuck on a hole for ``stall`` seconds, a process tries the lock of each writer
   that has not declared past the hole. Getting it means that writer is dead, or cut from its lock: it
-  cannot allocate again before it takes its lock back (a COMMIT it sent before dying lands within ``grace``
-  seconds, which the process waits). So everything it allocated is at or below the sequence's current
-  value, and the process declares that for it, then releases the lock. A transaction of the writer that
-  is still open (a live writer whose lock connection dropped, stalled past the grace) cannot land below the
-  declaration: it holds the writer's row from its allocation to its commit, so the declaration waits for
-  it, and one that allocated before the declaration but reaches its row after finds it overtaken and rolls
-  back (``positions.allocate``).
+  cannot allocate again before it takes its lock back. So everything it allocated is at or below the
+  sequence's current value, and the process declares that for it, then releases the lock. A transaction of
+  the writer that is still open (a COMMIT a dying writer sent, or a live writer whose lock connection
+  dropped) cannot land below the declaration: it holds the writer's row from its allocation to its commit,
+  so the declaration waits for it, and one that allocated before the declaration but reaches its row after
+  finds it overtaken and rolls back (``positions.allocate``). That row lock is what makes waiting for an
+  in-flight COMMIT safe, so no fixed ``grace`` is slept by default (it was 2 s, on top of a 3 s ``stall``:
+  the ~5 s during which every ``/sync`` token of the deployment stood still after a writer was killed
+  mid-transaction); trying the lock of a live writer is one cheap query, so ``stall`` is 1 s.
 
 A writer whose lock connection drops while it lives stops allocating (persists fail) until it holds its lock
 again: otherwise another process could declare past a position it still writes.
@@ -44,7 +46,7 @@ def lock_key(instance: str) -> int:
 
 class WriterLiveness:
     def __init__(
-        self, dsn: str, positions: MultiWriterPositions, stall: float = 3.0, grace: float = 2.0
+        self, dsn: str, positions: MultiWriterPositions, stall: float = 1.0, grace: float = 0.0
     ) -> None:
         self._dsn = dsn
         self._positions = positions
@@ -134,7 +136,8 @@ class WriterLiveness:
         if conn is None or not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             return  # alive (or being declared for by another process)
         try:
-            await asyncio.sleep(self.grace)  # a COMMIT it sent before dying lands
+            if self.grace > 0:
+                await asyncio.sleep(self.grace)  # optional: the row lock below already waits for a COMMIT
             position = int(await conn.fetchval("SELECT last_value FROM events_stream_seq"))
             try:
                 async with conn.transaction():
