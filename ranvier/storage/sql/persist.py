@@ -20,7 +20,7 @@ from ranvier.protocol.room_versions import get_room_version
 
 from ..interfaces import TOPO_SCALE, EventToPersist, InTxnHook, StateDelta, StateMap, UnknownRoom
 from .caches import LruCache
-from .engine import Database, Txn, chunks, in_list
+from .engine import MAX_IN_LIST, Database, Txn, chunks, in_list
 from .events import EventCache, live
 from .indexes import update_indexes
 from .partial_state import StateRewrite, rewrite_event_states
@@ -131,12 +131,15 @@ class EventPersister:
             next_max, next_min = self._positions.max_committed, self._positions.min_committed
             settle = self.allocator.settle() if self.allocator is not None else contextlib.nullcontext()
             async with settle, self._db.transaction() as txn:
-                if await txn.fetchval("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)) is None:
+                # One read answers, before anything is written: whether the room is known, which events
+                # of the batch are held already, and for their prev events the state group after, the
+                # ordering depth and whether they are held in the timeline (else they become backward
+                # extremities); for a batch of ordinary size, also which of its events are backward
+                # extremities and the redactions held of them (read later when the batch is larger).
+                start = await _read_at_start(txn, room_id, batch)
+                if not start.room_known:
                     raise UnknownRoom(room_id)
-                # One read answers, before anything is written: which events of the batch are held
-                # already, and for their prev events the state group after, the ordering depth and
-                # whether they are held in the timeline (else they become backward extremities).
-                held = await _held(txn, [i.pdu.event_id for i in batch], batch)
+                held = start.held
                 existing = {i.pdu.event_id: held[i.pdu.event_id] for i in batch if i.pdu.event_id in held}
                 pending: dict[str, _Pending] = {}
                 for item in batch:
@@ -168,9 +171,9 @@ class EventPersister:
                 await writer.finish()
                 await _write_events(txn, room_id, list(pending.values()), held)
                 await RelationStore.insert_txn(txn, room_id, [p.pdu for p in pending.values()])
-                await _update_forward_extremities(txn, room_id, list(pending.values()))
+                await _update_forward_extremities(txn, room_id, list(pending.values()), start.backward)
                 await _update_backward_extremities(txn, room_id, pending, held)
-                redacted = await _apply_redactions(txn, list(pending.values()))
+                redacted = await _apply_redactions(txn, list(pending.values()), start.redactions)
                 new_current = None
                 state_changed = False
                 current_written = False
@@ -304,6 +307,62 @@ async def _held(txn: Txn, event_ids: list[str], batch: Sequence[EventToPersist])
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _AtStart:
+    """What the transaction reads before writing anything."""
+
+    room_known: bool
+    held: dict[str, _Held]
+    # Which of the batch's events are backward extremities of the room; the redactions held whose target
+    # is one of the batch's events or one its redactions redact: (redaction, target, permitted by power).
+    # None: not read yet (a batch too large for one statement), read when needed.
+    backward: set[str] | None
+    redactions: list[tuple[str, str, bool]] | None
+
+
+async def _read_at_start(txn: Txn, room_id: str, batch: Sequence[EventToPersist]) -> _AtStart:
+    """One statement (one trip to the database) for a batch of ordinary size (a /send transaction's 50
+    PDUs): the room's row, ``_held``'s rows, the backward extremities among the batch and the redactions
+    of it, which nothing in the transaction writes before they are used."""
+    ids: list[str] = list(dict.fromkeys(i.pdu.event_id for i in batch))
+    wanted = dict.fromkeys(ids)
+    for item in batch:
+        wanted.update(dict.fromkeys(item.pdu.prev_event_ids))
+    targets = list(dict.fromkeys([*ids, *(i.pdu.redacts for i in batch if i.pdu.redacts is not None)]))
+    if not ids or max(len(wanted), len(targets)) > MAX_IN_LIST:  # (an empty IN () is not SQL)
+        known = await txn.fetchval("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)) is not None
+        return _AtStart(known, await _held(txn, ids, batch), None, None)
+    rows = await txn.fetchall(
+        "SELECT 'e', event_id, stream_ordering, outlier, state_after_group, topo_depth, NULL FROM events"
+        f" WHERE event_id IN ({in_list(len(wanted))})"
+        " UNION ALL SELECT 'r', room_id, NULL, NULL, NULL, NULL, NULL FROM rooms WHERE room_id = ?"
+        " UNION ALL SELECT 'b', event_id, NULL, NULL, NULL, NULL, NULL FROM backward_extremities"
+        f" WHERE room_id = ? AND event_id IN ({in_list(len(ids))})"
+        " UNION ALL SELECT 'x', event_id, NULL, permitted_by_power, NULL, NULL, redacts FROM redactions"
+        f" WHERE redacts IN ({in_list(len(targets))})",
+        (*wanted, room_id, room_id, *ids, *targets),
+    )
+    held: dict[str, _Held] = {}
+    backward: set[str] = set()
+    redactions: list[tuple[str, str, bool]] = []
+    known = False
+    for kind, e, stream, flag, group, topo_depth, redacts in rows:
+        if kind == "e":
+            held[e] = _Held(
+                int(stream),
+                bool(flag),
+                None if group is None else int(group),
+                None if topo_depth is None else int(topo_depth),
+            )
+        elif kind == "r":
+            known = True
+        elif kind == "b":
+            backward.add(e)
+        else:
+            redactions.append((e, redacts, bool(flag)))
+    return _AtStart(known, held, backward, redactions)
+
+
 def _topo_position(p: _Pending, floors: dict[str, int]) -> tuple[int, int]:
     """(ordering depth, order) in the room's topological order: the room layer's placement if it gave one,
     else (depth, stream ordering * TOPO_SCALE), the depth raised to just after the event's parents.
@@ -396,8 +455,11 @@ async def _write_events(txn: Txn, room_id: str, pending: list[_Pending], held: d
     )
 
 
-async def _update_forward_extremities(txn: Txn, room_id: str, pending: list[_Pending]) -> None:
-    """Runs before ``_update_backward_extremities``: it reads the backward extremities as they were."""
+async def _update_forward_extremities(
+    txn: Txn, room_id: str, pending: list[_Pending], backward: set[str] | None
+) -> None:
+    """Runs before ``_update_backward_extremities``: it reads the backward extremities as they were
+    (``backward``: those among the batch, when ``_read_at_start`` read them already)."""
     live_new = [p for p in pending if p.live]
     if not live_new:
         return
@@ -410,12 +472,15 @@ async def _update_forward_extremities(txn: Txn, room_id: str, pending: list[_Pen
     # only those need the edges table. (Simple indexed lookups, no join: a join's cached generic plan on
     # PostgreSQL went to a sequential scan while the tables grew.)
     ids: list[str] = [p.pdu.event_id for p in live_new]
-    was_backward = await _select_ids(
-        txn,
-        "SELECT event_id FROM backward_extremities WHERE room_id = ? AND event_id IN ({})",
-        ids,
-        (room_id,),
-    )
+    if backward is not None:
+        was_backward = {e for e in ids if e in backward}
+    else:
+        was_backward = await _select_ids(
+            txn,
+            "SELECT event_id FROM backward_extremities WHERE room_id = ? AND event_id IN ({})",
+            ids,
+            (room_id,),
+        )
     if was_backward:
         children: dict[str, set[str]] = {}
         for part in chunks(list(was_backward)):
@@ -469,8 +534,12 @@ async def _update_backward_extremities(
     )
 
 
-async def _apply_redactions(txn: Txn, pending: list[_Pending]) -> list[str]:
-    """Record accepted redactions and mark their targets, whichever of the two arrived first.
+async def _apply_redactions(
+    txn: Txn, pending: list[_Pending], held: list[tuple[str, str, bool]] | None
+) -> list[str]:
+    """Record accepted redactions and mark their targets, whichever of the two arrived first. ``held``:
+    the redactions stored before the transaction whose target is one of the batch's events or one its
+    redactions redact, when ``_read_at_start`` read them (else they are read here).
 
     Returns the ids of events that became redacted (their cached copies are stale).
     """
@@ -486,12 +555,24 @@ async def _apply_redactions(txn: Txn, pending: list[_Pending]) -> list[str]:
     )
     targets = list({p.pdu.redacts for p in redactions} | {p.pdu.event_id for p in pending if not p.deoutlier})
     found: list[tuple[str, str, bool]] = []  # (redaction, target, permitted by power)
-    for part in chunks(targets):
-        found += await txn.fetchall(
-            "SELECT event_id, redacts, permitted_by_power FROM redactions"
-            f" WHERE redacts IN ({in_list(len(part))})",
-            tuple(part),
-        )
+    if held is not None:
+        # What the table holds now: the rows held before, and the batch's own where none was (a row of
+        # the same redaction event, which always redacts the same target, stays as it was).
+        wanted = set(targets)
+        found = [r for r in held if r[1] in wanted]
+        stored = {r[0] for r in held}
+        found += [
+            (p.pdu.event_id, p.pdu.redacts, p.item.redaction_permitted_by_power)
+            for p in redactions
+            if p.pdu.event_id not in stored and p.pdu.redacts is not None
+        ]
+    else:
+        for part in chunks(targets):
+            found += await txn.fetchall(
+                "SELECT event_id, redacts, permitted_by_power FROM redactions"
+                f" WHERE redacts IN ({in_list(len(part))})",
+                tuple(part),
+            )
     if not found:
         return []
     involved = list({e for r, t, _ in found for e in (r, t)})
