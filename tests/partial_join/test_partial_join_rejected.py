@@ -16,6 +16,7 @@ from ranvier.app import Homeserver
 from ranvier.protocol.events import build_event
 from ranvier.protocol.room_versions import get_room_version
 from ranvier.storage.interfaces import EventToPersist
+from ranvier.sync.changes import SyncToken
 from tests.scenarios.servers import Client, eventually, start_server
 
 from .helpers import JOINER_ROOMS, Gate, fill_room, lazy_sync, plain_sync
@@ -78,6 +79,17 @@ async def test_own_join_rejected_against_the_full_state_leaves_the_room(
     plain = await plain_sync(bob)
     assert room_id in lazy["rooms"]["join"]
 
+    # A token taken after the resync fetched the ban (an outlier, at a stream position of its own) but
+    # before the room completes: the ban's position is behind it, the leave is news all the same.
+    resync = b.partial_resync
+    fold_in = resync._fold_in
+    mid: dict[str, Any] = {}
+
+    async def fold_in_after_a_sync(*args: Any) -> None:
+        mid["lazy"] = await lazy_sync(bob)
+        await fold_in(*args)
+
+    resync._fold_in = fold_in_after_a_sync  # type: ignore[method-assign]
     gate.open()
 
     async def completed() -> bool:
@@ -96,7 +108,15 @@ async def test_own_join_rejected_against_the_full_state_leaves_the_room(
     assert verdicts[record.join_event_id][1] is not None
 
     # Bob's clients are told: the room is in the leave section (lazy and not), with the ban.
-    for since, sync in ((lazy["next_batch"], lazy_sync), (plain["next_batch"], plain_sync)):
+    assert room_id in mid["lazy"]["rooms"]["join"]
+    meta = await b.storage.events.get_event_meta(ban.event_id)
+    assert meta is not None and meta.stream_ordering <= SyncToken.parse(mid["lazy"]["next_batch"]).events
+    checks = [
+        (lazy["next_batch"], lazy_sync),
+        (mid["lazy"]["next_batch"], lazy_sync),
+        (plain["next_batch"], plain_sync),
+    ]
+    for since, sync in checks:
         answer = await sync(bob, since)
         assert room_id not in answer["rooms"]["join"]
         left = answer["rooms"]["leave"][room_id]
