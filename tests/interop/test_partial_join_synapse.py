@@ -260,6 +260,14 @@ async def test_ranvier_joins_a_synapse_room_with_partial_state(
     await eventually(_held(spy), timeout=FED_TIMEOUT)  # the resync did start, and waits for us
     assert await ranvier.storage.rooms.is_partial_state(room_id)
 
+    async def counted() -> bool:
+        # The summary counts the room (Synapse's GET /hierarchy, asked after the join), not the few
+        # members the partial state holds.
+        answer = await bob.ok("GET", "/sync", timeout="0", filter=LAZY)
+        room = answer.get("rooms", {}).get("join", {}).get(room_id)
+        return room is not None and room["summary"].get("m.joined_member_count") == MEMBERS + 2
+
+    await eventually(counted, timeout=FED_TIMEOUT)
     spy.release()
 
     async def complete() -> bool:
