@@ -173,6 +173,14 @@ class DeployedHomeserver:
         keep_stopped(self.data_dir, self.deployment.database_url, self.ports["federation"])
         self.exit_codes = await asyncio.to_thread(self.runner.stop, keep_database=True)
 
+    def log_lines(self, logger: str) -> list[str]:
+        """The lines every process of the deployment logged under ``logger`` (e.g. an access log), what a
+        test reads from ``caplog`` of an in-process server."""
+        lines = []
+        for path in sorted(self.deployment.workdir.glob("*.log")):
+            lines += [line for line in path.read_text(errors="replace").splitlines() if f" {logger} " in line]
+        return lines
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes a DeployedHomeserver does not have: the in-process server's internals.
         if name.startswith("__"):
