@@ -139,6 +139,11 @@ class SlidingSync:
         joined = [r for r in configs if listed[r].membership == "join"]
         counts = await self._storage.push_actions.unread_counts(user_id, joined) if joined else {}
         member_counts = await self._store.member_counts(joined)
+        for room_id in await self._storage.partial_state.partial_among(joined):
+            # Joined with partial state: the room's count, not the few members held (PartialStateStore).
+            held, invited = member_counts.get(room_id, (0, 0))
+            joined_count = await self._storage.partial_state.estimate_joined_count(room_id, held)
+            member_counts[room_id] = (joined_count, invited)
         sent: dict[str, RoomSent] = dict(since.rooms) if since is not None else {}
         previously = {r: sent[r].events_position for r in configs if r in sent}
         quiet: set[str] = set()

@@ -16,6 +16,7 @@ from tests.scenarios.servers import Client, eventually, start_server
 from .helpers import JOINER_ROOMS, Gate, fill_room, lazy_sync
 
 MEMBERS = 40
+SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 
 
 async def test_summary_counts_the_room_while_partial(
@@ -43,6 +44,16 @@ async def test_summary_counts_the_room_while_partial(
     await eventually(lambda: counted(MEMBERS + 2), timeout=20)  # alice, the members, bob
     heroes = [u for u, _ in await a.storage.state.get_hero_members(room_id, exclude=bob.user_id)]
     assert (await summary())["m.heroes"] == heroes and len(heroes) == 5
+    # Simplified sliding sync (MSC4186) counts the same (a list lazy-loading members has the room).
+    lists = {"l": {"ranges": [[0, 9]], "required_state": [["m.room.member", "$LAZY"]], "timeline_limit": 1}}
+    async with session.post(
+        f"http://127.0.0.1:{b.ports['client']}{SLIDING}",
+        json={"lists": lists},
+        headers={"Authorization": f"Bearer {bob.token}"},
+    ) as resp:
+        sliding = await resp.json()
+        assert resp.status == 200, sliding
+    assert sliding["rooms"][room_id]["joined_count"] == MEMBERS + 2
 
     # A member joins while B is partial: the count follows.
     carol = await Client.register(session, a, "carol")
