@@ -4,6 +4,8 @@ after a parent of the same batch, the ordering depth and the stream positions of
 
 from __future__ import annotations
 
+import itertools
+
 from ranvier.storage.interfaces import EventToPersist
 from ranvier.storage.sql import RoomStorage
 
@@ -69,3 +71,23 @@ async def test_a_batch_repeating_held_events_returns_their_positions(storage: Ro
     assert again[0] == first[0] and again[1] > first[0]
     assert await ev.get_forward_extremities(dag.room_id) == [dag.id("b")]
     assert await storage.state.get_state_ids_before(dag.id("b")) == state
+
+
+async def test_a_batch_larger_than_one_statement_reads_the_same(storage: RoomStorage) -> None:
+    """Past 500 ids the batch's first read is split into its separate queries (persist.py
+    ``_read_at_start``): a chain of 600 whose first event was a backward extremity (its child held) ends
+    with the same extremities as a small batch would."""
+    dag, state = await new_room(storage)
+    names = [f"e{i}" for i in range(601)]
+    dag.add(names[0], ["create"])
+    for prev, name in itertools.pairwise(names):
+        dag.add(name, [prev])
+    ev = storage.events
+    await ev.persist_events(dag.room_id, [EventToPersist(dag.by_name["e1"], state_before=state)])
+    assert await ev.get_backward_extremities(dag.room_id) == [dag.id("e0")]
+    batch = [EventToPersist(dag.by_name["e0"], state_before=state)]
+    batch += [EventToPersist(dag.by_name[n], state_before_is_after_prev=True) for n in names[2:]]
+    await ev.persist_events(dag.room_id, batch)
+    assert await ev.get_backward_extremities(dag.room_id) == []
+    # e0 had a live child before it was held (e1): no extremity; the chain's head is the only one.
+    assert await ev.get_forward_extremities(dag.room_id) == [dag.id("e600")]
