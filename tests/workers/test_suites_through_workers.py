@@ -39,12 +39,14 @@ IN_CI: dict[str, list[str]] = {
         "tests/e2e/test_js_sdk.py",
     ],
     # Multi-server federation scenarios, every server a deployment: remote joins and messages both ways,
-    # typing, receipts and profile changes, presence (on join and on change), state and redactions.
+    # typing, receipts and profile changes, presence (on join and on change), state and redactions, the
+    # first /sync after a remote join under history visibility.
     "federation": [
         "tests/scenarios/test_remote_joins.py::test_remote_join_and_messages_both_ways",
         "tests/scenarios/test_ephemeral_federation.py",
         "tests/scenarios/test_presence_federation.py",
         "tests/scenarios/test_replication.py::test_messages_state_and_redactions_reach_every_server[2]",
+        "tests/scenarios/test_sync_visibility.py",
     ],
 }
 
