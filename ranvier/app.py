@@ -164,6 +164,7 @@ from .workers.federation_forwarding import (
     add_remote_membership_route,
 )
 from .workers.presence import RelayedPresence, add_presence_route
+from .workers.purge_forwarding import add_purge_route, forwarding_purge, owner_purge
 from .workers.replication_http import PduRouter, ReplicationClient, add_internal_routes, forwarding_middleware
 from .workers.roles import config_for_instance, plan_for
 from .workers.runtime import ReplicatedNotifier, ReplicatedTyping, WorkerRuntime
@@ -325,6 +326,12 @@ class Homeserver:
             on_profile_changed=ProfilePropagator(storage, self.creator).on_profile_changed,
             gap_filler=self.gap_filler,
         )
+        if self.worker_runtime is not None and self.replication_client is not None:
+            # A room's purge runs in its persister, under the room's lock, and the others forget the room.
+            self._purge_here = owner_purge(storage.db, storage, self.persister, self.worker_runtime.bus)
+            self.admin_api.room_deleter.purge = forwarding_purge(
+                self.plan, self.replication_client, self._purge_here
+            )
         await self.admin_api.start()
 
         await self._register_appservice_senders()
@@ -690,6 +697,7 @@ class Homeserver:
             add_remote_membership_route(app, workers.secret, self.remote_membership, self.knocks)
             if self.backfiller is not None:
                 add_backfill_route(app, workers.secret, self.backfiller)
+            add_purge_route(app, workers.secret, self.plan, self._purge_here)
         app.router.add_route("GET", "/health", health_handler(self.storage.db).handler)
         await self._start_site("replication", app, inst.replication.bind, inst.replication.port, None)
 

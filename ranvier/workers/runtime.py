@@ -156,6 +156,19 @@ class WorkerRuntime:
                     self.on_room_state(room_id)
 
         positions.forget = forget
+
+        def purged(body: dict[str, Any]) -> None:
+            # A room purged by its persister (ranvier.workers.purge_forwarding): its rows are gone, so is
+            # what this process caches of it; without the event ids, every cached event is dropped.
+            room_id, event_ids = body.get("r"), body.get("e")
+            if not isinstance(room_id, str):
+                return
+            if isinstance(event_ids, list) and all(isinstance(e, str) for e in event_ids):
+                forget(room_id, event_ids)
+            else:
+                forget(None, [])
+
+        self.bus.on("purged", purged)
         positions.announce = lambda ann: self.bus.publish("events", ann.to_json())
         # One writer per room (its persister): a batch of another room is a path not handed over.
         positions.owns = plan.owns_room

@@ -15,7 +15,9 @@ fails where a path still writes from the process that started it:
 * a knock through another server's alias on the reader is made by the room's persister (kept as an
   out-of-band membership of the room), and main's ``/sync`` shows it;
 * a hole the persister's intake leaves in a room's timeline (a backlog over the sender's catch-up cap) is
-  filled in the background by that persister's gap filler.
+  filled in the background by that persister's gap filler;
+* a room deleted through the admin API on main is purged by its persister, and no process keeps serving
+  the room from its caches.
 """
 
 from __future__ import annotations
@@ -367,4 +369,47 @@ async def test_a_room_upgraded_on_main_is_written_by_both_rooms_persisters(
         assert create["predecessor"]["room_id"] == old
         directory = await at_reader.ok("GET", f"/directory/room/{quote(f'#{local}:{main.server_name}')}")
         assert directory["room_id"] == new
+    _no_foreign_writes(deployment)
+
+
+async def test_a_room_deleted_on_main_is_purged_by_its_persister_and_forgotten_everywhere(
+    deployment: dict[str, Homeserver],
+) -> None:
+    main, reader = deployment["main"], deployment["reader1"]
+    async with aiohttp.ClientSession() as session:
+        admin = await Client.register(session, main, _name("admin"))
+        await main.storage.users.set_admin(admin.user_id, True)
+        bob = await Client.register(session, main, _name("bob"))
+        room_id = await admin.create_room(name="to be deleted", preset="public_chat")
+        owner_name = main.plan.persister_of(room_id)
+        assert owner_name in PERSISTERS
+        at_reader = Client(session, reader, bob.user_id, bob.token)
+        await at_reader.ok("POST", f"/rooms/{quote(room_id)}/join", {})
+        event_id = await admin.send_text(room_id, "soon gone")
+        # Every process caches the room: its current state and the message.
+        for hs in deployment.values():
+            assert await hs.storage.state.get_current_state_ids(room_id)
+            assert await hs.storage.events.get_event(event_id) is not None
+        assert main.replication_client is not None
+        before = main.replication_client.counts["purge"]
+        async with session.delete(
+            f"http://127.0.0.1:{main.ports['client']}/_synapse/admin/v1/rooms/{quote(room_id)}",
+            json={"purge": True},
+            headers={"Authorization": f"Bearer {admin.token}"},
+        ) as resp:
+            answer = await resp.json()
+            assert resp.status == 200, answer
+        assert bob.user_id in answer["kicked_users"]
+        # The purge was handed to the room's persister (one request), which deleted every row.
+        assert main.replication_client.counts["purge"] == before + 1
+        row = await main.storage.db.fetchone("SELECT COUNT(*) FROM events WHERE room_id = ?", (room_id,))
+        assert row is not None and row[0] == 0
+        # Every process forgot the room: nothing answers from a cache any more.
+        for hs in deployment.values():
+
+            async def forgotten(hs: Homeserver = hs) -> bool:
+                state = await hs.storage.state.get_current_state_ids(room_id)
+                return not state and await hs.storage.events.get_event(event_id) is None
+
+            await eventually(forgotten, timeout=10)
     _no_foreign_writes(deployment)

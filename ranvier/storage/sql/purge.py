@@ -50,8 +50,9 @@ async def _columns(txn: Txn, dialect: str) -> dict[str, set[str]]:
     return result
 
 
-async def purge_room(db: Database, storage: PurgeStorage, room_id: str) -> int:
-    """Delete the room's rows everywhere; returns how many of its events were deleted."""
+async def purge_room(db: Database, storage: PurgeStorage, room_id: str) -> list[str]:
+    """Delete the room's rows everywhere; returns the ids of its events that were deleted (with workers,
+    the other processes are told to forget them: ranvier.workers.purge_forwarding)."""
     async with db.transaction() as txn:
         columns = await _columns(txn, db.dialect)
         event_ids = [
@@ -74,7 +75,7 @@ async def purge_room(db: Database, storage: PurgeStorage, room_id: str) -> int:
         for table in ("state_groups", "events", "rooms"):
             await txn.execute(f"DELETE FROM {table} WHERE room_id = ?", (room_id,))
     _forget_cached(storage, room_id, event_ids)
-    return len(event_ids)
+    return event_ids
 
 
 def _forget_cached(storage: PurgeStorage, room_id: str, event_ids: list[str]) -> None:
