@@ -26,7 +26,14 @@ from ..rooms.local_events import LocalEventCreator, RoomNotFound
 from ..rooms.persister import EventPersister, TxnHook
 from ..rooms.state import StateIds
 from ..storage.interfaces import EventToPersist
-from .replication_http import PersisterUnavailable, ReplicationClient, internal_body, post_internal
+from .replication_http import (
+    PersisterUnavailable,
+    ReplicationClient,
+    bad_json,
+    internal_body,
+    not_owned,
+    post_internal,
+)
 from .roles import RolePlan
 
 logger = logging.getLogger(__name__)
@@ -222,20 +229,16 @@ def add_persist_built_route(
             body.get("events"),
         )
         if not (isinstance(room_id, str) and isinstance(version, str) and isinstance(raw, list) and raw):
-            return _bad("room_id, room_version and events are needed")
+            return bad_json("room_id, room_version and events are needed")
         if owner_creator is not None and not isinstance(owner_creator, str):
-            return _bad("creator must be a user id")
-        if creator.plan is not None and not creator.plan.owns_room(room_id):
-            # Configs out of step (a restart of only some processes): never passed on again.
-            return web.json_response(
-                {"errcode": "M_UNKNOWN", "error": f"{creator.plan.name} does not persist {room_id}"},
-                status=409,
-            )
+            return bad_json("creator must be a user id")
+        if (refused := not_owned(creator.plan, room_id)) is not None:
+            return refused
         try:
             rv = get_room_version(version)
             batch = [_built_item(entry, rv, room_id) for entry in raw]
         except (ProtocolError, UnsupportedRoomVersion, ValueError, TypeError) as e:
-            return _bad(f"malformed events: {e}")
+            return bad_json(f"malformed events: {e}")
         try:
             if owner_creator is not None:
                 await creator.persist_new_room(room_id, rv, owner_creator, batch)
@@ -263,10 +266,6 @@ def _built_item(entry: Any, rv: RoomVersion, room_id: str) -> EventToPersist:
     ):
         raise ValueError(f"{pdu.event_id}: state_before must be [type, state_key, event_id] triples")
     return EventToPersist(pdu=pdu, state_before={(t, k): e for t, k, e in state})
-
-
-def _bad(error: str) -> web.Response:
-    return web.json_response({"errcode": "M_BAD_JSON", "error": error}, status=400)
 
 
 def _fields(body: Any) -> tuple[str, str, str, dict[str, Any], dict[str, Any]] | None:

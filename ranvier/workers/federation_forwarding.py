@@ -24,7 +24,14 @@ from ..rooms.knock import KnockService
 from ..rooms.local_events import RoomNotFound
 from ..rooms.membership import MembershipError, RemoteMembership
 from ..storage.protocols.composite import HasEvents
-from .replication_http import PersisterUnavailable, ReplicationClient, internal_body, post_internal
+from .replication_http import (
+    PersisterUnavailable,
+    ReplicationClient,
+    bad_json,
+    internal_body,
+    not_owned,
+    post_internal,
+)
 from .roles import RolePlan
 
 logger = logging.getLogger(__name__)
@@ -130,17 +137,17 @@ def add_remote_membership_route(
             body.get("content"),
         )
         if not (isinstance(user_id, str) and isinstance(room_id, str) and isinstance(content, dict)):
-            return _bad("user_id, room_id and content are needed")
+            return bad_json("user_id, room_id and content are needed")
         try:
             if op == "join":
                 servers = body.get("servers")
                 if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
-                    return _bad("servers must be a list of server names")
+                    return bad_json("servers must be a list of server names")
                 return web.json_response({"room_id": await local.join(user_id, room_id, servers, content)})
             if op == "invite":
                 target = body.get("target")
                 if not isinstance(target, str):
-                    return _bad("target is needed")
+                    return bad_json("target is needed")
                 pdu = await local.invite(user_id, room_id, target, content)
                 return web.json_response({"event_id": pdu.event_id})
             if op == "reject":
@@ -149,9 +156,9 @@ def add_remote_membership_route(
             if op == "knock" and knocks is not None:
                 servers, reason = body.get("servers"), body.get("reason")
                 if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
-                    return _bad("servers must be a list of server names")
+                    return bad_json("servers must be a list of server names")
                 if reason is not None and not isinstance(reason, str):
-                    return _bad("reason must be a string")
+                    return bad_json("reason must be a string")
                 return web.json_response({"room_id": await knocks.knock(user_id, room_id, servers, reason)})
         except MembershipError as e:
             return web.json_response(
@@ -161,7 +168,7 @@ def add_remote_membership_route(
             return web.json_response({"kind": "auth", "rule": e.rule, "reason": e.reason}, status=403)
         except RoomNotFound:
             return web.json_response({"kind": "no_room"}, status=404)
-        return _bad("unknown op")
+        return bad_json("unknown op")
 
     app.router.add_post(REMOTE_MEMBERSHIP_PATH, remote_membership)
 
@@ -256,25 +263,18 @@ def add_backfill_route(app: web.Application, secret: str, local: Backfiller) -> 
             body.get("extremities"),
         )
         if not isinstance(room_id, str) or not isinstance(limit, int) or isinstance(limit, bool):
-            return _bad("room_id and limit are needed")
+            return bad_json("room_id and limit are needed")
         if extremities is not None and (
             not isinstance(extremities, list) or not all(isinstance(e, str) for e in extremities)
         ):
-            return _bad("extremities must be a list of event ids")
+            return bad_json("extremities must be a list of event ids")
         plan = local.plan if isinstance(local, ForwardingBackfiller) else None
-        if plan is not None and not plan.owns_room(room_id):
-            # Configs out of step (a restart of only some processes): never passed on again.
-            return web.json_response(
-                {"errcode": "M_UNKNOWN", "error": f"{plan.name} does not persist {room_id}"}, status=409
-            )
+        if (refused := not_owned(plan, room_id)) is not None:
+            return refused
         if op == "backfill":
             return web.json_response({"added": await local.backfill(room_id, limit, extremities)})
         if op == "fill" and extremities is not None:
             return web.json_response({"added": await local.fill_from(room_id, extremities, limit)})
-        return _bad("unknown op")
+        return bad_json("unknown op")
 
     app.router.add_post(BACKFILL_PATH, backfill)
-
-
-def _bad(error: str) -> web.Response:
-    return web.json_response({"errcode": "M_BAD_JSON", "error": error}, status=400)

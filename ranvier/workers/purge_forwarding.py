@@ -20,7 +20,7 @@ from ..rooms.persister import EventPersister
 from ..storage.sql.engine import Database
 from ..storage.sql.purge import purge_room
 from .bus import Bus
-from .replication_http import ReplicationClient, internal_body, post_internal
+from .replication_http import ReplicationClient, bad_json, internal_body, not_owned, post_internal
 from .roles import RolePlan
 
 if TYPE_CHECKING:
@@ -86,12 +86,9 @@ def add_purge_route(app: web.Application, secret: str, plan: RolePlan, local: Pu
             return body
         room_id = body.get("room_id")
         if not isinstance(room_id, str) or not room_id.startswith("!"):
-            return web.json_response({"errcode": "M_BAD_JSON", "error": "room_id is needed"}, status=400)
-        if not plan.owns_room(room_id):
-            # Configs out of step (a restart of only some processes): never passed on again.
-            return web.json_response(
-                {"errcode": "M_UNKNOWN", "error": f"{plan.name} does not persist {room_id}"}, status=409
-            )
+            return bad_json("room_id is needed")
+        if (refused := not_owned(plan, room_id)) is not None:
+            return refused
         purged = await local(room_id)
         logger.info("purged room %s for another process (%d events)", room_id, purged)
         return web.json_response({"purged": purged})

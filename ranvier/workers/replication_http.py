@@ -237,6 +237,21 @@ class PduRouter:
         return retry
 
 
+def bad_json(error: str) -> web.Response:
+    """An internal route's answer to a body it cannot use."""
+    return web.json_response({"errcode": "M_BAD_JSON", "error": error}, status=400)
+
+
+def not_owned(plan: RolePlan | None, room_id: str) -> web.Response | None:
+    """An internal route's answer when this process does not persist ``room_id`` (configs out of step, e.g.
+    after a restart of only some processes): refused, never passed on again. None when it does."""
+    if plan is None or plan.owns_room(room_id):
+        return None
+    return web.json_response(
+        {"errcode": "M_UNKNOWN", "error": f"{plan.name} does not persist {room_id}"}, status=409
+    )
+
+
 async def internal_body(request: web.Request, secret: str) -> dict[str, Any] | web.Response:
     """The JSON object of a request between our processes, or the error answer to send: the sender must
     hold the deployment's ``workers.secret`` (compared in constant time) and send a JSON object."""
