@@ -310,6 +310,7 @@ class Homeserver:
             self.typing,
             self.sync_notifier,
             presence=self.presence_store if self.presence.enabled else None,
+            events_position=storage.stream.current_position,
         )
         self.persister.add_listener(self.appservice_ephemeral.on_persisted)
         self._wire_e2ee()

@@ -49,10 +49,15 @@ class EphemeralFeed:
         typing: Any,
         notifier: Any,
         presence: PresenceStorage | None = None,
+        events_position: Callable[[], int] | None = None,
     ) -> None:
         """``typing``: the TypingStream (``serial``, ``rooms_changed_since``, ``typing_users``);
         ``notifier``: the SyncNotifier (``ticket()``); ``presence``: the presence states (None when
-        presence is off)."""
+        presence is off); ``events_position``: the event stream's position up to which every event is
+        committed (the stream's ``current_position``), where the departures are read up to. The newest
+        stream ordering in the table is not that when several processes persist events (ranvier.workers):
+        a lower ordering may still be in another writer's open transaction, and would be skipped."""
+        self._events_position = events_position
         self._presence = presence
         self._pusher = pusher
         self._store = store
@@ -96,6 +101,13 @@ class EphemeralFeed:
         ):
             self._departed.set()
 
+    def events_moved(self) -> None:
+        """Events were persisted by another process (ranvier.workers announces them to this one, which runs
+        the feed): a leave among them may end a user's sharing of rooms, and this process's persister,
+        whose listener is ``on_persisted``, did not see it."""
+        if self._msc3202:
+            self._departed.set()
+
     async def _run(self) -> None:
         while True:
             ticket = self._notifier.ticket()
@@ -124,6 +136,8 @@ class EphemeralFeed:
 
     async def _current(self, stream: str) -> int:
         if stream == DEPARTURES:
+            if self._events_position is not None:
+                return self._events_position()
             return await self._store.events_position()
         return await self._store.stream_position(stream)
 

@@ -265,6 +265,8 @@ class WorkerRuntime:
                 hs.push_delivery.wake()
                 for as_id in list(hs.appservice_pusher.workers):
                     hs.appservice_pusher.wake(as_id)
+                # MSC3202 "left": the leaves among another process's events (after the frontier moved).
+                hs.appservice_ephemeral.events_moved()
 
             bus.on("events", deliveries)
 
