@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import yaml
@@ -18,6 +18,7 @@ from mautrix.types import Event
 from ranvier.app import Homeserver
 from ranvier.config import load_config
 from tests.ports import free_port
+from tests.workers.target import start_deployed_from_config_file, workers_target
 
 AS_ID = "bridge"
 AS_TOKEN = "as_token_for_tests_0123456789"
@@ -76,6 +77,10 @@ def write_config(
 
 
 async def start_homeserver(config_path: Path) -> Homeserver:
+    """The server of ``write_config``'s file; ``RANVIER_TARGET=workers``: a deployment with its settings and
+    registration (tests/workers/target.py), pushing to the appservice from its background role."""
+    if workers_target():
+        return cast(Homeserver, await start_deployed_from_config_file(config_path))
     hs = Homeserver(load_config(config_path))
     await hs.start()
     return hs

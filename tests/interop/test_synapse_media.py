@@ -5,17 +5,34 @@ thumbnail of it) through Ranvier."""
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
 from PIL import Image
 
 from tests.media.conftest import image_bytes, register
-from tests.scenarios.servers import Homeserver
+from tests.scenarios.servers import Homeserver, start_server
+from tests.workers.target import MEDIA_LAYOUT, start_deployed_server, workers_target
 
 from .synapse import SynapseServer
 
 pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+async def ranvier(tmp_path: Path) -> AsyncIterator[Homeserver]:
+    """The interop suite's Ranvier; ``RANVIER_TARGET=workers``: a deployment with a media worker, which
+    serves uploads, downloads and thumbnails (and federation inbound the other server's media requests)."""
+    if workers_target():
+        deployed = await start_deployed_server(tmp_path / "ranvier", None, None, None, {}, MEDIA_LAYOUT)
+        hs = cast(Homeserver, deployed)
+    else:
+        hs = await start_server(tmp_path / "ranvier")
+    yield hs
+    await hs.stop()
 
 
 def _ids(uri: str) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -17,12 +17,20 @@ from tests.ports import free_port
 
 # The storage suite's database fixtures (db_spec -> raw_db -> db), parametrized over both engines.
 from tests.storage.conftest import db, db_spec, raw_db  # noqa: F401
+from tests.workers.target import MEDIA_LAYOUT, start_deployed_server, workers_target
 
 
 async def start_media_server(
     tmp_path: Path, *, tls: bool = False, request_limits: dict[str, Any] | None = None, **media: Any
 ) -> Homeserver:
-    """A server; ``tls`` for one that federates (our federation client speaks only HTTPS)."""
+    """A server; ``tls`` for one that federates (our federation client speaks only HTTPS).
+
+    ``RANVIER_TARGET=workers``: a deployment with a media worker instead (tests/workers/target.py; its
+    federation listener always has TLS), seen through its routing proxy."""
+    if workers_target():
+        extra = {"media": media, "request_limits": request_limits or {}}
+        deployed = await start_deployed_server(tmp_path, None, None, extra, {}, MEDIA_LAYOUT)
+        return cast(Homeserver, deployed)
     tmp_path.mkdir(parents=True, exist_ok=True)
     fed_port = free_port()
     config = parse_config(

@@ -2,10 +2,13 @@
 (``tests.scenarios.servers.start_server``, ``tests.e2e.ranvier_process.RanvierProcess``) start a multi-process
 deployment (``tests/workers/deployment.py``: main + 2 client readers + 2 event persisters + 2 federation
 senders, subprocesses on a fresh PostgreSQL database and Redis, behind the routing proxy built from
-``ranvier/workers/routing.py``) instead of one process; unset (or ``single``), nothing changes.
+``ranvier/workers/routing.py``) instead of one process; unset (or ``single``), nothing changes. The media
+suite's ``start_media_server`` and the appservice harness's ``start_homeserver`` do the same, the media suite
+with a media worker and a federation inbound process besides (``MEDIA_LAYOUT``).
 
 The tests see a deployment only through HTTP, as they see a single server through its listeners: its server
-name (the proxy's federation address), the proxy's client port, ``stop()``. A test that reaches into the
+name (the proxy's federation address), the proxy's client port, ``stop()``, and the ``config`` it was
+started with. A test that reaches into the
 process (``hs.storage``, ``hs.persister``, ...) has nothing to reach in a deployment of several processes: it
 is skipped with the attribute it asked for, so that the count of such tests shows in the run's summary.
 
@@ -25,11 +28,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
+
+from ranvier.config import HomeserverConfig, load_config
+from ranvier.workers.layout import WorkerRole
 
 from .deployment import ISSUE_LAYOUT, Deployment, drop_database, services_problem
 
 TARGET_ENV = "RANVIER_TARGET"
 T = TypeVar("T")
+
+# The media and appservice suites' deployments: the issue's layout with the media role in a process of its own
+# (uploads, downloads and thumbnails routed there; every process shares the data directory's media store) and
+# a federation inbound process (other servers' /_matrix/federation/v1/media/ requests).
+MEDIA_LAYOUT: dict[WorkerRole, int] = {**ISSUE_LAYOUT, "federation_inbound": 1, "media": 1}
 
 # Deployments started in this process so far (tests/workers/target_report.py counts them per test).
 started = 0
@@ -65,6 +77,7 @@ class DeploymentThread:
         public_federation_port: int | None = None,
         database_url: str | None = None,
         extra_listeners: Mapping[str, Any] | None = None,
+        counts: Mapping[WorkerRole, int] = ISSUE_LAYOUT,
     ) -> DeploymentThread:
         global started
         runner = cls()
@@ -77,7 +90,7 @@ class DeploymentThread:
             runner.deployment = runner.run(
                 Deployment.start(
                     workdir,
-                    ISSUE_LAYOUT,
+                    counts,
                     extra_config,
                     public_client_port=public_client_port,
                     public_federation_port=public_federation_port,
@@ -165,6 +178,12 @@ class DeployedHomeserver:
     def deployment(self) -> Deployment:
         return self.runner.dep
 
+    @property
+    def config(self) -> HomeserverConfig:
+        """The configuration every process of the deployment runs with (what the test asked for, as an
+        in-process server's ``hs.config``), read from the deployment's homeserver.yaml."""
+        return load_config(self.deployment.config_path)
+
     async def stop(self) -> None:
         if not self.running:
             return
@@ -194,6 +213,7 @@ async def start_deployed_server(
     rate_limits: dict[str, Any] | None,
     extra: dict[str, Any] | None,
     rooms: dict[str, Any],
+    counts: Mapping[WorkerRole, int] = ISSUE_LAYOUT,
 ) -> DeployedHomeserver:
     """``start_server``'s arguments, for a deployment: a ``fed_port`` naming a deployment stopped over
     ``data_dir`` starts it again on its database."""
@@ -206,5 +226,31 @@ async def start_deployed_server(
         config,
         public_federation_port=fed_port,
         database_url=database_url,
+        counts=counts,
     )
     return DeployedHomeserver(runner, data_dir)
+
+
+# Keys of a single server's homeserver.yaml that a deployment sets itself (its database, data directory and
+# listeners are its own; the server name comes from the federation port).
+_DEPLOYMENT_OWNS = ("server_name", "data_dir", "signing_key_path", "database", "listeners", "log_config")
+
+
+async def start_deployed_from_config_file(
+    config_path: Path, counts: Mapping[WorkerRole, int] = ISSUE_LAYOUT
+) -> DeployedHomeserver:
+    """A deployment with the settings of a single server's homeserver.yaml (registration, rate limits,
+    ``app_service_config_files``, media, ...) under the same server name (its federation port): every process
+    loads the same registration files, given to them as absolute paths, since a relative path in the file is
+    relative to the file and the deployment's config lives elsewhere. Started again over the same directory
+    and name after a ``stop()``, it keeps its database."""
+    raw = yaml.safe_load(config_path.read_text()) or {}
+    base = config_path.parent
+    fed_port = int(raw["listeners"]["federation"]["port"])
+    extra = {k: v for k, v in raw.items() if k not in _DEPLOYMENT_OWNS}
+    extra["app_service_config_files"] = [
+        str(p if Path(p).is_absolute() else base / p) for p in raw.get("app_service_config_files", [])
+    ]
+    return await start_deployed_server(
+        base, fed_port, extra.pop("rate_limits", None), extra, extra.pop("rooms", {}), counts
+    )

@@ -31,12 +31,17 @@ from .deployment import REPO, services_problem
 IN_CI: dict[str, list[str]] = {
     # matrix-nio and matrix-js-sdk against one deployment each: chat, long-poll /sync, /messages pages,
     # redaction, login; typing, receipts, read markers, account data, profile changes, /forget; E2EE with
-    # nio (to-device, one-time keys, device lists) and the js-sdk round trip.
+    # nio (to-device, one-time keys, device lists) and the js-sdk round trip. mautrix's media calls through a
+    # deployment with a media worker (upload, create + upload, download, thumbnail, config), and mautrix's
+    # appservice against a deployment that loads its registration in every process (namespaces,
+    # masquerading, event and ephemeral pushes from the background role, ping, user and alias queries).
     "clients": [
         "tests/e2e/test_nio_client.py",
         "tests/e2e/test_operations.py",
         "tests/e2e/test_nio_e2ee.py",
         "tests/e2e/test_js_sdk.py",
+        "tests/media/test_mautrix_media.py",
+        "tests/appservice/test_mautrix.py::test_namespaces_masquerading_pushes_ping_and_queries",
     ],
     # Multi-server federation scenarios, every server a deployment: remote joins and messages both ways,
     # typing, receipts and profile changes, presence (on join and on change), state and redactions, the
