@@ -19,12 +19,12 @@ from aiohttp import web
 from ..rooms.persister import EventPersister
 from ..storage.sql.engine import Database
 from ..storage.sql.purge import purge_room
-from .bus import Bus
 from .replication_http import ReplicationClient, bad_json, internal_body, not_owned, post_internal
 from .roles import RolePlan
 
 if TYPE_CHECKING:
     from ..storage.sql.purge import PurgeStorage
+    from .bus import Bus  # redis-py: imported only where a process runs the bus (tests/test_idle_imports.py)
 
 logger = logging.getLogger(__name__)
 
