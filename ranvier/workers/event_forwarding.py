@@ -10,10 +10,8 @@ room's events are still built on one process's view of the room.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from ..client_api.errors import MatrixError
@@ -35,8 +33,6 @@ from .replication_http import (
     post_internal,
 )
 from .roles import RolePlan
-
-logger = logging.getLogger(__name__)
 
 SEND_EVENT_PATH = "/_ranvier/replication/v1/send_event"
 
@@ -153,19 +149,7 @@ class ForwardingCreator(LocalEventCreator):
 
 
 async def _post(replication: ReplicationClient, owner: str, body: dict[str, Any]) -> str:
-    try:
-        async with replication.session().post(
-            replication.base_url(owner) + SEND_EVENT_PATH,
-            json=body,
-            headers={"Authorization": f"Bearer {replication.secret}"},
-        ) as resp:
-            answer = await resp.json()
-            status = resp.status
-    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-        logger.warning("could not hand an event of %s to %s: %s", body["room_id"], owner, e)
-        raise PersisterUnavailable(owner) from None
-    if not isinstance(answer, dict):
-        raise PersisterUnavailable(owner)
+    status, answer = await post_internal(replication, owner, SEND_EVENT_PATH, body)
     if status == 200 and isinstance(answer.get("event_id"), str):
         replication.counts["event"] += 1
         return str(answer["event_id"])
@@ -349,23 +333,14 @@ class ForwardingMembership:
     async def _forward(self, owner: str, body: dict[str, Any]) -> dict[str, Any]:
         replication = self._replication
         try:
-            async with replication.session().post(
-                replication.base_url(owner) + MEMBERSHIP_PATH,
-                json=body,
-                headers={"Authorization": f"Bearer {replication.secret}"},
-            ) as resp:
-                answer = await resp.json()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            logger.warning("could not hand a %s of %s to %s: %s", body["op"], body["room_id"], owner, e)
+            status, answer = await post_internal(replication, owner, MEMBERSHIP_PATH, body)
+        except PersisterUnavailable:
             raise FederationRequestError(
                 503, "M_UNKNOWN", f"the room's writer ({owner}) is unavailable"
             ) from None
-        if status == 200 and isinstance(answer, dict) and isinstance(answer.get("result"), dict):
+        if status == 200 and isinstance(answer.get("result"), dict):
             replication.counts["membership"] += 1
             return dict(answer["result"])
-        if not isinstance(answer, dict):
-            raise FederationRequestError(502, "M_UNKNOWN", f"{owner} answered {status}")
         extra = {k: v for k, v in answer.items() if k not in ("errcode", "error")}
         raise FederationRequestError(
             status, str(answer.get("errcode", "M_UNKNOWN")), str(answer.get("error", "")), **extra
