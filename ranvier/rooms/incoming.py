@@ -48,6 +48,7 @@ from .incoming_verify import (
     verify_in_thread,
 )
 from .partial_auth import with_cited_member_ids
+from .partial_join_points import JoinPoints, PartialJoinPoints
 from .pdu_checks import (
     auth_order,
     auth_state,
@@ -108,6 +109,10 @@ class _View:
     # The room was joined with partial state (MSC3706): members the state lacks are taken from the
     # member events a PDU cites (partial_auth.py); the resync re-checks these PDUs later.
     partial: bool = False
+    # The prev events of our join while the room is partial (partial_join_points.py) and, once an event
+    # continues them, the state after each (the partial state before our join): not a hole to fetch.
+    join_points: JoinPoints | None = None
+    join_after: dict[str, StateIds] = field(default_factory=dict)
     # The room's forward extremities as stored, read when the lock was taken: handed to the persister
     # for the run's first batch (one read per run, not one more per batch); None after a flush.
     stored_extremities: frozenset[str] | None = None
@@ -128,6 +133,7 @@ class IncomingPdus:
         self._persister = persister
         self._keyring = keyring
         self._remote = RemoteEvents(client, keyring)
+        self._join_points = PartialJoinPoints(storage)
         self.server_name = server_name
         # Event ids being handled by some transaction -> done when persisted (or given up).
         self._inflight: dict[str, asyncio.Future[None]] = {}
@@ -288,6 +294,7 @@ class IncomingPdus:
                 view = _View(room_id, rv, set(stored), stored_extremities=stored)
                 view.prefetched, view.origin_down = prefetched, origin_down
                 view.partial = await self._storage.partial_state.is_partial(room_id)
+                view.join_points = await self._join_points.of(room_id) if view.partial else None
                 # The run's PDUs and their prev events at once: the first PDU's prev is usually held.
                 await self._learn_live(view, [*(p.event_id for p in pending), *_outside_prevs(pending)])
                 while pending:
@@ -331,18 +338,29 @@ class IncomingPdus:
         view.live_ids.update(await self._storage.events.held_in_timeline(ids))
 
     async def _missing_prevs(self, view: _View, pdu: Pdu) -> list[str]:
-        """Prev events we hold no state after (unknown, or held only as outliers)."""
+        """Prev events we hold no state after (unknown, or held only as outliers). The prev events of our
+        join to a partial room are not missing: the state after them is the partial state before it."""
         prevs = [
-            p for p in dict.fromkeys(pdu.prev_event_ids) if p not in view.after and p not in view.gap_after
+            p
+            for p in dict.fromkeys(pdu.prev_event_ids)
+            if p not in view.after and p not in view.gap_after and p not in view.join_after
         ]
         await self._learn_live(view, prevs)
-        return [p for p in prevs if p not in view.live_ids]
+        missing: list[str] = [p for p in prevs if p not in view.live_ids]
+        points = view.join_points
+        if missing and points is not None and not points.prev_event_ids.isdisjoint(missing):
+            state = await self._join_points.state_after(points)
+            for event_id in points.prev_event_ids:
+                view.join_after[event_id] = state  # shared, never mutated
+            missing = [p for p in missing if p not in view.join_after]
+        return missing
 
     async def _prefetch(
         self, origin: str, room_id: str, rv: RoomVersion, pending: list[Pdu], mine: set[str]
     ) -> tuple[list[Pdu], bool]:
         """incoming_fetch.prefetch_missing for ``pending``, before the room lock is taken (prev events
         another transaction is handling are left to it)."""
+        points = await self._join_points.of(room_id)
         return await prefetch_missing(
             self._remote,
             self._storage,
@@ -352,6 +370,7 @@ class IncomingPdus:
             pending,
             skip=lambda e: e in self._inflight and e not in mine,
             rounds=PREFETCH_ROUNDS,
+            known=points.prev_event_ids if points is not None else frozenset(),
         )
 
     async def _fill_gap(self, view: _View, origin: str, pdu: Pdu, missing: list[str]) -> None:
@@ -373,7 +392,10 @@ class IncomingPdus:
                 if first:
                     connected = not await self._missing_prevs(view, event)
                 else:  # what was held is known by now: only this run's events can have connected it
-                    connected = all(p in view.after or p in view.live_ids for p in event.prev_event_ids)
+                    connected = all(
+                        p in view.after or p in view.live_ids or p in view.join_after
+                        for p in event.prev_event_ids
+                    )
                 if not connected:
                     left.append(event)
                     continue
@@ -389,8 +411,10 @@ class IncomingPdus:
             raise CannotProcess(f"{origin} did not answer for the missing prev events {missing[:3]}")
         depths = [await self._depth(e) for e in view.extremities]
         min_depth = min((d for d in depths if d is not None), default=0)
+        # The join's prev events bound the walk too: what precedes them is history, not a hole.
+        earliest = view.extremities | (view.join_points.prev_event_ids if view.join_points else set())
         fetched = await self._remote.missing_events(
-            origin, view.room_id, view.rv, sorted(view.extremities), [pdu.event_id], min_depth
+            origin, view.room_id, view.rv, sorted(earliest), [pdu.event_id], min_depth
         )
         await self._learn_live(view, [e.event_id for e in fetched])
         for event in fetched:
@@ -539,6 +563,9 @@ class IncomingPdus:
             elif prev_id in view.gap_after:
                 states.append(view.gap_after[prev_id])
                 from_gap = True
+            elif prev_id in view.join_after:
+                states.append(view.join_after[prev_id])
+                from_gap = True  # not held: storage is given the map
             else:
                 try:
                     states.append(await self._stored_after(view, prev_id))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ..federation.client import DestinationUnreachable, FederationClient, FederationError
@@ -203,6 +203,7 @@ async def prefetch_missing(
     *,
     skip: Callable[[str], bool],
     rounds: int,
+    known: Collection[str] = frozenset(),
 ) -> tuple[list[Pdu], bool]:
     """``/get_missing_events`` for the prev events of ``pending`` that are not held at all (nor ``skip``-ped),
     asked by the intake *before* it takes the room lock (up to ``rounds`` requests, each from what the last
@@ -210,23 +211,24 @@ async def prefetch_missing(
     broke) holds up only this transaction, not every other server's PDUs for the room: the chaos harness saw
     one hung fetch under the lock hold a room for 15 s. What comes back is checked again under the lock
     (events held by then are skipped). Returns the events fetched, oldest first, and whether the origin
-    stopped answering (then nothing more is asked of it under the lock: its PDUs with gaps are deferred)."""
+    stopped answering (then nothing more is asked of it under the lock: its PDUs with gaps are deferred).
+    ``known``: events not held whose state is known all the same (the prev events of our join to a partial
+    room): not asked for, and given as earliest events so that the walk stops there."""
     got: dict[str, Pdu] = {}
     citing = list(pending)
     for _ in range(rounds):
         known = {p.event_id for p in pending} | set(got)
         prevs = [e for p in citing for e in p.prev_event_ids if e not in known]
-        prevs = [e for e in dict.fromkeys(prevs) if not skip(e)]
+        prevs = [e for e in dict.fromkeys(prevs) if not skip(e) and e not in known]
         held = await storage.events.have_events(prevs) if prevs else set()
         missing = {e for e in prevs if e not in held}
         if not missing:
             break
         extremities = await storage.events.get_forward_extremities(room_id)
+        earliest = sorted({*extremities, *known})
         depths = [m.depth for m in [await storage.events.get_event_meta(e) for e in extremities] if m]
         latest = [p.event_id for p in citing if missing.intersection(p.prev_event_ids)]
-        found = await remote.try_missing_events(
-            origin, room_id, rv, sorted(extremities), latest, min(depths, default=0)
-        )
+        found = await remote.try_missing_events(origin, room_id, rv, earliest, latest, min(depths, default=0))
         if found is None:
             return sorted(got.values(), key=lambda e: e.depth), True
         fresh = [e for e in found if e.event_id not in got and e.event_id not in known]

@@ -421,9 +421,14 @@ class RemoteMembershipService:
             return 0
         raws: list[Any] = []
         ours = await self._storage.events.get_forward_extremities(room_id)
+        # The walk back from the newest events stops at our join's prev events (the frontier it was made
+        # at, and the gap events placed before it since) as well as at our extremities: what precedes
+        # them is history, which handled as new events would each need the (full) state at a hole.
+        anchor = self._anchors.get(room_id)
+        earliest = sorted({*ours, *(anchor.before if anchor is not None else ())})
         try:
             between = await self._client.get_missing_events(
-                server, room_id, earliest_events=ours, latest_events=missing, limit=GAP_FETCH_LIMIT
+                server, room_id, earliest_events=earliest, latest_events=missing, limit=GAP_FETCH_LIMIT
             )
             raws.extend(p for p in between.get("events", []) if isinstance(p, dict))
         except FederationError as e:
