@@ -18,6 +18,7 @@ The families an operator watches (contrib/grafana/ranvier-dashboard.json is buil
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -181,18 +182,25 @@ class Metrics:
             registry=self.registry,
         )
 
+    # Both below count a whole batch with one labels().inc(n) per distinct label set: labels() and inc()
+    # each take a lock and look the child up, a few microseconds that were paid once per PDU (50 times a
+    # /send transaction) on the event loop.
+
     def count_persisted(self, kinds: list[str]) -> None:
-        for kind in kinds:
-            self.events_persisted.labels(kind).inc()
+        for kind, n in collections.Counter(kinds).items():
+            self.events_persisted.labels(kind).inc(n)
 
     def observe_inbound_results(self, results: dict[str, dict[str, str]]) -> None:
         """Counts the per-PDU results of one /send transaction (an empty result is an accepted PDU)."""
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
         for result in results.values():
             error = result.get("error")
             if error is None:
-                self.inbound_pdus.labels("accepted", "").inc()
+                counts["accepted", ""] += 1
             else:
-                self.inbound_pdus.labels("refused", refusal_reason(error)).inc()
+                counts["refused", refusal_reason(error)] += 1
+        for labels, n in counts.items():
+            self.inbound_pdus.labels(*labels).inc(n)
 
     def observe_federation_request(
         self, destination: str, path: str, status: int | None, seconds: float

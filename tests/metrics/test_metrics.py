@@ -11,7 +11,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from ranvier.app import Homeserver
-from ranvier.metrics import federation_endpoint, refusal_reason
+from ranvier.metrics import Metrics, federation_endpoint, refusal_reason
 from ranvier.metrics_collectors import extremity_histogram
 from tests.ports import free_port
 from tests.scenarios.servers import Client, eventually, start_server
@@ -150,6 +150,47 @@ def test_label_helpers() -> None:
     buckets, total = extremity_histogram([1, 1, 3, 250])
     assert dict(buckets)["1"] == 2 and dict(buckets)["5"] == 3 and dict(buckets)["+Inf"] == 4
     assert total == 255
+
+
+def test_a_transaction_is_counted_with_one_labels_call_per_outcome() -> None:
+    """The per-PDU results of a /send and the kinds of a persisted batch are counted per batch: the same
+    totals as one inc() per PDU, with one labels() look-up per distinct label set (it was one per PDU,
+    50 a transaction, each taking the metric's lock on the event loop)."""
+    metrics = Metrics()
+    calls: list[tuple[str, ...]] = []
+    for family in (metrics.inbound_pdus, metrics.events_persisted):
+        labels = family.labels
+
+        def counting(*values: str, _labels: Any = labels) -> Any:
+            calls.append(values)
+            return _labels(*values)
+
+        family.labels = counting  # type: ignore[method-assign]
+    results: dict[str, dict[str, str]] = {f"$ok{i}": {} for i in range(47)}
+    results |= {f"$bad{i}": {"error": "rejected: rule 4.2: sender not joined"} for i in range(2)}
+    results["$late"] = {"error": "PDU has no room_id"}
+    metrics.observe_inbound_results(results)
+    metrics.count_persisted(["timeline"] * 49 + ["outlier"])
+    assert sorted(calls) == sorted(
+        [
+            ("accepted", ""),
+            ("refused", "auth rule 4.2"),
+            ("refused", "PDU has no"),
+            ("timeline",),
+            ("outlier",),
+        ]
+    )
+
+    def value(name: str, **labels: str) -> float:
+        found = metrics.registry.get_sample_value(name, labels)
+        assert found is not None, (name, labels)
+        return found
+
+    assert value("ranvier_federation_inbound_pdus_total", outcome="accepted", reason="") == 47
+    assert value("ranvier_federation_inbound_pdus_total", outcome="refused", reason="auth rule 4.2") == 2
+    assert value("ranvier_federation_inbound_pdus_total", outcome="refused", reason="PDU has no") == 1
+    assert value("ranvier_events_persisted_total", kind="timeline") == 49
+    assert value("ranvier_events_persisted_total", kind="outlier") == 1
 
 
 def test_the_grafana_dashboard_uses_only_metrics_we_export() -> None:
