@@ -1,18 +1,20 @@
 """homeserver.yaml: the schema, validation with errors that name the key, and generation.
 
-Validation uses pydantic so that an invalid file yields "listeners.client.port: ..." rather than a stack
-trace; the CLI turns ConfigError into exit code 2 before anything is started.
+Each section is a dataclass read by ``config_schema.read_section``, so that an invalid file yields
+"listeners.client.port: ..." rather than a stack trace; the CLI turns ConfigError into exit code 2 before
+anything is started.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .config_schema import Invalid, Problems, read_section, setting
 from .protocol.identifiers import is_valid_server_name
 from .protocol.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
 from .workers.config import Redis, Workers, check_workers
@@ -22,21 +24,19 @@ class ConfigError(Exception):
     pass
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ClientListener(_Strict):
+@dataclass(kw_only=True)
+class ClientListener:
     bind: str = "127.0.0.1"
-    port: int = Field(8008, ge=0, le=65535)
+    port: int = setting(8008, ge=0, le=65535)
     # Synapse's x_forwarded: a reverse proxy in front sets X-Forwarded-For, which the request log then
     # reports as the client's address. Leave off unless every request comes through such a proxy.
     x_forwarded: bool = False
 
 
-class FederationListener(_Strict):
+@dataclass(kw_only=True)
+class FederationListener:
     bind: str = "127.0.0.1"
-    port: int = Field(8448, ge=0, le=65535)
+    port: int = setting(8448, ge=0, le=65535)
     # TLS on by default; off when a reverse proxy terminates TLS in front of us.
     tls: bool = True
     tls_certificate_path: str | None = None
@@ -44,32 +44,35 @@ class FederationListener(_Strict):
     x_forwarded: bool = False
 
 
-class MetricsListener(_Strict):
+@dataclass(kw_only=True)
+class MetricsListener:
     enabled: bool = False
     bind: str = "127.0.0.1"
-    port: int = Field(9090, ge=0, le=65535)
+    port: int = setting(9090, ge=0, le=65535)
     x_forwarded: bool = False
 
 
-class Listeners(_Strict):
-    client: ClientListener = ClientListener()
-    federation: FederationListener = FederationListener()
-    metrics: MetricsListener = MetricsListener()
+@dataclass(kw_only=True)
+class Listeners:
+    client: ClientListener = field(default_factory=ClientListener)
+    federation: FederationListener = field(default_factory=FederationListener)
+    metrics: MetricsListener = field(default_factory=MetricsListener)
 
 
-class Database(_Strict):
+def _known_scheme(v: str) -> str:
+    if not (v.startswith("sqlite://") or v.startswith("postgresql://") or v.startswith("postgres://")):
+        raise ValueError("must start with sqlite:// or postgresql://")
+    return v
+
+
+@dataclass(kw_only=True)
+class Database:
     # sqlite:///path/to/file.db (the default) or postgresql://user@host:port/dbname
-    url: str
-
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, v: str) -> str:
-        if not (v.startswith("sqlite://") or v.startswith("postgresql://") or v.startswith("postgres://")):
-            raise ValueError("must start with sqlite:// or postgresql://")
-        return v
+    url: str = setting(check=_known_scheme)
 
 
-class Registration(_Strict):
+@dataclass(kw_only=True)
+class Registration:
     enabled: bool = False
     # Synapse's registration_requires_token: registering takes a token from the admin API
     # (/_synapse/admin/v1/registration_tokens), the m.login.registration_token UIA stage.
@@ -78,14 +81,24 @@ class Registration(_Strict):
     shared_secret: str | None = None
 
 
-class TrustedKeyServer(_Strict):
+@dataclass(kw_only=True)
+class TrustedKeyServer:
     # Synapse's shape: the notary's name and, optionally, its verify keys (key id -> unpadded base64);
     # without them its own keys are fetched from it directly.
     server_name: str
     verify_keys: dict[str, str] | None = None
 
 
-class Federation(_Strict):
+def _host_port_overrides(v: dict[str, str]) -> dict[str, str]:
+    for name, target in v.items():
+        host, sep, port = target.rpartition(":")
+        if not is_valid_server_name(name) or not sep or not host or not port.isdigit():
+            raise ValueError(f"{name!r}: {target!r} must map a server name to host:port")
+    return v
+
+
+@dataclass(kw_only=True)
+class Federation:
     enabled: bool = True
     verify_tls: bool = True
     # Outbound requests to private, loopback and link-local addresses are refused unless allowed here.
@@ -93,22 +106,22 @@ class Federation(_Strict):
     ip_range_blocklist: list[str] | None = None
     # Notaries (S2S "Querying Keys Through Another Server") asked for a server's keys when that server
     # cannot be reached directly: server names, or {server_name, verify_keys} as in Synapse.
-    trusted_key_servers: list[str | TrustedKeyServer] = []
+    trusted_key_servers: list[str | TrustedKeyServer] = field(default_factory=list)
     # Outbound back-off towards a server that fails (seconds): doubling from the first value up to the second.
     # Bounded, so a healed link is used again within minutes; a validly signed request from that server
     # resets it to zero at once.
-    retry_initial_backoff: float = Field(5.0, gt=0, le=600)
-    retry_max_backoff: float = Field(120.0, gt=0, le=3600)
+    retry_initial_backoff: float = setting(5.0, gt=0, le=600)
+    retry_max_backoff: float = setting(120.0, gt=0, le=3600)
     # How long one outbound transaction may take before it is retried (same id; the receiver answers a
     # repeat without handling it twice). Bounds what a link that silently drops packets can hold up.
-    transaction_timeout: float = Field(30.0, gt=0, le=600)
+    transaction_timeout: float = setting(30.0, gt=0, le=600)
     # After an outage every queued event is sent, in order; a room whose backlog for one server exceeds this
     # many events sends only its newest ones and leaves the rest for that server to fetch.
-    catchup_max_per_room: int = Field(2000, ge=50)
+    catchup_max_per_room: int = setting(2000, ge=50)
     # A gap in a room's timeline (events we learnt of but could not fetch at once) is filled in the
     # background with /backfill, up to this many events per gap-filling episode (0: only when a client
     # pages to it).
-    gap_fill_max_events: int = Field(10000, ge=0)
+    gap_fill_max_events: int = setting(10000, ge=0)
     # Whether other servers see our users' device display names (in device list updates, /user/devices
     # and /user/keys/query). Off by default, as Synapse's allow_device_name_lookup_over_federation: a
     # device name ("Alice's work laptop") tells every server in every shared room more than it needs.
@@ -116,146 +129,145 @@ class Federation(_Strict):
     # Test-only: connect to these servers at a fixed "host:port" instead of resolving their names (the chaos
     # harness routes each link through its own TCP proxy this way). The Host header and the X-Matrix
     # destination stay the server name. Leave empty in production.
-    host_overrides: dict[str, str] = {}
-
-    @field_validator("host_overrides")
-    @classmethod
-    def _host_port_overrides(cls, v: dict[str, str]) -> dict[str, str]:
-        for name, target in v.items():
-            host, sep, port = target.rpartition(":")
-            if not is_valid_server_name(name) or not sep or not host or not port.isdigit():
-                raise ValueError(f"{name!r}: {target!r} must map a server name to host:port")
-        return v
+    host_overrides: dict[str, str] = setting(factory=dict, check=_host_port_overrides)  # noqa: RUF009 - a dataclasses.field
 
 
-class KeyFetch(_Strict):
+@dataclass(kw_only=True)
+class KeyFetch:
     # Seconds one request for a server's keys (to it, or to a notary) may take before we give up on it.
-    timeout: float = Field(5.0, gt=0, le=60)
+    timeout: float = setting(5.0, gt=0, le=60)
     # After a failed fetch, a server's keys are fetched again on demand after a short back-off that
     # doubles from one second up to this many seconds (with jitter); a request signed by that server
     # fetches them again at once (at most once a second).
-    retry_max: float = Field(30.0, ge=1, le=3600)
+    retry_max: float = setting(30.0, ge=1, le=3600)
 
 
-class RequestLimits(_Strict):
+@dataclass(kw_only=True)
+class RequestLimits:
     """Per listener: how long a request may take to arrive, how big it may be, and how many connections
     and unauthenticated bodies may be held (ranvier.http_limits)."""
 
-    header_timeout: float = Field(20.0, gt=0, le=600)
-    body_timeout: float = Field(60.0, gt=0, le=3600)
-    idle_timeout: float = Field(60.0, gt=0, le=3600)
-    max_connections: int = Field(4096, ge=8)
-    max_client_body_bytes: int = Field(1024 * 1024, ge=1024)
-    max_federation_send_body_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
-    max_federation_body_bytes: int = Field(1024 * 1024, ge=64 * 1024)
-    max_unauthenticated_bodies: int = Field(256, ge=1)
-    max_unauthenticated_body_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    header_timeout: float = setting(20.0, gt=0, le=600)
+    body_timeout: float = setting(60.0, gt=0, le=3600)
+    idle_timeout: float = setting(60.0, gt=0, le=3600)
+    max_connections: int = setting(4096, ge=8)
+    max_client_body_bytes: int = setting(1024 * 1024, ge=1024)
+    max_federation_send_body_bytes: int = setting(8 * 1024 * 1024, ge=64 * 1024)
+    max_federation_body_bytes: int = setting(1024 * 1024, ge=64 * 1024)
+    max_unauthenticated_bodies: int = setting(256, ge=1)
+    max_unauthenticated_body_bytes: int = setting(64 * 1024 * 1024, ge=1024 * 1024)
 
 
-class Rooms(_Strict):
-    default_room_version: str = DEFAULT_ROOM_VERSION
+def _known_version(v: str) -> str:
+    if v not in KNOWN_ROOM_VERSIONS:
+        raise ValueError(f"unknown room version {v!r}")
+    return v
+
+
+@dataclass(kw_only=True)
+class Rooms:
+    default_room_version: str = setting(DEFAULT_ROOM_VERSION, check=_known_version)
     # Tie forward extremities together with a dummy event once a room has more than this many.
-    max_forward_extremities: int = Field(10, ge=2)
+    max_forward_extremities: int = setting(10, ge=2)
     # Resident side of the join-gap fix; switch off only to test the joiner-side detection.
     join_gap_dummy_event: bool = True
     # Joining over federation asks send_join for partial state (omit_members, MSC3706): the room is usable
     # at once and the members arrive in the background. Off: every remote join takes the full state.
     partial_state_joins: bool = True
     # The background resync of a partial-state room retries with back-off between these bounds (seconds).
-    partial_state_retry_initial: float = Field(2.0, gt=0)
-    partial_state_retry_max: float = Field(600.0, gt=0)
+    partial_state_retry_initial: float = setting(2.0, gt=0)
+    partial_state_retry_max: float = setting(600.0, gt=0)
     # How long /members and /joined_members of a partial-state room wait for the full state before
     # answering with the members known so far (seconds).
-    partial_state_members_wait: float = Field(60.0, ge=0)
+    partial_state_members_wait: float = setting(60.0, ge=0)
     # How long an initial /sync without lazy-loading waits for partial-state rooms in their first resync
     # attempt before leaving them out (seconds; rooms whose resync failed before are not waited for).
-    partial_state_sync_wait: float = Field(10.0, ge=0)
+    partial_state_sync_wait: float = setting(10.0, ge=0)
     # Rooms created here that start end-to-end encrypted (m.room.encryption, Megolm) unless createRoom's
     # initial_state says otherwise: "all", "invite" (the private_chat and trusted_private_chat presets)
     # or "off". Synapse's key of the same name; clients that ask for encryption still get it when "off".
     encryption_enabled_by_default_for_room_type: Literal["all", "invite", "off"] = "off"
 
-    @field_validator("default_room_version")
-    @classmethod
-    def _known_version(cls, v: str) -> str:
-        if v not in KNOWN_ROOM_VERSIONS:
-            raise ValueError(f"unknown room version {v!r}")
-        return v
+
+@dataclass(kw_only=True)
+class RateLimit:
+    per_second: float = setting(gt=0)
+    burst: int = setting(ge=1)
 
 
-class RateLimit(_Strict):
-    per_second: float = Field(gt=0)
-    burst: int = Field(ge=1)
-
-
-class RateLimits(_Strict):
+@dataclass(kw_only=True)
+class RateLimits:
     # Off only for benchmarks and load tests.
     enabled: bool = True
     # Per client IP address.
-    login: RateLimit = RateLimit(per_second=1, burst=20)
-    registration: RateLimit = RateLimit(per_second=1, burst=20)
+    login: RateLimit = field(default_factory=lambda: RateLimit(per_second=1.0, burst=20))
+    registration: RateLimit = field(default_factory=lambda: RateLimit(per_second=1.0, burst=20))
     # Per user: sending events (messages, state, redactions).
-    message: RateLimit = RateLimit(per_second=20, burst=100)
+    message: RateLimit = field(default_factory=lambda: RateLimit(per_second=20.0, burst=100))
     # Per remote server: /send transactions.
-    federation: RateLimit = RateLimit(per_second=100, burst=200)
+    federation: RateLimit = field(default_factory=lambda: RateLimit(per_second=100.0, burst=200))
 
 
-class UrlPreview(_Strict):
+@dataclass(kw_only=True)
+class UrlPreview:
     """GET /_matrix/client/v1/media/preview_url (ranvier.media.preview): off unless enabled."""
 
     enabled: bool = False
     # Loopback, private, link-local and other non-global addresses are never fetched, nor these ranges,
     # unless a range is allowed back here.
-    ip_range_blocklist: list[str] = []
-    ip_range_allowlist: list[str] = []
+    ip_range_blocklist: list[str] = field(default_factory=list)
+    ip_range_allowlist: list[str] = field(default_factory=list)
     # Largest page and image read, in bytes, and seconds for one preview.
-    max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    timeout: float = Field(10.0, gt=0, le=120)
+    max_bytes: int = setting(10 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = setting(10 * 1024 * 1024, ge=1024)
+    timeout: float = setting(10.0, gt=0, le=120)
 
 
-class Media(_Strict):
+@dataclass(kw_only=True)
+class Media:
     """The content repository (ranvier.media)."""
 
     # Where files are kept; default: <data_dir>/media.
     store_path: str | None = None
     # Largest upload, in bytes (413 M_TOO_LARGE beyond, refused before the body is read when declared).
-    max_upload_size: int = Field(50 * 1024 * 1024, ge=1024)
+    max_upload_size: int = setting(50 * 1024 * 1024, ge=1024)
     # Seconds an authenticated upload's body may take to arrive (request_limits.body_timeout applies until
     # the request is authenticated).
-    upload_timeout: float = Field(600.0, gt=0, le=86400)
+    upload_timeout: float = setting(600.0, gt=0, le=86400)
     # Images whose header declares more pixels than this are not decoded for thumbnails (413 M_TOO_LARGE).
-    max_image_pixels: int = Field(32_000_000, ge=1024)
+    max_image_pixels: int = setting(32_000_000, ge=1024)
     # Per user: uploads and /create calls (token bucket), and created media ids waiting for their upload.
-    upload_rate: RateLimit = RateLimit(per_second=2, burst=20)
-    max_pending_uploads: int = Field(10, ge=1)
+    upload_rate: RateLimit = field(default_factory=lambda: RateLimit(per_second=2.0, burst=20))
+    max_pending_uploads: int = setting(10, ge=1)
     # Bytes each user may upload in all (403 M_FORBIDDEN beyond); null: no quota.
-    max_user_storage_bytes: int | None = Field(None, ge=0)
+    max_user_storage_bytes: int | None = setting(None, ge=0)
     # Other servers' media: largest fetched, and seconds one fetch may take.
-    max_remote_size: int = Field(50 * 1024 * 1024, ge=1024)
-    remote_timeout: float = Field(30.0, gt=0, le=600)
+    max_remote_size: int = setting(50 * 1024 * 1024, ge=1024)
+    remote_timeout: float = setting(30.0, gt=0, le=600)
     # Bytes of other servers' media kept; past it the earliest fetched are forgotten (null: no bound).
-    max_remote_cache_bytes: int | None = Field(10 * 1024**3, ge=1024)
+    max_remote_cache_bytes: int | None = setting(10 * 1024**3, ge=1024)
     # The deprecated unauthenticated /_matrix/media/*/download and /thumbnail serve only media stored
     # before this time (ms since the epoch), as Matrix 1.12 asks ("freeze"); 0 freezes all, null none.
-    freeze_unauthenticated_after_ms: int | None = Field(0, ge=0)
-    url_preview: UrlPreview = UrlPreview()
+    freeze_unauthenticated_after_ms: int | None = setting(0, ge=0)
+    url_preview: UrlPreview = field(default_factory=UrlPreview)
 
 
-class SupportContact(_Strict):
+@dataclass(kw_only=True)
+class SupportContact:
     # /.well-known/matrix/support (CS "GET /.well-known/matrix/support"): at least one of the two.
     role: str
     matrix_id: str | None = None
     email_address: str | None = None
 
 
-class Accounts(_Strict):
+@dataclass(kw_only=True)
+class Accounts:
     """Account lifecycle and what clients may change (issue 16; reported by GET /capabilities)."""
 
     # Seconds an access token lives when the client asked for a refresh token (CS "Refreshing access
     # tokens"). None (the default, as Synapse by default issues no expiring tokens): no refresh tokens,
     # tokens never expire.
-    access_token_lifetime: float | None = Field(None, gt=0)
+    access_token_lifetime: float | None = setting(None, gt=0)
     # POST /account/password; m.change_password.
     password_change: bool = True
     # PUT /profile/{userId}/displayname and avatar_url (Synapse's enable_set_displayname/_avatar_url).
@@ -263,76 +275,84 @@ class Accounts(_Strict):
     set_avatar_url: bool = True
     # POST /_matrix/client/v1/login/get_token (MSC3882, Synapse's login_via_existing_session): off.
     login_get_token: bool = False
-    login_token_lifetime: float = Field(120.0, gt=0, le=3600)
+    login_token_lifetime: float = setting(120.0, gt=0, le=3600)
     # OpenID tokens for third parties (CS "OpenID"): seconds they stay valid.
-    openid_token_lifetime: float = Field(3600.0, gt=0)
+    openid_token_lifetime: float = setting(3600.0, gt=0)
     # /.well-known/matrix/support: without contacts or page it answers 404, as the spec allows.
-    support_contacts: list[SupportContact] = []
+    support_contacts: list[SupportContact] = field(default_factory=list)
     support_page: str | None = None
 
 
-class Voip(_Strict):
+@dataclass(kw_only=True)
+class Voip:
     """GET /voip/turnServer, with Synapse's settings (turn_uris, turn_shared_secret or a fixed
     turn_username/turn_password, turn_user_lifetime). No turn_uris: an empty answer, as Synapse."""
 
-    turn_uris: list[str] = []
+    turn_uris: list[str] = field(default_factory=list)
     turn_shared_secret: str | None = None
     turn_username: str | None = None
     turn_password: str | None = None
-    turn_user_lifetime: float = Field(86400.0, gt=0)
+    turn_user_lifetime: float = setting(86400.0, gt=0)
 
 
-class Push(_Strict):
+@dataclass(kw_only=True)
+class Push:
     """Push notifications (ranvier.push)."""
 
     # Seconds a read notification is kept for GET /notifications (Synapse keeps highlights 30 days);
     # unread ones stay whatever their age, since the unread counts are read from them.
-    notification_retention: float = Field(30 * 86400.0, gt=0)
+    notification_retention: float = setting(30 * 86400.0, gt=0)
 
 
-class Presence(_Strict):
+@dataclass(kw_only=True)
+class Presence:
     """Presence (ranvier.presence), Synapse's ``presence: enabled:``. Off: the endpoints still answer
     (GET says offline, PUT is accepted) but nothing is tracked, stored, sent or taken from other servers."""
 
     enabled: bool = True
 
 
-class UserDirectory(_Strict):
+@dataclass(kw_only=True)
+class UserDirectory:
     """POST /user_directory/search, Synapse's ``user_directory: search_all_users:``: off, a user finds
     those sharing a room with them and those in public rooms; on, every local user as well."""
 
     search_all_users: bool = False
 
 
-class Tracing(_Strict):
+@dataclass(kw_only=True)
+class Tracing:
     """OpenTelemetry (ranvier.logs.tracing): on when the OTEL_* environment asks for it."""
 
     # Servers (globs over server names) with which W3C trace context is exchanged: sent to them, honoured
     # from them. From any other server an incoming traceparent only becomes a span link.
-    federation_peers: list[str] = []
+    federation_peers: list[str] = field(default_factory=list)
 
 
-class Caches(_Strict):
+@dataclass(kw_only=True)
+class Caches:
     """The in-memory caches' bounds (each is an LRU: the least recently used entries go first)."""
 
     # Events kept decoded in memory, counted (about 2 KB of Python objects each).
-    events: int = Field(10_000, ge=100)
+    events: int = setting(10_000, ge=100)
     # State map entries kept for state groups and rooms' current state (a map of N keys counts N).
-    state_entries: int = Field(1_000_000, ge=1000)
+    state_entries: int = setting(1_000_000, ge=1000)
     # Rooms whose auth-chain index state resolution keeps between resolutions.
-    state_res_rooms: int = Field(256, ge=1)
+    state_res_rooms: int = setting(256, ge=1)
     # SQLite's page cache, KiB per connection (the writer and each of two readers); unused on PostgreSQL.
-    sqlite_page_cache_kib: int = Field(8192, ge=128)
+    sqlite_page_cache_kib: int = setting(8192, ge=128)
 
 
-class AdminApi(_Strict):
+@dataclass(kw_only=True)
+class AdminApi:
     """The Synapse-compatible admin API (ranvier.admin)."""
 
     # POST /_synapse/admin/v1/users/{userId}/login hands an admin a token of another user: off unless set.
     allow_login_as_user: bool = False
 
 
-class ServerNotices(_Strict):
+@dataclass(kw_only=True)
+class ServerNotices:
     """Synapse's server_notices: the account that sends /_synapse/admin/v1/send_server_notice notices."""
 
     system_mxid_localpart: str
@@ -341,8 +361,15 @@ class ServerNotices(_Strict):
     room_name: str = "Server Notices"
 
 
-class HomeserverConfig(_Strict):
-    server_name: str
+def _server_name(v: str) -> str:
+    if not is_valid_server_name(v):
+        raise ValueError(f"{v!r} is not a valid server name (hostname, IP literal, optional :port)")
+    return v
+
+
+@dataclass(kw_only=True)
+class HomeserverConfig:
+    server_name: str = setting(check=_server_name)
     data_dir: str = "."
     signing_key_path: str
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -350,30 +377,30 @@ class HomeserverConfig(_Strict):
     # log_level. Re-read on SIGHUP.
     log_config: str | None = None
     public_baseurl: str | None = None
-    listeners: Listeners = Listeners()
+    listeners: Listeners = field(default_factory=Listeners)
     database: Database
-    registration: Registration = Registration()
-    federation: Federation = Federation()
-    rooms: Rooms = Rooms()
-    rate_limits: RateLimits = RateLimits()
-    request_limits: RequestLimits = RequestLimits()
-    key_fetch: KeyFetch = KeyFetch()
-    media: Media = Media()
-    tracing: Tracing = Tracing()
-    presence: Presence = Presence()
-    push: Push = Push()
-    accounts: Accounts = Accounts()
-    voip: Voip = Voip()
-    user_directory: UserDirectory = UserDirectory()
-    caches: Caches = Caches()
+    registration: Registration = field(default_factory=Registration)
+    federation: Federation = field(default_factory=Federation)
+    rooms: Rooms = field(default_factory=Rooms)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
+    key_fetch: KeyFetch = field(default_factory=KeyFetch)
+    media: Media = field(default_factory=Media)
+    tracing: Tracing = field(default_factory=Tracing)
+    presence: Presence = field(default_factory=Presence)
+    push: Push = field(default_factory=Push)
+    accounts: Accounts = field(default_factory=Accounts)
+    voip: Voip = field(default_factory=Voip)
+    user_directory: UserDirectory = field(default_factory=UserDirectory)
+    caches: Caches = field(default_factory=Caches)
     # Application services (bridges): Synapse-format registration files (ranvier.appservice).
-    app_service_config_files: list[str] = []
+    app_service_config_files: list[str] = field(default_factory=list)
     # Synapse's top-level names for the shared registration secret, read by its register_new_matrix_user
     # -c: accepted beside registration.shared_secret (which they fill in). The path's file is created with a
     # new random secret when missing, as Synapse does.
     registration_shared_secret: str | None = None
     registration_shared_secret_path: str | None = None
-    admin_api: AdminApi = AdminApi()
+    admin_api: AdminApi = field(default_factory=AdminApi)
     # Off (no notices can be sent) unless configured, as in Synapse.
     server_notices: ServerNotices | None = None
     # Several processes on one PostgreSQL (ranvier.workers): the roles, and Redis for replication between
@@ -381,25 +408,15 @@ class HomeserverConfig(_Strict):
     workers: Workers | None = None
     redis: Redis | None = None
 
-    @field_validator("server_name")
-    @classmethod
-    def _server_name(cls, v: str) -> str:
-        if not is_valid_server_name(v):
-            raise ValueError(f"{v!r} is not a valid server name (hostname, IP literal, optional :port)")
-        return v
-
 
 def parse_config(data: Any) -> HomeserverConfig:
     if not isinstance(data, dict):
         raise ConfigError("configuration must be a YAML mapping")
-    try:
-        config = HomeserverConfig.model_validate(data)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{key}: {err['msg']}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    found: Problems = []
+    config = read_section(HomeserverConfig, data, found)
+    if isinstance(config, Invalid) or found:
+        lines = [f"{key or '(top level)'}: {message}" for key, message in found]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     problems = check_workers(config.workers, config.redis, config.database.url)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..clock import now_ms
 from ..config import Accounts, Voip
+from ..config_schema import as_dict
 from .auth import Authenticator
 from .errors import not_found
 
@@ -73,7 +74,7 @@ class VoipHandlers:
             raise not_found("No support information is configured")
         body: dict[str, Any] = {}
         if accounts.support_contacts:
-            body["contacts"] = [c.model_dump(exclude_none=True) for c in accounts.support_contacts]
+            body["contacts"] = [as_dict(c, exclude_none=True) for c in accounts.support_contacts]
         if accounts.support_page is not None:
             body["support_page"] = accounts.support_page
         return web.json_response(body, headers={"Access-Control-Allow-Origin": "*"})

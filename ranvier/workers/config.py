@@ -7,9 +7,10 @@ here (``check_workers``) refuse the layouts that cannot work before anything sta
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ..config_schema import setting
 
 Role = Literal[
     "main",
@@ -24,13 +25,10 @@ Role = Literal[
 MAIN = "main"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WorkerListener(_Strict):
+@dataclass(kw_only=True)
+class WorkerListener:
     bind: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535)
+    port: int = setting(0, ge=0, le=65535)
     x_forwarded: bool = False
     # Federation listeners only: TLS as in listeners.federation (off when a proxy terminates TLS).
     tls: bool = False
@@ -38,53 +36,56 @@ class WorkerListener(_Strict):
     tls_private_key_path: str | None = None
 
 
-class WorkerListeners(_Strict):
+@dataclass(kw_only=True)
+class WorkerListeners:
     client: WorkerListener | None = None
     federation: WorkerListener | None = None
     metrics: WorkerListener | None = None
 
 
-class ReplicationListener(_Strict):
+def _loopback(v: str) -> str:
+    if not (v.startswith("127.") or v == "::1" or v == "localhost"):
+        raise ValueError("the replication listener must bind a loopback address (127.0.0.0/8 or ::1)")
+    return v
+
+
+@dataclass(kw_only=True)
+class ReplicationListener:
     # Internal HTTP between our processes (forwarded event sends): loopback only, authenticated with
     # workers.secret.
-    bind: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535)
-
-    @field_validator("bind")
-    @classmethod
-    def _loopback(cls, v: str) -> str:
-        if not (v.startswith("127.") or v == "::1" or v == "localhost"):
-            raise ValueError("the replication listener must bind a loopback address (127.0.0.0/8 or ::1)")
-        return v
+    bind: str = setting("127.0.0.1", check=_loopback)
+    port: int = setting(0, ge=0, le=65535)
 
 
-class WorkerInstance(_Strict):
+@dataclass(kw_only=True)
+class WorkerInstance:
     role: Role
     # The main process keeps the top-level ``listeners:``; other roles serve only what is listed here.
-    listeners: WorkerListeners = WorkerListeners()
+    listeners: WorkerListeners = field(default_factory=WorkerListeners)
     replication: ReplicationListener | None = None
 
 
-class Workers(_Strict):
-    secret: str = Field(min_length=16)
+@dataclass(kw_only=True)
+class Workers:
+    secret: str = setting(min_length=16)
     instances: dict[str, WorkerInstance]
     # room -> persister by a stable hash of the room id (empty: the main process persists every room)
-    event_persisters: list[str] = []
+    event_persisters: list[str] = field(default_factory=list)
     # destination -> sender by a stable hash of the server name (empty: the main process sends)
-    federation_senders: list[str] = []
+    federation_senders: list[str] = field(default_factory=list)
 
 
-class Redis(_Strict):
-    url: str = "redis://127.0.0.1:6379/0"
+def _redis_scheme(v: str) -> str:
+    if not (v.startswith("redis://") or v.startswith("unix://")):
+        raise ValueError("must start with redis:// or unix://")
+    return v
+
+
+@dataclass(kw_only=True)
+class Redis:
+    url: str = setting("redis://127.0.0.1:6379/0", check=_redis_scheme)
     # Channel prefix, so that two deployments may share one Redis.
     channel_prefix: str = "ranvier"
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, v: str) -> str:
-        if not (v.startswith("redis://") or v.startswith("unix://")):
-            raise ValueError("must start with redis:// or unix://")
-        return v
 
 
 def check_workers(workers: Workers | None, redis: Redis | None, database_url: str) -> list[str]:

@@ -8,9 +8,10 @@ background instance) is left to that role, and the main process keeps only what 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import MAIN, WorkerInstance, WorkerListener, Workers
@@ -129,29 +130,30 @@ def config_for_instance(config: Any, plan: RolePlan) -> Any:
     inst = plan.instance
     if inst is None or plan.role == "main":
         return config
-    listeners = config.listeners.model_copy(deep=True)
+    listeners = copy.deepcopy(config.listeners)
     own = inst.listeners
     if own.client is not None:
-        listeners.client = listeners.client.model_copy(
-            update={"bind": own.client.bind, "port": own.client.port, "x_forwarded": own.client.x_forwarded}
+        listeners.client = replace(
+            listeners.client, bind=own.client.bind, port=own.client.port, x_forwarded=own.client.x_forwarded
         )
     if own.federation is not None:
-        listeners.federation = listeners.federation.model_copy(
-            update={
-                "bind": own.federation.bind,
-                "port": own.federation.port,
-                "x_forwarded": own.federation.x_forwarded,
-                "tls": own.federation.tls,
-                "tls_certificate_path": own.federation.tls_certificate_path,
-                "tls_private_key_path": own.federation.tls_private_key_path,
-            }
+        listeners.federation = replace(
+            listeners.federation,
+            bind=own.federation.bind,
+            port=own.federation.port,
+            x_forwarded=own.federation.x_forwarded,
+            tls=own.federation.tls,
+            tls_certificate_path=own.federation.tls_certificate_path,
+            tls_private_key_path=own.federation.tls_private_key_path,
         )
-    listeners.metrics = listeners.metrics.model_copy(
-        update={"enabled": own.metrics is not None}
-        | (
-            {}
-            if own.metrics is None
-            else {"bind": own.metrics.bind, "port": own.metrics.port, "x_forwarded": own.metrics.x_forwarded}
+    if own.metrics is None:
+        listeners.metrics = replace(listeners.metrics, enabled=False)
+    else:
+        listeners.metrics = replace(
+            listeners.metrics,
+            enabled=True,
+            bind=own.metrics.bind,
+            port=own.metrics.port,
+            x_forwarded=own.metrics.x_forwarded,
         )
-    )
-    return config.model_copy(update={"listeners": listeners})
+    return replace(config, listeners=listeners)
