@@ -12,20 +12,20 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import nacl.signing
+import orjson
 from unpaddedbase64 import encode_base64
 
 from .canonical_json import (
     MAX_SAFE_INT,
-    MEMBER_PREFIX,
     MIN_SAFE_INT,
+    ORJSON_OPTIONS,
     check_canonical,
     encode_canonical_json,
-    encode_string,
     encode_text,
-    utf8,
+    encode_unchecked,
 )
 from .errors import (
     CanonicalJsonError,
@@ -48,7 +48,7 @@ from .identifiers import (
     server_of,
 )
 from .redaction import CONTENT_KEEPING_TYPES, kept_top_level_keys, redact_content, redact_event
-from .room_versions import KNOWN_ROOM_VERSIONS, EventIdFormat, RoomVersion
+from .room_versions import EventIdFormat, RedactionRules, RoomVersion, get_room_version
 from .signing import SigningKey, decode_unpadded_base64, verify_signature_bytes
 
 MAX_PDU_BYTES = 65536
@@ -71,9 +71,12 @@ KeyLookup = Callable[[str, str], VerifyKeyInfo | None]
 _NOT_HASHED = ("unsigned", "signatures", "hashes")
 # What is signed (and hashed into v3+ event ids): the redacted event without "signatures" (S2S "Signing
 # Events"; "unsigned" is never kept by redaction).
-_SIGNED_TOP_LEVEL = {
-    v.redaction: kept_top_level_keys(v) - {"signatures"} for v in KNOWN_ROOM_VERSIONS.values()
-}
+_SIGNED_V1 = kept_top_level_keys(get_room_version("10")) - {"signatures"}
+_SIGNED_V11 = kept_top_level_keys(get_room_version("11")) - {"signatures"}
+_V11_REDACTION = RedactionRules.V11
+_DOMAIN = EventIdFormat.DOMAIN
+# A str of at most this many code points cannot exceed MAX_ID_BYTES of UTF-8 (see _too_long).
+_SHORT = MAX_ID_BYTES // 4
 
 
 def _str_field(d: Mapping[str, Any], key: str) -> str:
@@ -97,45 +100,44 @@ def _int_field(d: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     return value
 
 
-# Members whose every leaf the field checks above have already pinned down to strings.
+# Members whose every leaf the field checks have already pinned down to strings.
 _CHECKED_V1 = frozenset({"signatures"})
 _CHECKED_V3 = frozenset({"signatures", "prev_events", "auth_events"})  # v3+: lists of event id strings
-_ID_LISTS = ("prev_events", "auth_events")
 
 
-def _encode_checked_members(d: Mapping[str, Any], room_version: RoomVersion) -> dict[str, str]:
-    """``check_canonical`` of a PDU and ``encode_members`` of it in one pass (the hot path of every
-    received PDU), minus the walks the field checks made redundant. ``unsigned`` is checked but not
-    encoded: it is covered by neither hashes nor signatures."""
+def _check_members(d: Mapping[str, Any], room_version: RoomVersion) -> bool:
+    """``check_canonical`` of every top-level member of a PDU for its room version (the hot path of every
+    received PDU), minus the walks the field checks made redundant.
+
+    Returns whether the whole event is in the strict domain (always so from room version 6 on, where
+    anything else raises): only then may orjson encode it (see canonical_json)."""
     strict = room_version.strict_canonical_json  # since v6 (v6-canonical-json fragment)
-    domain_ids = room_version.event_id_format is EventIdFormat.DOMAIN
-    checked = _CHECKED_V1 if domain_ids else _CHECKED_V3
-    id_lists = () if domain_ids else _ID_LISTS  # v1-v2 lists hold [id, hashes] pairs
-    prefixes = MEMBER_PREFIX
-    members: dict[str, str] = {}
+    checked = _CHECKED_V1 if room_version.event_id_format is EventIdFormat.DOMAIN else _CHECKED_V3
+    in_domain = True
     for k, v in d.items():
         if type(k) is not str:
             raise CanonicalJsonError(f"object key {k!r} is not a string")
-        if k == "unsigned":
-            check_canonical(v, strict)
-            continue
         t = type(v)
-        if t is str:
-            text = encode_string(v)
-        elif t is int:
-            if strict and not MIN_SAFE_INT <= v <= MAX_SAFE_INT:
-                raise CanonicalJsonError(f"'{k}' {v} is outside [-(2**53)+1, (2**53)-1]")
-            text = int.__repr__(v)
-        elif k == "hashes" and len(v) == 1:
-            text = '{"sha256":' + encode_string(v["sha256"]) + "}"  # checked by __init__: 3x faster than C
-        elif t is list and k in id_lists:
-            text = "[" + ",".join(map(encode_string, v)) + "]"  # v3+ event ids, checked: 2x faster than C
-        else:
-            if k not in checked:
-                check_canonical(v, strict)
-            text = encode_text(v)
-        members[k] = (prefixes.get(k) or encode_string(k) + ":") + text
-    return members
+        if t is str or k in checked or (k == "hashes" and len(v) == 1):  # __init__ checked their leaves
+            continue
+        if t is int:
+            if not MIN_SAFE_INT <= v <= MAX_SAFE_INT:
+                if strict:
+                    raise CanonicalJsonError(f"'{k}' {v} is outside [-(2**53)+1, (2**53)-1]")
+                in_domain = False
+            continue
+        try:
+            check_canonical(v)
+        except CanonicalJsonError:
+            if strict:
+                raise
+            check_canonical(v, strict)  # v1-v5: floats and big integers are allowed, not NaN or sets
+            in_domain = False
+    return in_domain
+
+
+_HASHES_PREFIX = len(',"hashes":')
+_SIGNATURES_PREFIX = len(',"signatures":')
 
 
 # The senders and rooms of received PDUs are few and recur on every event: their ids are parsed once.
@@ -153,16 +155,26 @@ def _parse_room_id(value: str, domainless: bool) -> RoomId:
     return parse_room_id(value, domainless=domainless)
 
 
-def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(utf8(text))
-
-
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _too_long(value: str, limit: int = MAX_ID_BYTES) -> bool:
     # A str of at most limit // 4 code points cannot exceed limit UTF-8 bytes: skip the encode then.
     return len(value) > limit // 4 and len(value.encode("utf-8", "surrogatepass")) > limit
+
+
+def _short_event_ids(value: object, limit: int) -> TypeGuard[list[EventId]]:
+    """The common case of a v3+ ``prev_events``/``auth_events``: a list of at most ``limit`` strings that
+    start with "$" and are too short to exceed MAX_ID_BYTES. False sends the list to ``_event_id_list``,
+    which checks it in full (and raises)."""
+    if type(value) is not list or len(value) > limit:
+        return False
+    for item in value:  # a loop, not all(): a generator costs more than the 1-3 ids it would check
+        if type(item) is not str or item[:1] != "$" or len(item) > _SHORT:
+            break
+    else:
+        return True
+    return False
 
 
 def _event_id_list(value: object, key: str, room_version: RoomVersion, limit: int) -> tuple[EventId, ...]:
@@ -221,32 +233,48 @@ class Pdu:
     content: dict[str, Any]
 
     def __init__(self, pdu: Mapping[str, Any], room_version: RoomVersion) -> None:
-        if not isinstance(pdu, Mapping):
+        # The hot path of every received PDU (about 6 us of Python beside 55 us of ed25519): the common
+        # shapes are tested inline with exact types, and the helpers, which raise the errors, run only
+        # when such a test fails. Every check is made either way.
+        if type(pdu) is not dict and not isinstance(pdu, Mapping):
             raise FormatError("a PDU must be a JSON object")
         d = dict(pdu)
-        if room_version.event_id_format is not EventIdFormat.DOMAIN:
+        domain_ids = room_version.event_id_format is _DOMAIN
+        if not domain_ids:
             # v3+: the event id is derived, never carried; a stray one would change the reference hash.
             d.pop("event_id", None)
         self.room_version = room_version
         self.json = d
+        get = d.get
 
-        etype = _bounded_str(d, "type")
+        etype = get("type")
+        if type(etype) is not str or len(etype) > _SHORT:
+            etype = _bounded_str(d, "type")
         self.type = etype
-        self.sender = _parse_sender(_str_field(d, "sender"))
-        if "state_key" in d:
-            self.state_key = _bounded_str(d, "state_key")
-        else:
-            self.state_key = None
-        content = d.get("content")
+        sender = get("sender")
+        self.sender = _parse_sender(sender if type(sender) is str else _str_field(d, "sender"))
+        state_key = get("state_key")
+        if (state_key is not None or "state_key" in d) and (
+            type(state_key) is not str or len(state_key) > _SHORT
+        ):
+            state_key = _bounded_str(d, "state_key")
+        self.state_key = state_key
+        content = get("content")
         if not isinstance(content, dict):
             raise FormatError("'content' must be an object")
         self.content = content
-        self.depth = _int_field(d, "depth", 0, MAX_DEPTH)
-        self.origin_server_ts = _int_field(d, "origin_server_ts", -(2**63), 2**63 - 1)
-        hashes = d.get("hashes")
+        depth = get("depth")
+        if type(depth) is not int or not 0 <= depth <= MAX_DEPTH:
+            depth = _int_field(d, "depth", 0, MAX_DEPTH)
+        self.depth = depth
+        ts = get("origin_server_ts")
+        if type(ts) is not int or not -(2**63) <= ts < 2**63:
+            ts = _int_field(d, "origin_server_ts", -(2**63), 2**63 - 1)
+        self.origin_server_ts = ts
+        hashes = get("hashes")
         if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
             raise FormatError("'hashes' must be an object with a 'sha256' string")
-        sigs = d.get("signatures")
+        sigs = get("signatures")
         if type(sigs) is not dict:
             raise FormatError("'signatures' must be an object")
         for by_server in sigs.values():
@@ -259,25 +287,49 @@ class Pdu:
             raise FormatError("'unsigned' must be an object")
         if "redacts" in d and not room_version.redacts_in_content and not isinstance(d["redacts"], str):
             raise FormatError("'redacts' must be an event id")  # pdu_v1 ... pdu_v6 schemas
-        prevs, auths = d.get("prev_events"), d.get("auth_events")
-        self.prev_event_ids = _event_id_list(prevs, "prev_events", room_version, MAX_PREV_EVENTS)
-        self.auth_event_ids = _event_id_list(auths, "auth_events", room_version, MAX_AUTH_EVENTS)
-        # One pass over the top-level members checks each for canonical JSON and encodes it once as
-        # '"key":value'. A sorted join of such members is exactly the canonical encoding of any subset,
-        # so the body (what the content hash covers), the redacted form (what is signed and, v3+, what
-        # the event id hashes) and the size all share them: nothing is encoded twice.
-        members = _encode_checked_members(d, room_version)
-        keys = sorted(members)
-        top = _SIGNED_TOP_LEVEL[room_version.redaction]
+        prevs, auths = get("prev_events"), get("auth_events")
+        if not domain_ids and _short_event_ids(prevs, MAX_PREV_EVENTS):
+            self.prev_event_ids = tuple(prevs)
+        else:
+            self.prev_event_ids = _event_id_list(prevs, "prev_events", room_version, MAX_PREV_EVENTS)
+        if not domain_ids and _short_event_ids(auths, MAX_AUTH_EVENTS):
+            self.auth_event_ids = tuple(auths)
+        else:
+            self.auth_event_ids = _event_id_list(auths, "auth_events", room_version, MAX_AUTH_EVENTS)
+        in_domain = _check_members(d, room_version)
+        # The body (what the content hash covers) and the redacted form without "signatures" (what is
+        # signed and, v3+, what the event id hashes) are each encoded once, by one call.
+        body = d.copy()
+        if "unsigned" in body:
+            del body["unsigned"]
+        del body["hashes"], body["signatures"]
+        top = _SIGNED_V11 if room_version.redaction is _V11_REDACTION else _SIGNED_V1
+        if body.keys() <= top:  # the usual event: redaction keeps every member but changes the content
+            redacted = body.copy()
+            redacted["hashes"] = hashes
+        else:
+            redacted = {k: v for k, v in d.items() if k in top}
         # Most events (messages) keep no content when redacted: skip the general algorithm for them.
-        kept_content = redact_content(etype, content, room_version) if etype in CONTENT_KEEPING_TYPES else {}
-        redacted_content = '"content":' + (encode_text(kept_content) if kept_content else "{}")
-        redacted_bytes = utf8(
-            "{"
-            + ",".join([redacted_content if k == "content" else members[k] for k in keys if k in top])
-            + "}"
+        redacted["content"] = (
+            redact_content(etype, content, room_version) if etype in CONTENT_KEEPING_TYPES else {}
         )
+        if in_domain:
+            try:
+                body_bytes = orjson.dumps(body, option=ORJSON_OPTIONS)
+                redacted_bytes = orjson.dumps(redacted, option=ORJSON_OPTIONS)
+                tail_size = len(orjson.dumps(hashes, option=ORJSON_OPTIONS)) + len(
+                    orjson.dumps(sigs, option=ORJSON_OPTIONS)
+                )
+            except orjson.JSONEncodeError:
+                # A lone surrogate (encode_unchecked raises CanonicalJsonError) or deeper nesting than
+                # orjson takes: the json encoder says which, or encodes it.
+                in_domain = False
+        if not in_domain:  # and v1-v5 events with floats or big integers
+            body_bytes = encode_unchecked(body)
+            redacted_bytes = encode_unchecked(redacted)
+            tail_size = len(encode_unchecked(hashes)) + len(encode_unchecked(sigs))
         self._redacted_bytes = redacted_bytes
+        self._body_bytes = body_bytes
 
         fmt = room_version.event_id_format
         if fmt is EventIdFormat.DOMAIN:
@@ -301,9 +353,7 @@ class Pdu:
         # The size is "the complete event ... including any signatures" (CS "Size limits"): the body plus
         # ',"hashes":...' and ',"signatures":...', exactly. ``unsigned`` is not counted: it is not part of
         # the signed event and intermediaries may change it.
-        body_bytes = utf8("{" + ",".join([members[k] for k in keys if k not in _NOT_HASHED]) + "}")
-        self._body_bytes = body_bytes
-        size = len(body_bytes) + 2 + _utf8_len(members["hashes"]) + _utf8_len(members["signatures"])
+        size = len(body_bytes) + _HASHES_PREFIX + _SIGNATURES_PREFIX + tail_size
         if size > MAX_PDU_BYTES:
             raise EventTooLarge(f"event is {size} bytes of canonical JSON; the limit is {MAX_PDU_BYTES}")
 

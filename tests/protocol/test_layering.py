@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # protocol is pure: the standard library and these crypto/JSON libraries only.
-PROTOCOL_THIRD_PARTY = frozenset({"nacl", "signedjson", "canonicaljson", "unpaddedbase64"})
+PROTOCOL_THIRD_PARTY = frozenset({"nacl", "signedjson", "canonicaljson", "orjson", "unpaddedbase64"})
 # Layers below rooms must not reach up into the layers that compose them.
 UPPER_LAYERS = ("ranvier.rooms", "ranvier.client_api", "ranvier.app")
 
