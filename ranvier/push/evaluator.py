@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -57,7 +57,10 @@ def lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
     """(found, value) for a property path of the event."""
     value: Any = event
     for part in path:
-        if not isinstance(value, Mapping) or part not in value:
+        # Parsed JSON is made of dicts: their exact type is a cheaper test than the Mapping ABC's.
+        if type(value) is not dict and not isinstance(value, Mapping):
+            return False, None
+        if part not in value:
             return False, None
         value = value[part]
     return True, value
@@ -178,15 +181,88 @@ class Condition:
 
     spec: Mapping[str, Any]
     per_user: bool  # contains_display_name depends on the user's display name: never memoised
+    # What ``condition_matches`` answers for a condition that does not depend on the user, made once when
+    # the condition is made (None for per-user ones). Every remote event is evaluated against the rules of
+    # the room's local members; the default rules are a dozen conditions, most of them an event_match of
+    # ``type`` against a literal, which the general path answered by dispatching on the spec's kind and
+    # running a case-insensitive regex search.
+    test: Callable[[EventFacts], bool] | None = None
 
 
-_NEVER = Condition({"kind": None}, False)  # an unknown kind: never matches
+def make_condition(spec: Mapping[str, Any]) -> Condition:
+    per_user = spec.get("kind") == "contains_display_name"
+    return Condition(spec, per_user, None if per_user else _compiled(spec))
+
+
+def _compiled(spec: Mapping[str, Any]) -> Callable[[EventFacts], bool]:
+    """``condition_matches(spec, facts, ...)`` for a condition that does not look at the user: the spec's
+    kind, key and pattern are looked at once here instead of for every event."""
+    kind, key = spec.get("kind"), spec.get("key")
+    if kind == "event_match":
+        pattern = spec.get("pattern")
+        if not isinstance(key, str) or not isinstance(pattern, str):
+            return _never
+        if key != "content.body" and pattern.isascii() and "*" not in pattern and "?" not in pattern:
+            # A glob without wildcards matches the whole value, ignoring case. For an ASCII value that is
+            # ASCII case folding (a case-insensitive regex matches nothing else against ASCII text); any
+            # other value is left to the regex, which also folds e.g. U+212A KELVIN SIGN to "k".
+            folded = pattern.lower()
+
+            def literal(facts: EventFacts) -> bool:
+                found, value = facts.get(key)
+                if not found or not isinstance(value, str):
+                    return False
+                if value.isascii():
+                    return value.lower() == folded
+                return glob_matches(pattern, value)
+
+            return literal
+        regex = _glob(pattern, key == "content.body")
+
+        def glob(facts: EventFacts) -> bool:
+            found, value = facts.get(key)
+            return found and isinstance(value, str) and regex.search(value) is not None
+
+        return glob
+    if kind in ("event_property_is", "event_property_contains"):
+        expected = spec.get("value")
+        if not isinstance(key, str) or "value" not in spec or not _is_simple(expected):
+            return _never
+        if kind == "event_property_is":
+
+            def property_is(facts: EventFacts) -> bool:
+                found, value = facts.get(key)
+                return found and _is_simple(value) and _same(value, expected)
+
+            return property_is
+
+        def property_contains(facts: EventFacts) -> bool:
+            found, value = facts.get(key)
+            if not found or not isinstance(value, list):
+                return False
+            return any(_is_simple(v) and _same(v, expected) for v in value)
+
+        return property_contains
+    if kind == "room_member_count":
+        member_count = spec.get("is")
+        return lambda facts: _member_count_matches(member_count, facts.member_count)
+    if kind == "sender_notification_permission":
+        if not isinstance(key, str):
+            return _never
+        return lambda facts: facts.sender_power_level >= facts.notification_levels.get(key, 50)
+    return _never  # an unknown kind never matches (and contains_display_name is per user)
+
+
+def _never(facts: EventFacts) -> bool:
+    return False
+
+
+_NEVER = make_condition({"kind": None})  # an unknown kind: never matches
 
 
 @lru_cache(maxsize=65536)
 def _interned(text: str) -> Condition:
-    spec = json.loads(text)
-    return Condition(spec, spec.get("kind") == "contains_display_name")
+    return make_condition(json.loads(text))
 
 
 def intern_condition(spec: Any) -> Condition:
@@ -307,7 +383,7 @@ class DefaultRulesCompiler:
         for i, j in self._personal:
             conditions = by_rule.setdefault(i, list(rules[i].conditions))
             spec = _substituted(conditions[j].spec, self._placeholder, user_id)
-            conditions[j] = Condition(spec, spec.get("kind") == "contains_display_name")
+            conditions[j] = make_condition(spec)
         for i, conditions in by_rule.items():
             rules[i] = replace(rules[i], conditions=tuple(conditions))
         return CompiledRuleset(tuple(rules), self._template.uses_display_name)
@@ -332,12 +408,13 @@ def evaluate(
                 return rule.outcome
             continue
         for cond in rule.conditions:
-            if cond.per_user:
+            test = cond.test
+            if test is None:
                 hit = condition_matches(cond.spec, facts, user_id, display_name)
             else:
                 known = memo.get(cond)
                 if known is None:
-                    known = memo[cond] = condition_matches(cond.spec, facts, user_id, display_name)
+                    known = memo[cond] = test(facts)
                 hit = known
             if not hit:
                 break
