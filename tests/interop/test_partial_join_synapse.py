@@ -8,14 +8,16 @@ partial state (issue 19).
   resync held by a proxy in front of Ranvier's federation listener.
 * The gap: a message the resident sends between make_join and send_join reaches the Ranvier joiner while
   its room is still partial, through Synapse's dummy event alone (our detection off), through both, and
-  against Synapse 1.155.0 (no dummy event) through our joiner-side detection alone.
+  against Synapse 1.155.0 (no dummy event) through our joiner-side detection alone; it is authorised against
+  the partial state at the join's prev events, so no ``/state_ids`` nor ``/state`` is asked for it (the
+  state there is the room's full state), and it is in a lazy-loading ``/sync`` before ``/messages``.
 * Synapse as the partial joiner of a Ranvier room across a gap: our dummy event ties the join and the missed
   message; whether Synapse then shows the message is printed as an outcome (``-s``), not asserted (it is
   Synapse's to do).
 
 How the resync is held: on the Ranvier joiner, its federation client's ``/state_ids`` and ``/state``
-requests *at the join or its prev events* wait for the test (the gap's own fetches, at other events, go
-through); on Synapse, a proxy holds every ``/state_ids`` and ``/state`` request for the room. Nothing is
+requests *at the join or its prev events* wait for the test (others go through, and are recorded); on
+Synapse, a proxy holds every ``/state_ids`` and ``/state`` request for the room. Nothing is
 answered for the servers: the real requests go out once released.
 
 Rooms have 50 members by default, 5,000 with ``RANVIER_LONG=1`` (building a 5,000-member Synapse room
@@ -49,7 +51,8 @@ LONG = os.environ.get("RANVIER_LONG") == "1"
 # A 5,000-member Synapse room takes minutes to build here: past the default per-test timeout.
 pytestmark = [pytest.mark.interop, *([pytest.mark.timeout(3600)] if LONG else [])]
 
-MEMBERS = 5000 if LONG else 50
+# RANVIER_PARTIAL_MEMBERS: another size, for measuring (with RANVIER_LONG=1 for its timeouts; e.g. 1,000).
+MEMBERS = int(os.environ.get("RANVIER_PARTIAL_MEMBERS", "5000" if LONG else "50"))
 FED_TIMEOUT = 300.0 if LONG else 30.0
 BUILD_CONCURRENCY = 4
 OLD_SYNAPSE = "1.155.0"  # before Synapse's resident-side gap fix (SYNAPSE.md)
@@ -74,6 +77,8 @@ class JoinerSpy:
         self.send_joins: list[tuple[bool, dict[str, Any]]] = []
         self.held_ids: set[str] = set()
         self.held_requests = 0
+        # Every /state_ids and /state asked, as (path, event id), held or not.
+        self.state_asked: list[tuple[str, Any]] = []
         self._released = asyncio.Event()
         client = hs.federation_client
         send_join_v2, request = client.send_join_v2, client.request
@@ -92,6 +97,8 @@ class JoinerSpy:
         async def gated_request(
             method: str, destination: str, path: str, query: Any = None, *a: Any, **k: Any
         ) -> Any:
+            if path.startswith(STATE_PATHS):
+                self.state_asked.append((path.split("/")[4], _event_id_of(query)))
             if self.hold and path.startswith(STATE_PATHS) and _event_id_of(query) in self.held_ids:
                 self.held_requests += 1
                 await self._released.wait()
@@ -216,6 +223,19 @@ async def joined_count(client: Client, room_id: str) -> int:
 async def lazy_sync_has_room(client: Client, room_id: str) -> bool:
     answer = await client.ok("GET", "/sync", timeout="0", filter=LAZY)
     return room_id in answer.get("rooms", {}).get("join", {})
+
+
+def _in_lazy_sync(client: Client, room_id: str, text: str) -> Callable[[], Awaitable[bool]]:
+    """Whether ``text`` is in the room's timeline of a lazy-loading initial /sync (which, unlike
+    /messages, backfills nothing)."""
+
+    async def check() -> bool:
+        answer = await client.ok("GET", "/sync", timeout="0", filter=LAZY)
+        room = answer.get("rooms", {}).get("join", {}).get(room_id)
+        events = room["timeline"]["events"] if room is not None else []
+        return text in [e.get("content", {}).get("body") for e in events]
+
+    return check
 
 
 def _has(client: Client, room_id: str, text: str) -> Callable[[], Awaitable[bool]]:
@@ -356,8 +376,14 @@ async def _ranvier_joins_across_a_gap(
     ranvier.remote_membership.before_send_join = message_in_the_gap
     await bob.ok("POST", f"/join/{room_id}", {}, server_name=synapse.server_name)
     assert spy.asked_partial, f"Synapse {synapse.version} did not answer with partial state"
+    await eventually(_in_lazy_sync(bob, room_id, "said during the handshake"), timeout=FED_TIMEOUT)
+    _figure(f"gap message from Synapse {synapse.version} ({label}) in /sync", loop.time() - sent_at[0])
+    # The gap message continues the join's prev events, whose state is the partial state: no state was
+    # asked for it (the state at the gap is the room's full state; only the held resync asks one).
+    assert [a for a in spy.state_asked if a[1] not in spy.held_ids] == [], spy.state_asked
     await eventually(_has(bob, room_id, "said during the handshake"), timeout=FED_TIMEOUT)
-    _figure(f"gap message from Synapse {synapse.version} ({label}) seen", loop.time() - sent_at[0])
+    # /messages backfills the history before the join (and the state there) before it answers.
+    _figure(f"gap message from Synapse {synapse.version} ({label}) in /messages", loop.time() - sent_at[0])
     await eventually(_held(spy), timeout=FED_TIMEOUT)
     assert await ranvier.storage.rooms.is_partial_state(room_id), "seen only after the resync"
     assert (await bob.texts(room_id)).count("said during the handshake") == 1
