@@ -455,15 +455,18 @@ class Pdu:
         - v8+: the authorising server of a restricted join (auth rule 4.2 of v8 needs it "validly signed";
           checking it here drops a forged join before it reaches the DAG).
         """
+        if self.type != "m.room.member":  # most events: none of the member rules below applies
+            if self.room_version.event_id_format is _DOMAIN:
+                return {server_of(self.sender), server_of(self.event_id)}
+            return {server_of(self.sender)}
         servers: set[str] = set()
         if not self.is_third_party_invite():
             servers.add(self.origin)
-        if self.room_version.event_id_format is EventIdFormat.DOMAIN:
+        if self.room_version.event_id_format is _DOMAIN:
             servers.add(server_of(self.event_id))  # v1-v2: the server that minted the event id
         authoriser = self.content.get("join_authorised_via_users_server")
         if (
             self.room_version.restricted_join_rule
-            and self.type == "m.room.member"
             and self.membership == "join"
             and isinstance(authoriser, str)
         ):
@@ -487,12 +490,11 @@ class Pdu:
         """
         # The constructor checked "signatures": an object of objects of strings.
         by_server: dict[str, str] = self.json["signatures"].get(server) or {}
-        key_ids = [k for k in by_server if type(k) is str and k.startswith("ed25519:")]
-        if not key_ids:
-            raise SignatureError(f"{self.event_id} is not signed by {server} with an ed25519 key")
         verified = 0
         skipped: list[str] = []
-        for key_id in key_ids:
+        for key_id, signature in by_server.items():
+            if type(key_id) is not str or not key_id.startswith("ed25519:"):
+                continue  # other algorithms are ignored
             info = lookup(server, key_id)
             if info is None:
                 skipped.append(f"{key_id} is unknown")
@@ -504,13 +506,14 @@ class Pdu:
             ):
                 skipped.append(f"{key_id} had expired when the event was sent")
                 continue
-            signature = by_server[key_id]
             try:
                 verify_signature_bytes(self._redacted_bytes, signature, info.key)
             except SignatureError as e:
                 raise SignatureError(f"{server} ({key_id}) on {self.event_id}: {e.message}") from e
             verified += 1
         if not verified:
+            if not skipped:  # no ed25519 signature at all
+                raise SignatureError(f"{self.event_id} is not signed by {server} with an ed25519 key")
             raise SignatureError(f"no usable signature of {server} on {self.event_id}: {'; '.join(skipped)}")
 
     def redacted(self) -> Pdu:
