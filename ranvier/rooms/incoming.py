@@ -4,7 +4,9 @@
     2. signatures                     incoming_verify.verify_pdu           two worker threads (intake)
     3. content hash (else redact)     incoming_verify.verify_pdu
     -  fetch missing prev events      _prefetch (/get_missing_events, before the room lock), _fill_gap
-                                      (the prefetched events, then /state_ids at what is left)
+                                      (the prefetched events, then /state_ids at what is left; the prev
+                                      events of our join to a partial room are not missing:
+                                      partial_join_points.py)
     4. auth against its auth events   pdu_checks.check_against_auth_events (missing ones fetched as outliers)
     5. auth against the state before  _state_before, pdu_checks.check_against_state -> rejected
     6. auth against current state     _soft_fails                                -> soft failed

@@ -9,7 +9,10 @@ queued durably (``pending_join_pdus``) and processed once the join is persisted,
 event (which may arrive before our send_join returns) is not lost. And since a resident without the fix
 never sends one, after the join we ask the resident for the room's newest events (``fetch_gap_events``:
 its MSC4370 extremities endpoint, else ``/timestamp_to_event``); any we lack were created in the gap, and
-we pull them (with ``/get_missing_events``) and handle them like any received PDU.
+we pull them (with ``/get_missing_events``, the walk bounded by our join's prev events) and handle them like
+any received PDU. In a room joined with partial state, an event continuing our join's prev events is
+authorised against the partial state the join was made on (``partial_join_points``), not against a full
+state fetched at it, and re-checked at the resync.
 """
 
 from __future__ import annotations
