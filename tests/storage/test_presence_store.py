@@ -7,6 +7,7 @@ from __future__ import annotations
 from ranvier.presence.state import OFFLINE, ONLINE, UNAVAILABLE, UserPresence
 from ranvier.storage.sql.engine import Database
 from ranvier.storage.sql.presence import PresenceStore
+from ranvier.storage.sql.state import recount_server_members
 
 
 async def _member(db: Database, room: str, user: str, membership: str = "join") -> None:
@@ -16,6 +17,7 @@ async def _member(db: Database, room: str, user: str, membership: str = "join") 
             " VALUES (?, ?, ?, ?, ?)",
             (room, user, user.split(":", 1)[1], membership, f"$e{room}{user}"),
         )
+        await recount_server_members(txn, room)  # the index written here, not by a persist
 
 
 async def test_presence_store(db: Database) -> None:

@@ -129,8 +129,9 @@ class DeviceListStore:
         return {r[0] for r in rows}
 
     async def servers_sharing_rooms(self, user_id: str) -> set[str]:
+        # The rooms' per-server counts (room_server_members): a row per room and server, none per member.
         rows = await self._db.fetchall(
-            "SELECT DISTINCT server_name FROM room_memberships WHERE membership = 'join' AND room_id IN"
+            "SELECT DISTINCT server_name FROM room_server_members WHERE joined > 0 AND room_id IN"
             " (SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join')",
             (user_id,),
         )
@@ -139,7 +140,7 @@ class DeviceListStore:
     async def shares_room_with_server(self, user_id: str, server_name: str) -> bool:
         """Whether the user is joined to a room that a user of ``server_name`` is joined to."""
         row = await self._db.fetchone(
-            "SELECT 1 FROM room_memberships WHERE membership = 'join' AND server_name = ? AND room_id IN"
+            "SELECT 1 FROM room_server_members WHERE server_name = ? AND joined > 0 AND room_id IN"
             " (SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join') LIMIT 1",
             (server_name, user_id),
         )

@@ -139,10 +139,10 @@ class PresenceStore:
 
     async def servers_sharing_a_room(self, user_id: str) -> set[str]:
         """The servers of users joined to a room ``user_id`` is joined to."""
+        # The rooms' per-server counts (room_server_members): a row per room and server, none per member.
         rows = await self._db.fetchall(
-            "SELECT DISTINCT b.server_name FROM room_memberships a JOIN room_memberships b"
-            " ON a.room_id = b.room_id"
-            " WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join'",
+            "SELECT DISTINCT b.server_name FROM room_memberships a JOIN room_server_members b"
+            " ON a.room_id = b.room_id WHERE a.user_id = ? AND a.membership = 'join' AND b.joined > 0",
             (user_id,),
         )
         return {r[0] for r in rows}

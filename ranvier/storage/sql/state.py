@@ -116,11 +116,9 @@ class SqlStateStore:
         return None if event_id is None else await self._events.get_event(event_id)
 
     async def get_member_counts(self, room_id: str) -> tuple[int, int]:
-        """(joined, invited) members of the room, counted by the database."""
+        """(joined, invited) members of the room: one row per server (room_server_members)."""
         row = await self._db.fetchone(
-            "SELECT SUM(CASE WHEN membership = 'join' THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN membership = 'invite' THEN 1 ELSE 0 END) FROM room_memberships WHERE room_id = ?",
-            (room_id,),
+            "SELECT SUM(joined), SUM(invited) FROM room_server_members WHERE room_id = ?", (room_id,)
         )
         return (0, 0) if row is None else (int(row[0] or 0), int(row[1] or 0))
 
@@ -145,11 +143,10 @@ class SqlStateStore:
         return await self.get_joined_servers_txn(self._db, room_id)
 
     async def is_server_joined(self, room_id: str, server_name: str) -> bool:
-        """Whether a user of ``server_name`` is joined to the room: one seek of the membership index, not
-        a read of every member (the resident asks it on every make_join and send_join)."""
+        """Whether a user of ``server_name`` is joined to the room: one row of room_server_members, not a
+        read of every member (the resident asks it on every make_join and send_join)."""
         row = await self._db.fetchone(
-            "SELECT 1 FROM room_memberships WHERE room_id = ? AND membership = 'join' AND server_name = ?"
-            " LIMIT 1",
+            "SELECT 1 FROM room_server_members WHERE room_id = ? AND server_name = ? AND joined > 0",
             (room_id, server_name),
         )
         return row is not None
@@ -158,8 +155,10 @@ class SqlStateStore:
         # A room joined with partial state (MSC3706) knows few of its members: until its resync completes,
         # the servers the resident listed in send_join's servers_in_room count as joined too (where our
         # events and EDUs go, whom backfill asks), as Synapse's "partial state approximation" does.
+        # One row per server (room_server_members), not one per member: the resident's send_join answer
+        # and every fan-out read it.
         rows = await txn.fetchall(
-            "SELECT server_name FROM room_memberships WHERE room_id = ? AND membership = 'join'"
+            "SELECT server_name FROM room_server_members WHERE room_id = ? AND joined > 0"
             " UNION SELECT s.server_name FROM partial_state_servers s JOIN partial_state_rooms r"
             " ON r.room_id = s.room_id WHERE s.room_id = ? AND r.completed_ts IS NULL",
             (room_id, room_id),
@@ -168,10 +167,11 @@ class SqlStateStore:
 
     async def get_servers_in_joined_rooms(self, server_name: str, limit: int) -> list[str]:
         """Up to ``limit`` other servers joined to a room ``server_name`` is joined to."""
+        # Per-server counts on both sides: rows per room and server, none per member.
         rows = await self._db.fetchall(
-            "SELECT DISTINCT server_name FROM room_memberships WHERE membership = 'join' AND server_name != ?"
-            " AND room_id IN (SELECT room_id FROM room_memberships WHERE membership = 'join'"
-            " AND server_name = ?) ORDER BY server_name LIMIT ?",
+            "SELECT DISTINCT b.server_name FROM room_server_members a JOIN room_server_members b"
+            " ON b.room_id = a.room_id WHERE a.server_name = ? AND a.joined > 0 AND b.joined > 0"
+            " AND b.server_name != ? ORDER BY b.server_name LIMIT ?",
             (server_name, server_name, limit),
         )
         return [r[0] for r in rows]
@@ -273,12 +273,17 @@ async def _write_changes(
         " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
         [(room_id, t, s, e) for (t, s), e in changed.items()],
     )
-    await txn.executemany(
-        "DELETE FROM room_memberships WHERE room_id = ? AND user_id = ?",
-        [(room_id, s) for t, s in removed if t == MEMBER],
-    )
+    left = [s for t, s in removed if t == MEMBER]
     member_events = {e: s for (t, s), e in changed.items() if t == MEMBER}
     memberships = await _memberships(txn, list(member_events), batch)
+    # The per-server counts move by what changes: the old memberships of the users touched are read (one
+    # row each) before their rows are replaced, never the room's other members.
+    was = await _stored_memberships(txn, room_id, [*left, *member_events.values()])
+    await txn.executemany(
+        "DELETE FROM room_memberships WHERE room_id = ? AND user_id = ?", [(room_id, s) for s in left]
+    )
+    now = {user: memberships[event_id] for event_id, user in member_events.items()}
+    await _count_servers(txn, room_id, was, now)
     await txn.executemany(
         "INSERT INTO room_memberships (room_id, user_id, server_name, membership, event_id)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
@@ -289,6 +294,54 @@ async def _write_changes(
         ],
     )
     return changed, removed
+
+
+async def recount_server_members(txn: Txn, room_id: str) -> None:
+    """Count room_server_members of the room again from a scan of its membership index: for code that
+    writes the index itself instead of through write_current_state (benchmarks, tests)."""
+    await txn.execute("DELETE FROM room_server_members WHERE room_id = ?", (room_id,))
+    await txn.execute(
+        "INSERT INTO room_server_members (room_id, server_name, joined, invited)"
+        " SELECT room_id, server_name, SUM(CASE WHEN membership = 'join' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN membership = 'invite' THEN 1 ELSE 0 END) FROM room_memberships"
+        " WHERE room_id = ? AND membership IN ('join', 'invite') GROUP BY room_id, server_name",
+        (room_id,),
+    )
+
+
+async def _stored_memberships(txn: Txn, room_id: str, users: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in chunks(list(dict.fromkeys(users))):
+        rows = await txn.fetchall(
+            f"SELECT user_id, membership FROM room_memberships WHERE room_id = ? AND user_id IN"
+            f" ({in_list(len(part))})",
+            (room_id, *part),
+        )
+        out.update({u: m for u, m in rows})
+    return out
+
+
+async def _count_servers(txn: Txn, room_id: str, was: Mapping[str, str], now: Mapping[str, str]) -> None:
+    """Move room_server_members by the memberships that change from ``was`` (stored) to ``now`` (a user
+    absent from ``now`` leaves the index)."""
+    moves: dict[str, list[int]] = {}
+    for users, sign in ((was, -1), (now, 1)):
+        for user, membership in users.items():
+            if membership in ("join", "invite"):
+                counts = moves.setdefault(user.partition(":")[2], [0, 0])
+                counts[0 if membership == "join" else 1] += sign
+    moved = [(room_id, server, j, i) for server, (j, i) in sorted(moves.items()) if j or i]
+    await txn.executemany(
+        "INSERT INTO room_server_members (room_id, server_name, joined, invited) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (room_id, server_name) DO UPDATE SET joined = room_server_members.joined"
+        " + excluded.joined, invited = room_server_members.invited + excluded.invited",
+        moved,
+    )
+    await txn.executemany(
+        "DELETE FROM room_server_members WHERE room_id = ? AND server_name = ? AND joined <= 0"
+        " AND invited <= 0",
+        [(room_id, server) for _, server, _, _ in moved],
+    )
 
 
 async def _memberships(txn: Txn, event_ids: list[str], batch: Mapping[str, Pdu]) -> dict[str, str]:
