@@ -223,6 +223,24 @@ class PushActionsHook:
             and "?" not in u
         )
 
+    def _generic_is_quiet(self, events: list[Pdu], facts: list[EventFacts]) -> bool:
+        """Whether every local member with the default rules whom no event of the batch mentions gets
+        neither a notification nor a highlight from any of its events, without naming them: the default
+        rules differ between such users only in ``.m.rule.invite_for_me`` (no event may be an invite:
+        its state key is matched against each user's id as a glob) and ``.m.rule.is_user_mention`` (the
+        mentioned are evaluated one by one), so the generic user's outcome is theirs."""
+        if self._generic_ruleset.uses_display_name:
+            return False
+        for pdu in events:
+            membership = pdu.content.get("membership")
+            if isinstance(membership, str) and membership.lower() == "invite":
+                return False
+        for one in facts:
+            outcome = evaluate(self._generic_ruleset, one, GENERIC_USER, None)
+            if outcome is not None and (outcome.notify or outcome.highlight):
+                return False
+        return True
+
     def _ruleset(self, user_id: str, stored: str | None) -> CompiledRuleset:
         cached = self._rulesets.get(user_id)
         if cached is not None and cached[0] == stored:
@@ -247,10 +265,12 @@ class PushActionsHook:
         ]
         if not live:
             return
-        # Three reads whatever the room's size: the local members (push rules are evaluated for them
-        # only) with the member count, their rules and ignore lists, then the state the rules consult.
-        local_members, member_count = await self._store.local_members_txn(txn, room_id, self._server_name)
-        local = set(local_members)
+        # The room's member counts (one row per server), the state the rules consult, then the local
+        # members' own rules and ignore lists; the local members themselves are read only when an event
+        # notifies members with the default rules (a message: a row is written for each of them anyway),
+        # not for a join, which notifies none of them (one row per member of a room of 10,000 was read on
+        # every join).
+        member_count, local_count = await self._store.member_counts_txn(txn, room_id, self._server_name)
         invited = {
             pdu.state_key
             for pdu, _ in live
@@ -259,31 +279,57 @@ class PushActionsHook:
             and pdu.content.get("membership") == "invite"
             and pdu.state_key.endswith(":" + self._server_name)
         }
-        users = local | invited
-        if not users:
+        if not local_count and not invited:
             return
         room_version = live[0][0].room_version
+        texts = await self._store.state_events_txn(txn, room_id, STATE_KEYS)
+        state = {key: self._state_pdu(*texts[key], room_version) for key in STATE_KEYS if key in texts}
+        levels = notification_levels(state)
+        sender_levels: dict[str, int | float] = {}
+        jobs = []
+        for pdu, ordering in live:
+            level = sender_levels.get(pdu.sender)
+            if level is None:
+                level = sender_levels[pdu.sender] = get_user_power_level(pdu.sender, state, room_version)
+            facts = event_facts(pdu, member_count, state, room_version, levels, level)
+            jobs.append((pdu, ordering, facts, await _thread(txn, pdu)))
         types = (ACCOUNT_DATA_TYPE, IGNORED_USERS)
-        stored = await self._store.members_account_data_txn(txn, room_id, self._server_name, types)
-        if invited - local:
-            stored.update(await self._store.global_account_data_txn(txn, invited - local, types))
-        # Members with the server-default rules and nothing else of their own are evaluated once per event
-        # for all of them (a join into a room of 50,000 local members evaluated 50,000 rule sets); only
-        # those an event names, and everyone else, one by one.
-        generic = self._generic_users(users, stored, invited, [pdu for pdu, _ in live])
+        stored = await self._store.members_account_data_txn(
+            txn, room_id, self._server_name, types, local_count
+        )
+        events = [pdu for pdu, _ in live]
+        if self._generic_is_quiet(events, [facts for _, _, facts, _ in jobs]):
+            # Every member with the default rules whom no event mentions gets the generic outcome, which
+            # is silence: only those with rules of their own and those mentioned are evaluated.
+            local: set[str] = set()
+            generic: list[str] = []
+            mentioned = {u for pdu in events for u in _mentioned(pdu) if u.endswith(":" + self._server_name)}
+            found = await self._store.joined_among_txn(txn, room_id, mentioned) if mentioned else set()
+            individual = {user for user, _ in stored} | found
+        else:
+            local = set(await self._store.local_members_txn(txn, room_id, self._server_name))
+            users = local | invited
+            if invited - local:
+                stored.update(await self._store.global_account_data_txn(txn, invited - local, types))
+            # Members with the server-default rules and nothing else of their own are evaluated once per
+            # event for all of them (a join into a room of 50,000 local members evaluated 50,000 rule
+            # sets); only those an event names, and everyone else, one by one.
+            generic = self._generic_users(users, stored, invited, events)
+            individual = users.difference(generic)
+        if not individual and not generic:
+            return
         rulesets = {
-            user: self._ruleset(user, stored.get((user, ACCOUNT_DATA_TYPE)))
-            for user in sorted(users.difference(generic))
+            user: self._ruleset(user, stored.get((user, ACCOUNT_DATA_TYPE))) for user in sorted(individual)
         }
         named = [user for user, ruleset in rulesets.items() if ruleset.uses_display_name]
-        texts = await self._store.state_events_txn(
-            txn, room_id, [*STATE_KEYS, *(("m.room.member", user) for user in named)]
-        )
-        state = {key: self._state_pdu(*texts[key], room_version) for key in STATE_KEYS if key in texts}
+        if named:
+            texts = await self._store.state_events_txn(
+                txn, room_id, [("m.room.member", user) for user in named]
+            )
         recipients: list[Recipient] = []
         for user_id, ruleset in rulesets.items():
-            found = texts.get(("m.room.member", user_id)) if ruleset.uses_display_name else None
-            member = found[1] if found is not None else None
+            found_text = texts.get(("m.room.member", user_id)) if ruleset.uses_display_name else None
+            member = found_text[1] if found_text is not None else None
             # CS "Ignoring Users": an ignored user's events never notify the user ignoring them.
             ignored = stored.get((user_id, IGNORED_USERS))
             invite_only = user_id in invited and user_id not in local
@@ -296,15 +342,6 @@ class PushActionsHook:
                     invite_only,
                 )
             )
-        levels = notification_levels(state)
-        sender_levels: dict[str, int | float] = {}
-        jobs = []
-        for pdu, ordering in live:
-            level = sender_levels.get(pdu.sender)
-            if level is None:
-                level = sender_levels[pdu.sender] = get_user_power_level(pdu.sender, state, room_version)
-            facts = event_facts(pdu, member_count, state, room_version, levels, level)
-            jobs.append((pdu, ordering, facts, await _thread(txn, pdu)))
         if len(jobs) * (len(recipients) + len(generic)) >= self._thread_threshold:
             # Pure CPU work of a few milliseconds and more (1,000 members: ~6 ms an event): in a worker
             # thread, so the event loop keeps serving meanwhile (the transaction stays open for it).
@@ -373,6 +410,12 @@ class PushActionsHook:
             self._overflowed = False
             return None
         return users
+
+
+def _mentioned(pdu: Pdu) -> list[str]:
+    mentions = pdu.content.get("m.mentions")
+    ids = mentions.get("user_ids") if isinstance(mentions, Mapping) else None
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def _display_name(member_text: str) -> str | None:

@@ -186,18 +186,28 @@ class PushActionStore:
     # -- what the push hook reads inside the persist transaction --------------------------------------
 
     @staticmethod
-    async def local_members_txn(txn: Any, room_id: str, server_name: str) -> tuple[list[str], int]:
-        """The room's joined members of ``server_name`` (the only ones push rules are evaluated for) and
-        the number of all its joined members, as of this transaction: one statement, and no row per
-        remote member (a big room's 100,000 members used to be read for every persisted batch)."""
+    async def member_counts_txn(txn: Any, room_id: str, server_name: str) -> tuple[int, int]:
+        """(joined members of the room, those of ``server_name``) as of this transaction, from the room's
+        per-server counts (room_server_members): one row per server, none per member."""
+        row = (
+            await txn.fetchall(
+                "SELECT SUM(joined), SUM(CASE WHEN server_name = ? THEN joined ELSE 0 END)"
+                " FROM room_server_members WHERE room_id = ?",
+                (server_name, room_id),
+            )
+        )[0]
+        return int(row[0] or 0), int(row[1] or 0)
+
+    @staticmethod
+    async def local_members_txn(txn: Any, room_id: str, server_name: str) -> list[str]:
+        """The room's joined members of ``server_name`` (the only ones push rules are evaluated for), as
+        of this transaction; no row per remote member."""
         rows = await txn.fetchall(
-            "SELECT NULL, COUNT(*) FROM room_memberships WHERE room_id = ? AND membership = 'join'"
-            " UNION ALL SELECT user_id, 0 FROM room_memberships"
-            " WHERE room_id = ? AND membership = 'join' AND server_name = ?",
-            (room_id, room_id, server_name),
+            "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'"
+            " AND server_name = ?",
+            (room_id, server_name),
         )
-        count = next(int(n) for user, n in rows if user is None)
-        return [str(user) for user, _ in rows if user is not None], count
+        return [str(user) for (user,) in rows]
 
     @staticmethod
     async def global_account_data_txn(
@@ -219,17 +229,47 @@ class PushActionStore:
 
     @staticmethod
     async def members_account_data_txn(
-        txn: Any, room_id: str, server_name: str, data_types: Sequence[str]
+        txn: Any, room_id: str, server_name: str, data_types: Sequence[str], local_members: int
     ) -> dict[tuple[str, str], str]:
-        """``global_account_data_txn`` for the room's joined members of ``server_name``, in one statement
-        (the membership index joined to the account data's key) rather than one per 500 members."""
-        rows = await txn.fetchall(
-            "SELECT a.user_id, a.data_type, a.content FROM room_memberships m JOIN account_data a"
-            f" ON a.user_id = m.user_id AND a.room_id = '' AND a.data_type IN ({in_list(len(data_types))})"
-            " WHERE m.room_id = ? AND m.membership = 'join' AND m.server_name = ?",
-            (*data_types, room_id, server_name),
+        """``global_account_data_txn`` for the room's joined members of ``server_name`` (``local_members``
+        of them), in one statement, from whichever side is smaller: the room's local members, each looked
+        up in the account data, or the server's users with account data of these types, each looked up
+        in the room's members. So the work is that of min(members, users with their own rules), not of
+        the room's size (a join into a room of 10,000 local members looked at every one of them)."""
+        types = in_list(len(data_types))
+        stored = await txn.fetchall(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM account_data WHERE room_id = '' AND data_type IN ({types})"
+            " LIMIT ?) AS few",
+            (*data_types, local_members + 1),
         )
+        if int(stored[0][0]) <= local_members:
+            # CROSS JOIN: SQLite keeps this order (the account data outside); PostgreSQL plans it freely.
+            sql = (
+                "SELECT a.user_id, a.data_type, a.content FROM account_data a CROSS JOIN room_memberships m"
+                f" WHERE a.room_id = '' AND a.data_type IN ({types}) AND m.room_id = ?"
+                " AND m.user_id = a.user_id AND m.membership = 'join' AND m.server_name = ?"
+            )
+        else:
+            sql = (
+                "SELECT a.user_id, a.data_type, a.content FROM room_memberships m CROSS JOIN account_data a"
+                f" WHERE a.user_id = m.user_id AND a.room_id = '' AND a.data_type IN ({types})"
+                " AND m.room_id = ? AND m.membership = 'join' AND m.server_name = ?"
+            )
+        rows = await txn.fetchall(sql, (*data_types, room_id, server_name))
         return {(user_id, data_type): str(content) for user_id, data_type, content in rows}
+
+    @staticmethod
+    async def joined_among_txn(txn: Any, room_id: str, user_ids: Collection[str]) -> set[str]:
+        """Which of ``user_ids`` are joined to the room, as of this transaction (one key lookup each)."""
+        out: set[str] = set()
+        for part in chunks(sorted(user_ids)):
+            rows = await txn.fetchall(
+                "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'"
+                f" AND user_id IN ({in_list(len(part))})",
+                (room_id, *part),
+            )
+            out.update(str(user) for (user,) in rows)
+        return out
 
     @staticmethod
     async def state_events_txn(
