@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranvier.protocol.canonical_json import encode_canonical_json
+from ranvier.protocol.canonical_json import encode_canonical_json, encode_unchecked
 from ranvier.protocol.errors import (
     CanonicalJsonError,
     EventTooLarge,
@@ -584,6 +584,40 @@ def test_strict_canonical_json_reaches_every_member(change: dict[str, Any]) -> N
 
 def test_top_level_keys_must_be_strings() -> None:
     _assert_refused({**copy.deepcopy(make(V10).json), 1: "x"}, V10, CanonicalJsonError, "M_BAD_JSON")
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("version", "extra"),
+    [
+        (V1, {"f": 1.5, "big": 2**60}),  # v1-v5 may carry floats and big integers: orjson never sees them
+        (V3, {"f": -0.25, "big": -(2**64)}),
+        (V5, {"f": 1e300}),
+        (V6, {"deep": _nested(300)}),  # deeper than orjson encodes: the json module does
+        (V12, {"deep": _nested(300)}),
+    ],
+    ids=["v1-float", "v3-big-int", "v5-exponent", "v6-deep", "v12-deep"],
+)
+def test_events_orjson_does_not_encode_take_the_json_module_path(version: RoomVersion, extra: Any) -> None:
+    """Pdu encodes what orjson cannot (or must not) encode with the json module, to the same bytes as the
+    plain spec computations; the event's hash, signature and event id check out."""
+    built = make(version, content={"body": "x", **extra})
+    received = Pdu(json.loads(json.dumps(built.json)), version)
+    received.check_content_hash()
+    received.check_signatures(keys_of(("example.org", KEY)))
+    body = {k: v for k, v in received.json.items() if k not in ("unsigned", "signatures", "hashes")}
+    assert received._body_bytes == encode_unchecked(body)
+    redacted = redact_event(received.json, version)
+    del redacted["signatures"]
+    assert received._redacted_bytes == encode_unchecked(redacted)
+    if version.event_id_format is not EventIdFormat.DOMAIN:
+        assert received.event_id == compute_event_id(received.json, version)
 
 
 # -- the receiving fast path equals the plain one ----------------------------------------------------
