@@ -90,7 +90,7 @@ from .federation.request_auth import origin_seen_middleware
 from .federation.routes import FederationRoutes
 from .federation.sender import FederationSender
 from .federation.space_routes import add_space_routes
-from .federation.tls import generate_self_signed_cert, server_ssl_context
+from .federation.tls import generate_self_signed_cert, generate_self_signed_cert_in_child, server_ssl_context
 from .http_limits import (
     BodyLimit,
     ConnectionGuard,
@@ -190,7 +190,13 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
 
 
 class Homeserver:
-    def __init__(self, config: HomeserverConfig, worker: str = MAIN) -> None:
+    def __init__(
+        self, config: HomeserverConfig, worker: str = MAIN, *, certificate_in_child: bool = False
+    ) -> None:
+        # A missing federation certificate is made in a child process by the server process (run_homeserver):
+        # cryptography would stay in its memory for good. Tests start many servers in one process, where it
+        # is imported once for all and a child per server would cost each start a second.
+        self._certificate_in_child = certificate_in_child
         # Every log record carries the request id (``%(request)s``); statement traces are kept out.
         install_record_factory()
         # The role of this process (ranvier.workers): what it listens on and which subsystems it runs.
@@ -1006,7 +1012,12 @@ class Homeserver:
                     if not self.server_name.endswith("]")
                     else self.server_name
                 )
-                generate_self_signed_cert(cert, key, dns_names=(host.strip("[]"), "localhost"))
+                generate = (
+                    generate_self_signed_cert_in_child
+                    if self._certificate_in_child
+                    else generate_self_signed_cert
+                )
+                generate(cert, key, dns_names=(host.strip("[]"), "localhost"))
                 logger.warning(
                     "generated a self-signed federation certificate at %s (fine for tests only)", cert
                 )
@@ -1080,7 +1091,7 @@ class Homeserver:
 
 
 async def run_homeserver(config: HomeserverConfig, worker: str = MAIN) -> None:
-    hs = Homeserver(config, worker)
+    hs = Homeserver(config, worker, certificate_in_child=True)
     # The handlers go in before start(): the client listener answers before start() has returned, so a
     # supervisor (or a test) may already signal us, and SIGHUP's default action would end the process.
     stop = asyncio.Event()

@@ -6,9 +6,12 @@ that skip verification for us (Synapse's ``federation_verify_certificates: false
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import ipaddress
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -59,6 +62,23 @@ def generate_self_signed_cert(
     Path(key_path).chmod(0o600)
 
 
+def generate_self_signed_cert_in_child(
+    cert_path: Path | str, key_path: Path | str, *, dns_names: tuple[str, ...] = ("localhost",)
+) -> None:
+    """``generate_self_signed_cert`` run by a child interpreter (``python -m ranvier.federation.tls``), for
+    the server's first start: cryptography, once imported, keeps about 10 MB of the process's memory for
+    good (issue 21: a first start without a certificate was 67 MB of RSS, a restart 56), and the server
+    itself has no other use for it. Blocking, as generating the key is: once, before the listener opens."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ranvier.federation.tls", str(cert_path), str(key_path), *dns_names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"generating a self-signed certificate failed: {done.stderr.strip()[-2000:]}")
+
+
 def server_ssl_context(cert_path: Path | str, key_path: Path | str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(cert_path), str(key_path))
@@ -73,3 +93,18 @@ def client_ssl_context(verify: bool, cafile: Path | str | None = None) -> ssl.SS
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m ranvier.federation.tls", description="Write a self-signed certificate and its key."
+    )
+    parser.add_argument("cert_path")
+    parser.add_argument("key_path")
+    parser.add_argument("dns_names", nargs="+")
+    args = parser.parse_args(argv)
+    generate_self_signed_cert(args.cert_path, args.key_path, dns_names=tuple(args.dns_names))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
