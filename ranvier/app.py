@@ -111,7 +111,7 @@ from .media.preview import UrlPreviewer
 from .media.remote import RemoteMediaFetcher
 from .media.repository import MediaLimits, MediaRepository
 from .media.thumbnailer import Thumbnailer
-from .memory_release import release_freed_memory
+from .memory_release import settle_after_start
 from .metrics import Metrics, metrics_middleware
 from .metrics_collectors import LoopLagMonitor
 from .metrics_wiring import health_handler, wire_metrics
@@ -1103,7 +1103,9 @@ async def run_homeserver(config: HomeserverConfig, worker: str = MAIN) -> None:
         # SIGHUP re-reads the logging configuration (a broken file is reported, the current one kept).
         loop.add_signal_handler(signal.SIGHUP, log_configure.reload, log_config)
     await hs.start()
-    release_freed_memory()  # what start-up allocated and freed goes back to the system (idle RSS)
+    # Start-up's garbage collected, what it keeps frozen out of the collector's way, what it freed given
+    # back to the system (idle RSS).
+    settle_after_start()
     await stop.wait()
     logger.info("shutting down")
     await hs.stop()
