@@ -3,20 +3,36 @@ server 0 each repeat and pushes a chain of message PDUs, 50 per transaction. Fig
 PDUs/s readable through ``/messages`` (kept / time until the last kept one was served), how many of the PDUs
 the server kept, counted by paging ``/messages`` to the room's start (a server may fetch skipped events
 back while a client pages: issue 21 found Synapse ends with all of them), and, apart from that, how many
-one ``/messages`` read of the newest PDUs serves before any paging."""
+one ``/messages`` read of the newest PDUs serves before any paging; and the server's own CPU time (process
+and children) per PDU from the first transaction sent to the last acknowledged (the driver, in the bench's
+process, is not counted)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+import psutil
+
 from bench.ingest import PER_TXN, IngestDriver, start_driver
+from bench.servers import BenchServer
 
 from .base import Options, Pair, Recorder, describe
 from .client import MxClient
 
 READ_STALL = 20.0  # stop waiting for more to become readable after this long without progress
 READ_MAX = 300.0
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    """User and system CPU of ``process`` and its children (Synapse's workers, if any) so far."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 class Ingest:
@@ -37,9 +53,7 @@ class Ingest:
             owner = await MxClient.register(pair.session, target.client_url, "owner")
             for r in range(opts.repeats):
                 try:
-                    await self._once(
-                        driver, owner, target.server_name, opts.ingest_pdus, f"in{r}-", label, rec
-                    )
+                    await self._once(driver, owner, target, opts.ingest_pdus, f"in{r}-", label, rec)
                 except Exception as e:
                     rec.failure("accepted", "PDU/s", describe(e), label, "higher")
                 rec.tick()
@@ -48,18 +62,24 @@ class Ingest:
                 await driver.close()
 
     async def _once(
-        self, driver: IngestDriver, owner: MxClient, target: str, total: int, prefix: str, label: str,
-        rec: Recorder,
+        self, driver: IngestDriver, owner: MxClient, server: BenchServer, total: int, prefix: str,
+        label: str, rec: Recorder,
     ) -> None:  # fmt: skip
+        target = server.server_name
         room_id = await owner.create_room(name="ingest")
         room = await driver.join(target, room_id)
         pdus = [driver.message(room, f"{prefix}{i}") for i in range(total)]
         refused = 0
+        process = psutil.Process(server.pid)
+        cpu0 = _cpu_seconds(process)
         t0 = time.perf_counter()
         for i in range(0, total, PER_TXN):
             results = await driver.send(target, pdus[i : i + PER_TXN])
             refused += sum(1 for v in results.values() if isinstance(v, dict) and "error" in v)
         acked = time.perf_counter() - t0
+        # The server's own CPU (its process and children, every thread) from the first transaction sent to
+        # the last acknowledged, per PDU: the driver runs in this process, so none of its work is counted.
+        rec.value("server CPU while sending", "us/PDU", (_cpu_seconds(process) - cpu0) / total * 1e6, label)
         # Readable: poll the newest few events (cheap, so that polling does not compete with the ingest)
         # until the last PDU is served or the newest stopped changing for READ_STALL; count once at the end.
         newest, last_change, readable_at = -1, time.perf_counter(), t0
