@@ -21,6 +21,7 @@ from typing import Any
 
 from ..client_api.event_format import format_client_event
 from ..clock import now_ms
+from ..protocol.events import Pdu
 from ..storage.interfaces import EventToPersist
 from ..storage.protocols.appservice import AppServiceStorage
 from ..storage.sql.appservice import QueueStats, StoredTxn
@@ -88,11 +89,16 @@ class AppServicePusher:
         if not self._pushed:
             return
         # Live events, and the out-of-band membership events that arrive as outliers (an invite or knock
-        # from another server for one of the bridge's users: AS "Pushing events" covers them too).
+        # from another server for one of the bridge's users: AS "Pushing events" covers them too). Such an
+        # invite or knock was pushed when it arrived out of band; when the room's history brings it in
+        # later (the invite is the prev event of the puppet's join), it is not pushed a second time.
         live = [
             item.pdu
             for item, _ in written
-            if (not item.outlier or (item.pdu.type == "m.room.member" and item.pdu.state_key))
+            if (
+                (not item.outlier and not (item.held_as_outlier and self._out_of_band_for_us(item.pdu)))
+                or (item.outlier and _is_membership(item.pdu))
+            )
             and item.rejected_reason is None
             and not item.soft_failed
             and not item.backfilled
@@ -120,6 +126,10 @@ class AppServicePusher:
             if not woken:
                 del self._wake_after_commit[pdu.event_id]
         await self._store.enqueue_events_txn(txn, rows, now_ms())
+
+    def _out_of_band_for_us(self, pdu: Pdu) -> bool:
+        """A membership event of one of our appservices' users: held as an outlier, it came out of band."""
+        return _is_membership(pdu) and any(s.is_interested_in_user(pdu.state_key or "") for s in self._pushed)
 
     async def _room_interest_txn(self, txn: Any, room_id: str) -> frozenset[str]:
         interested = {s.id for s in self._pushed if s.is_interested_in_room(room_id)}
@@ -309,6 +319,10 @@ class AppServicePusher:
         worker.last_error = None
         worker.sent_txns += 1
         worker.sent_events += txn.event_count
+
+
+def _is_membership(pdu: Pdu) -> bool:
+    return pdu.type == "m.room.member" and bool(pdu.state_key)
 
 
 async def _joined(txn: Any, room_id: str, user_ids: Sequence[str]) -> bool:

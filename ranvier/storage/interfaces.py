@@ -71,6 +71,10 @@ class EventToPersist:
     # found the redaction's sender has the power to redact others' events. Redactions between senders of
     # the same server apply anyway; before v3 every accepted redaction applies.
     redaction_permitted_by_power: bool = False
+    # Set by storage on what it hands to the in-transaction hooks, never by the caller: the event was held
+    # as an outlier and this batch gives it its place in the room (the hooks saw it once as an outlier, e.g.
+    # an appservice was pushed an out-of-band invite that our join's prev events later bring in).
+    held_as_outlier: bool = False
 
 
 # Called by ``persist_events`` inside its transaction, after every row of the batch is written, with the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ranvier.protocol.events import Pdu
@@ -52,6 +52,10 @@ class _Pending:
     @property
     def accepted_non_outlier(self) -> bool:
         return not self.item.outlier and self.item.rejected_reason is None
+
+
+def _for_hooks(p: _Pending) -> EventToPersist:
+    return replace(p.item, held_as_outlier=True) if p.deoutlier else p.item
 
 
 def _validate(room_id: str, batch: Sequence[EventToPersist]) -> None:
@@ -194,7 +198,7 @@ class EventPersister:
                 if on_txn is not None and pending:
                     # Last, so the hook reads the batch's rows and the new membership; what it writes
                     # commits (or rolls back) with the events (e.g. the federation outbox).
-                    await on_txn(txn, [(p.item, p.stream) for p in pending.values()])
+                    await on_txn(txn, [(_for_hooks(p), p.stream) for p in pending.values()])
             # Committed: publish to caches and to waiting readers.
             writer.commit()
             if new_current is not None:
