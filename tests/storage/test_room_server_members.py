@@ -17,6 +17,7 @@ import pytest
 from ranvier.protocol.events import StateKey
 from ranvier.storage.interfaces import EventToPersist, StateDelta
 from ranvier.storage.sql import RoomStorage
+from ranvier.storage.sql import state as state_module
 from ranvier.storage.sql.engine import Database
 from ranvier.storage.sql.migrate import load_migrations, migrate
 from ranvier.storage.sql.purge import purge_room
@@ -109,6 +110,40 @@ async def test_counts_equal_the_scan_through_any_membership_history(storage: Roo
     assert await counted(storage.db, room)  # the history left members in the room
     await purge_room(storage.db, storage, room)
     assert await counted(storage.db, room) == {}
+
+
+async def test_big_writes_into_a_room_holding_few_members(
+    storage: RoomStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write touching more users than the room holds (the resync of a partial-state room) reads the old
+    memberships with the room's members rather than by key: the counts stay right either way."""
+    monkeypatch.setattr(state_module, "SCAN_FROM", 50)  # as for 1,000 users, with fewer to build
+    dag, state = await new_room(storage)
+    room = dag.room_id
+    users = [f"@m{i}:{SERVERS[i % 3]}" for i in range(120)]
+    joins = {}
+    tip = "create"
+    for user in users:
+        dag.member(f"j{user}", user, "join", [tip], sender=user)
+        joins[(MEMBER, user)] = dag.id(f"j{user}")
+        tip = f"j{user}"
+    batch = [EventToPersist(dag.by_name[f"j{u}"], state_before=dict(state)) for u in users]
+    await storage.events.persist_events(room, batch, new_current_state=StateDelta(changed=joins))
+    await check(storage, room)  # 120 touched, none held: read with the room's
+    leaves = {}
+    for user in users[:110]:
+        dag.member(f"l{user}", user, "leave", [tip], sender=user)
+        leaves[(MEMBER, user)] = dag.id(f"l{user}")
+        tip = f"l{user}"
+    batch = [EventToPersist(dag.by_name[f"l{u}"], state_before=dict(state)) for u in users[:110]]
+    await storage.events.persist_events(room, batch, new_current_state=StateDelta(changed=leaves))
+    await check(storage, room)  # 110 touched, 120 held: by key
+    assert await counted(storage.db, room) == {s: (3, 0) for s in SERVERS} | {SERVERS[2]: (4, 0)}
+    # A state reset puts the 110 back at their joins and drops the 10 others: 120 touched, 10 held.
+    reset = {**state, **{key: joins[key] for key in list(joins)[:110]}}
+    await storage.events.persist_events(room, [], new_current_state=reset)
+    await check(storage, room)
+    assert await counted(storage.db, room) == {SERVERS[0]: (37, 0), SERVERS[1]: (37, 0), SERVERS[2]: (36, 0)}
 
 
 async def test_migration_counts_the_memberships_already_held(raw_db: Database) -> None:

@@ -13,6 +13,9 @@ from .events import SqlEventStore
 from .state_groups import StateDict, StateGroups
 
 MEMBER = "m.room.member"
+# Users whose stored memberships a write reads from a read of the room's members rather than by key, when
+# the room holds fewer (see _stored_memberships).
+SCAN_FROM = 1000
 
 
 class SqlStateStore:
@@ -310,8 +313,22 @@ async def recount_server_members(txn: Txn, room_id: str) -> None:
 
 
 async def _stored_memberships(txn: Txn, room_id: str, users: list[str]) -> dict[str, str]:
+    """The stored memberships of ``users`` in the room (those that have one)."""
+    wanted = list(dict.fromkeys(users))
+    if len(wanted) > SCAN_FROM:
+        # Many users at once (a partial-state room's resync writes every member the joiner did not hold):
+        # when the room holds fewer members than that, one read of them beats a key lookup each.
+        held = await txn.fetchall(
+            "SELECT SUM(joined + invited) FROM room_server_members WHERE room_id = ?", (room_id,)
+        )
+        if int(held[0][0] or 0) < len(wanted):
+            keep = set(wanted)
+            rows = await txn.fetchall(
+                "SELECT user_id, membership FROM room_memberships WHERE room_id = ?", (room_id,)
+            )
+            return {u: m for u, m in rows if u in keep}
     out: dict[str, str] = {}
-    for part in chunks(list(dict.fromkeys(users))):
+    for part in chunks(wanted):
         rows = await txn.fetchall(
             f"SELECT user_id, membership FROM room_memberships WHERE room_id = ? AND user_id IN"
             f" ({in_list(len(part))})",
