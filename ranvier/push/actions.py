@@ -265,12 +265,15 @@ class PushActionsHook:
         ]
         if not live:
             return
-        # The room's member counts (one row per server), the state the rules consult, then the local
-        # members' own rules and ignore lists; the local members themselves are read only when an event
-        # notifies members with the default rules (a message: a row is written for each of them anyway),
-        # not for a join, which notifies none of them (one row per member of a room of 10,000 was read on
-        # every join).
-        member_count, local_count = await self._store.member_counts_txn(txn, room_id, self._server_name)
+        # Three statements whatever the room's size: the room's member counts (one row per server), the
+        # state the rules consult, then the local members' own rules and ignore lists; the local members
+        # themselves are read (with those) only when an event notifies members with the default rules (a
+        # message: a row is written for each of them anyway), not for a join, which notifies none of them
+        # (one row per member of a room of 10,000 was read on every join).
+        types = (ACCOUNT_DATA_TYPE, IGNORED_USERS)
+        member_count, local_count, with_data = await self._store.member_counts_txn(
+            txn, room_id, self._server_name, types
+        )
         invited = {
             pdu.state_key
             for pdu, _ in live
@@ -293,21 +296,21 @@ class PushActionsHook:
                 level = sender_levels[pdu.sender] = get_user_power_level(pdu.sender, state, room_version)
             facts = event_facts(pdu, member_count, state, room_version, levels, level)
             jobs.append((pdu, ordering, facts, await _thread(txn, pdu)))
-        types = (ACCOUNT_DATA_TYPE, IGNORED_USERS)
-        stored = await self._store.members_account_data_txn(
-            txn, room_id, self._server_name, types, local_count
-        )
         events = [pdu for pdu, _ in live]
         if self._generic_is_quiet(events, [facts for _, _, facts, _ in jobs]):
             # Every member with the default rules whom no event mentions gets the generic outcome, which
             # is silence: only those with rules of their own and those mentioned are evaluated.
+            stored = await self._store.members_account_data_txn(
+                txn, room_id, self._server_name, types, local_count, with_data
+            )
             local: set[str] = set()
             generic: list[str] = []
             mentioned = {u for pdu in events for u in _mentioned(pdu) if u.endswith(":" + self._server_name)}
             found = await self._store.joined_among_txn(txn, room_id, mentioned) if mentioned else set()
             individual = {user for user, _ in stored} | found
         else:
-            local = set(await self._store.local_members_txn(txn, room_id, self._server_name))
+            members, stored = await self._store.local_members_txn(txn, room_id, self._server_name, types)
+            local = set(members)
             users = local | invited
             if invited - local:
                 stored.update(await self._store.global_account_data_txn(txn, invited - local, types))

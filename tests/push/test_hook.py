@@ -4,6 +4,7 @@ thread write the same rows; remote members, the sender and ignorers get none."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ranvier.protocol.events import Pdu, build_event
@@ -155,9 +156,11 @@ async def test_batches_silent_for_default_rules_skip_the_members_and_write_the_s
     members_read: list[str] = []
     read_members = store.local_members_txn
 
-    async def counting(txn: Any, room_id: str, server_name: str) -> list[str]:
+    async def counting(
+        txn: Any, room_id: str, server_name: str, data_types: Sequence[str]
+    ) -> tuple[list[str], dict[tuple[str, str], str]]:
         members_read.append(room_id)
-        return await read_members(txn, room_id, server_name)
+        return await read_members(txn, room_id, server_name, data_types)
 
     store.local_members_txn = counting  # type: ignore[method-assign]
     outcomes = {}

@@ -16,10 +16,20 @@ __all__ = ["Notification", "PushActionRow", "PushActionStorage", "Pusher", "Push
 class PushActionStorage(Protocol):
     # The ``*_txn`` reads and writes run inside the persist transaction (the push rules' hook).
     async def insert_txn(self, txn: Txn, rows: Iterable[PushActionRow]) -> None: ...
-    async def member_counts_txn(self, txn: Txn, room_id: str, server_name: str) -> tuple[int, int]: ...
-    async def local_members_txn(self, txn: Txn, room_id: str, server_name: str) -> list[str]: ...
+    async def member_counts_txn(
+        self, txn: Txn, room_id: str, server_name: str, data_types: Sequence[str]
+    ) -> tuple[int, int, int]: ...
+    async def local_members_txn(
+        self, txn: Txn, room_id: str, server_name: str, data_types: Sequence[str]
+    ) -> tuple[list[str], dict[tuple[str, str], str]]: ...
     async def members_account_data_txn(
-        self, txn: Txn, room_id: str, server_name: str, data_types: Sequence[str], local_members: int
+        self,
+        txn: Txn,
+        room_id: str,
+        server_name: str,
+        data_types: Sequence[str],
+        local_members: int,
+        users_with_data: int,
     ) -> dict[tuple[str, str], str]:
         """The global account data of ``data_types`` of the room's joined members of ``server_name``."""
 

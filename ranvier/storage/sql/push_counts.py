@@ -186,28 +186,47 @@ class PushActionStore:
     # -- what the push hook reads inside the persist transaction --------------------------------------
 
     @staticmethod
-    async def member_counts_txn(txn: Any, room_id: str, server_name: str) -> tuple[int, int]:
-        """(joined members of the room, those of ``server_name``) as of this transaction, from the room's
-        per-server counts (room_server_members): one row per server, none per member."""
+    async def member_counts_txn(
+        txn: Any, room_id: str, server_name: str, data_types: Sequence[str]
+    ) -> tuple[int, int, int]:
+        """(joined members of the room, those of ``server_name``, the server's users with global account
+        data of ``data_types`` counted up to one more than those members) as of this transaction, in one
+        statement: the counts from the room's per-server rows (room_server_members, none per member), the
+        last to choose the smaller side in ``members_account_data_txn``."""
+        types = in_list(len(data_types))
         row = (
             await txn.fetchall(
-                "SELECT SUM(joined), SUM(CASE WHEN server_name = ? THEN joined ELSE 0 END)"
-                " FROM room_server_members WHERE room_id = ?",
-                (server_name, room_id),
+                "SELECT (SELECT SUM(joined) FROM room_server_members WHERE room_id = ?),"
+                " (SELECT SUM(joined) FROM room_server_members WHERE room_id = ? AND server_name = ?),"
+                " (SELECT COUNT(*) FROM (SELECT 1 FROM account_data WHERE room_id = ''"
+                f" AND data_type IN ({types}) LIMIT (SELECT COALESCE(SUM(joined), 0) + 1"
+                " FROM room_server_members WHERE room_id = ? AND server_name = ?)) AS few)",
+                (room_id, room_id, server_name, *data_types, room_id, server_name),
             )
         )[0]
-        return int(row[0] or 0), int(row[1] or 0)
+        return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
     @staticmethod
-    async def local_members_txn(txn: Any, room_id: str, server_name: str) -> list[str]:
+    async def local_members_txn(
+        txn: Any, room_id: str, server_name: str, data_types: Sequence[str]
+    ) -> tuple[list[str], dict[tuple[str, str], str]]:
         """The room's joined members of ``server_name`` (the only ones push rules are evaluated for), as
-        of this transaction; no row per remote member."""
+        of this transaction, with their global account data of ``data_types`` (as
+        ``global_account_data_txn``), in one statement; no row per remote member."""
+        types = in_list(len(data_types))
         rows = await txn.fetchall(
-            "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'"
-            " AND server_name = ?",
-            (room_id, server_name),
+            "SELECT m.user_id, a.data_type, a.content FROM room_memberships m LEFT JOIN account_data a"
+            f" ON a.user_id = m.user_id AND a.room_id = '' AND a.data_type IN ({types})"
+            " WHERE m.room_id = ? AND m.membership = 'join' AND m.server_name = ?",
+            (*data_types, room_id, server_name),
         )
-        return [str(user) for (user,) in rows]
+        members: dict[str, None] = {}
+        stored: dict[tuple[str, str], str] = {}
+        for user_id, data_type, content in rows:
+            members[str(user_id)] = None
+            if data_type is not None:
+                stored[(str(user_id), str(data_type))] = str(content)
+        return list(members), stored
 
     @staticmethod
     async def global_account_data_txn(
@@ -229,20 +248,21 @@ class PushActionStore:
 
     @staticmethod
     async def members_account_data_txn(
-        txn: Any, room_id: str, server_name: str, data_types: Sequence[str], local_members: int
+        txn: Any,
+        room_id: str,
+        server_name: str,
+        data_types: Sequence[str],
+        local_members: int,
+        users_with_data: int,
     ) -> dict[tuple[str, str], str]:
         """``global_account_data_txn`` for the room's joined members of ``server_name`` (``local_members``
-        of them), in one statement, from whichever side is smaller: the room's local members, each looked
-        up in the account data, or the server's users with account data of these types, each looked up
-        in the room's members. So the work is that of min(members, users with their own rules), not of
-        the room's size (a join into a room of 10,000 local members looked at every one of them)."""
+        of them), in one statement, from whichever side is smaller (``users_with_data``: the server's users
+        with account data of these types, as ``member_counts_txn`` counts them): the room's local members,
+        each looked up in the account data, or those users, each looked up in the room's members. So the
+        work is that of min(members, users with their own rules), not of the room's size (a join into a
+        room of 10,000 local members looked at every one of them)."""
         types = in_list(len(data_types))
-        stored = await txn.fetchall(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM account_data WHERE room_id = '' AND data_type IN ({types})"
-            " LIMIT ?) AS few",
-            (*data_types, local_members + 1),
-        )
-        if int(stored[0][0]) <= local_members:
+        if users_with_data <= local_members:
             # CROSS JOIN: SQLite keeps this order (the account data outside); PostgreSQL plans it freely.
             sql = (
                 "SELECT a.user_id, a.data_type, a.content FROM account_data a CROSS JOIN room_memberships m"
