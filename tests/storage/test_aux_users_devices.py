@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import threading
+from typing import Any
 
 import pytest
 
 from ranvier.storage.sql.devices import DeviceStore, token_digest
 from ranvier.storage.sql.engine import Database
-from ranvier.storage.sql.users import UserExists, UserStore, hash_password, verify_password
+from ranvier.storage.sql.users import (
+    HASH_THREADS,
+    UserExists,
+    UserStore,
+    hash_password,
+    verify_password,
+)
 
 
 def test_password_hash_roundtrip_and_salting() -> None:
@@ -141,3 +150,34 @@ async def test_delete_all_devices_except_one(db: Database) -> None:
     assert await devices.delete_all_devices("@a:x") == ["B"]
     assert await devices.get_user_by_token("tok-B") is None
     assert await devices.get_user_by_token("tok-bA") == ("@b:x", "A")
+
+
+async def test_password_hashes_run_at_most_hash_threads_at_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each scrypt run holds 32 MiB: a burst of logins and registrations hashes at most HASH_THREADS
+    passwords at once (through the default executor it was up to 6 on 2 cores, 192 MiB)."""
+    users = UserStore(db)
+    await users.create_user("@alice:example.org", "hunter2")
+    real_scrypt = hashlib.scrypt
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return real_scrypt(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(hashlib, "scrypt", counted)
+    logins = [users.check_password("@alice:example.org", f"guess {i}") for i in range(8)]
+    registrations = [users.create_user(f"@u{i}:example.org", "pw") for i in range(4)]
+    results = await asyncio.gather(*logins, *registrations)
+    assert results[:8] == [False] * 8
+    assert most == HASH_THREADS  # the bound is reached, never passed
