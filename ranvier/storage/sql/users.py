@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ...clock import now_ms
 from .aux_streams import write
@@ -31,13 +31,14 @@ _SCRYPT_N = 2**15
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _MAXMEM = 64 * 1024 * 1024
+_T = TypeVar("_T")
 # At most this many hashes at once (each holds 32 MiB): one per core, at least two. The pool's threads are
 # started on first use, so an idle server does not pay for them.
 HASH_THREADS = max(2, os.cpu_count() or 1)
 _hash_pool = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="password-hash")
 
 
-async def _in_hash_pool(fn: Callable[..., Any], *args: Any) -> Any:
+async def _in_hash_pool(fn: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.get_running_loop().run_in_executor(_hash_pool, fn, *args)
 
 
@@ -101,10 +102,6 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${'A' * 22}==${'A' * 43}="
 
 
-async def _hashed(password: str) -> str:
-    return str(await _in_hash_pool(hash_password, password))
-
-
 _COLUMNS = (
     "user_id, localpart, is_admin, deactivated, created_ts, displayname, avatar_url, password_hash,"
     " locked, suspended"
@@ -141,7 +138,7 @@ class UserStore:
         """Create an account; raises UserExists if the id is taken. The displayname defaults to the
         localpart, as clients expect a profile to exist."""
         localpart = user_id[1:].split(":", 1)[0]
-        pw_hash = await _hashed(password) if password is not None else None
+        pw_hash = await _in_hash_pool(hash_password, password) if password is not None else None
         created = now_ms()
         name = displayname if displayname is not None else localpart
         # ON CONFLICT DO NOTHING: a concurrent registration of the same id loses cleanly instead of failing
@@ -172,10 +169,10 @@ class UserStore:
         if row is None or row[0] is None or row[1]:
             await _in_hash_pool(verify_password, password, _DUMMY_HASH)
             return False
-        return bool(await _in_hash_pool(verify_password, password, str(row[0])))
+        return await _in_hash_pool(verify_password, password, str(row[0]))
 
     async def set_password(self, user_id: str, password: str | None) -> None:
-        pw_hash = await _hashed(password) if password is not None else None
+        pw_hash = await _in_hash_pool(hash_password, password) if password is not None else None
         await write(self._db, "UPDATE users SET password_hash = ? WHERE user_id = ?", (pw_hash, user_id))
 
     async def set_locked(self, user_id: str, locked: bool) -> None:
